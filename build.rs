@@ -1,0 +1,35 @@
+//! Compiles `proto/` with a pure-Rust protobuf compiler (protox), so building
+//! tracecheck never needs a system `protoc`.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = collect_protos(PathBuf::from("proto"))?;
+    for p in &protos {
+        println!("cargo:rerun-if-changed={}", p.display());
+    }
+    let fds = protox::compile(&protos, ["proto"])?;
+    tonic_prost_build::configure()
+        // Lazy OTLP: nested messages stay as reference-counted slices of the
+        // request buffer instead of being copied.
+        .bytes(".opentelemetry.proto.collector.trace.v1")
+        .compile_fds(fds)?;
+    Ok(())
+}
+
+fn collect_protos(dir: PathBuf) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "proto") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}

@@ -1,0 +1,304 @@
+//! The assembler: gathers spans per trace ID in a concurrent, bounded buffer
+//! and decides when each trace is complete.
+//!
+//! A trace is complete `idle_timeout` after its last span, or `root_settle`
+//! after its root span arrived if sooner, or `max_trace_age` after its first
+//! span. The buffer is split into shards, each behind its own lock with its
+//! own deadline heap, so concurrent receivers rarely meet and expiry never
+//! scans every trace. At `max_traces`/`max_spans` new spans are refused with a
+//! retryable answer ([`Assembler::admit`]) and the expiry task completes the
+//! oldest traces early (`evicted`) until the buffer is back under 90% of its
+//! bounds. Spans of a recently completed trace are counted as late and handed
+//! on as a late fragment of it.
+//!
+//! Completed traces leave on a bounded channel; when the consumer falls behind
+//! the buffer fills and senders are asked to retry: back-pressure, not loss.
+
+pub mod config;
+mod shard;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use self::config::AssemblerConfig;
+use self::shard::{InsertDelta, Shard};
+use crate::ids::TraceId;
+use crate::otlp::{KeyedSpan, RawSpan};
+use crate::results::metrics::{CompletionReason, Metrics};
+
+/// How often deadlines are checked; bounds how late past its condition a
+/// trace is completed.
+const TICK: Duration = Duration::from_millis(10);
+
+/// Shards of the buffer: enough that two cores' worth of receivers rarely
+/// contend, few enough that eviction's scan of shard heads stays cheap.
+const SHARDS: usize = 64;
+
+/// Fraction of the bounds eviction brings the buffer down to, so that a full
+/// buffer does not flip between refusing and accepting on every request.
+const LOW_WATERMARK: f64 = 0.9;
+
+/// A trace the assembler considers complete.
+#[derive(Debug)]
+pub struct CompletedTrace {
+    pub trace_id: TraceId,
+    pub reason: CompletionReason,
+    /// A fragment of a trace completed earlier (late spans only).
+    pub late: bool,
+    /// In arrival order.
+    pub spans: Vec<RawSpan>,
+    pub first_seen: Instant,
+    /// When its completion condition was met.
+    pub due: Instant,
+    pub completed_at: Instant,
+}
+
+/// Where completed traces go. Until models exist it only counts.
+pub trait TraceConsumer: Send + 'static {
+    fn consume(&mut self, trace: CompletedTrace);
+}
+
+/// The buffer is at a bound: the sender should retry shortly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("trace buffer full ({traces} traces, {spans} spans buffered); retry shortly")]
+pub struct BufferFull {
+    pub traces: usize,
+    pub spans: usize,
+}
+
+pub struct Assembler {
+    config: AssemblerConfig,
+    shards: Box<[Mutex<Shard>]>,
+    hasher: ahash::RandomState,
+    traces: AtomicUsize,
+    spans: AtomicUsize,
+    evict_wanted: AtomicBool,
+    wake: Notify,
+    metrics: Arc<Metrics>,
+    recent_cap: usize,
+}
+
+impl Assembler {
+    pub fn new(config: AssemblerConfig, metrics: Arc<Metrics>) -> Self {
+        metrics.buffer_max_traces.set(config.max_traces as i64);
+        metrics.buffer_max_spans.set(config.max_spans as i64);
+        Self {
+            recent_cap: config.max_traces / SHARDS + 1,
+            config,
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            hasher: ahash::RandomState::new(),
+            traces: AtomicUsize::new(0),
+            spans: AtomicUsize::new(0),
+            evict_wanted: AtomicBool::new(false),
+            wake: Notify::new(),
+            metrics,
+        }
+    }
+
+    pub fn config(&self) -> &AssemblerConfig {
+        &self.config
+    }
+
+    /// Whether new spans may come in. At a bound it refuses and asks the
+    /// expiry task to evict, so a retry shortly after succeeds. A request
+    /// admitted just below a bound may overshoot it by its own size, which
+    /// the receivers' message size limit bounds.
+    pub fn admit(&self) -> Result<(), BufferFull> {
+        let traces = self.traces.load(Ordering::Relaxed);
+        let spans = self.spans.load(Ordering::Relaxed);
+        if traces < self.config.max_traces && spans < self.config.max_spans {
+            return Ok(());
+        }
+        if !self.evict_wanted.swap(true, Ordering::AcqRel) {
+            self.wake.notify_one();
+        }
+        Err(BufferFull { traces, spans })
+    }
+
+    /// Buffers spans; each shard is locked once per call.
+    pub fn insert(&self, mut spans: Vec<KeyedSpan>, now: Instant) {
+        spans.sort_unstable_by_key(|s| self.shard_of(&s.trace_id));
+        let mut delta = InsertDelta::default();
+        let mut iter = spans.into_iter().peekable();
+        while let Some(first) = iter.next() {
+            let idx = self.shard_of(&first.trace_id);
+            let mut shard = self.shards[idx].lock();
+            shard.insert(
+                first.trace_id,
+                first.is_root,
+                first.span,
+                now,
+                &self.config,
+                &mut delta,
+            );
+            while let Some(next) = iter.next_if(|s| self.shard_of(&s.trace_id) == idx) {
+                shard.insert(
+                    next.trace_id,
+                    next.is_root,
+                    next.span,
+                    now,
+                    &self.config,
+                    &mut delta,
+                );
+            }
+        }
+        self.traces.fetch_add(delta.new_traces, Ordering::Relaxed);
+        self.spans.fetch_add(delta.spans, Ordering::Relaxed);
+        if delta.late_spans > 0 {
+            self.metrics.late_spans.inc_by(delta.late_spans as u64);
+        }
+        self.publish_gauges();
+    }
+
+    /// Traces and spans buffered now.
+    pub fn len(&self) -> (usize, usize) {
+        (
+            self.traces.load(Ordering::Relaxed),
+            self.spans.load(Ordering::Relaxed),
+        )
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len().0 == 0
+    }
+
+    /// Completes every trace whose condition was met by `now`, and, if a
+    /// bound was hit, the oldest traces down to the low watermark.
+    pub fn poll_completed(&self, now: Instant) -> Vec<CompletedTrace> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            shard
+                .lock()
+                .expire(now, &self.config, self.recent_cap, &mut out);
+        }
+        if self.evict_wanted.swap(false, Ordering::AcqRel) {
+            self.evict(now, &mut out);
+        }
+        self.account(&out);
+        out
+    }
+
+    /// Completes everything buffered with reason `shutdown`.
+    pub fn drain(&self, now: Instant) -> Vec<CompletedTrace> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            shard.lock().drain(now, &mut out);
+        }
+        self.account(&out);
+        out
+    }
+
+    fn evict(&self, now: Instant, out: &mut Vec<CompletedTrace>) {
+        let low_traces = (self.config.max_traces as f64 * LOW_WATERMARK) as usize;
+        let low_spans = (self.config.max_spans as f64 * LOW_WATERMARK) as usize;
+        let (mut traces, mut spans) = self.len();
+        // Already-completed traces in `out` still count until accounted.
+        for c in out.iter() {
+            traces = traces.saturating_sub(1);
+            spans = spans.saturating_sub(c.spans.len());
+        }
+        while traces > low_traces || spans > low_spans {
+            let oldest = self
+                .shards
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.lock().oldest().map(|t| (t, i)))
+                .min();
+            let Some((_, idx)) = oldest else { break };
+            let Some(c) = self.shards[idx]
+                .lock()
+                .evict_oldest(now, &self.config, self.recent_cap)
+            else {
+                break;
+            };
+            traces = traces.saturating_sub(1);
+            spans = spans.saturating_sub(c.spans.len());
+            out.push(c);
+        }
+    }
+
+    fn account(&self, completed: &[CompletedTrace]) {
+        if completed.is_empty() {
+            return;
+        }
+        let spans: usize = completed.iter().map(|c| c.spans.len()).sum();
+        self.traces.fetch_sub(completed.len(), Ordering::Relaxed);
+        self.spans.fetch_sub(spans, Ordering::Relaxed);
+        for c in completed {
+            self.metrics.completed(c.reason);
+        }
+        self.publish_gauges();
+    }
+
+    fn publish_gauges(&self) {
+        let (t, s) = self.len();
+        self.metrics.buffer_traces.set(t as i64);
+        self.metrics.buffer_spans.set(s as i64);
+    }
+
+    fn shard_of(&self, id: &TraceId) -> usize {
+        (self.hasher.hash_one(id) as usize) % self.shards.len()
+    }
+
+    /// Drives completion until `cancel`: every tick (or at once when a bound
+    /// is hit) completed traces are sent to `out`. Waiting on a full `out`
+    /// is the back-pressure that eventually refuses senders.
+    pub async fn run(
+        self: Arc<Self>,
+        out: mpsc::Sender<CompletedTrace>,
+        cancel: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+                _ = self.wake.notified() => {}
+            }
+            for trace in self.poll_completed(Instant::now()) {
+                if out.send(trace).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Runs `consumer` on a thread of its own until the channel closes:
+/// evaluation is CPU work and must not hold up the async receivers.
+pub fn spawn_consumer<C: TraceConsumer>(
+    mut rx: mpsc::Receiver<CompletedTrace>,
+    mut consumer: C,
+) -> tokio::task::JoinHandle<C> {
+    tokio::task::spawn_blocking(move || {
+        while let Some(trace) = rx.blocking_recv() {
+            consumer.consume(trace);
+        }
+        consumer
+    })
+}
+
+/// A consumer that only counts, for when no model engine is attached.
+#[derive(Debug, Default, Clone)]
+pub struct CountingConsumer {
+    pub traces: usize,
+    pub spans: usize,
+}
+
+impl TraceConsumer for CountingConsumer {
+    fn consume(&mut self, trace: CompletedTrace) {
+        self.traces += 1;
+        self.spans += trace.spans.len();
+    }
+}
+
+#[cfg(test)]
+mod tests;

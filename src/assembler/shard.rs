@@ -1,0 +1,217 @@
+//! One shard of the buffer: its traces, their deadlines, their arrival order
+//! and the IDs of traces it completed recently. Everything here runs under
+//! the shard's lock, so it is plain single-threaded code.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+
+use tokio::time::Instant;
+
+use super::config::AssemblerConfig;
+use super::CompletedTrace;
+use crate::ids::TraceId;
+use crate::otlp::RawSpan;
+use crate::results::metrics::CompletionReason;
+
+pub(super) struct TraceBuf {
+    pub spans: Vec<RawSpan>,
+    pub first_seen: Instant,
+    pub last_seen: Instant,
+    pub root_at: Option<Instant>,
+    /// Spans of a trace completed before: handed on as a late fragment.
+    pub late: bool,
+}
+
+impl TraceBuf {
+    /// The earliest completion condition and which one it is.
+    fn due(&self, c: &AssemblerConfig) -> (Instant, CompletionReason) {
+        let mut due = (self.last_seen + c.idle_timeout, CompletionReason::idle);
+        if let Some(root) = self.root_at {
+            let root_due = root + c.root_settle;
+            if root_due < due.0 {
+                due = (root_due, CompletionReason::root);
+            }
+        }
+        let age_due = self.first_seen + c.max_trace_age;
+        if age_due < due.0 {
+            due = (age_due, CompletionReason::max_age);
+        }
+        due
+    }
+}
+
+#[derive(Default)]
+pub(super) struct Shard {
+    traces: HashMap<TraceId, TraceBuf, ahash::RandomState>,
+    /// Min-heap of (deadline, trace). Entries go stale when a trace gets new
+    /// spans or completes; they are checked when popped instead of updated,
+    /// which keeps each insert O(log n) and each expiry O(expired · log n).
+    deadlines: BinaryHeap<Reverse<(Instant, TraceId)>>,
+    /// Traces by first arrival, for evicting the oldest; stale entries are
+    /// skipped when met.
+    arrivals: VecDeque<(Instant, TraceId)>,
+    recent: HashMap<TraceId, Instant, ahash::RandomState>,
+    recent_order: VecDeque<(Instant, TraceId)>,
+}
+
+/// What an insert changed, for the buffer's counters.
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct InsertDelta {
+    pub new_traces: usize,
+    pub spans: usize,
+    pub late_spans: usize,
+}
+
+impl Shard {
+    pub fn insert(
+        &mut self,
+        trace_id: TraceId,
+        is_root: bool,
+        span: RawSpan,
+        now: Instant,
+        config: &AssemblerConfig,
+        delta: &mut InsertDelta,
+    ) {
+        delta.spans += 1;
+        if let Some(t) = self.traces.get_mut(&trace_id) {
+            t.spans.push(span);
+            t.last_seen = now;
+            if t.late {
+                delta.late_spans += 1;
+            }
+            if is_root && t.root_at.is_none() {
+                t.root_at = Some(now);
+                // The root can only bring the deadline forward, so schedule
+                // it; the idle deadline moving later is found on pop.
+                self.deadlines
+                    .push(Reverse((now + config.root_settle, trace_id)));
+            }
+            return;
+        }
+        let late = self.recent.contains_key(&trace_id);
+        if late {
+            delta.late_spans += 1;
+        }
+        let buf = TraceBuf {
+            spans: vec![span],
+            first_seen: now,
+            last_seen: now,
+            root_at: is_root.then_some(now),
+            late,
+        };
+        self.deadlines.push(Reverse((buf.due(config).0, trace_id)));
+        self.arrivals.push_back((now, trace_id));
+        self.traces.insert(trace_id, buf);
+        delta.new_traces += 1;
+    }
+
+    /// Completes every trace whose condition was met by `now`.
+    pub fn expire(
+        &mut self,
+        now: Instant,
+        config: &AssemblerConfig,
+        recent_cap: usize,
+        out: &mut Vec<CompletedTrace>,
+    ) {
+        while let Some(Reverse((at, id))) = self.deadlines.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            let Some(t) = self.traces.get(&id) else {
+                continue;
+            };
+            let (due, reason) = t.due(config);
+            if due > now {
+                if due != at {
+                    self.deadlines.push(Reverse((due, id)));
+                }
+                continue;
+            }
+            if let Some(c) = self.complete(id, reason, due, now, config, recent_cap) {
+                out.push(c);
+            }
+        }
+        self.prune_recent(now, config, recent_cap);
+    }
+
+    /// First-seen time of the oldest buffered trace, dropping stale entries.
+    pub fn oldest(&mut self) -> Option<Instant> {
+        while let Some(&(seen, id)) = self.arrivals.front() {
+            match self.traces.get(&id) {
+                Some(t) if t.first_seen == seen => return Some(seen),
+                _ => {
+                    self.arrivals.pop_front();
+                }
+            }
+        }
+        None
+    }
+
+    /// Completes the oldest trace early (`reason="evicted"`).
+    pub fn evict_oldest(
+        &mut self,
+        now: Instant,
+        config: &AssemblerConfig,
+        recent_cap: usize,
+    ) -> Option<CompletedTrace> {
+        self.oldest()?;
+        let (_, id) = self.arrivals.pop_front()?;
+        self.complete(id, CompletionReason::evicted, now, now, config, recent_cap)
+    }
+
+    /// Completes everything (`reason="shutdown"`).
+    pub fn drain(&mut self, now: Instant, out: &mut Vec<CompletedTrace>) {
+        self.deadlines.clear();
+        self.arrivals.clear();
+        for (trace_id, t) in self.traces.drain() {
+            out.push(CompletedTrace {
+                trace_id,
+                reason: CompletionReason::shutdown,
+                late: t.late,
+                spans: t.spans,
+                first_seen: t.first_seen,
+                due: now,
+                completed_at: now,
+            });
+        }
+    }
+
+    fn complete(
+        &mut self,
+        id: TraceId,
+        reason: CompletionReason,
+        due: Instant,
+        now: Instant,
+        config: &AssemblerConfig,
+        recent_cap: usize,
+    ) -> Option<CompletedTrace> {
+        let t = self.traces.remove(&id)?;
+        self.recent.insert(id, now);
+        self.recent_order.push_back((now, id));
+        self.prune_recent(now, config, recent_cap);
+        Some(CompletedTrace {
+            trace_id: id,
+            reason,
+            late: t.late,
+            spans: t.spans,
+            first_seen: t.first_seen,
+            due,
+            completed_at: now,
+        })
+    }
+
+    fn prune_recent(&mut self, now: Instant, config: &AssemblerConfig, cap: usize) {
+        while let Some(&(at, id)) = self.recent_order.front() {
+            let expired = now.saturating_duration_since(at) > config.late_span_window;
+            if !expired && self.recent_order.len() <= cap {
+                break;
+            }
+            self.recent_order.pop_front();
+            // Only forget the ID if this entry is its newest completion.
+            if self.recent.get(&id) == Some(&at) {
+                self.recent.remove(&id);
+            }
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Durations as users write them: `500ms`, `2s`, `1.5m`, `1h`.
+
+use std::time::Duration;
+
+use serde::{de, Deserialize, Deserializer, Serializer};
+
+/// Why a duration string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("empty duration, expected a number with a unit like 2s")]
+    Empty,
+    #[error("duration {0:?} has no unit, expected one of ns, us, ms, s, m, h (e.g. 2s)")]
+    NoUnit(String),
+    #[error("invalid duration {0:?}, expected a number with a unit like 500ms, 2s, 1m or 1h")]
+    Invalid(String),
+}
+
+/// Parses `<number><unit>` with unit `ns`, `us`, `ms`, `s`, `m` or `h`.
+pub fn parse(s: &str) -> Result<Duration, DurationError> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err(DurationError::Empty);
+    }
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| DurationError::NoUnit(s.to_owned()))?;
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| DurationError::Invalid(s.to_owned()))?;
+    let nanos_per_unit = match unit.trim() {
+        "ns" => 1.0,
+        "us" | "µs" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        "m" => 60e9,
+        "h" => 3600e9,
+        _ => return Err(DurationError::Invalid(s.to_owned())),
+    };
+    let nanos = value * nanos_per_unit;
+    if !nanos.is_finite() || nanos > u64::MAX as f64 {
+        return Err(DurationError::Invalid(s.to_owned()));
+    }
+    Ok(Duration::from_nanos(nanos.round() as u64))
+}
+
+/// Renders a duration in the largest unit that keeps it whole.
+pub fn format(d: Duration) -> String {
+    let n = d.as_nanos();
+    for (unit, size) in [
+        ("h", 3_600_000_000_000u128),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+    ] {
+        if n >= size && n % size == 0 {
+            return format!("{}{unit}", n / size);
+        }
+    }
+    format!("{n}ns")
+}
+
+/// `#[serde(with = "crate::config::duration")]` for `Duration` fields.
+pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse(&s).map_err(de::Error::custom)
+}
+
+pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format(*d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units() {
+        assert_eq!(parse("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse("10us"), Ok(Duration::from_micros(10)));
+    }
+
+    #[test]
+    fn refusals_say_what_is_expected() {
+        assert_eq!(parse("5"), Err(DurationError::NoUnit("5".into())));
+        assert_eq!(
+            parse("5 parsecs"),
+            Err(DurationError::Invalid("5 parsecs".into()))
+        );
+        assert_eq!(parse(""), Err(DurationError::Empty));
+        assert!(parse("1e400s").is_err());
+    }
+
+    #[test]
+    fn format_round_trips() {
+        for s in ["2s", "500ms", "5m", "1h", "10us", "7ns"] {
+            assert_eq!(format(parse(s).unwrap()), s);
+        }
+    }
+}

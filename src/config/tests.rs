@@ -1,0 +1,89 @@
+use std::time::Duration;
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_yaml("t.yaml", text, |n| (n == "TOKEN").then(|| "abc".to_owned()))
+        .map(|l| l.config)
+}
+
+#[test]
+fn empty_file_is_the_embedded_defaults() {
+    let c = parse("# nothing\n").unwrap();
+    assert_eq!(c, Config::default());
+    assert_eq!(c.admin.endpoint.to_string(), "127.0.0.1:9464");
+    let otlp = &c.receivers.otlp;
+    assert_eq!(
+        otlp.grpc.as_ref().unwrap().endpoint.to_string(),
+        "127.0.0.1:4317"
+    );
+    assert_eq!(
+        otlp.http.as_ref().unwrap().endpoint.to_string(),
+        "127.0.0.1:4318"
+    );
+    assert!(c.exporters.otlp.is_none());
+}
+
+#[test]
+fn durations_and_env() {
+    let c = parse(
+        "assembler:\n  idle_timeout: 250ms\n  max_trace_age: 2m\nexporters:\n  otlp:\n    endpoint: http://x:4317\n    headers: { api-key: \"${env:TOKEN}\" }\n    retry: { max_elapsed_time: 1h }\n",
+    )
+    .unwrap();
+    assert_eq!(c.assembler.idle_timeout, Duration::from_millis(250));
+    assert_eq!(c.assembler.max_trace_age, Duration::from_secs(120));
+    assert_eq!(c.assembler.root_settle, Duration::from_millis(500));
+    let e = c.exporters.otlp.unwrap();
+    assert_eq!(e.headers["api-key"], "abc");
+    assert_eq!(e.retry.max_elapsed_time, Duration::from_secs(3600));
+}
+
+#[test]
+fn unknown_key_names_key_line_and_column() {
+    let err = parse("assembler:\n  idle_timeout: 2s\n  idle_timout: 3s\n").unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("t.yaml:3:3: "), "{msg}");
+    assert!(msg.contains("unknown field `idle_timout`"), "{msg}");
+}
+
+#[test]
+fn bad_value_names_key_line_and_column() {
+    let msg = parse("assembler:\n  idle_timeout: 5\n")
+        .unwrap_err()
+        .to_string();
+    assert!(msg.starts_with("t.yaml:2:"), "{msg}");
+    assert!(msg.contains("idle_timeout"), "{msg}");
+    assert!(msg.contains("has no unit"), "{msg}");
+    let msg = parse("receivers:\n  otlp:\n    grpc: { endpoint: nowhere }\n")
+        .unwrap_err()
+        .to_string();
+    assert!(msg.starts_with("t.yaml:3:"), "{msg}");
+    assert!(msg.contains("endpoint"), "{msg}");
+}
+
+#[test]
+fn listed_protocols_only() {
+    let c = parse("receivers:\n  otlp:\n    http: { endpoint: 0.0.0.0:4318 }\n").unwrap();
+    assert!(c.receivers.otlp.grpc.is_none());
+    assert_eq!(
+        c.receivers.otlp.http.unwrap().endpoint.to_string(),
+        "0.0.0.0:4318"
+    );
+}
+
+#[test]
+fn relations_are_checked() {
+    assert!(parse("assembler: { max_spans: 0 }\n").is_err());
+    assert!(parse("links: { trace_url: http://jaeger/trace }\n").is_err());
+    assert!(parse("exporters: { otlp: { endpoint: jaeger:4317 } }\n").is_err());
+}
+
+#[test]
+fn shipped_example_config_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tracecheck.yaml");
+    let loaded = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let c = loaded.config;
+    assert!(c.exporters.otlp.is_some(), "the example shows forwarding");
+    assert!(c.links.trace_url.is_some());
+    assert!(c.alerts.alertmanager.is_some());
+}

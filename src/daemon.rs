@@ -1,0 +1,167 @@
+//! The topology: builds every stage from the config and wires them in the
+//! one direction data flows — receivers → assembler → consumer (models),
+//! receivers → exporter — and takes them down in the same order on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::assembler::{spawn_consumer, Assembler, CompletedTrace, TraceConsumer};
+use crate::config::Config;
+use crate::exporter::Exporter;
+use crate::receiver::ingest::Ingest;
+use crate::receiver::{self, Receivers};
+use crate::results::admin::{self, AdminState};
+use crate::results::metrics::Metrics;
+
+/// Completed traces waiting for the consumer. When it is full the assembler
+/// waits, the buffer fills, and senders are asked to retry.
+const COMPLETED_QUEUE: usize = 4096;
+
+/// The daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Bind(#[from] receiver::BindError),
+    #[error(transparent)]
+    Exporter(#[from] crate::exporter::client::ClientError),
+}
+
+/// A running daemon.
+pub struct Daemon<C: TraceConsumer> {
+    pub grpc_addr: Option<SocketAddr>,
+    pub http_addr: Option<SocketAddr>,
+    pub admin_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    pub admin: Arc<AdminState>,
+    ingest: Arc<Ingest>,
+    receivers: Receivers,
+    assembler: Arc<Assembler>,
+    assembler_stop: CancellationToken,
+    assembler_task: JoinHandle<()>,
+    completed_tx: mpsc::Sender<CompletedTrace>,
+    consumer: JoinHandle<C>,
+    exporter: Option<Exporter>,
+    admin_stop: CancellationToken,
+    admin_task: JoinHandle<()>,
+}
+
+/// What shutdown did.
+#[derive(Debug)]
+pub struct Stopped<C> {
+    /// Traces completed with reason `shutdown`.
+    pub flushed_traces: usize,
+    /// Spans the exporter could not deliver before its drain deadline.
+    pub undelivered_spans: u64,
+    pub consumer: Option<C>,
+}
+
+impl<C: TraceConsumer> Daemon<C> {
+    pub async fn start(config: Config, consumer: C) -> Result<Self, StartError> {
+        let mut registry = Registry::default();
+        let metrics = Arc::new(Metrics::new(&mut registry));
+
+        let (forward, exporter) = match config.exporters.otlp.clone() {
+            Some(c) => {
+                let (q, e) = Exporter::start("otlp", c, Arc::clone(&metrics))?;
+                (Some(q), Some(e))
+            }
+            None => (None, None),
+        };
+
+        let assembler = Arc::new(Assembler::new(
+            config.assembler.clone(),
+            Arc::clone(&metrics),
+        ));
+        let (completed_tx, completed_rx) = mpsc::channel(COMPLETED_QUEUE);
+        let consumer = spawn_consumer(completed_rx, consumer);
+        let assembler_stop = CancellationToken::new();
+        let assembler_task =
+            tokio::spawn(Arc::clone(&assembler).run(completed_tx.clone(), assembler_stop.clone()));
+
+        let admin = Arc::new(AdminState::new(registry));
+        let admin_listener = receiver::bind(config.admin.endpoint, "admin").await?;
+        let admin_addr = admin_listener.local_addr().unwrap_or(config.admin.endpoint);
+        let admin_stop = CancellationToken::new();
+        let admin_task = {
+            let app = admin::router(Arc::clone(&admin));
+            let stop = admin_stop.clone();
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(admin_listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+                {
+                    tracing::error!(error = %e, "Admin endpoint stopped.");
+                }
+            })
+        };
+
+        let ingest = Arc::new(Ingest::new(
+            Arc::clone(&assembler),
+            forward,
+            Arc::clone(&metrics),
+        ));
+        let receivers = Receivers::start(
+            &config.receivers.otlp,
+            Arc::clone(&ingest),
+            Arc::clone(&metrics),
+        )
+        .await?;
+        admin.ready.store(true, Ordering::Release);
+
+        Ok(Self {
+            grpc_addr: receivers.grpc_addr,
+            http_addr: receivers.http_addr,
+            admin_addr,
+            metrics,
+            admin,
+            ingest,
+            receivers,
+            assembler,
+            assembler_stop,
+            assembler_task,
+            completed_tx,
+            consumer,
+            exporter,
+            admin_stop,
+            admin_task,
+        })
+    }
+
+    /// Stops the receivers, completes every buffered trace with reason
+    /// `shutdown`, lets the consumer finish, drains the forwarding queue
+    /// within its deadline, and stops the admin endpoint last so the final
+    /// state can still be scraped until then.
+    pub async fn shutdown(self) -> Stopped<C> {
+        self.admin.ready.store(false, Ordering::Release);
+        self.ingest.close();
+        self.receivers.stop().await;
+        self.assembler_stop.cancel();
+        let _ = self.assembler_task.await;
+        let flushed = self.assembler.drain(tokio::time::Instant::now());
+        let flushed_traces = flushed.len();
+        for t in flushed {
+            if self.completed_tx.send(t).await.is_err() {
+                break;
+            }
+        }
+        drop(self.completed_tx);
+        let consumer = self.consumer.await.ok();
+        let undelivered_spans = match self.exporter {
+            Some(e) => e.shutdown().await,
+            None => 0,
+        };
+        self.admin_stop.cancel();
+        let _ = self.admin_task.await;
+        Stopped {
+            flushed_traces,
+            undelivered_spans,
+            consumer,
+        }
+    }
+}

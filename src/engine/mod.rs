@@ -1,0 +1,320 @@
+//! The evaluation engine: compiles models once and gives every completed
+//! trace a verdict per model (spec §4), with the failing spans and values.
+//! Pure: no I/O, no logging, no metrics; callers report what it returns.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod compile;
+mod eval;
+mod testrun;
+mod trace;
+mod value;
+mod verdict;
+
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::ids::SpanId;
+use crate::model::builtins::Builtin;
+use crate::model::{Diagnostic, Model};
+
+pub use testrun::{
+    run_test, AssertionResult, CompiledTest, SpanAssertionResult, SpecResult, TestResult,
+};
+pub use trace::{
+    any_to_value, SpanIndex, SpanInfo, SpanKind, SpanType, StatusCode, Trace, TraceBuilder,
+    TRIGGER_SPAN_NAME,
+};
+pub use value::Value;
+
+use compile::{CModel, Compiler, Keys};
+use eval::{Env, KeyCache};
+
+/// The outcome of one model on one trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Skip,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Skip => "skip",
+        }
+    }
+}
+
+/// What kind of check failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// A spec's selector selected no span.
+    NoSpan,
+    /// An assertion did not hold on a selected span.
+    Assertion,
+    /// A `not_expect` selector selected a span.
+    NotExpect,
+}
+
+/// One failed check, with the span and values involved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Failure {
+    /// The spec's (or not_expect entry's) name, else its selector text.
+    pub spec: String,
+    pub kind: FailureKind,
+    /// The assertion as written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assertion: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<SpanId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub span_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected: Option<String>,
+    pub message: String,
+}
+
+/// The verdict of the model at index `model` on one trace.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelVerdict {
+    /// Index of the model in the engine (`Engine::models`).
+    pub model: usize,
+    pub verdict: Verdict,
+    pub failures: Vec<Failure>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_reason: Option<String>,
+    /// The verdict is `fail` only because some spec selected no span: late
+    /// spans may still turn it into a pass (the model's `within`).
+    pub awaiting_spans: bool,
+}
+
+/// The response the test runner got from its trigger.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TriggerResponse {
+    pub status: u16,
+    pub body: String,
+    pub headers: Vec<(String, String)>,
+    /// How long the trigger took; the synthetic `Tracetest trigger` span
+    /// lasts this long (the whole trace when unknown).
+    pub duration: Option<std::time::Duration>,
+}
+
+impl TriggerResponse {
+    fn headers_value(&self) -> Value {
+        // Tracetest's shape: a list of {Key, Value}.
+        Value::Array(
+            self.headers
+                .iter()
+                .map(|(k, v)| {
+                    Value::Map(vec![
+                        (Arc::from("Key"), Value::str(k)),
+                        (Arc::from("Value"), Value::str(v)),
+                    ])
+                })
+                .collect(),
+        )
+    }
+
+    pub(crate) fn attribute(&self, b: Builtin) -> Value {
+        match b {
+            Builtin::ResponseStatus => Value::Int(i64::from(self.status)),
+            Builtin::ResponseBody => Value::str(&self.body),
+            _ => self.headers_value(),
+        }
+    }
+
+    pub(crate) fn attributes(&self) -> Vec<(&'static str, Value)> {
+        vec![
+            (
+                "tracetest.response.status",
+                Value::Int(i64::from(self.status)),
+            ),
+            ("tracetest.response.body", Value::str(&self.body)),
+            ("tracetest.response.headers", self.headers_value()),
+        ]
+    }
+}
+
+static EMPTY_VARS: BTreeMap<String, String> = BTreeMap::new();
+
+/// What expressions read besides the trace.
+#[derive(Debug, Clone, Copy)]
+pub struct EvalContext<'a> {
+    /// The environment / variable set (`env:X`).
+    pub env: &'a BTreeMap<String, String>,
+    /// Variables of the run, e.g. outputs of earlier transaction steps
+    /// (`var:X`). Both `env:` and `var:` read this model's outputs first,
+    /// then `vars`, then `env`.
+    pub vars: &'a BTreeMap<String, String>,
+    /// When set, `attr:tracetest.response.*` read it and a synthetic
+    /// `Tracetest trigger` span is added to the trace.
+    pub trigger_response: Option<&'a TriggerResponse>,
+}
+
+impl Default for EvalContext<'_> {
+    fn default() -> Self {
+        EvalContext {
+            env: &EMPTY_VARS,
+            vars: &EMPTY_VARS,
+            trigger_response: None,
+        }
+    }
+}
+
+/// The trace with the synthetic trigger span when a trigger response is
+/// given (Tracetest shows its trigger as a span).
+pub(crate) fn with_trigger<'t>(trace: &'t Trace, ctx: &EvalContext<'_>) -> Cow<'t, Trace> {
+    match ctx.trigger_response {
+        Some(r) if !trace.has_span_named(TRIGGER_SPAN_NAME) => {
+            let mut t = trace.clone();
+            t.add_trigger_span(r);
+            Cow::Owned(t)
+        }
+        _ => Cow::Borrowed(trace),
+    }
+}
+
+/// A compiled set of models.
+#[derive(Debug)]
+pub struct Engine {
+    models: Vec<Model>,
+    compiled: Vec<CModel>,
+    keys: Keys,
+    by_id: HashMap<String, usize>,
+}
+
+impl Engine {
+    /// Compiles models; rejects duplicate ids and anything the checker
+    /// would have rejected (for models built without `model::load_*`).
+    pub fn compile(models: Vec<Model>) -> Result<Engine, Vec<Diagnostic>> {
+        let mut keys = Keys::default();
+        let mut diags = Vec::new();
+        let mut by_id: HashMap<String, usize> = HashMap::new();
+        for (i, m) in models.iter().enumerate() {
+            if let Some(f) = by_id.get(&m.id).and_then(|&first| models.get(first)) {
+                diags.push(Diagnostic {
+                    file: m.file.clone(),
+                    line: m.position.line,
+                    column: m.position.column,
+                    message: format!(
+                        "duplicate model id '{}', first defined at {}:{}:{}",
+                        m.id, f.file, f.position.line, f.position.column
+                    ),
+                });
+            } else {
+                by_id.insert(m.id.clone(), i);
+            }
+        }
+        let mut compiled = Vec::with_capacity(models.len());
+        {
+            let mut c = Compiler {
+                keys: &mut keys,
+                diags: Vec::new(),
+            };
+            for m in &models {
+                compiled.push(c.model(m));
+            }
+            diags.extend(c.diags);
+        }
+        if !diags.is_empty() {
+            return Err(diags);
+        }
+        Ok(Engine {
+            models,
+            compiled,
+            keys,
+            by_id,
+        })
+    }
+
+    /// The models, in the order verdicts refer to them.
+    pub fn models(&self) -> &[Model] {
+        &self.models
+    }
+
+    pub fn len(&self) -> usize {
+        self.models.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.models.is_empty()
+    }
+
+    /// Index of the model with this id.
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.by_id.get(id).copied()
+    }
+
+    /// One verdict per model, in model order.
+    pub fn evaluate(&self, trace: &Trace, ctx: &EvalContext<'_>) -> Vec<ModelVerdict> {
+        let trace = with_trigger(trace, ctx);
+        let cache = KeyCache::new(self.keys.names.len());
+        let env = Env {
+            trace: &trace,
+            names: &self.keys.names,
+            cache: &cache,
+            ctx,
+            outputs: &[],
+            selected: 0,
+        };
+        self.compiled
+            .iter()
+            .enumerate()
+            .map(|(i, cm)| verdict::evaluate_model(i, cm, env))
+            .collect()
+    }
+
+    /// The verdict of one model.
+    pub fn evaluate_model(
+        &self,
+        model: usize,
+        trace: &Trace,
+        ctx: &EvalContext<'_>,
+    ) -> Option<ModelVerdict> {
+        let cm = self.compiled.get(model)?;
+        let trace = with_trigger(trace, ctx);
+        let cache = KeyCache::new(self.keys.names.len());
+        let env = Env {
+            trace: &trace,
+            names: &self.keys.names,
+            cache: &cache,
+            ctx,
+            outputs: &[],
+            selected: 0,
+        };
+        Some(verdict::evaluate_model(model, cm, env))
+    }
+
+    /// The model's `alert.summary` with `${attr:X}` read from the trace:
+    /// from the spans `match` selected first, else from any span.
+    pub fn render_summary(&self, model: usize, trace: &Trace) -> Option<String> {
+        let cm = self.compiled.get(model)?;
+        let template = cm.summary.as_ref()?;
+        let cache = KeyCache::new(self.keys.names.len());
+        let ctx = EvalContext::default();
+        let env = Env {
+            trace,
+            names: &self.keys.names,
+            cache: &cache,
+            ctx: &ctx,
+            outputs: &[],
+            selected: 0,
+        };
+        Some(verdict::render_summary(cm, template, env))
+    }
+}

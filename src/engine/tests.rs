@@ -1,0 +1,1762 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::collections::BTreeMap;
+
+use opentelemetry_proto::tonic::common::v1::{
+    any_value, AnyValue, ArrayValue, KeyValue, KeyValueList,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{span::Event, ResourceSpans, ScopeSpans, Span, Status};
+
+use super::*;
+use crate::model;
+
+// === fixtures ===
+
+const TRACE: [u8; 16] = [0xab; 16];
+
+fn sv(s: &str) -> AnyValue {
+    AnyValue {
+        value: Some(any_value::Value::StringValue(s.to_string())),
+    }
+}
+fn iv(i: i64) -> AnyValue {
+    AnyValue {
+        value: Some(any_value::Value::IntValue(i)),
+    }
+}
+fn fv(x: f64) -> AnyValue {
+    AnyValue {
+        value: Some(any_value::Value::DoubleValue(x)),
+    }
+}
+fn bv(b: bool) -> AnyValue {
+    AnyValue {
+        value: Some(any_value::Value::BoolValue(b)),
+    }
+}
+fn kv(k: &str, v: AnyValue) -> KeyValue {
+    KeyValue {
+        key: k.to_string(),
+        value: Some(v),
+        ..Default::default()
+    }
+}
+
+/// A span with id `id` (one byte repeated), times in milliseconds.
+fn sp(id: u8, parent: Option<u8>, name: &str, start_ms: u64, end_ms: u64) -> Span {
+    Span {
+        trace_id: TRACE.to_vec(),
+        span_id: vec![id; 8],
+        parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+        name: name.to_string(),
+        kind: 1,
+        start_time_unix_nano: 1_700_000_000_000_000_000 + start_ms * 1_000_000,
+        end_time_unix_nano: 1_700_000_000_000_000_000 + end_ms * 1_000_000,
+        ..Default::default()
+    }
+}
+
+trait SpanExt {
+    fn attr(self, k: &str, v: AnyValue) -> Self;
+    fn kind(self, k: i32) -> Self;
+    fn status(self, code: i32, msg: &str) -> Self;
+}
+
+impl SpanExt for Span {
+    fn attr(mut self, k: &str, v: AnyValue) -> Self {
+        self.attributes.push(kv(k, v));
+        self
+    }
+    fn kind(mut self, k: i32) -> Self {
+        self.kind = k;
+        self
+    }
+    fn status(mut self, code: i32, msg: &str) -> Self {
+        self.status = Some(Status {
+            code,
+            message: msg.to_string(),
+        });
+        self
+    }
+}
+
+fn rs(service: &str, spans: Vec<Span>) -> ResourceSpans {
+    ResourceSpans {
+        resource: Some(Resource {
+            attributes: vec![
+                kv("service.name", sv(service)),
+                kv("deployment.environment", sv("prod")),
+            ],
+            ..Default::default()
+        }),
+        scope_spans: vec![ScopeSpans {
+            spans,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn trace_of(resource_spans: Vec<ResourceSpans>) -> Trace {
+    let mut t = Trace::from_resource_spans(&resource_spans);
+    assert_eq!(t.len(), 1);
+    t.remove(0)
+}
+
+/// A checkout: POST /checkout (server, 200) > GetCart (rpc) > HGET x2
+/// (redis), Charge (payment, error), orders publish > orders process.
+fn checkout() -> Trace {
+    trace_of(vec![
+        rs(
+            "frontend",
+            vec![sp(1, None, "POST /checkout", 0, 400)
+                .kind(2)
+                .attr("http.request.method", sv("POST"))
+                .attr("http.response.status_code", iv(200))
+                .attr("http.route", sv("/checkout"))
+                .attr("deployment.environment", sv("canary"))],
+        ),
+        rs(
+            "cart",
+            vec![
+                sp(2, Some(1), "GetCart", 5, 35)
+                    .kind(3)
+                    .attr("rpc.system", sv("grpc")),
+                sp(3, Some(2), "HGET", 10, 12)
+                    .kind(3)
+                    .attr("db.system.name", sv("redis"))
+                    .attr("server.port", iv(6379)),
+                sp(4, Some(2), "HGET", 13, 15)
+                    .kind(3)
+                    .attr("db.system", sv("redis")),
+            ],
+        ),
+        rs(
+            "payment",
+            vec![sp(5, Some(1), "Charge", 40, 160)
+                .kind(2)
+                .attr("rpc.system", sv("grpc"))
+                .attr("app.payment.amount", fv(42.5))
+                .attr("app.payment.currency", sv("EUR"))
+                .attr("app.retry", bv(false))
+                .attr("app.count_str", sv("500"))
+                .attr(
+                    "app.items",
+                    AnyValue {
+                        value: Some(any_value::Value::ArrayValue(ArrayValue {
+                            values: vec![sv("a"), sv("b"), sv("c")],
+                        })),
+                    },
+                )
+                .attr(
+                    "app.meta",
+                    AnyValue {
+                        value: Some(any_value::Value::KvlistValue(KeyValueList {
+                            values: vec![kv("region", sv("eu")), kv("priority", iv(2))],
+                        })),
+                    },
+                )
+                .attr(
+                    "app.body",
+                    sv(r#"{"id": 52, "tags": ["x", "y"], "name": "pikachu"}"#),
+                )
+                .status(2, "card declined")],
+        ),
+        rs(
+            "checkout",
+            vec![
+                sp(6, Some(1), "orders publish", 200, 204)
+                    .kind(4)
+                    .attr("messaging.system", sv("kafka")),
+                {
+                    let mut s = sp(7, Some(6), "orders process", 300, 350)
+                        .kind(5)
+                        .attr("messaging.system", sv("kafka"))
+                        .status(1, "");
+                    s.events.push(Event {
+                        name: "exception".to_string(),
+                        time_unix_nano: 1_700_000_000_310_000_000,
+                        attributes: vec![kv("exception.message", sv("boom"))],
+                        ..Default::default()
+                    });
+                    s
+                },
+                sp(8, Some(1), "lambda", 360, 370).attr("faas.trigger", sv("http")),
+                sp(9, Some(1), "git", 370, 380).attr("process.command", sv("git")),
+                sp(10, Some(1), "GET /legacy", 380, 390).attr("http.method", sv("GET")),
+            ],
+        ),
+    ])
+}
+
+fn engine(yaml: &str) -> Engine {
+    let docs = model::load_str("test.yaml", yaml).unwrap_or_else(|e| panic!("{e:#?}"));
+    Engine::compile(model::models(&docs)).unwrap_or_else(|e| panic!("{e:#?}"))
+}
+
+fn verdict_of(yaml: &str, trace: &Trace) -> ModelVerdict {
+    let e = engine(yaml);
+    let mut v = e.evaluate(trace, &EvalContext::default());
+    assert_eq!(v.len(), 1);
+    v.remove(0)
+}
+
+/// A model with one spec: `selector` and `assertion`.
+fn spec_model(selector: &str, assertion: &str) -> String {
+    format!(
+        "type: Model\nspec:\n  id: m\n  specs:\n    - selector: '{}'\n      assertions:\n        - '{}'\n",
+        selector.replace('\'', "''"),
+        assertion.replace('\'', "''")
+    )
+}
+
+fn holds(selector: &str, assertion: &str) -> bool {
+    let v = verdict_of(&spec_model(selector, assertion), &checkout());
+    assert_ne!(v.verdict, Verdict::Skip);
+    v.verdict == Verdict::Pass
+}
+
+/// `check!(name, selector, assertion, passes)`: one assertion on the checkout trace.
+macro_rules! check {
+    ($name:ident, $sel:expr, $assertion:expr, $pass:expr) => {
+        #[test]
+        fn $name() {
+            assert_eq!(holds($sel, $assertion), $pass, "{} on {}", $assertion, $sel);
+        }
+    };
+}
+
+/// `selects!(name, selector, [span names in start order])`.
+macro_rules! selects {
+    ($name:ident, $sel:expr, [$($n:expr),*]) => {
+        #[test]
+        fn $name() {
+            assert_eq!(selected_names($sel), vec![$($n),*] as Vec<&str>, "{}", $sel);
+        }
+    };
+}
+
+fn selected_names(selector: &str) -> Vec<String> {
+    let t = checkout();
+    let yaml = format!(
+        "type: Model\nspec:\n  id: m\n  outputs:\n    - name: X\n      selector: '{}'\n      value: attr:name\n",
+        selector.replace('\'', "''")
+    );
+    let e = engine(&yaml);
+    let cache = eval::KeyCache::new(e.keys.names.len());
+    let ctx = EvalContext::default();
+    let env = Env {
+        trace: &t,
+        names: &e.keys.names,
+        cache: &cache,
+        ctx: &ctx,
+        outputs: &[],
+        selected: 0,
+    };
+    let sel = e.compiled[0].outputs[0].selector.as_ref().unwrap();
+    env.select(sel)
+        .into_iter()
+        .map(|i| t.span_info(i).unwrap().name)
+        .collect()
+}
+
+// === trace building ===
+
+#[test]
+fn groups_by_trace_id_and_orders_by_start() {
+    let mut other = sp(1, None, "other", 0, 1);
+    other.trace_id = vec![0xcd; 16];
+    let mut bad = sp(2, None, "bad id", 0, 1);
+    bad.trace_id = vec![1, 2, 3];
+    let traces = Trace::from_resource_spans(&[rs(
+        "svc",
+        vec![
+            sp(2, Some(1), "late", 50, 60),
+            other,
+            sp(1, None, "early", 10, 70),
+            bad,
+        ],
+    )]);
+    assert_eq!(traces.len(), 2);
+    assert_eq!(traces[0].trace_id().to_string(), "ab".repeat(16));
+    assert_eq!(traces[0].span_info(0).unwrap().name, "early");
+    assert_eq!(traces[0].span_info(1).unwrap().name, "late");
+    assert_eq!(traces[1].len(), 1);
+}
+
+#[test]
+fn parent_cycles_do_not_hang() {
+    let t = trace_of(vec![rs(
+        "svc",
+        vec![sp(1, Some(2), "a", 0, 1), sp(2, Some(1), "b", 1, 2)],
+    )]);
+    let m = "type: Model\nspec:\n  id: m\n  specs:\n    - selector: span[name = \"a\"] span[name = \"b\"]\n";
+    let _ = verdict_of(m, &t);
+}
+
+// === attributes (spec §1) ===
+check!(
+    attr_span_attribute,
+    r#"span[name = "Charge"]"#,
+    r#"attr:app.payment.currency = "EUR""#,
+    true
+);
+check!(
+    attr_resource_attribute,
+    r#"span[name = "Charge"]"#,
+    r#"attr:deployment.environment = "prod""#,
+    true
+);
+check!(
+    attr_span_wins_over_resource,
+    r#"span[name = "POST /checkout"]"#,
+    r#"attr:deployment.environment = "canary""#,
+    true
+);
+check!(
+    attr_name,
+    r#"span[name = "Charge"]"#,
+    r#"attr:name = "Charge""#,
+    true
+);
+check!(
+    attr_tracetest_name,
+    r#"span[name = "Charge"]"#,
+    r#"attr:tracetest.span.name = "Charge""#,
+    true
+);
+check!(
+    attr_kind_server,
+    r#"span[name = "Charge"]"#,
+    r#"attr:kind = "server""#,
+    true
+);
+check!(
+    attr_kind_client,
+    r#"span[name = "GetCart"]"#,
+    r#"attr:tracetest.span.kind = "client""#,
+    true
+);
+check!(
+    attr_kind_producer,
+    r#"span[name = "orders publish"]"#,
+    r#"attr:kind = "producer""#,
+    true
+);
+check!(
+    attr_kind_consumer,
+    r#"span[name = "orders process"]"#,
+    r#"attr:kind = "consumer""#,
+    true
+);
+check!(
+    attr_kind_internal,
+    r#"span[name = "lambda"]"#,
+    r#"attr:kind = "internal""#,
+    true
+);
+check!(
+    attr_status_error,
+    r#"span[name = "Charge"]"#,
+    r#"attr:status = "error""#,
+    true
+);
+check!(
+    attr_status_ok,
+    r#"span[name = "orders process"]"#,
+    r#"attr:tracetest.span.status = "ok""#,
+    true
+);
+check!(
+    attr_status_unset,
+    r#"span[name = "GetCart"]"#,
+    r#"attr:tracetest.span.status_code = "unset""#,
+    true
+);
+check!(
+    attr_status_message,
+    r#"span[name = "Charge"]"#,
+    r#"attr:status.message = "card declined""#,
+    true
+);
+check!(
+    attr_status_description,
+    r#"span[name = "Charge"]"#,
+    r#"attr:tracetest.span.status_description contains "declined""#,
+    true
+);
+check!(
+    attr_type_http_new,
+    r#"span[name = "POST /checkout"]"#,
+    r#"attr:tracetest.span.type = "http""#,
+    true
+);
+check!(
+    attr_type_http_old,
+    r#"span[name = "GET /legacy"]"#,
+    r#"attr:tracetest.span.type = "http""#,
+    true
+);
+check!(
+    attr_type_rpc,
+    r#"span[name = "GetCart"]"#,
+    r#"attr:tracetest.span.type = "rpc""#,
+    true
+);
+check!(
+    attr_type_db_new,
+    r#"span[name = "HGET"]:first"#,
+    r#"attr:tracetest.span.type = "database""#,
+    true
+);
+check!(
+    attr_type_db_old,
+    r#"span[name = "HGET"]:last"#,
+    r#"attr:tracetest.span.type = "database""#,
+    true
+);
+check!(
+    attr_type_messaging,
+    r#"span[name = "orders publish"]"#,
+    r#"attr:tracetest.span.type = "messaging""#,
+    true
+);
+check!(
+    attr_type_faas,
+    r#"span[name = "lambda"]"#,
+    r#"attr:tracetest.span.type = "faas""#,
+    true
+);
+check!(
+    attr_type_exec,
+    r#"span[name = "git"]"#,
+    r#"attr:tracetest.span.type = "exec""#,
+    true
+);
+check!(
+    attr_duration,
+    r#"span[name = "Charge"]"#,
+    "attr:tracetest.span.duration = 120ms",
+    true
+);
+check!(
+    attr_duration_lt,
+    r#"span[name = "Charge"]"#,
+    "attr:tracetest.span.duration < 0.5s",
+    true
+);
+check!(
+    attr_duration_gt,
+    r#"span[name = "Charge"]"#,
+    "attr:tracetest.span.duration > 2m",
+    false
+);
+check!(
+    attr_duration_ns_int,
+    r#"span[name = "Charge"]"#,
+    "attr:tracetest.span.duration = 120000000",
+    true
+);
+check!(
+    attr_start_time,
+    r#"span[name = "Charge"]"#,
+    "attr:tracetest.span.start_time = 1700000000040000000",
+    true
+);
+check!(
+    attr_end_time,
+    r#"span[name = "Charge"]"#,
+    "attr:tracetest.span.end_time = 1700000000160000000",
+    true
+);
+check!(
+    attr_span_id,
+    r#"span[name = "Charge"]"#,
+    r#"attr:span_id = "0505050505050505""#,
+    true
+);
+check!(
+    attr_tracetest_span_id,
+    r#"span[name = "Charge"]"#,
+    r#"attr:tracetest.span.id = "0505050505050505""#,
+    true
+);
+check!(
+    attr_parent_id,
+    r#"span[name = "Charge"]"#,
+    r#"attr:parent_id = "0101010101010101""#,
+    true
+);
+check!(
+    attr_tracetest_parent_id,
+    r#"span[name = "Charge"]"#,
+    r#"attr:tracetest.span.parent_id = "0101010101010101""#,
+    true
+);
+check!(
+    attr_root_parent_id_empty,
+    r#"span[name = "POST /checkout"]"#,
+    r#"attr:parent_id = """#,
+    true
+);
+check!(
+    attr_trace_id,
+    r#"span[name = "Charge"]"#,
+    r#"attr:trace_id = "abababababababababababababababab""#,
+    true
+);
+check!(
+    attr_service_name,
+    r#"span[name = "Charge"]"#,
+    r#"attr:service.name = "payment""#,
+    true
+);
+check!(
+    attr_events,
+    r#"span[name = "orders process"]"#,
+    r#"attr:events | json_path '$[0].attributes["exception.message"]' = "boom""#,
+    true
+);
+check!(
+    attr_events_name,
+    r#"span[name = "orders process"]"#,
+    r#"attr:events | json_path '$[0].name' = "exception""#,
+    true
+);
+check!(
+    attr_events_count,
+    r#"span[name = "orders process"]"#,
+    "attr:events | count = 1",
+    true
+);
+check!(
+    attr_selected_count,
+    "span[tracetest.span.type = \"database\"]",
+    "attr:tracetest.selected_spans.count = 2",
+    true
+);
+check!(
+    attr_missing_fails,
+    r#"span[name = "Charge"]"#,
+    r#"attr:app.nonexistent = "x""#,
+    false
+);
+check!(
+    attr_missing_fails_ne_too,
+    r#"span[name = "Charge"]"#,
+    r#"attr:app.nonexistent != "x""#,
+    false
+);
+
+// === operators and coercion ===
+check!(
+    op_eq_int,
+    r#"span[name = "POST /checkout"]"#,
+    "attr:http.response.status_code = 200",
+    true
+);
+check!(
+    op_eq_int_as_string_literal,
+    r#"span[name = "POST /checkout"]"#,
+    r#"attr:http.response.status_code = "200""#,
+    true
+);
+check!(
+    op_string_attr_vs_number,
+    r#"span[name = "Charge"]"#,
+    "attr:app.count_str = 500",
+    true
+);
+check!(
+    op_string_attr_lt_number,
+    r#"span[name = "Charge"]"#,
+    "attr:app.count_str < 1000",
+    true
+);
+check!(
+    op_unparseable_string_vs_number,
+    r#"span[name = "Charge"]"#,
+    "attr:app.payment.currency = 500",
+    false
+);
+check!(
+    op_unparseable_string_lt_number,
+    r#"span[name = "Charge"]"#,
+    "attr:app.payment.currency < 500",
+    false
+);
+check!(
+    op_ne,
+    r#"span[name = "POST /checkout"]"#,
+    "attr:http.response.status_code != 500",
+    true
+);
+check!(
+    op_lt,
+    r#"span[name = "POST /checkout"]"#,
+    "attr:http.response.status_code < 500",
+    true
+);
+check!(
+    op_le,
+    r#"span[name = "POST /checkout"]"#,
+    "attr:http.response.status_code <= 200",
+    true
+);
+check!(
+    op_gt,
+    r#"span[name = "POST /checkout"]"#,
+    "attr:http.response.status_code > 200",
+    false
+);
+check!(
+    op_ge,
+    r#"span[name = "POST /checkout"]"#,
+    "attr:http.response.status_code >= 200",
+    true
+);
+check!(
+    op_float_int,
+    r#"span[name = "Charge"]"#,
+    "attr:app.payment.amount > 42",
+    true
+);
+check!(
+    op_float_float,
+    r#"span[name = "Charge"]"#,
+    "attr:app.payment.amount = 42.5",
+    true
+);
+check!(
+    op_bool,
+    r#"span[name = "Charge"]"#,
+    "attr:app.retry = false",
+    true
+);
+check!(
+    op_bool_string,
+    r#"span[name = "Charge"]"#,
+    r#"attr:app.retry = "false""#,
+    true
+);
+check!(
+    op_contains_string,
+    r#"span[name = "POST /checkout"]"#,
+    r#"attr:http.route contains "check""#,
+    true
+);
+check!(
+    op_not_contains_string,
+    r#"span[name = "POST /checkout"]"#,
+    r#"attr:http.route not-contains "cart""#,
+    true
+);
+check!(
+    op_contains_array,
+    r#"span[name = "Charge"]"#,
+    r#"attr:app.items contains "b""#,
+    true
+);
+check!(
+    op_contains_array_missing,
+    r#"span[name = "Charge"]"#,
+    r#"attr:app.items contains "z""#,
+    false
+);
+check!(
+    op_contains_map_key,
+    r#"span[name = "Charge"]"#,
+    r#"attr:app.meta contains "region""#,
+    true
+);
+check!(
+    op_matches,
+    r#"span[name = "POST /checkout"]"#,
+    r#"attr:http.route matches "^/check(out)?$""#,
+    true
+);
+check!(
+    op_matches_fails,
+    r#"span[name = "POST /checkout"]"#,
+    r#"attr:http.route matches "^/cart""#,
+    false
+);
+check!(
+    op_array_eq_json,
+    r#"span[name = "Charge"]"#,
+    r#"attr:app.items = '["a","b","c"]'"#,
+    true
+);
+check!(
+    op_string_lexicographic,
+    r#"span[name = "Charge"]"#,
+    r#"attr:app.payment.currency < "USD""#,
+    true
+);
+check!(
+    op_lhs_literal,
+    r#"span[name = "Charge"]"#,
+    r#""EUR" = attr:app.payment.currency"#,
+    true
+);
+
+// === arithmetic and interpolation ===
+check!(
+    arith_int,
+    r#"span[name = "POST /checkout"]"#,
+    "attr:http.response.status_code = 100 + 100",
+    true
+);
+check!(
+    arith_precedence,
+    r#"span[name = "POST /checkout"]"#,
+    "attr:http.response.status_code = 2 + 2 * 99",
+    true
+);
+check!(
+    arith_division,
+    r#"span[name = "POST /checkout"]"#,
+    "attr:http.response.status_code / 2 = 100",
+    true
+);
+check!(
+    arith_float,
+    r#"span[name = "Charge"]"#,
+    "attr:app.payment.amount * 2 = 85",
+    true
+);
+check!(
+    arith_duration,
+    r#"span[name = "Charge"]"#,
+    "attr:tracetest.span.duration = 100ms + 20ms",
+    true
+);
+check!(
+    arith_duration_scale,
+    r#"span[name = "Charge"]"#,
+    "attr:tracetest.span.duration * 2 = 240ms",
+    true
+);
+check!(
+    arith_div_zero_fails,
+    r#"span[name = "Charge"]"#,
+    "attr:app.payment.amount / 0 = 1",
+    false
+);
+check!(
+    interp_attr,
+    r#"span[name = "Charge"]"#,
+    r#"attr:status.message = "card ${"declined"}""#,
+    true
+);
+check!(
+    interp_number,
+    r#"span[name = "POST /checkout"]"#,
+    r#"attr:http.route = "/${"check"}out""#,
+    true
+);
+
+// === filters ===
+check!(
+    filter_json_path,
+    r#"span[name = "Charge"]"#,
+    "attr:app.body | json_path '$.id' = 52",
+    true
+);
+check!(
+    filter_json_path_string,
+    r#"span[name = "Charge"]"#,
+    r#"attr:app.body | json_path '$.name' = "pikachu""#,
+    true
+);
+check!(
+    filter_json_path_map,
+    r#"span[name = "Charge"]"#,
+    "attr:app.meta | json_path '$.priority' = 2",
+    true
+);
+check!(
+    filter_json_path_many_count,
+    r#"span[name = "Charge"]"#,
+    "attr:app.body | json_path '$.tags[*]' | count = 2",
+    true
+);
+check!(
+    filter_json_path_not_json_fails,
+    r#"span[name = "Charge"]"#,
+    "attr:app.payment.currency | json_path '$.x' = 1",
+    false
+);
+check!(
+    filter_regex,
+    r#"span[name = "Charge"]"#,
+    r#"attr:status.message | regex 'dec\w+' = "declined""#,
+    true
+);
+check!(
+    filter_regex_group,
+    r#"span[name = "Charge"]"#,
+    r#"attr:app.body | regex_group '"id": (\d+)' = 52"#,
+    true
+);
+check!(
+    filter_count_array,
+    r#"span[name = "Charge"]"#,
+    "attr:app.items | count = 3",
+    true
+);
+check!(
+    filter_count_scalar,
+    r#"span[name = "Charge"]"#,
+    "attr:app.payment.currency | count = 1",
+    true
+);
+check!(
+    filter_get_index,
+    r#"span[name = "Charge"]"#,
+    r#"attr:app.items | get_index 1 = "b""#,
+    true
+);
+check!(
+    filter_get_index_last,
+    r#"span[name = "Charge"]"#,
+    r#"attr:app.items | get_index 'last' = "c""#,
+    true
+);
+check!(
+    filter_get_index_out_of_range,
+    r#"span[name = "Charge"]"#,
+    r#"attr:app.items | get_index 9 = "c""#,
+    false
+);
+check!(
+    filter_first,
+    r#"span[name = "Charge"]"#,
+    r#"attr:app.items | first = "a""#,
+    true
+);
+check!(
+    filter_last,
+    r#"span[name = "Charge"]"#,
+    r#"attr:app.items | last = "c""#,
+    true
+);
+check!(
+    filter_type_string,
+    r#"span[name = "Charge"]"#,
+    r#"attr:app.payment.currency | type = "string""#,
+    true
+);
+check!(
+    filter_type_number,
+    r#"span[name = "Charge"]"#,
+    r#"attr:app.payment.amount | type = "number""#,
+    true
+);
+check!(
+    filter_type_array,
+    r#"span[name = "Charge"]"#,
+    r#"attr:app.items | type = "array""#,
+    true
+);
+check!(
+    filter_length_string,
+    r#"span[name = "Charge"]"#,
+    "attr:app.payment.currency | length = 3",
+    true
+);
+check!(
+    filter_length_array,
+    r#"span[name = "Charge"]"#,
+    "attr:app.items | length = 3",
+    true
+);
+
+// === selectors ===
+selects!(
+    sel_all_empty,
+    "",
+    [
+        "POST /checkout",
+        "GetCart",
+        "HGET",
+        "HGET",
+        "Charge",
+        "orders publish",
+        "orders process",
+        "lambda",
+        "git",
+        "GET /legacy"
+    ]
+);
+selects!(
+    sel_all_span,
+    "span",
+    [
+        "POST /checkout",
+        "GetCart",
+        "HGET",
+        "HGET",
+        "Charge",
+        "orders publish",
+        "orders process",
+        "lambda",
+        "git",
+        "GET /legacy"
+    ]
+);
+selects!(sel_by_name, r#"span[name = "HGET"]"#, ["HGET", "HGET"]);
+selects!(
+    sel_ne,
+    r#"span[tracetest.span.type = "database" name != "HGET"]"#,
+    []
+);
+selects!(
+    sel_contains,
+    r#"span[name contains "orders"]"#,
+    ["orders publish", "orders process"]
+);
+selects!(
+    sel_not_contains,
+    r#"span[service.name = "checkout" name not-contains "orders"]"#,
+    ["lambda", "git", "GET /legacy"]
+);
+selects!(
+    sel_matches,
+    r#"span[name matches "^(GET|POST) "]"#,
+    ["POST /checkout", "GET /legacy"]
+);
+selects!(sel_number, "span[server.port = 6379]", ["HGET"]);
+selects!(
+    sel_duration,
+    "span[tracetest.span.duration >= 100ms]",
+    ["POST /checkout", "Charge"]
+);
+selects!(
+    sel_resource_attr,
+    r#"span[service.name = "cart"]"#,
+    ["GetCart", "HGET", "HGET"]
+);
+selects!(
+    sel_descendant,
+    r#"span[name = "POST /checkout"] span[name = "HGET"]"#,
+    ["HGET", "HGET"]
+);
+selects!(
+    sel_descendant_none,
+    r#"span[name = "Charge"] span[name = "HGET"]"#,
+    []
+);
+selects!(
+    sel_child,
+    r#"span[name = "POST /checkout"] > span[tracetest.span.type = "rpc"]"#,
+    ["GetCart", "Charge"]
+);
+selects!(
+    sel_child_not_grandchild,
+    r#"span[name = "POST /checkout"] > span[name = "HGET"]"#,
+    []
+);
+selects!(
+    sel_sibling,
+    r#"span[name = "GetCart"] ~ span[kind = "server"]"#,
+    ["Charge"]
+);
+selects!(
+    sel_sibling_same_name,
+    r#"span[name = "HGET"] ~ span[name = "HGET"]"#,
+    ["HGET", "HGET"]
+);
+selects!(
+    sel_union,
+    r#"span[name = "lambda"], span[name = "Charge"]"#,
+    ["Charge", "lambda"]
+);
+selects!(
+    sel_union_dedup,
+    r#"span[name = "Charge"], span[name = "Charge"]"#,
+    ["Charge"]
+);
+selects!(
+    sel_first,
+    r#"span[service.name = "checkout"]:first"#,
+    ["orders publish"]
+);
+selects!(
+    sel_last,
+    r#"span[service.name = "checkout"]:last"#,
+    ["GET /legacy"]
+);
+selects!(
+    sel_nth_child,
+    r#"span[service.name = "checkout"]:nth_child(3)"#,
+    ["lambda"]
+);
+selects!(
+    sel_nth_child_out_of_range,
+    r#"span[service.name = "checkout"]:nth_child(30)"#,
+    []
+);
+selects!(
+    sel_pseudo_mid_path,
+    r#"span[name = "GetCart"]:first span[name = "HGET"]:last"#,
+    ["HGET"]
+);
+selects!(sel_env_value, r#"span[name = env:NOPE]"#, []);
+
+// === verdict table (spec §4) ===
+
+const WITHDRAW: &str = r#"type: Model
+spec:
+  id: overdraft
+  match: span[name = "POST /withdraw"]
+  outputs:
+    - name: BALANCE
+      selector: span[name = "fetch-balance"]
+      value: attr:amount
+    - name: AMOUNT
+      selector: span[name = "withdrawal"]
+      value: attr:amount
+  when:
+    - var:BALANCE < var:AMOUNT
+  specs:
+    - name: rollback happens
+      selector: span[name = "rollback"]
+    - name: API answers 500
+      selector: span[name = "POST /withdraw"]
+      assertions:
+        - attr:http.response.status_code = 500
+  not_expect:
+    - name: never commits
+      selector: span[name = "commit"]
+  alert:
+    summary: "Overdraft committed for account ${attr:account.id} (${var:AMOUNT} > ${var:BALANCE})"
+"#;
+
+fn withdraw(balance: Option<i64>, amount: i64, status: i64, tail: &[&str]) -> Trace {
+    let mut spans = vec![
+        sp(1, None, "POST /withdraw", 0, 40)
+            .kind(2)
+            .attr("http.response.status_code", iv(status))
+            .attr("account.id", sv("123")),
+        sp(3, Some(1), "withdrawal", 8, 28).attr("amount", iv(amount)),
+    ];
+    if let Some(b) = balance {
+        spans.push(sp(2, Some(1), "fetch-balance", 2, 7).attr("amount", iv(b)));
+    }
+    for (i, name) in tail.iter().enumerate() {
+        spans.push(sp(
+            10 + i as u8,
+            Some(3),
+            name,
+            20 + i as u64,
+            23 + i as u64,
+        ));
+    }
+    trace_of(vec![rs("bank", spans)])
+}
+
+#[test]
+fn verdict_pass() {
+    let v = verdict_of(WITHDRAW, &withdraw(Some(300), 500, 500, &["rollback"]));
+    assert_eq!(v.verdict, Verdict::Pass, "{v:#?}");
+    assert!(v.failures.is_empty());
+    assert!(!v.awaiting_spans);
+}
+
+#[test]
+fn verdict_skip_when_match_selects_nothing() {
+    let t = trace_of(vec![rs("x", vec![sp(1, None, "GET /", 0, 1)])]);
+    let v = verdict_of(WITHDRAW, &t);
+    assert_eq!(v.verdict, Verdict::Skip);
+    assert_eq!(v.skip_reason.as_deref(), Some("match selected no span"));
+}
+
+#[test]
+fn verdict_skip_when_match_without_precondition_selects_nothing() {
+    let m = "type: Model\nspec:\n  id: m\n  match: span[kind = \"producer\" name contains \"x\"]\n  specs:\n    - selector: span\n";
+    let v = verdict_of(m, &checkout());
+    assert_eq!(v.verdict, Verdict::Skip);
+}
+
+#[test]
+fn verdict_skip_when_needed_output_missing() {
+    let v = verdict_of(WITHDRAW, &withdraw(None, 500, 200, &["commit"]));
+    assert_eq!(v.verdict, Verdict::Skip);
+    assert_eq!(v.skip_reason.as_deref(), Some("output BALANCE is missing"));
+}
+
+#[test]
+fn verdict_skip_when_condition_false() {
+    let v = verdict_of(WITHDRAW, &withdraw(Some(800), 120, 200, &["commit"]));
+    assert_eq!(v.verdict, Verdict::Skip);
+    assert_eq!(
+        v.skip_reason.as_deref(),
+        Some("when condition `var:BALANCE < var:AMOUNT` is false")
+    );
+}
+
+#[test]
+fn verdict_fail_on_assertion_and_not_expect() {
+    let v = verdict_of(WITHDRAW, &withdraw(Some(300), 500, 200, &["commit"]));
+    assert_eq!(v.verdict, Verdict::Fail);
+    assert!(!v.awaiting_spans);
+    let kinds: Vec<FailureKind> = v.failures.iter().map(|f| f.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            FailureKind::NoSpan,
+            FailureKind::Assertion,
+            FailureKind::NotExpect
+        ]
+    );
+    let a = &v.failures[1];
+    assert_eq!(a.spec, "API answers 500");
+    assert_eq!(
+        a.assertion.as_deref(),
+        Some("attr:http.response.status_code = 500")
+    );
+    assert_eq!(a.span_name.as_deref(), Some("POST /withdraw"));
+    assert_eq!(a.service.as_deref(), Some("bank"));
+    assert_eq!(
+        a.span_id.map(|s| s.to_string()).as_deref(),
+        Some("0101010101010101")
+    );
+    assert_eq!(a.observed.as_deref(), Some("200"));
+    assert_eq!(a.expected.as_deref(), Some("500"));
+    assert_eq!(
+        a.message,
+        "expected attr:http.response.status_code = 500, observed 200"
+    );
+    let n = &v.failures[2];
+    assert_eq!(n.spec, "never commits");
+    assert_eq!(n.span_name.as_deref(), Some("commit"));
+    let json = serde_json::to_value(&v).unwrap();
+    assert_eq!(json["verdict"], "fail");
+    assert_eq!(json["failures"][0]["kind"], "no_span");
+    assert_eq!(json["failures"][2]["kind"], "not_expect");
+}
+
+#[test]
+fn verdict_fail_only_for_missing_span_is_awaiting() {
+    let v = verdict_of(WITHDRAW, &withdraw(Some(300), 500, 500, &[]));
+    assert_eq!(v.verdict, Verdict::Fail);
+    assert!(v.awaiting_spans);
+    assert_eq!(v.failures.len(), 1);
+    assert_eq!(v.failures[0].spec, "rollback happens");
+    assert_eq!(
+        v.failures[0].message,
+        r#"selector span[name = "rollback"] selected no span"#
+    );
+}
+
+#[test]
+fn verdict_not_expect_alone() {
+    let m =
+        "type: Model\nspec:\n  id: m\n  not_expect:\n    - selector: span[status = \"error\"]\n";
+    let v = verdict_of(m, &checkout());
+    assert_eq!(v.verdict, Verdict::Fail);
+    assert_eq!(v.failures[0].kind, FailureKind::NotExpect);
+    assert_eq!(v.failures[0].spec, r#"span[status = "error"]"#);
+    let m = "type: Model\nspec:\n  id: m\n  not_expect:\n    - span[name = \"nope\"]\n";
+    assert_eq!(verdict_of(m, &checkout()).verdict, Verdict::Pass);
+}
+
+#[test]
+fn verdict_model_without_specs_passes() {
+    let m = "type: Model\nspec:\n  id: m\n";
+    assert_eq!(verdict_of(m, &checkout()).verdict, Verdict::Pass);
+}
+
+#[test]
+fn assertion_must_hold_on_every_selected_span() {
+    assert!(!holds(r#"span[name = "HGET"]"#, "attr:server.port = 6379"));
+    assert!(holds(
+        r#"span[name = "HGET"]"#,
+        r#"attr:service.name = "cart""#
+    ));
+}
+
+#[test]
+fn count_assertions_hold_with_zero_spans() {
+    let m = spec_model(
+        r#"span[name = "nope"]"#,
+        "attr:tracetest.selected_spans.count = 0",
+    );
+    assert_eq!(verdict_of(&m, &checkout()).verdict, Verdict::Pass);
+    let m = spec_model(
+        r#"span[name = "nope"]"#,
+        "attr:tracetest.selected_spans.count = 1",
+    );
+    let v = verdict_of(&m, &checkout());
+    assert_eq!(v.verdict, Verdict::Fail);
+    assert!(v.awaiting_spans);
+    let m = spec_model(
+        r#"span[name = "HGET"]"#,
+        "attr:tracetest.selected_spans.count = 1",
+    );
+    let v = verdict_of(&m, &checkout());
+    assert_eq!(v.failures.len(), 1, "a count assertion is reported once");
+    assert_eq!(v.failures[0].observed.as_deref(), Some("2"));
+    assert!(!v.awaiting_spans);
+}
+
+#[test]
+fn failures_per_assertion_are_capped() {
+    let spans: Vec<Span> = (1..=30)
+        .map(|i| sp(i, None, "x", u64::from(i), u64::from(i) + 1))
+        .collect();
+    let t = trace_of(vec![rs("s", spans)]);
+    let v = verdict_of(&spec_model("span", "attr:name = \"y\""), &t);
+    assert_eq!(v.failures.len(), verdict::MAX_FAILURES_PER_CHECK);
+    assert!(
+        v.failures[9]
+            .message
+            .ends_with("(20 more spans failed this assertion)"),
+        "{}",
+        v.failures[9].message
+    );
+}
+
+#[test]
+fn one_verdict_per_model_in_order() {
+    let yaml = format!(
+        "{WITHDRAW}---\n{}",
+        spec_model("span", "attr:name != \"\"").replace("id: m", "id: second")
+    );
+    let e = engine(&yaml);
+    let v = e.evaluate(&checkout(), &EvalContext::default());
+    assert_eq!(v.len(), 2);
+    assert_eq!((v[0].model, v[0].verdict), (0, Verdict::Skip));
+    assert_eq!((v[1].model, v[1].verdict), (1, Verdict::Pass));
+    assert_eq!(e.index_of("second"), Some(1));
+    assert_eq!(
+        e.evaluate_model(1, &checkout(), &EvalContext::default())
+            .unwrap()
+            .verdict,
+        Verdict::Pass
+    );
+}
+
+#[test]
+fn duplicate_ids_are_rejected_by_compile() {
+    let docs = model::load_str("a.yaml", "type: Model\nspec:\n  id: x\n").unwrap();
+    let mut models = model::models(&docs);
+    models.push(models[0].clone());
+    let errs = Engine::compile(models).unwrap_err();
+    assert_eq!(
+        errs[0].to_string(),
+        "a.yaml:3:7: duplicate model id 'x', first defined at a.yaml:3:7"
+    );
+}
+
+// === variables ===
+
+#[test]
+fn env_and_vars_are_read_in_order() {
+    let m = spec_model(
+        r#"span[name = "Charge"]"#,
+        "attr:app.payment.currency = env:CUR",
+    );
+    let e = engine(&m);
+    let mut env = BTreeMap::new();
+    env.insert("CUR".to_string(), "EUR".to_string());
+    let mut vars = BTreeMap::new();
+    let ctx = EvalContext {
+        env: &env,
+        vars: &vars,
+        trigger_response: None,
+    };
+    assert_eq!(e.evaluate(&checkout(), &ctx)[0].verdict, Verdict::Pass);
+    vars.insert("CUR".to_string(), "USD".to_string());
+    let ctx = EvalContext {
+        env: &env,
+        vars: &vars,
+        trigger_response: None,
+    };
+    assert_eq!(
+        e.evaluate(&checkout(), &ctx)[0].verdict,
+        Verdict::Fail,
+        "vars win over env"
+    );
+    let v = e.evaluate(&checkout(), &EvalContext::default());
+    assert_eq!(v[0].failures[0].message, "variable CUR is not defined");
+}
+
+#[test]
+fn outputs_win_over_vars() {
+    let m = "type: Model\nspec:\n  id: m\n  outputs:\n    - name: CUR\n      selector: span[name = \"Charge\"]\n      value: attr:app.payment.currency\n  specs:\n    - selector: span[name = \"Charge\"]\n      assertions: ['attr:app.payment.currency = var:CUR', 'attr:app.payment.currency = env:CUR']\n";
+    let mut vars = BTreeMap::new();
+    vars.insert("CUR".to_string(), "USD".to_string());
+    let ctx = EvalContext {
+        env: &vars,
+        vars: &vars,
+        trigger_response: None,
+    };
+    assert_eq!(
+        engine(m).evaluate(&checkout(), &ctx)[0].verdict,
+        Verdict::Pass
+    );
+}
+
+// === summaries ===
+
+#[test]
+fn summary_reads_matched_spans_and_outputs() {
+    let e = engine(WITHDRAW);
+    let t = withdraw(Some(300), 500, 200, &["commit"]);
+    assert_eq!(
+        e.render_summary(0, &t).as_deref(),
+        Some("Overdraft committed for account 123 (500 > 300)")
+    );
+    let plain = engine(&spec_model("span", "attr:name != \"\""));
+    assert_eq!(plain.render_summary(0, &t), None);
+}
+
+#[test]
+fn example_bank_model_gives_the_expected_verdicts() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/models/bank.yaml");
+    let docs = model::load_path(&dir).unwrap();
+    let e = Engine::compile(model::models(&docs)).unwrap();
+    let fix = |t: Trace| {
+        // The example matches on a server span named like the spec's route.
+        let spans: Vec<Span> = (0..t.len() as u32)
+            .map(|i| {
+                let info = t.span_info(i).unwrap();
+                let name = if info.name == "POST /withdraw" {
+                    "POST /:account/withdraw".to_string()
+                } else {
+                    info.name
+                };
+                let mut s = sp(
+                    info.span_id.0[0],
+                    None,
+                    &name,
+                    u64::from(i),
+                    u64::from(i) + 1,
+                );
+                s.parent_span_id = if i == 0 { vec![] } else { vec![1; 8] };
+                s.kind = if i == 0 { 2 } else { 1 };
+                for k in ["http.response.status_code", "account.id", "amount"] {
+                    if let Some(v) = t.attribute(i, k) {
+                        s.attributes.push(kv(
+                            k,
+                            match v {
+                                Value::Int(x) => iv(x),
+                                other => sv(&other.to_string()),
+                            },
+                        ));
+                    }
+                }
+                s
+            })
+            .collect();
+        trace_of(vec![rs("bank", spans)])
+    };
+    let ctx = EvalContext::default();
+    let pass = e.evaluate(&fix(withdraw(Some(300), 500, 500, &["rollback"])), &ctx);
+    assert_eq!(pass[0].verdict, Verdict::Pass, "{pass:#?}");
+    let fail = fix(withdraw(Some(300), 500, 200, &["commit"]));
+    assert_eq!(e.evaluate(&fail, &ctx)[0].verdict, Verdict::Fail);
+    assert_eq!(
+        e.render_summary(0, &fail).as_deref(),
+        Some("Overdraft committed for account 123")
+    );
+    assert_eq!(
+        e.evaluate(&fix(withdraw(Some(900), 500, 200, &["commit"])), &ctx)[0].verdict,
+        Verdict::Skip
+    );
+}
+
+// === indexed dispatch ===
+
+#[test]
+fn precondition_is_derived_from_match_names() {
+    let yaml = r#"type: Model
+spec:
+  id: a
+  match: span[name = "x"] span[name = "y"], span[name = "z"]
+---
+type: Model
+spec:
+  id: b
+  match: span[name = "x"], span[kind = "server"]
+---
+type: Model
+spec:
+  id: c
+"#;
+    let e = engine(yaml);
+    let names = |i: usize| {
+        e.compiled[i].precondition.as_ref().map(|alts| {
+            alts.iter()
+                .map(|a| a.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        })
+    };
+    assert_eq!(
+        names(0),
+        Some(vec![
+            vec!["x".to_string(), "y".to_string()],
+            vec!["z".to_string()]
+        ])
+    );
+    assert_eq!(names(1), None);
+    assert_eq!(names(2), None);
+}
+
+#[test]
+fn thousand_absent_models_cost_far_less_than_thousand_evaluations() {
+    let mut yaml = String::new();
+    for i in 0..1000 {
+        yaml.push_str(&format!(
+            "---\ntype: Model\nspec:\n  id: m{i}\n  match: span[name = \"absent-{i}\"]\n  specs:\n    - selector: span[tracetest.span.type = \"database\"]\n      assertions: ['attr:tracetest.span.duration < 1s']\n"
+        ));
+    }
+    let many = engine(&yaml);
+    let one = engine("type: Model\nspec:\n  id: m\n  match: span[name = \"HGET\"]\n  specs:\n    - selector: span[tracetest.span.type = \"database\"]\n      assertions: ['attr:tracetest.span.duration < 1s']\n");
+    let t = checkout();
+    let ctx = EvalContext::default();
+    let time = |e: &Engine, n: usize| {
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(e.evaluate(&t, &ctx));
+        }
+        start.elapsed()
+    };
+    assert!(many
+        .evaluate(&t, &ctx)
+        .iter()
+        .all(|v| v.verdict == Verdict::Skip));
+    assert_eq!(one.evaluate(&t, &ctx)[0].verdict, Verdict::Pass);
+    let n = 20;
+    let (many_t, one_t) = (time(&many, n), time(&one, n));
+    eprintln!(
+        "per trace: 1000 absent models {:?}, 1 evaluated model {:?}",
+        many_t / n as u32,
+        one_t / n as u32
+    );
+    // Skipping via the name index must be much cheaper than evaluating.
+    assert!(
+        many_t < one_t * 250,
+        "1000 absent models took {many_t:?}, one evaluated model {one_t:?}"
+    );
+}
+
+// === test runs ===
+
+const POKEMON: &str = r#"type: Test
+spec:
+  id: import-pokemon
+  trigger:
+    type: http
+    httpRequest:
+      method: POST
+      url: http://api/pokemon/import
+  specs:
+    - name: trigger answered
+      selector: span[name = "Tracetest trigger"]
+      assertions:
+        - attr:tracetest.response.status = 200
+        - attr:tracetest.response.body | json_path '$.id' = 52
+    - selector: span[name = "import pokemon"]
+      assertions:
+        - attr:tracetest.selected_spans.count = 1
+        - attr:pokemon.id = 52
+    - selector: span[name = "missing"]
+  outputs:
+    - name: POKEMON_ID
+      selector: span[name = "import pokemon"]
+      value: attr:pokemon.id
+"#;
+
+#[test]
+fn run_test_reports_specs_assertions_and_outputs() {
+    let docs = model::load_str("t.yaml", POKEMON).unwrap();
+    let model::Document::Test(t) = &docs[0] else {
+        panic!()
+    };
+    let ct = CompiledTest::compile(t).unwrap();
+    let trace = trace_of(vec![rs(
+        "worker",
+        vec![
+            sp(1, None, "POST /pokemon/import", 0, 10),
+            sp(2, Some(1), "import pokemon", 20, 30).attr("pokemon.id", iv(52)),
+        ],
+    )]);
+    let resp = TriggerResponse {
+        status: 200,
+        body: r#"{"id": 52}"#.to_string(),
+        headers: vec![("Content-Type".to_string(), "application/json".to_string())],
+        duration: Some(std::time::Duration::from_millis(120)),
+    };
+    let ctx = EvalContext {
+        trigger_response: Some(&resp),
+        ..EvalContext::default()
+    };
+    let r = run_test(&ct, &trace, &ctx);
+    assert_eq!(r.specs.len(), 3);
+    assert!(r.specs[0].passed, "{:#?}", r.specs[0]);
+    assert!(r.specs[1].passed, "{:#?}", r.specs[1]);
+    assert_eq!(r.specs[1].assertions[0].spans.len(), 1);
+    assert_eq!(
+        r.specs[1].assertions[1].spans[0].span_name.as_deref(),
+        Some("import pokemon")
+    );
+    assert!(!r.specs[2].passed);
+    assert_eq!(
+        r.specs[2].message.as_deref(),
+        Some(r#"selector span[name = "missing"] selected no span"#)
+    );
+    assert!(!r.passed);
+    assert_eq!(r.outputs.get("POKEMON_ID").map(String::as_str), Some("52"));
+    // Without a trigger response there is no trigger span.
+    let r = run_test(&ct, &trace, &EvalContext::default());
+    assert!(!r.specs[0].passed);
+}
+
+#[test]
+fn trigger_span_is_parent_of_roots() {
+    let mut t = checkout();
+    t.add_trigger_span(&TriggerResponse::default());
+    assert_eq!(t.span_info(0).unwrap().name, TRIGGER_SPAN_NAME);
+    let m = "type: Model\nspec:\n  id: m\n  specs:\n    - selector: span[name = \"Tracetest trigger\"] > span[name = \"POST /checkout\"]\n      assertions: ['attr:tracetest.span.type = \"http\"']\n    - selector: span[name = \"Tracetest trigger\"]\n      assertions: ['attr:tracetest.span.type = \"general\"', 'attr:tracetest.response.status = 0']\n";
+    assert_eq!(verdict_of(m, &t).verdict, Verdict::Pass);
+}
+
+#[test]
+fn test_as_model_uses_first_spec_selector_as_match() {
+    let docs = model::load_str("t.yaml", POKEMON).unwrap();
+    let model::Document::Test(t) = &docs[0] else {
+        panic!()
+    };
+    let e = Engine::compile(vec![t.as_model()]).unwrap();
+    let v = e.evaluate(&checkout(), &EvalContext::default());
+    assert_eq!(v[0].verdict, Verdict::Skip);
+}
+
+#[test]
+fn variable_refs_list_positions() {
+    let docs = model::load_str("t.yaml", "type: Test\nspec:\n  id: t\n  specs:\n    - selector: span[name = env:N]\n      assertions: ['attr:a = var:X']\n").unwrap();
+    let refs = docs[0].variable_refs();
+    let got: Vec<(String, usize, usize)> = refs
+        .iter()
+        .map(|r| (r.name.clone(), r.line, r.column))
+        .collect();
+    assert_eq!(
+        got,
+        vec![("N".to_string(), 5, 29), ("X".to_string(), 6, 30)]
+    );
+}
+
+#[test]
+fn observed_is_the_side_that_reads_the_trace() {
+    let v = verdict_of(
+        &spec_model(
+            r#"span[name = "Charge"]"#,
+            r#""USD" = attr:app.payment.currency"#,
+        ),
+        &checkout(),
+    );
+    let f = &v.failures[0];
+    assert_eq!(f.observed.as_deref(), Some("EUR"));
+    assert_eq!(f.expected.as_deref(), Some("USD"));
+    assert_eq!(
+        f.message,
+        r#"expected "USD" = attr:app.payment.currency, observed "EUR""#
+    );
+}
+
+#[test]
+fn missing_attribute_is_reported() {
+    let v = verdict_of(
+        &spec_model(r#"span[name = "Charge"]"#, r#"attr:app.nonexistent = "x""#),
+        &checkout(),
+    );
+    let f = &v.failures[0];
+    assert_eq!(f.observed, None);
+    assert_eq!(f.expected.as_deref(), Some("x"));
+    assert_eq!(f.message, "attribute app.nonexistent not found");
+}
+
+#[test]
+fn public_types_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Engine>();
+    check::<Trace>();
+    check::<TraceBuilder>();
+    check::<ModelVerdict>();
+    check::<CompiledTest>();
+    check::<TestResult>();
+    check::<model::Document>();
+    check::<model::Diagnostic>();
+}
+
+#[test]
+fn value_coercions() {
+    use crate::model::ast::CmpOp;
+    use std::time::Duration;
+    let s = Value::str;
+    assert!(value::equals(&Value::Int(500), &s("500")));
+    assert!(value::equals(&s("500"), &Value::Float(500.0)));
+    assert!(!value::equals(&s("5x"), &Value::Int(5)));
+    assert!(!value::equals(&s("NaN"), &Value::Float(f64::NAN)));
+    assert!(value::equals(
+        &Value::Duration(Duration::from_millis(1)),
+        &s("1ms")
+    ));
+    assert!(value::equals(
+        &Value::Duration(Duration::from_millis(1)),
+        &Value::Int(1_000_000)
+    ));
+    assert!(!value::equals(
+        &Value::Duration(Duration::from_millis(1)),
+        &s("soon")
+    ));
+    assert!(value::equals(&Value::Bool(true), &s("TRUE")));
+    assert!(!value::equals(&Value::Bool(true), &Value::Int(1)));
+    assert!(
+        value::compare(CmpOp::Lt, &s("9"), &s("10"), None),
+        "numeric strings compare as numbers"
+    );
+    assert!(value::compare(CmpOp::Lt, &s("b"), &s("c"), None));
+    assert!(!value::compare(
+        CmpOp::Lt,
+        &Value::Bool(false),
+        &Value::Bool(true),
+        None
+    ));
+    assert!(value::compare(
+        CmpOp::Ne,
+        &Value::Bool(false),
+        &Value::Int(0),
+        None
+    ));
+    assert_eq!(
+        value::arith(
+            crate::model::ast::ArithOp::Div,
+            &Value::Int(i64::MIN),
+            &Value::Int(-1)
+        )
+        .map(|v| v.type_name()),
+        Ok("number")
+    );
+    assert_eq!(
+        value::arith(crate::model::ast::ArithOp::Add, &s("a"), &s("b")),
+        Ok(s("ab"))
+    );
+    assert_eq!(
+        value::arith(crate::model::ast::ArithOp::Add, &s("1"), &Value::Int(2)),
+        Ok(Value::Int(3))
+    );
+    assert!(value::arith(
+        crate::model::ast::ArithOp::Mul,
+        &Value::Bool(true),
+        &Value::Int(2)
+    )
+    .is_err());
+}
+
+#[test]
+fn trace_indexes() {
+    let t = checkout();
+    let charge = t.span_index(crate::ids::SpanId([5; 8])).unwrap();
+    assert_eq!(
+        t.span_info(charge).unwrap().service.as_deref(),
+        Some("payment")
+    );
+    assert_eq!(t.spans_named("HGET").len(), 2);
+    assert!(t.spans_named("nope").is_empty());
+    assert_eq!(
+        t.attribute(charge, "app.payment.currency"),
+        Some(Value::str("EUR"))
+    );
+    assert_eq!(
+        t.attribute(charge, "deployment.environment"),
+        Some(Value::str("prod"))
+    );
+}
+
+#[test]
+fn tracetest_style_test_file_runs() {
+    // The shape Tracetest's own CLI writes: no spaces around `=`, `name`
+    // after `selector`, doubled spaces in assertions.
+    let text = r#"type: Test
+spec:
+  id: Xy12AbCd
+  name: checkout works
+  trigger:
+    type: http
+    httpRequest:
+      method: GET
+      url: http://frontend:8080/checkout
+      headers:
+      - key: Content-Type
+        value: application/json
+  specs:
+  - selector: span[tracetest.span.type="http" kind="server"]
+    name: "Every HTTP server span answers 200"
+    assertions:
+    - attr:http.response.status_code  =  200
+  - selector: span[tracetest.span.type="general" name="Tracetest trigger"]
+    name: "Trigger answered quickly"
+    assertions:
+    - attr:tracetest.span.duration < 200ms
+    - attr:tracetest.response.headers | json_path '$[?(@.Key == "Content-Type")].Value' = "application/json"
+"#;
+    let docs = model::load_str("tt.yaml", text).unwrap_or_else(|e| panic!("{e:#?}"));
+    let model::Document::Test(t) = &docs[0] else {
+        panic!()
+    };
+    let ct = CompiledTest::compile(t).unwrap();
+    let resp = TriggerResponse {
+        status: 200,
+        body: String::new(),
+        headers: vec![("Content-Type".to_string(), "application/json".to_string())],
+        duration: Some(std::time::Duration::from_millis(150)),
+    };
+    let ctx = EvalContext {
+        trigger_response: Some(&resp),
+        ..EvalContext::default()
+    };
+    let r = run_test(&ct, &checkout(), &ctx);
+    assert!(r.passed, "{r:#?}");
+}
+
+#[test]
+fn example_http_and_database_models() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/models");
+    let docs = model::load_path(&dir).unwrap();
+    let e = Engine::compile(model::models(&docs)).unwrap();
+    let ctx = EvalContext::default();
+    let verdicts = e.evaluate(&checkout(), &ctx);
+    let of = |id: &str| verdicts[e.index_of(id).unwrap()].verdict;
+    assert_eq!(of("overdraft-rolls-back"), Verdict::Skip);
+    assert_eq!(of("http-server-no-5xx"), Verdict::Pass);
+    assert_eq!(of("errors-have-messages"), Verdict::Pass);
+    assert_eq!(of("db-calls-are-fast"), Verdict::Pass);
+    let failing = trace_of(vec![rs(
+        "api",
+        vec![
+            sp(1, None, "GET /x", 0, 10)
+                .kind(2)
+                .attr("http.method", sv("GET"))
+                .attr("http.status_code", iv(503))
+                .status(2, ""),
+            sp(2, Some(1), "SELECT", 1, 500)
+                .kind(3)
+                .attr("db.system", sv("postgresql")),
+        ],
+    )]);
+    let verdicts = e.evaluate(&failing, &ctx);
+    let of = |id: &str| verdicts[e.index_of(id).unwrap()].verdict;
+    assert_eq!(of("http-server-no-5xx"), Verdict::Fail);
+    assert_eq!(of("errors-have-messages"), Verdict::Fail);
+    assert_eq!(of("db-calls-are-fast"), Verdict::Fail);
+    assert_eq!(
+        e.render_summary(e.index_of("http-server-no-5xx").unwrap(), &failing)
+            .as_deref(),
+        Some("HTTP server error behind GET /x (api)")
+    );
+}

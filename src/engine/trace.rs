@@ -1,0 +1,624 @@
+//! A trace indexed once for evaluation: spans in start-time order, by id, by
+//! name, with parent and children links, and attribute keys interned per
+//! trace.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{span, status, ResourceSpans, Span};
+
+use super::value::Value;
+use super::TriggerResponse;
+use crate::ids::{SpanId, TraceId};
+
+/// Index of a span inside its [`Trace`] (spans are stored by start time).
+pub type SpanIndex = u32;
+
+/// A trace-local attribute key id.
+pub(crate) type KeyId = u32;
+
+/// The span kind, as attribute `kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanKind {
+    Unspecified,
+    Internal,
+    Server,
+    Client,
+    Producer,
+    Consumer,
+}
+
+/// The span status code, as attribute `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusCode {
+    Unset,
+    Ok,
+    Error,
+}
+
+/// `tracetest.span.type`, derived from semantic-convention attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanType {
+    Http,
+    Rpc,
+    Database,
+    Messaging,
+    Faas,
+    Exec,
+    General,
+}
+
+fn word_values() -> &'static [Value; 16] {
+    static TABLE: OnceLock<[Value; 16]> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        [
+            "unspecified",
+            "internal",
+            "server",
+            "client",
+            "producer",
+            "consumer",
+            "unset",
+            "ok",
+            "error",
+            "http",
+            "rpc",
+            "database",
+            "messaging",
+            "faas",
+            "exec",
+            "general",
+        ]
+        .map(Value::str)
+    })
+}
+
+impl SpanKind {
+    fn from_otlp(k: i32) -> SpanKind {
+        match span::SpanKind::try_from(k) {
+            Ok(span::SpanKind::Internal) => SpanKind::Internal,
+            Ok(span::SpanKind::Server) => SpanKind::Server,
+            Ok(span::SpanKind::Client) => SpanKind::Client,
+            Ok(span::SpanKind::Producer) => SpanKind::Producer,
+            Ok(span::SpanKind::Consumer) => SpanKind::Consumer,
+            _ => SpanKind::Unspecified,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanKind::Unspecified => "unspecified",
+            SpanKind::Internal => "internal",
+            SpanKind::Server => "server",
+            SpanKind::Client => "client",
+            SpanKind::Producer => "producer",
+            SpanKind::Consumer => "consumer",
+        }
+    }
+    pub(crate) fn value(self) -> &'static Value {
+        let w = word_values();
+        match self {
+            SpanKind::Unspecified => &w[0],
+            SpanKind::Internal => &w[1],
+            SpanKind::Server => &w[2],
+            SpanKind::Client => &w[3],
+            SpanKind::Producer => &w[4],
+            SpanKind::Consumer => &w[5],
+        }
+    }
+}
+
+impl StatusCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusCode::Unset => "unset",
+            StatusCode::Ok => "ok",
+            StatusCode::Error => "error",
+        }
+    }
+    pub(crate) fn value(self) -> &'static Value {
+        let w = word_values();
+        match self {
+            StatusCode::Unset => &w[6],
+            StatusCode::Ok => &w[7],
+            StatusCode::Error => &w[8],
+        }
+    }
+}
+
+impl SpanType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanType::Http => "http",
+            SpanType::Rpc => "rpc",
+            SpanType::Database => "database",
+            SpanType::Messaging => "messaging",
+            SpanType::Faas => "faas",
+            SpanType::Exec => "exec",
+            SpanType::General => "general",
+        }
+    }
+    pub(crate) fn value(self) -> &'static Value {
+        let w = word_values();
+        match self {
+            SpanType::Http => &w[9],
+            SpanType::Rpc => &w[10],
+            SpanType::Database => &w[11],
+            SpanType::Messaging => &w[12],
+            SpanType::Faas => &w[13],
+            SpanType::Exec => &w[14],
+            SpanType::General => &w[15],
+        }
+    }
+
+    /// Old and new semantic-convention names both count.
+    fn derive(has: impl Fn(&str) -> bool) -> SpanType {
+        if has("http.method") || has("http.request.method") {
+            SpanType::Http
+        } else if has("rpc.system") {
+            SpanType::Rpc
+        } else if has("db.system") || has("db.system.name") {
+            SpanType::Database
+        } else if has("messaging.system") {
+            SpanType::Messaging
+        } else if has("faas.trigger") || has("faas.invoked_name") {
+            SpanType::Faas
+        } else if has("process.command")
+            || has("process.executable.name")
+            || has("process.command_line")
+        {
+            SpanType::Exec
+        } else {
+            SpanType::General
+        }
+    }
+}
+
+/// A span event.
+#[derive(Debug, Clone)]
+pub(crate) struct EventData {
+    name: Arc<str>,
+    time: u64,
+    attrs: Vec<(Arc<str>, Value)>,
+}
+
+/// One span with everything evaluation reads from it.
+#[derive(Debug, Clone)]
+pub(crate) struct SpanData {
+    pub id: SpanId,
+    pub parent_id: SpanId,
+    /// Index of the parent span, when it is in the trace.
+    pub parent: Option<SpanIndex>,
+    pub name: Arc<str>,
+    /// `name` as a value, so reading it never allocates.
+    pub name_value: Value,
+    pub kind: SpanKind,
+    pub status: StatusCode,
+    pub status_message: Value,
+    pub span_type: SpanType,
+    pub start: u64,
+    pub end: u64,
+    /// Sorted by key id.
+    pub attrs: Vec<(KeyId, Value)>,
+    pub events: Vec<EventData>,
+    pub resource: u32,
+}
+
+/// The spans of one trace, indexed for selectors.
+#[derive(Debug, Clone)]
+pub struct Trace {
+    trace_id: TraceId,
+    pub(crate) spans: Vec<SpanData>,
+    /// Resource attributes, sorted by key id.
+    pub(crate) resources: Vec<Vec<(KeyId, Value)>>,
+    pub(crate) keys: HashMap<Arc<str>, KeyId>,
+    by_id: HashMap<SpanId, SpanIndex>,
+    pub(crate) by_name: HashMap<Arc<str>, Vec<SpanIndex>>,
+    pub(crate) children: Vec<Vec<SpanIndex>>,
+    service_key: Option<KeyId>,
+}
+
+/// A span's identity, for reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpanInfo {
+    pub span_id: SpanId,
+    pub name: String,
+    pub service: Option<String>,
+}
+
+/// The attribute the synthetic trigger span carries.
+pub const TRIGGER_SPAN_NAME: &str = "Tracetest trigger";
+
+impl Trace {
+    /// Groups the spans of OTLP resource spans by trace id, one [`Trace`]
+    /// per id, in order of first appearance. Spans without a valid 16-byte
+    /// trace id are dropped.
+    pub fn from_resource_spans(resource_spans: &[ResourceSpans]) -> Vec<Trace> {
+        let mut order: Vec<TraceId> = Vec::new();
+        let mut builders: HashMap<TraceId, TraceBuilder> = HashMap::new();
+        for rs in resource_spans {
+            for ss in &rs.scope_spans {
+                for s in &ss.spans {
+                    let Some(tid) = TraceId::from_slice(&s.trace_id) else {
+                        continue;
+                    };
+                    let b = builders.entry(tid).or_insert_with(|| {
+                        order.push(tid);
+                        TraceBuilder::new(tid)
+                    });
+                    b.add_span(rs.resource.as_ref(), s);
+                }
+            }
+        }
+        order
+            .into_iter()
+            .filter_map(|t| builders.remove(&t))
+            .map(TraceBuilder::build)
+            .collect()
+    }
+
+    pub fn trace_id(&self) -> TraceId {
+        self.trace_id
+    }
+
+    /// Number of spans.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Index of the span with this id.
+    pub fn span_index(&self, id: SpanId) -> Option<SpanIndex> {
+        self.by_id.get(&id).copied()
+    }
+
+    /// Indexes of the spans with this name, in start-time order.
+    pub fn spans_named(&self, name: &str) -> &[SpanIndex] {
+        self.by_name.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether a span of this name is in the trace.
+    pub fn has_span_named(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// Identity of the span at `index` (start-time order).
+    pub fn span_info(&self, index: SpanIndex) -> Option<SpanInfo> {
+        let s = self.spans.get(index as usize)?;
+        Some(SpanInfo {
+            span_id: s.id,
+            name: s.name.to_string(),
+            service: self.service_name(index).map(str::to_string),
+        })
+    }
+
+    /// An attribute of a span, looked up by name (for callers outside the
+    /// engine; compiled models use interned keys).
+    pub fn attribute(&self, index: SpanIndex, name: &str) -> Option<Value> {
+        let key = self.keys.get(name).copied();
+        self.lookup(index, key).cloned()
+    }
+
+    pub(crate) fn service_name(&self, index: SpanIndex) -> Option<&str> {
+        match self.lookup(index, self.service_key)? {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// A span attribute, else a resource attribute of the same key.
+    pub(crate) fn lookup(&self, index: SpanIndex, key: Option<KeyId>) -> Option<&Value> {
+        let key = key?;
+        let s = self.spans.get(index as usize)?;
+        if let Ok(i) = s.attrs.binary_search_by_key(&key, |(k, _)| *k) {
+            return s.attrs.get(i).map(|(_, v)| v);
+        }
+        let res = self.resources.get(s.resource as usize)?;
+        let i = res.binary_search_by_key(&key, |(k, _)| *k).ok()?;
+        res.get(i).map(|(_, v)| v)
+    }
+
+    pub(crate) fn events_value(&self, index: SpanIndex) -> Value {
+        let Some(s) = self.spans.get(index as usize) else {
+            return Value::Array(Vec::new());
+        };
+        Value::Array(
+            s.events
+                .iter()
+                .map(|e| {
+                    Value::Map(vec![
+                        (Arc::from("name"), Value::Str(e.name.clone())),
+                        (Arc::from("time"), Value::Int(e.time as i64)),
+                        (Arc::from("attributes"), Value::Map(e.attrs.clone())),
+                    ])
+                })
+                .collect(),
+        )
+    }
+
+    pub(crate) fn duration(&self, index: SpanIndex) -> Option<Duration> {
+        let s = self.spans.get(index as usize)?;
+        Some(Duration::from_nanos(s.end.saturating_sub(s.start)))
+    }
+
+    /// Adds the span Tracetest puts above a test's trace: named `Tracetest
+    /// trigger`, type `general`, holding the trigger response as
+    /// `tracetest.response.status|body|headers`, parent of the root spans.
+    pub fn add_trigger_span(&mut self, response: &TriggerResponse) {
+        if self.by_name.contains_key(TRIGGER_SPAN_NAME) {
+            return;
+        }
+        let start = self.spans.iter().map(|s| s.start).min().unwrap_or(0);
+        let end = match response.duration {
+            Some(d) => start.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            None => self.spans.iter().map(|s| s.end).max().unwrap_or(start),
+        };
+        let mut attrs = Vec::new();
+        for (k, v) in response.attributes() {
+            let id = intern(&mut self.keys, k);
+            attrs.push((id, v));
+        }
+        attrs.sort_by_key(|(k, _)| *k);
+        let name: Arc<str> = Arc::from(TRIGGER_SPAN_NAME);
+        self.resources.push(Vec::new());
+        let trigger = SpanData {
+            id: SpanId::INVALID,
+            parent_id: SpanId::INVALID,
+            parent: None,
+            name_value: Value::Str(name.clone()),
+            name,
+            kind: SpanKind::Internal,
+            status: StatusCode::Unset,
+            status_message: Value::str(""),
+            span_type: SpanType::General,
+            start,
+            end,
+            attrs,
+            events: Vec::new(),
+            resource: (self.resources.len() - 1) as u32,
+        };
+        // The trigger comes first in start-time order: shift every index.
+        self.spans.insert(0, trigger);
+        for s in self.spans.iter_mut().skip(1) {
+            s.parent = match s.parent {
+                Some(p) => Some(p + 1),
+                None => Some(0),
+            };
+        }
+        self.reindex();
+    }
+
+    fn reindex(&mut self) {
+        self.by_name.clear();
+        self.by_id.clear();
+        self.children = vec![Vec::new(); self.spans.len()];
+        for (i, s) in self.spans.iter().enumerate() {
+            if s.id.is_valid() {
+                self.by_id.insert(s.id, i as SpanIndex);
+            }
+            self.by_name
+                .entry(s.name.clone())
+                .or_default()
+                .push(i as SpanIndex);
+            if let Some(p) = s.parent {
+                if let Some(c) = self.children.get_mut(p as usize) {
+                    c.push(i as SpanIndex);
+                }
+            }
+        }
+    }
+}
+
+fn intern(keys: &mut HashMap<Arc<str>, KeyId>, k: &str) -> KeyId {
+    if let Some(id) = keys.get(k) {
+        return *id;
+    }
+    let id = keys.len() as KeyId;
+    keys.insert(Arc::from(k), id);
+    id
+}
+
+/// Builds a [`Trace`] span by span (the daemon's assembler can feed it
+/// directly instead of going through `ResourceSpans`).
+#[derive(Debug)]
+pub struct TraceBuilder {
+    trace_id: TraceId,
+    spans: Vec<SpanData>,
+    resources: Vec<Vec<(KeyId, Value)>>,
+    /// The last resource seen, so that the spans of one `ResourceSpans`
+    /// share one copy of its attributes.
+    last_resource: Option<(Option<Resource>, u32)>,
+    keys: HashMap<Arc<str>, KeyId>,
+}
+
+impl TraceBuilder {
+    pub fn new(trace_id: TraceId) -> TraceBuilder {
+        TraceBuilder {
+            trace_id,
+            spans: Vec::new(),
+            resources: Vec::new(),
+            last_resource: None,
+            keys: HashMap::new(),
+        }
+    }
+
+    /// Adds one span with its resource.
+    pub fn add_span(&mut self, resource: Option<&Resource>, span: &Span) {
+        let res_idx = self.resource_index(resource);
+        let mut attrs: Vec<(KeyId, Value)> = Vec::with_capacity(span.attributes.len());
+        for kv in &span.attributes {
+            let id = intern(&mut self.keys, &kv.key);
+            attrs.push((id, any_to_value(kv.value.as_ref())));
+        }
+        // Keep the last of duplicate keys, as OTLP receivers do.
+        attrs.reverse();
+        attrs.sort_by_key(|(k, _)| *k);
+        attrs.dedup_by_key(|(k, _)| *k);
+        let span_type = SpanType::derive(|name| span.attributes.iter().any(|kv| kv.key == name));
+        let (status, status_message) = match &span.status {
+            Some(st) => (
+                match status::StatusCode::try_from(st.code) {
+                    Ok(status::StatusCode::Ok) => StatusCode::Ok,
+                    Ok(status::StatusCode::Error) => StatusCode::Error,
+                    _ => StatusCode::Unset,
+                },
+                Value::str(&st.message),
+            ),
+            None => (StatusCode::Unset, Value::str("")),
+        };
+        let name: Arc<str> = Arc::from(span.name.as_str());
+        self.spans.push(SpanData {
+            id: SpanId::from_slice(&span.span_id).unwrap_or(SpanId::INVALID),
+            parent_id: SpanId::from_slice(&span.parent_span_id).unwrap_or(SpanId::INVALID),
+            parent: None,
+            name_value: Value::Str(name.clone()),
+            name,
+            kind: SpanKind::from_otlp(span.kind),
+            status,
+            status_message,
+            span_type,
+            start: span.start_time_unix_nano,
+            end: span.end_time_unix_nano,
+            attrs,
+            events: span
+                .events
+                .iter()
+                .map(|e| EventData {
+                    name: Arc::from(e.name.as_str()),
+                    time: e.time_unix_nano,
+                    attrs: kv_list(&e.attributes),
+                })
+                .collect(),
+            resource: res_idx,
+        });
+    }
+
+    fn resource_index(&mut self, resource: Option<&Resource>) -> u32 {
+        if let Some((last, idx)) = &self.last_resource {
+            if last.as_ref() == resource {
+                return *idx;
+            }
+        }
+        let mut attrs: Vec<(KeyId, Value)> = Vec::new();
+        if let Some(r) = resource {
+            for kv in &r.attributes {
+                let id = intern(&mut self.keys, &kv.key);
+                attrs.push((id, any_to_value(kv.value.as_ref())));
+            }
+        }
+        attrs.reverse();
+        attrs.sort_by_key(|(k, _)| *k);
+        attrs.dedup_by_key(|(k, _)| *k);
+        self.resources.push(attrs);
+        let idx = (self.resources.len() - 1) as u32;
+        self.last_resource = Some((resource.cloned(), idx));
+        idx
+    }
+
+    /// Indexes the spans. Spans with the same id are kept once (the last).
+    pub fn build(mut self) -> Trace {
+        // Stable order: start time, then span id, so `:first` is deterministic.
+        self.spans
+            .sort_by(|a, b| a.start.cmp(&b.start).then(a.id.cmp(&b.id)));
+        let mut by_id: HashMap<SpanId, SpanIndex> = HashMap::with_capacity(self.spans.len());
+        for (i, s) in self.spans.iter().enumerate() {
+            if s.id.is_valid() {
+                by_id.insert(s.id, i as SpanIndex);
+            }
+        }
+        for s in &mut self.spans {
+            s.parent = if s.parent_id.is_valid() && s.parent_id != s.id {
+                by_id.get(&s.parent_id).copied()
+            } else {
+                None
+            };
+        }
+        break_cycles(&mut self.spans);
+        let service_key = self.keys.get("service.name").copied();
+        let mut t = Trace {
+            trace_id: self.trace_id,
+            spans: self.spans,
+            resources: self.resources,
+            keys: self.keys,
+            by_id: HashMap::new(),
+            by_name: HashMap::new(),
+            children: Vec::new(),
+            service_key,
+        };
+        t.reindex();
+        t
+    }
+}
+
+/// Parent links come from the sender; a cycle would make ancestor walks
+/// loop forever, so the link that closes one is cut.
+fn break_cycles(spans: &mut [SpanData]) {
+    let n = spans.len();
+    // 0 = unvisited, 1 = on the current path, 2 = done.
+    let mut state = vec![0u8; n];
+    for start in 0..n {
+        let mut path = Vec::new();
+        let mut cur = Some(start);
+        while let Some(i) = cur {
+            match state.get_mut(i) {
+                Some(st @ 0) => {
+                    *st = 1;
+                    path.push(i);
+                    cur = spans.get(i).and_then(|s| s.parent).map(|p| p as usize);
+                }
+                Some(1) => {
+                    // `i` is on the path: the last span of the path points back.
+                    if let Some(s) = path.last().and_then(|&last| spans.get_mut(last)) {
+                        s.parent = None;
+                    }
+                    break;
+                }
+                _ => break,
+            }
+        }
+        for i in path {
+            if let Some(st) = state.get_mut(i) {
+                *st = 2;
+            }
+        }
+    }
+}
+
+fn kv_list(kvs: &[KeyValue]) -> Vec<(Arc<str>, Value)> {
+    kvs.iter()
+        .map(|kv| (Arc::from(kv.key.as_str()), any_to_value(kv.value.as_ref())))
+        .collect()
+}
+
+/// OTLP `AnyValue` to a [`Value`]; bytes become lowercase hex.
+pub fn any_to_value(v: Option<&AnyValue>) -> Value {
+    match v.and_then(|v| v.value.as_ref()) {
+        None => Value::str(""),
+        Some(any_value::Value::StringValue(s)) => Value::str(s),
+        Some(any_value::Value::BoolValue(b)) => Value::Bool(*b),
+        Some(any_value::Value::IntValue(i)) => Value::Int(*i),
+        Some(any_value::Value::DoubleValue(x)) => Value::Float(*x),
+        Some(any_value::Value::ArrayValue(a)) => {
+            Value::Array(a.values.iter().map(|v| any_to_value(Some(v))).collect())
+        }
+        Some(any_value::Value::KvlistValue(kv)) => Value::Map(kv_list(&kv.values)),
+        Some(any_value::Value::BytesValue(b)) => {
+            let mut s = String::with_capacity(b.len() * 2);
+            for byte in b {
+                s.push_str(&format!("{byte:02x}"));
+            }
+            Value::Str(Arc::from(s))
+        }
+        #[allow(unreachable_patterns)]
+        Some(_) => Value::str(""),
+    }
+}
+
+/// A borrowed-or-computed value.
+pub(crate) type ValueRef<'a> = Cow<'a, Value>;

@@ -1,0 +1,337 @@
+//! Typed attribute values and the rules for comparing them: coercion only
+//! where it is unambiguous (an integer with `500`, `"500"` with `500` only
+//! because it parses, a duration with `500ms`).
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::model::ast::{ArithOp, CmpOp, Literal};
+use crate::model::format_duration;
+use crate::model::parse::parse_duration;
+
+/// A value read from a span, a variable or a literal.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Str(Arc<str>),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Duration(Duration),
+    Array(Vec<Value>),
+    /// OTLP `KvlistValue`, in its order.
+    Map(Vec<(Arc<str>, Value)>),
+}
+
+impl Value {
+    pub fn str(s: &str) -> Value {
+        Value::Str(Arc::from(s))
+    }
+
+    pub fn from_literal(l: &Literal) -> Value {
+        match l {
+            Literal::Str(s) => Value::str(s),
+            Literal::Int(i) => Value::Int(*i),
+            Literal::Float(x) => Value::Float(*x),
+            Literal::Bool(b) => Value::Bool(*b),
+            Literal::Duration(d) => Value::Duration(*d),
+        }
+    }
+
+    /// The name `| type` gives the value.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Str(_) => "string",
+            Value::Int(_) | Value::Float(_) => "number",
+            Value::Bool(_) => "boolean",
+            Value::Duration(_) => "duration",
+            Value::Array(_) => "array",
+            Value::Map(_) => "object",
+        }
+    }
+
+    /// JSON form, for `| json_path` and for showing arrays and maps.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Str(s) => serde_json::Value::String(s.to_string()),
+            Value::Int(i) => serde_json::Value::from(*i),
+            Value::Float(x) => serde_json::Number::from_f64(*x)
+                .map_or(serde_json::Value::Null, serde_json::Value::Number),
+            Value::Bool(b) => serde_json::Value::Bool(*b),
+            Value::Duration(d) => serde_json::Value::from(d.as_nanos() as u64),
+            Value::Array(a) => serde_json::Value::Array(a.iter().map(Value::to_json).collect()),
+            Value::Map(m) => serde_json::Value::Object(
+                m.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+
+    pub fn from_json(j: &serde_json::Value) -> Value {
+        match j {
+            serde_json::Value::Null => Value::str("null"),
+            serde_json::Value::Bool(b) => Value::Bool(*b),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            serde_json::Value::String(s) => Value::str(s),
+            serde_json::Value::Array(a) => Value::Array(a.iter().map(Value::from_json).collect()),
+            serde_json::Value::Object(o) => Value::Map(
+                o.iter()
+                    .map(|(k, v)| (Arc::from(k.as_str()), Value::from_json(v)))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn as_number(&self) -> Option<Num> {
+        match self {
+            Value::Int(i) => Some(Num::Int(*i)),
+            Value::Float(x) => Some(Num::Float(*x)),
+            Value::Str(s) => parse_number(s),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Str(s) => f.write_str(s),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Float(x) => write!(f, "{x}"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Duration(d) => f.write_str(&format_duration(*d)),
+            Value::Array(_) | Value::Map(_) => write!(f, "{}", self.to_json()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Num {
+    Int(i64),
+    Float(f64),
+}
+
+impl Num {
+    fn f(self) -> f64 {
+        match self {
+            Num::Int(i) => i as f64,
+            Num::Float(x) => x,
+        }
+    }
+    fn cmp(self, other: Num) -> Option<Ordering> {
+        match (self, other) {
+            (Num::Int(a), Num::Int(b)) => Some(a.cmp(&b)),
+            (a, b) => a.f().partial_cmp(&b.f()),
+        }
+    }
+}
+
+fn parse_number(s: &str) -> Option<Num> {
+    let t = s.trim();
+    if t.is_empty() {
+        return None;
+    }
+    if let Ok(i) = t.parse::<i64>() {
+        return Some(Num::Int(i));
+    }
+    // Only plain decimal notation: "inf" or "NaN" strings are not numbers.
+    if t.bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'))
+    {
+        return t
+            .parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite())
+            .map(Num::Float);
+    }
+    None
+}
+
+/// A duration from a string: `500ms`, or a bare number of nanoseconds.
+fn duration_of_str(s: &str) -> Option<Duration> {
+    parse_duration(s).or_else(|| match parse_number(s)? {
+        Num::Int(i) if i >= 0 => Some(Duration::from_nanos(i as u64)),
+        _ => None,
+    })
+}
+
+fn duration_of(v: &Value) -> Option<Duration> {
+    match v {
+        Value::Duration(d) => Some(*d),
+        // Integers compared with durations are nanoseconds, as in Tracetest.
+        Value::Int(i) if *i >= 0 => Some(Duration::from_nanos(*i as u64)),
+        Value::Float(x) if *x >= 0.0 && x.is_finite() => Some(Duration::from_nanos(*x as u64)),
+        Value::Str(s) => duration_of_str(s),
+        _ => None,
+    }
+}
+
+/// Whether `left == right` under the coercion rules.
+pub fn equals(left: &Value, right: &Value) -> bool {
+    match (left, right) {
+        (Value::Str(a), Value::Str(b)) => a == b,
+        (Value::Bool(a), Value::Bool(b)) => a == b,
+        (Value::Bool(b), Value::Str(s)) | (Value::Str(s), Value::Bool(b)) => s
+            .trim()
+            .eq_ignore_ascii_case(if *b { "true" } else { "false" }),
+        (Value::Duration(_), _) | (_, Value::Duration(_)) => {
+            matches!((duration_of(left), duration_of(right)), (Some(a), Some(b)) if a == b)
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| equals(x, y))
+        }
+        (Value::Map(_), Value::Map(_)) => left.to_json() == right.to_json(),
+        (Value::Array(_) | Value::Map(_), Value::Str(s))
+        | (Value::Str(s), Value::Array(_) | Value::Map(_)) => {
+            let structured = if matches!(left, Value::Str(_)) {
+                right
+            } else {
+                left
+            };
+            serde_json::from_str::<serde_json::Value>(s).is_ok_and(|j| j == structured.to_json())
+        }
+        _ => match (left.as_number(), right.as_number()) {
+            (Some(a), Some(b)) => a.cmp(b) == Some(Ordering::Equal),
+            _ => false,
+        },
+    }
+}
+
+/// The order of two values, when they can be ordered.
+pub fn order(left: &Value, right: &Value) -> Option<Ordering> {
+    match (left, right) {
+        (Value::Duration(_), _) | (_, Value::Duration(_)) => {
+            Some(duration_of(left)?.cmp(&duration_of(right)?))
+        }
+        (Value::Str(a), Value::Str(b)) => match (parse_number(a), parse_number(b)) {
+            (Some(x), Some(y)) => x.cmp(y),
+            _ => Some(a.cmp(b)),
+        },
+        _ => left.as_number()?.cmp(right.as_number()?),
+    }
+}
+
+/// `left contains right`: substring for strings, membership for arrays,
+/// key for maps.
+pub fn contains(left: &Value, right: &Value) -> bool {
+    match left {
+        Value::Array(items) => items.iter().any(|x| equals(x, right)),
+        Value::Map(entries) => {
+            let key = right.to_string();
+            entries.iter().any(|(k, _)| **k == *key)
+        }
+        Value::Str(s) => match right {
+            Value::Str(r) => s.contains(&**r),
+            other => s.contains(&other.to_string()),
+        },
+        other => other.to_string().contains(&right.to_string()),
+    }
+}
+
+/// Applies a comparison; `regex` is the compiled right side of `matches`.
+pub fn compare(op: CmpOp, left: &Value, right: &Value, regex: Option<&regex::Regex>) -> bool {
+    match op {
+        CmpOp::Eq => equals(left, right),
+        CmpOp::Ne => !equals(left, right),
+        CmpOp::Lt => order(left, right) == Some(Ordering::Less),
+        CmpOp::Le => matches!(order(left, right), Some(Ordering::Less | Ordering::Equal)),
+        CmpOp::Gt => order(left, right) == Some(Ordering::Greater),
+        CmpOp::Ge => matches!(
+            order(left, right),
+            Some(Ordering::Greater | Ordering::Equal)
+        ),
+        CmpOp::Contains => contains(left, right),
+        CmpOp::NotContains => !contains(left, right),
+        CmpOp::Matches => match regex {
+            Some(re) => match left {
+                Value::Str(s) => re.is_match(s),
+                other => re.is_match(&other.to_string()),
+            },
+            None => false,
+        },
+    }
+}
+
+/// Arithmetic on values; `Err` says why the operands do not combine.
+pub fn arith(op: ArithOp, left: &Value, right: &Value) -> Result<Value, String> {
+    use ArithOp::*;
+    let mismatch = || {
+        format!(
+            "cannot apply '{}' to {} and {}",
+            op.as_str(),
+            left.type_name(),
+            right.type_name()
+        )
+    };
+    match (left, right) {
+        (Value::Duration(a), Value::Duration(b)) => match op {
+            Add => a
+                .checked_add(*b)
+                .map(Value::Duration)
+                .ok_or_else(|| "duration overflow".to_string()),
+            Sub => Ok(Value::Duration(a.saturating_sub(*b))),
+            Div if !b.is_zero() => Ok(Value::Float(a.as_nanos() as f64 / b.as_nanos() as f64)),
+            Div => Err("division by zero".to_string()),
+            Mul => Err(mismatch()),
+        },
+        (Value::Duration(d), other) | (other, Value::Duration(d)) => {
+            let n = other.as_number().ok_or_else(mismatch)?.f();
+            let ns = d.as_nanos() as f64;
+            let out = match op {
+                Add => ns + n,
+                Sub if matches!(left, Value::Duration(_)) => ns - n,
+                Sub => n - ns,
+                Mul => ns * n,
+                Div if matches!(left, Value::Duration(_)) && n != 0.0 => ns / n,
+                Div => return Err(mismatch()),
+            };
+            if !out.is_finite() {
+                return Err("duration overflow".to_string());
+            }
+            Ok(Value::Duration(Duration::from_nanos(out.max(0.0) as u64)))
+        }
+        (Value::Str(a), Value::Str(b))
+            if op == Add && (parse_number(a).is_none() || parse_number(b).is_none()) =>
+        {
+            Ok(Value::Str(Arc::from(format!("{a}{b}"))))
+        }
+        _ => {
+            let (a, b) = match (left.as_number(), right.as_number()) {
+                (Some(a), Some(b)) => (a, b),
+                _ if op == Add
+                    && (matches!(left, Value::Str(_)) || matches!(right, Value::Str(_))) =>
+                {
+                    return Ok(Value::Str(Arc::from(format!("{left}{right}"))))
+                }
+                _ => return Err(mismatch()),
+            };
+            if let (Num::Int(x), Num::Int(y)) = (a, b) {
+                let r = match op {
+                    Add => x.checked_add(y),
+                    Sub => x.checked_sub(y),
+                    Mul => x.checked_mul(y),
+                    Div if y == 0 => return Err("division by zero".to_string()),
+                    Div if x.checked_rem(y) == Some(0) => x.checked_div(y),
+                    Div => None,
+                };
+                if let Some(r) = r {
+                    return Ok(Value::Int(r));
+                }
+            }
+            let (x, y) = (a.f(), b.f());
+            let r = match op {
+                Add => x + y,
+                Sub => x - y,
+                Mul => x * y,
+                Div if y == 0.0 => return Err("division by zero".to_string()),
+                Div => x / y,
+            };
+            Ok(Value::Float(r))
+        }
+    }
+}

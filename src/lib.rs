@@ -1,0 +1,23 @@
+//! tracecheck: trace-based testing in production.
+//!
+//! The daemon is a pipeline, one module per stage, data flowing one way:
+//!
+//! ```text
+//! receiver ──▶ assembler ──▶ engine (models) ──▶ results
+//!     └──────▶ exporter (every span, unchanged, as it arrives)
+//! ```
+//!
+//! [`config`] loads the file, [`daemon`] wires the stages, [`otlp`] holds the
+//! wire formats shared by receiver and exporter.
+#![forbid(unsafe_code)]
+
+pub mod assembler;
+pub mod config;
+pub mod daemon;
+pub mod engine;
+pub mod exporter;
+pub mod ids;
+pub mod model;
+pub mod otlp;
+pub mod receiver;
+pub mod results;

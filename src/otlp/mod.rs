@@ -1,0 +1,217 @@
+//! OTLP wire formats shared by the receiver and the exporter: the lazy
+//! protobuf view of trace exports (see `proto/tracecheck/internal/otlp_lazy.proto`)
+//! and the walk that splits a request into spans without copying them.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use prost::Message;
+
+use crate::ids::{SpanId, TraceId};
+
+/// Generated from `proto/tracecheck/internal/otlp_lazy.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod json;
+
+pub mod lazy {
+    tonic::include_proto!("opentelemetry.proto.collector.trace.v1");
+}
+
+pub use lazy::ExportTraceServiceRequest as LazyExportRequest;
+
+/// The resource and instrumentation scope a group of spans was sent with,
+/// shared by every span of that group while they are buffered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScopeContext {
+    /// Encoded `Resource`.
+    pub resource: Bytes,
+    pub resource_schema_url: String,
+    /// Encoded `InstrumentationScope`.
+    pub scope: Bytes,
+    pub scope_schema_url: String,
+}
+
+/// One span as received: its encoded bytes (a slice of the request buffer)
+/// and the resource/scope it came with.
+#[derive(Debug, Clone)]
+pub struct RawSpan {
+    pub bytes: Bytes,
+    pub scope: Arc<ScopeContext>,
+}
+
+/// A span taken from a request, with the keys the assembler needs.
+#[derive(Debug, Clone)]
+pub struct KeyedSpan {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    pub is_root: bool,
+    pub span: RawSpan,
+}
+
+/// What a request holds once walked.
+#[derive(Debug, Default)]
+pub struct Walked {
+    pub spans: Vec<KeyedSpan>,
+    /// Spans refused for their IDs (OTLP partial success).
+    pub rejected: usize,
+    /// The first refusal, for the partial-success message.
+    pub rejected_message: Option<String>,
+    /// The request to forward: the received one unchanged, or, when spans
+    /// were refused, rebuilt from the received slices without them.
+    pub forward: Vec<Bytes>,
+}
+
+/// A request whose framing is not OTLP.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct WalkError {
+    pub path: String,
+    pub message: String,
+}
+
+/// Splits a lazily decoded export request into spans. Nothing is copied: each
+/// span is a slice of `request`'s buffers. Spans whose trace ID is not 16
+/// bytes or whose span ID is not 8 bytes (or all zero) are refused and left
+/// out of [`Walked::forward`].
+pub fn walk(request: LazyExportRequest) -> Result<Walked, WalkError> {
+    let mut out = Walked::default();
+    let mut rebuilt: Option<Vec<Bytes>> = None;
+    for (ri, rs_bytes) in request.resource_spans.iter().enumerate() {
+        let rs = lazy::LazyResourceSpans::decode(rs_bytes.clone()).map_err(|e| WalkError {
+            path: format!("resource_spans[{ri}]"),
+            message: e.to_string(),
+        })?;
+        let mut kept_scopes: Vec<Bytes> = Vec::with_capacity(rs.scope_spans.len());
+        let mut resource_changed = false;
+        for (si, ss_bytes) in rs.scope_spans.iter().enumerate() {
+            let ss = lazy::LazyScopeSpans::decode(ss_bytes.clone()).map_err(|e| WalkError {
+                path: format!("resource_spans[{ri}].scope_spans[{si}]"),
+                message: e.to_string(),
+            })?;
+            let ctx = Arc::new(ScopeContext {
+                resource: rs.resource.clone(),
+                resource_schema_url: rs.schema_url.clone(),
+                scope: ss.scope.clone(),
+                scope_schema_url: ss.schema_url.clone(),
+            });
+            let mut kept_spans: Option<Vec<Bytes>> = None;
+            for (pi, span_bytes) in ss.spans.iter().enumerate() {
+                let keys = lazy::SpanKeys::decode(span_bytes.clone()).map_err(|e| WalkError {
+                    path: format!("resource_spans[{ri}].scope_spans[{si}].spans[{pi}]"),
+                    message: e.to_string(),
+                })?;
+                let trace_id = TraceId::from_slice(&keys.trace_id).filter(TraceId::is_valid);
+                let span_id = SpanId::from_slice(&keys.span_id).filter(SpanId::is_valid);
+                let (Some(trace_id), Some(span_id)) = (trace_id, span_id) else {
+                    out.rejected += 1;
+                    if out.rejected_message.is_none() {
+                        out.rejected_message = Some(format!(
+                            "resource_spans[{ri}].scope_spans[{si}].spans[{pi}]: trace_id must be 16 bytes and span_id 8 bytes, not all zero (got {} and {} bytes)",
+                            keys.trace_id.len(),
+                            keys.span_id.len()
+                        ));
+                    }
+                    kept_spans.get_or_insert_with(|| ss.spans[..pi].to_vec());
+                    continue;
+                };
+                if let Some(kept) = kept_spans.as_mut() {
+                    kept.push(span_bytes.clone());
+                }
+                // A parent ID of the wrong length is treated as absent: the
+                // span is still forwarded unchanged; only root detection
+                // cares, and a broken parent cannot name a span anyway.
+                let is_root = SpanId::from_slice(&keys.parent_span_id)
+                    .filter(SpanId::is_valid)
+                    .is_none();
+                out.spans.push(KeyedSpan {
+                    trace_id,
+                    span_id,
+                    is_root,
+                    span: RawSpan {
+                        bytes: span_bytes.clone(),
+                        scope: Arc::clone(&ctx),
+                    },
+                });
+            }
+            match kept_spans {
+                None => kept_scopes.push(ss_bytes.clone()),
+                Some(spans) => {
+                    resource_changed = true;
+                    if !spans.is_empty() {
+                        kept_scopes.push(Bytes::from(
+                            lazy::LazyScopeSpans { spans, ..ss }.encode_to_vec(),
+                        ));
+                    }
+                }
+            }
+        }
+        if resource_changed && rebuilt.is_none() {
+            rebuilt = Some(request.resource_spans[..ri].to_vec());
+        }
+        if let Some(r) = rebuilt.as_mut() {
+            if resource_changed {
+                if !kept_scopes.is_empty() {
+                    r.push(Bytes::from(
+                        lazy::LazyResourceSpans {
+                            scope_spans: kept_scopes,
+                            ..rs
+                        }
+                        .encode_to_vec(),
+                    ));
+                }
+            } else {
+                r.push(rs_bytes.clone());
+            }
+        }
+    }
+    out.forward = rebuilt.unwrap_or(request.resource_spans);
+    Ok(out)
+}
+
+/// Re-assembles buffered spans into OTLP `ResourceSpans` messages, grouping
+/// spans that share a resource and scope, for evaluation, the API and
+/// forwarding of single traces.
+pub fn to_resource_spans(
+    spans: &[RawSpan],
+) -> Result<Vec<opentelemetry_proto::tonic::trace::v1::ResourceSpans>, prost::DecodeError> {
+    use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    let mut out: Vec<ResourceSpans> = Vec::new();
+    let mut last: Option<*const ScopeContext> = None;
+    for s in spans {
+        let span = Span::decode(s.bytes.clone())?;
+        let ptr = Arc::as_ptr(&s.scope);
+        if last == Some(ptr) {
+            if let Some(ss) = out.last_mut().and_then(|r| r.scope_spans.last_mut()) {
+                ss.spans.push(span);
+                continue;
+            }
+        }
+        last = Some(ptr);
+        let resource = if s.scope.resource.is_empty() {
+            None
+        } else {
+            Some(Resource::decode(s.scope.resource.clone())?)
+        };
+        let scope = if s.scope.scope.is_empty() {
+            None
+        } else {
+            Some(InstrumentationScope::decode(s.scope.scope.clone())?)
+        };
+        out.push(ResourceSpans {
+            resource,
+            scope_spans: vec![ScopeSpans {
+                scope,
+                spans: vec![span],
+                schema_url: s.scope.scope_schema_url.clone(),
+            }],
+            schema_url: s.scope.resource_schema_url.clone(),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

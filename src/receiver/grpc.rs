@@ -1,0 +1,65 @@
+//! OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use super::ingest::{Ingest, IngestError};
+use crate::otlp::lazy::trace_service_server::{TraceService, TraceServiceServer};
+use crate::otlp::lazy::{ExportTracePartialSuccess, ExportTraceServiceResponse};
+use crate::otlp::LazyExportRequest;
+use crate::results::metrics::Transport;
+
+pub struct GrpcReceiver {
+    ingest: Arc<Ingest>,
+}
+
+/// The tonic service, with gzip accepted and the size limit applied after
+/// decompression.
+pub fn service(ingest: Arc<Ingest>, max_recv_msg_size: usize) -> TraceServiceServer<GrpcReceiver> {
+    TraceServiceServer::new(GrpcReceiver { ingest })
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .max_decoding_message_size(max_recv_msg_size)
+}
+
+#[tonic::async_trait]
+impl TraceService for GrpcReceiver {
+    async fn export(
+        &self,
+        request: Request<LazyExportRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        match self.ingest.ingest(request.into_inner(), Transport::grpc) {
+            Ok(a) => Ok(Response::new(ExportTraceServiceResponse {
+                partial_success: (a.rejected_spans > 0).then(|| ExportTracePartialSuccess {
+                    rejected_spans: a.rejected_spans as i64,
+                    error_message: a.message,
+                }),
+            })),
+            Err(e) => Err(status_of(&e)),
+        }
+    }
+}
+
+/// The OTLP spec's answers: INVALID_ARGUMENT is final; UNAVAILABLE with
+/// RetryInfo tells the sender to come back.
+pub fn status_of(e: &IngestError) -> Status {
+    match e {
+        IngestError::Invalid(m) => Status::invalid_argument(m.clone()),
+        IngestError::Overloaded {
+            message,
+            retry_after,
+            ..
+        } => Status::with_error_details(
+            tonic::Code::Unavailable,
+            message.clone(),
+            ErrorDetails::with_retry_info(Some(*retry_after)),
+        ),
+        IngestError::ShuttingDown => Status::with_error_details(
+            tonic::Code::Unavailable,
+            e.to_string(),
+            ErrorDetails::with_retry_info(Some(super::ingest::RETRY_AFTER)),
+        ),
+    }
+}

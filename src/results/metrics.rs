@@ -1,0 +1,205 @@
+//! Every Prometheus metric tracecheck serves, registered in one place so the
+//! names of the interfaces spec are visible side by side.
+//!
+//! Stages receive an `Arc<Metrics>` and bump what they own; nothing else
+//! registers metrics.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// How spans arrived.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Transport {
+    grpc,
+    http,
+}
+
+/// Why spans or requests were refused. Bounded: new reasons are new variants.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum RefuseReason {
+    /// The body could not be decoded as OTLP.
+    malformed,
+    /// Trace ID not 16 bytes or span ID not 8 bytes (partial success).
+    invalid_id,
+    /// Body over the size limit, before or after decompression.
+    too_large,
+    /// Neither protobuf nor JSON, or an unknown content encoding.
+    unsupported_media_type,
+    /// The buffer is at `max_traces`/`max_spans`; the sender retries.
+    buffer_full,
+    /// The forwarding queue is full; the sender retries.
+    exporter_queue_full,
+    /// The daemon is stopping; the sender retries elsewhere or later.
+    shutting_down,
+}
+
+/// Why a trace was completed.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue, serde::Serialize)]
+#[allow(non_camel_case_types)]
+pub enum CompletionReason {
+    idle,
+    root,
+    max_age,
+    evicted,
+    shutdown,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabels {
+    pub transport: Transport,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    pub transport: Transport,
+    pub reason: RefuseReason,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: CompletionReason,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExporterLabels {
+    pub exporter: String,
+}
+
+/// The metrics of the OTLP path: receiver, buffer, completion, exporter.
+pub struct Metrics {
+    pub accepted_spans: Family<TransportLabels, Counter>,
+    pub refused_spans: Family<RefusedLabels, Counter>,
+    pub refused_requests: Family<RefusedLabels, Counter>,
+    pub buffer_traces: Gauge,
+    pub buffer_spans: Gauge,
+    pub buffer_max_traces: Gauge,
+    pub buffer_max_spans: Gauge,
+    pub traces_completed: Family<ReasonLabels, Counter>,
+    pub late_spans: Counter,
+    pub exporter_sent_spans: Family<ExporterLabels, Counter>,
+    pub exporter_failed_spans: Family<ExporterLabels, Counter>,
+    pub exporter_retries: Family<ExporterLabels, Counter>,
+    pub exporter_queue_size: Family<ExporterLabels, Gauge>,
+    pub exporter_queue_capacity: Family<ExporterLabels, Gauge>,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = Self {
+            accepted_spans: Family::default(),
+            refused_spans: Family::default(),
+            refused_requests: Family::default(),
+            buffer_traces: Gauge::default(),
+            buffer_spans: Gauge::default(),
+            buffer_max_traces: Gauge::default(),
+            buffer_max_spans: Gauge::default(),
+            traces_completed: Family::default(),
+            late_spans: Counter::default(),
+            exporter_sent_spans: Family::default(),
+            exporter_failed_spans: Family::default(),
+            exporter_retries: Family::default(),
+            exporter_queue_size: Family::default(),
+            exporter_queue_capacity: Family::default(),
+        };
+        let r = registry;
+        r.register(
+            "tracecheck_receiver_accepted_spans",
+            "Spans taken from senders",
+            m.accepted_spans.clone(),
+        );
+        r.register(
+            "tracecheck_receiver_refused_spans",
+            "Spans refused, by reason (senders were told)",
+            m.refused_spans.clone(),
+        );
+        r.register(
+            "tracecheck_receiver_refused_requests",
+            "Export requests refused whole, by reason",
+            m.refused_requests.clone(),
+        );
+        r.register(
+            "tracecheck_buffer_traces",
+            "Traces in the assembly buffer",
+            m.buffer_traces.clone(),
+        );
+        r.register(
+            "tracecheck_buffer_spans",
+            "Spans in the assembly buffer",
+            m.buffer_spans.clone(),
+        );
+        r.register(
+            "tracecheck_buffer_max_traces",
+            "Configured bound assembler.max_traces",
+            m.buffer_max_traces.clone(),
+        );
+        r.register(
+            "tracecheck_buffer_max_spans",
+            "Configured bound assembler.max_spans",
+            m.buffer_max_spans.clone(),
+        );
+        r.register(
+            "tracecheck_traces_completed",
+            "Traces completed, by the condition that completed them",
+            m.traces_completed.clone(),
+        );
+        r.register(
+            "tracecheck_late_spans",
+            "Spans that arrived after their trace was completed",
+            m.late_spans.clone(),
+        );
+        r.register(
+            "tracecheck_exporter_sent_spans",
+            "Spans the downstream accepted",
+            m.exporter_sent_spans.clone(),
+        );
+        r.register(
+            "tracecheck_exporter_failed_spans",
+            "Spans given up on (downstream refused them or retries ran out)",
+            m.exporter_failed_spans.clone(),
+        );
+        r.register(
+            "tracecheck_exporter_retries",
+            "Export calls retried after a retryable failure",
+            m.exporter_retries.clone(),
+        );
+        r.register(
+            "tracecheck_exporter_queue_size",
+            "Requests waiting in the forwarding queue",
+            m.exporter_queue_size.clone(),
+        );
+        r.register(
+            "tracecheck_exporter_queue_capacity",
+            "Configured bound exporters.otlp.queue_size",
+            m.exporter_queue_capacity.clone(),
+        );
+        m
+    }
+
+    /// Metrics registered nowhere, for unit tests of a single stage.
+    pub fn unregistered() -> Self {
+        Self::new(&mut Registry::default())
+    }
+
+    pub fn refused(&self, transport: Transport, reason: RefuseReason, spans: usize) {
+        self.refused_requests
+            .get_or_create(&RefusedLabels { transport, reason })
+            .inc();
+        if spans > 0 {
+            self.refused_spans
+                .get_or_create(&RefusedLabels { transport, reason })
+                .inc_by(spans as u64);
+        }
+    }
+
+    pub fn completed(&self, reason: CompletionReason) {
+        self.traces_completed
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+}
