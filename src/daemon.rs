@@ -32,6 +32,12 @@ pub enum StartError {
     Exporter(#[from] crate::exporter::client::ClientError),
 }
 
+/// The running stages a consumer may need.
+pub struct Stages {
+    pub metrics: Arc<Metrics>,
+    pub assembler: Arc<Assembler>,
+}
+
 /// A running daemon.
 pub struct Daemon<C: TraceConsumer> {
     pub grpc_addr: Option<SocketAddr>,
@@ -62,7 +68,17 @@ pub struct Stopped<C> {
 }
 
 impl<C: TraceConsumer> Daemon<C> {
+    /// Starts with a fixed consumer of completed traces.
     pub async fn start(config: Config, consumer: C) -> Result<Self, StartError> {
+        Self::start_with(config, move |_| (consumer, None)).await
+    }
+
+    /// Starts with a consumer built from the running stages; it may add
+    /// routes to the admin endpoint.
+    pub async fn start_with(
+        config: Config,
+        build: impl FnOnce(&Stages) -> (C, Option<axum::Router>),
+    ) -> Result<Self, StartError> {
         let mut registry = Registry::default();
         let metrics = Arc::new(Metrics::new(&mut registry));
 
@@ -79,6 +95,10 @@ impl<C: TraceConsumer> Daemon<C> {
             Arc::clone(&metrics),
         ));
         let (completed_tx, completed_rx) = mpsc::channel(COMPLETED_QUEUE);
+        let (consumer, routes) = build(&Stages {
+            metrics: Arc::clone(&metrics),
+            assembler: Arc::clone(&assembler),
+        });
         let consumer = spawn_consumer(completed_rx, consumer);
         let assembler_stop = CancellationToken::new();
         let assembler_task =
@@ -89,7 +109,10 @@ impl<C: TraceConsumer> Daemon<C> {
         let admin_addr = admin_listener.local_addr().unwrap_or(config.admin.endpoint);
         let admin_stop = CancellationToken::new();
         let admin_task = {
-            let app = admin::router(Arc::clone(&admin));
+            let mut app = admin::router(Arc::clone(&admin));
+            if let Some(routes) = routes {
+                app = app.merge(routes);
+            }
             let stop = admin_stop.clone();
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(admin_listener, app)

@@ -12,6 +12,8 @@
 #![forbid(unsafe_code)]
 
 pub mod assembler;
+pub mod bench;
+pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod engine;

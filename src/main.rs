@@ -1,14 +1,19 @@
 //! The `tracecheck` binary: parses the command line, owns exit codes and
 //! turns library errors into messages (anyhow lives only here).
 
+mod demo;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use tracecheck::assembler::CountingConsumer;
-use tracecheck::config::Config;
+use clap::{Parser, Subcommand, ValueEnum};
+use tracecheck::config::{Config, DEFAULT_MODELS_DIR};
 use tracecheck::daemon::Daemon;
+use tracecheck::engine::{Engine, Verdict};
+use tracecheck::results::registry::ModelSource;
+use tracecheck::results::ModelsStage;
 
 /// Exit code for bad input: config, model or trace files.
 const EXIT_BAD_INPUT: u8 = 2;
@@ -25,10 +30,55 @@ enum Command {
     /// Run the daemon: OTLP in, traces assembled and checked, spans forwarded.
     Serve {
         /// Config file (YAML). Without it, the embedded defaults: loopback
-        /// only, OTLP on 4317/4318, admin on 9464, no forwarding.
+        /// only, OTLP on 4317/4318, admin on 9464, models from ./models, no
+        /// forwarding.
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// The daemon on embedded defaults, with the example models and
+    /// built-in bank-withdrawal traffic (some of it violating).
+    Demo {
+        /// Traces per second of synthetic traffic.
+        #[arg(long, default_value_t = 20)]
+        rate: u32,
+    },
+    /// Evaluate models offline on OTLP JSON trace files.
+    Check {
+        /// Model files or folders.
+        #[arg(long, required = true, num_args = 1..)]
+        models: Vec<PathBuf>,
+        /// OTLP JSON files: one ExportTraceServiceRequest per line, or one
+        /// object; gzip files too.
+        #[arg(long, required = true, num_args = 1..)]
+        traces: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Trace URL template with {trace_id}, shown with each result.
+        #[arg(long)]
+        trace_url: Option<String>,
+    },
+    /// Model files.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// Load generator and counting OTLP sink, for benchmarks and tests.
+    #[command(subcommand)]
+    Bench(tracecheck::bench::BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Parse and type-check model files; print every error as file:line:col.
+    Lint {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+    Junit,
 }
 
 fn main() -> ExitCode {
@@ -36,6 +86,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config } => serve(config),
+        Command::Demo { rate } => demo::run(rate),
+        Command::Check {
+            models,
+            traces,
+            format,
+            trace_url,
+        } => check(&models, &traces, format, trace_url.as_deref()),
+        Command::Models(ModelsCommand::Lint { paths }) => Ok(lint(&paths)),
+        Command::Bench(cmd) => bench(cmd),
     };
     match result {
         Ok(code) => code,
@@ -57,6 +116,13 @@ fn init_logging() {
         .init();
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
 fn load_config(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
     let Some(path) = path else {
         return Ok(Config::default());
@@ -75,44 +141,173 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
     }
 }
 
+/// The configured model paths; the default `./models` may be absent.
+pub(crate) fn model_sources(config: &Config) -> Vec<ModelSource> {
+    config
+        .models
+        .paths
+        .iter()
+        .map(|p| ModelSource::Path {
+            optional: p == &PathBuf::from(DEFAULT_MODELS_DIR),
+            path: p.clone(),
+        })
+        .collect()
+}
+
 fn serve(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let config = match load_config(config_path.as_ref()) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    rt.block_on(async move {
-        let daemon = Daemon::start(config, CountingConsumer::default()).await?;
-        tracing::info!(
-            grpc = ?daemon.grpc_addr,
-            http = ?daemon.http_addr,
-            admin = %daemon.admin_addr,
-            "tracecheck is running."
-        );
-        wait_for_signal().await?;
-        tracing::info!(
-            "Shutting down: completing buffered traces and draining the forwarding queue."
-        );
-        let stopped = daemon.shutdown().await;
-        tracing::info!(
-            flushed_traces = stopped.flushed_traces,
-            undelivered_spans = stopped.undelivered_spans,
-            "tracecheck stopped."
-        );
-        Ok(ExitCode::SUCCESS)
+    let sources = model_sources(&config);
+    runtime()?.block_on(run_daemon(config, sources, None))
+}
+
+/// Runs the daemon until SIGTERM/SIGINT; SIGHUP reloads the models.
+/// `on_start` runs once the daemon listens (the demo's traffic).
+pub(crate) async fn run_daemon(
+    config: Config,
+    sources: Vec<ModelSource>,
+    on_start: Option<
+        Box<
+            dyn FnOnce(&Daemon<tracecheck::results::evaluator::Evaluator>, Arc<ModelsStage>) + Send,
+        >,
+    >,
+) -> anyhow::Result<ExitCode> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let links = config.links.clone();
+    let slot: Arc<OnceLock<Arc<ModelsStage>>> = Arc::new(OnceLock::new());
+    let slot_in = Arc::clone(&slot);
+    let daemon = Daemon::start_with(config, move |stages| {
+        let models = Arc::new(ModelsStage::load(sources, Arc::clone(&stages.metrics)));
+        let (evaluator, routes) = models.build(stages, links);
+        let _ = slot_in.set(models);
+        (evaluator, Some(routes))
+    })
+    .await?;
+    let models = slot.get().cloned().context("models stage not built")?;
+    tracing::info!(
+        grpc = ?daemon.grpc_addr,
+        http = ?daemon.http_addr,
+        admin = %daemon.admin_addr,
+        models = models.initial_load.models.len(),
+        refused_model_files = models.initial_load.errors.len(),
+        "tracecheck is running."
+    );
+    if let Some(f) = on_start {
+        f(&daemon, Arc::clone(&models));
+    }
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading models.");
+                let registry = Arc::clone(&models.registry);
+                let _ = tokio::task::spawn_blocking(move || registry.reload()).await;
+            }
+        }
+    }
+    tracing::info!("Shutting down: completing buffered traces and draining the forwarding queue.");
+    let stopped = daemon.shutdown().await;
+    tracing::info!(
+        flushed_traces = stopped.flushed_traces,
+        undelivered_spans = stopped.undelivered_spans,
+        "tracecheck stopped."
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_diagnostics(diags: &[tracecheck::model::Diagnostic]) {
+    for d in diags {
+        eprintln!("{d}");
+    }
+}
+
+fn check(
+    models: &[PathBuf],
+    traces: &[PathBuf],
+    format: Format,
+    trace_url: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let models = match tracecheck::check::load_models(models) {
+        Ok(m) => m,
+        Err(diags) => {
+            print_diagnostics(&diags);
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
+    let engine = match Engine::compile(models) {
+        Ok(e) => e,
+        Err(diags) => {
+            print_diagnostics(&diags);
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
+    let mut spans = Vec::new();
+    for t in traces {
+        match tracecheck::check::read_trace_file(t) {
+            Ok(rs) => spans.extend(rs),
+            Err(e) => {
+                eprintln!("tracecheck: {e}");
+                return Ok(ExitCode::from(EXIT_BAD_INPUT));
+            }
+        }
+    }
+    let results = tracecheck::check::check(&engine, &spans, trace_url);
+    match format {
+        Format::Text => print!("{}", tracecheck::check::render_text(&results)),
+        Format::Json => {
+            for r in &results {
+                println!(
+                    "{}",
+                    serde_json::to_string(r).context("cannot encode a result")?
+                );
+            }
+        }
+        Format::Junit => print!("{}", tracecheck::check::render_junit(&results)),
+    }
+    Ok(if results.iter().any(|r| r.verdict == Verdict::Fail) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     })
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+fn lint(paths: &[PathBuf]) -> ExitCode {
+    let mut diags = Vec::new();
+    let mut docs = 0;
+    for p in paths {
+        match tracecheck::model::load_path(p) {
+            Ok(d) => {
+                if let Err(e) = Engine::compile(tracecheck::model::models(&d)) {
+                    diags.extend(e);
+                }
+                docs += d.len();
+            }
+            Err(d) => diags.extend(d),
+        }
     }
-    Ok(())
+    if diags.is_empty() {
+        println!("ok: {docs} documents");
+        ExitCode::SUCCESS
+    } else {
+        for d in &diags {
+            println!("{d}");
+        }
+        eprintln!(
+            "{} error{}",
+            diags.len(),
+            if diags.len() == 1 { "" } else { "s" }
+        );
+        ExitCode::from(EXIT_BAD_INPUT)
+    }
+}
+
+fn bench(cmd: tracecheck::bench::BenchCommand) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(tracecheck::bench::run(cmd))?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -62,7 +62,17 @@ pub struct CompletedTrace {
 /// Where completed traces go. Until models exist it only counts.
 pub trait TraceConsumer: Send + 'static {
     fn consume(&mut self, trace: CompletedTrace);
+
+    /// Called at least every [`CONSUMER_TICK`] while the channel is idle,
+    /// for work driven by time (verdicts waiting on `within`).
+    fn tick(&mut self, _now: Instant) {}
+
+    /// Called once when no trace will come any more.
+    fn finish(&mut self) {}
 }
+
+/// Upper bound between two [`TraceConsumer::tick`] calls.
+pub const CONSUMER_TICK: Duration = Duration::from_millis(50);
 
 /// The buffer is at a bound: the sender should retry shortly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -184,6 +194,13 @@ impl Assembler {
         out
     }
 
+    /// The spans buffered for a trace right now, for the API.
+    pub fn snapshot(&self, trace_id: &TraceId) -> Option<Vec<RawSpan>> {
+        self.shards[self.shard_of(trace_id)]
+            .lock()
+            .snapshot(trace_id)
+    }
+
     /// Completes everything buffered with reason `shutdown`.
     pub fn drain(&self, now: Instant) -> Vec<CompletedTrace> {
         let mut out = Vec::new();
@@ -278,10 +295,31 @@ pub fn spawn_consumer<C: TraceConsumer>(
     mut rx: mpsc::Receiver<CompletedTrace>,
     mut consumer: C,
 ) -> tokio::task::JoinHandle<C> {
+    let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        while let Some(trace) = rx.blocking_recv() {
-            consumer.consume(trace);
+        let mut last_tick = Instant::now();
+        loop {
+            let next = match rx.try_recv() {
+                Ok(t) => Some(t),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match handle.block_on(tokio::time::timeout(CONSUMER_TICK, rx.recv())) {
+                        Ok(Some(t)) => Some(t),
+                        Ok(None) => break,
+                        Err(_) => None,
+                    }
+                }
+            };
+            if let Some(t) = next {
+                consumer.consume(t);
+            }
+            let now = Instant::now();
+            if now.duration_since(last_tick) >= CONSUMER_TICK {
+                consumer.tick(now);
+                last_tick = now;
+            }
         }
+        consumer.finish();
         consumer
     })
 }

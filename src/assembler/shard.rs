@@ -160,6 +160,10 @@ impl Shard {
         self.complete(id, CompletionReason::evicted, now, now, config, recent_cap)
     }
 
+    pub fn snapshot(&self, id: &TraceId) -> Option<Vec<RawSpan>> {
+        self.traces.get(id).map(|t| t.spans.clone())
+    }
+
     /// Completes everything (`reason="shutdown"`).
     pub fn drain(&mut self, now: Instant, out: &mut Vec<CompletedTrace>) {
         self.deadlines.clear();

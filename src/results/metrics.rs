@@ -8,6 +8,7 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 /// How spans arrived.
@@ -66,6 +67,23 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabels {
+    pub model: String,
+    pub verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SpecLabels {
+    pub model: String,
+    pub spec: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ExporterLabels {
     pub exporter: String,
 }
@@ -86,6 +104,13 @@ pub struct Metrics {
     pub exporter_retries: Family<ExporterLabels, Counter>,
     pub exporter_queue_size: Family<ExporterLabels, Gauge>,
     pub exporter_queue_capacity: Family<ExporterLabels, Gauge>,
+    pub model_verdicts: Family<VerdictLabels, Counter>,
+    pub spec_failures: Family<SpecLabels, Counter>,
+    pub model_errors: Family<ModelLabels, Counter>,
+    pub evaluation_duration: Histogram,
+    pub verdict_delay: Histogram,
+    pub models_loaded: Gauge,
+    pub model_reload_failures: Counter,
 }
 
 impl Metrics {
@@ -106,6 +131,15 @@ impl Metrics {
             exporter_retries: Family::default(),
             exporter_queue_size: Family::default(),
             exporter_queue_capacity: Family::default(),
+            model_verdicts: Family::default(),
+            spec_failures: Family::default(),
+            model_errors: Family::default(),
+            // 10µs … ~5s: one trace against 1 to 1000 models.
+            evaluation_duration: Histogram::new(exponential_buckets(0.00001, 2.5, 15)),
+            // 1ms … ~16s: completion condition met → verdict recorded.
+            verdict_delay: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            models_loaded: Gauge::default(),
+            model_reload_failures: Counter::default(),
         };
         let r = registry;
         r.register(
@@ -177,6 +211,41 @@ impl Metrics {
             "tracecheck_exporter_queue_capacity",
             "Configured bound exporters.otlp.queue_size",
             m.exporter_queue_capacity.clone(),
+        );
+        r.register(
+            "tracecheck_model_verdicts",
+            "Verdicts per model: pass, fail or skip",
+            m.model_verdicts.clone(),
+        );
+        r.register(
+            "tracecheck_spec_failures",
+            "Failed specs (and not_expect entries) per model",
+            m.spec_failures.clone(),
+        );
+        r.register(
+            "tracecheck_model_errors",
+            "Evaluations of a model that crashed and were contained",
+            m.model_errors.clone(),
+        );
+        r.register(
+            "tracecheck_evaluation_duration_seconds",
+            "Time to evaluate every loaded model on one trace",
+            m.evaluation_duration.clone(),
+        );
+        r.register(
+            "tracecheck_verdict_delay_seconds",
+            "Time from a trace's completion condition to its verdicts",
+            m.verdict_delay.clone(),
+        );
+        r.register(
+            "tracecheck_models_loaded",
+            "Models in force",
+            m.models_loaded.clone(),
+        );
+        r.register(
+            "tracecheck_model_reload_failures",
+            "Model loads or reloads that met a bad file",
+            m.model_reload_failures.clone(),
         );
         m
     }

@@ -1,7 +1,86 @@
-//! Results: what tracecheck tells operators — Prometheus metrics, the admin
-//! HTTP endpoint (health, readiness, API) and, with models, verdicts.
+//! Results: what tracecheck tells operators — verdicts from the models in
+//! force (evaluator), Prometheus metrics, a bounded store of recent results
+//! with their traces, and the admin HTTP endpoint with its API.
 
 pub mod admin;
+pub mod api;
 pub mod config;
+pub mod evaluator;
 pub mod exposition;
 pub mod metrics;
+pub mod registry;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use self::config::LinksConfig;
+use self::evaluator::Evaluator;
+use self::registry::{ModelRegistry, ModelSource, ReloadReport};
+use self::store::{ResultStore, VerdictRecord};
+use crate::daemon::Stages;
+
+/// How often model files are checked for changes.
+const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Verdicts buffered per listener (watchers) before it is told it lagged.
+const VERDICT_CHANNEL: usize = 4096;
+
+/// The models stage of a daemon: what `Daemon::start_with` needs, and the
+/// handles the binary keeps (reload on SIGHUP, listeners).
+pub struct ModelsStage {
+    pub registry: Arc<ModelRegistry>,
+    pub store: Arc<ResultStore>,
+    pub verdicts: broadcast::Sender<Arc<VerdictRecord>>,
+    pub initial_load: ReloadReport,
+}
+
+impl ModelsStage {
+    /// Loads the models (bad files reported, the rest in force).
+    pub fn load(sources: Vec<ModelSource>, stages_metrics: Arc<metrics::Metrics>) -> Self {
+        let (registry, initial_load) = ModelRegistry::load(sources, stages_metrics);
+        let (verdicts, _) = broadcast::channel(VERDICT_CHANNEL);
+        Self {
+            registry: Arc::new(registry),
+            store: Arc::new(ResultStore::default()),
+            verdicts,
+            initial_load,
+        }
+    }
+
+    /// The evaluator and the API routes, wired to the running stages, and a
+    /// task that reloads when model files change.
+    pub fn build(&self, stages: &Stages, links: LinksConfig) -> (Evaluator, axum::Router) {
+        let evaluator = Evaluator::new(
+            Arc::clone(&self.registry),
+            Arc::clone(&self.store),
+            Arc::clone(&stages.metrics),
+            links.clone(),
+            self.verdicts.clone(),
+        );
+        let api = Arc::new(api::Api {
+            registry: Arc::clone(&self.registry),
+            store: Arc::clone(&self.store),
+            assembler: Arc::clone(&stages.assembler),
+            links,
+        });
+        let weak = Arc::downgrade(&self.registry);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(WATCH_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(registry) = weak.upgrade() else {
+                    return;
+                };
+                if registry.changed_on_disk() {
+                    tracing::info!("Model files changed; reloading.");
+                    let _ = tokio::task::spawn_blocking(move || registry.reload()).await;
+                }
+            }
+        });
+        (evaluator, api::router(api))
+    }
+}

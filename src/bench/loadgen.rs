@@ -1,0 +1,924 @@
+//! The load generator: concurrent senders exporting synthetic traffic over
+//! OTLP/gRPC or OTLP/HTTP (protobuf, optionally gzip), flat out or at a fixed
+//! span rate, for a duration or a request count, retrying retryable answers
+//! when asked, and the report of what the receiver accepted, refused and
+//! rejected, how long export calls took, and how many whole (and violating)
+//! traces were delivered.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{Read as _, Write as _};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message as _;
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use serde::{Deserialize, Serialize};
+use tokio::time::{Instant, MissedTickBehavior};
+use tonic::codec::CompressionEncoding;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+use super::rpc::retry_delay_of;
+use super::traffic::{Batch, MixError, Rng, TrafficGenerator, TrafficMix};
+
+/// The OTLP transport used to export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// OTLP/gRPC (`TraceService/Export`).
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (`POST /v1/traces`).
+    Http,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Grpc => "grpc",
+            Protocol::Http => "http",
+        })
+    }
+}
+
+/// How retryable answers are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt of one request.
+    pub max_retries: u32,
+    /// First pause when the receiver gave no delay; doubles each retry.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Longest pause a receiver's Retry-After / RetryInfo may impose.
+const MAX_SERVER_DELAY: Duration = Duration::from_secs(30);
+
+/// Largest response body read from an HTTP receiver.
+const MAX_RESPONSE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// What to send, where, and for how long.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadConfig {
+    /// `http://host:port` for gRPC; for HTTP a URL whose empty path becomes
+    /// `/v1/traces`. A missing scheme means `http://`.
+    pub endpoint: String,
+    pub protocol: Protocol,
+    pub gzip: bool,
+    pub senders: usize,
+    pub spans_per_request: usize,
+    /// Spans per second over all senders; `None` sends flat out.
+    pub rate: Option<f64>,
+    /// Stop sending new requests after this long.
+    pub duration: Option<Duration>,
+    /// Stop after this many requests over all senders (retries not counted).
+    pub requests: Option<u64>,
+    /// `None` gives up on the first failed attempt.
+    pub retry: Option<RetryPolicy>,
+    pub request_timeout: Duration,
+    pub mix: TrafficMix,
+    /// Makes the traffic reproducible (ids and timestamps aside from the clock).
+    pub seed: Option<u64>,
+}
+
+impl LoadConfig {
+    /// Four senders, 400 spans a request, flat out, ten seconds, no retries.
+    pub fn new(endpoint: impl Into<String>, protocol: Protocol) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            protocol,
+            gzip: false,
+            senders: 4,
+            spans_per_request: 400,
+            rate: None,
+            duration: Some(Duration::from_secs(10)),
+            requests: None,
+            retry: None,
+            request_timeout: Duration::from_secs(10),
+            mix: TrafficMix::default(),
+            seed: None,
+        }
+    }
+}
+
+/// Why a load run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("invalid endpoint {endpoint:?}: {reason}")]
+    Endpoint { endpoint: String, reason: String },
+    #[error("a run needs a duration or a request count")]
+    Unbounded,
+    #[error("invalid setting: {0}")]
+    Setting(&'static str),
+    #[error("invalid traffic mix: {0}")]
+    Mix(#[from] MixError),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+    #[error("a sender task failed: {0}")]
+    Sender(String),
+}
+
+/// Export-call latency over every attempt, in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl LatencySummary {
+    fn from_micros(mut samples: Vec<u64>) -> Self {
+        if samples.is_empty() {
+            return Self::default();
+        }
+        samples.sort_unstable();
+        let at = |q: f64| {
+            let rank = ((samples.len() as f64) * q).ceil() as usize;
+            samples[rank.clamp(1, samples.len()) - 1] as f64 / 1000.0
+        };
+        Self {
+            count: samples.len() as u64,
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
+            max_ms: samples[samples.len() - 1] as f64 / 1000.0,
+        }
+    }
+}
+
+/// The outcome of a load run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoadReport {
+    pub protocol: Option<Protocol>,
+    pub senders: usize,
+    pub spans_per_request: usize,
+    pub elapsed_secs: f64,
+    /// Export requests sent (each counted once, however often retried).
+    pub requests: u64,
+    pub requests_ok: u64,
+    pub requests_failed: u64,
+    /// Export calls made, retries included.
+    pub attempts: u64,
+    pub retries: u64,
+    pub spans_sent: u64,
+    /// Spans in successful requests, less those rejected by partial success.
+    pub spans_accepted: u64,
+    /// Spans in requests that finally failed.
+    pub spans_refused: u64,
+    /// Spans the receiver rejected through partial success.
+    pub spans_rejected: u64,
+    pub accepted_spans_per_sec: f64,
+    /// Traces all of whose spans were in successful requests.
+    pub traces_sent: u64,
+    /// Of `traces_sent`, the bank traces that violate the overdraft rule.
+    pub violating_traces_sent: u64,
+    pub latency: LatencySummary,
+    /// Failed attempts by cause, e.g. `grpc Unavailable` or `http 503`.
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let protocol = self
+            .protocol
+            .map_or_else(|| "?".to_owned(), |p| p.to_string());
+        writeln!(
+            f,
+            "protocol {protocol}, {} senders, {} spans/request, {:.2} s",
+            self.senders, self.spans_per_request, self.elapsed_secs
+        )?;
+        writeln!(
+            f,
+            "requests: {} sent, {} ok, {} failed ({} attempts, {} retries)",
+            self.requests, self.requests_ok, self.requests_failed, self.attempts, self.retries
+        )?;
+        writeln!(
+            f,
+            "spans: {} sent, {} accepted ({:.0}/s), {} refused, {} rejected",
+            self.spans_sent,
+            self.spans_accepted,
+            self.accepted_spans_per_sec,
+            self.spans_refused,
+            self.spans_rejected
+        )?;
+        writeln!(
+            f,
+            "traces: {} delivered whole, {} of them violating",
+            self.traces_sent, self.violating_traces_sent
+        )?;
+        write!(
+            f,
+            "export latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} calls)",
+            self.latency.p50_ms, self.latency.p99_ms, self.latency.max_ms, self.latency.count
+        )?;
+        for (cause, count) in &self.errors {
+            write!(f, "\nerror: {cause} x{count}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs a load test to completion and reports on it.
+pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
+    validate(&config)?;
+    let mut exporters = (0..config.senders)
+        .map(|_| Exporter::new(&config))
+        .collect::<Result<Vec<_>, _>>()?;
+    let plan = Arc::new(Plan {
+        deadline: config.duration.map(|d| Instant::now() + d),
+        issued: AtomicU64::new(0),
+        config,
+    });
+    let started = Instant::now();
+    let base_seed = plan.config.seed.unwrap_or_else(clock_seed);
+    let mut tasks = Vec::with_capacity(plan.config.senders);
+    for (index, exporter) in exporters.drain(..).enumerate() {
+        let sender = Sender {
+            index,
+            plan: Arc::clone(&plan),
+            exporter,
+            generator: TrafficGenerator::new(
+                plan.config.mix,
+                Rng::new(base_seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            ),
+            jitter: Rng::new(base_seed.rotate_left(17) ^ index as u64),
+            tally: Tally::default(),
+            latencies_us: Vec::new(),
+            ledger: TraceLedger::default(),
+        };
+        tasks.push(tokio::spawn(sender.run()));
+    }
+    let mut tally = Tally::default();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        let (t, l) = task.await.map_err(|e| LoadError::Sender(e.to_string()))?;
+        tally.merge(t);
+        latencies.extend(l);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let config = &plan.config;
+    Ok(LoadReport {
+        protocol: Some(config.protocol),
+        senders: config.senders,
+        spans_per_request: config.spans_per_request,
+        elapsed_secs: elapsed,
+        requests: tally.requests,
+        requests_ok: tally.requests_ok,
+        requests_failed: tally.requests_failed,
+        attempts: tally.attempts,
+        retries: tally.retries,
+        spans_sent: tally.spans_sent,
+        spans_accepted: tally.spans_accepted,
+        spans_refused: tally.spans_refused,
+        spans_rejected: tally.spans_rejected,
+        accepted_spans_per_sec: if elapsed > 0.0 {
+            tally.spans_accepted as f64 / elapsed
+        } else {
+            0.0
+        },
+        traces_sent: tally.traces_sent,
+        violating_traces_sent: tally.violating_traces_sent,
+        latency: LatencySummary::from_micros(latencies),
+        errors: tally.errors,
+    })
+}
+
+fn validate(config: &LoadConfig) -> Result<(), LoadError> {
+    if config.duration.is_none() && config.requests.is_none() {
+        return Err(LoadError::Unbounded);
+    }
+    if config.senders == 0 {
+        return Err(LoadError::Setting("senders must be at least 1"));
+    }
+    if config.spans_per_request == 0 {
+        return Err(LoadError::Setting("spans per request must be at least 1"));
+    }
+    if let Some(rate) = config.rate {
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(LoadError::Setting("rate must be a positive number"));
+        }
+    }
+    if config.request_timeout.is_zero() {
+        return Err(LoadError::Setting("request timeout must be positive"));
+    }
+    config.mix.validate()?;
+    Ok(())
+}
+
+fn clock_seed() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+struct Plan {
+    config: LoadConfig,
+    deadline: Option<Instant>,
+    issued: AtomicU64,
+}
+
+impl Plan {
+    fn past_deadline(&self, at: Instant) -> bool {
+        self.deadline.is_some_and(|d| at >= d)
+    }
+
+    /// Claims the next request of the budget, if any is left.
+    fn claim_request(&self) -> bool {
+        match self.config.requests {
+            Some(max) => self.issued.fetch_add(1, Ordering::Relaxed) < max,
+            None => true,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    requests: u64,
+    requests_ok: u64,
+    requests_failed: u64,
+    attempts: u64,
+    retries: u64,
+    spans_sent: u64,
+    spans_accepted: u64,
+    spans_refused: u64,
+    spans_rejected: u64,
+    traces_sent: u64,
+    violating_traces_sent: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn merge(&mut self, other: Tally) {
+        self.requests += other.requests;
+        self.requests_ok += other.requests_ok;
+        self.requests_failed += other.requests_failed;
+        self.attempts += other.attempts;
+        self.retries += other.retries;
+        self.spans_sent += other.spans_sent;
+        self.spans_accepted += other.spans_accepted;
+        self.spans_refused += other.spans_refused;
+        self.spans_rejected += other.spans_rejected;
+        self.traces_sent += other.traces_sent;
+        self.violating_traces_sent += other.violating_traces_sent;
+        for (cause, count) in other.errors {
+            *self.errors.entry(cause).or_default() += count;
+        }
+    }
+
+    fn error(&mut self, cause: String) {
+        *self.errors.entry(cause).or_default() += 1;
+    }
+}
+
+/// Counts traces delivered whole when traces straddle batches: a split
+/// trace counts only if every batch that carried part of it succeeded.
+#[derive(Debug, Default)]
+struct TraceLedger {
+    open_trace_lost: bool,
+}
+
+impl TraceLedger {
+    fn settle(&mut self, batch: &Batch, delivered: bool, tally: &mut Tally) {
+        for (i, shape) in batch.completed.iter().enumerate() {
+            let carried_in = i == 0 && batch.continues_open_trace;
+            if delivered && !(carried_in && self.open_trace_lost) {
+                tally.traces_sent += 1;
+                if shape.is_violating() {
+                    tally.violating_traces_sent += 1;
+                }
+            }
+        }
+        self.open_trace_lost = if batch.leaves_open_trace {
+            let same_trace_still_open = batch.continues_open_trace && batch.completed.is_empty();
+            !delivered || (same_trace_still_open && self.open_trace_lost)
+        } else {
+            false
+        };
+    }
+}
+
+/// The result of one export call.
+#[derive(Debug)]
+enum Attempt {
+    Accepted {
+        rejected: u64,
+    },
+    Retryable {
+        cause: String,
+        delay: Option<Duration>,
+    },
+    Failed {
+        cause: String,
+    },
+}
+
+/// One sender's connection to the receiver (each sender has its own).
+enum Exporter {
+    Grpc {
+        client: TraceServiceClient<Channel>,
+        timeout: Duration,
+    },
+    Http {
+        client: reqwest::Client,
+        url: Arc<str>,
+        gzip: bool,
+        timeout: Duration,
+    },
+}
+
+fn with_scheme(endpoint: &str) -> String {
+    if endpoint.contains("://") {
+        endpoint.to_owned()
+    } else {
+        format!("http://{endpoint}")
+    }
+}
+
+fn http_url(endpoint: &str) -> Result<String, LoadError> {
+    let url = with_scheme(endpoint);
+    let parsed: http_uri::Uri =
+        url.parse()
+            .map_err(|e: http_uri::InvalidUri| LoadError::Endpoint {
+                endpoint: endpoint.to_owned(),
+                reason: e.to_string(),
+            })?;
+    if parsed.host().is_none() {
+        return Err(LoadError::Endpoint {
+            endpoint: endpoint.to_owned(),
+            reason: "no host".to_owned(),
+        });
+    }
+    let path = parsed.path();
+    Ok(if path.is_empty() || path == "/" {
+        format!("{}/v1/traces", url.trim_end_matches('/'))
+    } else {
+        url
+    })
+}
+
+/// `http::Uri` through tonic's re-export, to avoid another dependency line.
+mod http_uri {
+    pub use tonic::codegen::http::uri::InvalidUri;
+    pub use tonic::codegen::http::Uri;
+}
+
+impl Exporter {
+    fn new(config: &LoadConfig) -> Result<Self, LoadError> {
+        let timeout = config.request_timeout;
+        match config.protocol {
+            Protocol::Grpc => {
+                let url = with_scheme(&config.endpoint);
+                let endpoint = Endpoint::from_shared(url)
+                    .map_err(|e| LoadError::Endpoint {
+                        endpoint: config.endpoint.clone(),
+                        reason: e.to_string(),
+                    })?
+                    .connect_timeout(timeout)
+                    .timeout(timeout);
+                let mut client = TraceServiceClient::new(endpoint.connect_lazy())
+                    .max_decoding_message_size(MAX_RESPONSE_BYTES as usize);
+                if config.gzip {
+                    client = client
+                        .send_compressed(CompressionEncoding::Gzip)
+                        .accept_compressed(CompressionEncoding::Gzip);
+                }
+                Ok(Exporter::Grpc { client, timeout })
+            }
+            Protocol::Http => {
+                let url = http_url(&config.endpoint)?;
+                let client = reqwest::Client::builder()
+                    .no_proxy()
+                    .connect_timeout(timeout)
+                    .build()
+                    .map_err(|e| LoadError::Client(e.to_string()))?;
+                Ok(Exporter::Http {
+                    client,
+                    url: url.into(),
+                    gzip: config.gzip,
+                    timeout,
+                })
+            }
+        }
+    }
+
+    /// Bytes to send for a batch; the protobuf body (gzipped if asked) for
+    /// HTTP, nothing for gRPC, which encodes the message itself.
+    fn prepare(&self, request: &ExportTraceServiceRequest) -> Option<Bytes> {
+        match self {
+            Exporter::Grpc { .. } => None,
+            Exporter::Http { gzip, .. } => {
+                let plain = request.encode_to_vec();
+                if *gzip {
+                    let mut encoder =
+                        GzEncoder::new(Vec::with_capacity(plain.len() / 4), Compression::fast());
+                    // Writing into a Vec cannot fail.
+                    let _ = encoder.write_all(&plain);
+                    Some(Bytes::from(encoder.finish().unwrap_or_default()))
+                } else {
+                    Some(Bytes::from(plain))
+                }
+            }
+        }
+    }
+
+    async fn attempt(
+        &mut self,
+        request: &ExportTraceServiceRequest,
+        body: Option<&Bytes>,
+    ) -> Attempt {
+        match self {
+            Exporter::Grpc { client, timeout } => {
+                let mut call = tonic::Request::new(request.clone());
+                call.set_timeout(*timeout);
+                let answer = tokio::time::timeout(*timeout, client.export(call)).await;
+                match answer {
+                    Err(_) => Attempt::Retryable {
+                        cause: "grpc timeout".to_owned(),
+                        delay: None,
+                    },
+                    Ok(Ok(response)) => Attempt::Accepted {
+                        rejected: rejected_of(&response.into_inner()),
+                    },
+                    Ok(Err(status)) => grpc_failure(&status),
+                }
+            }
+            Exporter::Http {
+                client,
+                url,
+                gzip,
+                timeout,
+            } => {
+                let mut call = client
+                    .post(url.as_ref())
+                    .header(CONTENT_TYPE, "application/x-protobuf")
+                    .timeout(*timeout)
+                    .body(body.cloned().unwrap_or_default());
+                if *gzip {
+                    call = call.header(CONTENT_ENCODING, "gzip");
+                }
+                match call.send().await {
+                    Err(e) => Attempt::Retryable {
+                        cause: http_transport_cause(&e),
+                        delay: None,
+                    },
+                    Ok(response) => http_answer(response).await,
+                }
+            }
+        }
+    }
+}
+
+fn rejected_of(response: &ExportTraceServiceResponse) -> u64 {
+    response
+        .partial_success
+        .as_ref()
+        .map_or(0, |p| u64::try_from(p.rejected_spans).unwrap_or(0))
+}
+
+fn grpc_failure(status: &tonic::Status) -> Attempt {
+    let cause = format!("grpc {:?}", status.code());
+    match status.code() {
+        Code::Unavailable
+        | Code::ResourceExhausted
+        | Code::Cancelled
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::DataLoss => Attempt::Retryable {
+            cause,
+            delay: retry_delay_of(status.details()),
+        },
+        _ => Attempt::Failed { cause },
+    }
+}
+
+fn http_transport_cause(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "http timeout".to_owned()
+    } else if e.is_connect() {
+        "http connect".to_owned()
+    } else {
+        "http transport".to_owned()
+    }
+}
+
+async fn http_answer(response: reqwest::Response) -> Attempt {
+    let status = response.status();
+    if status.is_success() {
+        let gzipped = response
+            .headers()
+            .get(CONTENT_ENCODING)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+        let rejected = match response.bytes().await {
+            Ok(body) => decode_http_response(&body, gzipped).map_or(0, |r| rejected_of(&r)),
+            Err(_) => 0,
+        };
+        return Attempt::Accepted { rejected };
+    }
+    let cause = format!("http {}", status.as_u16());
+    match status.as_u16() {
+        429 | 502 | 503 | 504 => Attempt::Retryable {
+            cause,
+            delay: response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, SystemTime::now())),
+        },
+        _ => Attempt::Failed { cause },
+    }
+}
+
+fn decode_http_response(body: &[u8], gzipped: bool) -> Option<ExportTraceServiceResponse> {
+    if gzipped {
+        let mut plain = Vec::new();
+        GzDecoder::new(body)
+            .take(MAX_RESPONSE_BYTES)
+            .read_to_end(&mut plain)
+            .ok()?;
+        ExportTraceServiceResponse::decode(plain.as_slice()).ok()
+    } else {
+        ExportTraceServiceResponse::decode(body).ok()
+    }
+}
+
+/// `Retry-After` as delay-seconds or an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = parse_imf_fixdate(value)?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+fn parse_imf_fixdate(value: &str) -> Option<SystemTime> {
+    let mut parts = value.split_ascii_whitespace();
+    let _weekday = parts.next()?;
+    let day: u64 = parts.next()?.parse().ok()?;
+    let month = match parts.next()? {
+        "Jan" => 1,
+        "Feb" => 2,
+        "Mar" => 3,
+        "Apr" => 4,
+        "May" => 5,
+        "Jun" => 6,
+        "Jul" => 7,
+        "Aug" => 8,
+        "Sep" => 9,
+        "Oct" => 10,
+        "Nov" => 11,
+        "Dec" => 12,
+        _ => return None,
+    };
+    let year: i64 = parts.next()?.parse().ok()?;
+    let mut hms = parts.next()?.split(':');
+    let hour: u64 = hms.next()?.parse().ok()?;
+    let minute: u64 = hms.next()?.parse().ok()?;
+    let second: u64 = hms.next()?.parse().ok()?;
+    if parts.next()? != "GMT" || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60
+    {
+        return None;
+    }
+    // Days from the civil date (proleptic Gregorian), after H. Hinnant.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = month as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let seconds = u64::try_from(days).ok()? * 86_400 + hour * 3600 + minute * 60 + second;
+    UNIX_EPOCH.checked_add(Duration::from_secs(seconds))
+}
+
+struct Sender {
+    index: usize,
+    plan: Arc<Plan>,
+    exporter: Exporter,
+    generator: TrafficGenerator,
+    jitter: Rng,
+    tally: Tally,
+    latencies_us: Vec<u64>,
+    ledger: TraceLedger,
+}
+
+impl Sender {
+    async fn run(mut self) -> (Tally, Vec<u64>) {
+        let config = &self.plan.config;
+        let mut ticker = config.rate.map(|rate| {
+            let per_sender = rate / config.senders as f64;
+            let period =
+                Duration::from_secs_f64((config.spans_per_request as f64 / per_sender).max(1e-6));
+            let offset = period.mul_f64(self.index as f64 / config.senders as f64);
+            let mut ticker = tokio::time::interval_at(Instant::now() + offset, period);
+            ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+            ticker
+        });
+        loop {
+            if self.plan.past_deadline(Instant::now()) {
+                break;
+            }
+            if let Some(ticker) = ticker.as_mut() {
+                match self.plan.deadline {
+                    Some(deadline) => {
+                        if tokio::time::timeout_at(deadline, ticker.tick())
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    None => {
+                        ticker.tick().await;
+                    }
+                }
+            }
+            if !self.plan.claim_request() {
+                break;
+            }
+            let batch = self
+                .generator
+                .next_batch(self.plan.config.spans_per_request);
+            let delivered = self.send(&batch).await;
+            self.ledger.settle(&batch, delivered, &mut self.tally);
+        }
+        (self.tally, self.latencies_us)
+    }
+
+    /// Sends one batch, retrying as configured; true if it was accepted.
+    async fn send(&mut self, batch: &Batch) -> bool {
+        let spans = batch.span_count as u64;
+        self.tally.requests += 1;
+        self.tally.spans_sent += spans;
+        let body = self.exporter.prepare(&batch.request);
+        let retry = self.plan.config.retry;
+        let mut backoff = retry.map_or(Duration::ZERO, |r| r.initial_backoff);
+        let mut retries_done = 0u32;
+        loop {
+            let began = Instant::now();
+            let attempt = self.exporter.attempt(&batch.request, body.as_ref()).await;
+            self.latencies_us
+                .push(u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX));
+            self.tally.attempts += 1;
+            let (cause, server_delay) = match attempt {
+                Attempt::Accepted { rejected } => {
+                    let rejected = rejected.min(spans);
+                    self.tally.requests_ok += 1;
+                    self.tally.spans_rejected += rejected;
+                    self.tally.spans_accepted += spans - rejected;
+                    return true;
+                }
+                Attempt::Failed { cause } => {
+                    self.tally.error(cause);
+                    break;
+                }
+                Attempt::Retryable { cause, delay } => (cause, delay),
+            };
+            self.tally.error(cause);
+            let Some(policy) = retry else { break };
+            if retries_done >= policy.max_retries {
+                break;
+            }
+            let pause = match server_delay {
+                Some(delay) => delay.min(MAX_SERVER_DELAY),
+                None => {
+                    let jitter = backoff.mul_f64(self.jitter.below(200) as f64 / 1000.0);
+                    backoff + jitter
+                }
+            };
+            backoff = (backoff * 2).min(policy.max_backoff);
+            if self.plan.past_deadline(Instant::now() + pause) {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            retries_done += 1;
+            self.tally.retries += 1;
+        }
+        self.tally.requests_failed += 1;
+        self.tally.spans_refused += spans;
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::traffic::TraceShape;
+
+    fn batch(completed: Vec<TraceShape>, continues: bool, leaves: bool) -> Batch {
+        Batch {
+            request: ExportTraceServiceRequest::default(),
+            span_count: 1,
+            completed,
+            continues_open_trace: continues,
+            leaves_open_trace: leaves,
+        }
+    }
+
+    #[test]
+    fn split_traces_count_only_when_every_part_arrived() {
+        use TraceShape::*;
+        let mut ledger = TraceLedger::default();
+        let mut tally = Tally::default();
+        ledger.settle(
+            &batch(vec![Web, BankViolation], false, true),
+            true,
+            &mut tally,
+        );
+        assert_eq!((tally.traces_sent, tally.violating_traces_sent), (2, 1));
+        // The open trace's second part is lost: it does not count.
+        ledger.settle(&batch(vec![BankViolation], true, true), false, &mut tally);
+        assert_eq!((tally.traces_sent, tally.violating_traces_sent), (2, 1));
+        // The next trace began in the failed batch and ends here: lost too.
+        ledger.settle(
+            &batch(vec![BankViolation, Web], true, false),
+            true,
+            &mut tally,
+        );
+        assert_eq!((tally.traces_sent, tally.violating_traces_sent), (3, 1));
+        // A trace spanning three batches, the middle one failing.
+        ledger.settle(&batch(vec![], false, true), true, &mut tally);
+        ledger.settle(&batch(vec![], true, true), false, &mut tally);
+        ledger.settle(&batch(vec![BankViolation], true, false), true, &mut tally);
+        assert_eq!((tally.traces_sent, tally.violating_traces_sent), (3, 1));
+        // And one where all three arrive.
+        ledger.settle(&batch(vec![], false, true), true, &mut tally);
+        ledger.settle(&batch(vec![], true, true), true, &mut tally);
+        ledger.settle(&batch(vec![BankViolation], true, false), true, &mut tally);
+        assert_eq!((tally.traces_sent, tally.violating_traces_sent), (4, 2));
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_770);
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            parse_retry_after(
+                "Sun, 06 Nov 1994 08:49:37 GMT",
+                now + Duration::from_secs(60)
+            ),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(
+            parse_retry_after("Sun, 06 Foo 1994 08:49:37 GMT", now),
+            None
+        );
+        assert_eq!(parse_retry_after("-3", now), None);
+    }
+
+    #[test]
+    fn latency_quantiles() {
+        let summary = LatencySummary::from_micros((1..=1000).rev().collect());
+        assert_eq!(summary.count, 1000);
+        assert_eq!(summary.p50_ms, 0.5);
+        assert_eq!(summary.p99_ms, 0.99);
+        assert_eq!(summary.max_ms, 1.0);
+        assert_eq!(
+            LatencySummary::from_micros(vec![]),
+            LatencySummary::default()
+        );
+    }
+
+    #[test]
+    fn http_urls_get_the_traces_path() {
+        assert_eq!(
+            http_url("127.0.0.1:4318").ok(),
+            Some("http://127.0.0.1:4318/v1/traces".to_owned())
+        );
+        assert_eq!(
+            http_url("http://localhost:4318/").ok(),
+            Some("http://localhost:4318/v1/traces".to_owned())
+        );
+        assert_eq!(
+            http_url("http://localhost:4318/custom").ok(),
+            Some("http://localhost:4318/custom".to_owned())
+        );
+        assert!(http_url("http://").is_err());
+    }
+}

@@ -1,0 +1,328 @@
+//! `bench`: the load generator and counting sink used to measure and
+//! soak-test the daemon, as library code (for in-process integration tests)
+//! and as the `load` and `sink` commands.
+//!
+//! - [`traffic`]: synthetic web and bank-withdrawal traces, batched.
+//! - [`loadgen`]: concurrent OTLP/gRPC or OTLP/HTTP senders and their report.
+//! - [`sink`]: an OTLP receiver that counts what it gets, with fault injection.
+
+pub mod loadgen;
+pub mod sink;
+pub mod traffic;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use self::loadgen::{LoadConfig, LoadError, Protocol, RetryPolicy};
+use self::sink::{Faults, Sink, SinkConfig, SinkError};
+use self::traffic::TrafficMix;
+
+/// The `bench` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Send synthetic traces to an OTLP receiver and report what it accepted.
+    Load(LoadArgs),
+    /// Receive OTLP traces and count them.
+    Sink(SinkArgs),
+}
+
+/// Arguments of `load`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadArgs {
+    /// Receiver address [default: http://127.0.0.1:4317 for grpc,
+    /// http://127.0.0.1:4318/v1/traces for http].
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    #[arg(long, value_enum, default_value_t = Protocol::Grpc)]
+    pub protocol: Protocol,
+    /// Compress requests with gzip.
+    #[arg(long)]
+    pub gzip: bool,
+    /// Concurrent senders.
+    #[arg(long, default_value_t = 4)]
+    pub senders: usize,
+    #[arg(long, default_value_t = 400)]
+    pub spans_per_request: usize,
+    /// Target spans per second over all senders [default: flat out].
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// How long to send, e.g. 30s, 500ms, 2m [default: 10s unless --requests].
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Total export requests to send over all senders.
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Retry UNAVAILABLE / RESOURCE_EXHAUSTED / 429 / 502 / 503 / 504 answers
+    /// and transport errors, honouring RetryInfo and Retry-After.
+    #[arg(long)]
+    pub retry: bool,
+    #[arg(long, default_value_t = 10)]
+    pub max_retries: u32,
+    /// First retry pause when the receiver names none; doubles up to 5s.
+    #[arg(long, value_parser = parse_duration, default_value = "100ms")]
+    pub retry_backoff: Duration,
+    /// Per export call.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub timeout: Duration,
+    /// Trace shape weights.
+    #[arg(long, default_value_t = TrafficMix::default())]
+    pub mix: TrafficMix,
+    /// Seed for reproducible traffic.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl LoadArgs {
+    pub fn to_config(&self) -> LoadConfig {
+        let endpoint = self.endpoint.clone().unwrap_or_else(|| {
+            match self.protocol {
+                Protocol::Grpc => "http://127.0.0.1:4317",
+                Protocol::Http => "http://127.0.0.1:4318/v1/traces",
+            }
+            .to_owned()
+        });
+        let duration = match (self.duration, self.requests) {
+            (None, None) => Some(Duration::from_secs(10)),
+            (duration, _) => duration,
+        };
+        LoadConfig {
+            endpoint,
+            protocol: self.protocol,
+            gzip: self.gzip,
+            senders: self.senders,
+            spans_per_request: self.spans_per_request,
+            rate: self.rate,
+            duration,
+            requests: self.requests,
+            retry: self.retry.then(|| RetryPolicy {
+                max_retries: self.max_retries,
+                initial_backoff: self.retry_backoff,
+                ..RetryPolicy::default()
+            }),
+            request_timeout: self.timeout,
+            mix: self.mix,
+            seed: self.seed,
+        }
+    }
+}
+
+/// Arguments of `sink`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SinkArgs {
+    /// OTLP/gRPC listen address, e.g. 127.0.0.1:14317.
+    #[arg(long)]
+    pub grpc: Option<SocketAddr>,
+    /// OTLP/HTTP listen address (POST /v1/traces, GET /stats).
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+    /// Listen address of a separate stats port (GET /stats, POST /reset).
+    #[arg(long)]
+    pub stats: Option<SocketAddr>,
+    /// Refuse the first N export requests with UNAVAILABLE / 503.
+    #[arg(long, default_value_t = 0)]
+    pub fail_first: u64,
+    /// Reject up to N spans of every request through partial success.
+    #[arg(long, default_value_t = 0)]
+    pub partial_reject: u64,
+    /// Delay to advertise with refusals (RetryInfo / Retry-After).
+    #[arg(long, value_parser = parse_duration)]
+    pub retry_after: Option<Duration>,
+    /// Do not keep id sets (no unique/duplicate counts; constant memory).
+    #[arg(long)]
+    pub no_unique: bool,
+    /// Print the final counts as JSON only.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl SinkArgs {
+    pub fn to_config(&self) -> SinkConfig {
+        SinkConfig {
+            grpc: self.grpc,
+            http: self.http,
+            stats: self.stats,
+            faults: Faults {
+                fail_first: self.fail_first,
+                partial_reject: self.partial_reject,
+                retry_after: self.retry_after,
+            },
+            track_unique: !self.no_unique,
+        }
+    }
+}
+
+/// Why a `bench` command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("cannot write the report: {0}")]
+    Report(#[from] serde_json::Error),
+}
+
+/// Runs a `bench` subcommand, printing its results to stdout.
+pub async fn run(command: BenchCommand) -> Result<(), BenchError> {
+    match command {
+        BenchCommand::Load(args) => {
+            let report = loadgen::run(args.to_config()).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(())
+        }
+        BenchCommand::Sink(args) => {
+            let handle = Sink::start(args.to_config()).await?;
+            let listening = [
+                ("grpc", handle.grpc_addr()),
+                ("http", handle.http_addr()),
+                ("stats", handle.stats_addr()),
+            ]
+            .iter()
+            .filter_map(|(name, addr)| addr.map(|a| format!("{name} {a}")))
+            .collect::<Vec<_>>()
+            .join(", ");
+            eprintln!("sink listening: {listening}");
+            wait_for_termination().await;
+            let stats = handle.shutdown().await;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&stats)?);
+            } else {
+                println!("{stats}");
+                println!("{}", serde_json::to_string(&stats)?);
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn wait_for_termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Parses `250ms`, `10s`, `1.5s`, `2m`, `1h`, or bare seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "us" => value / 1_000_000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown duration unit {other:?} in {text:?}")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
+}
+
+/// The few `google.rpc` messages OTLP clients and servers exchange about
+/// throttling, declared here rather than pulling in a crate for them.
+mod rpc {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use prost::Message as _;
+
+    pub const UNAVAILABLE: i32 = 14;
+    const RETRY_INFO_TYPE_URL: &str = "type.googleapis.com/google.rpc.RetryInfo";
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RpcStatus {
+        #[prost(int32, tag = "1")]
+        code: i32,
+        #[prost(string, tag = "2")]
+        message: String,
+        #[prost(message, repeated, tag = "3")]
+        details: Vec<ProtoAny>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ProtoAny {
+        #[prost(string, tag = "1")]
+        type_url: String,
+        #[prost(bytes = "vec", tag = "2")]
+        value: Vec<u8>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RetryInfo {
+        #[prost(message, optional, tag = "1")]
+        retry_delay: Option<ProtoDuration>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ProtoDuration {
+        #[prost(int64, tag = "1")]
+        seconds: i64,
+        #[prost(int32, tag = "2")]
+        nanos: i32,
+    }
+
+    /// An encoded `google.rpc.Status` without details.
+    pub fn status_bytes(code: i32, message: &str) -> Vec<u8> {
+        RpcStatus {
+            code,
+            message: message.to_owned(),
+            details: Vec::new(),
+        }
+        .encode_to_vec()
+    }
+
+    /// `grpc-status-details-bin` for UNAVAILABLE carrying a RetryInfo.
+    pub fn unavailable_with_retry_info(message: &str, delay: Duration) -> Bytes {
+        let retry_info = RetryInfo {
+            retry_delay: Some(ProtoDuration {
+                seconds: i64::try_from(delay.as_secs()).unwrap_or(i64::MAX),
+                nanos: i32::try_from(delay.subsec_nanos()).unwrap_or(0),
+            }),
+        };
+        let status = RpcStatus {
+            code: UNAVAILABLE,
+            message: message.to_owned(),
+            details: vec![ProtoAny {
+                type_url: RETRY_INFO_TYPE_URL.to_owned(),
+                value: retry_info.encode_to_vec(),
+            }],
+        };
+        Bytes::from(status.encode_to_vec())
+    }
+
+    /// The RetryInfo delay in a `grpc-status-details-bin` value, if any.
+    pub fn retry_delay_of(details: &[u8]) -> Option<Duration> {
+        let status = RpcStatus::decode(details).ok()?;
+        let info = status
+            .details
+            .iter()
+            .find(|any| any.type_url.ends_with("/google.rpc.RetryInfo"))?;
+        let delay = RetryInfo::decode(info.value.as_slice()).ok()?.retry_delay?;
+        let seconds = u64::try_from(delay.seconds).ok()?;
+        let nanos = u32::try_from(delay.nanos).ok()?;
+        Some(Duration::new(seconds, 0).saturating_add(Duration::from_nanos(u64::from(nanos))))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,882 @@
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::time::Duration;
+
+use clap::Parser;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message as _;
+
+use super::loadgen::{self, LoadConfig, LoadError, LoadReport, Protocol, RetryPolicy};
+use super::sink::{Faults, Sink, SinkConfig, SinkHandle, SinkStats};
+use super::traffic::{GeneratedTrace, Rng, Service, TraceShape, TrafficGenerator, TrafficMix};
+use super::{parse_duration, BenchCommand};
+use crate::otlp::json as otlp_json;
+
+const TEST_LIMIT: Duration = Duration::from_secs(60);
+
+async fn bounded<T>(future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(TEST_LIMIT, future)
+        .await
+        .expect("test exceeded its time limit")
+}
+
+fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a any_value::Value> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+}
+
+fn int_attr(span: &Span, key: &str) -> i64 {
+    match attr(span, key) {
+        Some(any_value::Value::IntValue(i)) => *i,
+        other => panic!("{key} is not an int on {}: {other:?}", span.name),
+    }
+}
+
+fn has_string_attr(span: &Span, key: &str) -> bool {
+    matches!(attr(span, key), Some(any_value::Value::StringValue(s)) if !s.is_empty())
+}
+
+fn only(mix: &str) -> TrafficMix {
+    mix.parse().expect("mix")
+}
+
+fn all_spans(request: &ExportTraceServiceRequest) -> impl Iterator<Item = &Span> {
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+}
+
+// ---------------------------------------------------------------------------
+// traffic
+
+#[test]
+fn rng_is_seeded_bounded_and_never_zero() {
+    let mut a = Rng::new(7);
+    let mut b = Rng::new(7);
+    let mut c = Rng::new(8);
+    let from_a: Vec<u64> = (0..100).map(|_| a.next_u64()).collect();
+    let from_b: Vec<u64> = (0..100).map(|_| b.next_u64()).collect();
+    let from_c: Vec<u64> = (0..100).map(|_| c.next_u64()).collect();
+    assert_eq!(from_a, from_b);
+    assert_ne!(from_a, from_c);
+    assert!(from_a.iter().all(|x| *x != 0));
+    let mut rng = Rng::new(0);
+    let mut seen = [false; 10];
+    for _ in 0..10_000 {
+        let x = rng.below(10);
+        assert!(x < 10);
+        seen[x as usize] = true;
+        let y = rng.between(5, 7);
+        assert!((5..=7).contains(&y));
+    }
+    assert!(seen.iter().all(|s| *s));
+    assert_ne!(Rng::from_time(0).next_u64(), Rng::from_time(1).next_u64());
+}
+
+#[test]
+fn mixes_parse_and_print() {
+    let mix: TrafficMix = "web=5, violation=2".parse().expect("mix");
+    assert_eq!(
+        mix,
+        TrafficMix {
+            web: 5,
+            bank_commit: 0,
+            bank_rollback: 0,
+            bank_violation: 2
+        }
+    );
+    assert_eq!(mix.to_string().parse::<TrafficMix>(), Ok(mix));
+    assert_eq!(
+        TrafficMix::default().to_string(),
+        "web=90,commit=6,rollback=3,violation=1"
+    );
+    assert!("web".parse::<TrafficMix>().is_err());
+    assert!("web=x".parse::<TrafficMix>().is_err());
+    assert!("refund=1".parse::<TrafficMix>().is_err());
+    assert!("web=0".parse::<TrafficMix>().is_err());
+}
+
+#[test]
+fn mix_ratios_are_respected() {
+    let mut generator = TrafficGenerator::new(TrafficMix::default(), Rng::new(42));
+    let mut counts: HashMap<TraceShape, u32> = HashMap::new();
+    for _ in 0..20_000 {
+        *counts.entry(generator.next_trace().shape).or_default() += 1;
+    }
+    let share = |shape| f64::from(counts.get(&shape).copied().unwrap_or(0)) / 20_000.0;
+    assert!((0.87..0.93).contains(&share(TraceShape::Web)));
+    assert!((0.05..0.07).contains(&share(TraceShape::BankCommit)));
+    assert!((0.02..0.04).contains(&share(TraceShape::BankRollback)));
+    assert!((0.005..0.015).contains(&share(TraceShape::BankViolation)));
+}
+
+fn check_tree(trace: &GeneratedTrace) {
+    let ids: HashSet<&[u8]> = trace
+        .spans
+        .iter()
+        .map(|(_, s)| s.span_id.as_slice())
+        .collect();
+    assert_eq!(ids.len(), trace.spans.len(), "span ids are unique");
+    let roots: Vec<&Span> = trace
+        .spans
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| s.parent_span_id.is_empty())
+        .collect();
+    assert_eq!(roots.len(), 1);
+    assert_eq!(roots[0].kind, SpanKind::Server as i32);
+    let root = roots[0];
+    for (_, span) in &trace.spans {
+        assert!(span.start_time_unix_nano >= root.start_time_unix_nano);
+        assert!(span.end_time_unix_nano <= root.end_time_unix_nano);
+        assert_eq!(span.trace_id, trace.trace_id.to_vec());
+        assert_eq!(span.span_id.len(), 8);
+        assert!(span.start_time_unix_nano <= span.end_time_unix_nano);
+        if !span.parent_span_id.is_empty() {
+            assert!(
+                ids.contains(span.parent_span_id.as_slice()),
+                "parent exists"
+            );
+        }
+    }
+}
+
+#[test]
+fn web_traces_look_like_real_requests() {
+    let mut generator = TrafficGenerator::new(only("web=1"), Rng::new(3));
+    let mut trace_ids = HashSet::new();
+    let mut services = HashSet::new();
+    let mut spans = 0usize;
+    let traces = 2_000;
+    for _ in 0..traces {
+        let trace = generator.next_trace();
+        assert_eq!(trace.shape, TraceShape::Web);
+        assert!(trace_ids.insert(trace.trace_id), "trace ids are unique");
+        check_tree(&trace);
+        spans += trace.spans.len();
+        for (service, span) in &trace.spans {
+            services.insert(*service);
+            if span.parent_span_id.is_empty() {
+                for key in [
+                    "http.request.method",
+                    "http.route",
+                    "url.path",
+                    "server.address",
+                ] {
+                    assert!(has_string_attr(span, key), "{key}");
+                }
+                let status = int_attr(span, "http.response.status_code");
+                assert!([200, 404, 500].contains(&status));
+            }
+            if attr(span, "db.system.name").is_some() {
+                assert_eq!(span.kind, SpanKind::Client as i32);
+                for key in ["db.system.name", "db.query.text", "db.operation.name"] {
+                    assert!(has_string_attr(span, key), "{key}");
+                }
+            }
+        }
+    }
+    let average = spans as f64 / f64::from(traces);
+    assert!((7.0..=9.5).contains(&average), "{average} spans a trace");
+    assert!(services.len() >= 4);
+    assert!(!services.contains(&Service::BankApi));
+}
+
+#[test]
+fn spans_encode_to_about_200_bytes() {
+    let mut generator = TrafficGenerator::new(TrafficMix::default(), Rng::new(11));
+    let batch = generator.next_batch(4_000);
+    let per_span = batch.request.encoded_len() as f64 / 4_000.0;
+    assert!(
+        (150.0..=260.0).contains(&per_span),
+        "{per_span} bytes a span"
+    );
+}
+
+#[test]
+fn bank_traces_follow_the_scenario() {
+    let mut generator = TrafficGenerator::new(TrafficMix::default(), Rng::new(5));
+    for shape in [
+        TraceShape::BankCommit,
+        TraceShape::BankRollback,
+        TraceShape::BankViolation,
+    ] {
+        for _ in 0..300 {
+            let trace = generator.trace_of(shape);
+            check_tree(&trace);
+            assert_eq!(trace.spans.len(), 4);
+            let by_name: HashMap<&str, (Service, &Span)> = trace
+                .spans
+                .iter()
+                .map(|(service, span)| (span.name.as_str(), (*service, span)))
+                .collect();
+            let (root_service, root) = by_name["POST /:account/withdraw"];
+            assert_eq!(root_service, Service::BankApi);
+            assert_eq!(root.kind, SpanKind::Server as i32);
+            assert!(has_string_attr(root, "account.id"));
+            let status = int_attr(root, "http.response.status_code");
+            let balance = int_attr(by_name["fetch-balance"].1, "amount");
+            let withdrawal = by_name["withdrawal"].1;
+            let amount = int_attr(withdrawal, "amount");
+            let (finish, finish_span) = if let Some((service, span)) = by_name.get("commit") {
+                assert_eq!(*service, Service::BankDb);
+                ("commit", *span)
+            } else {
+                let (service, span) = by_name["rollback"];
+                assert_eq!(service, Service::BankDb);
+                ("rollback", span)
+            };
+            assert_eq!(finish_span.parent_span_id, withdrawal.span_id);
+            match shape {
+                TraceShape::BankCommit => {
+                    assert!(amount <= balance);
+                    assert_eq!((finish, status), ("commit", 200));
+                }
+                TraceShape::BankRollback => {
+                    assert!(amount > balance);
+                    assert_eq!((finish, status), ("rollback", 500));
+                }
+                _ => {
+                    assert!(amount > balance);
+                    assert_eq!((finish, status), ("commit", 200));
+                }
+            }
+            assert_eq!(
+                trace.shape.is_violating(),
+                shape == TraceShape::BankViolation
+            );
+            let request = trace.to_request();
+            assert_eq!(request.resource_spans.len(), 2);
+            assert_eq!(all_spans(&request).count(), 4);
+        }
+    }
+}
+
+#[test]
+fn batches_are_exact_and_carry_whole_traces_in_order() {
+    let mix = TrafficMix::default();
+    let mut batches = TrafficGenerator::new(mix, Rng::new(99));
+    let mut reference = TrafficGenerator::new(mix, Rng::new(99));
+    let mut spans_by_trace: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut completed = Vec::new();
+    let mut open = false;
+    for size in [1usize, 3, 37, 5, 400, 2, 64, 7].iter().cycle().take(200) {
+        let batch = batches.next_batch(*size);
+        assert_eq!(batch.span_count, *size);
+        assert_eq!(all_spans(&batch.request).count(), *size);
+        assert_eq!(batch.continues_open_trace, open);
+        open = batch.leaves_open_trace;
+        for span in all_spans(&batch.request) {
+            *spans_by_trace.entry(span.trace_id.clone()).or_default() += 1;
+        }
+        completed.extend(batch.completed);
+    }
+    for shape in &completed {
+        let trace = reference.next_trace();
+        assert_eq!(trace.shape, *shape);
+        assert_eq!(
+            spans_by_trace.get(trace.trace_id.as_slice()),
+            Some(&trace.spans.len())
+        );
+    }
+    assert!(completed.len() > 500);
+}
+
+// ---------------------------------------------------------------------------
+// loadgen + sink, end to end on loopback
+
+async fn start_sink(faults: Faults) -> SinkHandle {
+    let mut config = SinkConfig::loopback();
+    config.stats = Some(([127, 0, 0, 1], 0).into());
+    config.faults = faults;
+    Sink::start(config).await.expect("sink starts")
+}
+
+fn load_config(sink: &SinkHandle, protocol: Protocol) -> LoadConfig {
+    let endpoint = match protocol {
+        Protocol::Grpc => sink.grpc_endpoint(),
+        Protocol::Http => sink.http_endpoint(),
+    }
+    .expect("endpoint");
+    let mut config = LoadConfig::new(endpoint, protocol);
+    config.senders = 3;
+    config.spans_per_request = 50;
+    config.duration = None;
+    config.requests = Some(20);
+    config.request_timeout = Duration::from_secs(10);
+    config.seed = Some(1);
+    config
+}
+
+fn fast_retry() -> Option<RetryPolicy> {
+    Some(RetryPolicy {
+        max_retries: 5,
+        initial_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(50),
+    })
+}
+
+fn assert_exact_delivery(report: &LoadReport, stats: &SinkStats, requests: u64, spans: u64) {
+    assert_eq!(report.requests, requests, "{report}");
+    assert_eq!(report.requests_ok, requests, "{report}");
+    assert_eq!(report.requests_failed, 0, "{report}");
+    assert_eq!(report.spans_sent, requests * spans);
+    assert_eq!(report.spans_accepted, requests * spans);
+    assert_eq!(report.spans_refused, 0);
+    assert_eq!(stats.spans, requests * spans, "{stats}");
+    assert_eq!(stats.unique_spans, requests * spans, "{stats}");
+    assert_eq!(stats.duplicate_spans, 0, "{stats}");
+    assert_eq!(stats.invalid_id_spans, 0, "{stats}");
+    assert!(report.traces_sent <= stats.unique_traces);
+    assert!(report.traces_sent > 0);
+    assert_eq!(report.latency.count, report.attempts);
+}
+
+async fn exact_delivery(protocol: Protocol, gzip: bool) {
+    let sink = start_sink(Faults::default()).await;
+    let mut config = load_config(&sink, protocol);
+    config.gzip = gzip;
+    let report = loadgen::run(config).await.expect("load runs");
+    let stats = sink.stats();
+    assert_exact_delivery(&report, &stats, 20, 50);
+    match protocol {
+        Protocol::Grpc => assert_eq!(stats.grpc_requests, 20),
+        Protocol::Http => assert_eq!(stats.http_requests, 20),
+    }
+    assert_eq!(sink.shutdown().await, stats);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_load_arrives_exactly_once() {
+    bounded(exact_delivery(Protocol::Grpc, false)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_gzip_load_arrives_exactly_once() {
+    bounded(exact_delivery(Protocol::Grpc, true)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_load_arrives_exactly_once() {
+    bounded(exact_delivery(Protocol::Http, false)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_gzip_load_arrives_exactly_once() {
+    bounded(exact_delivery(Protocol::Http, true)).await;
+}
+
+async fn retries_until_accepted(protocol: Protocol, retry_after: Option<Duration>) {
+    let sink = start_sink(Faults {
+        fail_first: 3,
+        retry_after,
+        ..Faults::default()
+    })
+    .await;
+    let mut config = load_config(&sink, protocol);
+    config.senders = 1;
+    config.requests = Some(5);
+    config.spans_per_request = 10;
+    config.retry = fast_retry();
+    let report = loadgen::run(config).await.expect("load runs");
+    let stats = sink.stats();
+    assert_eq!(report.retries, 3, "{report}");
+    assert_eq!(report.attempts, 8);
+    let cause = match protocol {
+        Protocol::Grpc => "grpc Unavailable",
+        Protocol::Http => "http 503",
+    };
+    assert_eq!(report.errors.get(cause), Some(&3), "{report}");
+    assert_eq!(stats.failed_requests, 3);
+    assert_eq!(stats.requests, 8);
+    assert_exact_delivery(&report, &stats, 5, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_retries_past_refusals() {
+    bounded(retries_until_accepted(Protocol::Grpc, None)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_retries_honour_retry_info() {
+    bounded(retries_until_accepted(
+        Protocol::Grpc,
+        Some(Duration::from_millis(20)),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_retries_honour_retry_after() {
+    bounded(retries_until_accepted(Protocol::Http, Some(Duration::ZERO))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_retry_delay_is_waited_for() {
+    bounded(async {
+        let sink = start_sink(Faults {
+            fail_first: 1,
+            retry_after: Some(Duration::from_millis(300)),
+            ..Faults::default()
+        })
+        .await;
+        let mut config = load_config(&sink, Protocol::Grpc);
+        config.senders = 1;
+        config.requests = Some(1);
+        config.retry = fast_retry();
+        let started = std::time::Instant::now();
+        let report = loadgen::run(config).await.expect("load runs");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert_eq!(report.requests_ok, 1);
+        assert_eq!(report.retries, 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_retry_refusals_are_reported() {
+    bounded(async {
+        for protocol in [Protocol::Grpc, Protocol::Http] {
+            let sink = start_sink(Faults {
+                fail_first: 2,
+                ..Faults::default()
+            })
+            .await;
+            let mut config = load_config(&sink, protocol);
+            config.senders = 1;
+            config.requests = Some(5);
+            config.spans_per_request = 10;
+            let report = loadgen::run(config).await.expect("load runs");
+            assert_eq!(report.requests_failed, 2, "{report}");
+            assert_eq!(report.spans_refused, 20);
+            assert_eq!(report.spans_accepted, 30);
+            assert_eq!(report.retries, 0);
+            assert_eq!(sink.stats().spans, 30);
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_success_rejections_are_reported() {
+    bounded(async {
+        for protocol in [Protocol::Grpc, Protocol::Http] {
+            let sink = start_sink(Faults {
+                partial_reject: 3,
+                ..Faults::default()
+            })
+            .await;
+            let mut config = load_config(&sink, protocol);
+            config.requests = Some(4);
+            config.spans_per_request = 10;
+            let report = loadgen::run(config).await.expect("load runs");
+            assert_eq!(report.requests_ok, 4, "{report}");
+            assert_eq!(report.spans_rejected, 12);
+            assert_eq!(report.spans_accepted, 28);
+            let stats = sink.stats();
+            assert_eq!(stats.rejected_spans, 12);
+            assert_eq!(stats.spans, 28);
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn violating_traces_are_counted_across_split_batches() {
+    bounded(async {
+        let sink = start_sink(Faults::default()).await;
+        let mut config = load_config(&sink, Protocol::Grpc);
+        config.mix = only("violation=1");
+        config.senders = 1;
+        config.spans_per_request = 6;
+        config.requests = Some(10);
+        let report = loadgen::run(config).await.expect("load runs");
+        assert_eq!(report.traces_sent, 15, "{report}");
+        assert_eq!(report.violating_traces_sent, 15);
+        assert_eq!(sink.stats().unique_traces, 15);
+
+        let sink = start_sink(Faults::default()).await;
+        let mut config = load_config(&sink, Protocol::Http);
+        config.mix = only("commit=1,rollback=1");
+        config.requests = Some(6);
+        config.spans_per_request = 8;
+        let report = loadgen::run(config).await.expect("load runs");
+        assert_eq!(report.violating_traces_sent, 0);
+        assert_eq!(report.traces_sent, 12);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_rate_paces_requests_and_duration_stops_the_run() {
+    bounded(async {
+        let sink = start_sink(Faults::default()).await;
+        let mut config = load_config(&sink, Protocol::Grpc);
+        config.senders = 2;
+        config.spans_per_request = 50;
+        config.requests = None;
+        config.rate = Some(1_000.0);
+        config.duration = Some(Duration::from_millis(1_500));
+        let report = loadgen::run(config).await.expect("load runs");
+        // 1,000 spans/s of 50-span requests: 20 a second, 30 in 1.5 s.
+        assert!((15..=32).contains(&report.requests), "{report}");
+        assert!(report.elapsed_secs < 5.0);
+        assert_eq!(sink.stats().spans, report.spans_accepted);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_receivers_fail_fast_without_retry() {
+    bounded(async {
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("addr")
+        };
+        for (protocol, cause) in [
+            (Protocol::Grpc, "grpc Unavailable"),
+            (Protocol::Http, "http connect"),
+        ] {
+            let mut config = LoadConfig::new(format!("http://{closed}"), protocol);
+            config.senders = 1;
+            config.duration = None;
+            config.requests = Some(3);
+            config.spans_per_request = 5;
+            let report = loadgen::run(config).await.expect("load runs");
+            assert_eq!(report.requests_failed, 3, "{report}");
+            assert_eq!(report.spans_refused, 15);
+            assert_eq!(report.errors.get(cause), Some(&3), "{report}");
+            assert_eq!(report.traces_sent, 0);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn invalid_load_settings_are_refused() {
+    let mut config = LoadConfig::new("http://127.0.0.1:1", Protocol::Grpc);
+    config.duration = None;
+    assert!(matches!(
+        loadgen::run(config.clone()).await,
+        Err(LoadError::Unbounded)
+    ));
+    config.requests = Some(1);
+    config.senders = 0;
+    assert!(matches!(
+        loadgen::run(config.clone()).await,
+        Err(LoadError::Setting(_))
+    ));
+    config.senders = 1;
+    config.rate = Some(-1.0);
+    assert!(matches!(
+        loadgen::run(config.clone()).await,
+        Err(LoadError::Setting(_))
+    ));
+    config.rate = None;
+    config.endpoint = "http://bad host".to_owned();
+    assert!(matches!(
+        loadgen::run(config).await,
+        Err(LoadError::Endpoint { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_http_speaks_json_protobuf_and_stats() {
+    bounded(async {
+        let sink = start_sink(Faults::default()).await;
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        let url = sink.http_endpoint().expect("http");
+        let mut generator = TrafficGenerator::new(TrafficMix::default(), Rng::new(8));
+        let batch = generator.next_batch(25);
+
+        let json = otlp_json::encode_export_request(&batch.request);
+        let answer = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(json.clone())
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(answer.status(), 200);
+        assert_eq!(answer.text().await.expect("body"), "{}");
+
+        // The same spans again, as protobuf: all duplicates.
+        let answer = client
+            .post(&url)
+            .header("content-type", "application/x-protobuf")
+            .body(batch.request.encode_to_vec())
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(answer.status(), 200);
+
+        let answer = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body("{\"resourceSpans\":[{\"scopeSpans\":[{\"spans\":[{\"traceId\":\"zz\"}]}]}]}")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(answer.status(), 400);
+        let message = answer.text().await.expect("body");
+        assert!(
+            message.contains("traceId: invalid hex digit 'z'"),
+            "{message}"
+        );
+
+        let answer = client
+            .post(&url)
+            .header("content-type", "text/plain")
+            .body("hello")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(answer.status(), 415);
+
+        let stats = sink.stats();
+        assert_eq!(stats.requests, 4);
+        assert_eq!(stats.spans, 50);
+        assert_eq!(stats.unique_spans, 25);
+        assert_eq!(stats.duplicate_spans, 25);
+        assert_eq!(stats.bad_requests, 2);
+
+        let stats_port = sink.stats_addr().expect("stats port");
+        for base in [
+            format!("http://{stats_port}"),
+            format!("http://{}", sink.http_addr().expect("http")),
+        ] {
+            let body = client
+                .get(format!("{base}/stats"))
+                .send()
+                .await
+                .expect("stats")
+                .bytes()
+                .await
+                .expect("stats body");
+            let served: SinkStats = serde_json::from_slice(&body).expect("stats JSON");
+            assert_eq!(served, stats);
+        }
+        let reset = client
+            .post(format!("http://{stats_port}/reset"))
+            .send()
+            .await
+            .expect("reset");
+        assert_eq!(reset.status(), 204);
+        assert_eq!(sink.stats(), SinkStats::default());
+        sink.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_json_answers_carry_partial_success() {
+    bounded(async {
+        let sink = start_sink(Faults {
+            partial_reject: 2,
+            ..Faults::default()
+        })
+        .await;
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        let mut generator = TrafficGenerator::new(TrafficMix::default(), Rng::new(9));
+        let json = otlp_json::encode_export_request(&generator.next_batch(5).request);
+        let body = client
+            .post(sink.http_endpoint().expect("http"))
+            .header("content-type", "application/json")
+            .body(json)
+            .send()
+            .await
+            .expect("send")
+            .bytes()
+            .await
+            .expect("answer body");
+        let answer: serde_json::Value = serde_json::from_slice(&body).expect("JSON answer");
+        assert_eq!(answer["partialSuccess"]["rejectedSpans"], "2");
+        assert_eq!(sink.stats().spans, 3);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sink_needs_something_to_serve() {
+    let config = SinkConfig {
+        grpc: None,
+        http: None,
+        stats: Some(([127, 0, 0, 1], 0).into()),
+        faults: Faults::default(),
+        track_unique: true,
+    };
+    assert!(Sink::start(config).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_without_unique_tracking_still_counts_spans() {
+    bounded(async {
+        let mut config = SinkConfig::loopback();
+        config.track_unique = false;
+        let sink = Sink::start(config).await.expect("sink");
+        let mut load = LoadConfig::new(sink.grpc_endpoint().expect("grpc"), Protocol::Grpc);
+        load.duration = None;
+        load.requests = Some(4);
+        load.spans_per_request = 10;
+        let report = loadgen::run(load).await.expect("load");
+        assert_eq!(report.spans_accepted, 40);
+        let stats = sink.stats();
+        assert_eq!(stats.spans, 40);
+        assert_eq!(stats.unique_spans, 0);
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// command line and report
+
+#[derive(Debug, Parser)]
+struct TestCli {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[test]
+fn load_arguments_become_a_config() {
+    let cli = TestCli::try_parse_from([
+        "t",
+        "load",
+        "--protocol",
+        "http",
+        "--gzip",
+        "--senders",
+        "2",
+        "--spans-per-request",
+        "100",
+        "--rate",
+        "5000",
+        "--requests",
+        "50",
+        "--retry",
+        "--max-retries",
+        "3",
+        "--timeout",
+        "2s",
+        "--mix",
+        "web=1,violation=1",
+        "--seed",
+        "4",
+    ])
+    .expect("parses");
+    let BenchCommand::Load(args) = cli.command else {
+        panic!("not load");
+    };
+    let config = args.to_config();
+    assert_eq!(config.endpoint, "http://127.0.0.1:4318/v1/traces");
+    assert_eq!(config.protocol, Protocol::Http);
+    assert!(config.gzip);
+    assert_eq!(config.senders, 2);
+    assert_eq!(config.spans_per_request, 100);
+    assert_eq!(config.rate, Some(5000.0));
+    assert_eq!(config.requests, Some(50));
+    assert_eq!(config.duration, None);
+    assert_eq!(config.retry.map(|r| r.max_retries), Some(3));
+    assert_eq!(config.request_timeout, Duration::from_secs(2));
+    assert_eq!(config.mix, only("web=1,violation=1"));
+    assert_eq!(config.seed, Some(4));
+
+    let cli = TestCli::try_parse_from(["t", "load"]).expect("defaults");
+    let BenchCommand::Load(args) = cli.command else {
+        panic!("not load");
+    };
+    let config = args.to_config();
+    assert_eq!(config.endpoint, "http://127.0.0.1:4317");
+    assert_eq!(config.duration, Some(Duration::from_secs(10)));
+    assert_eq!(config.spans_per_request, 400);
+    assert!(config.retry.is_none());
+}
+
+#[test]
+fn sink_arguments_become_a_config() {
+    let cli = TestCli::try_parse_from([
+        "t",
+        "sink",
+        "--grpc",
+        "127.0.0.1:14317",
+        "--stats",
+        "127.0.0.1:14319",
+        "--fail-first",
+        "5",
+        "--partial-reject",
+        "2",
+        "--retry-after",
+        "1s",
+        "--no-unique",
+    ])
+    .expect("parses");
+    let BenchCommand::Sink(args) = cli.command else {
+        panic!("not sink");
+    };
+    let config = args.to_config();
+    assert_eq!(config.grpc, Some(([127, 0, 0, 1], 14317).into()));
+    assert_eq!(config.http, None);
+    assert_eq!(config.stats, Some(([127, 0, 0, 1], 14319).into()));
+    assert_eq!(
+        config.faults,
+        Faults {
+            fail_first: 5,
+            partial_reject: 2,
+            retry_after: Some(Duration::from_secs(1)),
+        }
+    );
+    assert!(!config.track_unique);
+    assert!(TestCli::try_parse_from(["t", "load", "--mix", "nope=1"]).is_err());
+}
+
+#[test]
+fn durations_parse() {
+    assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+    assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+    assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+    assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+    assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+    assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+    assert!(parse_duration("fast").is_err());
+    assert!(parse_duration("10 parsecs").is_err());
+    assert!(parse_duration("").is_err());
+}
+
+#[test]
+fn reports_print_as_text_and_json() {
+    let mut report = LoadReport {
+        protocol: Some(Protocol::Grpc),
+        senders: 2,
+        spans_per_request: 400,
+        elapsed_secs: 1.5,
+        requests: 10,
+        requests_ok: 9,
+        requests_failed: 1,
+        spans_accepted: 3600,
+        violating_traces_sent: 4,
+        ..LoadReport::default()
+    };
+    report.errors.insert("grpc Unavailable".to_owned(), 2);
+    let text = report.to_string();
+    assert!(text.contains("requests: 10 sent, 9 ok, 1 failed"), "{text}");
+    assert!(text.contains("4 of them violating"), "{text}");
+    assert!(text.contains("error: grpc Unavailable x2"), "{text}");
+    let json = serde_json::to_string(&report).expect("JSON");
+    assert!(json.contains("\"protocol\":\"grpc\""), "{json}");
+    assert!(json.contains("\"violating_traces_sent\":4"), "{json}");
+    let back: LoadReport = serde_json::from_str(&json).expect("parses back");
+    assert_eq!(back, report);
+}

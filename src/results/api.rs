@@ -1,0 +1,255 @@
+//! The admin API (`/api/v1/…`): loaded models, recent verdicts, traces with
+//! every verdict on them, and model reload. JSON in, JSON out.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::config::LinksConfig;
+use super::registry::ModelRegistry;
+use super::store::ResultStore;
+use crate::assembler::Assembler;
+use crate::engine::Verdict;
+use crate::ids::TraceId;
+use crate::otlp::{json as otlp_json, to_resource_spans, RawSpan};
+
+pub struct Api {
+    pub registry: Arc<ModelRegistry>,
+    pub store: Arc<ResultStore>,
+    pub assembler: Arc<Assembler>,
+    pub links: LinksConfig,
+}
+
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/api/v1/models", get(models))
+        .route("/api/v1/models/reload", post(reload))
+        .route("/api/v1/results", get(results))
+        .route("/api/v1/traces/{trace_id}", get(trace))
+        .with_state(api)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn models(State(api): State<Arc<Api>>) -> Json<Value> {
+    let loaded = api.registry.current();
+    let models: Vec<Value> = loaded
+        .engine
+        .models()
+        .iter()
+        .zip(&loaded.counters)
+        .map(|(m, c)| {
+            json!({
+                "id": m.id,
+                "name": m.name,
+                "labels": m.labels,
+                "file": m.file,
+                "within": m.within.map(crate::model::format_duration),
+                "verdicts": { "pass": c.pass.get(), "fail": c.fail.get(), "skip": c.skip.get() },
+            })
+        })
+        .collect();
+    let report = api.registry.last_report();
+    Json(json!({
+        "models": models,
+        "loaded_at_unix_ms": loaded.loaded_at_unix_ms,
+        "last_load": report,
+    }))
+}
+
+async fn reload(State(api): State<Arc<Api>>) -> Response {
+    let registry = Arc::clone(&api.registry);
+    let report = match tokio::task::spawn_blocking(move || registry.reload()).await {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reload failed: {e}"),
+            )
+        }
+    };
+    let status = if report.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    (status, Json(report)).into_response()
+}
+
+#[derive(Deserialize)]
+struct ResultsQuery {
+    model: Option<String>,
+    verdict: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn results(State(api): State<Arc<Api>>, Query(q): Query<ResultsQuery>) -> Response {
+    let verdict = match q.verdict.as_deref() {
+        None => None,
+        Some("pass") => Some(Verdict::Pass),
+        Some("fail") => Some(Verdict::Fail),
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("verdict {other:?}: expected pass or fail (skips are counted, not stored)"),
+            )
+        }
+    };
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    let results = api.store.results(q.model.as_deref(), verdict, limit);
+    Json(json!({ "results": results })).into_response()
+}
+
+async fn trace(State(api): State<Arc<Api>>, Path(trace_id): Path<String>) -> Response {
+    let id = match TraceId::parse_hex(&trace_id) {
+        Ok(id) => id,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("trace id {trace_id:?}: {e}"),
+            )
+        }
+    };
+    let (state, spans, verdicts) = if let Some(t) = api.store.trace(&id) {
+        ("retained", t.spans, t.verdicts)
+    } else if let Some(spans) = api.assembler.snapshot(&id) {
+        ("buffered", spans, Vec::new())
+    } else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("trace {id} is neither buffered nor retained"),
+        );
+    };
+    let tree = match span_tree(&spans) {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    Json(json!({
+        "trace_id": id,
+        "trace_url": api.links.trace_url(&id),
+        "state": state,
+        "span_count": spans.len(),
+        "spans": tree,
+        "verdicts": verdicts,
+    }))
+    .into_response()
+}
+
+/// Spans as a tree: roots (no parent, or a parent not in the trace) with
+/// their children nested, each list in start-time order.
+pub fn span_tree(spans: &[RawSpan]) -> Result<Vec<Value>, String> {
+    let rs = to_resource_spans(spans).map_err(|e| format!("stored span undecodable: {e}"))?;
+    struct Node {
+        id: String,
+        parent: String,
+        start: u64,
+        json: Value,
+    }
+    let mut nodes = Vec::new();
+    for r in &rs {
+        let service = r
+            .resource
+            .as_ref()
+            .and_then(|res| res.attributes.iter().find(|kv| kv.key == "service.name"))
+            .and_then(|kv| kv.value.as_ref())
+            .map(otlp_json::any_value_to_json);
+        for ss in &r.scope_spans {
+            for s in &ss.spans {
+                let id = hex(&s.span_id);
+                let parent = hex(&s.parent_span_id);
+                let attrs: serde_json::Map<String, Value> = s
+                    .attributes
+                    .iter()
+                    .map(|kv| {
+                        (
+                            kv.key.clone(),
+                            kv.value
+                                .as_ref()
+                                .map(otlp_json::any_value_to_json)
+                                .unwrap_or(Value::Null),
+                        )
+                    })
+                    .collect();
+                let status = s.status.as_ref();
+                nodes.push(Node {
+                    json: json!({
+                        "span_id": id,
+                        "parent_id": if parent.is_empty() { Value::Null } else { Value::String(parent.clone()) },
+                        "name": s.name,
+                        "service": service,
+                        "kind": kind_name(s.kind),
+                        "status": match status.map(|st| st.code) { Some(1) => "ok", Some(2) => "error", _ => "unset" },
+                        "status_message": status.map(|st| st.message.clone()).unwrap_or_default(),
+                        "start_time_unix_nano": s.start_time_unix_nano.to_string(),
+                        "duration_ms": s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano) as f64 / 1e6,
+                        "attributes": attrs,
+                    }),
+                    id,
+                    parent,
+                    start: s.start_time_unix_nano,
+                });
+            }
+        }
+    }
+    nodes.sort_by_key(|n| n.start);
+    let ids: std::collections::HashSet<String> = nodes.iter().map(|n| n.id.clone()).collect();
+    let mut children: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut roots = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        if n.parent.is_empty() || !ids.contains(&n.parent) || n.parent == n.id {
+            roots.push(i);
+        } else {
+            children.entry(n.parent.clone()).or_default().push(i);
+        }
+    }
+    fn build(
+        i: usize,
+        nodes: &[Node],
+        children: &HashMap<String, Vec<usize>>,
+        depth: usize,
+    ) -> Value {
+        let mut v = nodes[i].json.clone();
+        let kids: Vec<Value> = if depth > 256 {
+            Vec::new()
+        } else {
+            children
+                .get(&nodes[i].id)
+                .map(|c| {
+                    c.iter()
+                        .map(|&k| build(k, nodes, children, depth + 1))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        v["children"] = Value::Array(kids);
+        v
+    }
+    Ok(roots
+        .into_iter()
+        .map(|i| build(i, &nodes, &children, 0))
+        .collect())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn kind_name(k: i32) -> &'static str {
+    match k {
+        1 => "internal",
+        2 => "server",
+        3 => "client",
+        4 => "producer",
+        5 => "consumer",
+        _ => "unspecified",
+    }
+}

@@ -1,0 +1,293 @@
+//! The evaluation stage: every completed trace gets a verdict from every
+//! model in force; verdicts are counted, stored and handed to listeners.
+//!
+//! A model with `within` whose verdict would be `fail` only because an
+//! expected span is missing waits: late fragments of the trace (which the
+//! assembler hands on) are added and the model is evaluated again, until it
+//! passes or `within` runs out. A model that panics is contained: counted in
+//! `tracecheck_model_errors_total`, logged with the trace ID, and the other
+//! models still give their verdicts.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use super::config::LinksConfig;
+use super::metrics::{Metrics, ModelLabels, SpecLabels};
+use super::registry::{LoadedModels, ModelRegistry};
+use super::store::{ResultStore, VerdictRecord};
+use crate::assembler::{CompletedTrace, TraceConsumer};
+use crate::engine::{EvalContext, ModelVerdict, Trace, Verdict};
+use crate::ids::TraceId;
+use crate::otlp::{to_resource_spans, RawSpan};
+use crate::results::metrics::CompletionReason;
+
+/// Verdicts waiting for late spans of one trace.
+struct Pending {
+    spans: Vec<RawSpan>,
+    models: Arc<LoadedModels>,
+    waiting: Vec<Waiting>,
+    reason: CompletionReason,
+}
+
+struct Waiting {
+    model: usize,
+    deadline: Instant,
+    last: ModelVerdict,
+}
+
+pub struct Evaluator {
+    registry: Arc<ModelRegistry>,
+    store: Arc<ResultStore>,
+    metrics: Arc<Metrics>,
+    links: LinksConfig,
+    pending: HashMap<TraceId, Pending>,
+    verdicts: broadcast::Sender<Arc<VerdictRecord>>,
+}
+
+impl Evaluator {
+    pub fn new(
+        registry: Arc<ModelRegistry>,
+        store: Arc<ResultStore>,
+        metrics: Arc<Metrics>,
+        links: LinksConfig,
+        verdicts: broadcast::Sender<Arc<VerdictRecord>>,
+    ) -> Self {
+        Self {
+            registry,
+            store,
+            metrics,
+            links,
+            pending: HashMap::new(),
+            verdicts,
+        }
+    }
+
+    fn evaluate(&self, models: &LoadedModels, trace: &Trace) -> Vec<ModelVerdict> {
+        let ctx = EvalContext::default();
+        let engine = &models.engine;
+        match catch_unwind(AssertUnwindSafe(|| engine.evaluate(trace, &ctx))) {
+            Ok(v) => v,
+            Err(_) => {
+                // Find the culprit(s) one model at a time; the rest still count.
+                (0..engine.len())
+                    .filter_map(|i| {
+                        match catch_unwind(AssertUnwindSafe(|| engine.evaluate_model(i, trace, &ctx))) {
+                            Ok(v) => v,
+                            Err(_) => {
+                                let id = engine.models().get(i).map(|m| m.id.clone()).unwrap_or_default();
+                                self.metrics.model_errors.get_or_create(&ModelLabels { model: id.clone() }).inc();
+                                tracing::error!(model = %id, trace_id = %trace.trace_id(), "Model evaluation panicked; verdict withheld.");
+                                None
+                            }
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    fn record(
+        &self,
+        models: &LoadedModels,
+        trace_id: TraceId,
+        trace: &Trace,
+        spans: &[RawSpan],
+        verdicts: impl IntoIterator<Item = (ModelVerdict, bool)>,
+        reason: CompletionReason,
+    ) {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let mut records = Vec::new();
+        for (v, waited) in verdicts {
+            let Some(counters) = models.counters.get(v.model) else {
+                continue;
+            };
+            counters.get(v.verdict).inc();
+            if v.verdict == Verdict::Skip {
+                continue;
+            }
+            let Some(model) = models.engine.models().get(v.model) else {
+                continue;
+            };
+            let mut seen_specs: Vec<&str> = Vec::new();
+            for f in &v.failures {
+                if !seen_specs.contains(&f.spec.as_str()) {
+                    seen_specs.push(&f.spec);
+                    self.metrics
+                        .spec_failures
+                        .get_or_create(&SpecLabels {
+                            model: model.id.clone(),
+                            spec: f.spec.clone(),
+                        })
+                        .inc();
+                }
+            }
+            let summary = (v.verdict == Verdict::Fail)
+                .then(|| models.engine.render_summary(v.model, trace))
+                .flatten();
+            let record = Arc::new(VerdictRecord {
+                seq: self.store.next_seq(),
+                trace_id,
+                model: model.id.clone(),
+                model_name: model.name.clone(),
+                verdict: v.verdict,
+                failures: v.failures,
+                trace_url: self.links.trace_url(&trace_id),
+                summary,
+                evaluated_at_unix_ms: now_ms,
+                incomplete: reason == CompletionReason::evicted,
+                completion_reason: reason,
+                waited_for_late_spans: waited,
+            });
+            // Nobody listening is fine; a lagging listener is told by the
+            // channel how much it missed.
+            let _ = self.verdicts.send(Arc::clone(&record));
+            records.push(record);
+        }
+        self.store.record(trace_id, spans, records);
+    }
+
+    fn settle(&mut self, trace_id: TraceId, now: Instant, force: bool) {
+        let Some(mut p) = self.pending.remove(&trace_id) else {
+            return;
+        };
+        let (done, still): (Vec<Waiting>, Vec<Waiting>) = p
+            .waiting
+            .drain(..)
+            .partition(|w| force || w.deadline <= now);
+        if !done.is_empty() {
+            if let Some(trace) = build_trace(&p.spans) {
+                let models = Arc::clone(&p.models);
+                self.record(
+                    &models,
+                    trace_id,
+                    &trace,
+                    &p.spans,
+                    done.into_iter().map(|w| (w.last, true)),
+                    p.reason,
+                );
+            }
+        }
+        if !still.is_empty() {
+            p.waiting = still;
+            self.pending.insert(trace_id, p);
+        }
+    }
+}
+
+impl TraceConsumer for Evaluator {
+    fn consume(&mut self, t: CompletedTrace) {
+        let now = Instant::now();
+        if t.late {
+            let Some(mut p) = self.pending.remove(&t.trace_id) else {
+                tracing::debug!(trace_id = %t.trace_id, spans = t.spans.len(), "Late spans for a trace whose verdicts are final.");
+                return;
+            };
+            p.spans.extend(t.spans);
+            let Some(trace) = build_trace(&p.spans) else {
+                return;
+            };
+            let ctx = EvalContext::default();
+            let mut final_now = Vec::new();
+            let mut still = Vec::new();
+            for mut w in p.waiting.drain(..) {
+                let engine = &p.models.engine;
+                match catch_unwind(AssertUnwindSafe(|| {
+                    engine.evaluate_model(w.model, &trace, &ctx)
+                })) {
+                    Ok(Some(v)) if v.verdict == Verdict::Fail && v.awaiting_spans => {
+                        w.last = v;
+                        still.push(w);
+                    }
+                    Ok(Some(v)) => final_now.push((v, true)),
+                    _ => still.push(w),
+                }
+            }
+            let models = Arc::clone(&p.models);
+            self.record(&models, t.trace_id, &trace, &p.spans, final_now, p.reason);
+            if !still.is_empty() {
+                p.waiting = still;
+                self.pending.insert(t.trace_id, p);
+            }
+            return;
+        }
+        let Some(trace) = build_trace(&t.spans) else {
+            tracing::warn!(trace_id = %t.trace_id, "Trace could not be decoded for evaluation.");
+            return;
+        };
+        let models = self.registry.current();
+        let started = std::time::Instant::now();
+        let verdicts = self.evaluate(&models, &trace);
+        self.metrics
+            .evaluation_duration
+            .observe(started.elapsed().as_secs_f64());
+        let mut waiting = Vec::new();
+        let mut final_now = Vec::new();
+        for v in verdicts {
+            let within = models.engine.models().get(v.model).and_then(|m| m.within);
+            match within {
+                Some(d)
+                    if v.verdict == Verdict::Fail
+                        && v.awaiting_spans
+                        && t.reason != CompletionReason::shutdown =>
+                {
+                    waiting.push(Waiting {
+                        model: v.model,
+                        deadline: now + d,
+                        last: v,
+                    });
+                }
+                _ => final_now.push((v, false)),
+            }
+        }
+        self.record(&models, t.trace_id, &trace, &t.spans, final_now, t.reason);
+        self.metrics.verdict_delay.observe(
+            Instant::now()
+                .saturating_duration_since(t.due)
+                .as_secs_f64(),
+        );
+        if !waiting.is_empty() {
+            self.pending.insert(
+                t.trace_id,
+                Pending {
+                    spans: t.spans,
+                    models,
+                    waiting,
+                    reason: t.reason,
+                },
+            );
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        let due: Vec<TraceId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.waiting.iter().any(|w| w.deadline <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.settle(id, now, false);
+        }
+    }
+
+    fn finish(&mut self) {
+        let ids: Vec<TraceId> = self.pending.keys().copied().collect();
+        for id in ids {
+            self.settle(id, Instant::now(), true);
+        }
+    }
+}
+
+/// The engine's view of buffered spans.
+pub fn build_trace(spans: &[RawSpan]) -> Option<Trace> {
+    let rs = to_resource_spans(spans).ok()?;
+    Trace::from_resource_spans(&rs).into_iter().next()
+}

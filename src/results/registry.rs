@@ -1,0 +1,333 @@
+//! The models in force: loaded from files, folders or embedded text,
+//! compiled once, swapped whole on reload.
+//!
+//! At start every good file is loaded and every bad one reported (file,
+//! line, column), so one broken file does not take the others down. A
+//! reload is all or nothing: if any file is bad, the whole previous set
+//! stays in force and the answer says which file and why.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock};
+use prometheus_client::metrics::counter::Counter;
+use serde::Serialize;
+
+use crate::engine::{Engine, Verdict};
+use crate::model::{self, Diagnostic, Document, Model};
+use crate::results::metrics::{Metrics, VerdictLabels};
+
+/// Where models come from.
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    /// A file or a folder of `*.yaml`/`*.yml`. A missing path is an error
+    /// unless `optional` (the default `./models`).
+    Path { path: PathBuf, optional: bool },
+    /// Text compiled into the binary (the demo's example models).
+    Embedded { name: String, text: String },
+}
+
+/// Per-model verdict counters, resolved once per load so that recording a
+/// verdict is one atomic add, not a label lookup.
+pub struct ModelCounters {
+    pub pass: Counter,
+    pub fail: Counter,
+    pub skip: Counter,
+}
+
+impl ModelCounters {
+    pub fn get(&self, v: Verdict) -> &Counter {
+        match v {
+            Verdict::Pass => &self.pass,
+            Verdict::Fail => &self.fail,
+            Verdict::Skip => &self.skip,
+        }
+    }
+}
+
+/// One compiled set of models.
+pub struct LoadedModels {
+    pub engine: Engine,
+    pub counters: Vec<ModelCounters>,
+    pub loaded_at_unix_ms: u64,
+}
+
+/// What a load or reload did; the answer of `POST /api/v1/models/reload`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadReport {
+    /// Ids of the models in force after this load.
+    pub models: Vec<String>,
+    /// Every problem met, as `file:line:col: message` parts.
+    pub errors: Vec<Diagnostic>,
+    /// A reload met errors and kept the previous set.
+    pub kept_previous: bool,
+}
+
+impl ReloadReport {
+    pub fn is_ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+pub struct ModelRegistry {
+    sources: Vec<ModelSource>,
+    current: RwLock<Arc<LoadedModels>>,
+    last_report: RwLock<ReloadReport>,
+    fingerprint: Mutex<Vec<(PathBuf, Option<SystemTime>, u64)>>,
+    metrics: Arc<Metrics>,
+}
+
+impl ModelRegistry {
+    /// Loads what can be loaded; bad files are reported and left out.
+    pub fn load(sources: Vec<ModelSource>, metrics: Arc<Metrics>) -> (Self, ReloadReport) {
+        let files = read_sources(&sources);
+        let mut errors = files.errors;
+        let mut good: Vec<Model> = Vec::new();
+        for (_, result) in files.files {
+            match result {
+                Ok(models) => good.extend(models),
+                Err(diags) => errors.extend(diags),
+            }
+        }
+        let engine = match Engine::compile(good.clone()) {
+            Ok(e) => e,
+            Err(diags) => {
+                // Cross-file problems (duplicate ids): leave out the files
+                // named, keep the rest.
+                let bad: Vec<String> = diags.iter().map(|d| d.file.clone()).collect();
+                errors.extend(diags);
+                good.retain(|m| !bad.contains(&m.file));
+                Engine::compile(good).unwrap_or_else(|_| empty_engine())
+            }
+        };
+        let loaded = Arc::new(counters_for(engine, &metrics));
+        let report = ReloadReport {
+            models: ids(&loaded),
+            errors,
+            kept_previous: false,
+        };
+        note(&metrics, &loaded, &report);
+        let registry = Self {
+            fingerprint: Mutex::new(fingerprint(&sources)),
+            sources,
+            current: RwLock::new(loaded),
+            last_report: RwLock::new(report.clone()),
+            metrics,
+        };
+        (registry, report)
+    }
+
+    /// Reloads every source; any error keeps the whole previous set.
+    pub fn reload(&self) -> ReloadReport {
+        *self.fingerprint.lock() = fingerprint(&self.sources);
+        let files = read_sources(&self.sources);
+        let mut errors = files.errors;
+        let mut models = Vec::new();
+        for (_, result) in files.files {
+            match result {
+                Ok(m) => models.extend(m),
+                Err(diags) => errors.extend(diags),
+            }
+        }
+        let compiled = if errors.is_empty() {
+            Engine::compile(models).map_err(|d| errors.extend(d)).ok()
+        } else {
+            None
+        };
+        let report = match compiled {
+            Some(engine) => {
+                let loaded = Arc::new(counters_for(engine, &self.metrics));
+                let report = ReloadReport {
+                    models: ids(&loaded),
+                    errors: Vec::new(),
+                    kept_previous: false,
+                };
+                *self.current.write() = loaded;
+                report
+            }
+            None => ReloadReport {
+                models: ids(&self.current()),
+                errors,
+                kept_previous: true,
+            },
+        };
+        note(&self.metrics, &self.current(), &report);
+        *self.last_report.write() = report.clone();
+        report
+    }
+
+    pub fn current(&self) -> Arc<LoadedModels> {
+        Arc::clone(&self.current.read())
+    }
+
+    pub fn last_report(&self) -> ReloadReport {
+        self.last_report.read().clone()
+    }
+
+    /// Whether any model file was added, removed or changed since the last
+    /// (re)load. Cheap enough to poll every few seconds.
+    pub fn changed_on_disk(&self) -> bool {
+        *self.fingerprint.lock() != fingerprint(&self.sources)
+    }
+}
+
+fn note(metrics: &Metrics, loaded: &LoadedModels, report: &ReloadReport) {
+    metrics.models_loaded.set(loaded.engine.len() as i64);
+    if report.is_ok() {
+        tracing::info!(models = report.models.len(), "Models loaded.");
+        return;
+    }
+    metrics.model_reload_failures.inc();
+    for e in &report.errors {
+        tracing::error!(file = %e.file, line = e.line, column = e.column, message = %e.message, "Model file refused.");
+    }
+    if report.kept_previous {
+        tracing::warn!(
+            models = report.models.len(),
+            "Model reload refused; the previous set stays in force."
+        );
+    }
+}
+
+fn ids(loaded: &LoadedModels) -> Vec<String> {
+    loaded
+        .engine
+        .models()
+        .iter()
+        .map(|m| m.id.clone())
+        .collect()
+}
+
+fn empty_engine() -> Engine {
+    // An empty set has nothing to reject.
+    match Engine::compile(Vec::new()) {
+        Ok(e) => e,
+        Err(_) => unreachable!("compiling no models cannot fail"),
+    }
+}
+
+fn counters_for(engine: Engine, metrics: &Metrics) -> LoadedModels {
+    let counters = engine
+        .models()
+        .iter()
+        .map(|m| {
+            let c = |v: &str| {
+                metrics
+                    .model_verdicts
+                    .get_or_create(&VerdictLabels {
+                        model: m.id.clone(),
+                        verdict: v.to_owned(),
+                    })
+                    .clone()
+            };
+            ModelCounters {
+                pass: c("pass"),
+                fail: c("fail"),
+                skip: c("skip"),
+            }
+        })
+        .collect();
+    LoadedModels {
+        engine,
+        counters,
+        loaded_at_unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+    }
+}
+
+struct SourceFiles {
+    /// Per file: its models (tests count as models), or why it was refused.
+    files: Vec<(String, Result<Vec<Model>, Vec<Diagnostic>>)>,
+    /// Problems with the sources themselves (a configured path missing).
+    errors: Vec<Diagnostic>,
+}
+
+fn read_sources(sources: &[ModelSource]) -> SourceFiles {
+    let mut out = SourceFiles {
+        files: Vec::new(),
+        errors: Vec::new(),
+    };
+    for s in sources {
+        match s {
+            ModelSource::Embedded { name, text } => {
+                out.files.push((
+                    name.clone(),
+                    model::load_str(name, text).map(|d| as_models(&d)),
+                ));
+            }
+            ModelSource::Path { path, optional } => {
+                if !path.exists() {
+                    if !optional {
+                        out.errors.push(Diagnostic {
+                            file: path.display().to_string(),
+                            line: 1,
+                            column: 1,
+                            message: "no such file or directory".into(),
+                        });
+                    }
+                    continue;
+                }
+                for f in model_files(path) {
+                    let name = f.display().to_string();
+                    out.files
+                        .push((name, model::load_path(&f).map(|d| as_models(&d))));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Models, and tests registered as models (their trigger ignored).
+fn as_models(docs: &[Document]) -> Vec<Model> {
+    docs.iter()
+        .filter_map(|d| match d {
+            Document::Model(m) => Some(m.clone()),
+            Document::Test(t) => Some(t.as_model()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn model_files(path: &Path) -> Vec<PathBuf> {
+    if !path.is_dir() {
+        return vec![path.to_path_buf()];
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn fingerprint(sources: &[ModelSource]) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+    let mut out = Vec::new();
+    for s in sources {
+        if let ModelSource::Path { path, .. } = s {
+            for f in model_files(path) {
+                let meta = std::fs::metadata(&f).ok();
+                out.push((
+                    f,
+                    meta.as_ref().and_then(|m| m.modified().ok()),
+                    meta.map(|m| m.len()).unwrap_or(0),
+                ));
+            }
+        }
+    }
+    out
+}
