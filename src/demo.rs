@@ -10,6 +10,7 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use tracecheck::bench::traffic::{Rng, TrafficGenerator, TrafficMix};
 use tracecheck::config::Config;
+use tracecheck::engine::Verdict;
 use tracecheck::results::registry::ModelSource;
 
 /// The example models of `config/models/`, so `demo` runs from anywhere.
@@ -89,9 +90,9 @@ async fn summarise(models: Arc<tracecheck::results::ModelsStage>) {
         let loaded = models.registry.current();
         let (mut pass, mut fail, mut skip) = (0, 0, 0);
         for c in &loaded.counters {
-            pass += c.pass.get();
-            fail += c.fail.get();
-            skip += c.skip.get();
+            pass += c.count(Verdict::Pass);
+            fail += c.count(Verdict::Fail);
+            skip += c.count(Verdict::Skip);
         }
         eprintln!(
             "verdicts so far: {pass} pass, {fail} fail, {skip} skip ({} models)",

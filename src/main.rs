@@ -176,11 +176,13 @@ pub(crate) async fn run_daemon(
 ) -> anyhow::Result<ExitCode> {
     use tokio::signal::unix::{signal, SignalKind};
     let links = config.links.clone();
+    let alerts = config.alerts.clone();
+    let admin_url = format!("http://{}", config.admin.endpoint);
     let slot: Arc<OnceLock<Arc<ModelsStage>>> = Arc::new(OnceLock::new());
     let slot_in = Arc::clone(&slot);
     let daemon = Daemon::start_with(config, move |stages| {
         let models = Arc::new(ModelsStage::load(sources, Arc::clone(&stages.metrics)));
-        let (evaluator, routes) = models.build(stages, links);
+        let (evaluator, routes) = models.build(stages, links, alerts, admin_url);
         let _ = slot_in.set(models);
         (evaluator, Some(routes))
     })

@@ -39,12 +39,37 @@ impl LinksConfig {
 }
 
 /// `alerts:`
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
 pub struct AlertsConfig {
     pub alertmanager: Option<AlertmanagerConfig>,
-    #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// Repeated failures of one model update its alert at most this often.
+    #[serde(with = "crate::config::duration")]
+    pub group_interval: std::time::Duration,
+    /// A firing alert is re-sent this often so Alertmanager keeps it alive
+    /// (its `resolve_timeout` must be longer).
+    #[serde(with = "crate::config::duration")]
+    pub resend_interval: std::time::Duration,
+    /// A model's alert resolves after this long without failures.
+    #[serde(with = "crate::config::duration")]
+    pub resolve_after: std::time::Duration,
+    /// The admin URL put into `generatorURL`, as reachable by people
+    /// (defaults to `http://` + `admin.endpoint`).
+    pub external_url: Option<String>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            alertmanager: None,
+            webhooks: Vec::new(),
+            group_interval: std::time::Duration::from_secs(10),
+            resend_interval: std::time::Duration::from_secs(60),
+            resolve_after: std::time::Duration::from_secs(300),
+            external_url: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

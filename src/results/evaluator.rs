@@ -16,6 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
+use super::alerts::{AlertEvent, AlertSender};
 use super::config::LinksConfig;
 use super::metrics::{Metrics, ModelLabels, SpecLabels};
 use super::registry::{LoadedModels, ModelRegistry};
@@ -47,6 +48,7 @@ pub struct Evaluator {
     links: LinksConfig,
     pending: HashMap<TraceId, Pending>,
     verdicts: broadcast::Sender<Arc<VerdictRecord>>,
+    alerts: Option<AlertSender>,
 }
 
 impl Evaluator {
@@ -56,6 +58,7 @@ impl Evaluator {
         metrics: Arc<Metrics>,
         links: LinksConfig,
         verdicts: broadcast::Sender<Arc<VerdictRecord>>,
+        alerts: Option<AlertSender>,
     ) -> Self {
         Self {
             registry,
@@ -64,6 +67,7 @@ impl Evaluator {
             links,
             pending: HashMap::new(),
             verdicts,
+            alerts,
         }
     }
 
@@ -109,7 +113,7 @@ impl Evaluator {
             let Some(counters) = models.counters.get(v.model) else {
                 continue;
             };
-            counters.get(v.verdict).inc();
+            counters.record(v.verdict, &trace_id);
             if v.verdict == Verdict::Skip {
                 continue;
             }
@@ -149,6 +153,19 @@ impl Evaluator {
             // Nobody listening is fine; a lagging listener is told by the
             // channel how much it missed.
             let _ = self.verdicts.send(Arc::clone(&record));
+            if let (Some(alerts), Verdict::Fail) = (&self.alerts, record.verdict) {
+                let severity = model
+                    .alert
+                    .as_ref()
+                    .and_then(|a| a.severity.clone())
+                    .or_else(|| model.labels.get("severity").cloned())
+                    .unwrap_or_else(|| "warning".to_owned());
+                alerts.send(AlertEvent {
+                    record: Arc::clone(&record),
+                    severity,
+                    model_labels: model.labels.clone(),
+                });
+            }
             records.push(record);
         }
         self.store.record(trace_id, spans, records);
@@ -225,9 +242,14 @@ impl TraceConsumer for Evaluator {
         let models = self.registry.current();
         let started = std::time::Instant::now();
         let verdicts = self.evaluate(&models, &trace);
-        self.metrics
-            .evaluation_duration
-            .observe(started.elapsed().as_secs_f64());
+        let failed = verdicts.iter().any(|v| v.verdict == Verdict::Fail);
+        self.metrics.evaluation_duration.observe(
+            started.elapsed().as_secs_f64(),
+            failed.then(|| super::metrics::TraceExemplar {
+                trace_id: t.trace_id.to_hex(),
+            }),
+            None,
+        );
         let mut waiting = Vec::new();
         let mut final_now = Vec::new();
         for v in verdicts {

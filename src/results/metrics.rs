@@ -6,9 +6,16 @@
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::{CounterWithExemplar, HistogramWithExemplars};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+
+/// The exemplar on verdict and latency series: a failing trace to open.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TraceExemplar {
+    pub trace_id: String,
+}
 use prometheus_client::registry::Registry;
 
 /// How spans arrived.
@@ -79,6 +86,12 @@ pub struct SpecLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    pub receiver: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModelLabels {
     pub model: String,
 }
@@ -104,12 +117,13 @@ pub struct Metrics {
     pub exporter_retries: Family<ExporterLabels, Counter>,
     pub exporter_queue_size: Family<ExporterLabels, Gauge>,
     pub exporter_queue_capacity: Family<ExporterLabels, Gauge>,
-    pub model_verdicts: Family<VerdictLabels, Counter>,
+    pub model_verdicts: Family<VerdictLabels, CounterWithExemplar<TraceExemplar>>,
     pub spec_failures: Family<SpecLabels, Counter>,
     pub model_errors: Family<ModelLabels, Counter>,
-    pub evaluation_duration: Histogram,
+    pub evaluation_duration: HistogramWithExemplars<TraceExemplar>,
     pub verdict_delay: Histogram,
     pub models_loaded: Gauge,
+    pub alerts_sent: Family<AlertLabels, Counter>,
     pub model_reload_failures: Counter,
 }
 
@@ -135,10 +149,11 @@ impl Metrics {
             spec_failures: Family::default(),
             model_errors: Family::default(),
             // 10µs … ~5s: one trace against 1 to 1000 models.
-            evaluation_duration: Histogram::new(exponential_buckets(0.00001, 2.5, 15)),
+            evaluation_duration: HistogramWithExemplars::new(exponential_buckets(0.00001, 2.5, 15)),
             // 1ms … ~16s: completion condition met → verdict recorded.
             verdict_delay: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             models_loaded: Gauge::default(),
+            alerts_sent: Family::default(),
             model_reload_failures: Counter::default(),
         };
         let r = registry;
@@ -236,6 +251,11 @@ impl Metrics {
             "tracecheck_verdict_delay_seconds",
             "Time from a trace's completion condition to its verdicts",
             m.verdict_delay.clone(),
+        );
+        r.register(
+            "tracecheck_alerts_sent",
+            "Alert posts to Alertmanager and webhooks, by outcome (success, failure, dropped)",
+            m.alerts_sent.clone(),
         );
         r.register(
             "tracecheck_models_loaded",

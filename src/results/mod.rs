@@ -3,6 +3,7 @@
 //! with their traces, and the admin HTTP endpoint with its API.
 
 pub mod admin;
+pub mod alerts;
 pub mod api;
 pub mod config;
 pub mod evaluator;
@@ -52,13 +53,27 @@ impl ModelsStage {
 
     /// The evaluator and the API routes, wired to the running stages, and a
     /// task that reloads when model files change.
-    pub fn build(&self, stages: &Stages, links: LinksConfig) -> (Evaluator, axum::Router) {
+    pub fn build(
+        &self,
+        stages: &Stages,
+        links: LinksConfig,
+        alerts: config::AlertsConfig,
+        admin_url: String,
+    ) -> (Evaluator, axum::Router) {
+        let external = alerts.external_url.clone().unwrap_or(admin_url);
+        let alert_sender = alerts::start(
+            alerts,
+            external,
+            Arc::clone(&stages.metrics),
+            tokio_util::sync::CancellationToken::new(),
+        );
         let evaluator = Evaluator::new(
             Arc::clone(&self.registry),
             Arc::clone(&self.store),
             Arc::clone(&stages.metrics),
             links.clone(),
             self.verdicts.clone(),
+            alert_sender,
         );
         let api = Arc::new(api::Api {
             registry: Arc::clone(&self.registry),

@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::CounterWithExemplar;
 use serde::Serialize;
 
 use crate::engine::{Engine, Verdict};
 use crate::model::{self, Diagnostic, Document, Model};
-use crate::results::metrics::{Metrics, VerdictLabels};
+use crate::results::metrics::{Metrics, TraceExemplar, VerdictLabels};
 
 /// Where models come from.
 #[derive(Debug, Clone)]
@@ -31,17 +31,35 @@ pub enum ModelSource {
 /// Per-model verdict counters, resolved once per load so that recording a
 /// verdict is one atomic add, not a label lookup.
 pub struct ModelCounters {
-    pub pass: Counter,
-    pub fail: Counter,
-    pub skip: Counter,
+    pass: Counter,
+    fail: Counter,
+    skip: Counter,
 }
 
+type Counter = CounterWithExemplar<TraceExemplar>;
+
 impl ModelCounters {
-    pub fn get(&self, v: Verdict) -> &Counter {
+    /// Counts a verdict; failures carry the trace as the series' exemplar,
+    /// so a dashboard links the failure count to a failing trace.
+    pub fn record(&self, v: Verdict, trace_id: &crate::ids::TraceId) {
         match v {
-            Verdict::Pass => &self.pass,
-            Verdict::Fail => &self.fail,
-            Verdict::Skip => &self.skip,
+            Verdict::Pass => self.pass.inc_by(1, None, None),
+            Verdict::Skip => self.skip.inc_by(1, None, None),
+            Verdict::Fail => self.fail.inc_by(
+                1,
+                Some(TraceExemplar {
+                    trace_id: trace_id.to_hex(),
+                }),
+                Some(SystemTime::now()),
+            ),
+        };
+    }
+
+    pub fn count(&self, v: Verdict) -> u64 {
+        match v {
+            Verdict::Pass => self.pass.get().0,
+            Verdict::Fail => self.fail.get().0,
+            Verdict::Skip => self.skip.get().0,
         }
     }
 }

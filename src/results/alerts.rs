@@ -1,0 +1,312 @@
+//! Alerts: failing models reach Alertmanager (v2 API) and webhooks.
+//!
+//! The evaluator only hands failures to a bounded channel (`try_send`: a
+//! full channel drops the *notification*, counted, never the verdict), so an
+//! unreachable Alertmanager cannot block or slow evaluation. A task keeps one
+//! alert per model: the first failure fires it, later failures update it at
+//! most every `group_interval`, it is re-sent every `resend_interval` while
+//! failures go on, and it resolves (`endsAt`) after `resolve_after` without
+//! failures. Posts that fail are retried on the next tick.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::config::AlertsConfig;
+use super::metrics::{AlertLabels, Metrics};
+use super::store::VerdictRecord;
+
+/// Failures waiting for the alert task; beyond it notifications are dropped.
+const QUEUE: usize = 1024;
+const TICK: Duration = Duration::from_millis(500);
+
+/// One failing verdict, with what the alert needs from its model.
+#[derive(Debug, Clone)]
+pub struct AlertEvent {
+    pub record: Arc<VerdictRecord>,
+    pub severity: String,
+    pub model_labels: BTreeMap<String, String>,
+}
+
+/// The evaluator's end.
+#[derive(Clone)]
+pub struct AlertSender {
+    tx: mpsc::Sender<AlertEvent>,
+    metrics: Arc<Metrics>,
+}
+
+impl AlertSender {
+    pub fn send(&self, event: AlertEvent) {
+        if self.tx.try_send(event).is_err() {
+            self.metrics
+                .alerts_sent
+                .get_or_create(&AlertLabels {
+                    receiver: "queue".into(),
+                    outcome: "dropped".into(),
+                })
+                .inc();
+        }
+    }
+}
+
+/// An alert in Alertmanager's v2 shape; webhooks get the same JSON.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Alert {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub starts_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<String>,
+    #[serde(rename = "generatorURL")]
+    pub generator_url: String,
+}
+
+struct ModelAlert {
+    labels: BTreeMap<String, String>,
+    starts_at: SystemTime,
+    latest: Arc<VerdictRecord>,
+    last_failure: Instant,
+    last_sent: Option<Instant>,
+    /// A failure arrived since the last successful post.
+    dirty: bool,
+}
+
+/// Starts the alert task when a receiver is configured.
+pub fn start(
+    config: AlertsConfig,
+    external_url: String,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) -> Option<AlertSender> {
+    let mut targets = Vec::new();
+    if let Some(am) = &config.alertmanager {
+        targets.push((
+            "alertmanager".to_owned(),
+            format!("{}/api/v2/alerts", am.url.trim_end_matches('/')),
+        ));
+    }
+    for w in &config.webhooks {
+        targets.push(("webhook".to_owned(), w.url.clone()));
+    }
+    if targets.is_empty() {
+        return None;
+    }
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let task = AlertTask {
+        config,
+        external_url,
+        metrics: Arc::clone(&metrics),
+        targets,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default(),
+        alerts: HashMap::new(),
+    };
+    tokio::spawn(task.run(rx, stop));
+    Some(AlertSender { tx, metrics })
+}
+
+struct AlertTask {
+    config: AlertsConfig,
+    external_url: String,
+    metrics: Arc<Metrics>,
+    targets: Vec<(String, String)>,
+    client: reqwest::Client,
+    alerts: HashMap<String, ModelAlert>,
+}
+
+impl AlertTask {
+    async fn run(mut self, mut rx: mpsc::Receiver<AlertEvent>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                ev = rx.recv() => match ev {
+                    Some(ev) => self.note(ev),
+                    None => return,
+                },
+                _ = tick.tick() => self.flush(Instant::now()).await,
+            }
+        }
+    }
+
+    fn note(&mut self, ev: AlertEvent) {
+        let now = Instant::now();
+        let model = ev.record.model.clone();
+        match self.alerts.get_mut(&model) {
+            Some(a) => {
+                a.latest = ev.record;
+                a.last_failure = now;
+                a.dirty = true;
+            }
+            None => {
+                let mut labels = ev.model_labels;
+                labels.insert("alertname".into(), "TraceModelFailed".into());
+                labels.insert("model".into(), model.clone());
+                labels.insert("severity".into(), ev.severity);
+                // Fixed for the alert's life: a label that changed with
+                // every failure would make every failure a new alert.
+                if let Some(service) = ev.record.failures.iter().find_map(|f| f.service.clone()) {
+                    labels.insert("service".into(), service);
+                }
+                self.alerts.insert(
+                    model,
+                    ModelAlert {
+                        labels,
+                        starts_at: SystemTime::now(),
+                        latest: ev.record,
+                        last_failure: now,
+                        last_sent: None,
+                        dirty: true,
+                    },
+                );
+            }
+        }
+    }
+
+    async fn flush(&mut self, now: Instant) {
+        let mut due: Vec<(String, Alert)> = Vec::new();
+        for (model, a) in &self.alerts {
+            let quiet = now.duration_since(a.last_failure) >= self.config.resolve_after;
+            let since_sent = a.last_sent.map(|t| now.duration_since(t));
+            let send = quiet
+                || (a.dirty && since_sent.is_none_or(|d| d >= self.config.group_interval))
+                || since_sent.is_some_and(|d| d >= self.config.resend_interval);
+            if send {
+                due.push((model.clone(), self.render(a, quiet.then(SystemTime::now))));
+            }
+        }
+        for (model, alert) in due {
+            let resolved = alert.ends_at.is_some();
+            let ok = self.post(&[alert]).await;
+            if ok {
+                if resolved {
+                    self.alerts.remove(&model);
+                } else if let Some(a) = self.alerts.get_mut(&model) {
+                    a.last_sent = Some(now);
+                    a.dirty = false;
+                }
+            }
+        }
+    }
+
+    fn render(&self, a: &ModelAlert, ends_at: Option<SystemTime>) -> Alert {
+        let r = &a.latest;
+        let mut annotations = BTreeMap::new();
+        annotations.insert(
+            "summary".into(),
+            r.summary
+                .clone()
+                .unwrap_or_else(|| format!("Model {} failed: {}", r.model, r.model_name)),
+        );
+        let description: Vec<String> = r
+            .failures
+            .iter()
+            .map(|f| {
+                let mut line = format!("{}: {}", f.spec, f.message);
+                if let (Some(o), Some(e)) = (&f.observed, &f.expected) {
+                    line.push_str(&format!(" (observed {o}, expected {e})"));
+                }
+                line
+            })
+            .collect();
+        annotations.insert("description".into(), description.join("\n"));
+        annotations.insert("trace_id".into(), r.trace_id.to_hex());
+        if let Some(u) = &r.trace_url {
+            annotations.insert("trace_url".into(), u.clone());
+        }
+        Alert {
+            labels: a.labels.clone(),
+            annotations,
+            starts_at: rfc3339(a.starts_at),
+            ends_at: ends_at.map(rfc3339),
+            generator_url: format!(
+                "{}/api/v1/traces/{}",
+                self.external_url.trim_end_matches('/'),
+                r.trace_id
+            ),
+        }
+    }
+
+    /// Posts to every target; true when all took it.
+    async fn post(&self, alerts: &[Alert]) -> bool {
+        let body = match serde_json::to_vec(alerts) {
+            Ok(b) => b,
+            Err(_) => return false,
+        };
+        let mut all_ok = true;
+        for (receiver, url) in &self.targets {
+            let result = self
+                .client
+                .post(url)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+                .send()
+                .await;
+            let ok = matches!(&result, Ok(r) if r.status().is_success());
+            if !ok {
+                all_ok = false;
+                let why = match result {
+                    Ok(r) => format!("HTTP {}", r.status()),
+                    Err(e) => e.to_string(),
+                };
+                tracing::warn!(receiver = %receiver, url = %url, error = %why, "Alert post failed; will retry.");
+            }
+            self.metrics
+                .alerts_sent
+                .get_or_create(&AlertLabels {
+                    receiver: receiver.clone(),
+                    outcome: if ok { "success" } else { "failure" }.into(),
+                })
+                .inc();
+        }
+        all_ok
+    }
+}
+
+/// `2026-11-23T10:00:00.123Z`, without a date-time dependency.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_instants() {
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_432_481_095);
+        assert_eq!(rfc3339(t), "2026-11-23T11:14:41.095Z");
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+}
