@@ -163,16 +163,16 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(run_daemon(config, sources, None))
 }
 
+/// Work started once the daemon listens (the demo's traffic).
+pub(crate) type OnStart =
+    Box<dyn FnOnce(&Daemon<tracecheck::results::evaluator::Evaluator>, Arc<ModelsStage>) + Send>;
+
 /// Runs the daemon until SIGTERM/SIGINT; SIGHUP reloads the models.
 /// `on_start` runs once the daemon listens (the demo's traffic).
 pub(crate) async fn run_daemon(
     config: Config,
     sources: Vec<ModelSource>,
-    on_start: Option<
-        Box<
-            dyn FnOnce(&Daemon<tracecheck::results::evaluator::Evaluator>, Arc<ModelsStage>) + Send,
-        >,
-    >,
+    on_start: Option<OnStart>,
 ) -> anyhow::Result<ExitCode> {
     use tokio::signal::unix::{signal, SignalKind};
     let links = config.links.clone();

@@ -32,7 +32,7 @@ impl TraceService for GrpcReceiver {
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         match self.ingest.ingest(request.into_inner(), Transport::grpc) {
             Ok(a) => Ok(Response::new(ExportTraceServiceResponse {
-                partial_success: (a.rejected_spans > 0).then(|| ExportTracePartialSuccess {
+                partial_success: (a.rejected_spans > 0).then_some(ExportTracePartialSuccess {
                     rejected_spans: a.rejected_spans as i64,
                     error_message: a.message,
                 }),

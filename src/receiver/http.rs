@@ -158,7 +158,7 @@ async fn export(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> R
         Ok(a) => {
             let body = match encoding {
                 Encoding::Protobuf => ExportTraceServiceResponse {
-                    partial_success: (a.rejected_spans > 0).then(|| ExportTracePartialSuccess {
+                    partial_success: (a.rejected_spans > 0).then_some(ExportTracePartialSuccess {
                         rejected_spans: a.rejected_spans as i64,
                         error_message: a.message,
                     }),

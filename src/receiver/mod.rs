@@ -63,7 +63,7 @@ impl Receivers {
                 let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
                 let result = tonic::transport::Server::builder()
                     .layer(tower::util::MapResponseLayer::new(move |r| {
-                        size_limit_status(r, &metrics)
+                        refusal_status(r, &metrics)
                     }))
                     .add_service(svc)
                     .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
@@ -110,29 +110,45 @@ pub async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, B
         .map_err(|source| BindError { addr, what, source })
 }
 
-/// tonic answers a message over the size limit with OUT_OF_RANGE; the OTLP
-/// spec wants RESOURCE_EXHAUSTED without retry info, so that the sender
-/// drops the request instead of retrying it forever. Decompression past the
-/// limit already comes as RESOURCE_EXHAUSTED; both are counted here.
-fn size_limit_status<B>(mut resp: ::http::Response<B>, metrics: &Metrics) -> ::http::Response<B> {
-    let code = resp
-        .headers()
-        .get("grpc-status")
-        .map(|v| v.as_bytes().to_vec());
-    let too_large = match code.as_deref() {
-        Some(b"11") => {
-            resp.headers_mut()
-                .insert("grpc-status", ::http::HeaderValue::from_static("8"));
-            true
+/// tonic refuses some requests before the service sees them, with codes the
+/// OTLP spec does not use there; this puts them right and counts them:
+/// - a message over the size limit comes as OUT_OF_RANGE; the spec wants
+///   RESOURCE_EXHAUSTED without retry info, so that the sender drops the
+///   request instead of retrying it forever. Decompression past the limit
+///   already comes as RESOURCE_EXHAUSTED.
+/// - a body that is not protobuf (or not gzip) comes as INTERNAL, which
+///   reads as a server fault; it is INVALID_ARGUMENT, final for the sender.
+fn refusal_status<B>(mut resp: ::http::Response<B>, metrics: &Metrics) -> ::http::Response<B> {
+    let refused = match resp.headers().get("grpc-status").map(|v| v.as_bytes()) {
+        Some(b"11") => Some(("8", RefuseReason::too_large)),
+        Some(b"8") if message_starts_with(&resp, "Error decompressing") => {
+            Some(("8", RefuseReason::too_large))
         }
-        Some(b"8") => resp.headers().get("grpc-message").is_some_and(|m| {
-            m.as_bytes().starts_with(b"Error%20decompressing")
-                || m.as_bytes().starts_with(b"Error decompressing")
-        }),
-        _ => false,
+        Some(b"13")
+            if [
+                "failed to decode Protobuf message",
+                "Error decompressing",
+                "protocol error",
+            ]
+            .iter()
+            .any(|p| message_starts_with(&resp, p)) =>
+        {
+            Some(("3", RefuseReason::malformed))
+        }
+        _ => None,
     };
-    if too_large {
-        metrics.refused(Transport::grpc, RefuseReason::too_large, 0);
+    if let Some((code, reason)) = refused {
+        resp.headers_mut()
+            .insert("grpc-status", ::http::HeaderValue::from_static(code));
+        metrics.refused(Transport::grpc, reason, 0);
     }
     resp
+}
+
+/// Whether `grpc-message` begins with `prefix`, percent-encoded or not.
+fn message_starts_with<B>(resp: &::http::Response<B>, prefix: &str) -> bool {
+    resp.headers().get("grpc-message").is_some_and(|m| {
+        let m = m.as_bytes();
+        m.starts_with(prefix.as_bytes()) || m.starts_with(prefix.replace(' ', "%20").as_bytes())
+    })
 }

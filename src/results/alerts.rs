@@ -75,6 +75,11 @@ struct ModelAlert {
     last_sent: Option<Instant>,
     /// A failure arrived since the last successful post.
     dirty: bool,
+    /// Targets (indices) whose last post failed: retried every tick alone,
+    /// so one receiver being down does not re-post to the others.
+    retry: Vec<usize>,
+    /// The resolution went out to every target but those in `retry`.
+    resolve_sent: bool,
 }
 
 /// Starts the alert task when a receiver is configured.
@@ -147,6 +152,7 @@ impl AlertTask {
                 a.latest = ev.record;
                 a.last_failure = now;
                 a.dirty = true;
+                a.resolve_sent = false;
             }
             None => {
                 let mut labels = ev.model_labels;
@@ -167,6 +173,8 @@ impl AlertTask {
                         last_failure: now,
                         last_sent: None,
                         dirty: true,
+                        retry: Vec::new(),
+                        resolve_sent: false,
                     },
                 );
             }
@@ -174,27 +182,40 @@ impl AlertTask {
     }
 
     async fn flush(&mut self, now: Instant) {
-        let mut due: Vec<(String, Alert)> = Vec::new();
+        let mut due: Vec<(String, Alert, bool, Vec<usize>)> = Vec::new();
         for (model, a) in &self.alerts {
             let quiet = now.duration_since(a.last_failure) >= self.config.resolve_after;
             let since_sent = a.last_sent.map(|t| now.duration_since(t));
-            let send = quiet
-                || (a.dirty && since_sent.is_none_or(|d| d >= self.config.group_interval))
-                || since_sent.is_some_and(|d| d >= self.config.resend_interval);
-            if send {
-                due.push((model.clone(), self.render(a, quiet.then(SystemTime::now))));
+            // A round goes to every target; between rounds only the targets
+            // whose post failed are retried.
+            let round = if quiet {
+                !a.resolve_sent
+            } else {
+                (a.dirty && since_sent.is_none_or(|d| d >= self.config.group_interval))
+                    || since_sent.is_some_and(|d| d >= self.config.resend_interval)
+            };
+            let targets: Vec<usize> = if round {
+                (0..self.targets.len()).collect()
+            } else {
+                a.retry.clone()
+            };
+            if !targets.is_empty() {
+                let alert = self.render(a, quiet.then(SystemTime::now));
+                due.push((model.clone(), alert, round, targets));
             }
         }
-        for (model, alert) in due {
+        for (model, alert, round, targets) in due {
             let resolved = alert.ends_at.is_some();
-            let ok = self.post(&[alert]).await;
-            if ok {
-                if resolved {
-                    self.alerts.remove(&model);
-                } else if let Some(a) = self.alerts.get_mut(&model) {
+            let failed = self.post(&[alert], &targets).await;
+            if resolved && failed.is_empty() {
+                self.alerts.remove(&model);
+            } else if let Some(a) = self.alerts.get_mut(&model) {
+                if round {
                     a.last_sent = Some(now);
                     a.dirty = false;
+                    a.resolve_sent = resolved;
                 }
+                a.retry = failed;
             }
         }
     }
@@ -237,14 +258,17 @@ impl AlertTask {
         }
     }
 
-    /// Posts to every target; true when all took it.
-    async fn post(&self, alerts: &[Alert]) -> bool {
+    /// Posts to the given targets; returns those that did not take it.
+    async fn post(&self, alerts: &[Alert], targets: &[usize]) -> Vec<usize> {
         let body = match serde_json::to_vec(alerts) {
             Ok(b) => b,
-            Err(_) => return false,
+            Err(_) => return targets.to_vec(),
         };
-        let mut all_ok = true;
-        for (receiver, url) in &self.targets {
+        let mut failed = Vec::new();
+        for &i in targets {
+            let Some((receiver, url)) = self.targets.get(i) else {
+                continue;
+            };
             let result = self
                 .client
                 .post(url)
@@ -254,7 +278,7 @@ impl AlertTask {
                 .await;
             let ok = matches!(&result, Ok(r) if r.status().is_success());
             if !ok {
-                all_ok = false;
+                failed.push(i);
                 let why = match result {
                     Ok(r) => format!("HTTP {}", r.status()),
                     Err(e) => e.to_string(),
@@ -269,7 +293,7 @@ impl AlertTask {
                 })
                 .inc();
         }
-        all_ok
+        failed
     }
 }
 

@@ -256,9 +256,11 @@ fn counters_for(engine: Engine, metrics: &Metrics) -> LoadedModels {
     }
 }
 
+/// A file's models (tests count as models), or why it was refused.
+type FileModels = Result<Vec<Model>, Vec<Diagnostic>>;
+
 struct SourceFiles {
-    /// Per file: its models (tests count as models), or why it was refused.
-    files: Vec<(String, Result<Vec<Model>, Vec<Diagnostic>>)>,
+    files: Vec<(String, FileModels)>,
     /// Problems with the sources themselves (a configured path missing).
     errors: Vec<Diagnostic>,
 }

@@ -53,6 +53,8 @@ struct Retained {
     spans: Vec<RawSpan>,
     verdicts: Vec<Arc<VerdictRecord>>,
     bytes: usize,
+    /// Kept among the failing traces (`fail_order`, `fail_bytes`).
+    failing: bool,
 }
 
 #[derive(Default)]
@@ -100,8 +102,31 @@ impl ResultStore {
         }
         let bytes: usize = spans.iter().map(|s| s.bytes.len()).sum();
         if let Some(t) = i.traces.get_mut(&trace_id) {
-            // A late fragment's verdicts join the trace already kept.
+            // A late fragment's verdicts join the trace already kept; the
+            // trace they were given on (with the late spans) replaces it,
+            // and a late failure moves it among the failing traces.
             t.verdicts.extend(records);
+            let old_bytes = t.bytes;
+            if spans.len() > t.spans.len() {
+                t.spans = spans.to_vec();
+                t.bytes = bytes;
+            }
+            let new_bytes = t.bytes;
+            let was_failing = t.failing;
+            t.failing |= failing;
+            if was_failing {
+                i.fail_bytes = i.fail_bytes - old_bytes + new_bytes;
+            } else if failing {
+                if let Some(pos) = i.pass_order.iter().position(|id| *id == trace_id) {
+                    i.pass_order.remove(pos);
+                }
+                i.pass_bytes -= old_bytes;
+                i.fail_order.push_back(trace_id);
+                i.fail_bytes += new_bytes;
+            } else {
+                i.pass_bytes = i.pass_bytes - old_bytes + new_bytes;
+            }
+            i.prune();
             return;
         }
         i.traces.insert(
@@ -110,6 +135,7 @@ impl ResultStore {
                 spans: spans.to_vec(),
                 verdicts: records,
                 bytes,
+                failing,
             },
         );
         if failing {
@@ -143,7 +169,7 @@ impl ResultStore {
                 .collect(),
         };
         out.retain(|r| verdict.is_none_or(|v| r.verdict == v));
-        out.sort_unstable_by(|a, b| b.seq.cmp(&a.seq));
+        out.sort_unstable_by_key(|r| std::cmp::Reverse(r.seq));
         out.truncate(limit);
         out
     }
