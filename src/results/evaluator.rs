@@ -276,6 +276,7 @@ impl TraceConsumer for Evaluator {
                 .as_secs_f64(),
         );
         if !waiting.is_empty() {
+            self.store.hold(t.trace_id, &t.spans);
             self.pending.insert(
                 t.trace_id,
                 Pending {

@@ -88,7 +88,23 @@ impl ResultStore {
 
     /// Records verdicts (not skips) and keeps the trace they were given on.
     pub fn record(&self, trace_id: TraceId, spans: &[RawSpan], records: Vec<Arc<VerdictRecord>>) {
-        if records.is_empty() {
+        self.put(trace_id, spans, records, false);
+    }
+
+    /// Keeps a trace whose verdicts are still waiting on `within`, so the
+    /// API can show it meanwhile; its verdicts join it when they come.
+    pub fn hold(&self, trace_id: TraceId, spans: &[RawSpan]) {
+        self.put(trace_id, spans, Vec::new(), true);
+    }
+
+    fn put(
+        &self,
+        trace_id: TraceId,
+        spans: &[RawSpan],
+        records: Vec<Arc<VerdictRecord>>,
+        hold: bool,
+    ) {
+        if records.is_empty() && !hold {
             return;
         }
         let failing = records.iter().any(|r| r.verdict == Verdict::Fail);
