@@ -9,6 +9,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={}", p.display());
     }
     let fds = protox::compile(&protos, ["proto"])?;
+    // Reflection describes the public API only, not the internal OTLP view.
+    let public = prost_types::FileDescriptorSet {
+        file: fds
+            .file
+            .iter()
+            .filter(|f| f.package().starts_with("tracecheck.v1"))
+            .cloned()
+            .collect(),
+    };
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("tracecheck_v1_descriptor.bin"),
+        prost::Message::encode_to_vec(&public),
+    )?;
     tonic_prost_build::configure()
         // Lazy OTLP: nested messages stay as reference-counted slices of the
         // request buffer instead of being copied.

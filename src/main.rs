@@ -2,6 +2,7 @@
 //! turns library errors into messages (anyhow lives only here).
 
 mod demo;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +58,21 @@ enum Command {
         #[arg(long)]
         trace_url: Option<String>,
     },
+    /// Live tail of verdicts from a running daemon (its gRPC API on the
+    /// admin port); reconnects when the daemon restarts.
+    Watch {
+        /// The daemon's admin URL.
+        #[arg(long, default_value = "http://127.0.0.1:9464")]
+        server: String,
+        /// Only these model ids (repeatable).
+        #[arg(long = "model")]
+        models: Vec<String>,
+        /// Only these verdicts (repeatable); default pass and fail.
+        #[arg(long = "verdict", value_enum)]
+        verdicts: Vec<watch::WatchVerdict>,
+        #[arg(long, value_enum, default_value_t = watch::WatchFormat::Text)]
+        format: watch::WatchFormat,
+    },
     /// Model files.
     #[command(subcommand)]
     Models(ModelsCommand),
@@ -94,6 +110,12 @@ fn main() -> ExitCode {
             trace_url,
         } => check(&models, &traces, format, trace_url.as_deref()),
         Command::Models(ModelsCommand::Lint { paths }) => Ok(lint(&paths)),
+        Command::Watch {
+            server,
+            models,
+            verdicts,
+            format,
+        } => watch::run(server, models, verdicts, format),
         Command::Bench(cmd) => bench(cmd),
     };
     match result {

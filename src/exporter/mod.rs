@@ -57,6 +57,7 @@ pub struct ForwardQueue {
     tx: mpsc::Sender<ForwardItem>,
     metrics: Arc<Metrics>,
     labels: ExporterLabels,
+    pending_spans: Arc<AtomicU64>,
 }
 
 /// A reserved place in the queue: sending into it cannot fail.
@@ -80,6 +81,11 @@ impl ForwardQueue {
 
 impl ForwardPermit<'_> {
     pub fn send(self, item: ForwardItem) {
+        // Counted from here, so that a drain timeout also reports what was
+        // still waiting in the queue.
+        self.queue
+            .pending_spans
+            .fetch_add(item.spans as u64, Ordering::Relaxed);
         self.queue
             .metrics
             .exporter_queue_size
@@ -131,6 +137,7 @@ impl Exporter {
                 tx,
                 metrics: Arc::clone(&metrics),
                 labels: labels.clone(),
+                pending_spans: Arc::clone(&pending_spans),
             },
             Exporter {
                 drain,
@@ -173,7 +180,8 @@ struct Runner {
     metrics: Arc<Metrics>,
     labels: ExporterLabels,
     in_flight: Arc<Semaphore>,
-    /// Spans accepted but not yet sent or given up: what a drain timeout loses.
+    /// Spans queued or in a batch, not yet sent or given up: what a drain
+    /// timeout loses.
     pending_spans: Arc<AtomicU64>,
     config: OtlpExporterConfig,
 }
@@ -211,7 +219,6 @@ impl Runner {
                 item = rx.recv() => {
                     let Some(item) = item else { break };
                     self.metrics.exporter_queue_size.get_or_create(&self.labels).dec();
-                    self.pending_spans.fetch_add(item.spans as u64, Ordering::Relaxed);
                     if batch.spans > 0 && batch.bytes + item.encoded_len() > self.config.batch.max_bytes {
                         self.flush(&mut batch, &mut sends).await;
                     }

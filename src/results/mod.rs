@@ -8,6 +8,7 @@ pub mod api;
 pub mod config;
 pub mod evaluator;
 pub mod exposition;
+pub mod grpc_api;
 pub mod metrics;
 pub mod registry;
 pub mod store;
@@ -96,6 +97,27 @@ impl ModelsStage {
                 }
             }
         });
-        (evaluator, api::router(api))
+        let grpc = grpc_api::routes(Arc::new(grpc_api::GrpcApi {
+            registry: Arc::clone(&self.registry),
+            verdicts: self.verdicts.clone(),
+        }));
+        let routes = api::router(api).merge(grpc).fallback(not_found);
+        (evaluator, routes)
     }
+}
+
+/// Unknown paths: 404 for HTTP, UNIMPLEMENTED for gRPC (the admin port
+/// serves both).
+async fn not_found(headers: axum::http::HeaderMap) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let grpc = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        return tonic::Status::unimplemented("no such gRPC method")
+            .into_http::<axum::body::Body>()
+            .into_response();
+    }
+    (axum::http::StatusCode::NOT_FOUND, "not found\n").into_response()
 }
