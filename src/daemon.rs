@@ -23,6 +23,11 @@ use crate::results::metrics::Metrics;
 /// waits, the buffer fills, and senders are asked to retry.
 const COMPLETED_QUEUE: usize = 4096;
 
+/// How long shutdown waits for open admin connections once the endpoint
+/// stops accepting. Long-lived gRPC streams (`VerdictService.Watch`) never
+/// end on their own; past this they are cut instead of holding shutdown.
+const ADMIN_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The daemon could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -180,7 +185,13 @@ impl<C: TraceConsumer> Daemon<C> {
             None => 0,
         };
         self.admin_stop.cancel();
-        let _ = self.admin_task.await;
+        let mut admin_task = self.admin_task;
+        if tokio::time::timeout(ADMIN_DRAIN, &mut admin_task)
+            .await
+            .is_err()
+        {
+            admin_task.abort();
+        }
         Stopped {
             flushed_traces,
             undelivered_spans,

@@ -282,12 +282,19 @@ pub fn routes(api: Arc<GrpcApi>) -> axum::Router {
             Arc::clone(&api),
         ))
         .add_service(pb::model_service_server::ModelServiceServer::new(api));
-    match tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .build_v1()
-    {
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+    };
+    match reflection().build_v1() {
         Ok(reflection) => routes = routes.add_service(reflection),
         Err(e) => tracing::warn!(error = %e, "gRPC reflection unavailable."),
+    }
+    // v1alpha too: many clients (grpcio-reflection, grpc_cli, older
+    // grpcurl and IDE plugins) only speak it.
+    match reflection().build_v1alpha() {
+        Ok(reflection) => routes = routes.add_service(reflection),
+        Err(e) => tracing::warn!(error = %e, "gRPC reflection (v1alpha) unavailable."),
     }
     routes.into_axum_router()
 }

@@ -1,0 +1,243 @@
+//! The `tracecheck` binary as an operator runs it: `serve --config FILE`,
+//! stopped with SIGTERM, and refusing a bad config with exit code 2.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tracecheck::bench::loadgen::{self, Protocol};
+use tracecheck::bench::sink::Faults;
+
+use crate::util::{self, bounded};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tracecheck");
+
+/// `n` distinct loopback addresses that were free a moment ago.
+fn free_addrs<const N: usize>() -> [SocketAddr; N] {
+    let listeners: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind(util::any_port()).expect("bind"))
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().expect("local addr"))
+}
+
+/// A child process killed if the test fails before it exits, with its
+/// stderr collected as it is written.
+struct Served {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Served {
+    fn spawn(args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "warn,tracecheck=info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tracecheck");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().expect("stderr lock");
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Self { child, stderr }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().expect("stderr lock").clone()
+    }
+
+    /// Waits for the process to exit, failing the test after `LIMIT`.
+    async fn exit(&mut self) -> ExitStatus {
+        let deadline = tokio::time::Instant::now() + util::LIMIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Let the reader thread take the last lines.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "tracecheck did not exit; stderr:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The value of `key=N` in the log line containing `message`, ANSI colours
+/// or not.
+fn logged_field(stderr: &str, message: &str, key: &str) -> Option<u64> {
+    let line = stderr.lines().find(|l| l.contains(message))?;
+    let plain: String = strip_ansi(line);
+    let at = plain.find(&format!("{key}="))? + key.len() + 1;
+    let digits: String = plain[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn write_config(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write config");
+    path.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_completes_buffered_traces_and_delivers_every_span() {
+    let sink = util::start_sink(Faults::default()).await;
+    let [grpc, http, admin] = free_addrs::<3>();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Traces stay buffered until shutdown completes them.
+    let config = write_config(
+        dir.path(),
+        "tracecheck.yaml",
+        &format!(
+            "receivers:\n  otlp:\n    grpc: {{ endpoint: \"{grpc}\" }}\n    http: {{ endpoint: \"{http}\" }}\n\
+             assembler:\n  idle_timeout: 60s\n  root_settle: 60s\n  max_trace_age: 120s\n\
+             models:\n  paths: []\n\
+             exporters:\n  otlp:\n    endpoint: {}\n    protocol: grpc\n    batch: {{ timeout: 20ms }}\n    \
+             retry: {{ initial_interval: 50ms, max_interval: 200ms }}\n\
+             admin:\n  endpoint: \"{admin}\"\n",
+            sink.grpc_endpoint().expect("sink gRPC")
+        ),
+    );
+    let mut served = Served::spawn(&["serve", "--config", &config]);
+    let client = util::http_client();
+    let deadline = tokio::time::Instant::now() + util::LIMIT;
+    loop {
+        if let Some(status) = served.child.try_wait().expect("try_wait") {
+            panic!("tracecheck exited with {status}:\n{}", served.stderr());
+        }
+        let ready = client.get(format!("http://{admin}/readyz")).send().await;
+        if ready.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tracecheck not ready; stderr:\n{}",
+            served.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut sent = 0;
+    for (protocol, endpoint) in [
+        (Protocol::Grpc, format!("http://{grpc}")),
+        (Protocol::Http, format!("http://{http}/v1/traces")),
+    ] {
+        let report = bounded("load", loadgen::run(util::load(endpoint, protocol, 6, 50)))
+            .await
+            .expect("load runs");
+        assert_eq!(report.spans_accepted, report.spans_sent, "{report}");
+        sent += report.spans_sent;
+    }
+    // Everything is buffered, nothing completed yet.
+    let text = util::scrape(admin).await;
+    assert_eq!(
+        util::sample(&text, "tracecheck_buffer_spans", &[]),
+        sent as f64,
+        "{text}"
+    );
+    assert_eq!(
+        util::sample(&text, "tracecheck_traces_completed_total", &[]),
+        0.0
+    );
+    let buffered = util::sample(&text, "tracecheck_buffer_traces", &[]) as u64;
+    assert!(buffered > 0);
+
+    served.sigterm();
+    let status = served.exit().await;
+    let stderr = served.stderr();
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+    assert_eq!(
+        logged_field(&stderr, "tracecheck stopped", "flushed_traces"),
+        Some(buffered),
+        "the shutdown line reports every buffered trace completed; stderr:\n{stderr}"
+    );
+    assert_eq!(
+        logged_field(&stderr, "tracecheck stopped", "undelivered_spans"),
+        Some(0),
+        "stderr:\n{stderr}"
+    );
+    let stats = util::wait_for_sink(&sink, sent).await;
+    assert_eq!(stats.unique_traces, buffered, "{stats}");
+}
+
+#[tokio::test]
+async fn bad_config_exits_2_naming_file_line_and_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        (
+            "unknown-key.yaml",
+            "receivers:\n  otlp:\n    grpc:\n      endpoint: 127.0.0.1:0\n      max_recv_msg_size_mb: 4\n",
+            ":5:7",
+            "max_recv_msg_size_mb",
+        ),
+        (
+            "bad-duration.yaml",
+            "assembler:\n  idle_timeout: soon\n",
+            ":2:",
+            "idle_timeout",
+        ),
+    ];
+    for (name, text, position, names) in cases {
+        let path = write_config(dir.path(), name, text);
+        let mut served = Served::spawn(&["serve", "--config", &path]);
+        let status = served.exit().await;
+        let stderr = served.stderr();
+        assert_eq!(status.code(), Some(2), "{name}: stderr:\n{stderr}");
+        assert!(
+            stderr.contains(&format!("{path}{position}")),
+            "{name}: no {path}{position} in stderr:\n{stderr}"
+        );
+        assert!(stderr.contains(names), "{name}: stderr:\n{stderr}");
+    }
+}
