@@ -6,7 +6,7 @@ mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -197,19 +197,7 @@ pub(crate) async fn run_daemon(
     on_start: Option<OnStart>,
 ) -> anyhow::Result<ExitCode> {
     use tokio::signal::unix::{signal, SignalKind};
-    let links = config.links.clone();
-    let alerts = config.alerts.clone();
-    let admin_url = format!("http://{}", config.admin.endpoint);
-    let slot: Arc<OnceLock<Arc<ModelsStage>>> = Arc::new(OnceLock::new());
-    let slot_in = Arc::clone(&slot);
-    let daemon = Daemon::start_with(config, move |stages| {
-        let models = Arc::new(ModelsStage::load(sources, Arc::clone(&stages.metrics)));
-        let (evaluator, routes) = models.build(stages, links, alerts, admin_url);
-        let _ = slot_in.set(models);
-        (evaluator, Some(routes))
-    })
-    .await?;
-    let models = slot.get().cloned().context("models stage not built")?;
+    let (daemon, models) = tracecheck::results::start_daemon(config, sources).await?;
     tracing::info!(
         grpc = ?daemon.grpc_addr,
         http = ?daemon.http_addr,

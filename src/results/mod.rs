@@ -121,3 +121,30 @@ async fn not_found(headers: axum::http::HeaderMap) -> axum::response::Response {
     }
     (axum::http::StatusCode::NOT_FOUND, "not found\n").into_response()
 }
+
+/// The daemon as `tracecheck serve` runs it: every stage of the config,
+/// with the models of `sources` evaluated on every completed trace. The
+/// binary and the integration tests start it the same way through here.
+pub async fn start_daemon(
+    config: crate::config::Config,
+    sources: Vec<ModelSource>,
+) -> Result<(crate::daemon::Daemon<Evaluator>, Arc<ModelsStage>), crate::daemon::StartError> {
+    let links = config.links.clone();
+    let alerts = config.alerts.clone();
+    let admin_url = format!("http://{}", config.admin.endpoint);
+    let slot: Arc<std::sync::OnceLock<Arc<ModelsStage>>> = Arc::new(std::sync::OnceLock::new());
+    let slot_in = Arc::clone(&slot);
+    let daemon = crate::daemon::Daemon::start_with(config, move |stages| {
+        let models = Arc::new(ModelsStage::load(sources, Arc::clone(&stages.metrics)));
+        let (evaluator, routes) = models.build(stages, links, alerts, admin_url);
+        let _ = slot_in.set(models);
+        (evaluator, Some(routes))
+    })
+    .await?;
+    // start_with runs the builder before it returns, so the slot is set.
+    let models = match slot.get() {
+        Some(m) => Arc::clone(m),
+        None => unreachable!("Daemon::start_with runs its builder before returning"),
+    };
+    Ok((daemon, models))
+}

@@ -446,20 +446,9 @@ impl Live {
             path: repo_path("config/models/bank.yaml"),
             optional: false,
         }];
-        let links = config.links.clone();
-        let alerts = config.alerts.clone();
-        let admin_url = format!("http://{}", config.admin.endpoint);
-        let slot: Arc<OnceLock<Arc<ModelsStage>>> = Arc::new(OnceLock::new());
-        let slot_in = Arc::clone(&slot);
-        let daemon = Daemon::start_with(config, move |stages| {
-            let models = Arc::new(ModelsStage::load(sources, Arc::clone(&stages.metrics)));
-            let (evaluator, routes) = models.build(stages, links, alerts, admin_url);
-            let _ = slot_in.set(models);
-            (evaluator, Some(routes))
-        })
-        .await
-        .expect("daemon starts");
-        let models = slot.get().cloned().expect("models stage built");
+        let (daemon, models) = tracecheck::results::start_daemon(config, sources)
+            .await
+            .expect("daemon starts");
         assert_eq!(
             models.initial_load.models.len(),
             1,

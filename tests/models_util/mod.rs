@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
@@ -80,20 +80,9 @@ pub fn config(assembler: &str, trace_url: Option<&str>) -> Config {
 
 impl Live {
     pub async fn start(config: Config, sources: Vec<ModelSource>) -> Live {
-        let links = config.links.clone();
-        let alerts = config.alerts.clone();
-        let admin_url = format!("http://{}", config.admin.endpoint);
-        let slot: Arc<OnceLock<Arc<ModelsStage>>> = Arc::new(OnceLock::new());
-        let slot_in = Arc::clone(&slot);
-        let daemon = Daemon::start_with(config, move |stages| {
-            let models = Arc::new(ModelsStage::load(sources, Arc::clone(&stages.metrics)));
-            let (evaluator, routes) = models.build(stages, links, alerts, admin_url);
-            let _ = slot_in.set(models);
-            (evaluator, Some(routes))
-        })
-        .await
-        .expect("daemon starts");
-        let models = slot.get().cloned().expect("models stage built");
+        let (daemon, models) = tracecheck::results::start_daemon(config, sources)
+            .await
+            .expect("daemon starts");
         Live {
             admin: daemon.admin_addr,
             grpc: daemon.grpc_addr.expect("gRPC receiver bound"),
