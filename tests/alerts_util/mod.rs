@@ -4,8 +4,12 @@
 //! HTTP/JSON/metrics helpers. Loopback only.
 #![allow(dead_code)]
 
+#[path = "../common/mod.rs"]
+mod common;
+#[allow(unused_imports)]
+pub use common::{bounded, hex, poll_until, repo_path};
+
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,39 +25,6 @@ use tracecheck::daemon::Daemon;
 use tracecheck::results::evaluator::Evaluator;
 use tracecheck::results::registry::ModelSource;
 use tracecheck::results::ModelsStage;
-
-/// Fails the test instead of hanging it.
-pub async fn bounded<T>(limit: Duration, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(limit, f)
-        .await
-        .unwrap_or_else(|_| panic!("test did not finish within {limit:?}"))
-}
-
-/// Polls `f` every 100 ms until it returns `Some`, or panics naming `what`.
-pub async fn poll_until<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        if start.elapsed() > limit {
-            panic!("timed out after {limit:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-pub fn repo_path(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// A loopback port that was free a moment ago (for child processes, which
 /// cannot be handed a bound socket).

@@ -4,12 +4,17 @@
 //! poll-until helper and a tiny XML well-formedness checker.
 #![allow(dead_code)]
 
+#[path = "../common/mod.rs"]
+mod common;
+// Each suite uses a different subset of these.
+#[allow(unused_imports)]
+pub use common::{bounded, hex, poll_until, repo_path};
+
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -22,35 +27,6 @@ use tracecheck::daemon::Daemon;
 use tracecheck::results::evaluator::Evaluator;
 use tracecheck::results::registry::ModelSource;
 use tracecheck::results::ModelsStage;
-
-/// Fails the test instead of hanging it.
-pub async fn bounded<T>(limit: Duration, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(limit, f)
-        .await
-        .unwrap_or_else(|_| panic!("test did not finish within {limit:?}"))
-}
-
-/// Polls `f` every 50 ms until it returns `Some`, or panics naming `what`.
-pub async fn poll_until<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        if start.elapsed() > limit {
-            panic!("timed out after {limit:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-pub fn repo_path(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
 
 /// A daemon started as `run_daemon` starts it, on loopback ports chosen by
 /// the OS.
@@ -348,10 +324,6 @@ pub fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
             ..ResourceSpans::default()
         }],
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Writes `text` to `path` whole (via a rename), so that a watcher polling
