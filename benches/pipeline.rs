@@ -10,9 +10,10 @@
 //!   `poll_completed`, on a long-lived assembler in steady state.
 //! - `build_trace`: the engine's `Trace` from `ResourceSpans`, and from the
 //!   assembler's raw span slices (the daemon's path, protobuf decode included).
-//! - `evaluate`: `Engine::evaluate` with 1, 10, 100 and 1000 models on bank
-//!   and web traces. 1 = the bank model; 10 = the bank model and nine models
-//!   that match every trace; 100 and 1000 = those ten plus models matching
+//! - `evaluate`: `Engine::evaluate_woken` (the daemon's path: the models a trace
+//!   does not wake are left out and counted as skips in bulk) with 1, 10, 100
+//!   and 1000 models on bank and web traces. 1 = the bank model; 10 = the
+//!   bank model and nine models that match every trace; 100 and 1000 = those ten plus models matching
 //!   nothing (`match: span[name = "op-N"]`), the issue's "most matching
 //!   nothing, ten matching".
 //!
@@ -296,103 +297,9 @@ fn build_traces(c: &mut Criterion) {
     g.finish();
 }
 
-const BANK_MODEL: &str = include_str!("../config/models/bank.yaml");
-
-/// A model that matches every trace (both shapes have a server root),
-/// in one of three flavours so the ten matching models are not identical.
-fn matching_model(i: usize) -> String {
-    match i % 3 {
-        0 => format!(
-            r#"type: Model
-spec:
-  id: server-health-{i}
-  name: Servers answer in time ({i})
-  labels: {{ team: bench }}
-  match: span[kind = "server"]
-  specs:
-    - name: servers answer in time
-      selector: span[kind = "server"]
-      assertions:
-        - attr:tracetest.span.duration < {secs}s
-    - name: database calls below a server are fast
-      selector: span[kind = "server"] span[tracetest.span.type = "database"]
-      assertions:
-        - attr:tracetest.span.duration < 250ms
-  not_expect:
-    - name: no server error
-      selector: span[kind = "server" http.response.status_code >= 500]
-"#,
-            secs = i + 1
-        ),
-        1 => format!(
-            r#"type: Model
-spec:
-  id: status-consistent-{i}
-  name: Error status matches the HTTP status ({i})
-  match: span[kind = "server" http.request.method != ""]
-  outputs:
-    - name: STATUS
-      selector: span[kind = "server"]
-      value: attr:http.response.status_code
-  when:
-    - var:STATUS >= 100
-  specs:
-    - name: a status below 600
-      selector: span[kind = "server"]
-      assertions:
-        - attr:http.response.status_code < 600
-        - attr:http.request.method != "TRACE"
-  within: 5s
-  alert:
-    severity: info
-    summary: "status check {i} failed on ${{attr:name}} (${{attr:service.name}})"
-"#
-        ),
-        _ => format!(
-            r#"type: Model
-spec:
-  id: errors-explained-{i}
-  name: Errors carry a message ({i})
-  match: span[tracetest.span.type = "http"]
-  specs:
-    - name: clients got an answer
-      selector: span[kind = "client"]
-      assertions:
-        - attr:tracetest.span.duration < 2s
-  not_expect:
-    - name: no error without message
-      selector: span[status = "error" status.message = ""]
-"#
-        ),
-    }
-}
-
-/// A model whose `match` selects nothing in the generated traffic.
-fn idle_model(i: usize) -> String {
-    format!(
-        r#"type: Model
-spec:
-  id: op-{i}
-  name: Operation {i} is fast and never fails
-  match: span[name = "op-{i}"]
-  specs:
-    - name: op-{i} is fast
-      selector: span[name = "op-{i}"]
-      assertions:
-        - attr:tracetest.span.duration < 500ms
-  not_expect:
-    - name: op-{i} never fails
-      selector: span[name = "op-{i}" status = "error"]
-"#
-    )
-}
-
 /// The bank model, then up to nine matching models, then idle ones.
 fn engine_with(count: usize) -> Engine {
-    let mut docs = vec![BANK_MODEL.to_owned()];
-    docs.extend((1..count.min(10)).map(matching_model));
-    docs.extend((10..count).map(idle_model));
-    let yaml = docs.join("\n---\n");
+    let yaml = tracecheck::bench::models::model_set(count);
     let loaded = tracecheck::model::load_str("bench-models.yaml", &yaml).unwrap_or_else(|d| {
         panic!("generated models do not load: {d:#?}");
     });
@@ -428,7 +335,7 @@ fn evaluate(c: &mut Criterion) {
             g.bench_with_input(BenchmarkId::new(kind, n), engine, |b, engine| {
                 b.iter(|| {
                     for s in &samples {
-                        black_box(engine.evaluate(black_box(&s.trace), &ctx));
+                        black_box(engine.evaluate_woken(black_box(&s.trace), &ctx));
                     }
                 })
             });
@@ -473,7 +380,7 @@ fn paired_ratio(rounds: usize, save: bool) {
         let start = clock.start();
         for _ in 0..REPEAT {
             for s in samples {
-                black_box(engine.evaluate(black_box(&s.trace), &ctx));
+                black_box(engine.evaluate_woken(black_box(&s.trace), &ctx));
             }
         }
         clock.to_f64(&clock.end(start))

@@ -127,7 +127,7 @@ pub fn check(
                 model_name: m.name.clone(),
                 verdict: v.verdict,
                 failures: v.failures,
-                skip_reason: v.skip_reason,
+                skip_reason: v.skip_reason.map(std::borrow::Cow::into_owned),
                 trace_url: trace_url.map(|t| t.replace("{trace_id}", &id.to_hex())),
             });
         }

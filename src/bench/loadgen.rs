@@ -182,6 +182,9 @@ pub struct LoadReport {
     pub spans_sent: u64,
     /// Spans in successful requests, less those rejected by partial success.
     pub spans_accepted: u64,
+    /// Protobuf-encoded size (uncompressed) of the accepted requests, for
+    /// per-span memory and bandwidth figures.
+    pub bytes_accepted: u64,
     /// Spans in requests that finally failed.
     pub spans_refused: u64,
     /// Spans the receiver rejected through partial success.
@@ -288,6 +291,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
         retries: tally.retries,
         spans_sent: tally.spans_sent,
         spans_accepted: tally.spans_accepted,
+        bytes_accepted: tally.bytes_accepted,
         spans_refused: tally.spans_refused,
         spans_rejected: tally.spans_rejected,
         accepted_spans_per_sec: if elapsed > 0.0 {
@@ -359,6 +363,7 @@ struct Tally {
     retries: u64,
     spans_sent: u64,
     spans_accepted: u64,
+    bytes_accepted: u64,
     spans_refused: u64,
     spans_rejected: u64,
     traces_sent: u64,
@@ -375,6 +380,7 @@ impl Tally {
         self.retries += other.retries;
         self.spans_sent += other.spans_sent;
         self.spans_accepted += other.spans_accepted;
+        self.bytes_accepted += other.bytes_accepted;
         self.spans_refused += other.spans_refused;
         self.spans_rejected += other.spans_rejected;
         self.traces_sent += other.traces_sent;
@@ -786,6 +792,7 @@ impl Sender {
                     self.tally.requests_ok += 1;
                     self.tally.spans_rejected += rejected;
                     self.tally.spans_accepted += spans - rejected;
+                    self.tally.bytes_accepted += batch.request.encoded_len() as u64;
                     return true;
                 }
                 Attempt::Failed { cause } => {

@@ -5,8 +5,10 @@
 //! - [`traffic`]: synthetic web and bank-withdrawal traces, batched.
 //! - [`loadgen`]: concurrent OTLP/gRPC or OTLP/HTTP senders and their report.
 //! - [`sink`]: an OTLP receiver that counts what it gets, with fault injection.
+//! - [`models`]: the model sets evaluated in benchmarks.
 
 pub mod loadgen;
+pub mod models;
 pub mod sink;
 pub mod traffic;
 
@@ -24,6 +26,13 @@ pub enum BenchCommand {
     Load(LoadArgs),
     /// Receive OTLP traces and count them.
     Sink(SinkArgs),
+    /// Print the benchmarks' model set as YAML: the bank model, nine models
+    /// matching every generated trace, the rest matching nothing.
+    Models {
+        /// How many models.
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+    },
 }
 
 /// Arguments of `load`.
@@ -175,6 +184,10 @@ pub async fn run(command: BenchCommand) -> Result<(), BenchError> {
             } else {
                 println!("{report}");
             }
+            Ok(())
+        }
+        BenchCommand::Models { count } => {
+            println!("{}", models::model_set(count));
             Ok(())
         }
         BenchCommand::Sink(args) => {

@@ -35,6 +35,11 @@ pub use value::Value;
 
 use compile::{CModel, Compiler, Keys};
 use eval::{Env, KeyCache};
+use trace::FastMap;
+
+/// Why a model is skipped when its `match` selects no span, and the
+/// verdict of every model [`Engine::evaluate_woken`] leaves out.
+pub const SKIP_NO_MATCH: &str = verdict::NO_MATCH;
 
 /// The outcome of one model on one trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -97,7 +102,7 @@ pub struct ModelVerdict {
     pub verdict: Verdict,
     pub failures: Vec<Failure>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub skip_reason: Option<String>,
+    pub skip_reason: Option<Cow<'static, str>>,
     /// The verdict is `fail` only because some spec selected no span: late
     /// spans may still turn it into a pass (the model's `within`).
     pub awaiting_spans: bool,
@@ -196,6 +201,14 @@ pub struct Engine {
     compiled: Vec<CModel>,
     keys: Keys,
     by_id: HashMap<String, usize>,
+    /// Indexed dispatch: for each span name, the models whose `match`
+    /// needs it (the first name of each alternative of their precondition).
+    /// A trace wakes only the models its span names lead to; every other
+    /// model with a precondition is skipped without being looked at, so
+    /// idle models cost a bit in a bitmap, not a hash lookup each.
+    dispatch: FastMap<Arc<str>, Vec<usize>>,
+    /// Models without a precondition: every trace wakes them.
+    unindexed: Vec<usize>,
 }
 
 impl Engine {
@@ -234,11 +247,31 @@ impl Engine {
         if !diags.is_empty() {
             return Err(diags);
         }
+        let mut dispatch: FastMap<Arc<str>, Vec<usize>> = FastMap::default();
+        let mut unindexed = Vec::new();
+        for (i, cm) in compiled.iter().enumerate() {
+            if cm.precondition.is_none() {
+                unindexed.push(i);
+            }
+            for first in cm
+                .precondition
+                .iter()
+                .flatten()
+                .filter_map(|alt| alt.first())
+            {
+                let models = dispatch.entry(Arc::clone(first)).or_default();
+                if models.last() != Some(&i) {
+                    models.push(i);
+                }
+            }
+        }
         Ok(Engine {
             models,
             compiled,
             keys,
             by_id,
+            dispatch,
+            unindexed,
         })
     }
 
@@ -262,6 +295,25 @@ impl Engine {
 
     /// One verdict per model, in model order.
     pub fn evaluate(&self, trace: &Trace, ctx: &EvalContext<'_>) -> Vec<ModelVerdict> {
+        let mut all = Vec::with_capacity(self.compiled.len());
+        for v in self.evaluate_woken(trace, ctx) {
+            while all.len() < v.model {
+                all.push(verdict::skip(all.len(), Cow::Borrowed(verdict::NO_MATCH)));
+            }
+            all.push(v);
+        }
+        while all.len() < self.compiled.len() {
+            all.push(verdict::skip(all.len(), Cow::Borrowed(verdict::NO_MATCH)));
+        }
+        all
+    }
+
+    /// The verdicts of the models this trace's span names wake, in model
+    /// order; every model left out is a `skip` because its `match` cannot
+    /// select anything ([`SKIP_NO_MATCH`]). With many models that watch
+    /// other operations, this is most of them, and leaving them out keeps
+    /// the cost of a trace independent of how many models are idle.
+    pub fn evaluate_woken(&self, trace: &Trace, ctx: &EvalContext<'_>) -> Vec<ModelVerdict> {
         let trace = with_trigger(trace, ctx);
         let cache = KeyCache::new(self.keys.names.len());
         let env = Env {
@@ -272,10 +324,20 @@ impl Engine {
             outputs: &[],
             selected: 0,
         };
-        self.compiled
-            .iter()
-            .enumerate()
-            .map(|(i, cm)| verdict::evaluate_model(i, cm, env))
+        let mut woken: Vec<usize> = self.unindexed.clone();
+        for name in trace.by_name.keys() {
+            if let Some(models) = self.dispatch.get(name) {
+                woken.extend_from_slice(models);
+            }
+        }
+        woken.sort_unstable();
+        woken.dedup();
+        woken
+            .into_iter()
+            .filter_map(|i| {
+                let cm = self.compiled.get(i)?;
+                Some(verdict::evaluate_model(i, cm, env))
+            })
             .collect()
     }
 

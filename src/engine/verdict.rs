@@ -2,6 +2,7 @@
 //! `match` selects nothing, a needed output is missing or a `when` is false;
 //! pass when every spec and every `not_expect` holds; fail otherwise.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::compile::{CAssertion, CModel, COutput, CPart, CTemplate};
@@ -13,7 +14,12 @@ use super::{Failure, FailureKind, ModelVerdict, Verdict};
 /// More failing spans than this per assertion are counted, not listed.
 pub(crate) const MAX_FAILURES_PER_CHECK: usize = 10;
 
-fn skip(model: usize, reason: String) -> ModelVerdict {
+/// Why most skipped models are skipped. Static, because at 1000 models
+/// almost every verdict is this one and allocating it per model per trace
+/// was a third of evaluation time.
+pub(crate) const NO_MATCH: &str = "match selected no span";
+
+pub(crate) fn skip(model: usize, reason: Cow<'static, str>) -> ModelVerdict {
     ModelVerdict {
         model,
         verdict: Verdict::Skip,
@@ -107,14 +113,14 @@ pub(crate) fn evaluate_model<'a>(index: usize, cm: &'a CModel, base: Env<'a>) ->
             .iter()
             .any(|names| names.iter().all(|n| base.trace.has_span_named(n)))
         {
-            return skip(index, "match selected no span".to_string());
+            return skip(index, Cow::Borrowed(NO_MATCH));
         }
     }
     let matched = match &cm.match_selector {
         Some(sel) => {
             let m = base.select(sel);
             if m.is_empty() {
-                return skip(index, "match selected no span".to_string());
+                return skip(index, Cow::Borrowed(NO_MATCH));
             }
             m
         }
@@ -127,10 +133,13 @@ pub(crate) fn evaluate_model<'a>(index: usize, cm: &'a CModel, base: Env<'a>) ->
     };
     for (w, needs) in &cm.when {
         if let Some(missing) = needs.iter().find(|n| !outputs.iter().any(|(o, _)| o == *n)) {
-            return skip(index, format!("output {missing} is missing"));
+            return skip(index, Cow::Owned(format!("output {missing} is missing")));
         }
         if !when_holds(w, env, &matched) {
-            return skip(index, format!("when condition `{}` is false", w.text));
+            return skip(
+                index,
+                Cow::Owned(format!("when condition `{}` is false", w.text)),
+            );
         }
     }
 

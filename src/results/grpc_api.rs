@@ -195,7 +195,7 @@ impl pb::verdict_service_server::VerdictService for Arc<GrpcApi> {
                     verdict: kind(v.verdict) as i32,
                     failures: v.failures.iter().map(failure).collect(),
                     labels: m.labels.clone().into_iter().collect(),
-                    skip_reason: v.skip_reason.unwrap_or_default(),
+                    skip_reason: v.skip_reason.map(Into::into).unwrap_or_default(),
                     ..Default::default()
                 });
             }

@@ -117,7 +117,7 @@ pub struct Metrics {
     pub exporter_retries: Family<ExporterLabels, Counter>,
     pub exporter_queue_size: Family<ExporterLabels, Gauge>,
     pub exporter_queue_capacity: Family<ExporterLabels, Gauge>,
-    pub model_verdicts: Family<VerdictLabels, CounterWithExemplar<TraceExemplar>>,
+    pub model_verdicts: Family<VerdictLabels, VerdictCounter>,
     pub spec_failures: Family<SpecLabels, Counter>,
     pub model_errors: Family<ModelLabels, Counter>,
     pub evaluation_duration: HistogramWithExemplars<TraceExemplar>,
@@ -150,8 +150,11 @@ impl Metrics {
             model_errors: Family::default(),
             // 10µs … ~5s: one trace against 1 to 1000 models.
             evaluation_duration: HistogramWithExemplars::new(exponential_buckets(0.00001, 2.5, 15)),
-            // 1ms … ~16s: completion condition met → verdict recorded.
-            verdict_delay: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            // Completion condition met → verdict recorded. 50 ms is a bucket
+            // edge because the latency target is "p99 within 50 ms".
+            verdict_delay: Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
             models_loaded: Gauge::default(),
             alerts_sent: Family::default(),
             model_reload_failures: Counter::default(),
@@ -290,5 +293,88 @@ impl Metrics {
         self.traces_completed
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+}
+
+/// One `tracecheck_model_verdicts_total` series.
+///
+/// `CounterWithExemplar` takes a write lock on every increment. With a
+/// thousand models nearly every verdict is an idle model's `skip`, so a
+/// trace would take a thousand locks; here only increments that carry an
+/// exemplar (failures) take it, the others are one atomic add.
+#[derive(Debug, Default, Clone)]
+pub struct VerdictCounter {
+    plain: Counter,
+    with_exemplar: CounterWithExemplar<TraceExemplar>,
+}
+
+impl VerdictCounter {
+    pub fn inc(&self) {
+        self.plain.inc();
+    }
+
+    pub fn inc_by(&self, n: u64) {
+        self.plain.inc_by(n);
+    }
+
+    /// Counts one and makes `exemplar` the series' exemplar.
+    pub fn inc_with_exemplar(&self, exemplar: TraceExemplar, at: std::time::SystemTime) {
+        self.with_exemplar.inc_by(1, Some(exemplar), Some(at));
+    }
+
+    pub fn get(&self) -> u64 {
+        self.plain.get() + self.with_exemplar.get().0
+    }
+}
+
+impl prometheus_client::metrics::TypedMetric for VerdictCounter {
+    const TYPE: prometheus_client::metrics::MetricType =
+        prometheus_client::metrics::MetricType::Counter;
+}
+
+impl prometheus_client::encoding::EncodeMetric for VerdictCounter {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let (exemplar_count, exemplar) = self.with_exemplar.get();
+        encoder.encode_counter(&(self.plain.get() + exemplar_count), exemplar.as_ref())
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Counter
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdict_counter_sums_plain_and_exemplar_increments() {
+        let mut registry = Registry::default();
+        let family = Family::<VerdictLabels, VerdictCounter>::default();
+        registry.register("v", "verdicts", family.clone());
+        let c = family.get_or_create(&VerdictLabels {
+            model: "m".into(),
+            verdict: "fail".into(),
+        });
+        c.inc();
+        c.inc_by(2);
+        c.inc_with_exemplar(
+            TraceExemplar {
+                trace_id: "ab".repeat(16),
+            },
+            std::time::UNIX_EPOCH,
+        );
+        assert_eq!(c.get(), 4);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("v_total{"))
+            .unwrap_or_else(|| panic!("no series in {text}"));
+        assert!(line.contains(" 4 # {trace_id=\""), "{line}");
+        assert!(line.contains(&"ab".repeat(16)), "{line}");
     }
 }

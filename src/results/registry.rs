@@ -11,12 +11,11 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
-use prometheus_client::metrics::exemplar::CounterWithExemplar;
 use serde::Serialize;
 
 use crate::engine::{Engine, Verdict};
 use crate::model::{self, Diagnostic, Document, Model};
-use crate::results::metrics::{Metrics, TraceExemplar, VerdictLabels};
+use crate::results::metrics::{Metrics, TraceExemplar, VerdictCounter, VerdictLabels};
 
 /// Where models come from.
 #[derive(Debug, Clone)]
@@ -36,30 +35,36 @@ pub struct ModelCounters {
     skip: Counter,
 }
 
-type Counter = CounterWithExemplar<TraceExemplar>;
+type Counter = VerdictCounter;
 
 impl ModelCounters {
     /// Counts a verdict; failures carry the trace as the series' exemplar,
     /// so a dashboard links the failure count to a failing trace.
     pub fn record(&self, v: Verdict, trace_id: &crate::ids::TraceId) {
         match v {
-            Verdict::Pass => self.pass.inc_by(1, None, None),
-            Verdict::Skip => self.skip.inc_by(1, None, None),
-            Verdict::Fail => self.fail.inc_by(
-                1,
-                Some(TraceExemplar {
+            Verdict::Pass => self.pass.inc(),
+            Verdict::Skip => self.skip.inc(),
+            Verdict::Fail => self.fail.inc_with_exemplar(
+                TraceExemplar {
                     trace_id: trace_id.to_hex(),
-                }),
-                Some(SystemTime::now()),
+                },
+                SystemTime::now(),
             ),
-        };
+        }
+    }
+
+    /// Counts `n` skips at once (see the evaluator's skip backlog).
+    pub fn add_skips(&self, n: u64) {
+        if n > 0 {
+            self.skip.inc_by(n);
+        }
     }
 
     pub fn count(&self, v: Verdict) -> u64 {
         match v {
-            Verdict::Pass => self.pass.get().0,
-            Verdict::Fail => self.fail.get().0,
-            Verdict::Skip => self.skip.get().0,
+            Verdict::Pass => self.pass.get(),
+            Verdict::Fail => self.fail.get(),
+            Verdict::Skip => self.skip.get(),
         }
     }
 }

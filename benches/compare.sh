@@ -1,0 +1,275 @@
+#!/usr/bin/env bash
+# Side by side, on the same load in one run (issue 6's comparison):
+#
+#   rotel          rotel-agent (pip install rotel) forwarding to the sink
+#   tc-0           tracecheck forwarding to the sink, no models
+#   tc-10          … with 10 models (all ten match: the bank model + 9)
+#   tc-100         … with 100 models (ten matching, ninety matching nothing)
+#   tc-1000        … with 1000 models (ten matching, 990 matching nothing)
+#
+# Every case gets the same load: `tracecheck bench load` over OTLP/gRPC,
+# SENDERS concurrent senders, SPANS_PER_REQUEST spans a request, flat out
+# for DURATION, retrying refusals (so the accepted rate is the rate the
+# collector sustains, and nothing refused is lost). Everything runs on this
+# machine: load generator, collector and sink share its cores, as they would
+# on a sidecar's node.
+#
+# For each case it prints spans/s accepted during the load, spans/s
+# delivered (accepted spans over the time until the sink held them all: a
+# queue that absorbs a burst does not count as throughput) and its ratio to
+# rotel, the collector's CPU time per span (user + system, from /proc, over
+# the load and the drain), its peak RSS, what reached the sink (lost = accepted but
+# never delivered, dup = delivered twice), and for tracecheck the overdraft
+# model's failures against the violating traces the generator sent (each
+# must fail exactly once).
+#
+# Usage: bash benches/compare.sh [CASE...]      (default: all five)
+#   DURATION=20s SENDERS=4 SPANS_PER_REQUEST=400
+#   TRACECHECK=path/to/tracecheck (default: target/release/tracecheck, built
+#   if missing)   ROTEL=path/to/rotel-agent   OUT=results.json
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+DURATION="${DURATION:-20s}"
+SENDERS="${SENDERS:-4}"
+SPANS_PER_REQUEST="${SPANS_PER_REQUEST:-400}"
+OUT="${OUT:-$ROOT/target/compare.json}"
+WAIT_SECS=120
+CASES=("$@")
+[ ${#CASES[@]} -gt 0 ] || CASES=(rotel tc-0 tc-10 tc-100 tc-1000)
+
+TRACECHECK="${TRACECHECK:-$ROOT/target/release/tracecheck}"
+if [ ! -x "$TRACECHECK" ]; then
+    echo "==> building $TRACECHECK" >&2
+    cargo build --release --quiet
+fi
+find_rotel() {
+    if [ -n "${ROTEL:-}" ]; then echo "$ROTEL"; return; fi
+    if command -v rotel-agent >/dev/null 2>&1; then command -v rotel-agent; return; fi
+    python3 -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))' 2>/dev/null
+}
+ROTEL_BIN="$(find_rotel || true)"
+if [ -z "$ROTEL_BIN" ] || [ ! -x "$ROTEL_BIN" ]; then
+    python3 -m pip install --quiet rotel || python3 -m pip install --quiet --break-system-packages rotel
+    ROTEL_BIN="$(find_rotel)"
+fi
+
+TMP="$(mktemp -d)"
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+read -r -a PORTS <<<"$(python3 - <<'PY'
+import socket
+socks = [socket.socket() for _ in range(8)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+)"
+SINK_GRPC=${PORTS[0]} SINK_STATS=${PORTS[1]} RX_GRPC=${PORTS[2]} RX_HTTP=${PORTS[3]} ADMIN=${PORTS[4]}
+
+wait_port() { # PORT NAME LOG
+    local deadline=$((SECONDS + WAIT_SECS))
+    until python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$1" 2>/dev/null; do
+        if [ $SECONDS -ge $deadline ]; then echo "$2 did not listen on $1:" >&2; cat "$3" >&2; exit 1; fi
+        sleep 0.1
+    done
+}
+http() { # METHOD URL
+    python3 -c 'import sys, urllib.request as u; print(u.urlopen(u.Request(sys.argv[2], data=b"" if sys.argv[1] == "POST" else None, method=sys.argv[1]), timeout=10).read().decode())' "$1" "$2"
+}
+# cpu_ticks PID: utime + stime of the process, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_peak_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
+
+"$TRACECHECK" bench sink --grpc "127.0.0.1:$SINK_GRPC" --stats "127.0.0.1:$SINK_STATS" >"$TMP/sink.log" 2>&1 &
+PIDS+=($!)
+wait_port "$SINK_STATS" sink "$TMP/sink.log"
+wait_port "$SINK_GRPC" sink "$TMP/sink.log"
+
+start_case() { # CASE -> sets CASE_PID
+    local case=$1
+    if [ "$case" = rotel ]; then
+        "$ROTEL_BIN" start \
+            --otlp-grpc-endpoint "127.0.0.1:$RX_GRPC" --otlp-http-endpoint "127.0.0.1:$RX_HTTP" \
+            --exporter otlp --otlp-exporter-endpoint "http://127.0.0.1:$SINK_GRPC" \
+            --otlp-exporter-protocol grpc >"$TMP/$case.log" 2>&1 &
+        CASE_PID=$!
+    else
+        local n=${case#tc-}
+        mkdir -p "$TMP/models-$n"
+        [ "$n" -eq 0 ] || "$TRACECHECK" bench models --count "$n" >"$TMP/models-$n/models.yaml"
+        cat >"$TMP/$case.yaml" <<EOF
+receivers:
+  otlp:
+    grpc: { endpoint: "127.0.0.1:$RX_GRPC" }
+    http: { endpoint: "127.0.0.1:$RX_HTTP" }
+models:
+  paths: [$TMP/models-$n]
+exporters:
+  otlp:
+    endpoint: http://127.0.0.1:$SINK_GRPC
+    protocol: grpc
+admin:
+  endpoint: "127.0.0.1:$ADMIN"
+EOF
+        "$TRACECHECK" serve --config "$TMP/$case.yaml" >"$TMP/$case.log" 2>&1 &
+        CASE_PID=$!
+        wait_port "$ADMIN" "$case" "$TMP/$case.log"
+    fi
+    PIDS+=("$CASE_PID")
+    wait_port "$RX_GRPC" "$case" "$TMP/$case.log"
+}
+
+# delay_quantiles SCRAPE: p50 and p99 (ms, interpolated within buckets as
+# PromQL's histogram_quantile does) of tracecheck_verdict_delay_seconds, and
+# the share of verdicts within 50 ms of their trace's completion condition.
+delay_quantiles() {
+    python3 - "$1" <<'PY'
+import sys
+buckets = []
+for line in sys.argv[1].splitlines():
+    if line.startswith("tracecheck_verdict_delay_seconds_bucket{"):
+        le = line.split('le="')[1].split('"')[0]
+        buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+buckets.sort()
+total = buckets[-1][1] if buckets else 0
+def q(p):
+    if not total:
+        return float("nan")
+    rank, lo, below = p * total, 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if le == float("inf"):
+                return lo * 1e3
+            return (lo + (le - lo) * (rank - below) / max(count - below, 1e-9)) * 1e3
+        lo, below = le, count
+within = next((c for le, c in buckets if abs(le - 0.05) < 1e-9), 0)
+print(f"{q(0.5):.1f} {q(0.99):.1f} {within / total if total else float('nan'):.4f}")
+PY
+}
+
+# metric SCRAPE NAME LABEL: sum of the samples of NAME whose labels contain LABEL.
+metric() {
+    python3 - "$1" "$2" "$3" <<'PY'
+import sys
+text, name, label = sys.argv[1:4]
+total = 0.0
+for line in text.splitlines():
+    if line.startswith("#"):
+        continue
+    series, _, value = line.rpartition(" ")
+    if series.split("{")[0] == name and label in series:
+        total += float(value)
+print(int(total))
+PY
+}
+
+echo "==> $("$TRACECHECK" --version), $("$ROTEL_BIN" --version 2>&1 | head -1); $(nproc) CPUs; load: grpc, $SENDERS senders, $SPANS_PER_REQUEST spans/request, $DURATION flat out, retrying" >&2
+: >"$TMP/results.jsonl"
+for case in "${CASES[@]}"; do
+    echo "==> $case" >&2
+    http POST "http://127.0.0.1:$SINK_STATS/reset" >/dev/null
+    start_case "$case"
+    cpu0=$(cpu_ticks "$CASE_PID")
+    t0=$(date +%s.%N)
+    "$TRACECHECK" bench load --endpoint "http://127.0.0.1:$RX_GRPC" --protocol grpc \
+        --senders "$SENDERS" --spans-per-request "$SPANS_PER_REQUEST" --duration "$DURATION" \
+        --retry --max-retries 1000 --json >"$TMP/$case.load.json"
+    accepted=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["spans_accepted"])' "$TMP/$case.load.json")
+    # Drain: until the sink holds every accepted span (or the wait runs out).
+    deadline=$((SECONDS + WAIT_SECS))
+    while :; do
+        unique=$(http GET "http://127.0.0.1:$SINK_STATS/stats" | python3 -c 'import json, sys; print(json.load(sys.stdin)["unique_spans"])')
+        [ "$unique" -ge "$accepted" ] && break
+        [ $SECONDS -lt $deadline ] || break
+        sleep 0.05
+    done
+    t1=$(date +%s.%N)
+    cpu1=$(cpu_ticks "$CASE_PID")
+    rss=$(rss_peak_kib "$CASE_PID")
+    failed_verdicts=null
+    if [ "$case" != rotel ] && [ "${case#tc-}" -gt 0 ]; then
+        # Traces complete 2 s after their last span (idle_timeout); wait
+        # until every accepted trace has its verdicts.
+        traces=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["traces_sent"])' "$TMP/$case.load.json")
+        deadline=$((SECONDS + WAIT_SECS))
+        while :; do
+            scrape=$(http GET "http://127.0.0.1:$ADMIN/metrics")
+            done_traces=$(metric "$scrape" tracecheck_traces_completed_total "")
+            [ "$done_traces" -ge "$traces" ] && break
+            [ $SECONDS -lt $deadline ] || break
+            sleep 0.2
+        done
+        sleep 0.5
+        scrape=$(http GET "http://127.0.0.1:$ADMIN/metrics")
+        failed_verdicts=$(metric "$scrape" tracecheck_model_verdicts_total 'model="overdraft-rolls-back",verdict="fail"')
+        evicted=$(metric "$scrape" tracecheck_traces_completed_total 'reason="evicted"')
+        delays=$(delay_quantiles "$scrape")
+    else
+        evicted=null
+        delays="nan nan nan"
+    fi
+    kill -TERM "$CASE_PID" 2>/dev/null || true
+    wait "$CASE_PID" 2>/dev/null || true
+    stats=$(http GET "http://127.0.0.1:$SINK_STATS/stats")
+    python3 - "$case" "$TMP/$case.load.json" "$stats" "$((cpu1 - cpu0))" "$(getconf CLK_TCK)" "$rss" "$failed_verdicts" "$evicted" $delays "$t0" "$t1" >>"$TMP/results.jsonl" <<'PY'
+import json, math, sys
+case, load_file, stats, ticks, hz, rss, failed, evicted = sys.argv[1:9]
+d50, d99, d_within = (float(x) for x in sys.argv[9:12])
+t0, t1 = float(sys.argv[12]), float(sys.argv[13])
+nan_none = lambda x: None if math.isnan(x) else x
+load = json.load(open(load_file))
+stats = json.loads(stats)
+cpu_s = int(ticks) / int(hz)
+accepted = load["spans_accepted"]
+print(json.dumps({
+    "case": case,
+    "spans_per_sec": load["accepted_spans_per_sec"],
+    # Accepted spans over the time from the first send until the sink held
+    # them all: what a forwarder sustains, not what its queue can absorb.
+    "delivered_per_sec": stats["unique_spans"] / (t1 - t0),
+    "spans_accepted": accepted,
+    "spans_refused": load["spans_refused"],
+    "retries": load["retries"],
+    "p50_ms": load["latency"]["p50_ms"], "p99_ms": load["latency"]["p99_ms"],
+    "cpu_seconds": cpu_s,
+    "cpu_us_per_span": cpu_s * 1e6 / accepted if accepted else None,
+    "rss_peak_mib": int(rss) / 1024,
+    "sink_unique": stats["unique_spans"],
+    "lost": max(0, accepted - stats["unique_spans"]),
+    "duplicates": stats["duplicate_spans"],
+    "violating_sent": load["violating_traces_sent"],
+    "overdraft_failed": None if failed == "null" else int(failed),
+    "evicted_traces": None if evicted == "null" else int(evicted),
+    "verdict_delay_p50_ms": nan_none(d50),
+    "verdict_delay_p99_ms": nan_none(d99),
+    "verdicts_within_50ms": nan_none(d_within),
+}))
+PY
+done
+
+python3 - "$TMP/results.jsonl" "$OUT" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+json.dump(rows, open(sys.argv[2], "w"), indent=2)
+base = next((r for r in rows if r["case"] == "rotel"), None)
+ten = next((r for r in rows if r["case"] == "tc-10"), None)
+print(f"{'case':8} {'accepted/s':>10} {'delivered/s':>11} {'×rotel':>7} {'CPU µs/span':>11} {'×tc-10':>7} {'RSS MiB':>8} {'p99 ms':>7} {'lost':>5} {'dup':>5} {'violating':>9} {'failed':>7} {'evicted':>7} {'verdict p50/p99 ms':>18}")
+for r in rows:
+    ratio = r["delivered_per_sec"] / base["delivered_per_sec"] if base else float("nan")
+    cpu = r["cpu_us_per_span"] or float("nan")
+    cpu_ratio = cpu / ten["cpu_us_per_span"] if ten and ten["cpu_us_per_span"] else float("nan")
+    fmt = lambda v: "-" if v is None else str(v)
+    delay = "-" if r["verdict_delay_p50_ms"] is None else f"{r['verdict_delay_p50_ms']:.1f}/{r['verdict_delay_p99_ms']:.1f}"
+    print(f"{r['case']:8} {r['spans_per_sec']:10.0f} {r['delivered_per_sec']:11.0f} {ratio:7.2f} {cpu:11.2f} {cpu_ratio:7.2f} {r['rss_peak_mib']:8.0f} {r['p99_ms']:7.1f} {r['lost']:5} {r['duplicates']:5} {r['violating_sent']:9} {fmt(r['overdraft_failed']):>7} {fmt(r['evicted_traces']):>7} {delay:>18}")
+print(f"(results: {sys.argv[2]})")
+PY
