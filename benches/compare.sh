@@ -129,14 +129,14 @@ EOF
     wait_port "$RX_GRPC" "$case" "$TMP/$case.log"
 }
 
-# delay_quantiles SCRAPE: p50 and p99 (ms, interpolated within buckets as
+# delay_quantiles FILE: p50 and p99 (ms, interpolated within buckets as
 # PromQL's histogram_quantile does) of tracecheck_verdict_delay_seconds, and
 # the share of verdicts within 50 ms of their trace's completion condition.
 delay_quantiles() {
     python3 - "$1" <<'PY'
 import sys
 buckets = []
-for line in sys.argv[1].splitlines():
+for line in open(sys.argv[1]).read().splitlines():
     if line.startswith("tracecheck_verdict_delay_seconds_bucket{"):
         le = line.split('le="')[1].split('"')[0]
         buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
@@ -157,11 +157,12 @@ print(f"{q(0.5):.1f} {q(0.99):.1f} {within / total if total else float('nan'):.4
 PY
 }
 
-# metric SCRAPE NAME LABEL: sum of the samples of NAME whose labels contain LABEL.
+# metric FILE NAME LABEL: sum of the samples of NAME whose labels contain LABEL.
 metric() {
     python3 - "$1" "$2" "$3" <<'PY'
 import sys
-text, name, label = sys.argv[1:4]
+path, name, label = sys.argv[1:4]
+text = open(path).read()
 total = 0.0
 for line in text.splitlines():
     if line.startswith("#"):
@@ -203,17 +204,17 @@ for case in "${CASES[@]}"; do
         traces=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["traces_sent"])' "$TMP/$case.load.json")
         deadline=$((SECONDS + WAIT_SECS))
         while :; do
-            scrape=$(http GET "http://127.0.0.1:$ADMIN/metrics")
-            done_traces=$(metric "$scrape" tracecheck_traces_completed_total "")
+            http GET "http://127.0.0.1:$ADMIN/metrics" >"$TMP/scrape.txt"
+            done_traces=$(metric "$TMP/scrape.txt" tracecheck_traces_completed_total "")
             [ "$done_traces" -ge "$traces" ] && break
             [ $SECONDS -lt $deadline ] || break
             sleep 0.2
         done
         sleep 0.5
-        scrape=$(http GET "http://127.0.0.1:$ADMIN/metrics")
-        failed_verdicts=$(metric "$scrape" tracecheck_model_verdicts_total 'model="overdraft-rolls-back",verdict="fail"')
-        evicted=$(metric "$scrape" tracecheck_traces_completed_total 'reason="evicted"')
-        delays=$(delay_quantiles "$scrape")
+        http GET "http://127.0.0.1:$ADMIN/metrics" >"$TMP/scrape.txt"
+        failed_verdicts=$(metric "$TMP/scrape.txt" tracecheck_model_verdicts_total 'model="overdraft-rolls-back",verdict="fail"')
+        evicted=$(metric "$TMP/scrape.txt" tracecheck_traces_completed_total 'reason="evicted"')
+        delays=$(delay_quantiles "$TMP/scrape.txt")
     else
         evicted=null
         delays="nan nan nan"

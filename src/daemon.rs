@@ -34,6 +34,12 @@ pub enum StartError {
     #[error(transparent)]
     Bind(#[from] receiver::BindError),
     #[error(transparent)]
+    Receiver(#[from] receiver::ReceiverError),
+    #[error(transparent)]
+    Tls(#[from] crate::net::tls::TlsError),
+    #[error(transparent)]
+    Auth(#[from] crate::net::auth::AuthError),
+    #[error(transparent)]
     Exporter(#[from] crate::exporter::client::ClientError),
 }
 
@@ -110,23 +116,56 @@ impl<C: TraceConsumer> Daemon<C> {
             tokio::spawn(Arc::clone(&assembler).run(completed_tx.clone(), assembler_stop.clone()));
 
         let admin = Arc::new(AdminState::new(registry));
+        let admin_stop = CancellationToken::new();
+        let admin_tls = match &config.admin.tls {
+            Some(t) => Some(crate::net::tls::ServerTls::load(
+                t,
+                "admin.tls",
+                receiver::ALPN_H2_HTTP1,
+            )?),
+            None => None,
+        };
+        let admin_token = match &config.admin.auth {
+            Some(a) => {
+                let t = crate::net::auth::BearerToken::load(a, "admin.auth")?;
+                t.spawn_watch(admin_stop.clone());
+                Some(t)
+            }
+            None => None,
+        };
         let admin_listener = receiver::bind(config.admin.endpoint, "admin").await?;
         let admin_addr = admin_listener.local_addr().unwrap_or(config.admin.endpoint);
-        let admin_stop = CancellationToken::new();
         let admin_task = {
             let mut app = admin::router(Arc::clone(&admin));
             if let Some(routes) = routes {
                 app = app.merge(routes);
             }
-            let stop = admin_stop.clone();
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(admin_listener, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-                {
-                    tracing::error!(error = %e, "Admin endpoint stopped.");
+            // Last, so that it covers every route merged above.
+            let app = admin::guard(app, admin_token, Arc::clone(&metrics));
+            let shutdown = admin_stop.clone().cancelled_owned();
+            let stopped = |e: std::io::Error| {
+                tracing::error!(error = %e, "Admin endpoint stopped.");
+            };
+            match &admin_tls {
+                None => tokio::spawn(async move {
+                    let served = axum::serve(admin_listener, app).with_graceful_shutdown(shutdown);
+                    served.await.unwrap_or_else(stopped);
+                }),
+                Some(tls) => {
+                    tls.spawn_reload("admin", Arc::clone(&metrics), admin_stop.clone());
+                    let incoming = receiver::tls_incoming(
+                        admin_listener,
+                        tls,
+                        "admin",
+                        &metrics,
+                        &admin_stop,
+                    )?;
+                    tokio::spawn(async move {
+                        let served = axum::serve(incoming, app).with_graceful_shutdown(shutdown);
+                        served.await.unwrap_or_else(stopped);
+                    })
                 }
-            })
+            }
         };
 
         let ingest = Arc::new(Ingest::new(

@@ -20,6 +20,8 @@ pub mod engine;
 pub mod exporter;
 pub mod ids;
 pub mod model;
+pub mod net;
 pub mod otlp;
 pub mod receiver;
 pub mod results;
+pub mod testrun;

@@ -76,9 +76,19 @@ enum Command {
     /// Model files.
     #[command(subcommand)]
     Models(ModelsCommand),
+    /// Tracetest-style tests and transactions.
+    #[command(subcommand)]
+    Test(TestCommand),
     /// Load generator and counting OTLP sink, for benchmarks and tests.
     #[command(subcommand)]
     Bench(tracecheck::bench::BenchCommand),
+    /// Exit 0 if a daemon's /healthz answers 200: a container HEALTHCHECK
+    /// for images without a shell or curl.
+    Health {
+        /// Plain-HTTP URL to GET.
+        #[arg(long, default_value = "http://127.0.0.1:9464/healthz")]
+        url: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -88,6 +98,60 @@ enum ModelsCommand {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum TestCommand {
+    /// Run `type: Test` / `type: Transaction` (`TestSuite`) files: send each
+    /// trigger, wait for its trace, check the specs. Exit 0 pass, 1 fail,
+    /// 2 bad input or setup.
+    Run(TestRunArgs),
+}
+
+#[derive(clap::Args)]
+struct TestRunArgs {
+    /// Test or transaction file (repeatable). With a transaction among
+    /// them, the transactions run and the tests are their steps.
+    #[arg(long, short, required = true)]
+    file: Vec<PathBuf>,
+    /// `type: VariableSet` (or `Environment`) file.
+    #[arg(long)]
+    vars: Option<PathBuf>,
+    /// A running tracecheck's admin URL to take traces from. Without it an
+    /// embedded receiver listens on the OTLP ports for the run.
+    #[arg(long)]
+    server: Option<String>,
+    /// Write JUnit XML here (one testcase per step).
+    #[arg(long)]
+    junit: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = TestFormat::Text)]
+    format: TestFormat,
+    /// Per test: from the trigger to the last span a spec waits for.
+    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+    timeout: std::time::Duration,
+    /// Trace URL template with {trace_id}, shown with each step.
+    #[arg(long)]
+    trace_url: Option<String>,
+    /// Embedded receiver: OTLP gRPC address.
+    #[arg(long, default_value = "127.0.0.1:4317")]
+    otlp_grpc: std::net::SocketAddr,
+    /// Embedded receiver: OTLP HTTP address.
+    #[arg(long, default_value = "127.0.0.1:4318")]
+    otlp_http: std::net::SocketAddr,
+    /// Embedded receiver: a trace is complete this long after its last span.
+    #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
+    idle_timeout: std::time::Duration,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TestFormat {
+    Text,
+    Json,
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    tracecheck::model::parse::parse_duration(s)
+        .ok_or_else(|| format!("{s:?}: expected a duration such as 30s or 500ms"))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -117,6 +181,8 @@ fn main() -> ExitCode {
             format,
         } => watch::run(server, models, verdicts, format),
         Command::Bench(cmd) => bench(cmd),
+        Command::Health { url } => health(&url),
+        Command::Test(TestCommand::Run(args)) => test_run(args),
     };
     match result {
         Ok(code) => code,
@@ -322,4 +388,153 @@ fn lint(paths: &[PathBuf]) -> ExitCode {
 fn bench(cmd: tracecheck::bench::BenchCommand) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(tracecheck::bench::run(cmd))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One HTTP/1.0 GET with std only, bounded by timeouts: a health probe must
+/// neither hang nor need a runtime, TLS or a resolver cache.
+fn health(url: &str) -> anyhow::Result<ExitCode> {
+    use std::io::{Read, Write};
+    use std::net::{TcpStream, ToSocketAddrs};
+    use std::time::Duration;
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("{url}: only http:// URLs are supported"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let timeout = Duration::from_secs(3);
+    let addr = authority
+        .to_socket_addrs()
+        .with_context(|| format!("{url}: cannot resolve {authority}"))?
+        .next()
+        .with_context(|| format!("{url}: {authority} has no address"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("{url}: cannot connect"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n")?;
+    // The status line may arrive in pieces; read until its end or EOF.
+    let mut head = Vec::with_capacity(64);
+    let mut buf = [0u8; 64];
+    while !head.contains(&b'\n') && head.len() < 1024 {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let status_line = String::from_utf8_lossy(&head);
+    // "HTTP/1.x 200 ..."
+    let healthy = status_line.split_whitespace().nth(1) == Some("200");
+    if !healthy {
+        eprintln!(
+            "tracecheck: {url}: {}",
+            status_line.lines().next().unwrap_or("no answer")
+        );
+    }
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn test_run(args: TestRunArgs) -> anyhow::Result<ExitCode> {
+    use std::io::{IsTerminal, Write};
+    use tracecheck::testrun;
+
+    let suite = match testrun::load_files(&args.file, args.vars.as_deref()) {
+        Ok(s) => s,
+        Err(diags) => {
+            print_diagnostics(&diags);
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
+    let progress: Option<testrun::runner::Progress> =
+        (std::io::stderr().is_terminal() && args.format == TestFormat::Text).then(|| {
+            let p: testrun::runner::Progress = Arc::new(|line: Option<&str>| {
+                let mut e = std::io::stderr();
+                match line {
+                    Some(l) => {
+                        let _ = write!(e, "\r\x1b[2K{l}");
+                    }
+                    None => {
+                        let _ = write!(e, "\r\x1b[2K");
+                    }
+                }
+                let _ = e.flush();
+            });
+            p
+        });
+    let opts = testrun::RunOptions {
+        timeout: args.timeout,
+        progress,
+    };
+    let links = tracecheck::results::config::LinksConfig {
+        trace_url: args.trace_url.clone(),
+    };
+    let base = testrun::RunContext::new(suite.variables.as_ref());
+    let rt = runtime()?;
+    let outcome = rt.block_on(async {
+        match &args.server {
+            Some(server) => {
+                let source = testrun::remote(server);
+                testrun::run_suite(&suite, &base, &source, &opts)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            None => {
+                let embedded = testrun::Embedded::start(testrun::EmbeddedConfig {
+                    grpc: args.otlp_grpc,
+                    http: args.otlp_http,
+                    idle_timeout: args.idle_timeout,
+                    links: links.clone(),
+                })
+                .await
+                .map_err(|e| {
+                    format!("cannot start the embedded OTLP receiver ({e}); is a collector or tracecheck already listening? Use --server URL to take traces from a running tracecheck, or --otlp-grpc/--otlp-http")
+                })?;
+                let r = testrun::run_suite(&suite, &base, &embedded.source, &opts)
+                    .await
+                    .map_err(|e| e.to_string());
+                embedded.stop().await;
+                r
+            }
+        }
+    });
+    let mut report = match outcome {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tracecheck: {e}");
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
+    // --trace-url overrides what the daemon links to.
+    if let Some(t) = &args.trace_url {
+        for step in report.runs.iter_mut().flat_map(|r| r.steps.iter_mut()) {
+            if let Some(id) = &step.trace_id {
+                step.trace_url = Some(t.replace("{trace_id}", &id.to_hex()));
+            }
+        }
+    }
+    let text = match args.format {
+        TestFormat::Text => testrun::render_text(&report),
+        TestFormat::Json => {
+            serde_json::to_string_pretty(&report).context("cannot encode the report")? + "\n"
+        }
+    };
+    // A closed pipe (`| head`) is not worth a panic; the exit code still counts.
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    if let Some(path) = &args.junit {
+        if let Err(e) = std::fs::write(path, testrun::render_junit(&report)) {
+            eprintln!("tracecheck: cannot write {}: {e}", path.display());
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    }
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

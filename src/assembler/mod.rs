@@ -11,6 +11,15 @@
 //! bounds. Spans of a recently completed trace are counted as late and handed
 //! on as a late fragment of it.
 //!
+//! The buffer accounts the bytes it holds (each span's encoding plus fixed
+//! bookkeeping per span and per trace). Above 80% of `max_memory_mib` new
+//! spans are refused with a retryable answer; above `max_memory_mib` itself
+//! (reachable only by requests admitted together just below the soft limit)
+//! the oldest traces are completed early until it is back under 80%. One
+//! trace holds at most `max_spans_per_trace` spans and `max_bytes_per_trace`
+//! bytes; spans beyond are forwarded but not buffered, and the trace's
+//! verdicts are marked incomplete.
+//!
 //! Completed traces leave on a bounded channel; when the consumer falls behind
 //! the buffer fills and senders are asked to retry: back-pressure, not loss.
 
@@ -30,7 +39,7 @@ use self::config::AssemblerConfig;
 use self::shard::{InsertDelta, Shard};
 use crate::ids::TraceId;
 use crate::otlp::{KeyedSpan, RawSpan};
-use crate::results::metrics::{CompletionReason, Metrics};
+use crate::results::metrics::{CompletionReason, Metrics, TruncateLabels, TruncateReason};
 
 /// How often deadlines are checked; bounds how late past its condition a
 /// trace is completed.
@@ -51,6 +60,11 @@ pub struct CompletedTrace {
     pub reason: CompletionReason,
     /// A fragment of a trace completed earlier (late spans only).
     pub late: bool,
+    /// Spans of it were forwarded but not kept, at `max_spans_per_trace` or
+    /// `max_bytes_per_trace`: its verdicts are incomplete.
+    pub truncated: bool,
+    /// What the buffer accounted for it.
+    pub bytes: usize,
     /// In arrival order.
     pub spans: Vec<RawSpan>,
     pub first_seen: Instant,
@@ -74,12 +88,27 @@ pub trait TraceConsumer: Send + 'static {
 /// Upper bound between two [`TraceConsumer::tick`] calls.
 pub const CONSUMER_TICK: Duration = Duration::from_millis(50);
 
-/// The buffer is at a bound: the sender should retry shortly.
+/// New spans cannot be buffered now; the sender should retry shortly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("trace buffer full ({traces} traces, {spans} spans buffered); retry shortly")]
-pub struct BufferFull {
-    pub traces: usize,
-    pub spans: usize,
+pub enum AdmitError {
+    /// At `max_traces` or `max_spans`.
+    #[error("trace buffer full ({traces} traces, {spans} spans buffered); retry shortly")]
+    Full { traces: usize, spans: usize },
+    /// Above the soft memory limit.
+    #[error("trace buffer above its memory limit ({used} of {limit} bytes, refusing above {soft}); retry shortly")]
+    Memory {
+        used: usize,
+        soft: usize,
+        limit: usize,
+    },
+}
+
+/// What an insert could not keep: spans forwarded but not buffered because
+/// their trace was at a per-trace bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InsertOutcome {
+    /// The first bound met and how many spans it left out.
+    pub truncated: Option<(TruncateReason, usize)>,
 }
 
 pub struct Assembler {
@@ -88,6 +117,7 @@ pub struct Assembler {
     hasher: ahash::RandomState,
     traces: AtomicUsize,
     spans: AtomicUsize,
+    bytes: AtomicUsize,
     evict_wanted: AtomicBool,
     wake: Notify,
     metrics: Arc<Metrics>,
@@ -98,6 +128,9 @@ impl Assembler {
     pub fn new(config: AssemblerConfig, metrics: Arc<Metrics>) -> Self {
         metrics.buffer_max_traces.set(config.max_traces as i64);
         metrics.buffer_max_spans.set(config.max_spans as i64);
+        metrics
+            .buffer_max_bytes
+            .set(config.max_memory_bytes().min(i64::MAX as usize) as i64);
         Self {
             recent_cap: config.max_traces / SHARDS + 1,
             config,
@@ -105,6 +138,7 @@ impl Assembler {
             hasher: ahash::RandomState::new(),
             traces: AtomicUsize::new(0),
             spans: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
             evict_wanted: AtomicBool::new(false),
             wake: Notify::new(),
             metrics,
@@ -115,30 +149,47 @@ impl Assembler {
         &self.config
     }
 
-    /// Whether new spans may come in. At a bound it refuses and asks the
-    /// expiry task to evict, so a retry shortly after succeeds. A request
+    /// Whether new spans may come in. At a count bound it refuses and asks
+    /// the expiry task to evict, so a retry shortly after succeeds. Above the
+    /// soft memory limit it refuses until traces complete (at the latest
+    /// `max_trace_age` later) or the hard limit makes it evict. A request
     /// admitted just below a bound may overshoot it by its own size, which
     /// the receivers' message size limit bounds.
-    pub fn admit(&self) -> Result<(), BufferFull> {
+    pub fn admit(&self) -> Result<(), AdmitError> {
         let traces = self.traces.load(Ordering::Relaxed);
         let spans = self.spans.load(Ordering::Relaxed);
-        if traces < self.config.max_traces && spans < self.config.max_spans {
-            return Ok(());
+        if traces >= self.config.max_traces || spans >= self.config.max_spans {
+            self.want_eviction();
+            return Err(AdmitError::Full { traces, spans });
         }
+        let used = self.bytes.load(Ordering::Relaxed);
+        let soft = self.config.soft_memory_bytes();
+        if used >= soft {
+            return Err(AdmitError::Memory {
+                used,
+                soft,
+                limit: self.config.max_memory_bytes(),
+            });
+        }
+        Ok(())
+    }
+
+    fn want_eviction(&self) {
         if !self.evict_wanted.swap(true, Ordering::AcqRel) {
             self.wake.notify_one();
         }
-        Err(BufferFull { traces, spans })
     }
 
-    /// Buffers spans; each shard is locked once per call.
-    pub fn insert(&self, mut spans: Vec<KeyedSpan>, now: Instant) {
+    /// Buffers spans; each shard is locked once per call. Spans of a trace
+    /// at its per-trace bounds are not kept; the outcome says how many.
+    pub fn insert(&self, mut spans: Vec<KeyedSpan>, now: Instant) -> InsertOutcome {
         spans.sort_unstable_by_key(|s| self.shard_of(&s.trace_id));
         let mut delta = InsertDelta::default();
         let mut iter = spans.into_iter().peekable();
         while let Some(first) = iter.next() {
             let idx = self.shard_of(&first.trace_id);
             let mut shard = self.shards[idx].lock();
+            let before = delta;
             shard.insert(
                 first.trace_id,
                 first.is_root,
@@ -157,13 +208,43 @@ impl Assembler {
                     &mut delta,
                 );
             }
+            // Counted before the lock is released: completing these traces
+            // needs the lock, so their subtraction can never come first and
+            // wrap the counters below zero.
+            self.traces
+                .fetch_add(delta.new_traces - before.new_traces, Ordering::Relaxed);
+            self.spans
+                .fetch_add(delta.spans - before.spans, Ordering::Relaxed);
+            self.bytes
+                .fetch_add(delta.bytes - before.bytes, Ordering::Relaxed);
+            drop(shard);
         }
-        self.traces.fetch_add(delta.new_traces, Ordering::Relaxed);
-        self.spans.fetch_add(delta.spans, Ordering::Relaxed);
+        if self.bytes() > self.config.max_memory_bytes() {
+            self.want_eviction();
+        }
         if delta.late_spans > 0 {
             self.metrics.late_spans.inc_by(delta.late_spans as u64);
         }
+        for (reason, n) in [
+            (TruncateReason::max_spans_per_trace, delta.over_span_bound),
+            (TruncateReason::max_bytes_per_trace, delta.over_byte_bound),
+        ] {
+            if n > 0 {
+                self.metrics
+                    .buffer_truncated_spans
+                    .get_or_create(&TruncateLabels { reason })
+                    .inc_by(n as u64);
+            }
+        }
         self.publish_gauges();
+        InsertOutcome {
+            truncated: delta.truncated(),
+        }
+    }
+
+    /// Bytes buffered now, by the buffer's own accounting.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// Traces and spans buffered now.
@@ -215,12 +296,21 @@ impl Assembler {
         let low_traces = (self.config.max_traces as f64 * LOW_WATERMARK) as usize;
         let low_spans = (self.config.max_spans as f64 * LOW_WATERMARK) as usize;
         let (mut traces, mut spans) = self.len();
+        let mut bytes = self.bytes();
         // Already-completed traces in `out` still count until accounted.
         for c in out.iter() {
             traces = traces.saturating_sub(1);
             spans = spans.saturating_sub(c.spans.len());
+            bytes = bytes.saturating_sub(c.bytes);
         }
-        while traces > low_traces || spans > low_spans {
+        // Memory evicts only past the hard limit, and then down to the soft
+        // one, where admission resumes.
+        let low_bytes = if bytes > self.config.max_memory_bytes() {
+            self.config.soft_memory_bytes()
+        } else {
+            usize::MAX
+        };
+        while traces > low_traces || spans > low_spans || bytes > low_bytes {
             let oldest = self
                 .shards
                 .iter()
@@ -236,6 +326,7 @@ impl Assembler {
             };
             traces = traces.saturating_sub(1);
             spans = spans.saturating_sub(c.spans.len());
+            bytes = bytes.saturating_sub(c.bytes);
             out.push(c);
         }
     }
@@ -245,8 +336,10 @@ impl Assembler {
             return;
         }
         let spans: usize = completed.iter().map(|c| c.spans.len()).sum();
+        let bytes: usize = completed.iter().map(|c| c.bytes).sum();
         self.traces.fetch_sub(completed.len(), Ordering::Relaxed);
         self.spans.fetch_sub(spans, Ordering::Relaxed);
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
         for c in completed {
             self.metrics.completed(c.reason);
         }
@@ -257,6 +350,9 @@ impl Assembler {
         let (t, s) = self.len();
         self.metrics.buffer_traces.set(t as i64);
         self.metrics.buffer_spans.set(s as i64);
+        self.metrics
+            .buffer_bytes
+            .set(self.bytes().min(i64::MAX as usize) as i64);
     }
 
     fn shard_of(&self, id: &TraceId) -> usize {

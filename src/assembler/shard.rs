@@ -11,7 +11,15 @@ use super::config::AssemblerConfig;
 use super::CompletedTrace;
 use crate::ids::TraceId;
 use crate::otlp::RawSpan;
-use crate::results::metrics::CompletionReason;
+use crate::results::metrics::{CompletionReason, TruncateReason};
+
+/// Bytes accounted for each buffered span beyond its encoding: its
+/// `RawSpan` handle (40 bytes) and the slack of the trace's growing `Vec`.
+pub(super) const SPAN_OVERHEAD: usize = 64;
+
+/// Bytes accounted for each buffered trace: its map entry, its deadline and
+/// arrival entries, and hash map slack.
+pub(super) const TRACE_OVERHEAD: usize = 256;
 
 pub(super) struct TraceBuf {
     pub spans: Vec<RawSpan>,
@@ -20,6 +28,10 @@ pub(super) struct TraceBuf {
     pub root_at: Option<Instant>,
     /// Spans of a trace completed before: handed on as a late fragment.
     pub late: bool,
+    /// Accounted bytes: spans, their overhead and the trace's.
+    pub bytes: usize,
+    /// Spans were left out at a per-trace bound.
+    pub truncated: bool,
 }
 
 impl TraceBuf {
@@ -59,7 +71,25 @@ pub(super) struct Shard {
 pub(super) struct InsertDelta {
     pub new_traces: usize,
     pub spans: usize,
+    pub bytes: usize,
     pub late_spans: usize,
+    /// Spans not buffered because their trace was at `max_spans_per_trace`…
+    pub over_span_bound: usize,
+    /// …or at `max_bytes_per_trace`.
+    pub over_byte_bound: usize,
+}
+
+impl InsertDelta {
+    /// The first per-trace bound met, for the sender's warning.
+    pub fn truncated(&self) -> Option<(TruncateReason, usize)> {
+        if self.over_span_bound > 0 {
+            Some((TruncateReason::max_spans_per_trace, self.over_span_bound))
+        } else if self.over_byte_bound > 0 {
+            Some((TruncateReason::max_bytes_per_trace, self.over_byte_bound))
+        } else {
+            None
+        }
+    }
 }
 
 impl Shard {
@@ -72,9 +102,10 @@ impl Shard {
         config: &AssemblerConfig,
         delta: &mut InsertDelta,
     ) {
-        delta.spans += 1;
+        let size = span.bytes.len() + SPAN_OVERHEAD;
         if let Some(t) = self.traces.get_mut(&trace_id) {
-            t.spans.push(span);
+            // A span past a bound still counts as activity and may be the
+            // root: completion does not depend on what was kept.
             t.last_seen = now;
             if t.late {
                 delta.late_spans += 1;
@@ -86,8 +117,24 @@ impl Shard {
                 self.deadlines
                     .push(Reverse((now + config.root_settle, trace_id)));
             }
+            if t.spans.len() >= config.max_spans_per_trace {
+                t.truncated = true;
+                delta.over_span_bound += 1;
+                return;
+            }
+            if t.bytes.saturating_add(size) > config.max_bytes_per_trace {
+                t.truncated = true;
+                delta.over_byte_bound += 1;
+                return;
+            }
+            t.spans.push(span);
+            t.bytes += size;
+            delta.spans += 1;
+            delta.bytes += size;
             return;
         }
+        delta.spans += 1;
+        delta.bytes += size + TRACE_OVERHEAD;
         let late = self.recent.contains_key(&trace_id);
         if late {
             delta.late_spans += 1;
@@ -98,6 +145,8 @@ impl Shard {
             last_seen: now,
             root_at: is_root.then_some(now),
             late,
+            bytes: size + TRACE_OVERHEAD,
+            truncated: false,
         };
         self.deadlines.push(Reverse((buf.due(config).0, trace_id)));
         self.arrivals.push_back((now, trace_id));
@@ -173,6 +222,8 @@ impl Shard {
                 trace_id,
                 reason: CompletionReason::shutdown,
                 late: t.late,
+                truncated: t.truncated,
+                bytes: t.bytes,
                 spans: t.spans,
                 first_seen: t.first_seen,
                 due: now,
@@ -198,6 +249,8 @@ impl Shard {
             trace_id: id,
             reason,
             late: t.late,
+            truncated: t.truncated,
+            bytes: t.bytes,
             spans: t.spans,
             first_seen: t.first_seen,
             due,

@@ -7,6 +7,7 @@ use tokio::time::Instant;
 use super::*;
 use crate::ids::SpanId;
 use crate::otlp::ScopeContext;
+use crate::results::metrics::{TruncateLabels, TruncateReason};
 
 fn config() -> AssemblerConfig {
     AssemblerConfig {
@@ -16,6 +17,7 @@ fn config() -> AssemblerConfig {
         max_traces: 100,
         max_spans: 1000,
         late_span_window: Duration::from_secs(60),
+        ..AssemblerConfig::default()
     }
 }
 
@@ -119,7 +121,10 @@ async fn bounds_refuse_then_evict_the_oldest() {
         );
     }
     let full = a.admit().unwrap_err();
-    assert_eq!(full.traces, 10);
+    assert!(
+        matches!(full, AdmitError::Full { traces: 10, .. }),
+        "{full:?}"
+    );
     let done = a.poll_completed(t0 + Duration::from_millis(20));
     // Down to 90% of 10: one trace evicted, the oldest.
     assert_eq!(done.len(), 1);
@@ -155,4 +160,119 @@ async fn run_sends_completed_traces_on_the_channel() {
     assert!(got.completed_at - got.due <= TICK);
     cancel.cancel();
     task.await.unwrap();
+}
+
+/// A span of `trace` whose encoding is `size` bytes.
+fn sized_span(trace: u8, id: u8, size: usize) -> KeyedSpan {
+    let mut s = span(trace, id, false);
+    s.span.bytes = Bytes::from(vec![id; size]);
+    s
+}
+
+#[tokio::test(start_paused = true)]
+async fn spans_past_max_spans_per_trace_are_left_out_and_the_trace_marked() {
+    let metrics = Arc::new(Metrics::unregistered());
+    let a = Assembler::new(
+        AssemblerConfig {
+            max_spans_per_trace: 3,
+            ..config()
+        },
+        Arc::clone(&metrics),
+    );
+    let t0 = Instant::now();
+    let first = a.insert((1..=2).map(|i| span(1, i, false)).collect(), t0);
+    assert_eq!(first.truncated, None);
+    // Other traces are not affected by one trace's bound.
+    let second = a.insert(
+        (3..=5)
+            .map(|i| span(1, i, false))
+            .chain([span(2, 1, false)])
+            .collect(),
+        t0,
+    );
+    assert_eq!(
+        second.truncated,
+        Some((TruncateReason::max_spans_per_trace, 2))
+    );
+    assert_eq!(a.len(), (2, 4));
+    let mut done = a.poll_completed(t0 + Duration::from_secs(3));
+    done.sort_by_key(|c| c.trace_id);
+    assert_eq!(done.len(), 2);
+    assert_eq!(done[0].spans.len(), 3);
+    assert!(done[0].truncated);
+    assert!(!done[1].truncated);
+    assert_eq!(
+        metrics
+            .buffer_truncated_spans
+            .get_or_create(&TruncateLabels {
+                reason: TruncateReason::max_spans_per_trace
+            })
+            .get(),
+        2
+    );
+    assert_eq!(a.bytes(), 0, "accounting returns to zero");
+}
+
+#[tokio::test(start_paused = true)]
+async fn spans_past_max_bytes_per_trace_are_left_out_but_the_first_is_kept() {
+    let a = assembler(AssemblerConfig {
+        max_bytes_per_trace: 1000,
+        ..config()
+    });
+    let t0 = Instant::now();
+    // The first span alone is over the bound and still kept.
+    a.insert(vec![sized_span(1, 1, 2000)], t0);
+    let out = a.insert(vec![sized_span(1, 2, 10)], t0);
+    assert_eq!(
+        out.truncated,
+        Some((TruncateReason::max_bytes_per_trace, 1))
+    );
+    let done = a.poll_completed(t0 + Duration::from_secs(3));
+    assert_eq!(done[0].spans.len(), 1);
+    assert!(done[0].truncated);
+}
+
+#[tokio::test(start_paused = true)]
+async fn above_the_soft_memory_limit_admission_is_refused() {
+    let a = assembler(AssemblerConfig {
+        max_memory_mib: 1,
+        ..config()
+    });
+    let t0 = Instant::now();
+    assert!(a.admit().is_ok());
+    a.insert(vec![sized_span(1, 1, 900 * 1024)], t0);
+    let refused = a.admit().unwrap_err();
+    assert!(matches!(refused, AdmitError::Memory { .. }), "{refused:?}");
+    // Below the hard limit nothing is evicted: the trace completes normally.
+    assert!(a.poll_completed(t0 + Duration::from_millis(20)).is_empty());
+    let done = a.poll_completed(t0 + Duration::from_secs(3));
+    assert_eq!(done[0].reason, CompletionReason::idle);
+    assert!(a.admit().is_ok());
+    assert_eq!(a.bytes(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn above_the_hard_memory_limit_the_oldest_are_evicted_to_the_soft_limit() {
+    let a = assembler(AssemblerConfig {
+        max_memory_mib: 1,
+        ..config()
+    });
+    let t0 = Instant::now();
+    // Five traces of 300 KiB: 1.5 MiB, admitted together past the limit.
+    for i in 0..5u8 {
+        a.insert(
+            vec![sized_span(i, 1, 300 * 1024)],
+            t0 + Duration::from_millis(u64::from(i)),
+        );
+    }
+    assert!(a.bytes() > a.config().max_memory_bytes());
+    let done = a.poll_completed(t0 + Duration::from_millis(10));
+    // 1.5 MiB down to under 0.8 MiB: the three oldest go.
+    assert_eq!(done.len(), 3);
+    assert!(done.iter().all(|c| c.reason == CompletionReason::evicted));
+    let mut evicted: Vec<u8> = done.iter().map(|c| c.trace_id.0[0]).collect();
+    evicted.sort_unstable();
+    assert_eq!(evicted, [0, 1, 2]);
+    assert!(a.bytes() <= a.config().soft_memory_bytes());
+    assert!(a.admit().is_ok());
 }

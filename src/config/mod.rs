@@ -37,12 +37,18 @@ pub struct ModelsConfig {
     /// Files and folders (`*.yaml`, `*.yml`), reloaded on change and SIGHUP.
     /// A path that does not exist is an error, except the default `./models`.
     pub paths: Vec<PathBuf>,
+    /// A model whose evaluation on one trace takes longer is counted in
+    /// `tracecheck_model_slow_evaluations_total{model}` and logged with the
+    /// trace ID. It is not interrupted: evaluation cannot be stopped safely.
+    #[serde(with = "crate::config::duration")]
+    pub evaluation_budget: std::time::Duration,
 }
 
 impl Default for ModelsConfig {
     fn default() -> Self {
         Self {
             paths: vec![PathBuf::from(DEFAULT_MODELS_DIR)],
+            evaluation_budget: crate::results::evaluator::DEFAULT_EVALUATION_BUDGET,
         }
     }
 }
@@ -136,6 +142,21 @@ impl Config {
                 "assembler.idle_timeout and assembler.max_trace_age must be above 0".into(),
             );
         }
+        if a.max_spans_per_trace == 0 || a.max_bytes_per_trace == 0 || a.max_memory_mib == 0 {
+            return bad("assembler.max_spans_per_trace, max_bytes_per_trace and max_memory_mib must be at least 1".into());
+        }
+        let l = &self.receivers.otlp.limits;
+        if l.max_attribute_depth == 0
+            || l.max_attribute_depth > crate::otlp::limits::MAX_ATTRIBUTE_DEPTH_CEILING
+        {
+            return bad(format!(
+                "receivers.otlp.limits.max_attribute_depth must be between 1 and {} (deeper values cannot be decoded for evaluation)",
+                crate::otlp::limits::MAX_ATTRIBUTE_DEPTH_CEILING
+            ));
+        }
+        if l.max_attributes == 0 || l.max_attribute_value_bytes == 0 {
+            return bad("receivers.otlp.limits.max_attributes and max_attribute_value_bytes must be at least 1".into());
+        }
         if let Some(e) = &self.exporters.otlp {
             if e.queue_size == 0 || e.max_in_flight == 0 || e.batch.max_spans == 0 {
                 return bad("exporters.otlp.queue_size, max_in_flight and batch.max_spans must be at least 1".into());
@@ -145,6 +166,35 @@ impl Config {
                     "exporters.otlp.endpoint: {:?} must start with http:// or https://",
                     e.endpoint
                 ));
+            }
+        }
+        if let Some(e) = &self.exporters.otlp {
+            if e.tls.is_some() && !e.endpoint.to_ascii_lowercase().starts_with("https://") {
+                return bad(format!(
+                    "exporters.otlp.tls: the endpoint {:?} is http://, which is plain text; use https:// or remove tls",
+                    e.endpoint
+                ));
+            }
+        }
+        for (key, auth) in [
+            ("receivers.otlp.auth", &self.receivers.otlp.auth),
+            ("admin.auth", &self.admin.auth),
+            (
+                "exporters.otlp.auth",
+                &self.exporters.otlp.as_ref().and_then(|e| e.auth.clone()),
+            ),
+        ] {
+            if let Some(a) = auth {
+                if a.bearer_token.is_some() == a.bearer_token_file.is_some() {
+                    return bad(format!(
+                        "{key}: set exactly one of bearer_token and bearer_token_file"
+                    ));
+                }
+                if a.bearer_token.as_ref().is_some_and(|t| t.is_empty()) {
+                    return bad(format!(
+                        "{key}.bearer_token is empty (an unset ${{env:…}} variable?)"
+                    ));
+                }
             }
         }
         if let Some(url) = &self.links.trace_url {

@@ -25,7 +25,8 @@ use crate::model::builtins::Builtin;
 use crate::model::{Diagnostic, Model};
 
 pub use testrun::{
-    run_test, AssertionResult, CompiledTest, SpanAssertionResult, SpecResult, TestResult,
+    render_template, run_test, AssertionResult, CompiledTest, SpanAssertionResult, SpecResult,
+    TestResult,
 };
 pub use trace::{
     any_to_value, SpanIndex, SpanInfo, SpanKind, SpanType, StatusCode, Trace, TraceBuilder,

@@ -7,11 +7,11 @@ use serde::Serialize;
 
 use super::compile::{COutput, CSpec, Compiler, Keys};
 use super::eval::{Env, KeyCache};
-use super::trace::Trace;
+use super::trace::{Trace, TraceBuilder};
 use super::verdict::compute_outputs;
 use super::{with_trigger, EvalContext};
-use crate::ids::SpanId;
-use crate::model::{Diagnostic, Test};
+use crate::ids::{SpanId, TraceId};
+use crate::model::{Diagnostic, Template, Test};
 
 /// A test compiled for running.
 #[derive(Debug)]
@@ -188,4 +188,30 @@ pub fn run_test(test: &CompiledTest, trace: &Trace, ctx: &EvalContext<'_>) -> Te
             .collect(),
         passed,
     }
+}
+
+/// Renders a template that reads no trace (a trigger's URL, headers, body)
+/// from the run's variables; the error names what could not be read.
+pub fn render_template(template: &Template, ctx: &EvalContext<'_>) -> Result<String, String> {
+    let mut keys = Keys::default();
+    let mut c = Compiler {
+        keys: &mut keys,
+        diags: Vec::new(),
+    };
+    let compiled = c.template(template);
+    if let Some(d) = c.diags.first() {
+        return Err(d.to_string());
+    }
+    let trace = TraceBuilder::new(TraceId::INVALID).build();
+    let cache = KeyCache::new(keys.names.len());
+    let env = Env {
+        trace: &trace,
+        names: &keys.names,
+        cache: &cache,
+        ctx,
+        outputs: &[],
+        selected: 0,
+    };
+    env.render(&compiled.parts, None)
+        .map_err(|e| e.message().to_string())
 }

@@ -1,9 +1,19 @@
 //! One export call to the downstream, over gRPC or HTTP/protobuf, and what
 //! its answer means for retrying.
+//!
+//! `http://` endpoints are plain text, through tonic's own connector and
+//! reqwest as before. `https://` endpoints go through rustls (ring) by way
+//! of hyper-rustls, for both protocols: reqwest's own rustls feature would
+//! bring aws-lc-rs, and without it reqwest has no TLS.
 
 use std::io::Write;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
 
 use bytes::Bytes;
 use prost::Message;
@@ -11,6 +21,8 @@ use tonic::metadata::{MetadataKey, MetadataValue};
 use tonic::transport::Channel;
 
 use super::config::{Compression, OtlpExporterConfig, Protocol};
+use crate::net::auth::{AuthError, BearerToken};
+use crate::net::tls::{self, TlsError};
 use crate::otlp::lazy::trace_service_client::TraceServiceClient;
 use crate::otlp::lazy::{ExportTraceServiceResponse, RpcStatus};
 use crate::otlp::LazyExportRequest;
@@ -40,23 +52,63 @@ pub enum ClientError {
     Endpoint(String, String),
     #[error("exporters.otlp.headers: {0:?} is not a valid header")]
     Header(String),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("exporters.otlp.tls is set but the endpoint {0:?} is not https://")]
+    TlsWithoutHttps(String),
 }
+
+type GrpcHeaders = Vec<(
+    MetadataKey<tonic::metadata::Ascii>,
+    MetadataValue<tonic::metadata::Ascii>,
+)>;
 
 pub enum Client {
     Grpc {
         client: TraceServiceClient<Channel>,
-        headers: Vec<(
-            MetadataKey<tonic::metadata::Ascii>,
-            MetadataValue<tonic::metadata::Ascii>,
-        )>,
+        headers: GrpcHeaders,
+        auth: Option<Arc<BearerToken>>,
         timeout: Duration,
     },
     Http {
-        client: reqwest::Client,
+        backend: HttpBackend,
         url: String,
         gzip: bool,
         headers: Vec<(http::HeaderName, http::HeaderValue)>,
+        auth: Option<Arc<BearerToken>>,
+        timeout: Duration,
     },
+}
+
+/// How HTTP/protobuf reaches the downstream.
+pub enum HttpBackend {
+    /// `http://`
+    Plain(reqwest::Client),
+    /// `https://` (boxed: the client is large, and one per exporter)
+    Tls(Box<TlsHttpClient>),
+}
+
+type TlsHttpClient =
+    hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, http_body_util::Full<Bytes>>;
+
+/// Largest answer body read from a downstream (answers are a few bytes).
+const MAX_ANSWER: usize = 1 << 20;
+
+/// A TCP connector for rustls to wrap: it must let `https://` through.
+fn tcp_connector(connect_timeout: Duration) -> HttpConnector {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http
+}
+
+fn is_https(endpoint: &str) -> bool {
+    endpoint
+        .get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
 }
 
 /// A batch encoded for the wire: gRPC re-frames the slices per attempt (a
@@ -68,14 +120,56 @@ pub enum Payload {
 
 impl Client {
     pub fn new(c: &OtlpExporterConfig) -> Result<Self, ClientError> {
+        let https = is_https(&c.endpoint);
+        if c.tls.is_some() && !https {
+            return Err(ClientError::TlsWithoutHttps(c.endpoint.clone()));
+        }
+        let tls_config = c.tls.clone().unwrap_or_default();
+        let connect_timeout = c.timeout.min(Duration::from_secs(5));
+        let auth = match &c.auth {
+            Some(a) => {
+                let t = BearerToken::load(a, "exporters.otlp.auth")?;
+                // Ends with the client: the watch holds only a weak reference.
+                t.spawn_watch(tokio_util::sync::CancellationToken::new());
+                Some(t)
+            }
+            None => None,
+        };
         match c.protocol {
             Protocol::Grpc => {
-                let endpoint = Channel::from_shared(c.endpoint.clone())
+                // With TLS, tonic is given the endpoint as http:// and the
+                // connector below puts https back: tonic built with its own
+                // TLS feature (the test SDK turns it on) refuses an https://
+                // URI whose TLS it does not do itself.
+                let uri = if https {
+                    format!("http://{}", &c.endpoint[8..])
+                } else {
+                    c.endpoint.clone()
+                };
+                let endpoint = Channel::from_shared(uri)
                     .map_err(|e| ClientError::Endpoint(c.endpoint.clone(), e.to_string()))?
                     .timeout(c.timeout)
-                    .connect_timeout(c.timeout.min(Duration::from_secs(5)));
-                let mut client = TraceServiceClient::new(endpoint.connect_lazy())
-                    .max_decoding_message_size(16 << 20);
+                    .connect_timeout(connect_timeout);
+                let channel = if https {
+                    let config = tls::client_config(&tls_config, "exporters.otlp.tls", &[])?;
+                    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                        .with_tls_config(config)
+                        .https_only()
+                        .enable_http2()
+                        .wrap_connector(tcp_connector(connect_timeout));
+                    let connector = tower::ServiceExt::map_request(connector, |uri: http::Uri| {
+                        let mut parts = uri.clone().into_parts();
+                        parts.scheme = Some(http::uri::Scheme::HTTPS);
+                        // Cannot fail for a URI that has an authority; if it
+                        // did, https_only refuses the original with a message.
+                        http::Uri::from_parts(parts).unwrap_or(uri)
+                    });
+                    endpoint.connect_with_connector_lazy(connector)
+                } else {
+                    endpoint.connect_lazy()
+                };
+                let mut client =
+                    TraceServiceClient::new(channel).max_decoding_message_size(16 << 20);
                 if c.compression == Compression::Gzip {
                     client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
                 }
@@ -85,40 +179,64 @@ impl Client {
                     .map(|(k, v)| {
                         let key = MetadataKey::from_str(&k.to_ascii_lowercase())
                             .map_err(|_| ClientError::Header(k.clone()))?;
-                        let value = MetadataValue::from_str(v)
+                        let mut value = MetadataValue::from_str(v.expose())
                             .map_err(|_| ClientError::Header(k.clone()))?;
+                        value.set_sensitive(true);
                         Ok((key, value))
                     })
                     .collect::<Result<_, ClientError>>()?;
                 Ok(Client::Grpc {
                     client,
                     headers,
+                    auth,
                     timeout: c.timeout,
                 })
             }
             Protocol::HttpProtobuf => {
                 let url = http_url(&c.endpoint)
                     .map_err(|e| ClientError::Endpoint(c.endpoint.clone(), e))?;
-                let client = reqwest::Client::builder()
-                    .timeout(c.timeout)
-                    .build()
-                    .map_err(|e| ClientError::Endpoint(c.endpoint.clone(), e.to_string()))?;
+                let backend = if https {
+                    let config = tls::client_config(&tls_config, "exporters.otlp.tls", &[])?;
+                    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                        .with_tls_config(config)
+                        .https_only()
+                        .enable_all_versions()
+                        .wrap_connector(tcp_connector(connect_timeout));
+                    HttpBackend::Tls(Box::new(
+                        hyper_util::client::legacy::Client::builder(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .build(connector),
+                    ))
+                } else {
+                    HttpBackend::Plain(
+                        reqwest::Client::builder()
+                            .timeout(c.timeout)
+                            .build()
+                            .map_err(|e| {
+                                ClientError::Endpoint(c.endpoint.clone(), e.to_string())
+                            })?,
+                    )
+                };
                 let headers = c
                     .headers
                     .iter()
                     .map(|(k, v)| {
                         let key = http::HeaderName::from_str(k)
                             .map_err(|_| ClientError::Header(k.clone()))?;
-                        let value = http::HeaderValue::from_str(v)
+                        let mut value = http::HeaderValue::from_str(v.expose())
                             .map_err(|_| ClientError::Header(k.clone()))?;
+                        value.set_sensitive(true);
                         Ok((key, value))
                     })
                     .collect::<Result<_, ClientError>>()?;
                 Ok(Client::Http {
-                    client,
+                    backend,
                     url,
                     gzip: c.compression == Compression::Gzip,
                     headers,
+                    auth,
+                    timeout: c.timeout,
                 })
             }
         }
@@ -153,6 +271,7 @@ impl Client {
                 Client::Grpc {
                     client,
                     headers,
+                    auth,
                     timeout,
                 },
                 Payload::Grpc(rs),
@@ -164,6 +283,14 @@ impl Client {
                 for (k, v) in headers {
                     req.metadata_mut().insert(k.clone(), v.clone());
                 }
+                if let Some(token) = auth {
+                    let mut v = MetadataValue::from_static("");
+                    if let Ok(h) = MetadataValue::try_from(token.header_value().as_bytes()) {
+                        v = h;
+                    }
+                    v.set_sensitive(true);
+                    req.metadata_mut().insert("authorization", v);
+                }
                 match client.clone().export(req).await {
                     Ok(resp) => Ok(exported(resp.into_inner())),
                     Err(status) => Err(grpc_error(&status)),
@@ -171,36 +298,44 @@ impl Client {
             }
             (
                 Client::Http {
-                    client,
+                    backend,
                     url,
                     gzip,
                     headers,
+                    auth,
+                    timeout,
                 },
                 Payload::Http(body),
             ) => {
-                let mut req = client
-                    .post(url)
-                    .header(http::header::CONTENT_TYPE, "application/x-protobuf")
-                    .body(body.clone());
+                let mut all = http::HeaderMap::with_capacity(headers.len() + 3);
+                all.insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/x-protobuf"),
+                );
                 if *gzip {
-                    req = req.header(http::header::CONTENT_ENCODING, "gzip");
+                    all.insert(
+                        http::header::CONTENT_ENCODING,
+                        http::HeaderValue::from_static("gzip"),
+                    );
                 }
                 for (k, v) in headers {
-                    req = req.header(k.clone(), v.clone());
+                    all.insert(k.clone(), v.clone());
                 }
-                let resp = req.send().await.map_err(|e| ExportError {
-                    retryable: true,
-                    retry_after: None,
-                    message: format!("POST {url}: {}", error_chain(&e)),
-                })?;
-                let status = resp.status();
-                let retry_after = resp
-                    .headers()
+                if let Some(token) = auth {
+                    all.insert(http::header::AUTHORIZATION, token.header_value());
+                }
+                let (status, resp_headers, body) = post(backend, url, all, body.clone(), *timeout)
+                    .await
+                    .map_err(|message| ExportError {
+                        retryable: true,
+                        retry_after: None,
+                        message: format!("POST {url}: {message}"),
+                    })?;
+                let retry_after = resp_headers
                     .get(http::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .map(Duration::from_secs);
-                let body = resp.bytes().await.unwrap_or_default();
                 if status.is_success() {
                     let answer = ExportTraceServiceResponse::decode(body).unwrap_or_default();
                     return Ok(exported(answer));
@@ -221,6 +356,49 @@ impl Client {
                 retry_after: None,
                 message: "payload encoded for another protocol".into(),
             }),
+        }
+    }
+}
+
+/// One POST; a transport failure (connect, TLS, timeout) is the error.
+async fn post(
+    backend: &HttpBackend,
+    url: &str,
+    headers: http::HeaderMap,
+    body: Bytes,
+    timeout: Duration,
+) -> Result<(http::StatusCode, http::HeaderMap, Bytes), String> {
+    match backend {
+        HttpBackend::Plain(client) => {
+            let resp = client
+                .post(url)
+                .headers(headers)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| error_chain(&e))?;
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            Ok((status, headers, resp.bytes().await.unwrap_or_default()))
+        }
+        HttpBackend::Tls(client) => {
+            let mut req = http::Request::post(url)
+                .body(http_body_util::Full::new(body))
+                .map_err(|e| e.to_string())?;
+            *req.headers_mut() = headers;
+            let call = async {
+                let resp = client.request(req).await.map_err(|e| error_chain(&e))?;
+                let (parts, body) = resp.into_parts();
+                let body = http_body_util::Limited::new(body, MAX_ANSWER)
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                Ok((parts.status, parts.headers, body))
+            };
+            tokio::time::timeout(timeout, call)
+                .await
+                .map_err(|_| format!("no answer within {timeout:?}"))?
         }
     }
 }

@@ -58,9 +58,20 @@ pub struct OtlpExporterConfig {
     /// On shutdown, how long to keep sending what is queued.
     #[serde(default = "default_drain_timeout", with = "crate::config::duration")]
     pub drain_timeout: Duration,
-    /// Extra request headers / gRPC metadata (e.g. an API key).
+    /// Extra request headers / gRPC metadata (e.g. an API key). Values are
+    /// secrets: they never appear in logs, errors or Debug output.
     #[serde(default)]
-    pub headers: std::collections::BTreeMap<String, String>,
+    pub headers: std::collections::BTreeMap<String, crate::net::secret::Secret>,
+    /// Sends `Authorization: Bearer <token>` (token or token file, as for
+    /// the receivers; a token file is re-read when it changes).
+    #[serde(default)]
+    pub auth: Option<crate::net::auth::AuthConfig>,
+    /// Trust and client certificate for an `https://` endpoint (the
+    /// Collector's configtls client keys `ca_file`, `cert_file`,
+    /// `key_file`). `https://` without it trusts the system's CA
+    /// certificates; `http://` is plain text and takes no `tls`.
+    #[serde(default)]
+    pub tls: Option<crate::net::tls::ClientTlsConfig>,
 }
 
 /// `exporters.otlp.batch`

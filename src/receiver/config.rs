@@ -17,6 +17,9 @@ impl Default for ReceiversConfig {
             otlp: OtlpReceiverConfig {
                 grpc: Some(GrpcConfig::default()),
                 http: Some(HttpConfig::default()),
+                tls: None,
+                auth: None,
+                limits: LimitsConfig::default(),
             },
         }
     }
@@ -29,6 +32,55 @@ impl Default for ReceiversConfig {
 pub struct OtlpReceiverConfig {
     pub grpc: Option<GrpcConfig>,
     pub http: Option<HttpConfig>,
+    /// TLS on both receivers (the Collector's configtls server keys);
+    /// absent → plain TCP.
+    #[serde(default)]
+    pub tls: Option<crate::net::tls::ServerTlsConfig>,
+    /// Senders must send `Authorization: Bearer <token>` (the Collector's
+    /// bearertokenauth); absent → no authentication.
+    #[serde(default)]
+    pub auth: Option<crate::net::auth::AuthConfig>,
+    /// Per-span input limits, on both protocols.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// `receivers.otlp.limits`: spans beyond them are rejected through OTLP
+/// partial success (`rejected_spans` and a message naming the limit) and
+/// counted in `tracecheck_receiver_refused_spans_total{reason}`; the rest of
+/// the request is taken. The defaults are far above what SDKs send.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Deepest `AnyValue` nesting (a plain attribute value is 1, a value in
+    /// an array or kvlist value one more); at most 32.
+    pub max_attribute_depth: usize,
+    /// Most attributes on one span, event, link, resource or scope.
+    pub max_attributes: usize,
+    /// Largest attribute key, string value or bytes value, in bytes.
+    pub max_attribute_value_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let d = crate::otlp::WalkLimits::default();
+        Self {
+            max_attribute_depth: d.max_attribute_depth,
+            max_attributes: d.max_attributes,
+            max_attribute_value_bytes: d.max_attribute_value_bytes,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The limits as the walk applies them.
+    pub fn walk_limits(&self) -> crate::otlp::WalkLimits {
+        crate::otlp::WalkLimits {
+            max_attribute_depth: self.max_attribute_depth,
+            max_attributes: self.max_attributes,
+            max_attribute_value_bytes: self.max_attribute_value_bytes,
+        }
+    }
 }
 
 /// `receivers.otlp.grpc`

@@ -8,17 +8,22 @@ use tonic_types::{ErrorDetails, StatusExt};
 use super::ingest::{Ingest, IngestError};
 use crate::otlp::lazy::trace_service_server::{TraceService, TraceServiceServer};
 use crate::otlp::lazy::{ExportTracePartialSuccess, ExportTraceServiceResponse};
-use crate::otlp::LazyExportRequest;
+use crate::otlp::{LazyExportRequest, WalkLimits};
 use crate::results::metrics::Transport;
 
 pub struct GrpcReceiver {
     ingest: Arc<Ingest>,
+    limits: WalkLimits,
 }
 
 /// The tonic service, with gzip accepted and the size limit applied after
 /// decompression.
-pub fn service(ingest: Arc<Ingest>, max_recv_msg_size: usize) -> TraceServiceServer<GrpcReceiver> {
-    TraceServiceServer::new(GrpcReceiver { ingest })
+pub fn service(
+    ingest: Arc<Ingest>,
+    max_recv_msg_size: usize,
+    limits: WalkLimits,
+) -> TraceServiceServer<GrpcReceiver> {
+    TraceServiceServer::new(GrpcReceiver { ingest, limits })
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
         .send_compressed(tonic::codec::CompressionEncoding::Gzip)
         .max_decoding_message_size(max_recv_msg_size)
@@ -30,12 +35,18 @@ impl TraceService for GrpcReceiver {
         &self,
         request: Request<LazyExportRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        match self.ingest.ingest(request.into_inner(), Transport::grpc) {
+        match self
+            .ingest
+            .ingest(request.into_inner(), Transport::grpc, &self.limits)
+        {
             Ok(a) => Ok(Response::new(ExportTraceServiceResponse {
-                partial_success: (a.rejected_spans > 0).then_some(ExportTracePartialSuccess {
-                    rejected_spans: a.rejected_spans as i64,
-                    error_message: a.message,
-                }),
+                // A message with nothing rejected is a warning, as OTLP allows.
+                partial_success: (a.rejected_spans > 0 || !a.message.is_empty()).then_some(
+                    ExportTracePartialSuccess {
+                        rejected_spans: a.rejected_spans as i64,
+                        error_message: a.message,
+                    },
+                ),
             })),
             Err(e) => Err(status_of(&e)),
         }
@@ -61,5 +72,48 @@ pub fn status_of(e: &IngestError) -> Status {
             e.to_string(),
             ErrorDetails::with_retry_info(Some(super::ingest::RETRY_AFTER)),
         ),
+    }
+}
+
+/// `receivers.otlp.auth` on gRPC: tonic runs the interceptor on the call's
+/// metadata before it reads the message, so a refused call is never
+/// decoded, admitted or counted as spans.
+pub type AuthLayer = tonic::service::InterceptorLayer<BearerAuth>;
+
+/// Checks `authorization: Bearer <token>`; without a token configured it
+/// lets everything through.
+#[derive(Clone)]
+pub struct BearerAuth {
+    token: Option<Arc<crate::net::auth::BearerToken>>,
+    metrics: Arc<crate::results::metrics::Metrics>,
+}
+
+impl BearerAuth {
+    pub fn layer(
+        token: Option<Arc<crate::net::auth::BearerToken>>,
+        metrics: Arc<crate::results::metrics::Metrics>,
+    ) -> AuthLayer {
+        tonic::service::InterceptorLayer::new(Self { token, metrics })
+    }
+}
+
+impl tonic::service::Interceptor for BearerAuth {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(token) = &self.token else {
+            return Ok(request);
+        };
+        let offered = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes());
+        if token.admits_authorization(offered) {
+            return Ok(request);
+        }
+        self.metrics.refused(
+            Transport::grpc,
+            crate::results::metrics::RefuseReason::unauthenticated,
+            0,
+        );
+        Err(crate::net::auth::grpc_unauthenticated())
     }
 }

@@ -3,7 +3,6 @@
 //! request's encoding, errors as a `google.rpc.Status` body as the OTLP spec
 //! prescribes.
 
-use std::io::Read;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -18,19 +17,24 @@ use prost::Message;
 
 use super::ingest::{Ingest, IngestError};
 use crate::otlp::lazy::{ExportTracePartialSuccess, ExportTraceServiceResponse, RpcStatus};
-use crate::otlp::{json, LazyExportRequest};
+use crate::otlp::{json, GunzipError, LazyExportRequest, WalkLimits};
 use crate::results::metrics::{RefuseReason, Transport};
 
 #[derive(Clone)]
 struct HttpState {
     ingest: Arc<Ingest>,
     max_body: usize,
+    limits: WalkLimits,
 }
 
-pub fn router(ingest: Arc<Ingest>, max_body: usize) -> Router {
+pub fn router(ingest: Arc<Ingest>, max_body: usize, limits: WalkLimits) -> Router {
     Router::new()
         .route("/v1/traces", post(export))
-        .with_state(HttpState { ingest, max_body })
+        .with_state(HttpState {
+            ingest,
+            max_body,
+            limits,
+        })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -123,7 +127,7 @@ async fn export(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> R
         }
     };
     let body = if gzip {
-        match gunzip_limited(&raw, s.max_body) {
+        match crate::otlp::gunzip_limited(&raw, s.max_body) {
             Ok(b) => b,
             Err(GunzipError::TooLarge) => return too_large("decompressed body"),
             Err(GunzipError::Corrupt(e)) => {
@@ -154,14 +158,16 @@ async fn export(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> R
             );
         }
     };
-    match s.ingest.ingest(request, Transport::http) {
+    match s.ingest.ingest(request, Transport::http, &s.limits) {
         Ok(a) => {
             let body = match encoding {
                 Encoding::Protobuf => ExportTraceServiceResponse {
-                    partial_success: (a.rejected_spans > 0).then_some(ExportTracePartialSuccess {
-                        rejected_spans: a.rejected_spans as i64,
-                        error_message: a.message,
-                    }),
+                    partial_success: (a.rejected_spans > 0 || !a.message.is_empty()).then_some(
+                        ExportTracePartialSuccess {
+                            rejected_spans: a.rejected_spans as i64,
+                            error_message: a.message,
+                        },
+                    ),
                 }
                 .encode_to_vec(),
                 Encoding::Json => {
@@ -214,26 +220,6 @@ fn decode(encoding: Encoding, body: Bytes) -> Result<LazyExportRequest, String> 
     }
 }
 
-enum GunzipError {
-    TooLarge,
-    Corrupt(std::io::Error),
-}
-
-/// Decompresses at most `limit` bytes: a gzip bomb stops at the limit
-/// instead of allocating what it claims.
-fn gunzip_limited(data: &[u8], limit: usize) -> Result<Bytes, GunzipError> {
-    let mut out = Vec::with_capacity((data.len() * 4).min(limit));
-    let decoder = flate2::read::MultiGzDecoder::new(data);
-    decoder
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(GunzipError::Corrupt)?;
-    if out.len() > limit {
-        return Err(GunzipError::TooLarge);
-    }
-    Ok(Bytes::from(out))
-}
-
 fn error(
     encoding: Encoding,
     status: StatusCode,
@@ -263,3 +249,49 @@ fn error(
     }
     resp
 }
+
+/// `receivers.otlp.auth` on HTTP: a request without the right bearer token
+/// is answered 401 from its headers alone; its body is never read. Without
+/// a token the router is returned untouched.
+pub fn with_auth(
+    app: Router,
+    token: Option<Arc<crate::net::auth::BearerToken>>,
+    metrics: Arc<crate::results::metrics::Metrics>,
+) -> Router {
+    let Some(token) = token else {
+        return app;
+    };
+    app.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let admitted = token.admits(request.headers());
+            let metrics = Arc::clone(&metrics);
+            async move {
+                if admitted {
+                    return next.run(request).await;
+                }
+                metrics.refused(Transport::http, RefuseReason::unauthenticated, 0);
+                let json = request
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+                let encoding = if json {
+                    Encoding::Json
+                } else {
+                    Encoding::Protobuf
+                };
+                let mut resp = error(
+                    encoding,
+                    StatusCode::UNAUTHORIZED,
+                    UNAUTHENTICATED,
+                    crate::net::auth::REFUSAL,
+                    None,
+                );
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                resp
+            }
+        },
+    ))
+}
+
+const UNAUTHENTICATED: i32 = 16;

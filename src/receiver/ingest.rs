@@ -4,6 +4,17 @@
 //! Admission happens before anything is taken, so a refused request leaves
 //! no trace in the buffer or the queue and the sender's retry cannot create
 //! duplicates.
+//!
+//! Limits, and how each is answered:
+//! - framing that is not OTLP: the request is refused whole (INVALID_ARGUMENT
+//!   / 400), nothing taken;
+//! - a span with bad IDs or over a `receivers.otlp.limits` bound: that span
+//!   is rejected through partial success, the rest taken and forwarded;
+//! - buffer at a count bound or above its soft memory limit, forwarding
+//!   queue full: the request is refused whole with a retryable answer;
+//! - a trace at `max_spans_per_trace`/`max_bytes_per_trace`: its further
+//!   spans are taken and forwarded but not evaluated; the sender gets a
+//!   partial-success warning (0 rejected, a message).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,11 +22,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::assembler::Assembler;
+use crate::assembler::{AdmitError, Assembler};
 use crate::exporter::{ForwardItem, ForwardQueue, QueueError};
-use crate::otlp::{walk, LazyExportRequest};
+use crate::otlp::{walk_with, LazyExportRequest, Rejections, WalkLimits};
 use crate::results::metrics::Metrics;
-use crate::results::metrics::{RefuseReason, Transport, TransportLabels};
+use crate::results::metrics::{RefuseReason, RefusedLabels, Transport, TransportLabels};
 
 /// How long senders are asked to wait before retrying an overload refusal.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -35,7 +46,8 @@ pub enum IngestError {
     /// Not OTLP: the sender must not retry it.
     #[error("{0}")]
     Invalid(String),
-    /// Buffer or forwarding queue full: the sender should retry.
+    /// Buffer full or above its memory limit, forwarding queue full: the
+    /// sender should retry.
     #[error("{message}")]
     Overloaded {
         reason: RefuseReason,
@@ -81,8 +93,9 @@ impl Ingest {
         &self,
         request: LazyExportRequest,
         transport: Transport,
+        limits: &WalkLimits,
     ) -> Result<Accepted, IngestError> {
-        let walked = walk(request).map_err(|e| {
+        let walked = walk_with(request, limits).map_err(|e| {
             self.metrics.refused(transport, RefuseReason::malformed, 0);
             IngestError::Invalid(format!("malformed OTLP request: {e}"))
         })?;
@@ -96,12 +109,16 @@ impl Ingest {
             return refuse(RefuseReason::shutting_down, IngestError::ShuttingDown);
         }
         if spans > 0 {
-            if let Err(full) = self.assembler.admit() {
+            if let Err(e) = self.assembler.admit() {
+                let reason = match e {
+                    AdmitError::Full { .. } => RefuseReason::buffer_full,
+                    AdmitError::Memory { .. } => RefuseReason::memory_limit,
+                };
                 return refuse(
-                    RefuseReason::buffer_full,
+                    reason,
                     IngestError::Overloaded {
-                        reason: RefuseReason::buffer_full,
-                        message: full.to_string(),
+                        reason,
+                        message: e.to_string(),
                         retry_after: RETRY_AFTER,
                     },
                 );
@@ -127,20 +144,20 @@ impl Ingest {
             _ => None,
         };
         if walked.rejected > 0 {
-            self.metrics
-                .refused_spans
-                .get_or_create(&crate::results::metrics::RefusedLabels {
-                    transport,
-                    reason: RefuseReason::invalid_id,
-                })
-                .inc_by(walked.rejected as u64);
+            self.count_rejected(transport, &walked.rejected_by);
         }
+        let mut message = walked.rejected_message.unwrap_or_default();
         if spans > 0 {
             self.metrics
                 .accepted_spans
                 .get_or_create(&TransportLabels { transport })
                 .inc_by(spans as u64);
-            self.assembler.insert(walked.spans, Instant::now());
+            let outcome = self.assembler.insert(walked.spans, Instant::now());
+            if let (Some((reason, n)), true) = (outcome.truncated, message.is_empty()) {
+                message = format!(
+                    "{n} spans accepted and forwarded but not evaluated: their trace is at assembler.{reason:?}; its verdicts will be marked incomplete"
+                );
+            }
         }
         if let Some(permit) = permit {
             permit.send(ForwardItem {
@@ -151,7 +168,23 @@ impl Ingest {
         Ok(Accepted {
             accepted_spans: spans,
             rejected_spans: walked.rejected,
-            message: walked.rejected_message.unwrap_or_default(),
+            message,
         })
+    }
+
+    fn count_rejected(&self, transport: Transport, by: &Rejections) {
+        for (reason, n) in [
+            (RefuseReason::invalid_id, by.invalid_id),
+            (RefuseReason::attribute_too_deep, by.too_deep),
+            (RefuseReason::too_many_attributes, by.too_many_attributes),
+            (RefuseReason::attribute_too_large, by.too_large),
+        ] {
+            if n > 0 {
+                self.metrics
+                    .refused_spans
+                    .get_or_create(&RefusedLabels { transport, reason })
+                    .inc_by(n as u64);
+            }
+        }
     }
 }

@@ -6,6 +6,12 @@
 //! bodies are refused with INVALID_ARGUMENT/400, oversized ones with
 //! RESOURCE_EXHAUSTED/413, spans with bad IDs through partial success, and
 //! overload with a retryable UNAVAILABLE/503.
+//!
+//! With `receivers.otlp.tls` both listeners take connections through
+//! [`crate::net::TlsIncoming`]; without it they are served from the TCP
+//! listener directly, as plain as ever. With `receivers.otlp.auth` a request
+//! without the right bearer token is refused on its headers (gRPC
+//! UNAUTHENTICATED, HTTP 401), before its body is read.
 
 pub mod config;
 pub mod grpc;
@@ -21,6 +27,9 @@ use tokio_util::sync::CancellationToken;
 
 use self::config::OtlpReceiverConfig;
 use self::ingest::Ingest;
+use crate::net::auth::{AuthError, BearerToken};
+use crate::net::tls::{ServerTls, TlsError};
+use crate::net::TlsIncoming;
 use crate::results::metrics::{Metrics, RefuseReason, Transport};
 
 const MIB: usize = 1024 * 1024;
@@ -42,50 +51,113 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
+/// The receivers could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiverError {
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
+
+/// ALPN of the gRPC receiver: gRPC is HTTP/2 only.
+pub const ALPN_H2: &[&[u8]] = &[b"h2"];
+/// ALPN of the HTTP receiver and the admin endpoint.
+pub const ALPN_H2_HTTP1: &[&[u8]] = &[b"h2", b"http/1.1"];
+
 impl Receivers {
     /// Binds every configured receiver, then serves until [`Receivers::stop`].
     pub async fn start(
         config: &OtlpReceiverConfig,
         ingest: Arc<Ingest>,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, BindError> {
+    ) -> Result<Self, ReceiverError> {
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
         let mut grpc_addr = None;
         let mut http_addr = None;
+        let token = match &config.auth {
+            Some(a) => {
+                let t = BearerToken::load(a, "receivers.otlp.auth")?;
+                t.spawn_watch(stop.clone());
+                Some(t)
+            }
+            None => None,
+        };
+        // Loaded before anything is bound, so that a bad certificate stops
+        // the start with nothing half running.
+        let tls = |alpn| {
+            config
+                .tls
+                .as_ref()
+                .map(|t| ServerTls::load(t, "receivers.otlp.tls", alpn))
+                .transpose()
+        };
+        let grpc_tls = tls(ALPN_H2)?;
+        let http_tls = tls(ALPN_H2_HTTP1)?;
+        let limits = config.limits.walk_limits();
         if let Some(g) = &config.grpc {
             let listener = bind(g.endpoint, "OTLP gRPC").await?;
             grpc_addr = listener.local_addr().ok();
-            let svc = grpc::service(Arc::clone(&ingest), g.max_recv_msg_size_mib * MIB);
-            let stop = stop.clone();
-            let metrics = Arc::clone(&metrics);
-            tasks.push(tokio::spawn(async move {
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-                let result = tonic::transport::Server::builder()
-                    .layer(tower::util::MapResponseLayer::new(move |r| {
-                        refusal_status(r, &metrics)
-                    }))
-                    .add_service(svc)
-                    .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                    .await;
-                if let Err(e) = result {
-                    tracing::error!(error = %e, "OTLP gRPC receiver stopped.");
+            let svc = grpc::service(Arc::clone(&ingest), g.max_recv_msg_size_mib * MIB, limits);
+            let server = tonic::transport::Server::builder()
+                .layer(tower::util::MapResponseLayer::new({
+                    let metrics = Arc::clone(&metrics);
+                    move |r| refusal_status(r, &metrics)
+                }))
+                .layer(grpc::BearerAuth::layer(token.clone(), Arc::clone(&metrics)))
+                .add_service(svc);
+            let shutdown = stop.clone().cancelled_owned();
+            let stopped = |e: tonic::transport::Error| {
+                tracing::error!(error = %e, "OTLP gRPC receiver stopped.");
+            };
+            tasks.push(match &grpc_tls {
+                None => {
+                    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                    tokio::spawn(async move {
+                        let served = server.serve_with_incoming_shutdown(incoming, shutdown);
+                        served.await.unwrap_or_else(stopped);
+                    })
                 }
-            }));
+                Some(tls) => {
+                    tls.spawn_reload("otlp_grpc", Arc::clone(&metrics), stop.clone());
+                    let incoming = tls_incoming(listener, tls, "otlp_grpc", &metrics, &stop)?;
+                    tokio::spawn(async move {
+                        let served = server.serve_with_incoming_shutdown(incoming, shutdown);
+                        served.await.unwrap_or_else(stopped);
+                    })
+                }
+            });
         }
         if let Some(h) = &config.http {
             let listener = bind(h.endpoint, "OTLP HTTP").await?;
             http_addr = listener.local_addr().ok();
-            let app = http::router(Arc::clone(&ingest), h.max_request_body_size_mib * MIB);
-            let stop = stop.clone();
-            tasks.push(tokio::spawn(async move {
-                let result = axum::serve(listener, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await;
-                if let Err(e) = result {
-                    tracing::error!(error = %e, "OTLP HTTP receiver stopped.");
+            let app = http::router(
+                Arc::clone(&ingest),
+                h.max_request_body_size_mib * MIB,
+                limits,
+            );
+            let app = http::with_auth(app, token.clone(), Arc::clone(&metrics));
+            let shutdown = stop.clone().cancelled_owned();
+            let stopped = |e: std::io::Error| {
+                tracing::error!(error = %e, "OTLP HTTP receiver stopped.");
+            };
+            tasks.push(match &http_tls {
+                None => tokio::spawn(async move {
+                    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+                    served.await.unwrap_or_else(stopped);
+                }),
+                Some(tls) => {
+                    tls.spawn_reload("otlp_http", Arc::clone(&metrics), stop.clone());
+                    let incoming = tls_incoming(listener, tls, "otlp_http", &metrics, &stop)?;
+                    tokio::spawn(async move {
+                        let served = axum::serve(incoming, app).with_graceful_shutdown(shutdown);
+                        served.await.unwrap_or_else(stopped);
+                    })
                 }
-            }));
+            });
         }
         Ok(Self {
             grpc_addr,
@@ -102,6 +174,31 @@ impl Receivers {
             let _ = t.await;
         }
     }
+}
+
+/// The TLS accept loop of a bound listener.
+pub fn tls_incoming(
+    listener: TcpListener,
+    tls: &Arc<ServerTls>,
+    name: &'static str,
+    metrics: &Arc<Metrics>,
+    stop: &CancellationToken,
+) -> Result<TlsIncoming, BindError> {
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    TlsIncoming::start(
+        listener,
+        Arc::clone(tls),
+        name,
+        Arc::clone(metrics),
+        stop.clone(),
+    )
+    .map_err(|source| BindError {
+        addr,
+        what: name,
+        source,
+    })
 }
 
 pub async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, BindError> {

@@ -25,6 +25,8 @@ pub struct Api {
     pub store: Arc<ResultStore>,
     pub assembler: Arc<Assembler>,
     pub links: LinksConfig,
+    /// Traces someone waits for (`?wait=`), kept when they complete.
+    pub waiters: Arc<crate::testrun::TraceWaiters>,
 }
 
 pub fn router(api: Arc<Api>) -> Router {
@@ -113,7 +115,24 @@ async fn results(State(api): State<Arc<Api>>, Query(q): Query<ResultsQuery>) -> 
     Json(json!({ "results": results })).into_response()
 }
 
-async fn trace(State(api): State<Arc<Api>>, Path(trace_id): Path<String>) -> Response {
+/// Longest `?wait=` on a trace.
+const MAX_TRACE_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+#[derive(Deserialize)]
+struct TraceQuery {
+    /// Long-poll: answer once the trace completed (more than `after`
+    /// times), or after this long with what there is.
+    wait: Option<String>,
+    after: Option<u64>,
+    /// `tree` (default) or `otlp` (an ExportTraceServiceRequest as JSON).
+    format: Option<String>,
+}
+
+async fn trace(
+    State(api): State<Arc<Api>>,
+    Path(trace_id): Path<String>,
+    Query(q): Query<TraceQuery>,
+) -> Response {
     let id = match TraceId::parse_hex(&trace_id) {
         Ok(id) => id,
         Err(e) => {
@@ -123,29 +142,79 @@ async fn trace(State(api): State<Arc<Api>>, Path(trace_id): Path<String>) -> Res
             )
         }
     };
-    let (state, spans, verdicts) = if let Some(t) = api.store.trace(&id) {
-        ("retained", t.spans, t.verdicts)
-    } else if let Some(spans) = api.assembler.snapshot(&id) {
-        ("buffered", spans, Vec::new())
-    } else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("trace {id} is neither buffered nor retained"),
-        );
+    let otlp = match q.format.as_deref() {
+        None | Some("tree") => false,
+        Some("otlp") => true,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("format {other:?}: expected tree or otlp"),
+            )
+        }
     };
-    let tree = match span_tree(&spans) {
-        Ok(t) => t,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    if let Some(w) = q.wait.as_deref() {
+        let Some(wait) = crate::model::parse::parse_duration(w) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("wait {w:?}: expected a duration such as 30s"),
+            );
+        };
+        // Watching also keeps the trace when it completes, for a later
+        // request (late spans, the link in a test report) to find.
+        let seed = api.store.trace(&id).map(|t| t.spans);
+        let mut watch = match api
+            .waiters
+            .watch(id, crate::testrun::wait::LINGER, seed.as_deref())
+        {
+            Ok(w) => w,
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        };
+        let deadline = tokio::time::Instant::now() + wait.min(MAX_TRACE_WAIT);
+        watch.wait(q.after.unwrap_or(0), deadline).await;
+    }
+    let collected = api.waiters.collected(&id).filter(|c| c.completions > 0);
+    let (state, spans, verdicts, completions) = match (api.store.trace(&id), collected) {
+        (Some(t), c) => {
+            let completions = c.as_ref().map_or(1, |c| c.completions);
+            // Late spans the store did not keep are in the watched copy.
+            let spans = match c {
+                Some(c) if c.spans.len() > t.spans.len() => c.spans,
+                _ => t.spans,
+            };
+            ("retained", spans, t.verdicts, completions)
+        }
+        (None, Some(c)) => ("complete", c.spans, Vec::new(), c.completions),
+        (None, None) => match api.assembler.snapshot(&id) {
+            Some(spans) => ("buffered", spans, Vec::new(), 0),
+            None => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("trace {id} is neither buffered nor retained"),
+                )
+            }
+        },
     };
-    Json(json!({
+    let mut answer = json!({
         "trace_id": id,
         "trace_url": api.links.trace_url(&id),
         "state": state,
+        "complete": state != "buffered",
+        "completions": completions,
         "span_count": spans.len(),
-        "spans": tree,
         "verdicts": verdicts,
-    }))
-    .into_response()
+    });
+    if otlp {
+        match crate::testrun::wait::otlp_json_of(&spans) {
+            Ok(v) => answer["otlp"] = v,
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        }
+    } else {
+        match span_tree(&spans) {
+            Ok(t) => answer["spans"] = Value::Array(t),
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        }
+    }
+    Json(answer).into_response()
 }
 
 /// Spans as a tree: roots (no parent, or a parent not in the trace) with

@@ -11,12 +11,21 @@ use serde::{Deserialize, Serialize};
 pub struct AdminConfig {
     /// Loopback unless configured: the API can reload models.
     pub endpoint: SocketAddr,
+    /// TLS on the admin port (HTTP and the gRPC API alike); absent → plain.
+    pub tls: Option<crate::net::tls::ServerTlsConfig>,
+    /// Guards every request that changes something: HTTP methods other than
+    /// GET/HEAD/OPTIONS, and gRPC methods other than the read-only ones
+    /// (`grpc_api::READ_ONLY_METHODS`). Reads stay open, so that Prometheus
+    /// and health checks need no token.
+    pub auth: Option<crate::net::auth::AuthConfig>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             endpoint: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            tls: None,
+            auth: None,
         }
     }
 }

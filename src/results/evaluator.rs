@@ -7,11 +7,24 @@
 //! passes or `within` runs out. A model that panics is contained: counted in
 //! `tracecheck_model_errors_total`, logged with the trace ID, and the other
 //! models still give their verdicts.
+//!
+//! A model cannot be stopped safely in the middle of an evaluation (it runs
+//! on this thread with no point at which to give up), so the evaluation
+//! budget is a report, not a deadline: when evaluating the whole set on one
+//! trace takes longer than `models.evaluation_budget`, the trace is
+//! evaluated once more, one model at a time, and every model that alone
+//! took longer than the budget is counted in
+//! `tracecheck_model_slow_evaluations_total{model}` and logged with the trace
+//! ID (at most one line per [`SLOW_LOG_INTERVAL`]). The first pass's
+//! verdicts stand; a slow trace therefore costs about twice its time, which
+//! is the price of naming the culprit without timing every model on every
+//! trace.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -27,12 +40,41 @@ use crate::ids::TraceId;
 use crate::otlp::{to_resource_spans, RawSpan};
 use crate::results::metrics::CompletionReason;
 
+/// The default of `models.evaluation_budget`.
+pub const DEFAULT_EVALUATION_BUDGET: Duration = Duration::from_millis(100);
+
+/// Slow evaluations are logged at most once per this interval; the counter
+/// counts every one.
+pub const SLOW_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Verdicts waiting for late spans of one trace.
 struct Pending {
     spans: Vec<RawSpan>,
     models: Arc<LoadedModels>,
     waiting: Vec<Waiting>,
+    completion: Completion,
+}
+
+/// What completed a trace, and whether spans of it were left out at a
+/// per-trace bound: together they say whether its verdicts are incomplete.
+#[derive(Debug, Clone, Copy)]
+struct Completion {
     reason: CompletionReason,
+    truncated: bool,
+}
+
+impl Completion {
+    fn of(t: &CompletedTrace) -> Self {
+        Self {
+            reason: t.reason,
+            truncated: t.truncated,
+        }
+    }
+
+    /// Evicted early, or spans left out at a per-trace bound.
+    fn incomplete(self) -> bool {
+        self.reason == CompletionReason::evicted || self.truncated
+    }
 }
 
 struct Waiting {
@@ -72,6 +114,13 @@ pub struct Evaluator {
     pending: HashMap<TraceId, Pending>,
     verdicts: broadcast::Sender<Arc<VerdictRecord>>,
     alerts: Option<AlertSender>,
+    /// Completed traces a test run waits for (`testrun`).
+    tap: Option<Arc<crate::testrun::TraceWaiters>>,
+    budget: Duration,
+    /// When a slow evaluation was last logged, and how many were not
+    /// logged since.
+    slow_logged: Cell<Option<std::time::Instant>>,
+    slow_unlogged: Cell<u64>,
     skips: Option<SkipBacklog>,
 }
 
@@ -92,6 +141,10 @@ impl Evaluator {
             pending: HashMap::new(),
             verdicts,
             alerts,
+            tap: None,
+            budget: DEFAULT_EVALUATION_BUDGET,
+            slow_logged: Cell::new(None),
+            slow_unlogged: Cell::new(0),
             skips: None,
         }
     }
@@ -126,28 +179,79 @@ impl Evaluator {
         }
     }
 
-    /// The verdicts of the models the trace wakes (the others skip it).
+    /// Sets `models.evaluation_budget`.
+    pub fn with_evaluation_budget(mut self, budget: Duration) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Also hands every completed trace (and late fragment) to `tap`.
+    pub fn with_tap(mut self, tap: Arc<crate::testrun::TraceWaiters>) -> Self {
+        self.tap = Some(tap);
+        self
+    }
+
     fn evaluate(&self, models: &LoadedModels, trace: &Trace) -> Vec<ModelVerdict> {
         let ctx = EvalContext::default();
         let engine = &models.engine;
-        match catch_unwind(AssertUnwindSafe(|| engine.evaluate_woken(trace, &ctx))) {
-            Ok(v) => v,
-            Err(_) => {
-                // Find the culprit(s) one model at a time; the rest still count.
-                (0..engine.len())
-                    .filter_map(|i| {
-                        match catch_unwind(AssertUnwindSafe(|| engine.evaluate_model(i, trace, &ctx))) {
-                            Ok(v) => v,
-                            Err(_) => {
-                                let id = engine.models().get(i).map(|m| m.id.clone()).unwrap_or_default();
-                                self.metrics.model_errors.get_or_create(&ModelLabels { model: id.clone() }).inc();
-                                tracing::error!(model = %id, trace_id = %trace.trace_id(), "Model evaluation panicked; verdict withheld.");
-                                None
-                            }
-                        }
-                    })
-                    .collect()
+        let started = std::time::Instant::now();
+        // The verdicts of the models the trace wakes; the others skip it.
+        let whole = catch_unwind(AssertUnwindSafe(|| engine.evaluate_woken(trace, &ctx)));
+        let over_budget = started.elapsed() > self.budget;
+        let whole = match whole {
+            Ok(v) if !over_budget => return v,
+            other => other,
+        };
+        // A model panicked, or the set was over budget: go one model at a
+        // time to name the culprit(s); the rest still count.
+        let mut one_by_one = Vec::with_capacity(engine.len());
+        for i in 0..engine.len() {
+            let started = std::time::Instant::now();
+            let result = catch_unwind(AssertUnwindSafe(|| engine.evaluate_model(i, trace, &ctx)));
+            self.check_budget(models, i, trace, started.elapsed());
+            match result {
+                Ok(v) => one_by_one.extend(v),
+                Err(_) => {
+                    let id = model_id(models, i);
+                    self.metrics
+                        .model_errors
+                        .get_or_create(&ModelLabels { model: id.clone() })
+                        .inc();
+                    tracing::error!(model = %id, trace_id = %trace.trace_id(), "Model evaluation panicked; verdict withheld.");
+                }
             }
+        }
+        whole.unwrap_or(one_by_one)
+    }
+
+    /// Counts and (rate-limited) logs one model's evaluation over budget.
+    fn check_budget(&self, models: &LoadedModels, model: usize, trace: &Trace, took: Duration) {
+        if took <= self.budget {
+            return;
+        }
+        let id = model_id(models, model);
+        self.metrics
+            .model_slow_evaluations
+            .get_or_create(&ModelLabels { model: id.clone() })
+            .inc();
+        let now = std::time::Instant::now();
+        let due = self
+            .slow_logged
+            .get()
+            .is_none_or(|at| now.duration_since(at) >= SLOW_LOG_INTERVAL);
+        if due {
+            tracing::warn!(
+                model = %id,
+                trace_id = %trace.trace_id(),
+                took_ms = took.as_secs_f64() * 1e3,
+                budget_ms = self.budget.as_secs_f64() * 1e3,
+                not_logged_since_last = self.slow_unlogged.get(),
+                "Model evaluation took longer than models.evaluation_budget."
+            );
+            self.slow_logged.set(Some(now));
+            self.slow_unlogged.set(0);
+        } else {
+            self.slow_unlogged.set(self.slow_unlogged.get() + 1);
         }
     }
 
@@ -158,7 +262,7 @@ impl Evaluator {
         trace: &Trace,
         spans: &[RawSpan],
         verdicts: impl IntoIterator<Item = (ModelVerdict, bool)>,
-        reason: CompletionReason,
+        completion: Completion,
     ) {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -202,8 +306,9 @@ impl Evaluator {
                 trace_url: self.links.trace_url(&trace_id),
                 summary,
                 evaluated_at_unix_ms: now_ms,
-                incomplete: reason == CompletionReason::evicted,
-                completion_reason: reason,
+                // Evicted early, or spans left out at a per-trace bound.
+                incomplete: completion.incomplete(),
+                completion_reason: completion.reason,
                 waited_for_late_spans: waited,
             });
             // Nobody listening is fine; a lagging listener is told by the
@@ -244,7 +349,7 @@ impl Evaluator {
                     &trace,
                     &p.spans,
                     done.into_iter().map(|w| (w.last, true)),
-                    p.reason,
+                    p.completion,
                 );
             }
         }
@@ -257,6 +362,9 @@ impl Evaluator {
 
 impl TraceConsumer for Evaluator {
     fn consume(&mut self, t: CompletedTrace) {
+        if let Some(tap) = &self.tap {
+            tap.deliver(&t);
+        }
         let now = Instant::now();
         if t.late {
             let Some(mut p) = self.pending.remove(&t.trace_id) else {
@@ -264,6 +372,7 @@ impl TraceConsumer for Evaluator {
                 return;
             };
             p.spans.extend(t.spans);
+            p.completion.truncated |= t.truncated;
             let Some(trace) = build_trace(&p.spans) else {
                 return;
             };
@@ -272,9 +381,12 @@ impl TraceConsumer for Evaluator {
             let mut still = Vec::new();
             for mut w in p.waiting.drain(..) {
                 let engine = &p.models.engine;
-                match catch_unwind(AssertUnwindSafe(|| {
+                let started = std::time::Instant::now();
+                let result = catch_unwind(AssertUnwindSafe(|| {
                     engine.evaluate_model(w.model, &trace, &ctx)
-                })) {
+                }));
+                self.check_budget(&p.models, w.model, &trace, started.elapsed());
+                match result {
                     Ok(Some(v)) if v.verdict == Verdict::Fail && v.awaiting_spans => {
                         w.last = v;
                         still.push(w);
@@ -284,7 +396,14 @@ impl TraceConsumer for Evaluator {
                 }
             }
             let models = Arc::clone(&p.models);
-            self.record(&models, t.trace_id, &trace, &p.spans, final_now, p.reason);
+            self.record(
+                &models,
+                t.trace_id,
+                &trace,
+                &p.spans,
+                final_now,
+                p.completion,
+            );
             if !still.is_empty() {
                 p.waiting = still;
                 self.pending.insert(t.trace_id, p);
@@ -326,7 +445,14 @@ impl TraceConsumer for Evaluator {
                 _ => final_now.push((v, false)),
             }
         }
-        self.record(&models, t.trace_id, &trace, &t.spans, final_now, t.reason);
+        self.record(
+            &models,
+            t.trace_id,
+            &trace,
+            &t.spans,
+            final_now,
+            Completion::of(&t),
+        );
         self.metrics.verdict_delay.observe(
             Instant::now()
                 .saturating_duration_since(t.due)
@@ -340,7 +466,10 @@ impl TraceConsumer for Evaluator {
                     spans: t.spans,
                     models,
                     waiting,
-                    reason: t.reason,
+                    completion: Completion {
+                        reason: t.reason,
+                        truncated: t.truncated,
+                    },
                 },
             );
         }
@@ -366,6 +495,15 @@ impl TraceConsumer for Evaluator {
         }
         self.flush_skips();
     }
+}
+
+fn model_id(models: &LoadedModels, i: usize) -> String {
+    models
+        .engine
+        .models()
+        .get(i)
+        .map(|m| m.id.clone())
+        .unwrap_or_default()
 }
 
 /// The engine's view of buffered spans.

@@ -26,6 +26,19 @@ pub mod pb {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     tonic::include_file_descriptor_set!("tracecheck_v1_descriptor");
 
+/// gRPC methods on the admin port that change nothing, open without
+/// `admin.auth`'s token; every other method (`ModelService/Reload`, and any
+/// method added later until it is listed here) needs it. Entries ending in
+/// `/` cover a whole service.
+pub const READ_ONLY_METHODS: &[&str] = &[
+    "/tracecheck.v1.VerdictService/Watch",
+    "/tracecheck.v1.VerdictService/Evaluate",
+    "/tracecheck.v1.ModelService/List",
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
+
 /// Verdicts queued per watcher; beyond it the watcher misses verdicts and
 /// is told how many.
 const WATCH_BUFFER: usize = 1024;

@@ -44,6 +44,37 @@ pub enum RefuseReason {
     exporter_queue_full,
     /// The daemon is stopping; the sender retries elsewhere or later.
     shutting_down,
+    /// `receivers.otlp.auth` is set and the request's bearer token is
+    /// missing or wrong; refused before its body is read, so only
+    /// `tracecheck_receiver_refused_requests_total` counts it.
+    unauthenticated,
+    /// An attribute value nested deeper than
+    /// `receivers.otlp.limits.max_attribute_depth` (partial success).
+    attribute_too_deep,
+    /// An attribute list longer than `receivers.otlp.limits.max_attributes`
+    /// (partial success).
+    too_many_attributes,
+    /// An attribute key or value over
+    /// `receivers.otlp.limits.max_attribute_value_bytes` (partial success).
+    attribute_too_large,
+    /// The buffer's accounted bytes are above the soft memory limit
+    /// (`assembler.max_memory_mib`); the sender retries.
+    memory_limit,
+}
+
+/// Why spans of a trace were forwarded but not buffered for evaluation.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum TruncateReason {
+    /// The trace already had `assembler.max_spans_per_trace` spans.
+    max_spans_per_trace,
+    /// The trace already held `assembler.max_bytes_per_trace` bytes.
+    max_bytes_per_trace,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TruncateLabels {
+    pub reason: TruncateReason,
 }
 
 /// Why a trace was completed.
@@ -101,6 +132,20 @@ pub struct ExporterLabels {
     pub exporter: String,
 }
 
+/// Which TLS listener: `otlp_grpc`, `otlp_http` or `admin`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsLabels {
+    pub listener: String,
+}
+
+impl TlsLabels {
+    pub fn new(listener: &str) -> Self {
+        Self {
+            listener: listener.to_owned(),
+        }
+    }
+}
+
 /// The metrics of the OTLP path: receiver, buffer, completion, exporter.
 pub struct Metrics {
     pub accepted_spans: Family<TransportLabels, Counter>,
@@ -110,6 +155,9 @@ pub struct Metrics {
     pub buffer_spans: Gauge,
     pub buffer_max_traces: Gauge,
     pub buffer_max_spans: Gauge,
+    pub buffer_bytes: Gauge,
+    pub buffer_max_bytes: Gauge,
+    pub buffer_truncated_spans: Family<TruncateLabels, Counter>,
     pub traces_completed: Family<ReasonLabels, Counter>,
     pub late_spans: Counter,
     pub exporter_sent_spans: Family<ExporterLabels, Counter>,
@@ -120,11 +168,16 @@ pub struct Metrics {
     pub model_verdicts: Family<VerdictLabels, VerdictCounter>,
     pub spec_failures: Family<SpecLabels, Counter>,
     pub model_errors: Family<ModelLabels, Counter>,
+    pub model_slow_evaluations: Family<ModelLabels, Counter>,
     pub evaluation_duration: HistogramWithExemplars<TraceExemplar>,
     pub verdict_delay: Histogram,
     pub models_loaded: Gauge,
     pub alerts_sent: Family<AlertLabels, Counter>,
     pub model_reload_failures: Counter,
+    pub tls_handshake_failures: Family<TlsLabels, Counter>,
+    pub tls_reloads: Family<TlsLabels, Counter>,
+    pub tls_reload_failures: Family<TlsLabels, Counter>,
+    pub admin_unauthenticated: Counter,
 }
 
 impl Metrics {
@@ -138,6 +191,9 @@ impl Metrics {
             buffer_spans: Gauge::default(),
             buffer_max_traces: Gauge::default(),
             buffer_max_spans: Gauge::default(),
+            buffer_bytes: Gauge::default(),
+            buffer_max_bytes: Gauge::default(),
+            buffer_truncated_spans: Family::default(),
             traces_completed: Family::default(),
             late_spans: Counter::default(),
             exporter_sent_spans: Family::default(),
@@ -148,6 +204,7 @@ impl Metrics {
             model_verdicts: Family::default(),
             spec_failures: Family::default(),
             model_errors: Family::default(),
+            model_slow_evaluations: Family::default(),
             // 10µs … ~5s: one trace against 1 to 1000 models.
             evaluation_duration: HistogramWithExemplars::new(exponential_buckets(0.00001, 2.5, 15)),
             // Completion condition met → verdict recorded. 50 ms is a bucket
@@ -158,6 +215,10 @@ impl Metrics {
             models_loaded: Gauge::default(),
             alerts_sent: Family::default(),
             model_reload_failures: Counter::default(),
+            tls_handshake_failures: Family::default(),
+            tls_reloads: Family::default(),
+            tls_reload_failures: Family::default(),
+            admin_unauthenticated: Counter::default(),
         };
         let r = registry;
         r.register(
@@ -194,6 +255,21 @@ impl Metrics {
             "tracecheck_buffer_max_spans",
             "Configured bound assembler.max_spans",
             m.buffer_max_spans.clone(),
+        );
+        r.register(
+            "tracecheck_buffer_bytes",
+            "Bytes in the assembly buffer by its own accounting (spans as received plus bookkeeping)",
+            m.buffer_bytes.clone(),
+        );
+        r.register(
+            "tracecheck_buffer_max_bytes",
+            "Configured bound assembler.max_memory_mib, in bytes",
+            m.buffer_max_bytes.clone(),
+        );
+        r.register(
+            "tracecheck_buffer_truncated_spans",
+            "Spans forwarded but not buffered for evaluation because their trace was at a per-trace bound (its verdicts are marked incomplete)",
+            m.buffer_truncated_spans.clone(),
         );
         r.register(
             "tracecheck_traces_completed",
@@ -246,6 +322,11 @@ impl Metrics {
             m.model_errors.clone(),
         );
         r.register(
+            "tracecheck_model_slow_evaluations",
+            "Evaluations of a model on one trace that took longer than models.evaluation_budget",
+            m.model_slow_evaluations.clone(),
+        );
+        r.register(
             "tracecheck_evaluation_duration_seconds",
             "Time to evaluate every loaded model on one trace",
             m.evaluation_duration.clone(),
@@ -269,6 +350,26 @@ impl Metrics {
             "tracecheck_model_reload_failures",
             "Model loads or reloads that met a bad file",
             m.model_reload_failures.clone(),
+        );
+        r.register(
+            "tracecheck_tls_handshake_failures",
+            "TLS handshakes that failed or timed out (no or bad client certificate, plain text on a TLS port, ...)",
+            m.tls_handshake_failures.clone(),
+        );
+        r.register(
+            "tracecheck_tls_reloads",
+            "Certificate changes on disk put in force",
+            m.tls_reloads.clone(),
+        );
+        r.register(
+            "tracecheck_tls_reload_failures",
+            "Certificate changes on disk refused (the previous certificates stay in force)",
+            m.tls_reload_failures.clone(),
+        );
+        r.register(
+            "tracecheck_admin_unauthenticated_requests",
+            "Admin requests refused for a missing or wrong bearer token (admin.auth)",
+            m.admin_unauthenticated.clone(),
         );
         m
     }

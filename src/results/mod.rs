@@ -37,6 +37,8 @@ pub struct ModelsStage {
     pub store: Arc<ResultStore>,
     pub verdicts: broadcast::Sender<Arc<VerdictRecord>>,
     pub initial_load: ReloadReport,
+    /// Completed traces that trace API waits and test runs wait for.
+    pub waiters: Arc<crate::testrun::TraceWaiters>,
 }
 
 impl ModelsStage {
@@ -49,6 +51,7 @@ impl ModelsStage {
             store: Arc::new(ResultStore::default()),
             verdicts,
             initial_load,
+            waiters: Arc::new(crate::testrun::TraceWaiters::new()),
         }
     }
 
@@ -75,12 +78,19 @@ impl ModelsStage {
             links.clone(),
             self.verdicts.clone(),
             alert_sender,
-        );
+        )
+        .with_tap(Arc::clone(&self.waiters));
+        let runs = crate::testrun::api::Runs::new(crate::testrun::TraceSource::Local {
+            waiters: Arc::clone(&self.waiters),
+            assembler: Arc::clone(&stages.assembler),
+            links: links.clone(),
+        });
         let api = Arc::new(api::Api {
             registry: Arc::clone(&self.registry),
             store: Arc::clone(&self.store),
             assembler: Arc::clone(&stages.assembler),
             links,
+            waiters: Arc::clone(&self.waiters),
         });
         let weak = Arc::downgrade(&self.registry);
         tokio::spawn(async move {
@@ -101,7 +111,10 @@ impl ModelsStage {
             registry: Arc::clone(&self.registry),
             verdicts: self.verdicts.clone(),
         }));
-        let routes = api::router(api).merge(grpc).fallback(not_found);
+        let routes = api::router(api)
+            .merge(crate::testrun::api::router(runs))
+            .merge(grpc)
+            .fallback(not_found);
         (evaluator, routes)
     }
 }
@@ -131,12 +144,14 @@ pub async fn start_daemon(
 ) -> Result<(crate::daemon::Daemon<Evaluator>, Arc<ModelsStage>), crate::daemon::StartError> {
     let links = config.links.clone();
     let alerts = config.alerts.clone();
+    let budget = config.models.evaluation_budget;
     let admin_url = format!("http://{}", config.admin.endpoint);
     let slot: Arc<std::sync::OnceLock<Arc<ModelsStage>>> = Arc::new(std::sync::OnceLock::new());
     let slot_in = Arc::clone(&slot);
     let daemon = crate::daemon::Daemon::start_with(config, move |stages| {
         let models = Arc::new(ModelsStage::load(sources, Arc::clone(&stages.metrics)));
         let (evaluator, routes) = models.build(stages, links, alerts, admin_url);
+        let evaluator = evaluator.with_evaluation_budget(budget);
         let _ = slot_in.set(models);
         (evaluator, Some(routes))
     })

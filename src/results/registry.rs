@@ -97,7 +97,7 @@ pub struct ModelRegistry {
     sources: Vec<ModelSource>,
     current: RwLock<Arc<LoadedModels>>,
     last_report: RwLock<ReloadReport>,
-    fingerprint: Mutex<Vec<(PathBuf, Option<SystemTime>, u64)>>,
+    fingerprint: Mutex<Vec<FileStamp>>,
     metrics: Arc<Metrics>,
 }
 
@@ -328,6 +328,15 @@ fn model_files(path: &Path) -> Vec<PathBuf> {
             continue;
         };
         for e in entries.flatten() {
+            // Hidden entries are skipped. A Kubernetes ConfigMap volume holds
+            // each file three times: `bank.yaml -> ..data/bank.yaml`, the
+            // `..data` symlink and the timestamped `..2026_…` directory it
+            // points to; walking the dot-entries would load every model three
+            // times and refuse them all as duplicate ids. Editors' hidden
+            // files (`.bank.yaml.swp`, `.#bank.yaml`) are not models either.
+            if e.file_name().as_encoded_bytes().starts_with(b".") {
+                continue;
+            }
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
@@ -340,14 +349,23 @@ fn model_files(path: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn fingerprint(sources: &[ModelSource]) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+/// One model file as seen on disk: its path, where its symlinks lead, its
+/// modification time and size.
+type FileStamp = (PathBuf, Option<PathBuf>, Option<SystemTime>, u64);
+
+fn fingerprint(sources: &[ModelSource]) -> Vec<FileStamp> {
     let mut out = Vec::new();
     for s in sources {
         if let ModelSource::Path { path, .. } = s {
             for f in model_files(path) {
                 let meta = std::fs::metadata(&f).ok();
+                // The resolved path changes on every ConfigMap update (the
+                // `..data` symlink is swapped to a new directory) even when
+                // the new file has the old size and a coarse mtime.
+                let target = std::fs::canonicalize(&f).ok();
                 out.push((
                     f,
+                    target,
                     meta.as_ref().and_then(|m| m.modified().ok()),
                     meta.map(|m| m.len()).unwrap_or(0),
                 ));
@@ -355,4 +373,60 @@ fn fingerprint(sources: &[ModelSource]) -> Vec<(PathBuf, Option<SystemTime>, u64
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn model(id: &str) -> String {
+        format!("type: Model\nspec:\n  id: {id}\n  match: span[name = \"x\"]\n  specs:\n    - name: s\n      selector: span[name = \"x\"]\n")
+    }
+
+    /// Writes `..<version>/bank.yaml` and points `..data` at it the way the
+    /// kubelet does: a new symlink renamed over the old one.
+    fn publish(dir: &Path, version: &str, text: &str, mtime: SystemTime) {
+        let data = dir.join(format!("..{version}"));
+        std::fs::create_dir(&data).unwrap();
+        let file = data.join("bank.yaml");
+        std::fs::write(&file, text).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        symlink(format!("..{version}"), dir.join("..data_tmp")).unwrap();
+        std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    }
+
+    #[test]
+    fn configmap_volume_loads_once_and_reloads_on_symlink_swap() {
+        let dir = tempfile::tempdir().unwrap();
+        let mtime = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        publish(dir.path(), "2026_11_23_14_00_00.1", &model("cm-one"), mtime);
+        symlink("..data/bank.yaml", dir.path().join("bank.yaml")).unwrap();
+
+        let metrics = Arc::new(Metrics::new(
+            &mut prometheus_client::registry::Registry::default(),
+        ));
+        let sources = vec![ModelSource::Path {
+            path: dir.path().to_path_buf(),
+            optional: false,
+        }];
+        let (registry, report) = ModelRegistry::load(sources, metrics);
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!(report.models, vec!["cm-one".to_owned()]);
+        assert!(!registry.changed_on_disk());
+
+        // Same size, same mtime: only the symlink target tells them apart.
+        publish(dir.path(), "2026_11_23_14_05_00.2", &model("cm-two"), mtime);
+        std::fs::remove_dir_all(dir.path().join("..2026_11_23_14_00_00.1")).unwrap();
+        assert!(registry.changed_on_disk());
+        let report = registry.reload();
+        assert!(report.is_ok(), "{:?}", report.errors);
+        assert_eq!(report.models, vec!["cm-two".to_owned()]);
+        assert!(!registry.changed_on_disk());
+    }
 }

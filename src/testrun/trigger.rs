@@ -1,0 +1,248 @@
+//! Triggers: what starts a test's trace. `http` and `grpc` send the request
+//! themselves with a fresh W3C `traceparent`, so the trace ID is known
+//! before the system under test sees the request; `traceid` waits for a
+//! trace started elsewhere, its ID read from a variable.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+
+use super::context::RunContext;
+use super::grpc;
+use crate::engine::{render_template, TriggerResponse};
+use crate::ids::{SpanId, TraceId};
+use crate::model::{ApiKeyLocation, Auth, HttpRequest, Template, Trigger};
+
+/// Response bodies kept for assertions (`attr:tracetest.response.body`).
+const MAX_BODY: usize = 4 << 20;
+
+/// Why a trigger could not produce a trace.
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerError {
+    #[error("{0}")]
+    Render(String),
+    #[error("trace id {value:?} from the traceid trigger is not a 32-digit hex trace ID")]
+    BadTraceId { value: String },
+    #[error("{method} {url}: {message}")]
+    Http {
+        method: String,
+        url: String,
+        message: String,
+    },
+    #[error(transparent)]
+    Grpc(#[from] grpc::GrpcError),
+}
+
+/// What a trigger did: the trace it started, and the response to assert
+/// on (none for `traceid`).
+#[derive(Debug, Clone)]
+pub struct Triggered {
+    pub trace_id: TraceId,
+    pub response: Option<TriggerResponse>,
+    /// `GET http://…`, `grpc pkg.Service/Method @ addr`, `traceid`.
+    pub description: String,
+}
+
+/// A fresh trace ID (random, never all zero).
+pub fn new_trace_id() -> TraceId {
+    loop {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&fastrand::u64(..).to_be_bytes());
+        b[8..].copy_from_slice(&fastrand::u64(..).to_be_bytes());
+        let id = TraceId(b);
+        if id.is_valid() {
+            return id;
+        }
+    }
+}
+
+fn new_span_id() -> SpanId {
+    loop {
+        let id = SpanId(fastrand::u64(..).to_be_bytes());
+        if id.is_valid() {
+            return id;
+        }
+    }
+}
+
+/// The W3C `traceparent` of a sampled request in trace `id`.
+pub fn traceparent(id: TraceId) -> String {
+    format!("00-{}-{}-01", id.to_hex(), new_span_id().to_hex())
+}
+
+pub(crate) fn render(t: &Template, ctx: &RunContext) -> Result<String, TriggerError> {
+    render_template(t, &ctx.eval(None)).map_err(|e| {
+        let p = t.loc.start();
+        TriggerError::Render(format!("{}:{}:{}: {e}", t.loc.file(), p.line, p.column))
+    })
+}
+
+/// The trace the trigger will start (known before sending: `traceid`
+/// reads it, the others make one up).
+pub fn trace_id_for(trigger: &Trigger, ctx: &RunContext) -> Result<TraceId, TriggerError> {
+    match trigger {
+        Trigger::TraceId { id } => {
+            let value = render(id, ctx)?;
+            TraceId::parse_hex(value.trim())
+                .ok()
+                .filter(TraceId::is_valid)
+                .ok_or(TriggerError::BadTraceId { value })
+        }
+        _ => Ok(new_trace_id()),
+    }
+}
+
+/// Sends the trigger's request in trace `trace_id`.
+pub async fn fire(
+    trigger: &Trigger,
+    trace_id: TraceId,
+    ctx: &RunContext,
+    base_dir: &Path,
+    timeout: Duration,
+) -> Result<Triggered, TriggerError> {
+    match trigger {
+        Trigger::Http(h) => http(h, trace_id, ctx, timeout).await,
+        Trigger::Grpc(g) => {
+            let (description, response) = grpc::call(g, trace_id, ctx, base_dir, timeout).await?;
+            Ok(Triggered {
+                trace_id,
+                response: Some(response),
+                description,
+            })
+        }
+        Trigger::TraceId { .. } => Ok(Triggered {
+            trace_id,
+            response: None,
+            description: format!("traceid {}", trace_id.to_hex()),
+        }),
+    }
+}
+
+/// `(header name, value)` pairs of an `auth` block, and query parameters.
+pub(crate) struct AuthParts {
+    pub headers: Vec<(String, String)>,
+    pub query: Vec<(String, String)>,
+}
+
+pub(crate) fn auth_parts(auth: Option<&Auth>, ctx: &RunContext) -> Result<AuthParts, TriggerError> {
+    let mut parts = AuthParts {
+        headers: Vec::new(),
+        query: Vec::new(),
+    };
+    match auth {
+        None => {}
+        Some(Auth::Basic { username, password }) => {
+            let raw = format!("{}:{}", render(username, ctx)?, render(password, ctx)?);
+            let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
+            parts
+                .headers
+                .push(("authorization".into(), format!("Basic {encoded}")));
+        }
+        Some(Auth::Bearer { token }) => {
+            parts.headers.push((
+                "authorization".into(),
+                format!("Bearer {}", render(token, ctx)?),
+            ));
+        }
+        Some(Auth::ApiKey {
+            key,
+            value,
+            location,
+        }) => {
+            let v = render(value, ctx)?;
+            match location {
+                ApiKeyLocation::Header => parts.headers.push((key.clone(), v)),
+                ApiKeyLocation::Query => parts.query.push((key.clone(), v)),
+            }
+        }
+    }
+    Ok(parts)
+}
+
+async fn http(
+    h: &HttpRequest,
+    trace_id: TraceId,
+    ctx: &RunContext,
+    timeout: Duration,
+) -> Result<Triggered, TriggerError> {
+    let url = render(&h.url, ctx)?;
+    let method = h.method.clone();
+    let fail = |message: String| TriggerError::Http {
+        method: method.clone(),
+        url: url.clone(),
+        message,
+    };
+    let m = reqwest::Method::from_bytes(h.method.as_bytes())
+        .map_err(|_| fail(format!("invalid HTTP method {:?}", h.method)))?;
+    if h.ssl_verification == Some(false) {
+        tracing::debug!("sslVerification: false has no effect: this build sends plain HTTP only");
+    }
+    let auth = auth_parts(h.auth.as_ref(), ctx)?;
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let mut target = reqwest::Url::parse(&url).map_err(|e| fail(format!("invalid URL: {e}")))?;
+    if !auth.query.is_empty() {
+        let mut q = target.query_pairs_mut();
+        for (k, v) in &auth.query {
+            q.append_pair(k, v);
+        }
+    }
+    let mut req = client.request(m, target);
+    for hd in &h.headers {
+        req = req.header(hd.key.as_str(), render(&hd.value, ctx)?);
+    }
+    for (k, v) in &auth.headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    req = req.header("traceparent", traceparent(trace_id));
+    if let Some(b) = &h.body {
+        req = req.body(render(b, ctx)?);
+    }
+    let started = Instant::now();
+    let resp = req.send().await.map_err(|e| fail(error_chain(&e)))?;
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let mut body = resp
+        .bytes()
+        .await
+        .map_err(|e| fail(format!("reading the response: {}", error_chain(&e))))?
+        .to_vec();
+    body.truncate(MAX_BODY);
+    Ok(Triggered {
+        trace_id,
+        response: Some(TriggerResponse {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            headers,
+            duration: Some(started.elapsed()),
+        }),
+        description: format!("{} {url}", h.method),
+    })
+}
+
+/// An error with its causes, as reqwest hides the useful part in them.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(c) = source {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        source = c.source();
+    }
+    s
+}

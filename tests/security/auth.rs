@@ -1,0 +1,272 @@
+//! Bearer tokens: `receivers.otlp.auth` and `admin.auth`.
+
+use tracecheck::net::auth::AuthConfig;
+use tracecheck::net::secret::Secret;
+use tracecheck::results::grpc_api::pb;
+use tracecheck::results::grpc_api::pb::model_service_client::ModelServiceClient;
+
+use crate::util::{self, bounded};
+
+const TOKEN: &str = "correct-horse-battery-staple";
+
+fn auth() -> Option<AuthConfig> {
+    Some(AuthConfig {
+        bearer_token: Some(Secret::new(TOKEN)),
+        bearer_token_file: None,
+    })
+}
+
+fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    if let Some(t) = token {
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {t}").parse().expect("metadata value"),
+        );
+    }
+    r
+}
+
+/// gRPC: no token and a wrong token are UNAUTHENTICATED, counted as
+/// refused requests, and take nothing; the right token is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_receiver_refuses_missing_and_wrong_tokens() {
+    let mut config = util::config();
+    config.receivers.otlp.auth = auth();
+    let daemon = util::start_daemon(config).await;
+    let mut client = util::grpc_client(&daemon).await;
+    for token in [None, Some("wrong"), Some(&TOKEN[..TOKEN.len() - 1])] {
+        let status = bounded(
+            "export",
+            client.export(with_token(util::request_of(4, 1), token)),
+        )
+        .await
+        .expect_err("refused");
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{token:?}");
+        assert!(!status.message().contains(TOKEN));
+        assert_eq!(
+            status
+                .metadata()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap_or("")),
+            Some("Bearer")
+        );
+    }
+    let text = util::scrape(daemon.admin_addr).await;
+    assert_eq!(
+        util::sample(&text, "tracecheck_receiver_accepted_spans_total", &[]),
+        0.0
+    );
+    assert_eq!(util::sample(&text, "tracecheck_buffer_spans", &[]), 0.0);
+    assert_eq!(
+        util::sample(
+            &text,
+            "tracecheck_receiver_refused_requests_total",
+            &[("transport", "grpc"), ("reason", "unauthenticated")]
+        ),
+        3.0
+    );
+
+    bounded(
+        "export",
+        client.export(with_token(util::request_of(4, 2), Some(TOKEN))),
+    )
+    .await
+    .expect("the right token is served");
+    assert_eq!(
+        util::metric(
+            daemon.admin_addr,
+            "tracecheck_receiver_accepted_spans_total",
+            &[]
+        )
+        .await,
+        4.0
+    );
+    daemon.shutdown().await;
+}
+
+/// HTTP: 401 with `WWW-Authenticate: Bearer`, nothing taken; the right
+/// token is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_receiver_refuses_missing_and_wrong_tokens() {
+    use prost::Message as _;
+    let mut config = util::config();
+    config.receivers.otlp.auth = auth();
+    let daemon = util::start_daemon(config).await;
+    let body = util::request_of(6, 3).encode_to_vec();
+    let post = |token: Option<&str>| {
+        let mut req = util::http_client()
+            .post(util::http_url(&daemon))
+            .header("content-type", "application/x-protobuf")
+            .body(body.clone());
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        req.send()
+    };
+    for token in [None, Some("wrong")] {
+        let resp = bounded("POST", post(token)).await.expect("answered");
+        assert_eq!(resp.status(), 401, "{token:?}");
+        assert_eq!(
+            resp.headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok()),
+            Some("Bearer")
+        );
+    }
+    let text = util::scrape(daemon.admin_addr).await;
+    assert_eq!(
+        util::sample(&text, "tracecheck_receiver_accepted_spans_total", &[]),
+        0.0
+    );
+    assert_eq!(
+        util::sample(
+            &text,
+            "tracecheck_receiver_refused_requests_total",
+            &[("transport", "http"), ("reason", "unauthenticated")]
+        ),
+        2.0
+    );
+    let resp = bounded("POST", post(Some(TOKEN))).await.expect("answered");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        util::metric(
+            daemon.admin_addr,
+            "tracecheck_receiver_accepted_spans_total",
+            &[]
+        )
+        .await,
+        6.0
+    );
+    daemon.shutdown().await;
+}
+
+/// A token file is re-read when it changes: the new token is taken, the
+/// old one refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_token_file_takes_effect() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("token");
+    std::fs::write(&file, "first-token\n").expect("write token");
+    let mut config = util::config();
+    config.receivers.otlp.auth = Some(AuthConfig {
+        bearer_token: None,
+        bearer_token_file: Some(file.clone()),
+    });
+    let daemon = util::start_daemon(config).await;
+    let url = util::http_url(&daemon);
+    let status = |token: &'static str| {
+        let url = url.clone();
+        async move {
+            util::http_client()
+                .post(url)
+                .header("content-type", "application/json")
+                .header("authorization", format!("Bearer {token}"))
+                .body("{}")
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .map_err(|e| e.to_string())
+        }
+    };
+    assert_eq!(status("first-token").await, Ok(200));
+    std::fs::write(&file, "second-token\n").expect("rewrite token");
+    util::wait_until("the new token to be in force", || async {
+        match status("second-token").await {
+            Ok(200) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(status("first-token").await, Ok(401));
+    daemon.shutdown().await;
+}
+
+/// `admin.auth`: POST /api/v1/models/reload and gRPC ModelService/Reload
+/// need the token; GETs, `/metrics` and read-only gRPC calls stay open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_writes_need_the_token_and_reads_do_not() {
+    let mut config = util::config();
+    config.admin.auth = auth();
+    let (daemon, _models) = tracecheck::results::start_daemon(config, Vec::new())
+        .await
+        .expect("daemon starts");
+    let base = format!("http://{}", daemon.admin_addr);
+    let client = util::http_client();
+    let reload = |token: Option<&str>| {
+        let mut req = client.post(format!("{base}/api/v1/models/reload"));
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        req.send()
+    };
+    for token in [None, Some("wrong")] {
+        let resp = bounded("reload", reload(token)).await.expect("answered");
+        assert_eq!(resp.status(), 401, "{token:?}");
+        assert_eq!(
+            resp.headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok()),
+            Some("Bearer")
+        );
+        assert!(!resp.text().await.unwrap_or_default().contains(TOKEN));
+    }
+    // Any other write, existing or not yet, is guarded the same way.
+    let resp = bounded(
+        "POST elsewhere",
+        client.post(format!("{base}/api/v1/runs")).send(),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(resp.status(), 401);
+    let resp = bounded("reload", reload(Some(TOKEN)))
+        .await
+        .expect("answered");
+    assert_eq!(resp.status(), 200);
+    for path in ["/metrics", "/healthz", "/api/v1/models", "/api/v1/results"] {
+        let resp = bounded("GET", client.get(format!("{base}{path}")).send())
+            .await
+            .expect("answered");
+        assert_eq!(resp.status(), 200, "GET {path} needs no token");
+    }
+    assert_eq!(
+        util::metric(
+            daemon.admin_addr,
+            "tracecheck_admin_unauthenticated_requests_total",
+            &[]
+        )
+        .await,
+        3.0
+    );
+
+    let mut models = ModelServiceClient::connect(base.clone())
+        .await
+        .expect("connect");
+    bounded("List", models.list(pb::ListModelsRequest::default()))
+        .await
+        .expect("List needs no token");
+    let status = bounded(
+        "Reload",
+        models.reload(with_token(pb::ReloadModelsRequest::default(), None)),
+    )
+    .await
+    .expect_err("Reload without a token");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    let status = bounded(
+        "Reload",
+        models.reload(with_token(
+            pb::ReloadModelsRequest::default(),
+            Some("wrong"),
+        )),
+    )
+    .await
+    .expect_err("Reload with a wrong token");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    bounded(
+        "Reload",
+        models.reload(with_token(pb::ReloadModelsRequest::default(), Some(TOKEN))),
+    )
+    .await
+    .expect("Reload with the token");
+    daemon.shutdown().await;
+}

@@ -1,0 +1,229 @@
+//! TLS and mTLS on the receivers and the admin port.
+
+use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+use opentelemetry_otlp::{SpanExporter, WithExportConfig as _, WithTonicConfig as _};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracecheck::config::Config;
+
+use crate::pki::Pki;
+use crate::util::{self, bounded};
+
+const SPANS: u64 = 20;
+
+fn tls_config(pki: &Pki, mtls: bool) -> Config {
+    let mut c = util::config();
+    c.receivers.otlp.tls = Some(pki.server_tls(mtls));
+    c
+}
+
+fn https(addr: std::net::SocketAddr) -> String {
+    format!("https://localhost:{}", addr.port())
+}
+
+async fn accepted(d: &util::TestDaemon, transport: &str) -> f64 {
+    util::metric(
+        d.admin_addr,
+        "tracecheck_receiver_accepted_spans_total",
+        &[("transport", transport)],
+    )
+    .await
+}
+
+/// The OpenTelemetry SDK's gRPC exporter, configured for TLS as an
+/// application would, sends `SPANS` spans; the daemon takes every one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_grpc_exporter_over_tls_is_taken() {
+    let pki = Pki::new("sdk");
+    let daemon = util::start_daemon(tls_config(&pki, false)).await;
+    let endpoint = https(daemon.grpc_addr.expect("gRPC"));
+    let tls = pki.tonic_client(false);
+    bounded("SDK export over TLS", async move {
+        tokio::task::spawn_blocking(move || {
+            let exporter = SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .with_tls_config(tls)
+                .build()
+                .expect("SDK exporter");
+            let provider = SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .build();
+            let tracer = provider.tracer("security");
+            for i in 0..SPANS {
+                tracer.start(format!("op {i}")).end();
+            }
+            provider.force_flush().expect("the daemon took every batch");
+            provider.shutdown().expect("SDK shutdown");
+        })
+        .await
+        .expect("SDK thread");
+    })
+    .await;
+    assert_eq!(accepted(&daemon, "grpc").await, SPANS as f64);
+    daemon.shutdown().await;
+}
+
+/// OTLP/HTTP over TLS (HTTP/1.1 and HTTP/2 both offered) is taken; a
+/// client that does not trust the server's CA never gets to send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_over_tls_is_taken_and_an_untrusted_server_is_not_talked_to() {
+    let pki = Pki::new("http");
+    let daemon = util::start_daemon(tls_config(&pki, false)).await;
+    let url = format!("{}/v1/traces", https(daemon.http_addr.expect("HTTP")));
+
+    let client = crate::https_client(&pki.ca_pem, None);
+    let answer = crate::send(&client, crate::export_request(&url, 7, None))
+        .await
+        .expect("HTTPS export");
+    assert_eq!(answer.status, 200);
+    assert_eq!(accepted(&daemon, "http").await, 7.0);
+
+    let stranger = Pki::new("stranger");
+    let untrusting = crate::https_client(&stranger.ca_pem, None);
+    let err = crate::send(&untrusting, crate::export_request(&url, 7, None))
+        .await
+        .err()
+        .expect("a client trusting another CA refuses the server");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    assert_eq!(accepted(&daemon, "http").await, 7.0);
+    daemon.shutdown().await;
+}
+
+/// With `client_ca_file`, a client without a certificate is refused during
+/// the handshake — nothing it sends is taken, and the refusal is counted —
+/// while a client with a certificate from that CA is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_refuses_clients_without_a_certificate() {
+    let pki = Pki::new("mtls");
+    let daemon = util::start_daemon(tls_config(&pki, true)).await;
+    let grpc = https(daemon.grpc_addr.expect("gRPC"));
+    let http = format!("{}/v1/traces", https(daemon.http_addr.expect("HTTP")));
+
+    // gRPC without a client certificate.
+    let channel = tonic::transport::Channel::from_shared(grpc.clone())
+        .expect("endpoint")
+        .tls_config(pki.tonic_client(false))
+        .expect("TLS config");
+    let result = bounded("gRPC export without client certificate", async {
+        let mut client =
+            opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::new(
+                channel.connect().await?,
+            );
+        client
+            .export(util::request_of(5, 1))
+            .await
+            .map_err(|s| Box::new(s) as Box<dyn std::error::Error + Send + Sync>)
+    })
+    .await;
+    assert!(
+        result.is_err(),
+        "export without a client certificate went through"
+    );
+
+    // HTTP without a client certificate.
+    let anonymous = crate::https_client(&pki.ca_pem, None);
+    assert!(
+        crate::send(&anonymous, crate::export_request(&http, 5, None))
+            .await
+            .is_err(),
+        "HTTP export without a client certificate went through"
+    );
+
+    let text = util::scrape(daemon.admin_addr).await;
+    assert_eq!(
+        util::sample(&text, "tracecheck_receiver_accepted_spans_total", &[]),
+        0.0
+    );
+    assert!(
+        util::sample(&text, "tracecheck_tls_handshake_failures_total", &[]) >= 2.0,
+        "handshake refusals are counted:\n{text}"
+    );
+
+    // With the certificate: both are served.
+    let mut client =
+        opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::new(
+            tonic::transport::Channel::from_shared(grpc)
+                .expect("endpoint")
+                .tls_config(pki.tonic_client(true))
+                .expect("TLS config")
+                .connect()
+                .await
+                .expect("mTLS connect"),
+        );
+    bounded(
+        "gRPC export with client certificate",
+        client.export(util::request_of(5, 2)),
+    )
+    .await
+    .expect("export with a client certificate");
+    let known = crate::https_client(
+        &pki.ca_pem,
+        Some((&pki.client_cert_pem, &pki.client_key_pem)),
+    );
+    let answer = crate::send(&known, crate::export_request(&http, 5, None))
+        .await
+        .expect("HTTP export with a client certificate");
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        util::metric(
+            daemon.admin_addr,
+            "tracecheck_receiver_accepted_spans_total",
+            &[]
+        )
+        .await,
+        10.0
+    );
+    daemon.shutdown().await;
+}
+
+/// A plain-text client on a TLS port gets nowhere and nothing is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_text_on_a_tls_port_is_refused() {
+    let pki = Pki::new("plain");
+    let daemon = util::start_daemon(tls_config(&pki, false)).await;
+    let result = bounded("plain HTTP to a TLS port", async {
+        util::http_client()
+            .post(format!(
+                "http://{}/v1/traces",
+                daemon.http_addr.expect("HTTP")
+            ))
+            .header("content-type", "application/x-protobuf")
+            .body(Vec::new())
+            .send()
+            .await
+    })
+    .await;
+    assert!(result.is_err(), "plain text was answered: {result:?}");
+    assert_eq!(
+        util::metric(
+            daemon.admin_addr,
+            "tracecheck_receiver_accepted_spans_total",
+            &[]
+        )
+        .await,
+        0.0
+    );
+    daemon.shutdown().await;
+}
+
+/// `admin.tls`: metrics and the API over HTTPS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoint_serves_over_tls() {
+    let pki = Pki::new("admin");
+    let mut config = util::config();
+    config.admin.tls = Some(pki.server_tls(false));
+    let daemon = util::start_daemon(config).await;
+    let client = crate::https_client(&pki.ca_pem, None);
+    let url = format!("{}/metrics", https(daemon.admin_addr));
+    let answer = crate::send(
+        &client,
+        http::Request::get(url)
+            .body(Default::default())
+            .expect("request"),
+    )
+    .await
+    .expect("GET /metrics over TLS");
+    assert_eq!(answer.status, 200);
+    assert!(String::from_utf8_lossy(&answer.body).contains("tracecheck_buffer_traces"));
+    daemon.shutdown().await;
+}

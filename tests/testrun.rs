@@ -1,0 +1,14 @@
+//! `tracecheck test run` and the daemon's runs API from the outside: the
+//! real binary against a real instrumented app (examples/pokeshop, Python
+//! with the OpenTelemetry SDK), files in every form Tracetest's
+//! documentation shows against in-process systems under test, and bad
+//! files. Every wait is bounded.
+
+#[path = "testrun/app.rs"]
+mod app;
+#[path = "testrun/bad_files.rs"]
+mod bad_files;
+#[path = "testrun/forms.rs"]
+mod forms;
+#[path = "testrun/util.rs"]
+mod util;
