@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use models_util::{config, repo_path, Live};
+use models_util::{config, repo_path, tool_missing, Live};
 use serde_yaml_ng::Value;
 use tracecheck::config::Config;
 use tracecheck::engine::Engine;
@@ -126,7 +126,11 @@ fn config_maps(docs: &[Value]) -> BTreeMap<String, BTreeMap<String, String>> {
 }
 
 fn kubectl_missing(overlay: &str) {
-    eprintln!("kubectl not installed: {overlay} not rendered; only its files were checked");
+    tool_missing(
+        &format!("deploy ({overlay})"),
+        "kubectl (to render the kustomize overlay)",
+        "apt-get install kubectl",
+    );
 }
 
 #[test]

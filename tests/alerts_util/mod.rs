@@ -51,10 +51,7 @@ pub fn urlencode(s: &str) -> String {
 // ---------------------------------------------------------------------------
 // External binaries.
 
-/// True when running under CI (`CI` set to anything but empty/0/false).
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false" | "FALSE" | "False"))
-}
+pub use common::in_ci;
 
 fn find_binary(env: &str, names: &[&str]) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(env) {

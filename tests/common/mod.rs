@@ -38,3 +38,52 @@ pub fn repo_path(rel: &str) -> PathBuf {
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// True when running under CI (`CI` set to anything but empty/0/false).
+/// `.ci/run` sets it, and installs every tool the suites use.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false" | "FALSE" | "False"))
+}
+
+/// A suite's external tool is missing: outside CI the test is skipped with a
+/// line saying how to get the tool; under CI that is a failure, so a CI run
+/// can never pass by skipping what it was meant to prove.
+pub fn tool_missing(test: &str, what: &str, install: &str) {
+    assert!(!in_ci(), "{test}: {what} is required under CI ({install})");
+    eprintln!("SKIPPED {test}: {what} not available ({install}); under CI=true this fails");
+}
+
+/// `python3 -m pip install PKGS`, retried with `--break-system-packages`
+/// for Debian's externally managed Python (PEP 668).
+pub fn pip_install(pkgs: &[&str]) -> bool {
+    let run = |extra: &[&str]| {
+        std::process::Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet"])
+            .args(extra)
+            .args(pkgs)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    run(&[]) || run(&["--break-system-packages"])
+}
+
+/// Whether `python3 -c IMPORTS` succeeds, installing `pkgs` once if not.
+pub fn python_with(test: &str, imports: &str, pkgs: &[&str]) -> bool {
+    let has = || {
+        std::process::Command::new("python3")
+            .args(["-c", imports])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if has() || (pip_install(pkgs) && has()) {
+        return true;
+    }
+    tool_missing(
+        test,
+        &format!("python3 with {}", pkgs.join(", ")),
+        &format!("pip install {}", pkgs.join(" ")),
+    );
+    false
+}

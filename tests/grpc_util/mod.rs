@@ -48,37 +48,15 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-/// Whether `python3` can run the interop script (installing grpcio and
-/// grpcio-tools with pip if they are missing). `false` only when that is
-/// impossible outside CI; under `CI=true` it panics instead.
+/// Whether `python3` can run the interop script (installing grpcio,
+/// grpcio-tools and grpcio-reflection with pip if they are missing). `false`
+/// only outside CI; under `CI=true` a missing tool fails the test.
 pub fn python_ready() -> bool {
-    let has_tools = || {
-        Command::new("python3")
-            .args(["-c", "import grpc, grpc_tools"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if has_tools() {
-        return true;
-    }
-    let installed = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "grpcio", "grpcio-tools"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if installed && has_tools() {
-        return true;
-    }
-    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-    assert!(
-        !ci,
-        "CI: python3 with grpcio + grpcio-tools is required (pip install failed)"
-    );
-    eprintln!(
-        "SKIPPED: python3 with grpcio/grpcio-tools unavailable and pip could not install them"
-    );
-    false
+    crate::models_util::python_with(
+        "grpc_api",
+        "import grpc, grpc_tools, grpc_reflection",
+        &["grpcio", "grpcio-tools", "grpcio-reflection"],
+    )
 }
 
 pub fn script() -> PathBuf {

@@ -8,7 +8,7 @@
 mod common;
 // Each suite uses a different subset of these.
 #[allow(unused_imports)]
-pub use common::{bounded, hex, poll_until, repo_path};
+pub use common::{bounded, hex, poll_until, python_with, repo_path, tool_missing};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

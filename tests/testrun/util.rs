@@ -78,46 +78,17 @@ pub fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
-/// Whether python3 has the OpenTelemetry SDK (installing it with pip if
-/// missing). `false` only when pip cannot work outside CI.
+/// Whether python3 has the OpenTelemetry SDK for the example app
+/// (installed with pip if missing). `false` only outside CI.
 pub fn python_ready() -> bool {
-    let has = || {
-        Command::new("python3")
-            .args([
-                "-c",
-                "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if has() {
-        return true;
-    }
-    let installed = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
+    common::python_with(
+        "testrun",
+        "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http",
+        &[
             "opentelemetry-sdk",
             "opentelemetry-exporter-otlp-proto-http",
-        ])
-        .status()
-        .is_ok_and(|s| s.success());
-    if installed && has() {
-        return true;
-    }
-    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-    assert!(
-        !ci,
-        "CI: python3 with the OpenTelemetry SDK is required (pip install failed)"
-    );
-    eprintln!(
-        "SKIPPED: python3 with the OpenTelemetry SDK unavailable and pip could not install it"
-    );
-    false
+        ],
+    )
 }
 
 /// examples/pokeshop/app.py, exporting OTLP/HTTP to `otlp_http`; killed on drop.
