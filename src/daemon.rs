@@ -40,7 +40,7 @@ pub enum StartError {
     #[error(transparent)]
     Auth(#[from] crate::net::auth::AuthError),
     #[error(transparent)]
-    Exporter(#[from] crate::exporter::client::ClientError),
+    Exporter(#[from] crate::exporter::ExporterError),
 }
 
 /// The running stages a consumer may need.

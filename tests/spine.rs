@@ -17,5 +17,7 @@ mod load;
 mod outage;
 #[path = "spine/overload.rs"]
 mod overload;
+#[path = "spine/persistent.rs"]
+mod persistent;
 #[path = "spine/sdk.rs"]
 mod sdk;

@@ -68,6 +68,15 @@ fn assembler() -> Arc<Assembler> {
     ))
 }
 
+/// Without a forwarding queue, ingest never waits: one poll finishes it.
+fn ready<F: std::future::Future>(f: F) -> F::Output {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::pin!(f).as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => unreachable!("ingest without a forwarding queue waited"),
+    }
+}
+
 /// Small limits, so that the limit paths are reached.
 const LIMITS: WalkLimits = WalkLimits {
     max_attribute_depth: 4,
@@ -80,7 +89,7 @@ const LIMITS: WalkLimits = WalkLimits {
 fn ingest_and_evaluate(request: LazyExportRequest, transport: Transport) {
     let assembler = assembler();
     let ingest = Ingest::new(Arc::clone(&assembler), None, metrics());
-    if ingest.ingest(request, transport, &LIMITS).is_err() {
+    if ready(ingest.ingest(request, transport, &LIMITS)).is_err() {
         return;
     }
     for trace in assembler.drain(Instant::now()) {

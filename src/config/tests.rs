@@ -35,7 +35,7 @@ fn durations_and_env() {
     assert_eq!(c.assembler.root_settle, Duration::from_millis(500));
     let e = c.exporters.otlp.unwrap();
     assert_eq!(e.headers["api-key"], "abc");
-    assert_eq!(e.retry.max_elapsed_time, Duration::from_secs(3600));
+    assert_eq!(e.retry.max_elapsed_time, Some(Duration::from_secs(3600)));
 }
 
 #[test]

@@ -42,9 +42,15 @@ pub struct OtlpExporterConfig {
     #[serde(default)]
     pub compression: Compression,
     /// Requests waiting to be batched and sent. When full, receivers answer
-    /// senders with a retryable refusal instead of dropping.
+    /// senders with a retryable refusal instead of dropping. (With `queue`,
+    /// the bound is the directory's `max_size_mib` instead.)
     #[serde(default = "default_queue_size")]
     pub queue_size: usize,
+    /// Keep waiting requests on disk instead of in memory (opt-in): a
+    /// downstream outage, a restart or a `kill -9` then loses nothing that
+    /// senders were told was taken. See [`super::disk`].
+    #[serde(default)]
+    pub queue: Option<DiskQueueConfig>,
     #[serde(default)]
     pub batch: BatchConfig,
     #[serde(default)]
@@ -108,9 +114,92 @@ pub struct RetryConfig {
     #[serde(with = "crate::config::duration")]
     pub max_interval: Duration,
     /// After this long a batch is given up and counted in
-    /// `tracecheck_exporter_failed_spans_total`.
-    #[serde(with = "crate::config::duration")]
-    pub max_elapsed_time: Duration,
+    /// `tracecheck_exporter_failed_spans_total`; `0s` never gives up.
+    /// Unset: 5m with the in-memory queue; never with a persistent `queue`,
+    /// whose point is to outlast outages (the directory's size bound then
+    /// pushes back on senders instead).
+    #[serde(default, with = "crate::config::duration::option")]
+    pub max_elapsed_time: Option<Duration>,
+}
+
+impl RetryConfig {
+    /// How long one batch is retried; `None`: until it is delivered.
+    pub fn give_up_after(&self, persistent: bool) -> Option<Duration> {
+        match self.max_elapsed_time {
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+            None if persistent => None,
+            None => Some(DEFAULT_MAX_ELAPSED),
+        }
+    }
+}
+
+const DEFAULT_MAX_ELAPSED: Duration = Duration::from_secs(300);
+
+/// `exporters.otlp.queue` — the persistent forwarding queue.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DiskQueueConfig {
+    /// Where segments are kept; created if missing. One process per
+    /// directory (it is locked while in use).
+    pub directory: std::path::PathBuf,
+    /// Bound on the queue's bytes on disk; beyond it senders get a
+    /// retryable refusal (`reason="exporter_queue_full"`).
+    #[serde(default = "default_queue_max_size_mib")]
+    pub max_size_mib: u64,
+    /// Size at which a segment is closed and the next one started; a
+    /// segment is deleted once everything in it was delivered.
+    #[serde(default = "default_segment_size_mib")]
+    pub segment_size_mib: u64,
+    /// When written requests are forced to the device: `always` (before the
+    /// sender is answered; the default), a duration such as `1s` (at most
+    /// that much acknowledged data lost on a power failure), or `never`
+    /// (left to the kernel). A process crash loses nothing in any case.
+    #[serde(default)]
+    pub fsync: FsyncPolicy,
+}
+
+/// `exporters.otlp.queue.fsync`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    #[default]
+    Always,
+    Every(Duration),
+    Never,
+}
+
+impl<'de> Deserialize<'de> for FsyncPolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.trim() {
+            "always" => Ok(FsyncPolicy::Always),
+            "never" => Ok(FsyncPolicy::Never),
+            other => match crate::config::duration::parse(other) {
+                Ok(d) if !d.is_zero() => Ok(FsyncPolicy::Every(d)),
+                _ => Err(serde::de::Error::custom(format!(
+                    "fsync {other:?}: expected always, never or a duration such as 1s"
+                ))),
+            },
+        }
+    }
+}
+
+impl Serialize for FsyncPolicy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            FsyncPolicy::Always => s.serialize_str("always"),
+            FsyncPolicy::Never => s.serialize_str("never"),
+            FsyncPolicy::Every(d) => s.serialize_str(&crate::config::duration::format(*d)),
+        }
+    }
+}
+
+const fn default_queue_max_size_mib() -> u64 {
+    1024
+}
+
+const fn default_segment_size_mib() -> u64 {
+    16
 }
 
 impl Default for RetryConfig {
@@ -118,7 +207,7 @@ impl Default for RetryConfig {
         Self {
             initial_interval: Duration::from_secs(1),
             max_interval: Duration::from_secs(30),
-            max_elapsed_time: Duration::from_secs(300),
+            max_elapsed_time: None,
         }
     }
 }

@@ -10,9 +10,15 @@
 //! `max_in_flight` batches at once, each retried with exponential backoff on
 //! the answers the OTLP spec calls retryable. While all sends are busy the
 //! batcher stops reading the queue: that is the back-pressure.
+//!
+//! The queue is in memory (`queue_size` requests) unless
+//! `exporters.otlp.queue.directory` is set: then requests are written to
+//! disk before their senders are answered ([`disk`]), and a record leaves
+//! the disk only once its batch was delivered.
 
 pub mod client;
 pub mod config;
+pub mod disk;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -34,9 +40,20 @@ pub struct ForwardItem {
     /// Encoded `ResourceSpans`, as received (or rebuilt without refused spans).
     pub resource_spans: Vec<Bytes>,
     pub spans: usize,
+    /// Set when the item was read back from the persistent queue: what to
+    /// acknowledge once its batch is done.
+    pub receipt: Option<disk::Receipt>,
 }
 
 impl ForwardItem {
+    pub fn new(resource_spans: Vec<Bytes>, spans: usize) -> Self {
+        Self {
+            resource_spans,
+            spans,
+            receipt: None,
+        }
+    }
+
     fn encoded_len(&self) -> usize {
         self.resource_spans.iter().map(|b| b.len() + 5).sum()
     }
@@ -47,6 +64,8 @@ impl ForwardItem {
 pub enum QueueError {
     #[error("forwarding queue full; retry shortly")]
     Full,
+    #[error("forwarding queue cannot be written (see the daemon's log); retry shortly")]
+    Unwritable,
     #[error("exporter stopped")]
     Closed,
 }
@@ -54,44 +73,70 @@ pub enum QueueError {
 /// The receivers' end of the forwarding queue.
 #[derive(Clone)]
 pub struct ForwardQueue {
-    tx: mpsc::Sender<ForwardItem>,
+    kind: QueueKind,
     metrics: Arc<Metrics>,
     labels: ExporterLabels,
     pending_spans: Arc<AtomicU64>,
 }
 
-/// A reserved place in the queue: sending into it cannot fail.
+#[derive(Clone)]
+enum QueueKind {
+    Memory(mpsc::Sender<ForwardItem>),
+    Disk(disk::DiskQueue),
+}
+
+/// A reserved place in the queue.
 pub struct ForwardPermit<'a> {
-    permit: mpsc::Permit<'a, ForwardItem>,
+    kind: PermitKind<'a>,
     queue: &'a ForwardQueue,
 }
 
+enum PermitKind<'a> {
+    Memory(mpsc::Permit<'a, ForwardItem>),
+    Disk(disk::Reservation),
+}
+
 impl ForwardQueue {
-    pub fn reserve(&self) -> Result<ForwardPermit<'_>, QueueError> {
-        match self.tx.try_reserve() {
-            Ok(permit) => Ok(ForwardPermit {
-                permit,
-                queue: self,
-            }),
-            Err(mpsc::error::TrySendError::Full(())) => Err(QueueError::Full),
-            Err(mpsc::error::TrySendError::Closed(())) => Err(QueueError::Closed),
-        }
+    /// Reserves room for a request of `bytes` encoded bytes.
+    pub fn reserve(&self, bytes: usize) -> Result<ForwardPermit<'_>, QueueError> {
+        let kind = match &self.kind {
+            QueueKind::Memory(tx) => match tx.try_reserve() {
+                Ok(permit) => PermitKind::Memory(permit),
+                Err(mpsc::error::TrySendError::Full(())) => return Err(QueueError::Full),
+                Err(mpsc::error::TrySendError::Closed(())) => return Err(QueueError::Closed),
+            },
+            QueueKind::Disk(q) => PermitKind::Disk(q.reserve(bytes).ok_or(QueueError::Full)?),
+        };
+        Ok(ForwardPermit { kind, queue: self })
     }
 }
 
 impl ForwardPermit<'_> {
-    pub fn send(self, item: ForwardItem) {
+    /// Queues the request. In memory this cannot fail; on disk it resolves
+    /// once the request is written as the fsync policy promises, and only
+    /// then may the sender be told it was taken.
+    pub async fn send(self, item: ForwardItem) -> Result<(), QueueError> {
+        let spans = item.spans as u64;
+        match self.kind {
+            PermitKind::Memory(permit) => {
+                self.queue
+                    .metrics
+                    .exporter_queue_size
+                    .get_or_create(&self.queue.labels)
+                    .inc();
+                permit.send(item);
+            }
+            PermitKind::Disk(reservation) => {
+                if let Err(e) = reservation.append(&item).await {
+                    tracing::error!(error = %e, "Cannot write to the forwarding queue; refusing the request (retryable).");
+                    return Err(QueueError::Unwritable);
+                }
+            }
+        }
         // Counted from here, so that a drain timeout also reports what was
         // still waiting in the queue.
-        self.queue
-            .pending_spans
-            .fetch_add(item.spans as u64, Ordering::Relaxed);
-        self.queue
-            .metrics
-            .exporter_queue_size
-            .get_or_create(&self.queue.labels)
-            .inc();
-        self.permit.send(item);
+        self.queue.pending_spans.fetch_add(spans, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -101,8 +146,18 @@ pub struct Exporter {
     task: tokio::task::JoinHandle<()>,
     drain_timeout: Duration,
     pending_spans: Arc<AtomicU64>,
+    disk: Option<disk::DiskQueue>,
     metrics: Arc<Metrics>,
     labels: ExporterLabels,
+}
+
+/// The exporter could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ExporterError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Queue(#[from] disk::DiskQueueError),
 }
 
 impl Exporter {
@@ -111,30 +166,42 @@ impl Exporter {
         name: &str,
         config: OtlpExporterConfig,
         metrics: Arc<Metrics>,
-    ) -> Result<(ForwardQueue, Exporter), ClientError> {
+    ) -> Result<(ForwardQueue, Exporter), ExporterError> {
         let client = Arc::new(Client::new(&config)?);
         let labels = ExporterLabels {
             exporter: name.to_owned(),
         };
-        metrics
-            .exporter_queue_capacity
-            .get_or_create(&labels)
-            .set(config.queue_size as i64);
-        let (tx, rx) = mpsc::channel(config.queue_size);
-        let drain = CancellationToken::new();
         let pending_spans = Arc::new(AtomicU64::new(0));
+        let (kind, inbox, disk) = match &config.queue {
+            None => {
+                metrics
+                    .exporter_queue_capacity
+                    .get_or_create(&labels)
+                    .set(config.queue_size as i64);
+                let (tx, rx) = mpsc::channel(config.queue_size);
+                (QueueKind::Memory(tx), Inbox::Memory(rx), None)
+            }
+            Some(dq) => {
+                let (q, reader) = disk::DiskQueue::open(dq, Arc::clone(&metrics), labels.clone())?;
+                pending_spans.store(reader.backlog_spans(), Ordering::Relaxed);
+                (QueueKind::Disk(q.clone()), Inbox::Disk(reader), Some(q))
+            }
+        };
+        let drain = CancellationToken::new();
         let runner = Runner {
             client,
             metrics: Arc::clone(&metrics),
             labels: labels.clone(),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             pending_spans: Arc::clone(&pending_spans),
+            give_up_after: config.retry.give_up_after(disk.is_some()),
+            disk: disk.clone(),
             config: config.clone(),
         };
-        let task = tokio::spawn(runner.run(rx, drain.clone()));
+        let task = tokio::spawn(runner.run(inbox, drain.clone()));
         Ok((
             ForwardQueue {
-                tx,
+                kind,
                 metrics: Arc::clone(&metrics),
                 labels: labels.clone(),
                 pending_spans: Arc::clone(&pending_spans),
@@ -144,6 +211,7 @@ impl Exporter {
                 task,
                 drain_timeout: config.drain_timeout,
                 pending_spans,
+                disk,
                 metrics,
                 labels,
             },
@@ -151,27 +219,65 @@ impl Exporter {
     }
 
     /// Stops taking requests and sends what is queued, within the drain
-    /// deadline. Returns the spans that could not be delivered in time.
+    /// deadline. Returns the spans that could not be delivered in time and
+    /// are lost: with the persistent queue, none are (they stay on disk
+    /// for the next start).
     pub async fn shutdown(self) -> u64 {
         self.drain.cancel();
+        if let Some(q) = &self.disk {
+            q.close().await;
+        }
         let abort = self.task.abort_handle();
         if tokio::time::timeout(self.drain_timeout, self.task)
             .await
             .is_err()
         {
             abort.abort();
-            let lost = self.pending_spans.load(Ordering::Relaxed);
+            let pending = self.pending_spans.load(Ordering::Relaxed);
+            if self.disk.is_some() {
+                tracing::warn!(
+                    spans = pending,
+                    "Forwarding queue not drained before the deadline; the spans stay in the queue directory and are sent after the next start."
+                );
+                return 0;
+            }
             self.metrics
                 .exporter_failed_spans
                 .get_or_create(&self.labels)
-                .inc_by(lost);
+                .inc_by(pending);
             tracing::error!(
-                spans = lost,
+                spans = pending,
                 "Forwarding queue not drained before the deadline; spans not delivered."
             );
-            return lost;
+            return pending;
         }
         0
+    }
+}
+
+/// Where the batcher takes requests from.
+enum Inbox {
+    Memory(mpsc::Receiver<ForwardItem>),
+    Disk(disk::Reader),
+}
+
+impl Inbox {
+    async fn recv(&mut self) -> Option<ForwardItem> {
+        match self {
+            Inbox::Memory(rx) => rx.recv().await,
+            Inbox::Disk(reader) => reader.next().await.map(|(mut item, receipt)| {
+                item.receipt = Some(receipt);
+                item
+            }),
+        }
+    }
+
+    /// No more requests will be queued: read what is there, then end.
+    /// (The persistent queue ends when [`disk::DiskQueue::close`] ran.)
+    fn close(&mut self) {
+        if let Inbox::Memory(rx) = self {
+            rx.close();
+        }
     }
 }
 
@@ -183,18 +289,21 @@ struct Runner {
     /// Spans queued or in a batch, not yet sent or given up: what a drain
     /// timeout loses.
     pending_spans: Arc<AtomicU64>,
+    give_up_after: Option<Duration>,
+    disk: Option<disk::DiskQueue>,
     config: OtlpExporterConfig,
 }
 
 #[derive(Default)]
 struct Batch {
     resource_spans: Vec<Bytes>,
+    receipts: Vec<disk::Receipt>,
     spans: usize,
     bytes: usize,
 }
 
 impl Runner {
-    async fn run(self, mut rx: mpsc::Receiver<ForwardItem>, drain: CancellationToken) {
+    async fn run(self, mut inbox: Inbox, drain: CancellationToken) {
         let mut batch = Batch::default();
         let mut deadline: Option<Instant> = None;
         let mut sends = JoinSet::new();
@@ -210,21 +319,24 @@ impl Runner {
                 biased;
                 _ = drain.cancelled(), if !draining => {
                     draining = true;
-                    rx.close();
+                    inbox.close();
                 }
                 _ = timer => {
                     self.flush(&mut batch, &mut sends).await;
                     deadline = None;
                 }
-                item = rx.recv() => {
+                item = inbox.recv() => {
                     let Some(item) = item else { break };
-                    self.metrics.exporter_queue_size.get_or_create(&self.labels).dec();
+                    if matches!(inbox, Inbox::Memory(_)) {
+                        self.metrics.exporter_queue_size.get_or_create(&self.labels).dec();
+                    }
                     if batch.spans > 0 && batch.bytes + item.encoded_len() > self.config.batch.max_bytes {
                         self.flush(&mut batch, &mut sends).await;
                     }
                     batch.spans += item.spans;
                     batch.bytes += item.encoded_len();
                     batch.resource_spans.extend(item.resource_spans);
+                    batch.receipts.extend(item.receipt);
                     if batch.spans >= self.config.batch.max_spans || batch.bytes >= self.config.batch.max_bytes {
                         self.flush(&mut batch, &mut sends).await;
                         deadline = None;
@@ -241,7 +353,7 @@ impl Runner {
 
     /// Hands the batch to a send task once an in-flight slot is free.
     async fn flush(&self, batch: &mut Batch, sends: &mut JoinSet<()>) {
-        if batch.spans == 0 {
+        if batch.spans == 0 && batch.receipts.is_empty() {
             return;
         }
         let batch = std::mem::take(batch);
@@ -255,9 +367,12 @@ impl Runner {
             labels: self.labels.clone(),
             pending_spans: Arc::clone(&self.pending_spans),
             retry: self.config.retry.clone(),
+            give_up_after: self.give_up_after,
+            disk: self.disk.clone(),
         };
+        let (spans, receipts) = (batch.spans as u64, batch.receipts);
         sends.spawn(async move {
-            ctx.send(payload, batch.spans as u64).await;
+            ctx.send(payload, spans, &receipts).await;
             drop(permit);
         });
     }
@@ -269,13 +384,18 @@ struct SendCtx {
     labels: ExporterLabels,
     pending_spans: Arc<AtomicU64>,
     retry: config::RetryConfig,
+    give_up_after: Option<Duration>,
+    disk: Option<disk::DiskQueue>,
 }
 
 impl SendCtx {
-    async fn send(self, payload: Payload, spans: u64) {
+    async fn send(self, payload: Payload, spans: u64, receipts: &[disk::Receipt]) {
         let started = Instant::now();
         let mut backoff = self.retry.initial_interval;
         let (sent, failed) = loop {
+            if spans == 0 {
+                break (0, 0);
+            }
             match self.client.export(&payload).await {
                 Ok(done) => {
                     let rejected = done.rejected_spans.min(spans);
@@ -294,7 +414,10 @@ impl SendCtx {
                         .unwrap_or(backoff)
                         .min(self.retry.max_interval);
                     let wait = jitter(wait);
-                    if !e.retryable || started.elapsed() + wait > self.retry.max_elapsed_time {
+                    let out_of_time = self
+                        .give_up_after
+                        .is_some_and(|limit| started.elapsed() + wait > limit);
+                    if !e.retryable || out_of_time {
                         tracing::error!(
                             spans,
                             error = %e,
@@ -324,6 +447,10 @@ impl SendCtx {
                 .exporter_failed_spans
                 .get_or_create(&self.labels)
                 .inc_by(failed);
+        }
+        // Delivered or refused for good: either way it leaves the queue.
+        if let Some(q) = &self.disk {
+            q.ack(receipts);
         }
         self.pending_spans.fetch_sub(spans, Ordering::Relaxed);
     }

@@ -38,6 +38,7 @@ impl TraceService for GrpcReceiver {
         match self
             .ingest
             .ingest(request.into_inner(), Transport::grpc, &self.limits)
+            .await
         {
             Ok(a) => Ok(Response::new(ExportTraceServiceResponse {
                 // A message with nothing rejected is a warning, as OTLP allows.

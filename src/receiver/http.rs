@@ -158,7 +158,7 @@ async fn export(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> R
             );
         }
     };
-    match s.ingest.ingest(request, Transport::http, &s.limits) {
+    match s.ingest.ingest(request, Transport::http, &s.limits).await {
         Ok(a) => {
             let body = match encoding {
                 Encoding::Protobuf => ExportTraceServiceResponse {

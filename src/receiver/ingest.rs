@@ -89,7 +89,10 @@ impl Ingest {
         &self.metrics
     }
 
-    pub fn ingest(
+    /// Takes a request: everything or nothing, except spans refused through
+    /// partial success. With the persistent forwarding queue this waits
+    /// until the request is on disk, so that `Ok` may be answered.
+    pub async fn ingest(
         &self,
         request: LazyExportRequest,
         transport: Transport,
@@ -124,25 +127,38 @@ impl Ingest {
                 );
             }
         }
+        let overloaded = |reason: RefuseReason, e: QueueError| {
+            refuse(
+                reason,
+                IngestError::Overloaded {
+                    reason,
+                    message: e.to_string(),
+                    retry_after: RETRY_AFTER,
+                },
+            )
+        };
+        let bytes = walked.forward.iter().map(|b| b.len() + 5).sum();
         let permit = match (&self.forward, spans) {
-            (Some(q), 1..) => match q.reserve() {
+            (Some(q), 1..) => match q.reserve(bytes) {
                 Ok(p) => Some(p),
-                Err(QueueError::Full) => {
-                    return refuse(
-                        RefuseReason::exporter_queue_full,
-                        IngestError::Overloaded {
-                            reason: RefuseReason::exporter_queue_full,
-                            message: QueueError::Full.to_string(),
-                            retry_after: RETRY_AFTER,
-                        },
-                    )
-                }
                 Err(QueueError::Closed) => {
                     return refuse(RefuseReason::shutting_down, IngestError::ShuttingDown)
                 }
+                Err(e) => return overloaded(RefuseReason::exporter_queue_full, e),
             },
             _ => None,
         };
+        // Queued first: if a persistent queue cannot write it, the request
+        // is refused whole, before the buffer has taken any of it.
+        if let Some(permit) = permit {
+            match permit.send(ForwardItem::new(walked.forward, spans)).await {
+                Ok(()) => {}
+                Err(QueueError::Closed) => {
+                    return refuse(RefuseReason::shutting_down, IngestError::ShuttingDown)
+                }
+                Err(e) => return overloaded(RefuseReason::exporter_queue_unwritable, e),
+            }
+        }
         if walked.rejected > 0 {
             self.count_rejected(transport, &walked.rejected_by);
         }
@@ -158,12 +174,6 @@ impl Ingest {
                     "{n} spans accepted and forwarded but not evaluated: their trace is at assembler.{reason:?}; its verdicts will be marked incomplete"
                 );
             }
-        }
-        if let Some(permit) = permit {
-            permit.send(ForwardItem {
-                resource_spans: walked.forward,
-                spans,
-            });
         }
         Ok(Accepted {
             accepted_spans: spans,

@@ -42,6 +42,9 @@ pub enum RefuseReason {
     buffer_full,
     /// The forwarding queue is full; the sender retries.
     exporter_queue_full,
+    /// The persistent forwarding queue could not write the request (disk
+    /// full, I/O error); the sender retries.
+    exporter_queue_unwritable,
     /// The daemon is stopping; the sender retries elsewhere or later.
     shutting_down,
     /// `receivers.otlp.auth` is set and the request's bearer token is
@@ -165,6 +168,10 @@ pub struct Metrics {
     pub exporter_retries: Family<ExporterLabels, Counter>,
     pub exporter_queue_size: Family<ExporterLabels, Gauge>,
     pub exporter_queue_capacity: Family<ExporterLabels, Gauge>,
+    pub exporter_queue_bytes: Family<ExporterLabels, Gauge>,
+    pub exporter_queue_max_bytes: Family<ExporterLabels, Gauge>,
+    pub exporter_queue_corrupt_segments: Family<ExporterLabels, Counter>,
+    pub exporter_queue_replayed_spans: Family<ExporterLabels, Counter>,
     pub model_verdicts: Family<VerdictLabels, VerdictCounter>,
     pub spec_failures: Family<SpecLabels, Counter>,
     pub model_errors: Family<ModelLabels, Counter>,
@@ -201,6 +208,10 @@ impl Metrics {
             exporter_retries: Family::default(),
             exporter_queue_size: Family::default(),
             exporter_queue_capacity: Family::default(),
+            exporter_queue_bytes: Family::default(),
+            exporter_queue_max_bytes: Family::default(),
+            exporter_queue_corrupt_segments: Family::default(),
+            exporter_queue_replayed_spans: Family::default(),
             model_verdicts: Family::default(),
             spec_failures: Family::default(),
             model_errors: Family::default(),
@@ -303,8 +314,28 @@ impl Metrics {
         );
         r.register(
             "tracecheck_exporter_queue_capacity",
-            "Configured bound exporters.otlp.queue_size",
+            "Configured bound exporters.otlp.queue_size (in-memory queue)",
             m.exporter_queue_capacity.clone(),
+        );
+        r.register(
+            "tracecheck_exporter_queue_bytes",
+            "Bytes the persistent forwarding queue holds on disk",
+            m.exporter_queue_bytes.clone(),
+        );
+        r.register(
+            "tracecheck_exporter_queue_max_bytes",
+            "Configured bound exporters.otlp.queue.max_size_mib, in bytes",
+            m.exporter_queue_max_bytes.clone(),
+        );
+        r.register(
+            "tracecheck_exporter_queue_corrupt_segments",
+            "Persistent queue segments found damaged (the damaged part skipped)",
+            m.exporter_queue_corrupt_segments.clone(),
+        );
+        r.register(
+            "tracecheck_exporter_queue_replayed_spans",
+            "Spans in flight when the previous process stopped, sent again after the restart (may arrive twice)",
+            m.exporter_queue_replayed_spans.clone(),
         );
         r.register(
             "tracecheck_model_verdicts",

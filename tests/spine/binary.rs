@@ -16,7 +16,7 @@ use crate::util::{self, bounded};
 const BIN: &str = env!("CARGO_BIN_EXE_tracecheck");
 
 /// `n` distinct loopback addresses that were free a moment ago.
-fn free_addrs<const N: usize>() -> [SocketAddr; N] {
+pub(crate) fn free_addrs<const N: usize>() -> [SocketAddr; N] {
     let listeners: Vec<TcpListener> = (0..N)
         .map(|_| TcpListener::bind(util::any_port()).expect("bind"))
         .collect();
@@ -25,13 +25,13 @@ fn free_addrs<const N: usize>() -> [SocketAddr; N] {
 
 /// A child process killed if the test fails before it exits, with its
 /// stderr collected as it is written.
-struct Served {
+pub(crate) struct Served {
     child: Child,
     stderr: Arc<Mutex<String>>,
 }
 
 impl Served {
-    fn spawn(args: &[&str]) -> Self {
+    pub(crate) fn spawn(args: &[&str]) -> Self {
         let mut child = Command::new(BIN)
             .args(args)
             .env("RUST_LOG", "warn,tracecheck=info")
@@ -54,12 +54,12 @@ impl Served {
         Self { child, stderr }
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().expect("stderr lock").clone()
     }
 
     /// Waits for the process to exit, failing the test after `LIMIT`.
-    async fn exit(&mut self) -> ExitStatus {
+    pub(crate) async fn exit(&mut self) -> ExitStatus {
         let deadline = tokio::time::Instant::now() + util::LIMIT;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -76,7 +76,35 @@ impl Served {
         }
     }
 
-    fn sigterm(&self) {
+    /// Polls `/readyz` until it answers 200, failing the test if the
+    /// process exits or `LIMIT` passes first.
+    pub(crate) async fn ready(&mut self, admin: SocketAddr) {
+        let client = util::http_client();
+        let deadline = tokio::time::Instant::now() + util::LIMIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!("tracecheck exited with {status}:\n{}", self.stderr());
+            }
+            let ready = client.get(format!("http://{admin}/readyz")).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "tracecheck not ready; stderr:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `kill -9`: no shutdown code runs.
+    pub(crate) fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
+    pub(crate) fn sigterm(&self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -96,7 +124,7 @@ impl Drop for Served {
 
 /// The value of `key=N` in the log line containing `message`, ANSI colours
 /// or not.
-fn logged_field(stderr: &str, message: &str, key: &str) -> Option<u64> {
+pub(crate) fn logged_field(stderr: &str, message: &str, key: &str) -> Option<u64> {
     let line = stderr.lines().find(|l| l.contains(message))?;
     let plain: String = strip_ansi(line);
     let at = plain.find(&format!("{key}="))? + key.len() + 1;
@@ -124,7 +152,7 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
-fn write_config(dir: &Path, name: &str, text: &str) -> String {
+pub(crate) fn write_config(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write config");
     path.display().to_string()
@@ -150,23 +178,7 @@ async fn sigterm_completes_buffered_traces_and_delivers_every_span() {
         ),
     );
     let mut served = Served::spawn(&["serve", "--config", &config]);
-    let client = util::http_client();
-    let deadline = tokio::time::Instant::now() + util::LIMIT;
-    loop {
-        if let Some(status) = served.child.try_wait().expect("try_wait") {
-            panic!("tracecheck exited with {status}:\n{}", served.stderr());
-        }
-        let ready = client.get(format!("http://{admin}/readyz")).send().await;
-        if ready.is_ok_and(|r| r.status().is_success()) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "tracecheck not ready; stderr:\n{}",
-            served.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    served.ready(admin).await;
 
     let mut sent = 0;
     for (protocol, endpoint) in [

@@ -1,0 +1,271 @@
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+
+use super::*;
+
+fn metrics() -> Arc<Metrics> {
+    Arc::new(Metrics::new(&mut Registry::default()))
+}
+
+fn labels() -> ExporterLabels {
+    ExporterLabels {
+        exporter: "otlp".into(),
+    }
+}
+
+fn config(dir: &Path, max_size_mib: u64, segment_size_mib: u64) -> DiskQueueConfig {
+    DiskQueueConfig {
+        directory: dir.to_owned(),
+        max_size_mib,
+        segment_size_mib,
+        fsync: FsyncPolicy::Never,
+    }
+}
+
+/// A request whose `n` resource-spans blobs each carry `tag` so the reader's
+/// items can be told apart.
+fn item(tag: u32, size: usize) -> ForwardItem {
+    let mut blob = tag.to_le_bytes().to_vec();
+    blob.resize(size.max(4), 0xab);
+    ForwardItem::new(vec![Bytes::from(blob)], (tag % 7 + 1) as usize)
+}
+
+fn tag_of(item: &ForwardItem) -> u32 {
+    let b = &item.resource_spans[0];
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+async fn append(q: &DiskQueue, it: &ForwardItem) {
+    let bytes = it.encoded_len();
+    q.reserve(bytes)
+        .expect("room in the queue")
+        .append(it)
+        .await
+        .expect("append");
+}
+
+async fn next(r: &mut Reader) -> (ForwardItem, Receipt) {
+    tokio::time::timeout(Duration::from_secs(5), r.next())
+        .await
+        .expect("a record within 5s")
+        .expect("queue not closed")
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn counter(m: &Family<ExporterLabels, Counter>) -> u64 {
+    m.get_or_create(&labels()).get()
+}
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+#[tokio::test]
+async fn records_come_back_in_order_and_delivered_segments_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = metrics();
+    // 1 MiB segments, ~100 KiB records: several segments.
+    let (q, mut r) = DiskQueue::open(&config(dir.path(), 64, 1), Arc::clone(&m), labels()).unwrap();
+    for tag in 0..40 {
+        append(&q, &item(tag, 100 * 1024)).await;
+    }
+    assert!(
+        segments(dir.path()).len() >= 4,
+        "{:?}",
+        segments(dir.path())
+    );
+    let mut receipts = Vec::new();
+    for want in 0..40 {
+        let (it, rc) = next(&mut r).await;
+        assert_eq!(tag_of(&it), want);
+        assert_eq!(it.spans, (want % 7 + 1) as usize);
+        assert_eq!(it.resource_spans[0].len(), 100 * 1024);
+        receipts.push(rc);
+    }
+    // Acknowledged out of order (batches finish in any order): nothing is
+    // deleted until the prefix is complete.
+    q.ack(&receipts[20..]);
+    let before = segments(dir.path()).len();
+    assert!(before >= 4);
+    q.ack(&receipts[..20]);
+    // Only the segment being written remains.
+    assert_eq!(segments(dir.path()).len(), 1, "{:?}", segments(dir.path()));
+    assert!(m.exporter_queue_bytes.get_or_create(&labels()).get() < 1024 * 1024);
+    assert_eq!(m.exporter_queue_size.get_or_create(&labels()).get(), 0);
+    q.close().await;
+    assert!(r.next().await.is_none(), "closed and read to the end");
+}
+
+#[tokio::test]
+async fn a_restart_resumes_at_the_delivered_prefix_and_counts_what_it_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 64, 1);
+    let sent_before: u64;
+    {
+        let m = metrics();
+        let (q, mut r) = DiskQueue::open(&cfg, Arc::clone(&m), labels()).unwrap();
+        for tag in 0..30 {
+            append(&q, &item(tag, 64 * 1024)).await;
+        }
+        // 0..10 delivered, 10..14 read (in flight) when the process dies.
+        let mut rc = Vec::new();
+        for _ in 0..14 {
+            rc.push(next(&mut r).await.1);
+        }
+        q.ack(&rc[..10]);
+        sent_before = (10u32..14).map(|t| u64::from(t % 7 + 1)).sum();
+        q.close().await;
+    }
+    let m = metrics();
+    let (q, mut r) = DiskQueue::open(&cfg, Arc::clone(&m), labels()).unwrap();
+    assert_eq!(counter(&m.exporter_queue_replayed_spans), sent_before);
+    let backlog: u64 = (10u32..30).map(|t| u64::from(t % 7 + 1)).sum();
+    assert_eq!(r.backlog_spans(), backlog);
+    assert_eq!(m.exporter_queue_size.get_or_create(&labels()).get(), 20);
+    // New requests queue behind the backlog.
+    append(&q, &item(1000, 10)).await;
+    let mut tags = Vec::new();
+    for _ in 0..21 {
+        let (it, rc) = next(&mut r).await;
+        tags.push(tag_of(&it));
+        q.ack(&[rc]);
+    }
+    assert_eq!(tags, (10..30).chain([1000]).collect::<Vec<_>>());
+    assert_eq!(counter(&m.exporter_queue_corrupt_segments), 0);
+    q.close().await;
+}
+
+#[tokio::test]
+async fn a_torn_record_at_the_end_is_cut_off_and_the_rest_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 64, 16);
+    {
+        let (q, _r) = DiskQueue::open(&cfg, metrics(), labels()).unwrap();
+        for tag in 0..5 {
+            append(&q, &item(tag, 1000)).await;
+        }
+        q.close().await;
+    }
+    // A write cut short by a power loss: half a record at the end.
+    let last = segments(dir.path()).pop().unwrap();
+    let whole = fs::metadata(&last).unwrap().len();
+    let mut f = OpenOptions::new().append(true).open(&last).unwrap();
+    let mut torn = MAGIC.to_le_bytes().to_vec();
+    torn.extend_from_slice(&5000u32.to_le_bytes());
+    torn.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7]);
+    f.write_all(&torn).unwrap();
+    drop(f);
+
+    let m = metrics();
+    let (q, mut r) = DiskQueue::open(&cfg, Arc::clone(&m), labels()).unwrap();
+    assert_eq!(counter(&m.exporter_queue_corrupt_segments), 1);
+    assert_eq!(fs::metadata(&last).unwrap().len(), whole);
+    for want in 0..5 {
+        assert_eq!(tag_of(&next(&mut r).await.0), want);
+    }
+    q.close().await;
+    assert!(r.next().await.is_none());
+}
+
+#[tokio::test]
+async fn a_damaged_segment_is_skipped_counted_and_later_segments_still_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 64, 1);
+    {
+        let (q, _r) = DiskQueue::open(&cfg, metrics(), labels()).unwrap();
+        for tag in 0..30 {
+            append(&q, &item(tag, 100 * 1024)).await;
+        }
+        q.close().await;
+    }
+    // Flip a payload byte in the second record of the first segment.
+    let first = segments(dir.path())[0].clone();
+    let record = HEADER + 100 * 1024 + 5;
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&first)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, record + HEADER + 100).unwrap();
+    f.write_all_at(&[b[0] ^ 0xff], record + HEADER + 100)
+        .unwrap();
+    drop(f);
+
+    let m = metrics();
+    let (q, mut r) = DiskQueue::open(&cfg, Arc::clone(&m), labels()).unwrap();
+    let (it, _) = next(&mut r).await;
+    assert_eq!(tag_of(&it), 0);
+    // The rest of the first segment is skipped; the second segment follows.
+    let (it, _) = next(&mut r).await;
+    assert_eq!(counter(&m.exporter_queue_corrupt_segments), 1);
+    let per_segment = (1024 * 1024) / (100 * 1024 + HEADER as usize + 5);
+    assert_eq!(tag_of(&it) as usize, per_segment);
+    let mut last = tag_of(&it);
+    while last < 29 {
+        let (it, _) = next(&mut r).await;
+        assert_eq!(tag_of(&it), last + 1);
+        last += 1;
+    }
+    q.close().await;
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_and_room_comes_back_on_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, mut r) = DiskQueue::open(&config(dir.path(), 4, 1), metrics(), labels()).unwrap();
+    let mut appended = 0;
+    while let Some(res) = q.reserve(200 * 1024) {
+        res.append(&item(appended, 200 * 1024)).await.unwrap();
+        appended += 1;
+        assert!(appended < 30, "4 MiB bound not enforced");
+    }
+    assert!(appended >= 16, "{appended}");
+    // A refused reservation took no room.
+    assert!(q.reserve(200 * 1024).is_none());
+    let mut rc = Vec::new();
+    for _ in 0..appended {
+        rc.push(next(&mut r).await.1);
+    }
+    q.ack(&rc);
+    // Everything but the segment being written is deleted.
+    assert_eq!(segments(dir.path()).len(), 1);
+    assert!(q.reserve(200 * 1024).is_some(), "room after delivery");
+    q.close().await;
+}
+
+#[tokio::test]
+async fn one_process_per_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 64, 1);
+    let (q, _r) = DiskQueue::open(&cfg, metrics(), labels()).unwrap();
+    match DiskQueue::open(&cfg, metrics(), labels()) {
+        Err(DiskQueueError::Locked(d)) => assert_eq!(d, dir.path()),
+        Err(e) => panic!("expected Locked, got {e}"),
+        Ok(_) => panic!("a second queue opened the same directory"),
+    }
+    q.close().await;
+}
+
+#[test]
+fn fsync_policies_parse_and_refuse_nonsense() {
+    let p = |s: &str| serde_yaml_ng::from_str::<FsyncPolicy>(s);
+    assert_eq!(p("always").unwrap(), FsyncPolicy::Always);
+    assert_eq!(p("never").unwrap(), FsyncPolicy::Never);
+    assert_eq!(
+        p("250ms").unwrap(),
+        FsyncPolicy::Every(Duration::from_millis(250))
+    );
+    let e = p("sometimes").unwrap_err().to_string();
+    assert!(e.contains("always, never or a duration"), "{e}");
+    assert!(p("0s").is_err());
+}
