@@ -342,6 +342,12 @@ impl Engine {
             .collect()
     }
 
+    /// Whether a trace with these span names wakes any model, i.e. whether
+    /// [`Engine::evaluate_woken`] would give it any verdict at all.
+    pub fn wakes_any<'a>(&self, mut span_names: impl Iterator<Item = &'a str>) -> bool {
+        !self.unindexed.is_empty() || span_names.any(|n| self.dispatch.contains_key(n))
+    }
+
     /// The verdict of one model.
     pub fn evaluate_model(
         &self,

@@ -19,6 +19,7 @@ use opentelemetry_proto::tonic::trace::v1::{span, status, ResourceSpans, Span};
 use super::value::Value;
 use super::TriggerResponse;
 use crate::ids::{SpanId, TraceId};
+use crate::otlp::wire::{expect, Malformed, Reader, FIXED64, LEN, VARINT};
 
 /// Index of a span inside its [`Trace`] (spans are stored by start time).
 pub type SpanIndex = u32;
@@ -439,6 +440,9 @@ pub struct TraceBuilder {
     /// The last resource seen, so that the spans of one `ResourceSpans`
     /// share one copy of its attributes.
     last_resource: Option<(Option<Resource>, u32)>,
+    /// The same for [`TraceBuilder::add_encoded`]: where the last resource's
+    /// bytes were.
+    last_encoded_resource: Option<((usize, usize), u32)>,
     keys: FastMap<Arc<str>, KeyId>,
 }
 
@@ -449,6 +453,7 @@ impl TraceBuilder {
             spans: Vec::new(),
             resources: Vec::new(),
             last_resource: None,
+            last_encoded_resource: None,
             keys: FastMap::default(),
         }
     }
@@ -502,6 +507,144 @@ impl TraceBuilder {
                 .collect(),
             resource: res_idx,
         });
+    }
+
+    /// Adds one span from its OTLP protobuf encoding (`Span`) and its
+    /// resource's (`Resource`; empty for none), reading the wire format
+    /// directly: nothing is allocated for keys already seen in this trace,
+    /// and each string value is copied once, into its [`Value`]. Gives the
+    /// same span as [`TraceBuilder::add_span`] on the prost-decoded messages.
+    pub fn add_encoded(&mut self, resource: &[u8], span: &[u8]) -> Result<(), Malformed> {
+        let res_idx = self.encoded_resource_index(resource)?;
+        let mut r = Reader::new(span);
+        let (mut id, mut parent_id) = (SpanId::INVALID, SpanId::INVALID);
+        let (mut name, mut kind, mut start, mut end) = ("", 0i32, 0u64, 0u64);
+        let (mut status, mut status_message) = (StatusCode::Unset, "");
+        let mut attrs: Vec<(KeyId, Value)> = Vec::new();
+        let mut events = Vec::new();
+        while !r.is_empty() {
+            let (field, wire) = r.key()?;
+            match field {
+                2 | 4 => {
+                    expect(wire, LEN)?;
+                    let v = SpanId::from_slice(r.len_delimited()?).unwrap_or(SpanId::INVALID);
+                    if field == 2 {
+                        id = v;
+                    } else {
+                        parent_id = v;
+                    }
+                }
+                5 => {
+                    expect(wire, LEN)?;
+                    name = r.string()?;
+                }
+                6 => {
+                    expect(wire, VARINT)?;
+                    kind = r.varint()? as i32;
+                }
+                7 | 8 => {
+                    expect(wire, FIXED64)?;
+                    let t = r.fixed64()?;
+                    if field == 7 {
+                        start = t;
+                    } else {
+                        end = t;
+                    }
+                }
+                9 => {
+                    expect(wire, LEN)?;
+                    let (k, v) = encoded_key_value(r.len_delimited()?, 0)?;
+                    attrs.push((intern(&mut self.keys, k), v));
+                }
+                11 => {
+                    expect(wire, LEN)?;
+                    events.push(encoded_event(r.len_delimited()?)?);
+                }
+                15 => {
+                    expect(wire, LEN)?;
+                    let mut st = Reader::new(r.len_delimited()?);
+                    let (mut code, mut message) = (0u64, "");
+                    while !st.is_empty() {
+                        let (f, w) = st.key()?;
+                        match f {
+                            2 => {
+                                expect(w, LEN)?;
+                                message = st.string()?;
+                            }
+                            3 => {
+                                expect(w, VARINT)?;
+                                code = st.varint()?;
+                            }
+                            _ => st.skip(f, w, 1)?,
+                        }
+                    }
+                    status = match code as i32 {
+                        1 => StatusCode::Ok,
+                        2 => StatusCode::Error,
+                        _ => StatusCode::Unset,
+                    };
+                    status_message = message;
+                }
+                _ => r.skip(field, wire, 0)?,
+            }
+        }
+        // Keep the last of duplicate keys, as OTLP receivers do.
+        attrs.reverse();
+        attrs.sort_by_key(|(k, _)| *k);
+        attrs.dedup_by_key(|(k, _)| *k);
+        let span_type = SpanType::derive(|key| {
+            self.keys
+                .get(key)
+                .is_some_and(|id| attrs.binary_search_by_key(id, |(k, _)| *k).is_ok())
+        });
+        let name: Arc<str> = Arc::from(name);
+        self.spans.push(SpanData {
+            id,
+            parent_id,
+            parent: None,
+            name_value: Value::Str(name.clone()),
+            name,
+            kind: SpanKind::from_otlp(kind),
+            status,
+            status_message: Value::str(status_message),
+            span_type,
+            start,
+            end,
+            attrs,
+            events,
+            resource: res_idx,
+        });
+        Ok(())
+    }
+
+    fn encoded_resource_index(&mut self, resource: &[u8]) -> Result<u32, Malformed> {
+        // The spans of one request share their resource's bytes: compare
+        // where they are, not what they say.
+        let here = (resource.as_ptr() as usize, resource.len());
+        if let Some((at, idx)) = self.last_encoded_resource {
+            if at == here {
+                return Ok(idx);
+            }
+        }
+        let mut attrs: Vec<(KeyId, Value)> = Vec::new();
+        let mut r = Reader::new(resource);
+        while !r.is_empty() {
+            let (field, wire) = r.key()?;
+            if field == 1 {
+                expect(wire, LEN)?;
+                let (k, v) = encoded_key_value(r.len_delimited()?, 0)?;
+                attrs.push((intern(&mut self.keys, k), v));
+            } else {
+                r.skip(field, wire, 0)?;
+            }
+        }
+        attrs.reverse();
+        attrs.sort_by_key(|(k, _)| *k);
+        attrs.dedup_by_key(|(k, _)| *k);
+        self.resources.push(attrs);
+        let idx = (self.resources.len() - 1) as u32;
+        self.last_encoded_resource = Some((here, idx));
+        Ok(idx)
     }
 
     fn resource_index(&mut self, resource: Option<&Resource>) -> u32 {
@@ -594,6 +737,131 @@ fn break_cycles(spans: &mut [SpanData]) {
             }
         }
     }
+}
+
+/// prost's bound on nested messages; AnyValue nesting uses three per level.
+const MAX_VALUE_DEPTH: usize = 100 / 3;
+
+/// An encoded `KeyValue`: its key, borrowed, and its value.
+fn encoded_key_value(buf: &[u8], depth: usize) -> Result<(&str, Value), Malformed> {
+    let mut r = Reader::new(buf);
+    let (mut key, mut value) = ("", None);
+    while !r.is_empty() {
+        let (field, wire) = r.key()?;
+        match field {
+            1 => {
+                expect(wire, LEN)?;
+                key = r.string()?;
+            }
+            2 => {
+                expect(wire, LEN)?;
+                value = Some(encoded_any_value(r.len_delimited()?, depth)?);
+            }
+            _ => r.skip(field, wire, depth)?,
+        }
+    }
+    Ok((key, value.unwrap_or_else(|| Value::str(""))))
+}
+
+/// An encoded `AnyValue`, as [`any_to_value`] converts the decoded one.
+fn encoded_any_value(buf: &[u8], depth: usize) -> Result<Value, Malformed> {
+    if depth > MAX_VALUE_DEPTH {
+        return Err(Malformed("recursion limit reached"));
+    }
+    let mut r = Reader::new(buf);
+    let mut value = None;
+    while !r.is_empty() {
+        let (field, wire) = r.key()?;
+        value = Some(match field {
+            1 => {
+                expect(wire, LEN)?;
+                Value::str(r.string()?)
+            }
+            2 => {
+                expect(wire, VARINT)?;
+                Value::Bool(r.varint()? != 0)
+            }
+            3 => {
+                expect(wire, VARINT)?;
+                Value::Int(r.varint()? as i64)
+            }
+            4 => {
+                expect(wire, FIXED64)?;
+                Value::Float(f64::from_bits(r.fixed64()?))
+            }
+            5 | 6 => {
+                expect(wire, LEN)?;
+                let mut list = Reader::new(r.len_delimited()?);
+                let mut items = Vec::new();
+                let mut pairs = Vec::new();
+                while !list.is_empty() {
+                    let (f, w) = list.key()?;
+                    if f != 1 {
+                        list.skip(f, w, depth + 1)?;
+                        continue;
+                    }
+                    expect(w, LEN)?;
+                    let item = list.len_delimited()?;
+                    if field == 5 {
+                        items.push(encoded_any_value(item, depth + 1)?);
+                    } else {
+                        let (k, v) = encoded_key_value(item, depth + 1)?;
+                        pairs.push((Arc::from(k), v));
+                    }
+                }
+                if field == 5 {
+                    Value::Array(items)
+                } else {
+                    Value::Map(pairs)
+                }
+            }
+            7 => {
+                expect(wire, LEN)?;
+                let b = r.len_delimited()?;
+                let mut s = String::with_capacity(b.len() * 2);
+                for byte in b {
+                    use std::fmt::Write as _;
+                    let _ = write!(s, "{byte:02x}");
+                }
+                Value::Str(Arc::from(s))
+            }
+            _ => {
+                r.skip(field, wire, depth)?;
+                continue;
+            }
+        });
+    }
+    Ok(value.unwrap_or_else(|| Value::str("")))
+}
+
+/// An encoded span `Event`.
+fn encoded_event(buf: &[u8]) -> Result<EventData, Malformed> {
+    let mut r = Reader::new(buf);
+    let (mut name, mut time, mut attrs) = ("", 0u64, Vec::new());
+    while !r.is_empty() {
+        let (field, wire) = r.key()?;
+        match field {
+            1 => {
+                expect(wire, FIXED64)?;
+                time = r.fixed64()?;
+            }
+            2 => {
+                expect(wire, LEN)?;
+                name = r.string()?;
+            }
+            3 => {
+                expect(wire, LEN)?;
+                let (k, v) = encoded_key_value(r.len_delimited()?, 0)?;
+                attrs.push((Arc::from(k), v));
+            }
+            _ => r.skip(field, wire, 0)?,
+        }
+    }
+    Ok(EventData {
+        name: Arc::from(name),
+        time,
+        attrs,
+    })
 }
 
 fn kv_list(kvs: &[KeyValue]) -> Vec<(Arc<str>, Value)> {

@@ -87,16 +87,6 @@ impl fmt::Display for Violation {
     }
 }
 
-/// The bytes are not a valid protobuf encoding of the message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Malformed(pub &'static str);
-
-impl fmt::Display for Malformed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0)
-    }
-}
-
 /// What a span scan found: its keys, or the limit it broke.
 pub type Scanned<'a> = Result<SpanKeysRef<'a>, Violation>;
 
@@ -108,116 +98,8 @@ pub struct SpanKeysRef<'a> {
     pub parent_span_id: &'a [u8],
 }
 
-const VARINT: u8 = 0;
-const FIXED64: u8 = 1;
-const LEN: u8 = 2;
-const START_GROUP: u8 = 3;
-const END_GROUP: u8 = 4;
-const FIXED32: u8 = 5;
-
-/// prost's own bound on nested groups and messages.
-const RECURSION_LIMIT: usize = 100;
-
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
-        Self { buf }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
-    fn varint(&mut self) -> Result<u64, Malformed> {
-        let mut value: u64 = 0;
-        for i in 0..10 {
-            let Some((&b, rest)) = self.buf.split_first() else {
-                return Err(Malformed("truncated varint"));
-            };
-            self.buf = rest;
-            // The tenth byte may only carry the 64th bit.
-            if i == 9 && b > 1 {
-                return Err(Malformed("invalid varint"));
-            }
-            value |= u64::from(b & 0x7f) << (7 * i);
-            if b < 0x80 {
-                return Ok(value);
-            }
-        }
-        Err(Malformed("invalid varint"))
-    }
-
-    /// A field key: (field number, wire type).
-    fn key(&mut self) -> Result<(u32, u8), Malformed> {
-        let key = self.varint()?;
-        if key > u64::from(u32::MAX) {
-            return Err(Malformed("invalid key value"));
-        }
-        let wire = (key & 7) as u8;
-        if wire > FIXED32 {
-            return Err(Malformed("invalid wire type"));
-        }
-        let field = (key >> 3) as u32;
-        if field == 0 {
-            return Err(Malformed("invalid tag value: 0"));
-        }
-        Ok((field, wire))
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], Malformed> {
-        if n > self.buf.len() {
-            return Err(Malformed("buffer underflow"));
-        }
-        let (head, rest) = self.buf.split_at(n);
-        self.buf = rest;
-        Ok(head)
-    }
-
-    fn len_delimited(&mut self) -> Result<&'a [u8], Malformed> {
-        let len = self.varint()?;
-        let len = usize::try_from(len).map_err(|_| Malformed("buffer underflow"))?;
-        self.take(len)
-    }
-
-    /// Skips a field the scan does not read, checking its framing as prost
-    /// does (groups included).
-    fn skip(&mut self, field: u32, wire: u8, depth: usize) -> Result<(), Malformed> {
-        match wire {
-            VARINT => self.varint().map(drop),
-            FIXED64 => self.take(8).map(drop),
-            LEN => self.len_delimited().map(drop),
-            FIXED32 => self.take(4).map(drop),
-            START_GROUP => {
-                if depth >= RECURSION_LIMIT {
-                    return Err(Malformed("recursion limit reached"));
-                }
-                loop {
-                    let (f, w) = self.key()?;
-                    if w == END_GROUP {
-                        if f != field {
-                            return Err(Malformed("unexpected end group tag"));
-                        }
-                        return Ok(());
-                    }
-                    self.skip(f, w, depth + 1)?;
-                }
-            }
-            _ => Err(Malformed("unexpected end group tag")),
-        }
-    }
-}
-
-/// Fails unless a field the scan reads arrived with the wire type it has.
-fn expect(wire: u8, want: u8) -> Result<(), Malformed> {
-    if wire == want {
-        Ok(())
-    } else {
-        Err(Malformed("invalid wire type"))
-    }
-}
+pub use super::wire::Malformed;
+use super::wire::{expect, Reader, FIXED64, LEN, VARINT};
 
 /// `Result<Result<(), Violation>, Malformed>` with `?` for both layers.
 enum Stop {

@@ -13,6 +13,7 @@ use crate::ids::{SpanId, TraceId};
 #[allow(clippy::all, missing_docs)]
 pub mod json;
 pub mod limits;
+pub(crate) mod wire;
 
 pub mod lazy {
     tonic::include_proto!("opentelemetry.proto.collector.trace.v1");

@@ -35,9 +35,9 @@ use super::metrics::{Metrics, ModelLabels, SpecLabels};
 use super::registry::{LoadedModels, ModelRegistry};
 use super::store::{ResultStore, VerdictRecord};
 use crate::assembler::{CompletedTrace, TraceConsumer};
-use crate::engine::{EvalContext, ModelVerdict, Trace, Verdict};
+use crate::engine::{EvalContext, ModelVerdict, Trace, TraceBuilder, Verdict};
 use crate::ids::TraceId;
-use crate::otlp::{to_resource_spans, RawSpan};
+use crate::otlp::RawSpan;
 use crate::results::metrics::CompletionReason;
 
 /// The default of `models.evaluation_budget`.
@@ -171,6 +171,15 @@ impl Evaluator {
                 }
             }
         }
+    }
+
+    /// From the trace's completion condition to its verdicts.
+    fn observe_delay(&self, t: &CompletedTrace) {
+        self.metrics.verdict_delay.observe(
+            Instant::now()
+                .saturating_duration_since(t.due)
+                .as_secs_f64(),
+        );
     }
 
     fn flush_skips(&mut self) {
@@ -410,11 +419,17 @@ impl TraceConsumer for Evaluator {
             }
             return;
         }
+        let models = self.registry.current();
+        if !wakes_any(&models, &t.spans) {
+            // Every model skips it: nothing to build or evaluate.
+            self.note_woken(&models, &[]);
+            self.observe_delay(&t);
+            return;
+        }
         let Some(trace) = build_trace(&t.spans) else {
             tracing::warn!(trace_id = %t.trace_id, "Trace could not be decoded for evaluation.");
             return;
         };
-        let models = self.registry.current();
         let started = std::time::Instant::now();
         let verdicts = self.evaluate(&models, &trace);
         self.note_woken(&models, &verdicts);
@@ -453,11 +468,7 @@ impl TraceConsumer for Evaluator {
             final_now,
             Completion::of(&t),
         );
-        self.metrics.verdict_delay.observe(
-            Instant::now()
-                .saturating_duration_since(t.due)
-                .as_secs_f64(),
-        );
+        self.observe_delay(&t);
         if !waiting.is_empty() {
             self.store.hold(t.trace_id, &t.spans);
             self.pending.insert(
@@ -506,8 +517,220 @@ fn model_id(models: &LoadedModels, i: usize) -> String {
         .unwrap_or_default()
 }
 
-/// The engine's view of buffered spans.
+/// The engine's view of buffered spans (all of one trace, as the assembler
+/// hands them over), decoded straight from their bytes. `None` if a span is
+/// not valid protobuf after all.
 pub fn build_trace(spans: &[RawSpan]) -> Option<Trace> {
-    let rs = to_resource_spans(spans).ok()?;
-    Trace::from_resource_spans(&rs).into_iter().next()
+    let first = spans.first()?;
+    let (trace_id, _) = crate::otlp::wire::span_trace_id_and_name(&first.bytes).ok()?;
+    let mut b = TraceBuilder::new(TraceId::from_slice(trace_id)?);
+    for s in spans {
+        b.add_encoded(&s.scope.resource, &s.bytes).ok()?;
+    }
+    Some(b.build())
+}
+
+/// Whether any loaded model can give this trace anything but a skip: its
+/// span names against the engine's dispatch index, read from the span bytes
+/// without building the trace.
+fn wakes_any(models: &LoadedModels, spans: &[RawSpan]) -> bool {
+    models.engine.wakes_any(
+        spans
+            .iter()
+            .filter_map(|s| crate::otlp::wire::span_trace_id_and_name(&s.bytes).ok())
+            .map(|(_, name)| name),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use bytes::Bytes;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{
+        any_value, AnyValue, ArrayValue, KeyValue, KeyValueList,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
+    use prost::Message as _;
+
+    use super::*;
+    use crate::bench::traffic::{Rng, TrafficGenerator, TrafficMix};
+    use crate::engine::Value;
+    use crate::otlp::{to_resource_spans, walk, LazyExportRequest};
+
+    /// Everything evaluation can read from a trace, with keys by name (key
+    /// ids depend on interning order, which both builders share anyway).
+    fn canonical(t: &Trace) -> Vec<String> {
+        let names: HashMap<_, &str> = t.keys.iter().map(|(k, id)| (*id, &**k)).collect();
+        let named = |attrs: &[(u32, Value)]| {
+            let mut v: Vec<String> = attrs
+                .iter()
+                .map(|(k, v)| format!("{}={v:?}", names[k]))
+                .collect();
+            v.sort();
+            v
+        };
+        t.spans
+            .iter()
+            .map(|s| {
+                format!(
+                    "{:?} {:?} {:?} {} {:?} {:?} {:?} {:?} {}..{} attrs={:?} resource={:?} events={:?}",
+                    s.id,
+                    s.parent_id,
+                    s.parent,
+                    s.name,
+                    s.kind,
+                    s.status,
+                    s.status_message,
+                    s.span_type,
+                    s.start,
+                    s.end,
+                    named(&s.attrs),
+                    named(&t.resources[s.resource as usize]),
+                    s.events,
+                )
+            })
+            .collect()
+    }
+
+    /// The raw spans of each trace in `request`, as the assembler groups them.
+    fn raw_traces(request: &ExportTraceServiceRequest) -> Vec<Vec<RawSpan>> {
+        let lazy = LazyExportRequest::decode(Bytes::from(request.encode_to_vec())).unwrap();
+        let mut by_trace: Vec<(TraceId, Vec<RawSpan>)> = Vec::new();
+        for k in walk(lazy).unwrap().spans {
+            match by_trace.iter_mut().find(|(t, _)| *t == k.trace_id) {
+                Some((_, v)) => v.push(k.span),
+                None => by_trace.push((k.trace_id, vec![k.span])),
+            }
+        }
+        by_trace.into_iter().map(|(_, v)| v).collect()
+    }
+
+    fn through_prost(spans: &[RawSpan]) -> Trace {
+        let rs = to_resource_spans(spans).unwrap();
+        Trace::from_resource_spans(&rs).remove(0)
+    }
+
+    fn assert_same(spans: &[RawSpan]) {
+        let direct = build_trace(spans).expect("decodes");
+        let prost = through_prost(spans);
+        assert_eq!(direct.trace_id(), prost.trace_id());
+        assert_eq!(canonical(&direct), canonical(&prost));
+    }
+
+    #[test]
+    fn decoding_span_bytes_gives_the_trace_prost_gives() {
+        let mut g = TrafficGenerator::new(TrafficMix::default(), Rng::new(7));
+        for _ in 0..20 {
+            let batch = g.next_batch(400);
+            for spans in raw_traces(&batch.request) {
+                assert_same(&spans);
+            }
+        }
+    }
+
+    fn kv(key: &str, v: any_value::Value) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_value_kind_status_event_and_duplicate_key_decodes_alike() {
+        use any_value::Value as V;
+        let nested = V::KvlistValue(KeyValueList {
+            values: vec![
+                kv("a", V::IntValue(-3)),
+                kv(
+                    "b",
+                    V::ArrayValue(ArrayValue {
+                        values: vec![
+                            AnyValue {
+                                value: Some(V::BoolValue(true)),
+                            },
+                            AnyValue { value: None },
+                            AnyValue {
+                                value: Some(V::DoubleValue(2.5)),
+                            },
+                        ],
+                    }),
+                ),
+            ],
+        });
+        let span = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            parent_span_id: vec![3; 8],
+            name: "GET /ünïcode".into(),
+            kind: span::SpanKind::Client as i32,
+            start_time_unix_nano: 10,
+            end_time_unix_nano: 99,
+            attributes: vec![
+                kv("http.request.method", V::StringValue("GET".into())),
+                kv("dup", V::StringValue("first".into())),
+                kv("bytes", V::BytesValue(vec![0, 0xab, 0xff])),
+                kv("nested", nested),
+                KeyValue {
+                    key: "no-value".into(),
+                    value: None,
+                    ..Default::default()
+                },
+                kv("dup", V::StringValue("last".into())),
+            ],
+            events: vec![span::Event {
+                time_unix_nano: 50,
+                name: "retry".into(),
+                attributes: vec![kv("attempt", V::IntValue(2))],
+                dropped_attributes_count: 0,
+            }],
+            status: Some(Status {
+                message: "boom".into(),
+                code: 2,
+            }),
+            ..Default::default()
+        };
+        let mut second = span.clone();
+        second.span_id = vec![3; 8];
+        second.parent_span_id = Vec::new();
+        second.status = None;
+        second.attributes = vec![kv("db.system", V::StringValue("pg".into()))];
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![
+                        kv("service.name", V::StringValue("old".into())),
+                        kv("service.name", V::StringValue("api".into())),
+                    ],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span, second],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let traces = raw_traces(&request);
+        assert_eq!(traces.len(), 1);
+        assert_same(&traces[0]);
+        let t = build_trace(&traces[0]).unwrap();
+        let i = t.spans_named("GET /ünïcode")[0];
+        assert_eq!(t.attribute(i, "dup"), Some(Value::str("last")));
+        assert_eq!(t.attribute(i, "bytes"), Some(Value::str("00abff")));
+        assert_eq!(t.attribute(i, "service.name"), Some(Value::str("api")));
+    }
+
+    #[test]
+    fn a_span_that_is_not_protobuf_gives_no_trace() {
+        let request = TrafficGenerator::new(TrafficMix::default(), Rng::new(1))
+            .next_trace()
+            .to_request();
+        let mut spans = raw_traces(&request).remove(0);
+        spans[0].bytes = Bytes::from_static(&[0x0a, 0x10, 0x01]);
+        assert!(build_trace(&spans).is_none());
+    }
 }
