@@ -98,7 +98,7 @@ wait_port "$SINK_GRPC" sink "$TMP/sink.log"
 start_case() { # CASE -> sets CASE_PID
     local case=$1
     if [ "$case" = rotel ]; then
-        "$ROTEL_BIN" start \
+        "$ROTEL_BIN" start --pid-file "$TMP/rotel.pid" \
             --otlp-grpc-endpoint "127.0.0.1:$RX_GRPC" --otlp-http-endpoint "127.0.0.1:$RX_HTTP" \
             --exporter otlp --otlp-exporter-endpoint "http://127.0.0.1:$SINK_GRPC" \
             --otlp-exporter-protocol grpc >"$TMP/$case.log" 2>&1 &
@@ -124,6 +124,15 @@ EOF
         "$TRACECHECK" serve --config "$TMP/$case.yaml" >"$TMP/$case.log" 2>&1 &
         CASE_PID=$!
         wait_port "$ADMIN" "$case" "$TMP/$case.log"
+        if [ "$n" -gt 0 ]; then
+            # Every failing verdict of the bank model, with its trace ID: each
+            # violating trace must fail once, and no trace twice.
+            "$TRACECHECK" watch --server "http://127.0.0.1:$ADMIN" --model overdraft-rolls-back \
+                --verdict fail --format json >"$TMP/$case.fails.jsonl" 2>"$TMP/$case.watch.log" &
+            WATCH_PID=$!
+            PIDS+=("$WATCH_PID")
+            sleep 0.5
+        fi
     fi
     PIDS+=("$CASE_PID")
     wait_port "$RX_GRPC" "$case" "$TMP/$case.log"
@@ -199,34 +208,46 @@ for case in "${CASES[@]}"; do
     rss=$(rss_peak_kib "$CASE_PID")
     failed_verdicts=null
     if [ "$case" != rotel ] && [ "${case#tc-}" -gt 0 ]; then
-        # Traces complete 2 s after their last span (idle_timeout); wait
-        # until every accepted trace has its verdicts.
+        # Every trace gets exactly one verdict of the bank model (pass, fail
+        # or skip): wait until all sent traces have theirs.
         traces=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["traces_sent"])' "$TMP/$case.load.json")
         deadline=$((SECONDS + WAIT_SECS))
         while :; do
             http GET "http://127.0.0.1:$ADMIN/metrics" >"$TMP/scrape.txt"
-            done_traces=$(metric "$TMP/scrape.txt" tracecheck_traces_completed_total "")
-            [ "$done_traces" -ge "$traces" ] && break
+            judged=$(metric "$TMP/scrape.txt" tracecheck_model_verdicts_total 'model="overdraft-rolls-back"')
+            [ "$judged" -ge "$traces" ] && break
             [ $SECONDS -lt $deadline ] || break
             sleep 0.2
         done
         sleep 0.5
         http GET "http://127.0.0.1:$ADMIN/metrics" >"$TMP/scrape.txt"
+        judged=$(metric "$TMP/scrape.txt" tracecheck_model_verdicts_total 'model="overdraft-rolls-back"')
         failed_verdicts=$(metric "$TMP/scrape.txt" tracecheck_model_verdicts_total 'model="overdraft-rolls-back",verdict="fail"')
+        kill -TERM "$WATCH_PID" 2>/dev/null || true
+        wait "$WATCH_PID" 2>/dev/null || true
+        read -r watched watched_unique <<<"$(python3 -c '
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+ids = [l["trace_id"] for l in lines]
+print(len(ids), len(set(ids)))' "$TMP/$case.fails.jsonl")"
         evicted=$(metric "$TMP/scrape.txt" tracecheck_traces_completed_total 'reason="evicted"')
         delays=$(delay_quantiles "$TMP/scrape.txt")
     else
         evicted=null
+        judged=null
+        watched=null
+        watched_unique=null
         delays="nan nan nan"
     fi
     kill -TERM "$CASE_PID" 2>/dev/null || true
     wait "$CASE_PID" 2>/dev/null || true
     stats=$(http GET "http://127.0.0.1:$SINK_STATS/stats")
-    python3 - "$case" "$TMP/$case.load.json" "$stats" "$((cpu1 - cpu0))" "$(getconf CLK_TCK)" "$rss" "$failed_verdicts" "$evicted" $delays "$t0" "$t1" >>"$TMP/results.jsonl" <<'PY'
+    python3 - "$case" "$TMP/$case.load.json" "$stats" "$((cpu1 - cpu0))" "$(getconf CLK_TCK)" "$rss" "$failed_verdicts" "$evicted" $delays "$t0" "$t1" "$judged" "$watched" "$watched_unique" >>"$TMP/results.jsonl" <<'PY'
 import json, math, sys
 case, load_file, stats, ticks, hz, rss, failed, evicted = sys.argv[1:9]
 d50, d99, d_within = (float(x) for x in sys.argv[9:12])
 t0, t1 = float(sys.argv[12]), float(sys.argv[13])
+judged, watched, watched_unique = (None if x == "null" else int(x) for x in sys.argv[14:17])
 nan_none = lambda x: None if math.isnan(x) else x
 load = json.load(open(load_file))
 stats = json.loads(stats)
@@ -249,7 +270,11 @@ print(json.dumps({
     "lost": max(0, accepted - stats["unique_spans"]),
     "duplicates": stats["duplicate_spans"],
     "violating_sent": load["violating_traces_sent"],
+    "traces_sent": load["traces_sent"],
+    "traces_judged": judged,
     "overdraft_failed": None if failed == "null" else int(failed),
+    "fail_verdicts_watched": watched,
+    "fail_verdicts_watched_unique_traces": watched_unique,
     "evicted_traces": None if evicted == "null" else int(evicted),
     "verdict_delay_p50_ms": nan_none(d50),
     "verdict_delay_p99_ms": nan_none(d99),
@@ -258,9 +283,10 @@ print(json.dumps({
 PY
 done
 
-python3 - "$TMP/results.jsonl" "$OUT" <<'PY'
+python3 - "$TMP/results.jsonl" "$OUT" "$SENDERS" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
+senders = int(sys.argv[3])
 json.dump(rows, open(sys.argv[2], "w"), indent=2)
 base = next((r for r in rows if r["case"] == "rotel"), None)
 ten = next((r for r in rows if r["case"] == "tc-10"), None)
@@ -273,4 +299,29 @@ for r in rows:
     delay = "-" if r["verdict_delay_p50_ms"] is None else f"{r['verdict_delay_p50_ms']:.1f}/{r['verdict_delay_p99_ms']:.1f}"
     print(f"{r['case']:8} {r['spans_per_sec']:10.0f} {r['delivered_per_sec']:11.0f} {ratio:7.2f} {cpu:11.2f} {cpu_ratio:7.2f} {r['rss_peak_mib']:8.0f} {r['p99_ms']:7.1f} {r['lost']:5} {r['duplicates']:5} {r['violating_sent']:9} {fmt(r['overdraft_failed']):>7} {fmt(r['evicted_traces']):>7} {delay:>18}")
 print(f"(results: {sys.argv[2]})")
+# Correctness, whatever the speed: nothing lost or duplicated, and for
+# tracecheck every trace judged once and every violating trace failed once.
+bad = []
+for r in rows:
+    if r["lost"] or r["duplicates"]:
+        bad.append(f"{r['case']}: {r['lost']} lost, {r['duplicates']} duplicated")
+    if r["overdraft_failed"] is not None:
+        # Traces still open when the load stopped were sent in part and are
+        # judged too: at most one per sender.
+        if not r["traces_sent"] <= r["traces_judged"] <= r["traces_sent"] + senders:
+            bad.append(f"{r['case']}: {r['traces_judged']} traces judged of {r['traces_sent']} sent")
+        # One verdict per trace (above) and as many failures as violating
+        # traces: each failed exactly once. The watcher sees the failures
+        # with their trace IDs (all of them unless it fell behind: then the
+        # server tells it how many it missed): none may repeat a trace.
+        if r["overdraft_failed"] != r["violating_sent"]:
+            bad.append(f"{r['case']}: {r['violating_sent']} violating traces sent, {r['overdraft_failed']} fail verdicts")
+        if r["fail_verdicts_watched"] != r["fail_verdicts_watched_unique_traces"]:
+            bad.append(f"{r['case']}: {r['fail_verdicts_watched']} failures watched on only "
+                       f"{r['fail_verdicts_watched_unique_traces']} distinct traces")
+for b in bad:
+    print("CHECK FAILED:", b)
+if not bad:
+    print("checks: 0 lost, 0 duplicated; every trace judged once; every violating trace failed exactly once")
+sys.exit(1 if bad else 0)
 PY

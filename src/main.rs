@@ -259,7 +259,7 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 
 /// Work started once the daemon listens (the demo's traffic).
 pub(crate) type OnStart =
-    Box<dyn FnOnce(&Daemon<tracecheck::results::evaluator::Evaluator>, Arc<ModelsStage>) + Send>;
+    Box<dyn FnOnce(&Daemon<tracecheck::results::EvaluatorPool>, Arc<ModelsStage>) + Send>;
 
 /// Runs the daemon until SIGTERM/SIGINT; SIGHUP reloads the models.
 /// `on_start` runs once the daemon listens (the demo's traffic).

@@ -242,7 +242,7 @@ async fn start_with_models(
     mut config: Config,
     sink: &tracecheck::bench::sink::SinkHandle,
     models: &str,
-) -> tracecheck::daemon::Daemon<tracecheck::results::evaluator::Evaluator> {
+) -> tracecheck::daemon::Daemon<tracecheck::results::EvaluatorPool> {
     config.exporters.otlp = Some(util::forward_to(
         &sink.grpc_endpoint().expect("sink gRPC"),
         "grpc",

@@ -410,7 +410,7 @@ fn kept_bank_verdicts(models: &ModelsStage, id: &[u8; 16]) -> Vec<(Verdict, Comp
         .map(|t| {
             t.verdicts
                 .iter()
-                .filter(|v| v.model == BANK)
+                .filter(|v| &*v.model == BANK)
                 .map(|v| (v.verdict, v.completion_reason))
                 .collect()
         })

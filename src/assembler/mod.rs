@@ -420,6 +420,92 @@ pub fn spawn_consumer<C: TraceConsumer>(
     })
 }
 
+/// Completed traces spread over several consumers, each on a thread of its
+/// own, by trace ID: a trace's late fragments reach the consumer that
+/// judged it, and evaluation uses as many cores as it is given. Each
+/// consumer's queue is bounded; when one is full, handing it a trace waits,
+/// which backs up into the assembler and from there to senders as a
+/// retryable refusal.
+pub struct Parallel<C: TraceConsumer> {
+    senders: Vec<std::sync::mpsc::SyncSender<CompletedTrace>>,
+    threads: Vec<std::thread::JoinHandle<C>>,
+    finished: Vec<C>,
+    hasher: ahash::RandomState,
+}
+
+/// Traces waiting per parallel consumer.
+const PARALLEL_QUEUE: usize = 1024;
+
+impl<C: TraceConsumer> Parallel<C> {
+    /// Starts one thread per consumer.
+    pub fn new(consumers: Vec<C>) -> std::io::Result<Self> {
+        let mut senders = Vec::with_capacity(consumers.len());
+        let mut threads = Vec::with_capacity(consumers.len());
+        for (i, mut consumer) in consumers.into_iter().enumerate() {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<CompletedTrace>(PARALLEL_QUEUE);
+            senders.push(tx);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("tracecheck-eval-{i}"))
+                    .spawn(move || {
+                        let mut last_tick = Instant::now();
+                        loop {
+                            match rx.recv_timeout(CONSUMER_TICK) {
+                                Ok(t) => consumer.consume(t),
+                                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                            }
+                            let now = Instant::now();
+                            if now.duration_since(last_tick) >= CONSUMER_TICK {
+                                consumer.tick(now);
+                                last_tick = now;
+                            }
+                        }
+                        consumer.finish();
+                        consumer
+                    })?,
+            );
+        }
+        Ok(Self {
+            senders,
+            threads,
+            finished: Vec::new(),
+            hasher: ahash::RandomState::new(),
+        })
+    }
+
+    /// The consumers, once [`TraceConsumer::finish`] has run.
+    pub fn into_inner(self) -> Vec<C> {
+        self.finished
+    }
+}
+
+impl<C: TraceConsumer> TraceConsumer for Parallel<C> {
+    fn consume(&mut self, trace: CompletedTrace) {
+        let i = (self.hasher.hash_one(trace.trace_id) as usize) % self.senders.len().max(1);
+        if let Some(tx) = self.senders.get(i) {
+            // Fails only if that thread is gone (it panicked outside the
+            // per-model containment); the trace is then not evaluated.
+            if tx.send(trace).is_err() {
+                tracing::error!(
+                    consumer = i,
+                    "Evaluation thread stopped; trace not evaluated."
+                );
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        self.senders.clear();
+        for t in self.threads.drain(..) {
+            match t.join() {
+                Ok(c) => self.finished.push(c),
+                Err(_) => tracing::error!("An evaluation thread panicked."),
+            }
+        }
+    }
+}
+
 /// A consumer that only counts, for when no model engine is attached.
 #[derive(Debug, Default, Clone)]
 pub struct CountingConsumer {

@@ -276,3 +276,59 @@ async fn above_the_hard_memory_limit_the_oldest_are_evicted_to_the_soft_limit() 
     assert!(a.bytes() <= a.config().soft_memory_bytes());
     assert!(a.admit().is_ok());
 }
+
+/// Records which trace IDs it saw and whether it was finished.
+#[derive(Default)]
+struct Recording {
+    seen: Vec<TraceId>,
+    finished: bool,
+}
+
+impl TraceConsumer for Recording {
+    fn consume(&mut self, trace: CompletedTrace) {
+        self.seen.push(trace.trace_id);
+    }
+    fn finish(&mut self) {
+        self.finished = true;
+    }
+}
+
+#[test]
+fn parallel_consumers_see_every_trace_once_and_fragments_where_their_trace_went() {
+    let now = Instant::now();
+    let trace = |id: u8, late: bool| CompletedTrace {
+        trace_id: TraceId([id; 16]),
+        reason: CompletionReason::idle,
+        late,
+        truncated: false,
+        bytes: 0,
+        spans: Vec::new(),
+        first_seen: now,
+        due: now,
+        completed_at: now,
+    };
+    let mut p = Parallel::new((0..3).map(|_| Recording::default()).collect()).unwrap();
+    for id in 0..200u8 {
+        p.consume(trace(id, false));
+    }
+    for id in (0..200u8).step_by(7) {
+        p.consume(trace(id, true));
+    }
+    p.finish();
+    let consumers = p.into_inner();
+    assert_eq!(consumers.len(), 3);
+    assert!(consumers.iter().all(|c| c.finished));
+    assert!(
+        consumers.iter().all(|c| !c.seen.is_empty()),
+        "spread over all"
+    );
+    for id in 0..200u8 {
+        let holders: Vec<usize> = consumers
+            .iter()
+            .map(|c| c.seen.iter().filter(|t| **t == TraceId([id; 16])).count())
+            .filter(|n| *n > 0)
+            .collect();
+        let want = if id % 7 == 0 { 2 } else { 1 };
+        assert_eq!(holders, vec![want], "trace {id}");
+    }
+}

@@ -42,6 +42,19 @@ pub struct ModelsConfig {
     /// trace ID. It is not interrupted: evaluation cannot be stopped safely.
     #[serde(with = "crate::config::duration")]
     pub evaluation_budget: std::time::Duration,
+    /// Threads that evaluate completed traces (each trace on one of them,
+    /// chosen by its ID); 0 (the default) means one per CPU.
+    pub evaluation_threads: usize,
+}
+
+impl ModelsConfig {
+    /// [`ModelsConfig::evaluation_threads`], with 0 resolved to the CPUs.
+    pub fn threads(&self) -> usize {
+        match self.evaluation_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 impl Default for ModelsConfig {
@@ -49,6 +62,7 @@ impl Default for ModelsConfig {
         Self {
             paths: vec![PathBuf::from(DEFAULT_MODELS_DIR)],
             evaluation_budget: crate::results::evaluator::DEFAULT_EVALUATION_BUDGET,
+            evaluation_threads: 0,
         }
     }
 }

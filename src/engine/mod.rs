@@ -29,7 +29,7 @@ pub use testrun::{
     TestResult,
 };
 pub use trace::{
-    any_to_value, SpanIndex, SpanInfo, SpanKind, SpanType, StatusCode, Trace, TraceBuilder,
+    any_to_value, KeySet, SpanIndex, SpanInfo, SpanKind, SpanType, StatusCode, Trace, TraceBuilder,
     TRIGGER_SPAN_NAME,
 };
 pub use value::Value;
@@ -210,6 +210,8 @@ pub struct Engine {
     dispatch: FastMap<Arc<str>, Vec<usize>>,
     /// Models without a precondition: every trace wakes them.
     unindexed: Vec<usize>,
+    /// Every attribute key the models can read.
+    key_set: Arc<KeySet>,
 }
 
 impl Engine {
@@ -266,6 +268,7 @@ impl Engine {
                 }
             }
         }
+        let key_set = Arc::new(KeySet::new(&keys.names));
         Ok(Engine {
             models,
             compiled,
@@ -273,6 +276,7 @@ impl Engine {
             by_id,
             dispatch,
             unindexed,
+            key_set,
         })
     }
 
@@ -340,6 +344,12 @@ impl Engine {
                 Some(verdict::evaluate_model(i, cm, env))
             })
             .collect()
+    }
+
+    /// The attribute keys these models can read: build traces for them with
+    /// [`TraceBuilder::keeping`] and nothing else need be decoded.
+    pub fn key_set(&self) -> &Arc<KeySet> {
+        &self.key_set
     }
 
     /// Whether a trace with these span names wakes any model, i.e. whether

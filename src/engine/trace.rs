@@ -160,6 +160,21 @@ impl SpanType {
         }
     }
 
+    /// The attributes whose presence decides the type.
+    pub(crate) const KEYS: [&'static str; 11] = [
+        "http.method",
+        "http.request.method",
+        "rpc.system",
+        "db.system",
+        "db.system.name",
+        "messaging.system",
+        "faas.trigger",
+        "faas.invoked_name",
+        "process.command",
+        "process.executable.name",
+        "process.command_line",
+    ];
+
     /// Old and new semantic-convention names both count.
     fn derive(has: impl Fn(&str) -> bool) -> SpanType {
         if has("http.method") || has("http.request.method") {
@@ -430,6 +445,27 @@ fn intern(keys: &mut FastMap<Arc<str>, KeyId>, k: &str) -> KeyId {
     id
 }
 
+/// The attribute keys an evaluation can read: those its compiled models
+/// name, the ones the span type is derived from, and `service.name`. A trace
+/// built for that evaluation need not decode any other attribute.
+#[derive(Debug, Default)]
+pub struct KeySet(FastMap<Arc<str>, ()>);
+
+impl KeySet {
+    pub(crate) fn new<'a>(names: impl IntoIterator<Item = &'a Arc<str>>) -> KeySet {
+        let mut set: FastMap<Arc<str>, ()> =
+            names.into_iter().map(|n| (Arc::clone(n), ())).collect();
+        for k in SpanType::KEYS.into_iter().chain(["service.name"]) {
+            set.insert(Arc::from(k), ());
+        }
+        KeySet(set)
+    }
+
+    fn contains(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+}
+
 /// Builds a [`Trace`] span by span (the daemon's assembler can feed it
 /// directly instead of going through `ResourceSpans`).
 #[derive(Debug)]
@@ -444,6 +480,8 @@ pub struct TraceBuilder {
     /// bytes were.
     last_encoded_resource: Option<((usize, usize), u32)>,
     keys: FastMap<Arc<str>, KeyId>,
+    /// [`TraceBuilder::add_encoded`] decodes only these attributes.
+    keep: Option<Arc<KeySet>>,
 }
 
 impl TraceBuilder {
@@ -455,7 +493,51 @@ impl TraceBuilder {
             last_resource: None,
             last_encoded_resource: None,
             keys: FastMap::default(),
+            keep: None,
         }
+    }
+
+    /// A builder whose [`TraceBuilder::add_encoded`] leaves out every span
+    /// and resource attribute not in `keep` (events stay whole): for a trace
+    /// that only an engine with that [`KeySet`](crate::engine::Engine::key_set)
+    /// will read. Most of a span's attributes are usually in no model.
+    pub fn keeping(trace_id: TraceId, keep: Arc<KeySet>) -> TraceBuilder {
+        TraceBuilder {
+            keep: Some(keep),
+            ..TraceBuilder::new(trace_id)
+        }
+    }
+
+    /// An encoded `KeyValue`, unless the builder keeps only some keys and
+    /// this is not one of them (then its value is not decoded at all).
+    fn kept_key_value<'b>(&self, buf: &'b [u8]) -> Result<Option<(&'b str, Value)>, Malformed> {
+        let Some(keep) = &self.keep else {
+            return encoded_key_value(buf, 0).map(Some);
+        };
+        let mut r = Reader::new(buf);
+        let (mut key, mut value) = ("", None);
+        while !r.is_empty() {
+            let (field, wire) = r.key()?;
+            match field {
+                1 => {
+                    expect(wire, LEN)?;
+                    key = r.string()?;
+                }
+                2 => {
+                    expect(wire, LEN)?;
+                    value = Some(r.len_delimited()?);
+                }
+                _ => r.skip(field, wire, 0)?,
+            }
+        }
+        if !keep.contains(key) {
+            return Ok(None);
+        }
+        let value = match value {
+            Some(v) => encoded_any_value(v, 0)?,
+            None => Value::str(""),
+        };
+        Ok(Some((key, value)))
     }
 
     /// Adds one span with its resource.
@@ -471,6 +553,7 @@ impl TraceBuilder {
         attrs.sort_by_key(|(k, _)| *k);
         attrs.dedup_by_key(|(k, _)| *k);
         let span_type = SpanType::derive(|name| span.attributes.iter().any(|kv| kv.key == name));
+        debug_assert!(self.keep.is_none(), "add_span decodes every attribute");
         let (status, status_message) = match &span.status {
             Some(st) => (
                 match status::StatusCode::try_from(st.code) {
@@ -553,8 +636,9 @@ impl TraceBuilder {
                 }
                 9 => {
                     expect(wire, LEN)?;
-                    let (k, v) = encoded_key_value(r.len_delimited()?, 0)?;
-                    attrs.push((intern(&mut self.keys, k), v));
+                    if let Some((k, v)) = self.kept_key_value(r.len_delimited()?)? {
+                        attrs.push((intern(&mut self.keys, k), v));
+                    }
                 }
                 11 => {
                     expect(wire, LEN)?;
@@ -632,8 +716,9 @@ impl TraceBuilder {
             let (field, wire) = r.key()?;
             if field == 1 {
                 expect(wire, LEN)?;
-                let (k, v) = encoded_key_value(r.len_delimited()?, 0)?;
-                attrs.push((intern(&mut self.keys, k), v));
+                if let Some((k, v)) = self.kept_key_value(r.len_delimited()?)? {
+                    attrs.push((intern(&mut self.keys, k), v));
+                }
             } else {
                 r.skip(field, wire, 0)?;
             }

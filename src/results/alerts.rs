@@ -146,7 +146,7 @@ impl AlertTask {
 
     fn note(&mut self, ev: AlertEvent) {
         let now = Instant::now();
-        let model = ev.record.model.clone();
+        let model = ev.record.model.to_string();
         match self.alerts.get_mut(&model) {
             Some(a) => {
                 a.latest = ev.record;
@@ -243,7 +243,7 @@ impl AlertTask {
         annotations.insert("description".into(), description.join("\n"));
         annotations.insert("trace_id".into(), r.trace_id.to_hex());
         if let Some(u) = &r.trace_url {
-            annotations.insert("trace_url".into(), u.clone());
+            annotations.insert("trace_url".into(), u.to_string());
         }
         Alert {
             labels: a.labels.clone(),

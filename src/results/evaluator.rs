@@ -106,6 +106,10 @@ impl SkipBacklog {
     }
 }
 
+/// The daemon's evaluation: [`Evaluator`]s on `models.evaluation_threads`
+/// threads, each trace evaluated by one of them.
+pub type EvaluatorPool = crate::assembler::Parallel<Evaluator>;
+
 pub struct Evaluator {
     registry: Arc<ModelRegistry>,
     store: Arc<ResultStore>,
@@ -278,6 +282,8 @@ impl Evaluator {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         let mut records = Vec::new();
+        // One URL for every verdict of the trace, made only if one is kept.
+        let mut trace_url: Option<Option<Arc<str>>> = None;
         for (v, waited) in verdicts {
             let Some(counters) = models.counters.get(v.model) else {
                 continue;
@@ -305,14 +311,20 @@ impl Evaluator {
             let summary = (v.verdict == Verdict::Fail)
                 .then(|| models.engine.render_summary(v.model, trace))
                 .flatten();
+            let Some((id, name)) = models.names.get(v.model) else {
+                continue;
+            };
+            let trace_url = trace_url
+                .get_or_insert_with(|| self.links.trace_url(&trace_id).map(Arc::from))
+                .clone();
             let record = Arc::new(VerdictRecord {
                 seq: self.store.next_seq(),
                 trace_id,
-                model: model.id.clone(),
-                model_name: model.name.clone(),
+                model: Arc::clone(id),
+                model_name: Arc::clone(name),
                 verdict: v.verdict,
                 failures: v.failures,
-                trace_url: self.links.trace_url(&trace_id),
+                trace_url,
                 summary,
                 evaluated_at_unix_ms: now_ms,
                 // Evicted early, or spans left out at a per-trace bound.
@@ -350,7 +362,7 @@ impl Evaluator {
             .drain(..)
             .partition(|w| force || w.deadline <= now);
         if !done.is_empty() {
-            if let Some(trace) = build_trace(&p.spans) {
+            if let Some(trace) = build_trace_for(&p.models, &p.spans) {
                 let models = Arc::clone(&p.models);
                 self.record(
                     &models,
@@ -382,7 +394,7 @@ impl TraceConsumer for Evaluator {
             };
             p.spans.extend(t.spans);
             p.completion.truncated |= t.truncated;
-            let Some(trace) = build_trace(&p.spans) else {
+            let Some(trace) = build_trace_for(&p.models, &p.spans) else {
                 return;
             };
             let ctx = EvalContext::default();
@@ -426,7 +438,7 @@ impl TraceConsumer for Evaluator {
             self.observe_delay(&t);
             return;
         }
-        let Some(trace) = build_trace(&t.spans) else {
+        let Some(trace) = build_trace_for(&models, &t.spans) else {
             tracing::warn!(trace_id = %t.trace_id, "Trace could not be decoded for evaluation.");
             return;
         };
@@ -521,9 +533,20 @@ fn model_id(models: &LoadedModels, i: usize) -> String {
 /// hands them over), decoded straight from their bytes. `None` if a span is
 /// not valid protobuf after all.
 pub fn build_trace(spans: &[RawSpan]) -> Option<Trace> {
+    build_with(spans, TraceBuilder::new)
+}
+
+/// The trace as `models` will read it: attributes no model names are left
+/// undecoded ([`crate::engine::Engine::key_set`]).
+fn build_trace_for(models: &LoadedModels, spans: &[RawSpan]) -> Option<Trace> {
+    let keep = models.engine.key_set();
+    build_with(spans, |id| TraceBuilder::keeping(id, Arc::clone(keep)))
+}
+
+fn build_with(spans: &[RawSpan], builder: impl FnOnce(TraceId) -> TraceBuilder) -> Option<Trace> {
     let first = spans.first()?;
     let (trace_id, _) = crate::otlp::wire::span_trace_id_and_name(&first.bytes).ok()?;
-    let mut b = TraceBuilder::new(TraceId::from_slice(trace_id)?);
+    let mut b = builder(TraceId::from_slice(trace_id)?);
     for s in spans {
         b.add_encoded(&s.scope.resource, &s.bytes).ok()?;
     }
@@ -722,6 +745,44 @@ mod tests {
         assert_eq!(t.attribute(i, "dup"), Some(Value::str("last")));
         assert_eq!(t.attribute(i, "bytes"), Some(Value::str("00abff")));
         assert_eq!(t.attribute(i, "service.name"), Some(Value::str("api")));
+    }
+
+    fn engine_of(origin: &str, yaml: &str) -> crate::engine::Engine {
+        let loaded = crate::model::load_str(origin, yaml).expect("models load");
+        crate::engine::Engine::compile(crate::model::models(&loaded)).expect("models compile")
+    }
+
+    /// A trace built with only the keys an engine reads gets exactly the
+    /// verdicts (and failure details) the whole trace gets.
+    #[test]
+    fn a_trace_of_only_the_read_keys_gets_the_same_verdicts() {
+        let mut engines = vec![engine_of(
+            "bench.yaml",
+            &crate::bench::models::model_set(100),
+        )];
+        for f in ["bank.yaml", "database.yaml", "http-errors.yaml"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("config/models")
+                .join(f);
+            engines.push(engine_of(f, &std::fs::read_to_string(path).unwrap()));
+        }
+        let ctx = EvalContext::default();
+        let mut g = TrafficGenerator::new(TrafficMix::default(), Rng::new(3));
+        let mut compared = 0;
+        for _ in 0..10 {
+            for spans in raw_traces(&g.next_batch(400).request) {
+                let whole = build_trace(&spans).unwrap();
+                for engine in &engines {
+                    let keep = Arc::clone(engine.key_set());
+                    let part = build_with(&spans, |id| TraceBuilder::keeping(id, keep)).unwrap();
+                    let a = format!("{:?}", engine.evaluate(&whole, &ctx));
+                    let b = format!("{:?}", engine.evaluate(&part, &ctx));
+                    assert_eq!(a, b);
+                    compared += 1;
+                }
+            }
+        }
+        assert!(compared > 1000, "{compared}");
     }
 
     #[test]

@@ -82,11 +82,11 @@ pub fn verdict_message(
 ) -> pb::Verdict {
     pb::Verdict {
         trace_id: r.trace_id.to_hex(),
-        model: r.model.clone(),
-        model_name: r.model_name.clone(),
+        model: r.model.to_string(),
+        model_name: r.model_name.to_string(),
         verdict: kind(r.verdict) as i32,
         failures: r.failures.iter().map(failure).collect(),
-        trace_url: r.trace_url.clone().unwrap_or_default(),
+        trace_url: r.trace_url.as_deref().unwrap_or_default().to_owned(),
         evaluated_at_unix_ms: r.evaluated_at_unix_ms as i64,
         incomplete: r.incomplete,
         completion_reason: format!("{:?}", r.completion_reason),
@@ -136,7 +136,7 @@ impl pb::verdict_service_server::VerdictService for Arc<GrpcApi> {
                     Err(broadcast::error::RecvError::Closed) => return,
                 };
                 if !wanted.contains(&record.verdict)
-                    || !(req.models.is_empty() || req.models.contains(&record.model))
+                    || !(req.models.is_empty() || req.models.iter().any(|m| **m == *record.model))
                 {
                     continue;
                 }
@@ -145,7 +145,7 @@ impl pb::verdict_service_server::VerdictService for Arc<GrpcApi> {
                     .engine
                     .models()
                     .iter()
-                    .find(|m| m.id == record.model)
+                    .find(|m| *m.id == *record.model)
                     .map(|m| m.labels.clone())
                     .unwrap_or_default();
                 if !req.labels.iter().all(|(k, v)| labels.get(k) == Some(v)) {

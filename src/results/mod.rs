@@ -20,6 +20,7 @@ use tokio::sync::broadcast;
 
 use self::config::LinksConfig;
 use self::evaluator::Evaluator;
+pub use self::evaluator::EvaluatorPool;
 use self::registry::{ModelRegistry, ModelSource, ReloadReport};
 use self::store::{ResultStore, VerdictRecord};
 use crate::daemon::Stages;
@@ -63,7 +64,9 @@ impl ModelsStage {
         links: LinksConfig,
         alerts: config::AlertsConfig,
         admin_url: String,
-    ) -> (Evaluator, axum::Router) {
+        threads: usize,
+        budget: std::time::Duration,
+    ) -> (EvaluatorPool, axum::Router) {
         let external = alerts.external_url.clone().unwrap_or(admin_url);
         let alert_sender = alerts::start(
             alerts,
@@ -71,15 +74,26 @@ impl ModelsStage {
             Arc::clone(&stages.metrics),
             tokio_util::sync::CancellationToken::new(),
         );
-        let evaluator = Evaluator::new(
-            Arc::clone(&self.registry),
-            Arc::clone(&self.store),
-            Arc::clone(&stages.metrics),
-            links.clone(),
-            self.verdicts.clone(),
-            alert_sender,
-        )
-        .with_tap(Arc::clone(&self.waiters));
+        let evaluators = (0..threads.max(1))
+            .map(|_| {
+                Evaluator::new(
+                    Arc::clone(&self.registry),
+                    Arc::clone(&self.store),
+                    Arc::clone(&stages.metrics),
+                    links.clone(),
+                    self.verdicts.clone(),
+                    alert_sender.clone(),
+                )
+                .with_tap(Arc::clone(&self.waiters))
+                .with_evaluation_budget(budget)
+            })
+            .collect();
+        let evaluator = match crate::assembler::Parallel::new(evaluators) {
+            Ok(p) => p,
+            // Threads cannot be started only when the process is at its
+            // limits; nothing sensible runs then.
+            Err(e) => panic!("cannot start evaluation threads: {e}"),
+        };
         let runs = crate::testrun::api::Runs::new(crate::testrun::TraceSource::Local {
             waiters: Arc::clone(&self.waiters),
             assembler: Arc::clone(&stages.assembler),
@@ -141,17 +155,17 @@ async fn not_found(headers: axum::http::HeaderMap) -> axum::response::Response {
 pub async fn start_daemon(
     config: crate::config::Config,
     sources: Vec<ModelSource>,
-) -> Result<(crate::daemon::Daemon<Evaluator>, Arc<ModelsStage>), crate::daemon::StartError> {
+) -> Result<(crate::daemon::Daemon<EvaluatorPool>, Arc<ModelsStage>), crate::daemon::StartError> {
     let links = config.links.clone();
     let alerts = config.alerts.clone();
     let budget = config.models.evaluation_budget;
+    let threads = config.models.threads();
     let admin_url = format!("http://{}", config.admin.endpoint);
     let slot: Arc<std::sync::OnceLock<Arc<ModelsStage>>> = Arc::new(std::sync::OnceLock::new());
     let slot_in = Arc::clone(&slot);
     let daemon = crate::daemon::Daemon::start_with(config, move |stages| {
         let models = Arc::new(ModelsStage::load(sources, Arc::clone(&stages.metrics)));
-        let (evaluator, routes) = models.build(stages, links, alerts, admin_url);
-        let evaluator = evaluator.with_evaluation_budget(budget);
+        let (evaluator, routes) = models.build(stages, links, alerts, admin_url, threads, budget);
         let _ = slot_in.set(models);
         (evaluator, Some(routes))
     })

@@ -73,6 +73,8 @@ impl ModelCounters {
 pub struct LoadedModels {
     pub engine: Engine,
     pub counters: Vec<ModelCounters>,
+    /// Each model's id and name, shared by every verdict record of it.
+    pub names: Vec<(Arc<str>, Arc<str>)>,
     pub loaded_at_unix_ms: u64,
 }
 
@@ -251,9 +253,15 @@ fn counters_for(engine: Engine, metrics: &Metrics) -> LoadedModels {
             }
         })
         .collect();
+    let names = engine
+        .models()
+        .iter()
+        .map(|m| (Arc::from(m.id.as_str()), Arc::from(m.name.as_str())))
+        .collect();
     LoadedModels {
         engine,
         counters,
+        names,
         loaded_at_unix_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)

@@ -24,6 +24,11 @@ const MAX_TRACES: usize = 1000;
 const MAX_FAIL_BYTES: usize = 64 << 20;
 /// …and for passing ones.
 const MAX_PASS_BYTES: usize = 16 << 20;
+/// Passing traces taken into the store per second, at most (with a burst
+/// of as many). Every failing trace is kept; at thousands of passes a
+/// second, keeping each would only churn the store (each would stay a few
+/// milliseconds) at ~10% of the daemon's CPU, so passes are sampled.
+const PASS_TRACES_PER_SEC: f64 = 100.0;
 
 /// One verdict as the API, alerts and watchers show it.
 #[derive(Debug, Clone, Serialize)]
@@ -31,12 +36,12 @@ pub struct VerdictRecord {
     /// Increases with every record; newest first means highest first.
     pub seq: u64,
     pub trace_id: TraceId,
-    pub model: String,
-    pub model_name: String,
+    pub model: Arc<str>,
+    pub model_name: Arc<str>,
     pub verdict: Verdict,
     pub failures: Vec<Failure>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub trace_url: Option<String>,
+    pub trace_url: Option<Arc<str>>,
     /// The model's `alert.summary`, rendered from the trace (failures only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
@@ -57,9 +62,9 @@ struct Retained {
     failing: bool,
 }
 
-#[derive(Default)]
 struct Inner {
-    seq: u64,
+    /// Token bucket of [`PASS_TRACES_PER_SEC`]: (tokens, last refill).
+    pass_tokens: (f64, std::time::Instant),
     per_model: HashMap<String, VecDeque<Arc<VerdictRecord>>>,
     traces: HashMap<TraceId, Retained>,
     fail_order: VecDeque<TraceId>,
@@ -68,8 +73,23 @@ struct Inner {
     pass_bytes: usize,
 }
 
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            pass_tokens: (PASS_TRACES_PER_SEC, std::time::Instant::now()),
+            per_model: HashMap::new(),
+            traces: HashMap::new(),
+            fail_order: VecDeque::new(),
+            pass_order: VecDeque::new(),
+            fail_bytes: 0,
+            pass_bytes: 0,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct ResultStore {
+    seq: std::sync::atomic::AtomicU64,
     inner: Mutex<Inner>,
 }
 
@@ -81,12 +101,11 @@ pub struct StoredTrace {
 
 impl ResultStore {
     pub fn next_seq(&self) -> u64 {
-        let mut i = self.inner.lock();
-        i.seq += 1;
-        i.seq
+        self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
     }
 
-    /// Records verdicts (not skips) and keeps the trace they were given on.
+    /// Records verdicts (not skips) and keeps the trace they were given on:
+    /// always when one failed, for passes up to [`PASS_TRACES_PER_SEC`].
     pub fn record(&self, trace_id: TraceId, spans: &[RawSpan], records: Vec<Arc<VerdictRecord>>) {
         self.put(trace_id, spans, records, false);
     }
@@ -110,11 +129,17 @@ impl ResultStore {
         let failing = records.iter().any(|r| r.verdict == Verdict::Fail);
         let mut i = self.inner.lock();
         for r in &records {
-            let ring = i.per_model.entry(r.model.clone()).or_default();
+            let ring = match i.per_model.get_mut(&*r.model) {
+                Some(ring) => ring,
+                None => i.per_model.entry(r.model.to_string()).or_default(),
+            };
             if ring.len() == PER_MODEL {
                 ring.pop_front();
             }
             ring.push_back(Arc::clone(r));
+        }
+        if !failing && !hold && !i.traces.contains_key(&trace_id) && !i.take_pass_token() {
+            return;
         }
         let bytes: usize = spans.iter().map(|s| s.bytes.len()).sum();
         if let Some(t) = i.traces.get_mut(&trace_id) {
@@ -205,6 +230,20 @@ impl ResultStore {
 }
 
 impl Inner {
+    fn take_pass_token(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let (tokens, last) = &mut self.pass_tokens;
+        let refill = now.duration_since(*last).as_secs_f64() * PASS_TRACES_PER_SEC;
+        *tokens = (*tokens + refill).min(PASS_TRACES_PER_SEC);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
     fn prune(&mut self) {
         while self.fail_order.len() > MAX_TRACES || self.fail_bytes > MAX_FAIL_BYTES {
             let Some(id) = self.fail_order.pop_front() else {
@@ -222,5 +261,55 @@ impl Inner {
                 self.pass_bytes -= t.bytes;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(store: &ResultStore, id: u8, verdict: Verdict) -> Arc<VerdictRecord> {
+        Arc::new(VerdictRecord {
+            seq: store.next_seq(),
+            trace_id: TraceId([id; 16]),
+            model: "m".into(),
+            model_name: "M".into(),
+            verdict,
+            failures: Vec::new(),
+            trace_url: None,
+            summary: None,
+            evaluated_at_unix_ms: 0,
+            incomplete: false,
+            completion_reason: CompletionReason::idle,
+            waited_for_late_spans: false,
+        })
+    }
+
+    #[test]
+    fn every_failing_trace_is_kept_and_passing_ones_are_sampled() {
+        let store = ResultStore::default();
+        // A burst far over the pass budget, failures among the passes.
+        for id in 1..=250u8 {
+            let v = if id % 50 == 0 {
+                Verdict::Fail
+            } else {
+                Verdict::Pass
+            };
+            store.record(TraceId([id; 16]), &[], vec![record(&store, id, v)]);
+        }
+        for id in [50u8, 100, 150, 200, 250] {
+            let t = store.trace(&TraceId([id; 16])).expect("failing trace kept");
+            assert_eq!(t.verdicts[0].verdict, Verdict::Fail);
+        }
+        let kept_passes = (1..=250u8)
+            .filter(|id| id % 50 != 0 && store.trace(&TraceId([*id; 16])).is_some())
+            .count();
+        assert!(
+            (100..=101).contains(&kept_passes),
+            "{kept_passes} passing traces kept"
+        );
+        // The newest verdicts are listed, kept trace or not.
+        assert_eq!(store.results(Some("m"), None, 1000).len(), PER_MODEL);
+        assert_eq!(store.results(Some("m"), Some(Verdict::Fail), 1000).len(), 2);
     }
 }

@@ -22,8 +22,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use serde_json::Value;
 use tracecheck::config::Config;
 use tracecheck::daemon::Daemon;
-use tracecheck::results::evaluator::Evaluator;
 use tracecheck::results::registry::ModelSource;
+use tracecheck::results::EvaluatorPool;
 use tracecheck::results::ModelsStage;
 
 /// A loopback port that was free a moment ago (for child processes, which
@@ -401,7 +401,7 @@ pub fn config(alerts: &AlertSettings) -> Config {
 /// A daemon started as `run_daemon` starts it (models stage built inside
 /// `Daemon::start_with`), with the bank model.
 pub struct Live {
-    pub daemon: Daemon<Evaluator>,
+    pub daemon: Daemon<EvaluatorPool>,
     pub models: Arc<ModelsStage>,
     pub admin: SocketAddr,
     pub grpc: SocketAddr,

@@ -24,14 +24,14 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use serde_json::Value;
 use tracecheck::config::Config;
 use tracecheck::daemon::Daemon;
-use tracecheck::results::evaluator::Evaluator;
 use tracecheck::results::registry::ModelSource;
+use tracecheck::results::EvaluatorPool;
 use tracecheck::results::ModelsStage;
 
 /// A daemon started as `run_daemon` starts it, on loopback ports chosen by
 /// the OS.
 pub struct Live {
-    pub daemon: Daemon<Evaluator>,
+    pub daemon: Daemon<EvaluatorPool>,
     pub models: Arc<ModelsStage>,
     pub admin: SocketAddr,
     pub grpc: SocketAddr,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tracecheck::config::Config;
 use tracecheck::daemon::Daemon;
-use tracecheck::results::evaluator::Evaluator;
+use tracecheck::results::EvaluatorPool;
 
 pub const LIMIT: Duration = Duration::from_secs(90);
 
@@ -146,7 +146,7 @@ impl Drop for Pokeshop {
 /// A daemon as `tracecheck serve` runs it, every listener on an ephemeral
 /// loopback port, traces complete 300 ms after their last span.
 pub struct Served {
-    pub daemon: Daemon<Evaluator>,
+    pub daemon: Daemon<EvaluatorPool>,
     pub admin: String,
     pub otlp_http: SocketAddr,
 }
