@@ -9,7 +9,9 @@
 //! - `assemble`: `Assembler::insert` of a 400-span request plus
 //!   `poll_completed`, on a long-lived assembler in steady state.
 //! - `build_trace`: the engine's `Trace` from `ResourceSpans`, and from the
-//!   assembler's raw span slices (the daemon's path, protobuf decode included).
+//!   assembler's raw span slices decoded directly (`from_raw_spans`, every
+//!   attribute; `for_100_models`, only the keys the 100-model set reads: the
+//!   daemon's path).
 //! - `evaluate`: `Engine::evaluate_woken` (the daemon's path: the models a trace
 //!   does not wake are left out and counted as skips in bulk) with 1, 10, 100
 //!   and 1000 models on bank and web traces. 1 = the bank model; 10 = the
@@ -49,7 +51,7 @@ use tracecheck::assembler::Assembler;
 use tracecheck::bench::traffic::{GeneratedTrace, Rng, TraceShape, TrafficGenerator, TrafficMix};
 use tracecheck::engine::{Engine, EvalContext, Trace, Verdict};
 use tracecheck::otlp::{self, KeyedSpan, LazyExportRequest, RawSpan};
-use tracecheck::results::evaluator::build_trace;
+use tracecheck::results::evaluator::{build_trace, build_trace_for};
 use tracecheck::results::metrics::Metrics;
 
 /// Spans in each export request of the decode and assemble benchmarks.
@@ -275,6 +277,7 @@ fn span_count(samples: &[Sample]) -> u64 {
 }
 
 fn build_traces(c: &mut Criterion) {
+    let engine = engine_with(100);
     let mut g = c.benchmark_group("build_trace");
     for kind in ["bank", "web"] {
         let samples = samples(kind);
@@ -290,6 +293,14 @@ fn build_traces(c: &mut Criterion) {
             b.iter(|| {
                 for s in &samples {
                     black_box(build_trace(black_box(&s.raw)).expect("trace"));
+                }
+            })
+        });
+        // The daemon's path: only the attributes the 100 models read.
+        g.bench_function(BenchmarkId::new("for_100_models", kind), |b| {
+            b.iter(|| {
+                for s in &samples {
+                    black_box(build_trace_for(&engine, black_box(&s.raw)).expect("trace"));
                 }
             })
         });

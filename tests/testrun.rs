@@ -10,5 +10,7 @@ mod app;
 mod bad_files;
 #[path = "testrun/forms.rs"]
 mod forms;
+#[path = "testrun/https.rs"]
+mod https;
 #[path = "testrun/util.rs"]
 mod util;

@@ -50,6 +50,7 @@ pub(crate) enum CExpr {
     Interp(Vec<CPart>),
     Binary(ArithOp, Box<CExpr>, Box<CExpr>),
     Pipe(Box<CExpr>, CFilter),
+    Array(Vec<CExpr>),
 }
 
 #[derive(Debug)]
@@ -197,6 +198,9 @@ impl Compiler<'_> {
                 let f = self.filter(filter, loc, text);
                 CExpr::Pipe(input, f)
             }
+            Expr::Array { items, .. } => {
+                CExpr::Array(items.iter().map(|e| self.expr(e, loc, text)).collect())
+            }
         }
     }
 
@@ -217,13 +221,15 @@ impl Compiler<'_> {
             _ => None,
         };
         match (FilterKind::from_name(&f.name), arg_str) {
-            (Some(FilterKind::JsonPath), Some(p)) => match JsonPath::parse(p) {
-                Ok(jp) => CFilter::JsonPath(Box::new(jp)),
-                Err(e) => {
-                    self.err(loc, text, at, format!("invalid JSONPath '{p}': {e}"));
-                    CFilter::First
+            (Some(FilterKind::JsonPath), Some(p)) => {
+                match crate::model::check::parse_json_path(p) {
+                    Ok(jp) => CFilter::JsonPath(Box::new(jp)),
+                    Err(e) => {
+                        self.err(loc, text, at, format!("invalid JSONPath '{p}': {e}"));
+                        CFilter::First
+                    }
                 }
-            },
+            }
             (Some(k @ (FilterKind::Regex | FilterKind::RegexGroup)), Some(re)) => {
                 match Regex::new(re) {
                     Ok(r) if k == FilterKind::Regex => CFilter::Regex(r),

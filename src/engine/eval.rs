@@ -168,6 +168,11 @@ impl<'a> Env<'a> {
                 let v = self.eval(input, span)?;
                 apply_filter(f, &v).map(Cow::Owned)
             }
+            CExpr::Array(items) => items
+                .iter()
+                .map(|e| self.eval(e, span).map(Cow::into_owned))
+                .collect::<Result<Vec<_>, _>>()
+                .map(|v| Cow::Owned(Value::Array(v))),
         }
     }
 
@@ -446,11 +451,10 @@ pub(crate) fn apply_filter(f: &CFilter, v: &Value) -> Result<Value, EvalError> {
             .cloned()
             .ok_or_else(|| EvalError::Invalid("last: empty list".to_string()))?,
         CFilter::Type => Value::str(v.type_name()),
+        // Tracetest: "the size of the input array; a single value is 1".
         CFilter::Length => Value::Int(match v {
-            Value::Str(s) => s.chars().count(),
             Value::Array(a) => a.len(),
-            Value::Map(m) => m.len(),
-            other => other.to_string().chars().count(),
+            _ => 1,
         } as i64),
     })
 }

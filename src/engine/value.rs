@@ -186,6 +186,9 @@ pub fn equals(left: &Value, right: &Value) -> bool {
             a.len() == b.len() && a.iter().zip(b).all(|(x, y)| equals(x, y))
         }
         (Value::Map(_), Value::Map(_)) => left.to_json() == right.to_json(),
+        // A JSON text against a structured value: compared item by item
+        // with these same rules, so `regex_group`'s captured "8" equals the
+        // 8 of `'["Marcus", 8]'`, as in Tracetest.
         (Value::Array(_) | Value::Map(_), Value::Str(s))
         | (Value::Str(s), Value::Array(_) | Value::Map(_)) => {
             let structured = if matches!(left, Value::Str(_)) {
@@ -193,7 +196,10 @@ pub fn equals(left: &Value, right: &Value) -> bool {
             } else {
                 left
             };
-            serde_json::from_str::<serde_json::Value>(s).is_ok_and(|j| j == structured.to_json())
+            serde_json::from_str::<serde_json::Value>(s).is_ok_and(|j| match structured {
+                Value::Array(_) => equals(structured, &Value::from_json(&j)),
+                _ => j == structured.to_json(),
+            })
         }
         _ => match (left.as_number(), right.as_number()) {
             (Some(a), Some(b)) => a.cmp(b) == Some(Ordering::Equal),

@@ -108,6 +108,11 @@ pub enum Expr {
         filter: FilterCall,
         span: Span,
     },
+    /// `[1, 2s, "text"]`
+    Array {
+        items: Vec<Expr>,
+        span: Span,
+    },
 }
 
 impl Expr {
@@ -119,7 +124,8 @@ impl Expr {
             | Expr::Var { span, .. }
             | Expr::Interp { span, .. }
             | Expr::Binary { span, .. }
-            | Expr::Pipe { span, .. } => span,
+            | Expr::Pipe { span, .. }
+            | Expr::Array { span, .. } => span,
         }
     }
 
@@ -139,6 +145,11 @@ impl Expr {
                 right.walk(f);
             }
             Expr::Pipe { input, .. } => input.walk(f),
+            Expr::Array { items, .. } => {
+                for e in items {
+                    e.walk(f);
+                }
+            }
             _ => {}
         }
     }
@@ -276,6 +287,16 @@ impl fmt::Display for Expr {
             Expr::Binary {
                 op, left, right, ..
             } => write!(f, "({left} {} {right})", op.as_str()),
+            Expr::Array { items, .. } => {
+                f.write_str("[")?;
+                for (i, e) in items.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{e}")?;
+                }
+                f.write_str("]")
+            }
             Expr::Pipe { input, filter, .. } => {
                 write!(f, "{input} | {}", filter.name)?;
                 match &filter.arg {

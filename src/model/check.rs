@@ -267,7 +267,7 @@ impl Checker<'_> {
         let arg_at = f.arg_span.as_ref().map_or(f.name_span.end, |s| s.start);
         match (kind, &f.arg) {
             (FilterKind::JsonPath, Some(FilterArg::Str(p))) => {
-                if let Err(e) = serde_json_path::JsonPath::parse(p) {
+                if let Err(e) = parse_json_path(p) {
                     self.error(
                         at,
                         arg_at,
@@ -303,6 +303,17 @@ impl Checker<'_> {
     }
 }
 
+/// A `json_path` argument. Tracetest's documentation also writes paths
+/// without the root (`.age`, `[0].name`); they are read from the root.
+pub(crate) fn parse_json_path(
+    p: &str,
+) -> Result<serde_json_path::JsonPath, serde_json_path::ParseError> {
+    match p.trim_start().chars().next() {
+        Some('.' | '[') => serde_json_path::JsonPath::parse(&format!("${}", p.trim_start())),
+        _ => serde_json_path::JsonPath::parse(p),
+    }
+}
+
 /// The regex crate's message ends with the reason on its last line.
 pub(crate) fn regex_message(re: &str, e: &regex::Error) -> String {
     let text = e.to_string();
@@ -327,6 +338,7 @@ pub fn static_type(e: &Expr) -> Ty {
         },
         Expr::Attr { name, .. } => Builtin::from_name(name).map_or(Ty::Unknown, Builtin::ty),
         Expr::Interp { .. } => Ty::Str,
+        Expr::Array { .. } => Ty::Array,
         Expr::Env { .. } | Expr::Var { .. } => Ty::Unknown,
         Expr::Binary {
             op, left, right, ..

@@ -470,6 +470,13 @@ impl<'a> Decoder<'a> {
             .map(|n| self.outputs(n))
             .unwrap_or_default();
         let match_selector = f.get("match").and_then(|n| self.selector(n, "'match'"));
+        // pollingProfile names a resource of a Tracetest server; here the
+        // wait is `--timeout` and the trace's idle completion, so it is
+        // accepted and has no effect.
+        let skip_trace_collection = f
+            .get("skipTraceCollection")
+            .and_then(|n| self.bool(n, "'skipTraceCollection'"))
+            .unwrap_or(false);
         let id = id?;
         if self.diags.len() > before {
             // Kept so the checker still runs; the load fails anyway.
@@ -483,6 +490,7 @@ impl<'a> Decoder<'a> {
             specs,
             outputs,
             match_selector,
+            skip_trace_collection,
             file: self.file.to_string(),
             position,
         })

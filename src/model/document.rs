@@ -338,6 +338,9 @@ pub struct Test {
     pub outputs: Vec<Output>,
     /// Which live traces the test applies to when run as a model.
     pub match_selector: Option<Selector>,
+    /// `skipTraceCollection: true`: the specs see only the trigger's
+    /// response (the `Tracetest trigger` span); no trace is waited for.
+    pub skip_trace_collection: bool,
     pub file: String,
     pub position: Position,
 }

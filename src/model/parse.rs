@@ -95,7 +95,7 @@ impl<'a> ParserError<In<'a>> for SyntaxError {
 
 const OPERATORS: &str = "an operator (=, !=, <, <=, >, >=, contains, not-contains, matches)";
 const EXPRESSION: &str =
-    "an expression (attr:NAME, env:NAME, var:NAME, a string, a number, a duration or true/false)";
+    "an expression (attr:NAME, env:NAME, var:NAME, a string, a number, a duration, true/false or [an, array])";
 pub(crate) const FILTER_NAMES: &str =
     "json_path, regex, regex_group, count, get_index, first, last, type, length";
 
@@ -259,8 +259,18 @@ fn step(i: &mut In<'_>, combinator: Combinator) -> PResult<Step> {
             match peek_char(i) {
                 Some(']') => {}
                 Some(c) if c.is_whitespace() => {}
+                // Tracetest's documentation also separates filters with a
+                // comma (`span[service.name="cart-api", name="purchase
+                // products"]`): the same AND as a space.
+                Some(',') => {
+                    bump(i)?;
+                    ws(i)?;
+                    if matches!(peek_char(i), Some(']') | None) {
+                        return fail(i, "a filter after ','");
+                    }
+                }
                 None => return fail(i, "']' to close the filters"),
-                Some(_) => return fail(i, "a space between filters or ']'"),
+                Some(_) => return fail(i, "a space or ',' between filters, or ']'"),
             }
         }
     }
@@ -573,6 +583,38 @@ fn primary(i: &mut In<'_>, depth: usize) -> PResult<Expr> {
             }
             bump(i)?;
             Ok(e)
+        }
+        // Tracetest's array literal: `[1, 2s, "text"] | type = "array"`.
+        Some('[') => {
+            bump(i)?;
+            if depth >= MAX_NESTING {
+                return fail_at(pos(i), "expression nested too deeply".to_string());
+            }
+            let mut items = Vec::new();
+            ws(i)?;
+            if peek_char(i) == Some(']') {
+                bump(i)?;
+            } else {
+                loop {
+                    items.push(expr(i, depth + 1)?);
+                    ws(i)?;
+                    match peek_char(i) {
+                        Some(',') => {
+                            bump(i)?;
+                            ws(i)?;
+                        }
+                        Some(']') => {
+                            bump(i)?;
+                            break;
+                        }
+                        _ => return fail(i, "',' or ']' in the array"),
+                    }
+                }
+            }
+            Ok(Expr::Array {
+                items,
+                span: start..pos(i),
+            })
         }
         _ => {
             if let Ok(b) =

@@ -263,7 +263,20 @@ selector_err!(
     sel_err_filters_glued,
     r#"span[a = "x"b = 1]"#,
     12,
-    "unexpected 'b' in selector, expected a space between filters or ']'"
+    "unexpected 'b' in selector, expected a space or ',' between filters, or ']'"
+);
+// Tracetest's selector documentation (parent-child section) writes
+// `span[service.name="cart-api", name="purchase products"]`.
+selector!(
+    sel_comma_between_filters,
+    r#"span[service.name="cart-api", name="purchase products"] span[service.name="auth-api" tracetest.span.type="http"]"#,
+    r#"span[service.name = "cart-api" name = "purchase products"] span[service.name = "auth-api" tracetest.span.type = "http"]"#
+);
+selector_err!(
+    sel_err_comma_before_bracket,
+    r#"span[a = "x",]"#,
+    13,
+    "unexpected ']' in selector, expected a filter after ','"
 );
 selector_err!(
     sel_err_child_nothing,
@@ -399,7 +412,7 @@ expression!(ex_negative_float, "-1.5", "-1.5");
 
 assertion_err!(as_err_missing_op, "attr:a 5", 7, "unexpected '5' in assertion, expected an operator (=, !=, <, <=, >, >=, contains, not-contains, matches), an arithmetic operator or '|'");
 assertion_err!(as_err_no_op, "attr:a", 6, "unexpected end of input in assertion, expected an operator (=, !=, <, <=, >, >=, contains, not-contains, matches)");
-assertion_err!(as_err_bad_term, "attr:a = @", 9, "unexpected '@' in assertion, expected an expression (attr:NAME, env:NAME, var:NAME, a string, a number, a duration or true/false)");
+assertion_err!(as_err_bad_term, "attr:a = @", 9, "unexpected '@' in assertion, expected an expression (attr:NAME, env:NAME, var:NAME, a string, a number, a duration, true/false or [an, array])");
 assertion_err!(
     as_err_attr_no_name,
     "attr: = 1",
@@ -433,7 +446,7 @@ assertion_err!(
     9,
     "number 99999999999999999999 is too large"
 );
-expression_err!(ex_err_empty, "", 0, "unexpected end of input in expression, expected an expression (attr:NAME, env:NAME, var:NAME, a string, a number, a duration or true/false)");
+expression_err!(ex_err_empty, "", 0, "unexpected end of input in expression, expected an expression (attr:NAME, env:NAME, var:NAME, a string, a number, a duration, true/false or [an, array])");
 expression_err!(ex_err_op, "attr:a = 1", 7, "unexpected '=' in expression, expected an arithmetic operator (+, -, *, /), '|' and a filter, or the end of the expression");
 
 #[test]
@@ -679,7 +692,7 @@ fn error_in_assertion_points_into_the_file() {
     let text = "type: Model\nspec:\n  id: m\n  specs:\n    - selector: span\n      assertions:\n        - attr:a = @\n";
     assert_eq!(
         load_err(text),
-        vec!["m.yaml:7:20: unexpected '@' in assertion, expected an expression (attr:NAME, env:NAME, var:NAME, a string, a number, a duration or true/false)"]
+        vec!["m.yaml:7:20: unexpected '@' in assertion, expected an expression (attr:NAME, env:NAME, var:NAME, a string, a number, a duration, true/false or [an, array])"]
     );
 }
 
@@ -943,3 +956,15 @@ fn type_errors_are_reported_next_to_structural_errors() {
         errs[2]
     );
 }
+
+// Tracetest's documented array literal (concepts/expressions, Type).
+assertion!(
+    as_array_literal,
+    r#"[1, 2s, "this is a string"] | type = "array""#,
+    r#"[1, 2s, "this is a string"] | type = "array""#
+);
+assertion!(
+    as_array_contains,
+    r#"["number", "string"] contains attr:my_attribute | type"#,
+    r#"["number", "string"] contains attr:my_attribute | type"#
+);

@@ -80,6 +80,74 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::clone(PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())))
 }
 
+/// A client config for test triggers: the system's CA certificates, or
+/// with `verify == false` (a test file's `sslVerification: false`) none at
+/// all: any certificate is taken, as the file asks. Never used for
+/// telemetry (exporter, receivers), only for a test's own request.
+///
+/// No ALPN is set: hyper-rustls offers the HTTP versions it enables.
+pub fn trigger_client_config(verify: bool) -> Result<ClientConfig, TlsError> {
+    if verify {
+        return client_config(&ClientTlsConfig::default(), "trigger (https://)", &[]);
+    }
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(invalid("trigger (https://)"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
+        .with_no_client_auth())
+}
+
+/// `sslVerification: false`: signatures are still checked to be well-formed
+/// for the negotiated scheme, but no certificate is judged.
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
         key,

@@ -362,7 +362,7 @@ impl Evaluator {
             .drain(..)
             .partition(|w| force || w.deadline <= now);
         if !done.is_empty() {
-            if let Some(trace) = build_trace_for(&p.models, &p.spans) {
+            if let Some(trace) = build_trace_for(&p.models.engine, &p.spans) {
                 let models = Arc::clone(&p.models);
                 self.record(
                     &models,
@@ -394,7 +394,7 @@ impl TraceConsumer for Evaluator {
             };
             p.spans.extend(t.spans);
             p.completion.truncated |= t.truncated;
-            let Some(trace) = build_trace_for(&p.models, &p.spans) else {
+            let Some(trace) = build_trace_for(&p.models.engine, &p.spans) else {
                 return;
             };
             let ctx = EvalContext::default();
@@ -438,7 +438,7 @@ impl TraceConsumer for Evaluator {
             self.observe_delay(&t);
             return;
         }
-        let Some(trace) = build_trace_for(&models, &t.spans) else {
+        let Some(trace) = build_trace_for(&models.engine, &t.spans) else {
             tracing::warn!(trace_id = %t.trace_id, "Trace could not be decoded for evaluation.");
             return;
         };
@@ -536,10 +536,10 @@ pub fn build_trace(spans: &[RawSpan]) -> Option<Trace> {
     build_with(spans, TraceBuilder::new)
 }
 
-/// The trace as `models` will read it: attributes no model names are left
+/// The trace as `engine` will read it: attributes no model names are left
 /// undecoded ([`crate::engine::Engine::key_set`]).
-fn build_trace_for(models: &LoadedModels, spans: &[RawSpan]) -> Option<Trace> {
-    let keep = models.engine.key_set();
+pub fn build_trace_for(engine: &crate::engine::Engine, spans: &[RawSpan]) -> Option<Trace> {
+    let keep = engine.key_set();
     build_with(spans, |id| TraceBuilder::keeping(id, Arc::clone(keep)))
 }
 

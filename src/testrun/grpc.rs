@@ -16,7 +16,8 @@ use tonic::metadata::{MetadataKey, MetadataValue};
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse};
+use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as V1AlphaClient;
 
 use super::context::RunContext;
 use super::trigger::{auth_parts, error_chain, render, traceparent, TriggerError};
@@ -230,11 +231,53 @@ impl protox::file::FileResolver for InlineFile {
 
 /// Descriptors of `service` and everything it imports, from the server's
 /// `grpc.reflection.v1` service.
+/// Server reflection, v1 or (for older servers) v1alpha: the two are the
+/// same messages under another package, so v1alpha is spoken by re-encoding.
+enum Reflection {
+    V1(ServerReflectionClient<tonic::transport::Channel>),
+    V1Alpha(V1AlphaClient<tonic::transport::Channel>),
+}
+
+impl Reflection {
+    /// One request, its one answer.
+    async fn ask(
+        &mut self,
+        request: ServerReflectionRequest,
+    ) -> Result<ServerReflectionResponse, tonic::Status> {
+        let closed =
+            || tonic::Status::unavailable("the server closed the stream without an answer");
+        match self {
+            Reflection::V1(c) => c
+                .server_reflection_info(tokio_stream::iter([request]))
+                .await?
+                .into_inner()
+                .message()
+                .await?
+                .ok_or_else(closed),
+            Reflection::V1Alpha(c) => {
+                let request = tonic_reflection::pb::v1alpha::ServerReflectionRequest::decode(
+                    request.encode_to_vec().as_slice(),
+                )
+                .map_err(|e| tonic::Status::internal(e.to_string()))?;
+                let answer = c
+                    .server_reflection_info(tokio_stream::iter([request]))
+                    .await?
+                    .into_inner()
+                    .message()
+                    .await?
+                    .ok_or_else(closed)?;
+                ServerReflectionResponse::decode(answer.encode_to_vec().as_slice())
+                    .map_err(|e| tonic::Status::internal(e.to_string()))
+            }
+        }
+    }
+}
+
 async fn reflect(
     channel: tonic::transport::Channel,
     service: &str,
 ) -> Result<DescriptorPool, String> {
-    let mut client = ServerReflectionClient::new(channel);
+    let mut client = Reflection::V1(ServerReflectionClient::new(channel.clone()));
     let mut files: Vec<FileDescriptorProto> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
     let mut queue = vec![MessageRequest::FileContainingSymbol(service.to_string())];
@@ -246,16 +289,19 @@ async fn reflect(
             host: String::new(),
             message_request: Some(req),
         };
-        let mut stream = client
-            .server_reflection_info(tokio_stream::iter([request]))
-            .await
-            .map_err(|s| format!("{}: {}", s.code(), s.message()))?
-            .into_inner();
-        let answer = stream
-            .message()
-            .await
-            .map_err(|s| format!("{}: {}", s.code(), s.message()))?
-            .ok_or("the server closed the stream without an answer")?;
+        let answer = match client.ask(request.clone()).await {
+            // Servers built before reflection v1 (grpc-go until 1.55,
+            // grpcio-reflection's old releases) only serve v1alpha.
+            Err(s)
+                if s.code() == tonic::Code::Unimplemented
+                    && matches!(client, Reflection::V1(_)) =>
+            {
+                client = Reflection::V1Alpha(V1AlphaClient::new(channel.clone()));
+                client.ask(request).await
+            }
+            other => other,
+        }
+        .map_err(|s| format!("{}: {}", s.code(), s.message()))?;
         match answer.message_response {
             Some(MessageResponse::FileDescriptorResponse(r)) => {
                 for raw in r.file_descriptor_proto {

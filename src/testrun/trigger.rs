@@ -173,16 +173,9 @@ async fn http(
         url: url.clone(),
         message,
     };
-    let m = reqwest::Method::from_bytes(h.method.as_bytes())
+    let m = http::Method::from_bytes(h.method.as_bytes())
         .map_err(|_| fail(format!("invalid HTTP method {:?}", h.method)))?;
-    if h.ssl_verification == Some(false) {
-        tracing::debug!("sslVerification: false has no effect: this build sends plain HTTP only");
-    }
     let auth = auth_parts(h.auth.as_ref(), ctx)?;
-    let client = reqwest::Client::builder()
-        .timeout(timeout)
-        .build()
-        .map_err(|e| fail(e.to_string()))?;
     let mut target = reqwest::Url::parse(&url).map_err(|e| fail(format!("invalid URL: {e}")))?;
     if !auth.query.is_empty() {
         let mut q = target.query_pairs_mut();
@@ -190,7 +183,7 @@ async fn http(
             q.append_pair(k, v);
         }
     }
-    let mut req = client.request(m, target);
+    let mut req = http::Request::builder().method(m).uri(target.as_str());
     for hd in &h.headers {
         req = req.header(hd.key.as_str(), render(&hd.value, ctx)?);
     }
@@ -198,11 +191,73 @@ async fn http(
         req = req.header(k.as_str(), v.as_str());
     }
     req = req.header("traceparent", traceparent(trace_id));
-    if let Some(b) = &h.body {
-        req = req.body(render(b, ctx)?);
-    }
+    let body = match &h.body {
+        Some(b) => bytes::Bytes::from(render(b, ctx)?),
+        None => bytes::Bytes::new(),
+    };
+    let req = req
+        .body(http_body_util::Full::new(body))
+        .map_err(|e| fail(format!("invalid request: {e}")))?;
+    let https = target.scheme() == "https";
+    let client = http_client(https, h.ssl_verification != Some(false)).map_err(&fail)?;
     let started = Instant::now();
-    let resp = req.send().await.map_err(|e| fail(error_chain(&e)))?;
+    let (status, headers, body) = tokio::time::timeout(timeout, send(&client, req))
+        .await
+        .map_err(|_| {
+            fail(format!(
+                "no response within {}",
+                crate::model::format_duration(timeout)
+            ))
+        })?
+        .map_err(&fail)?;
+    Ok(Triggered {
+        trace_id,
+        response: Some(TriggerResponse {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            headers,
+            duration: Some(started.elapsed()),
+        }),
+        description: format!("{} {url}", h.method),
+    })
+}
+
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+/// A client for one trigger: plain HTTP, or HTTPS trusting the system's CA
+/// certificates (or, with `sslVerification: false`, any certificate).
+fn http_client(https: bool, verify: bool) -> Result<HttpClient, String> {
+    let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    let tls = if https {
+        crate::net::tls::trigger_client_config(verify).map_err(|e| e.to_string())?
+    } else {
+        // Never used for an http:// URL, but the connector wants one.
+        crate::net::tls::trigger_client_config(false).map_err(|e| e.to_string())?
+    };
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_all_versions()
+        .wrap_connector(tcp);
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector),
+    )
+}
+
+/// Sends the request; the response's status, headers and up to
+/// [`MAX_BODY`] bytes of its body.
+async fn send(
+    client: &HttpClient,
+    req: http::Request<http_body_util::Full<bytes::Bytes>>,
+) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
+    use http_body_util::BodyExt as _;
+    let resp = client.request(req).await.map_err(|e| error_chain(&e))?;
     let status = resp.status().as_u16();
     let headers = resp
         .headers()
@@ -214,22 +269,19 @@ async fn http(
             )
         })
         .collect();
-    let mut body = resp
-        .bytes()
-        .await
-        .map_err(|e| fail(format!("reading the response: {}", error_chain(&e))))?
-        .to_vec();
-    body.truncate(MAX_BODY);
-    Ok(Triggered {
-        trace_id,
-        response: Some(TriggerResponse {
-            status,
-            body: String::from_utf8_lossy(&body).into_owned(),
-            headers,
-            duration: Some(started.elapsed()),
-        }),
-        description: format!("{} {url}", h.method),
-    })
+    let mut body = Vec::new();
+    let mut stream = resp.into_body();
+    while let Some(frame) = stream.frame().await {
+        let frame = frame.map_err(|e| format!("reading the response: {}", error_chain(&e)))?;
+        if let Some(data) = frame.data_ref() {
+            let room = MAX_BODY.saturating_sub(body.len());
+            body.extend_from_slice(&data[..data.len().min(room)]);
+            if body.len() >= MAX_BODY {
+                break;
+            }
+        }
+    }
+    Ok((status, headers, body))
 }
 
 /// An error with its causes, as reqwest hides the useful part in them.
