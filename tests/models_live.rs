@@ -1144,3 +1144,96 @@ fn check_junit_is_well_formed_with_a_testcase_per_model_and_trace() {
     let fails = json.values().filter(|v| *v == "fail").count();
     assert_eq!(root["failures"], fails.to_string());
 }
+
+/// The model file is rewritten again and again while retrying senders keep
+/// sending (a cosmetic change, then a file that does not parse, then the
+/// original): every span is forwarded once, every trace gets exactly one
+/// verdict of the model, and every violating trace fails once. A reload
+/// that meets a bad file keeps the model in force, so no trace goes
+/// unjudged in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_file_rewritten_during_traffic_loses_no_verdict() {
+    use tracecheck::bench::loadgen;
+    use tracecheck::bench::sink::{Sink, SinkConfig};
+    bounded(Duration::from_secs(90), async {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bank.yaml");
+        let original = std::fs::read_to_string(repo_path("config/models/bank.yaml")).unwrap();
+        write_atomically(&file, &original);
+        let sink = Sink::start(SinkConfig::loopback()).await.expect("sink");
+        let mut config = config("  idle_timeout: 300ms\n  root_settle: 30s\n", None);
+        config.exporters.otlp = Some(
+            serde_yaml_ng::from_str(&format!(
+                "endpoint: {}\nbatch: {{ timeout: 20ms }}\n",
+                sink.grpc_endpoint().expect("sink gRPC")
+            ))
+            .unwrap(),
+        );
+        let live = Live::start(config, vec![path_source(dir.path())]).await;
+
+        let mut load =
+            loadgen::LoadConfig::new(format!("http://{}", live.grpc), loadgen::Protocol::Grpc);
+        load.senders = 2;
+        load.spans_per_request = 200;
+        load.duration = None;
+        load.requests = Some(150);
+        load.retry = Some(loadgen::RetryPolicy {
+            max_retries: 100,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(500),
+        });
+        let traffic = tokio::spawn(loadgen::run(load));
+
+        let renamed = original.replacen("name:", "name: (renamed)", 1);
+        let broken = original.replacen("match:", "match: span[name = ", 1);
+        let mut rewrites = 0;
+        while !traffic.is_finished() {
+            for text in [&renamed, &broken, &original] {
+                write_atomically(&file, text);
+                let _ = live.post_json("/api/v1/models/reload").await;
+                rewrites += 1;
+                tokio::time::sleep(Duration::from_millis(60)).await;
+            }
+        }
+        write_atomically(&file, &original);
+        let report = traffic.await.expect("load task").expect("load runs");
+        assert_eq!(report.requests_failed, 0, "{report}");
+        assert!(rewrites >= 6, "only {rewrites} rewrites during the traffic");
+
+        poll_until(
+            Duration::from_secs(30),
+            "every span at the sink",
+            || async { (sink.stats().unique_spans >= report.spans_sent).then_some(()) },
+        )
+        .await;
+        let stats = sink.stats();
+        assert_eq!(stats.unique_spans, report.spans_sent, "{stats}");
+        assert_eq!(stats.duplicate_spans, 0, "{stats}");
+
+        // Traces still open when the load stopped were sent in part: at
+        // most one per sender beyond `traces_sent`.
+        poll_until(Duration::from_secs(30), "a verdict per trace", || async {
+            let v = live.metrics().await.verdicts(BANK_MODEL);
+            (v.0 + v.1 + v.2 >= report.traces_sent).then_some(())
+        })
+        .await;
+        // Settled: skips are counted in bulk every 50 ms.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (pass, fail, skip) = live.metrics().await.verdicts(BANK_MODEL);
+        assert!(
+            pass + fail + skip <= report.traces_sent + 2,
+            "({pass}, {fail}, {skip}) verdicts for {report}"
+        );
+        assert_eq!(
+            fail, report.violating_traces_sent,
+            "(pass {pass}, fail {fail}, skip {skip}) for {report}"
+        );
+        let failures = live
+            .metrics()
+            .await
+            .get("tracecheck_model_reload_failures_total", &[]);
+        assert!(failures >= 1.0, "the broken file was never refused");
+        live.stop().await;
+    })
+    .await;
+}

@@ -11,6 +11,8 @@ mod util;
 mod bad_input;
 #[path = "spine/binary.rs"]
 mod binary;
+#[path = "spine/faults.rs"]
+mod faults;
 #[path = "spine/load.rs"]
 mod load;
 #[path = "spine/outage.rs"]

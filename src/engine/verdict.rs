@@ -106,6 +106,17 @@ fn when_holds<'a>(w: &'a CAssertion, env: Env<'a>, matched: &[SpanIndex]) -> boo
 }
 
 pub(crate) fn evaluate_model<'a>(index: usize, cm: &'a CModel, base: Env<'a>) -> ModelVerdict {
+    // The daemon's containment tests need a model that panics; no model
+    // language construct does (that is what the fuzzers look for).
+    #[cfg(test)]
+    if cm
+        .match_selector
+        .as_ref()
+        .is_some_and(|s| s.text.contains("__panic__"))
+        && base.trace.has_span_named("__panic__")
+    {
+        panic!("test model panics on purpose");
+    }
     // Indexed dispatch: a model whose `match` names spans the trace lacks
     // is skipped with one hash lookup per name.
     if let Some(pre) = &cm.precondition {

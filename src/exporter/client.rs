@@ -148,10 +148,19 @@ impl Client {
                 } else {
                     c.endpoint.clone()
                 };
+                // HTTP/2 pings, so that a downstream which keeps the TCP
+                // connection open but stops answering (a hung process, a
+                // black-holing middlebox) is noticed and the connection
+                // replaced; without them every retry would queue on the
+                // same dead connection for ever.
+                let ping = c.timeout.max(Duration::from_secs(1));
                 let endpoint = Channel::from_shared(uri)
                     .map_err(|e| ClientError::Endpoint(c.endpoint.clone(), e.to_string()))?
                     .timeout(c.timeout)
-                    .connect_timeout(connect_timeout);
+                    .connect_timeout(connect_timeout)
+                    .http2_keep_alive_interval(ping)
+                    .keep_alive_timeout(ping)
+                    .keep_alive_while_idle(false);
                 let channel = if https {
                     let config = tls::client_config(&tls_config, "exporters.otlp.tls", &[])?;
                     let connector = hyper_rustls::HttpsConnectorBuilder::new()

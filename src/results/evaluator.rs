@@ -224,17 +224,21 @@ impl Evaluator {
             self.check_budget(models, i, trace, started.elapsed());
             match result {
                 Ok(v) => one_by_one.extend(v),
-                Err(_) => {
-                    let id = model_id(models, i);
-                    self.metrics
-                        .model_errors
-                        .get_or_create(&ModelLabels { model: id.clone() })
-                        .inc();
-                    tracing::error!(model = %id, trace_id = %trace.trace_id(), "Model evaluation panicked; verdict withheld.");
-                }
+                Err(_) => self.model_panicked(models, i, trace),
             }
         }
         whole.unwrap_or(one_by_one)
+    }
+
+    /// A panic while evaluating one model on one trace: counted, logged
+    /// with the trace ID; that verdict is withheld, nothing else is.
+    fn model_panicked(&self, models: &LoadedModels, model: usize, trace: &Trace) {
+        let id = model_id(models, model);
+        self.metrics
+            .model_errors
+            .get_or_create(&ModelLabels { model: id.clone() })
+            .inc();
+        tracing::error!(model = %id, trace_id = %trace.trace_id(), "Model evaluation panicked; verdict withheld.");
     }
 
     /// Counts and (rate-limited) logs one model's evaluation over budget.
@@ -413,7 +417,13 @@ impl TraceConsumer for Evaluator {
                         still.push(w);
                     }
                     Ok(Some(v)) => final_now.push((v, true)),
-                    _ => still.push(w),
+                    Ok(None) => still.push(w),
+                    // Its verdict stays what it was before the late spans,
+                    // settled at its deadline.
+                    Err(_) => {
+                        self.model_panicked(&p.models, w.model, &trace);
+                        still.push(w);
+                    }
                 }
             }
             let models = Arc::clone(&p.models);
@@ -579,9 +589,12 @@ mod tests {
     use prost::Message as _;
 
     use super::*;
+    use crate::assembler::CompletedTrace;
     use crate::bench::traffic::{Rng, TrafficGenerator, TrafficMix};
     use crate::engine::Value;
     use crate::otlp::{to_resource_spans, walk, LazyExportRequest};
+    use crate::results::metrics::CompletionReason;
+    use crate::results::registry::{ModelRegistry, ModelSource};
 
     /// Everything evaluation can read from a trace, with keys by name (key
     /// ids depend on interning order, which both builders share anyway).
@@ -783,6 +796,119 @@ mod tests {
             }
         }
         assert!(compared > 1000, "{compared}");
+    }
+
+    /// A trace with spans of these names (one trace, one resource).
+    fn trace_named(names: &[&str]) -> Vec<RawSpan> {
+        let spans = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Span {
+                trace_id: vec![9; 16],
+                span_id: vec![i as u8 + 1; 8],
+                name: (*n).into(),
+                start_time_unix_nano: 1,
+                end_time_unix_nano: 2,
+                ..Default::default()
+            })
+            .collect();
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        raw_traces(&request).remove(0)
+    }
+
+    /// A model that panics on a trace is counted in
+    /// `tracecheck_model_errors_total{model}` and withheld; the other model
+    /// on the same trace still gives its verdict, and the evaluator goes on.
+    #[test]
+    fn a_panicking_model_is_contained_and_counted() {
+        use prometheus_client::registry::Registry;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("models.yaml"),
+            r#"type: Model
+spec:
+  id: panics
+  match: span[name = "__panic__"]
+  specs:
+    - selector: span[name = "__panic__"]
+---
+type: Model
+spec:
+  id: fine
+  match: span[name = "ok"]
+  specs:
+    - selector: span[name = "ok"]
+"#,
+        )
+        .unwrap();
+        let metrics = Arc::new(Metrics::new(&mut Registry::default()));
+        let (registry, report) = ModelRegistry::load(
+            vec![ModelSource::Path {
+                path: dir.path().to_owned(),
+                optional: false,
+            }],
+            Arc::clone(&metrics),
+        );
+        assert!(report.errors.is_empty(), "{report:?}");
+        let (verdicts, mut watcher) = broadcast::channel(16);
+        let mut evaluator = Evaluator::new(
+            Arc::new(registry),
+            Arc::new(ResultStore::default()),
+            Arc::clone(&metrics),
+            LinksConfig::default(),
+            verdicts,
+            None,
+        );
+        let now = Instant::now();
+        for (id, names) in [(1u8, &["__panic__", "ok"][..]), (2, &["ok"][..])] {
+            let mut spans = trace_named(names);
+            for s in &mut spans {
+                // A distinct trace ID per trace: rewrite it in place.
+                let mut b = s.bytes.to_vec();
+                b[2..18].copy_from_slice(&[id; 16]);
+                s.bytes = Bytes::from(b);
+            }
+            evaluator.consume(CompletedTrace {
+                trace_id: TraceId([id; 16]),
+                reason: CompletionReason::idle,
+                late: false,
+                truncated: false,
+                bytes: 0,
+                spans,
+                first_seen: now,
+                due: now,
+                completed_at: now,
+            });
+        }
+        let errors = |model: &str| {
+            metrics
+                .model_errors
+                .get_or_create(&ModelLabels {
+                    model: model.into(),
+                })
+                .get()
+        };
+        assert_eq!(errors("panics"), 1);
+        assert_eq!(errors("fine"), 0);
+        let mut seen = Vec::new();
+        while let Ok(r) = watcher.try_recv() {
+            seen.push((r.trace_id, r.model.to_string(), r.verdict));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (TraceId([1; 16]), "fine".to_string(), Verdict::Pass),
+                (TraceId([2; 16]), "fine".to_string(), Verdict::Pass),
+            ]
+        );
     }
 
     #[test]
