@@ -115,6 +115,12 @@ impl<C: TraceConsumer> Daemon<C> {
         let assembler_task =
             tokio::spawn(Arc::clone(&assembler).run(completed_tx.clone(), assembler_stop.clone()));
 
+        if !config.admin.endpoint.ip().is_loopback() && config.admin.auth.is_none() {
+            tracing::warn!(
+                endpoint = %config.admin.endpoint,
+                "The admin endpoint listens beyond loopback without admin.auth: whoever reaches it can reload models and start test runs."
+            );
+        }
         let admin = Arc::new(AdminState::new(registry));
         let admin_stop = CancellationToken::new();
         let admin_tls = match &config.admin.tls {

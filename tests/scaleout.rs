@@ -706,6 +706,15 @@ async fn removing_an_instance_mid_traffic_splits_only_the_traces_in_flight() {
         // held at SIGTERM completed with reason="shutdown"; that includes
         // the fragments of every split trace.
         assert!(left.completed["shutdown"] >= split.len() as u64, "{:?}", left.completed);
+        // ... and its verdicts on them say they may be missing spans.
+        let cut_short: Vec<_> = left_models
+            .store
+            .results(Some(BANK), None, 1000)
+            .into_iter()
+            .filter(|r| r.completion_reason == CompletionReason::shutdown)
+            .collect();
+        assert!(!cut_short.is_empty(), "no verdict of a trace cut short by the removal");
+        assert!(cut_short.iter().all(|r| r.incomplete), "a verdict cut short by shutdown not marked incomplete");
         assert_eq!(wrong_on_unsplit, 0, "a trace that stayed whole was judged wrongly");
         for l in lives {
             l.stop().await;

@@ -121,7 +121,10 @@ pub enum Payload {
 const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
 impl Client {
-    pub fn new(c: &OtlpExporterConfig) -> Result<Self, ClientError> {
+    pub fn new(
+        c: &OtlpExporterConfig,
+        metrics: &Arc<crate::results::metrics::Metrics>,
+    ) -> Result<Self, ClientError> {
         let https = is_https(&c.endpoint);
         if c.tls.is_some() && !https {
             return Err(ClientError::TlsWithoutHttps(c.endpoint.clone()));
@@ -162,7 +165,7 @@ impl Client {
                     .keep_alive_timeout(ping)
                     .keep_alive_while_idle(false);
                 let channel = if https {
-                    let config = tls::client_config(&tls_config, "exporters.otlp.tls", &[])?;
+                    let config = client_tls(&tls_config, metrics)?;
                     let connector = hyper_rustls::HttpsConnectorBuilder::new()
                         .with_tls_config(config)
                         .https_only()
@@ -191,7 +194,7 @@ impl Client {
                 let url = http_url(&c.endpoint)
                     .map_err(|e| ClientError::Endpoint(c.endpoint.clone(), e))?;
                 let backend = if https {
-                    let config = tls::client_config(&tls_config, "exporters.otlp.tls", &[])?;
+                    let config = client_tls(&tls_config, metrics)?;
                     let connector = hyper_rustls::HttpsConnectorBuilder::new()
                         .with_tls_config(config)
                         .https_only()
@@ -331,6 +334,17 @@ impl Client {
             }),
         }
     }
+}
+
+/// The exporter's TLS: certificates re-read when their files change,
+/// labelled `exporter` in the TLS reload metrics.
+fn client_tls(
+    c: &tls::ClientTlsConfig,
+    metrics: &Arc<crate::results::metrics::Metrics>,
+) -> Result<rustls::ClientConfig, ClientError> {
+    let t = tls::ClientTls::load(c, "exporters.otlp.tls")?;
+    t.spawn_reload("exporter", Arc::clone(metrics));
+    Ok(t.rustls_config()?)
 }
 
 /// `exporters.otlp.headers` as request headers (gRPC metadata keys are

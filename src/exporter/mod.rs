@@ -167,7 +167,7 @@ impl Exporter {
         config: OtlpExporterConfig,
         metrics: Arc<Metrics>,
     ) -> Result<(ForwardQueue, Exporter), ExporterError> {
-        let client = Arc::new(Client::new(&config)?);
+        let client = Arc::new(Client::new(&config, &metrics)?);
         let labels = ExporterLabels {
             exporter: name.to_owned(),
         };

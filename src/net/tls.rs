@@ -42,15 +42,33 @@ fn default_reload_interval() -> Duration {
 
 /// `exporters.otlp.tls`: how the exporter trusts an `https://` downstream
 /// and, for mTLS, which certificate it shows.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClientTlsConfig {
     /// PEM CA certificates to trust instead of the system's roots.
+    #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// PEM client certificate chain, for downstreams that require one.
+    #[serde(default)]
     pub cert_file: Option<PathBuf>,
     /// PEM private key of `cert_file`.
+    #[serde(default)]
     pub key_file: Option<PathBuf>,
+    /// How often the files are checked for changes; new connections use
+    /// what loaded last (a change that does not load keeps the old ones).
+    #[serde(default = "default_reload_interval", with = "crate::config::duration")]
+    pub reload_interval: Duration,
+}
+
+impl Default for ClientTlsConfig {
+    fn default() -> Self {
+        Self {
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            reload_interval: default_reload_interval(),
+        }
+    }
 }
 
 /// Certificates or keys that cannot be used.
@@ -322,15 +340,202 @@ impl ServerTls {
     }
 }
 
-/// A rustls client config: `ca_file` or else the system's roots, and the
-/// client certificate when both `cert_file` and `key_file` are set.
-pub fn client_config(
-    c: &ClientTlsConfig,
+/// The exporter's side of TLS: trust and client certificate re-read from
+/// their files when they change, like the servers' ([`ServerTls`]). The
+/// rustls config handed to the connector asks this for the current
+/// verifier and certificate at every handshake, so new connections use
+/// rotated certificates and open ones keep theirs.
+pub struct ClientTls {
     key: &'static str,
-    alpn: &[&[u8]],
-) -> Result<ClientConfig, TlsError> {
-    let roots = match &c.ca_file {
-        Some(ca) => roots(key, ca)?,
+    config: ClientTlsConfig,
+    current: RwLock<ClientMaterial>,
+}
+
+struct ClientMaterial {
+    verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+    cert: Option<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls").field("key", &self.key).finish()
+    }
+}
+
+impl ClientTls {
+    /// Loads the files; `key` names the config section in errors.
+    pub fn load(config: &ClientTlsConfig, key: &'static str) -> Result<Arc<Self>, TlsError> {
+        let current = client_material(config, key)?;
+        Ok(Arc::new(Self {
+            key,
+            config: config.clone(),
+            current: RwLock::new(current),
+        }))
+    }
+
+    /// A rustls config that reads this at each handshake. No ALPN is set:
+    /// the HTTP connector offers what it speaks.
+    pub fn rustls_config(self: &Arc<Self>) -> Result<ClientConfig, TlsError> {
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(invalid(self.key))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(CurrentVerifier(Arc::clone(self))));
+        Ok(if self.config.cert_file.is_some() {
+            builder.with_client_cert_resolver(Arc::new(CurrentCert(Arc::clone(self))))
+        } else {
+            builder.with_no_client_auth()
+        })
+    }
+
+    /// Checks the files every `reload_interval` while this is alive; a
+    /// change that loads is used for new connections, one that does not is
+    /// logged and counted (`tracecheck_tls_reload_failures_total{listener}`).
+    pub fn spawn_reload(self: &Arc<Self>, name: &'static str, metrics: Arc<Metrics>) {
+        if self.config.reload_interval.is_zero() {
+            return;
+        }
+        let paths: Vec<PathBuf> = [
+            &self.config.ca_file,
+            &self.config.cert_file,
+            &self.config.key_file,
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+        if paths.is_empty() {
+            return;
+        }
+        let mut watch = FileWatch::new(paths);
+        let weak = Arc::downgrade(self);
+        let interval = self.config.reload_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(this) = weak.upgrade() else { return };
+                if !watch.changed() {
+                    continue;
+                }
+                match client_material(&this.config, this.key) {
+                    Ok(m) => {
+                        *this.current.write() = m;
+                        metrics
+                            .tls_reloads
+                            .get_or_create(&TlsLabels::new(name))
+                            .inc();
+                        tracing::info!(
+                            name,
+                            "TLS client certificates changed; new connections use them."
+                        );
+                    }
+                    Err(e) => {
+                        metrics
+                            .tls_reload_failures
+                            .get_or_create(&TlsLabels::new(name))
+                            .inc();
+                        tracing::error!(name, error = %e, "TLS client certificate reload refused; the previous ones stay in force.");
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn client_material(c: &ClientTlsConfig, key: &'static str) -> Result<ClientMaterial, TlsError> {
+    let roots = Arc::new(trust_roots(c, key)?);
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
+        .build()
+        .map_err(|e| TlsError::Invalid {
+            key,
+            detail: e.to_string(),
+        })?;
+    let cert = match (&c.cert_file, &c.key_file) {
+        (Some(cert), Some(k)) => {
+            let signing = provider()
+                .key_provider
+                .load_private_key(private_key(key, k)?)
+                .map_err(invalid(key))?;
+            Some(Arc::new(rustls::sign::CertifiedKey::new(
+                certs(key, cert)?,
+                signing,
+            )))
+        }
+        (None, None) => None,
+        _ => {
+            return Err(TlsError::Invalid {
+                key,
+                detail: "cert_file and key_file go together".into(),
+            })
+        }
+    };
+    Ok(ClientMaterial { verifier, cert })
+}
+
+#[derive(Debug)]
+struct CurrentVerifier(Arc<ClientTls>);
+
+impl rustls::client::danger::ServerCertVerifier for CurrentVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let verifier = Arc::clone(&self.0.current.read().verifier);
+        verifier.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let verifier = Arc::clone(&self.0.current.read().verifier);
+        verifier.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let verifier = Arc::clone(&self.0.current.read().verifier);
+        verifier.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.current.read().verifier.supported_verify_schemes()
+    }
+}
+
+#[derive(Debug)]
+struct CurrentCert(Arc<ClientTls>);
+
+impl rustls::client::ResolvesClientCert for CurrentCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.current.read().cert.clone()
+    }
+
+    fn has_certs(&self) -> bool {
+        self.0.current.read().cert.is_some()
+    }
+}
+
+/// `ca_file`, or else the system's CA certificates.
+fn trust_roots(c: &ClientTlsConfig, key: &'static str) -> Result<RootCertStore, TlsError> {
+    match &c.ca_file {
+        Some(ca) => roots(key, ca),
         None => {
             let native = rustls_native_certs::load_native_certs();
             let mut store = RootCertStore::empty();
@@ -344,9 +549,19 @@ pub fn client_config(
                     ),
                 });
             }
-            store
+            Ok(store)
         }
-    };
+    }
+}
+
+/// A rustls client config: `ca_file` or else the system's roots, and the
+/// client certificate when both `cert_file` and `key_file` are set.
+pub fn client_config(
+    c: &ClientTlsConfig,
+    key: &'static str,
+    alpn: &[&[u8]],
+) -> Result<ClientConfig, TlsError> {
+    let roots = trust_roots(c, key)?;
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(invalid(key))?

@@ -281,9 +281,11 @@ impl AlertTask {
                 failed.push(i);
                 let why = match result {
                     Ok(r) => format!("HTTP {}", r.status()),
-                    Err(e) => e.to_string(),
+                    Err(e) => e.without_url().to_string(),
                 };
-                tracing::warn!(receiver = %receiver, url = %url, error = %why, "Alert post failed; will retry.");
+                // Webhook URLs often carry their secret (Slack's path,
+                // a token in the query): only the origin is logged.
+                tracing::warn!(receiver = %receiver, url = %origin_of(url), error = %why, "Alert post failed; will retry.");
             }
             self.metrics
                 .alerts_sent
@@ -294,6 +296,18 @@ impl AlertTask {
                 .inc();
         }
         failed
+    }
+}
+
+/// `scheme://host[:port]` of a URL, without credentials, path or query.
+fn origin_of(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{}://{h}:{p}", u.scheme()),
+            (Some(h), None) => format!("{}://{h}", u.scheme()),
+            _ => "(unparsable URL)".into(),
+        },
+        Err(_) => "(unparsable URL)".into(),
     }
 }
 
@@ -324,6 +338,16 @@ pub fn rfc3339(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logged_urls_keep_only_their_origin() {
+        assert_eq!(
+            origin_of("https://user:pw@hooks.example:8443/services/T0/B0/SECRET?token=x"),
+            "https://hooks.example:8443"
+        );
+        assert_eq!(origin_of("http://am:9093/api/v2/alerts"), "http://am:9093");
+        assert_eq!(origin_of("not a url"), "(unparsable URL)");
+    }
 
     #[test]
     fn rfc3339_known_instants() {

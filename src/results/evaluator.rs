@@ -71,9 +71,14 @@ impl Completion {
         }
     }
 
-    /// Evicted early, or spans left out at a per-trace bound.
+    /// Completed before its condition was met (evicted at a bound, or cut
+    /// short by shutdown — an instance leaving a gateway tier), or spans
+    /// left out at a per-trace bound: spans may be missing.
     fn incomplete(self) -> bool {
-        self.reason == CompletionReason::evicted || self.truncated
+        matches!(
+            self.reason,
+            CompletionReason::evicted | CompletionReason::shutdown
+        ) || self.truncated
     }
 }
 

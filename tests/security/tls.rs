@@ -227,3 +227,33 @@ async fn admin_endpoint_serves_over_tls() {
     assert!(String::from_utf8_lossy(&answer.body).contains("tracecheck_buffer_traces"));
     daemon.shutdown().await;
 }
+
+/// `admin.tls.client_ca_file`: the admin endpoint (metrics, API) answers
+/// only clients that show a certificate of that CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoint_with_mtls_refuses_clients_without_a_certificate() {
+    let pki = Pki::new("admin-mtls");
+    let mut config = util::config();
+    config.admin.tls = Some(pki.server_tls(true));
+    let daemon = util::start_daemon(config).await;
+    let url = format!("{}/metrics", https(daemon.admin_addr));
+    let get = || {
+        http::Request::get(url.clone())
+            .body(Default::default())
+            .expect("request")
+    };
+    let anonymous = crate::https_client(&pki.ca_pem, None);
+    assert!(
+        crate::send(&anonymous, get()).await.is_err(),
+        "a client without a certificate was answered"
+    );
+    let known = crate::https_client(
+        &pki.ca_pem,
+        Some((&pki.client_cert_pem, &pki.client_key_pem)),
+    );
+    let answer = crate::send(&known, get())
+        .await
+        .expect("GET /metrics with a client certificate");
+    assert_eq!(answer.status, 200);
+    daemon.shutdown().await;
+}
