@@ -1,30 +1,38 @@
 #!/usr/bin/env bash
 # Overload without loss (issue 6 item 6, issue 8's soak): offers RATE spans/s
-# (e.g. 3x what the box sustains) for DURATION with retrying senders, into
-# tracecheck with MODELS models forwarding to a counting sink, and checks
-# what a user would:
+# (by default 3x what this box sustains, measured first) for DURATION with
+# retrying senders, into tracecheck with MODELS models forwarding to a
+# counting sink, and checks what a user would:
 #
-#   - resident memory, sampled every second, stays bounded (peak printed,
-#     samples written to $OUT_DIR/rss.csv);
-#   - senders were told to retry (refusals counted by reason);
+#   - resident memory, sampled every second (samples in $OUT_DIR/rss.csv),
+#     stays under its bound: assembler.max_memory_mib + the forwarding
+#     queue's bound (QUEUE requests of SPANS_PER_REQUEST spans) + OVERHEAD_MIB
+#     (RELIABILITY.md, "Soak", says what the overhead holds);
+#   - senders were told to retry (refusals counted by reason), and none gave
+#     up;
 #   - every accepted span reached the sink exactly once (lost = 0, dup = 0);
-#   - the overdraft model failed exactly the violating traces the generator
-#     sent, and every trace got its verdicts.
+#   - every trace got one verdict of the overdraft model, and it failed
+#     exactly the violating traces the generator sent.
 #
 # Exits 1 if any check fails.
 #
-# Usage: RATE=450000 DURATION=60s bash benches/soak.sh
-#   MODELS=100 SENDERS=4 SPANS_PER_REQUEST=400 OUT_DIR=target/soak
+# Usage: bash benches/soak.sh
+#   DURATION=10m RATE=(spans/s; default 3x a 20 s flat-out calibration run)
+#   MODELS=100 SENDERS=4 SPANS_PER_REQUEST=400 MEMORY_MIB=384 QUEUE=200
+#   OVERHEAD_MIB=192 OUT_DIR=target/soak
 #   TRACECHECK=path/to/tracecheck (default: target/release/tracecheck)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-RATE="${RATE:?set RATE, spans/s offered (e.g. 3x the sustainable rate from benches/compare.sh)}"
-DURATION="${DURATION:-60s}"
+RATE="${RATE:-}"
+DURATION="${DURATION:-10m}"
 MODELS="${MODELS:-100}"
 SENDERS="${SENDERS:-4}"
 SPANS_PER_REQUEST="${SPANS_PER_REQUEST:-400}"
+MEMORY_MIB="${MEMORY_MIB:-384}"
+QUEUE="${QUEUE:-200}"
+OVERHEAD_MIB="${OVERHEAD_MIB:-192}"
 OUT_DIR="${OUT_DIR:-$ROOT/target/soak}"
 TRACECHECK="${TRACECHECK:-$ROOT/target/release/tracecheck}"
 [ -x "$TRACECHECK" ] || cargo build --release --quiet
@@ -76,44 +84,68 @@ receivers:
     http: { endpoint: "127.0.0.1:$HTTP" }
 models:
   paths: [$TMP/models]
+assembler:
+  max_memory_mib: $MEMORY_MIB
 exporters:
   otlp:
     endpoint: http://127.0.0.1:$SINK_GRPC
     protocol: grpc
+    queue_size: $QUEUE
 admin:
   endpoint: "127.0.0.1:$ADMIN"
 EOF
-"$TRACECHECK" serve --config "$TMP/config.yaml" >"$TMP/serve.log" 2>&1 &
-TC=$!
-PIDS+=("$TC")
-wait_http "http://127.0.0.1:$ADMIN/readyz"
+load() { # ARGS... -> JSON on stdout
+    "$TRACECHECK" bench load --endpoint "http://127.0.0.1:$GRPC" --protocol grpc --senders "$SENDERS" \
+        --spans-per-request "$SPANS_PER_REQUEST" --retry --max-retries 100000 --retry-backoff 50ms --json "$@"
+}
+serve() { # -> TC
+    "$TRACECHECK" serve --config "$TMP/config.yaml" >>"$TMP/serve.log" 2>&1 &
+    TC=$!
+    PIDS+=("$TC")
+    wait_http "http://127.0.0.1:$ADMIN/readyz"
+}
 
-echo "second,rss_mib,buffer_spans,exporter_queue" >"$OUT_DIR/rss.csv"
+if [ -z "$RATE" ]; then
+    # What this box sustains: flat out with retrying senders, on a daemon
+    # of its own (so that its counts do not mix with the soak's).
+    serve
+    load --duration 20s >"$OUT_DIR/calibration.json"
+    kill -TERM "$TC"
+    wait "$TC" 2>/dev/null || true
+    SUSTAINED=$(python3 -c 'import json, sys; print(int(json.load(open(sys.argv[1]))["accepted_spans_per_sec"]))' "$OUT_DIR/calibration.json")
+    RATE=$((3 * SUSTAINED))
+    echo "==> calibration: $SUSTAINED spans/s sustained flat out for 20 s; soak at 3x = $RATE spans/s" >&2
+    python3 -c 'import sys, urllib.request as u; u.urlopen(u.Request(sys.argv[1], data=b"", method="POST"), timeout=10)' "http://127.0.0.1:$SINK_STATS/reset"
+fi
+serve
+
+echo "second,rss_mib,buffer_spans,buffer_mib,exporter_queue" >"$OUT_DIR/rss.csv"
 (
     start=$SECONDS
     while kill -0 "$TC" 2>/dev/null; do
         rss=$(awk '/^VmRSS/ {print $2}' "/proc/$TC/status" 2>/dev/null || echo 0)
         get "http://127.0.0.1:$ADMIN/metrics" >"$TMP/sample.txt" 2>/dev/null || true
         buf=$(awk '/^tracecheck_buffer_spans / {print int($2)}' "$TMP/sample.txt")
+        bytes=$(awk '/^tracecheck_buffer_bytes / {print int($2 / 1048576)}' "$TMP/sample.txt")
         queue=$(awk '/^tracecheck_exporter_queue_size\{/ {print int($2)}' "$TMP/sample.txt")
-        echo "$((SECONDS - start)),$((rss / 1024)),${buf:-0},${queue:-0}" >>"$OUT_DIR/rss.csv"
+        echo "$((SECONDS - start)),$((rss / 1024)),${buf:-0},${bytes:-0},${queue:-0}" >>"$OUT_DIR/rss.csv"
         sleep 1
     done
 ) &
 SAMPLER=$!
 
 echo "==> offering $RATE spans/s for $DURATION ($SENDERS senders, $SPANS_PER_REQUEST spans a request, retrying) into tracecheck with $MODELS models" >&2
-"$TRACECHECK" bench load --endpoint "http://127.0.0.1:$GRPC" --protocol grpc --senders "$SENDERS" \
-    --spans-per-request "$SPANS_PER_REQUEST" --rate "$RATE" --duration "$DURATION" \
-    --retry --max-retries 100000 --retry-backoff 50ms --json >"$OUT_DIR/load.json"
+load --rate "$RATE" --duration "$DURATION" >"$OUT_DIR/load.json"
 
 accepted=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["spans_accepted"])' "$OUT_DIR/load.json")
 traces=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["traces_sent"])' "$OUT_DIR/load.json")
 for _ in $(seq 1 3000); do
     unique=$(get "http://127.0.0.1:$SINK_STATS/stats" | python3 -c 'import json, sys; print(json.load(sys.stdin)["unique_spans"])')
     get "http://127.0.0.1:$ADMIN/metrics" >"$TMP/scrape.txt"
+    judged=$(metric "$TMP/scrape.txt" tracecheck_model_verdicts_total 'model="overdraft-rolls-back"')
     done_traces=$(metric "$TMP/scrape.txt" tracecheck_traces_completed_total "")
-    [ "$unique" -ge "$accepted" ] && [ "$done_traces" -ge "$traces" ] && break
+    [ "$unique" -ge "$accepted" ] && [ "$done_traces" -ge "$traces" ] &&
+        { [ "$MODELS" -eq 0 ] || [ "$judged" -ge "$traces" ]; } && break
     sleep 0.1
 done
 sleep 0.5
@@ -125,26 +157,41 @@ python3 - "$OUT_DIR/load.json" "$stats" "$OUT_DIR/rss.csv" \
     "$(metric "$OUT_DIR/metrics.txt" tracecheck_model_verdicts_total 'model="overdraft-rolls-back",verdict="fail"')" \
     "$(metric "$OUT_DIR/metrics.txt" tracecheck_traces_completed_total "")" \
     "$(metric "$OUT_DIR/metrics.txt" tracecheck_receiver_refused_spans_total "")" \
-    "$(metric "$OUT_DIR/metrics.txt" tracecheck_traces_completed_total 'reason="evicted"')" "$MODELS" <<'PY'
+    "$(metric "$OUT_DIR/metrics.txt" tracecheck_traces_completed_total 'reason="evicted"')" "$MODELS" \
+    "$(metric "$OUT_DIR/metrics.txt" tracecheck_model_verdicts_total 'model="overdraft-rolls-back"')" \
+    "$MEMORY_MIB" "$QUEUE" "$SPANS_PER_REQUEST" "$OVERHEAD_MIB" "$SENDERS" <<'PY'
 import csv, json, sys
 load = json.load(open(sys.argv[1]))
 stats = json.loads(sys.argv[2])
 rows = list(csv.DictReader(open(sys.argv[3])))
-failed, completed, refused, evicted, models = (int(x) for x in sys.argv[4:9])
+failed, completed, refused, evicted, models, judged, memory_mib, queue, spans_per_request, overhead_mib, senders = (
+    int(x) for x in sys.argv[4:15])
 rss = [int(r["rss_mib"]) for r in rows]
 half = rss[len(rss) // 2:] or rss
+# The forwarding queue holds whole received requests: QUEUE of them, at the
+# generator's ~231 B a span encoded.
+queue_mib = queue * spans_per_request * 231 / 2**20
+bound = memory_mib + queue_mib + overhead_mib
 checks = [
     ("spans accepted = unique at the sink (nothing lost)", load["spans_accepted"], stats["unique_spans"]),
     ("duplicates at the sink", 0, stats["duplicate_spans"]),
     ("spans refused for good (after retries)", 0, load["spans_refused"]),
-    ("traces sent = traces completed", load["traces_sent"], completed),
+    ("traces completed: those sent whole, and at most one open one per sender", True,
+     load["traces_sent"] <= completed <= load["traces_sent"] + senders),
+    (f"peak RSS within max_memory_mib {memory_mib} + queue {queue_mib:.0f} + overhead {overhead_mib} = {bound:.0f} MiB",
+     True, max(rss) <= bound),
 ]
 if models > 0:
+    # Traces still open when the load stopped were sent in part: at most one
+    # per sender is judged beyond `traces_sent`.
+    checks.append(("one overdraft-model verdict per trace", True,
+                   load["traces_sent"] <= judged <= load["traces_sent"] + senders))
     checks.append(("violating traces = overdraft failures", load["violating_traces_sent"], failed))
 print(f"offered {load['spans_sent'] / load['elapsed_secs']:.0f} spans/s over {load['elapsed_secs']:.0f} s, "
       f"accepted {load['accepted_spans_per_sec']:.0f} spans/s; {load['retries']} retries; "
       f"refusals told to retry (spans): {refused}; errors {load['errors']}")
-print(f"RSS: peak {max(rss)} MiB, peak in the second half {max(half)} MiB, last {rss[-1]} MiB ({len(rss)} samples); evicted traces: {evicted}")
+print(f"RSS: peak {max(rss)} MiB (bound {bound:.0f}), peak in the second half {max(half)} MiB, last {rss[-1]} MiB ({len(rss)} samples); evicted traces: {evicted}")
+print(f"verdicts of the overdraft model: {judged} for {load['traces_sent']} traces sent whole")
 ok = True
 for name, want, got in checks:
     good = want == got

@@ -32,9 +32,10 @@ for t in "${targets[@]}"; do
     scratch="$here/target/scratch-corpus/$t"
     mkdir -p "$scratch" "$here/artifacts/$t"
     log="$here/target/$t.log"
-    # -jobs=1 / -workers=1: one process on one core; the machine is shared.
+    # One process, in the foreground, on one core (no -jobs: with it
+    # libFuzzer forks a worker that logs to ./fuzz-N.log instead).
     cargo +nightly fuzz run "${flags[@]}" "$t" "$scratch" "$here/corpus/$t" -- \
-        -max_total_time="$seconds" -jobs=1 -workers=1 -rss_limit_mb=2048 \
+        -max_total_time="$seconds" -rss_limit_mb=2048 \
         -timeout=10 -print_final_stats=1 >"$log" 2>&1
     status=$?
     execs="$(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}' | tail -1)"

@@ -44,6 +44,48 @@ pub struct RawSpan {
     pub scope: Arc<ScopeContext>,
 }
 
+impl RawSpan {
+    /// The spans copied out of the request buffers they are slices of, into
+    /// one buffer of their own (and their resources and scopes likewise),
+    /// so that keeping them keeps only their own bytes: a slice keeps its
+    /// whole request (hundreds of other spans) alive.
+    pub fn detach(spans: &[RawSpan]) -> Vec<RawSpan> {
+        let mut buf = bytes::BytesMut::with_capacity(spans.iter().map(|s| s.bytes.len()).sum());
+        let mut ranges = Vec::with_capacity(spans.len());
+        for s in spans {
+            let start = buf.len();
+            buf.extend_from_slice(&s.bytes);
+            ranges.push(start..buf.len());
+        }
+        let buf = buf.freeze();
+        let mut scopes: Vec<(*const ScopeContext, Arc<ScopeContext>)> = Vec::new();
+        spans
+            .iter()
+            .zip(ranges)
+            .map(|(s, r)| {
+                let at = Arc::as_ptr(&s.scope);
+                let scope = match scopes.iter().find(|(p, _)| *p == at) {
+                    Some((_, c)) => Arc::clone(c),
+                    None => {
+                        let copy = Arc::new(ScopeContext {
+                            resource: Bytes::copy_from_slice(&s.scope.resource),
+                            resource_schema_url: s.scope.resource_schema_url.clone(),
+                            scope: Bytes::copy_from_slice(&s.scope.scope),
+                            scope_schema_url: s.scope.scope_schema_url.clone(),
+                        });
+                        scopes.push((at, Arc::clone(&copy)));
+                        copy
+                    }
+                };
+                RawSpan {
+                    bytes: buf.slice(r),
+                    scope,
+                }
+            })
+            .collect()
+    }
+}
+
 /// A span taken from a request, with the keys the assembler needs.
 #[derive(Debug, Clone)]
 pub struct KeyedSpan {

@@ -116,6 +116,44 @@ fn to_resource_spans_regroups() {
     assert_eq!(rs, req.resource_spans);
 }
 
+/// Detached spans hold copies: the same bytes, the same trace, and none
+/// of them points into the request buffer any more.
+#[test]
+fn detached_spans_keep_only_their_own_bytes() {
+    let req = request(vec![
+        span(&[1; 16], &[1; 8], &[], "a"),
+        span(&[1; 16], &[2; 8], &[1; 8], "b"),
+    ]);
+    let lazy = lazy_of(&req);
+    let request_bytes: Vec<(usize, usize)> = lazy
+        .resource_spans
+        .iter()
+        .map(|b| (b.as_ptr() as usize, b.as_ptr() as usize + b.len()))
+        .collect();
+    let walked = walk(lazy).unwrap();
+    let raw: Vec<RawSpan> = walked.spans.into_iter().map(|k| k.span).collect();
+    let detached = RawSpan::detach(&raw);
+    assert_eq!(
+        to_resource_spans(&detached).unwrap(),
+        to_resource_spans(&raw).unwrap()
+    );
+    let inside = |p: *const u8| {
+        request_bytes
+            .iter()
+            .any(|(lo, hi)| (*lo..*hi).contains(&(p as usize)))
+    };
+    for (d, r) in detached.iter().zip(&raw) {
+        assert!(
+            inside(r.bytes.as_ptr()),
+            "the walk's spans are slices of the request"
+        );
+        assert!(!inside(d.bytes.as_ptr()));
+        assert!(!inside(d.scope.resource.as_ptr()) || d.scope.resource.is_empty());
+    }
+    // Spans that shared a scope still share one copy of it.
+    assert!(Arc::ptr_eq(&detached[0].scope, &detached[1].scope));
+}
+
 fn attr(key: &str, value: any_value::Value) -> KeyValue {
     KeyValue {
         key: key.into(),

@@ -149,7 +149,7 @@ impl ResultStore {
             t.verdicts.extend(records);
             let old_bytes = t.bytes;
             if spans.len() > t.spans.len() {
-                t.spans = spans.to_vec();
+                t.spans = RawSpan::detach(spans);
                 t.bytes = bytes;
             }
             let new_bytes = t.bytes;
@@ -173,7 +173,9 @@ impl ResultStore {
         i.traces.insert(
             trace_id,
             Retained {
-                spans: spans.to_vec(),
+                // Copied: the retained traces' bytes are what the bounds
+                // count, not whole requests they happen to share.
+                spans: RawSpan::detach(spans),
                 verdicts: records,
                 bytes,
                 failing,
