@@ -36,7 +36,6 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use tonic::transport::Channel;
 use tracecheck::bench::traffic::{GeneratedTrace, Rng, TraceShape, TrafficGenerator, TrafficMix};
 use tracecheck::engine::Verdict;
-use tracecheck::ids::TraceId;
 use tracecheck::results::metrics::{CompletionReason, ReasonLabels, Transport, TransportLabels};
 use tracecheck::results::registry::ModelSource;
 use tracecheck::results::ModelsStage;
@@ -402,19 +401,47 @@ fn bank_verdict(shape: TraceShape) -> Verdict {
     }
 }
 
-/// The bank verdicts an instance kept for a trace (skips are not kept).
-fn kept_bank_verdicts(models: &ModelsStage, id: &[u8; 16]) -> Vec<(Verdict, CompletionReason)> {
-    models
-        .store
-        .trace(&TraceId(*id))
-        .map(|t| {
-            t.verdicts
-                .iter()
-                .filter(|v| &*v.model == BANK)
-                .map(|v| (v.verdict, v.completion_reason))
-                .collect()
-        })
-        .unwrap_or_default()
+/// Every bank-model verdict an instance gives, per trace, as a watcher of
+/// its verdict stream sees them (the result store keeps only a sample of
+/// passes; the stream carries them all while someone listens).
+#[derive(Clone, Default)]
+struct Seen(Arc<std::sync::Mutex<VerdictsByTrace>>);
+
+type VerdictsByTrace = HashMap<[u8; 16], Vec<(Verdict, CompletionReason)>>;
+
+impl Seen {
+    fn watch(models: &ModelsStage) -> Seen {
+        let seen = Seen::default();
+        let mut rx = models.verdicts.subscribe();
+        let map = Arc::clone(&seen.0);
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(r) if &*r.model == BANK => map
+                        .lock()
+                        .expect("verdict map")
+                        .entry(r.trace_id.0)
+                        .or_default()
+                        .push((r.verdict, r.completion_reason)),
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        panic!("the verdict watcher fell {n} behind")
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        seen
+    }
+
+    fn of(&self, id: &[u8; 16]) -> Vec<(Verdict, CompletionReason)> {
+        self.0
+            .lock()
+            .expect("verdict map")
+            .get(id)
+            .cloned()
+            .unwrap_or_default()
+    }
 }
 
 // ------------------------------------------------------------------ tests
@@ -423,6 +450,7 @@ fn kept_bank_verdicts(models: &ModelsStage, id: &[u8; 16]) -> Vec<(Verdict, Comp
 async fn three_instances_give_exact_totals_with_no_trace_split() {
     bounded(Duration::from_secs(60), async {
         let lives = start(3).await;
+        let seen: Vec<Seen> = lives.iter().map(|l| Seen::watch(&l.models)).collect();
         let endpoints: Vec<String> = lives.iter().map(endpoint).collect();
         let mut router = Router::new(&endpoints).await;
 
@@ -512,8 +540,8 @@ async fn three_instances_give_exact_totals_with_no_trace_split() {
                 continue;
             }
             let owner = index[router.ring.owner(&t.trace_id)];
-            for (i, l) in lives.iter().enumerate() {
-                let kept = kept_bank_verdicts(&l.models, &t.trace_id);
+            for (i, seen) in seen.iter().enumerate() {
+                let kept = seen.of(&t.trace_id);
                 if i == owner {
                     assert_eq!(kept.iter().map(|k| k.0).collect::<Vec<_>>(), vec![want], "{:?} on its owner", t.shape);
                 } else {
@@ -532,6 +560,7 @@ async fn three_instances_give_exact_totals_with_no_trace_split() {
 async fn removing_an_instance_mid_traffic_splits_only_the_traces_in_flight() {
     bounded(Duration::from_secs(60), async {
         let mut lives = start(3).await;
+        let seen: Vec<Seen> = lives.iter().map(|l| Seen::watch(&l.models)).collect();
         let endpoints: Vec<String> = lives.iter().map(endpoint).collect();
         let mut router = Router::new(&endpoints).await;
 
@@ -628,13 +657,15 @@ async fn removing_an_instance_mid_traffic_splits_only_the_traces_in_flight() {
         for (id, holders) in &router.holders {
             let shape = shapes[id];
             let mut verdicts = Vec::new();
-            for (e, models) in lives
+            // `seen` is in start order; the leaving instance was the last.
+            for (e, seen) in lives
                 .iter()
-                .map(|l| (endpoint(l), Arc::clone(&l.models)))
-                .chain([(leaving_endpoint.clone(), Arc::clone(&left_models))])
+                .map(endpoint)
+                .chain([leaving_endpoint.clone()])
+                .zip(&seen)
             {
                 if holders.contains(&e) {
-                    let kept = kept_bank_verdicts(&models, id);
+                    let kept = seen.of(id);
                     let side = if e == leaving_endpoint { "removed" } else { "survivor" };
                     verdicts.push(match kept.first() {
                         Some((v, r)) => format!("{side}:{v:?}/{r:?}"),

@@ -498,7 +498,8 @@ impl TraceBuilder {
     }
 
     /// A builder whose [`TraceBuilder::add_encoded`] leaves out every span
-    /// and resource attribute not in `keep` (events stay whole): for a trace
+    /// and resource attribute not in `keep` (and the events, unless `keep`
+    /// holds `events`, the builtin that reads them): for a trace
     /// that only an engine with that [`KeySet`](crate::engine::Engine::key_set)
     /// will read. Most of a span's attributes are usually in no model.
     pub fn keeping(trace_id: TraceId, keep: Arc<KeySet>) -> TraceBuilder {
@@ -642,7 +643,11 @@ impl TraceBuilder {
                 }
                 11 => {
                     expect(wire, LEN)?;
-                    events.push(encoded_event(r.len_delimited()?)?);
+                    let event = r.len_delimited()?;
+                    // Only `attr:events` reads them.
+                    if self.keep.as_ref().is_none_or(|k| k.contains("events")) {
+                        events.push(encoded_event(event)?);
+                    }
                 }
                 15 => {
                     expect(wire, LEN)?;

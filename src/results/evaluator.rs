@@ -293,12 +293,21 @@ impl Evaluator {
         let mut records = Vec::new();
         // One URL for every verdict of the trace, made only if one is kept.
         let mut trace_url: Option<Option<Arc<str>>> = None;
+        // Passes are counted, and recorded as a sample (ResultStore::
+        // admit_pass) or for a watcher; failures always.
+        let watching = self.verdicts.receiver_count() > 0;
+        let mut pass_admitted: Option<bool> = None;
         for (v, waited) in verdicts {
             let Some(counters) = models.counters.get(v.model) else {
                 continue;
             };
             counters.record(v.verdict, &trace_id);
             if v.verdict == Verdict::Skip {
+                continue;
+            }
+            let keep = v.verdict == Verdict::Fail
+                || *pass_admitted.get_or_insert_with(|| self.store.admit_pass());
+            if !keep && !watching {
                 continue;
             }
             let Some(model) = models.engine.models().get(v.model) else {
@@ -343,7 +352,9 @@ impl Evaluator {
             });
             // Nobody listening is fine; a lagging listener is told by the
             // channel how much it missed.
-            let _ = self.verdicts.send(Arc::clone(&record));
+            if watching {
+                let _ = self.verdicts.send(Arc::clone(&record));
+            }
             if let (Some(alerts), Verdict::Fail) = (&self.alerts, record.verdict) {
                 let severity = model
                     .alert
@@ -357,7 +368,9 @@ impl Evaluator {
                     model_labels: model.labels.clone(),
                 });
             }
-            records.push(record);
+            if keep {
+                records.push(record);
+            }
         }
         self.store.record(trace_id, spans, records);
     }

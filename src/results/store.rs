@@ -24,10 +24,11 @@ const MAX_TRACES: usize = 1000;
 const MAX_FAIL_BYTES: usize = 64 << 20;
 /// …and for passing ones.
 const MAX_PASS_BYTES: usize = 16 << 20;
-/// Passing traces taken into the store per second, at most (with a burst
-/// of as many). Every failing trace is kept; at thousands of passes a
-/// second, keeping each would only churn the store (each would stay a few
-/// milliseconds) at ~10% of the daemon's CPU, so passes are sampled.
+/// Passing traces recorded per second, at most (with a burst of as many):
+/// their verdict records and the trace. Every failure is recorded; at
+/// thousands of passes a second, recording each would only churn the store
+/// (each would stay a few milliseconds) at ~10% of the daemon's CPU, so
+/// passes are sampled. Counters count every verdict.
 const PASS_TRACES_PER_SEC: f64 = 100.0;
 
 /// One verdict as the API, alerts and watchers show it.
@@ -104,8 +105,15 @@ impl ResultStore {
         self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
     }
 
+    /// Whether a passing trace may be recorded now: up to
+    /// [`PASS_TRACES_PER_SEC`]. The evaluator asks once per trace whose
+    /// verdicts all pass; without a yes, those verdicts are only counted.
+    pub fn admit_pass(&self) -> bool {
+        self.inner.lock().take_pass_token()
+    }
+
     /// Records verdicts (not skips) and keeps the trace they were given on:
-    /// always when one failed, for passes up to [`PASS_TRACES_PER_SEC`].
+    /// every failure, and the passes [`ResultStore::admit_pass`] let in.
     pub fn record(&self, trace_id: TraceId, spans: &[RawSpan], records: Vec<Arc<VerdictRecord>>) {
         self.put(trace_id, spans, records, false);
     }
@@ -138,9 +146,7 @@ impl ResultStore {
             }
             ring.push_back(Arc::clone(r));
         }
-        if !failing && !hold && !i.traces.contains_key(&trace_id) && !i.take_pass_token() {
-            return;
-        }
+
         let bytes: usize = spans.iter().map(|s| s.bytes.len()).sum();
         if let Some(t) = i.traces.get_mut(&trace_id) {
             // A late fragment's verdicts join the trace already kept; the
@@ -290,14 +296,17 @@ mod tests {
     #[test]
     fn every_failing_trace_is_kept_and_passing_ones_are_sampled() {
         let store = ResultStore::default();
-        // A burst far over the pass budget, failures among the passes.
+        // A burst far over the pass budget, failures among the passes; as
+        // the evaluator does, a pass is recorded only when admitted.
         for id in 1..=250u8 {
             let v = if id % 50 == 0 {
                 Verdict::Fail
             } else {
                 Verdict::Pass
             };
-            store.record(TraceId([id; 16]), &[], vec![record(&store, id, v)]);
+            if v == Verdict::Fail || store.admit_pass() {
+                store.record(TraceId([id; 16]), &[], vec![record(&store, id, v)]);
+            }
         }
         for id in [50u8, 100, 150, 200, 250] {
             let t = store.trace(&TraceId([id; 16])).expect("failing trace kept");
@@ -310,8 +319,8 @@ mod tests {
             (100..=101).contains(&kept_passes),
             "{kept_passes} passing traces kept"
         );
-        // The newest verdicts are listed, kept trace or not.
+        // Every failure is listed, with the passes that were let in.
+        assert_eq!(store.results(Some("m"), Some(Verdict::Fail), 1000).len(), 5);
         assert_eq!(store.results(Some("m"), None, 1000).len(), PER_MODEL);
-        assert_eq!(store.results(Some("m"), Some(Verdict::Fail), 1000).len(), 2);
     }
 }
