@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Completion-to-verdict latency under load (issue 6 item 5): for each rate,
+# tracecheck with MODELS models takes RATE spans/s over OTLP/gRPC for
+# DURATION (forwarding to a counting sink), and the script reads
+# `tracecheck_verdict_delay_seconds`: the time from the moment a trace's
+# completion condition was met (its idle timeout, root settle or max age
+# ran out) to its verdicts being recorded. So the figure is the delay
+# *beyond* the configured completion timeout. Printed: p50 and p99
+# (interpolated within buckets, as PromQL's histogram_quantile does), the
+# share within 50 ms, and the daemon's CPU per span.
+#
+# Usage: bash benches/latency.sh [RATE...]     (default: 25000 50000 100000)
+#   MODELS=100 DURATION=30s SENDERS=4 SPANS_PER_REQUEST=400
+#   TRACECHECK=path/to/tracecheck (default: target/release/tracecheck)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+MODELS="${MODELS:-100}"
+DURATION="${DURATION:-30s}"
+SENDERS="${SENDERS:-4}"
+SPANS_PER_REQUEST="${SPANS_PER_REQUEST:-400}"
+TRACECHECK="${TRACECHECK:-$ROOT/target/release/tracecheck}"
+[ -x "$TRACECHECK" ] || cargo build --release --quiet
+RATES=("$@")
+[ ${#RATES[@]} -gt 0 ] || RATES=(25000 50000 100000)
+
+TMP="$(mktemp -d)"
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+read -r SINK_GRPC SINK_STATS GRPC HTTP ADMIN <<<"$(python3 - <<'PY'
+import socket
+socks = [socket.socket() for _ in range(5)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+)"
+get() { python3 -c 'import sys, urllib.request as u; print(u.urlopen(sys.argv[1], timeout=10).read().decode())' "$1"; }
+wait_http() {
+    for _ in $(seq 1 600); do get "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done
+    echo "no answer from $1" >&2; exit 1
+}
+
+"$TRACECHECK" bench sink --grpc "127.0.0.1:$SINK_GRPC" --stats "127.0.0.1:$SINK_STATS" >"$TMP/sink.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$SINK_STATS/stats"
+mkdir -p "$TMP/models"
+[ "$MODELS" -eq 0 ] || "$TRACECHECK" bench models --count "$MODELS" >"$TMP/models/models.yaml"
+cat >"$TMP/config.yaml" <<EOF
+receivers:
+  otlp:
+    grpc: { endpoint: "127.0.0.1:$GRPC" }
+    http: { endpoint: "127.0.0.1:$HTTP" }
+models:
+  paths: [$TMP/models]
+exporters:
+  otlp: { endpoint: "http://127.0.0.1:$SINK_GRPC", protocol: grpc }
+admin:
+  endpoint: "127.0.0.1:$ADMIN"
+EOF
+
+echo "==> $("$TRACECHECK" --version); $(nproc) CPUs; $MODELS models; $SENDERS gRPC senders, $SPANS_PER_REQUEST spans a request, $DURATION a rate" >&2
+printf '%-10s %10s %10s %10s %12s %12s\n' "rate" "accepted/s" "p50 ms" "p99 ms" "<=50ms" "CPU us/span"
+for rate in "${RATES[@]}"; do
+    # A fresh daemon per rate: the histogram holds that rate alone.
+    "$TRACECHECK" serve --config "$TMP/config.yaml" >"$TMP/serve.log" 2>&1 &
+    TC=$!
+    wait_http "http://127.0.0.1:$ADMIN/readyz"
+    cpu0=$(awk '{print $14 + $15}' "/proc/$TC/stat")
+    "$TRACECHECK" bench load --endpoint "http://127.0.0.1:$GRPC" --protocol grpc --senders "$SENDERS" \
+        --spans-per-request "$SPANS_PER_REQUEST" --rate "$rate" --duration "$DURATION" \
+        --retry --max-retries 1000 --json >"$TMP/load.json"
+    # Traces complete 2 s after their last span (the default idle_timeout).
+    sleep 4
+    cpu1=$(awk '{print $14 + $15}' "/proc/$TC/stat")
+    get "http://127.0.0.1:$ADMIN/metrics" >"$TMP/metrics.txt"
+    kill -TERM "$TC"
+    wait "$TC" 2>/dev/null || true
+    python3 - "$TMP/metrics.txt" "$TMP/load.json" "$rate" "$((cpu1 - cpu0))" "$(getconf CLK_TCK)" <<'PY'
+import json, sys
+text, load, rate, ticks, hz = open(sys.argv[1]).read(), json.load(open(sys.argv[2])), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+buckets = []
+for line in text.splitlines():
+    if line.startswith("tracecheck_verdict_delay_seconds_bucket{"):
+        le = line.split('le="')[1].split('"')[0]
+        buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+buckets.sort()
+total = buckets[-1][1] if buckets else 0
+def q(p):
+    rank, lo, below = p * total, 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            return lo * 1e3 if le == float("inf") else (lo + (le - lo) * (rank - below) / max(count - below, 1e-9)) * 1e3
+        lo, below = le, count
+within = next((c for le, c in buckets if abs(le - 0.05) < 1e-9), 0)
+accepted = load["spans_accepted"]
+print(f"{rate:<10} {load['accepted_spans_per_sec']:10.0f} {q(0.5):10.1f} {q(0.99):10.1f} {within / total:12.4f} "
+      f"{ticks / hz * 1e6 / accepted:12.2f}")
+PY
+done
