@@ -24,7 +24,7 @@
 # must fail exactly once).
 #
 # Usage: bash benches/compare.sh [CASE...]      (default: all five)
-#   DURATION=20s SENDERS=4 SPANS_PER_REQUEST=400
+#   DURATION=20s SENDERS=4 SPANS_PER_REQUEST=400 RATE= (flat out; or spans/s)
 #   TRACECHECK=path/to/tracecheck (default: target/release/tracecheck, built
 #   if missing)   ROTEL=path/to/rotel-agent   OUT=results.json
 set -euo pipefail
@@ -34,6 +34,9 @@ cd "$ROOT"
 
 DURATION="${DURATION:-20s}"
 SENDERS="${SENDERS:-4}"
+# Empty: flat out (throughput). A rate (spans/s): every case gets the same
+# steady load, and the CPU column compares cost per span at equal work.
+RATE="${RATE:-}"
 SPANS_PER_REQUEST="${SPANS_PER_REQUEST:-400}"
 OUT="${OUT:-$ROOT/target/compare.json}"
 WAIT_SECS=120
@@ -183,7 +186,9 @@ print(int(total))
 PY
 }
 
-echo "==> $("$TRACECHECK" --version), $("$ROTEL_BIN" --version 2>&1 | head -1); $(nproc) CPUs; load: grpc, $SENDERS senders, $SPANS_PER_REQUEST spans/request, $DURATION flat out, retrying" >&2
+MODE="flat out"
+[ -z "$RATE" ] || MODE="at $RATE spans/s"
+echo "==> $("$TRACECHECK" --version), $("$ROTEL_BIN" --version 2>&1 | head -1); $(nproc) CPUs; load: grpc, $SENDERS senders, $SPANS_PER_REQUEST spans/request, $DURATION $MODE, retrying" >&2
 : >"$TMP/results.jsonl"
 for case in "${CASES[@]}"; do
     echo "==> $case" >&2
@@ -193,7 +198,7 @@ for case in "${CASES[@]}"; do
     t0=$(date +%s.%N)
     "$TRACECHECK" bench load --endpoint "http://127.0.0.1:$RX_GRPC" --protocol grpc \
         --senders "$SENDERS" --spans-per-request "$SPANS_PER_REQUEST" --duration "$DURATION" \
-        --retry --max-retries 1000 --json >"$TMP/$case.load.json"
+        ${RATE:+--rate "$RATE"} --retry --max-retries 1000 --json >"$TMP/$case.load.json"
     accepted=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["spans_accepted"])' "$TMP/$case.load.json")
     # Drain: until the sink holds every accepted span (or the wait runs out).
     deadline=$((SECONDS + WAIT_SECS))
