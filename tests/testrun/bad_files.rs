@@ -125,3 +125,111 @@ fn step_that_is_neither_a_test_id_nor_a_file_is_exit_2() {
         out.stderr
     );
 }
+
+const GOOD: &str = "type: Test\nspec:\n  id: ok\n  trigger:\n    type: http\n    httpRequest:\n      method: GET\n      url: http://127.0.0.1:9/\n  specs:\n    - selector: span[name = \"x\"]\n";
+
+/// Setup, not the system under test: a daemon that is not there is exit 2
+/// with what could not be reached.
+#[test]
+fn an_unreachable_server_is_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = write(dir.path(), "t.yaml", GOOD);
+    let out = tracecheck(&[
+        "test",
+        "run",
+        "--file",
+        &s(&f),
+        "--server",
+        "http://127.0.0.1:9",
+    ]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("127.0.0.1:9"), "{}", out.stderr);
+}
+
+/// The embedded receiver's port already taken: exit 2 naming the address.
+#[test]
+fn a_busy_otlp_port_is_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = write(dir.path(), "t.yaml", GOOD);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let http = free_addr().to_string();
+    let out = tracecheck(&[
+        "test",
+        "run",
+        "--file",
+        &s(&f),
+        "--otlp-grpc",
+        &addr,
+        "--otlp-http",
+        &http,
+    ]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains(&addr), "{}", out.stderr);
+}
+
+/// On a terminal the runner shows what it waits for (a spinner line with
+/// the trace ID); through a pipe it does not. `script` gives it a terminal.
+#[test]
+fn a_terminal_shows_a_progress_line_while_waiting_for_the_trace() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return crate::util::tool_missing(
+            "testrun spinner",
+            "script (util-linux)",
+            "apt-get install bsdutils",
+        );
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A service that answers but sends no spans: the runner waits the
+    // whole timeout.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut c in listener.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+        }
+    });
+    let f = write(
+        dir.path(),
+        "t.yaml",
+        &GOOD.replace("127.0.0.1:9", &format!("127.0.0.1:{port}")),
+    );
+    let (grpc, http) = (free_addr().to_string(), free_addr().to_string());
+    let cmd = format!(
+        "{} test run --file {} --timeout 2s --otlp-grpc {grpc} --otlp-http {http}",
+        env!("CARGO_BIN_EXE_tracecheck"),
+        s(&f)
+    );
+    let tty = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .expect("run under script");
+    let text = String::from_utf8_lossy(&tty.stdout);
+    assert!(text.contains("waiting for trace"), "{text}");
+    // Through a pipe: no progress line, and the same outcome (no trace).
+    let piped = tracecheck(&[
+        "test",
+        "run",
+        "--file",
+        &s(&f),
+        "--timeout",
+        "2s",
+        "--otlp-grpc",
+        &free_addr().to_string(),
+        "--otlp-http",
+        &free_addr().to_string(),
+    ]);
+    assert_eq!(piped.code, 1, "{piped:?}");
+    assert!(
+        !piped.stderr.contains("waiting for trace"),
+        "{}",
+        piped.stderr
+    );
+}

@@ -4,7 +4,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
-pub use common::{bounded, repo_path};
+pub use common::{bounded, repo_path, tool_missing};
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
