@@ -59,24 +59,10 @@ if [ -z "$ROTEL_BIN" ] || [ ! -x "$ROTEL_BIN" ]; then
     ROTEL_BIN="$(find_rotel)"
 fi
 
-TMP="$(mktemp -d)"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 
-read -r -a PORTS <<<"$(python3 - <<'PY'
-import socket
-socks = [socket.socket() for _ in range(8)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-)"
+read -r -a PORTS <<<"$(free_ports 8)"
 SINK_GRPC=${PORTS[0]} SINK_STATS=${PORTS[1]} RX_GRPC=${PORTS[2]} RX_HTTP=${PORTS[3]} ADMIN=${PORTS[4]}
 
 wait_port() { # PORT NAME LOG
@@ -89,8 +75,6 @@ wait_port() { # PORT NAME LOG
 http() { # METHOD URL
     python3 -c 'import sys, urllib.request as u; print(u.urlopen(u.Request(sys.argv[2], data=b"" if sys.argv[1] == "POST" else None, method=sys.argv[1]), timeout=10).read().decode())' "$1" "$2"
 }
-# cpu_ticks PID: utime + stime of the process, in clock ticks.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_peak_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 
 "$TRACECHECK" bench sink --grpc "127.0.0.1:$SINK_GRPC" --stats "127.0.0.1:$SINK_STATS" >"$TMP/sink.log" 2>&1 &
@@ -141,50 +125,7 @@ EOF
     wait_port "$RX_GRPC" "$case" "$TMP/$case.log"
 }
 
-# delay_quantiles FILE: p50 and p99 (ms, interpolated within buckets as
-# PromQL's histogram_quantile does) of tracecheck_verdict_delay_seconds, and
-# the share of verdicts within 50 ms of their trace's completion condition.
-delay_quantiles() {
-    python3 - "$1" <<'PY'
-import sys
-buckets = []
-for line in open(sys.argv[1]).read().splitlines():
-    if line.startswith("tracecheck_verdict_delay_seconds_bucket{"):
-        le = line.split('le="')[1].split('"')[0]
-        buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
-buckets.sort()
-total = buckets[-1][1] if buckets else 0
-def q(p):
-    if not total:
-        return float("nan")
-    rank, lo, below = p * total, 0.0, 0.0
-    for le, count in buckets:
-        if count >= rank:
-            if le == float("inf"):
-                return lo * 1e3
-            return (lo + (le - lo) * (rank - below) / max(count - below, 1e-9)) * 1e3
-        lo, below = le, count
-within = next((c for le, c in buckets if abs(le - 0.05) < 1e-9), 0)
-print(f"{q(0.5):.1f} {q(0.99):.1f} {within / total if total else float('nan'):.4f}")
-PY
-}
 
-# metric FILE NAME LABEL: sum of the samples of NAME whose labels contain LABEL.
-metric() {
-    python3 - "$1" "$2" "$3" <<'PY'
-import sys
-path, name, label = sys.argv[1:4]
-text = open(path).read()
-total = 0.0
-for line in text.splitlines():
-    if line.startswith("#"):
-        continue
-    series, _, value = line.rpartition(" ")
-    if series.split("{")[0] == name and label in series:
-        total += float(value)
-print(int(total))
-PY
-}
 
 MODE="flat out"
 [ -z "$RATE" ] || MODE="at $RATE spans/s"

@@ -25,29 +25,9 @@ TRACECHECK="${TRACECHECK:-$ROOT/target/release/tracecheck}"
 RATES=("$@")
 [ ${#RATES[@]} -gt 0 ] || RATES=(25000 50000 100000)
 
-TMP="$(mktemp -d)"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-read -r SINK_GRPC SINK_STATS GRPC HTTP ADMIN <<<"$(python3 - <<'PY'
-import socket
-socks = [socket.socket() for _ in range(5)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-)"
-get() { python3 -c 'import sys, urllib.request as u; print(u.urlopen(sys.argv[1], timeout=10).read().decode())' "$1"; }
-wait_http() {
-    for _ in $(seq 1 600); do get "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done
-    echo "no answer from $1" >&2; exit 1
-}
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
+read -r SINK_GRPC SINK_STATS GRPC HTTP ADMIN <<<"$(free_ports 5)"
 
 "$TRACECHECK" bench sink --grpc "127.0.0.1:$SINK_GRPC" --stats "127.0.0.1:$SINK_STATS" >"$TMP/sink.log" 2>&1 &
 PIDS+=($!)
@@ -74,35 +54,22 @@ for rate in "${RATES[@]}"; do
     "$TRACECHECK" serve --config "$TMP/config.yaml" >"$TMP/serve.log" 2>&1 &
     TC=$!
     wait_http "http://127.0.0.1:$ADMIN/readyz"
-    cpu0=$(awk '{print $14 + $15}' "/proc/$TC/stat")
+    cpu0=$(cpu_ticks "$TC")
     "$TRACECHECK" bench load --endpoint "http://127.0.0.1:$GRPC" --protocol grpc --senders "$SENDERS" \
         --spans-per-request "$SPANS_PER_REQUEST" --rate "$rate" --duration "$DURATION" \
         --retry --max-retries 1000 --json >"$TMP/load.json"
     # Traces complete 2 s after their last span (the default idle_timeout).
     sleep 4
-    cpu1=$(awk '{print $14 + $15}' "/proc/$TC/stat")
+    cpu1=$(cpu_ticks "$TC")
     get "http://127.0.0.1:$ADMIN/metrics" >"$TMP/metrics.txt"
     kill -TERM "$TC"
     wait "$TC" 2>/dev/null || true
-    python3 - "$TMP/metrics.txt" "$TMP/load.json" "$rate" "$((cpu1 - cpu0))" "$(getconf CLK_TCK)" <<'PY'
+    read -r p50 p99 within <<<"$(delay_quantiles "$TMP/metrics.txt")"
+    python3 - "$TMP/load.json" "$rate" "$((cpu1 - cpu0))" "$(getconf CLK_TCK)" "$p50" "$p99" "$within" <<'PY'
 import json, sys
-text, load, rate, ticks, hz = open(sys.argv[1]).read(), json.load(open(sys.argv[2])), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-buckets = []
-for line in text.splitlines():
-    if line.startswith("tracecheck_verdict_delay_seconds_bucket{"):
-        le = line.split('le="')[1].split('"')[0]
-        buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
-buckets.sort()
-total = buckets[-1][1] if buckets else 0
-def q(p):
-    rank, lo, below = p * total, 0.0, 0.0
-    for le, count in buckets:
-        if count >= rank:
-            return lo * 1e3 if le == float("inf") else (lo + (le - lo) * (rank - below) / max(count - below, 1e-9)) * 1e3
-        lo, below = le, count
-within = next((c for le, c in buckets if abs(le - 0.05) < 1e-9), 0)
-accepted = load["spans_accepted"]
-print(f"{rate:<10} {load['accepted_spans_per_sec']:10.0f} {q(0.5):10.1f} {q(0.99):10.1f} {within / total:12.4f} "
-      f"{ticks / hz * 1e6 / accepted:12.2f}")
+load, rate, ticks, hz = json.load(open(sys.argv[1])), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+p50, p99, within = (float(x) for x in sys.argv[5:8])
+print(f"{rate:<10} {load['accepted_spans_per_sec']:10.0f} {p50:10.1f} {p99:10.1f} {within:12.4f} "
+      f"{ticks / hz * 1e6 / load['spans_accepted']:12.2f}")
 PY
 done

@@ -38,38 +38,9 @@ TRACECHECK="${TRACECHECK:-$ROOT/target/release/tracecheck}"
 [ -x "$TRACECHECK" ] || cargo build --release --quiet
 mkdir -p "$OUT_DIR"
 
-TMP="$(mktemp -d)"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-read -r SINK_GRPC SINK_STATS GRPC HTTP ADMIN <<<"$(python3 - <<'PY'
-import socket
-socks = [socket.socket() for _ in range(5)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-)"
-get() { python3 -c 'import sys, urllib.request as u; print(u.urlopen(sys.argv[1], timeout=10).read().decode())' "$1"; }
-wait_http() {
-    for _ in $(seq 1 600); do get "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done
-    echo "no answer from $1" >&2; exit 1
-}
-metric() { # FILE NAME LABEL
-    python3 - "$1" "$2" "$3" <<'PY'
-import sys
-path, name, label = sys.argv[1:4]
-text = open(path).read()
-print(int(sum(float(l.rpartition(" ")[2]) for l in text.splitlines()
-              if not l.startswith("#") and l.split("{")[0].split(" ")[0] == name and label in l)))
-PY
-}
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
+read -r SINK_GRPC SINK_STATS GRPC HTTP ADMIN <<<"$(free_ports 5)"
 
 "$TRACECHECK" bench sink --grpc "127.0.0.1:$SINK_GRPC" --stats "127.0.0.1:$SINK_STATS" >"$TMP/sink.log" 2>&1 &
 PIDS+=($!)
@@ -115,7 +86,7 @@ if [ -z "$RATE" ]; then
     SUSTAINED=$(python3 -c 'import json, sys; print(int(json.load(open(sys.argv[1]))["accepted_spans_per_sec"]))' "$OUT_DIR/calibration.json")
     RATE=$((3 * SUSTAINED))
     echo "==> calibration: $SUSTAINED spans/s sustained flat out for 20 s; soak at 3x = $RATE spans/s" >&2
-    python3 -c 'import sys, urllib.request as u; u.urlopen(u.Request(sys.argv[1], data=b"", method="POST"), timeout=10)' "http://127.0.0.1:$SINK_STATS/reset"
+    post "http://127.0.0.1:$SINK_STATS/reset"
 fi
 serve
 

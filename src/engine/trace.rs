@@ -512,33 +512,11 @@ impl TraceBuilder {
     /// An encoded `KeyValue`, unless the builder keeps only some keys and
     /// this is not one of them (then its value is not decoded at all).
     fn kept_key_value<'b>(&self, buf: &'b [u8]) -> Result<Option<(&'b str, Value)>, Malformed> {
-        let Some(keep) = &self.keep else {
-            return encoded_key_value(buf, 0).map(Some);
-        };
-        let mut r = Reader::new(buf);
-        let (mut key, mut value) = ("", None);
-        while !r.is_empty() {
-            let (field, wire) = r.key()?;
-            match field {
-                1 => {
-                    expect(wire, LEN)?;
-                    key = r.string()?;
-                }
-                2 => {
-                    expect(wire, LEN)?;
-                    value = Some(r.len_delimited()?);
-                }
-                _ => r.skip(field, wire, 0)?,
-            }
-        }
-        if !keep.contains(key) {
+        let (key, value) = key_value_parts(buf, 0)?;
+        if self.keep.as_ref().is_some_and(|k| !k.contains(key)) {
             return Ok(None);
         }
-        let value = match value {
-            Some(v) => encoded_any_value(v, 0)?,
-            None => Value::str(""),
-        };
-        Ok(Some((key, value)))
+        Ok(Some((key, encoded_value_or_empty(value, 0)?)))
     }
 
     /// Adds one span with its resource.
@@ -834,6 +812,12 @@ const MAX_VALUE_DEPTH: usize = 100 / 3;
 
 /// An encoded `KeyValue`: its key, borrowed, and its value.
 fn encoded_key_value(buf: &[u8], depth: usize) -> Result<(&str, Value), Malformed> {
+    let (key, value) = key_value_parts(buf, depth)?;
+    Ok((key, encoded_value_or_empty(value, depth)?))
+}
+
+/// An encoded `KeyValue` split into its key and its still encoded value.
+fn key_value_parts(buf: &[u8], depth: usize) -> Result<(&str, Option<&[u8]>), Malformed> {
     let mut r = Reader::new(buf);
     let (mut key, mut value) = ("", None);
     while !r.is_empty() {
@@ -845,12 +829,21 @@ fn encoded_key_value(buf: &[u8], depth: usize) -> Result<(&str, Value), Malforme
             }
             2 => {
                 expect(wire, LEN)?;
-                value = Some(encoded_any_value(r.len_delimited()?, depth)?);
+                value = Some(r.len_delimited()?);
             }
             _ => r.skip(field, wire, depth)?,
         }
     }
-    Ok((key, value.unwrap_or_else(|| Value::str(""))))
+    Ok((key, value))
+}
+
+/// A `KeyValue` without a value reads as the empty string, as
+/// [`any_to_value`] has it.
+fn encoded_value_or_empty(value: Option<&[u8]>, depth: usize) -> Result<Value, Malformed> {
+    match value {
+        Some(v) => encoded_any_value(v, depth),
+        None => Ok(Value::str("")),
+    }
 }
 
 /// An encoded `AnyValue`, as [`any_to_value`] converts the decoded one.
