@@ -32,9 +32,14 @@ pub(crate) struct Served {
 
 impl Served {
     pub(crate) fn spawn(args: &[&str]) -> Self {
+        Self::spawn_logging(args, "warn,tracecheck=info")
+    }
+
+    /// With `RUST_LOG` set to `filter`.
+    pub(crate) fn spawn_logging(args: &[&str], filter: &str) -> Self {
         let mut child = Command::new(BIN)
             .args(args)
-            .env("RUST_LOG", "warn,tracecheck=info")
+            .env("RUST_LOG", filter)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -251,5 +256,64 @@ async fn bad_config_exits_2_naming_file_line_and_column() {
             "{name}: no {path}{position} in stderr:\n{stderr}"
         );
         assert!(stderr.contains(names), "{name}: stderr:\n{stderr}");
+    }
+}
+
+/// Secrets (the receivers' token, the exporter's header and token, the
+/// admin token) appear nowhere in the daemon's own log, at its most verbose,
+/// while it is refusing wrong tokens and forwarding with its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_the_log() {
+    const SECRETS: [&str; 4] = [
+        "rx-token-7d1f",
+        "export-header-93ab",
+        "export-token-5c2e",
+        "admin-token-e40b",
+    ];
+    let sink = util::start_sink(Faults::default()).await;
+    let [grpc, http, admin] = free_addrs::<3>();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        "tracecheck.yaml",
+        &format!(
+            "receivers:\n  otlp:\n    grpc: {{ endpoint: \"{grpc}\" }}\n    http: {{ endpoint: \"{http}\" }}\n    \
+             auth: {{ bearer_token: {} }}\n\
+             models:\n  paths: []\n\
+             exporters:\n  otlp:\n    endpoint: {}\n    headers: {{ x-api-key: {} }}\n    auth: {{ bearer_token: {} }}\n\
+             admin:\n  endpoint: \"{admin}\"\n  auth: {{ bearer_token: {} }}\n",
+            SECRETS[0],
+            sink.grpc_endpoint().expect("sink gRPC"),
+            SECRETS[1],
+            SECRETS[2],
+            SECRETS[3],
+        ),
+    );
+    let mut served = Served::spawn_logging(&["serve", "--config", &config], "trace");
+    served.ready(admin).await;
+    let client = util::http_client();
+    let body = util::request_of(20, 1);
+    let encoded = prost::Message::encode_to_vec(&body);
+    for token in ["wrong-token", SECRETS[0]] {
+        let _ = client
+            .post(format!("http://{http}/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .header("authorization", format!("Bearer {token}"))
+            .body(encoded.clone())
+            .send()
+            .await;
+    }
+    let _ = client
+        .post(format!("http://{admin}/api/v1/models/reload"))
+        .header("authorization", "Bearer wrong")
+        .send()
+        .await;
+    util::wait_for_sink(&sink, 20).await;
+    served.sigterm();
+    assert_eq!(served.exit().await.code(), Some(0));
+    let log = served.stderr();
+    assert!(log.lines().count() > 20, "trace-level log expected:\n{log}");
+    for secret in SECRETS {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
     }
 }
