@@ -500,7 +500,7 @@ impl<'a> Decoder<'a> {
         let f = self.fields(
             node,
             "'trigger'",
-            &["type", "httpRequest", "grpc", "traceid"],
+            &["type", "httpRequest", "grpc", "graphql", "traceid"],
         )?;
         let ty = self.required_string(&f, "type", "'trigger'")?;
         let ty_pos = f.get("type").map_or(f.pos, |n| n.pos);
@@ -520,6 +520,13 @@ impl<'a> Decoder<'a> {
                 };
                 self.grpc_request(n).map(Trigger::Grpc)
             }
+            "graphql" => {
+                let Some(n) = section("graphql") else {
+                    self.error(f.pos, "missing 'graphql' in a graphql trigger");
+                    return None;
+                };
+                self.graphql_request(n).map(Trigger::Http)
+            }
             "traceid" => {
                 let Some(n) = section("traceid") else {
                     self.error(f.pos, "missing 'traceid' in a traceid trigger");
@@ -538,7 +545,7 @@ impl<'a> Decoder<'a> {
             other => {
                 self.error(
                     ty_pos,
-                    format!("unsupported trigger type '{other}', expected http, grpc or traceid"),
+                    format!("unsupported trigger type '{other}', expected http, grpc, graphql or traceid"),
                 );
                 None
             }
@@ -571,6 +578,103 @@ impl<'a> Decoder<'a> {
             }
         }
         out
+    }
+
+    /// A Tracetest `graphql` trigger is an HTTP POST of `{query, variables,
+    /// operationName}` as JSON; `query` may name a file beside the test
+    /// file, as Tracetest's CLI reads it; `schema` only serves Tracetest's
+    /// editor and is accepted without use.
+    fn graphql_request(&mut self, node: &Node) -> Option<HttpRequest> {
+        let f = self.fields(
+            node,
+            "'graphql'",
+            &[
+                "url",
+                "headers",
+                "body",
+                "auth",
+                "sslVerification",
+                "schema",
+            ],
+        )?;
+        let before = self.diags.len();
+        let url = self.required_template(&f, "url", "'graphql'");
+        let mut headers = f
+            .get("headers")
+            .map(|n| self.headers(n, "'headers'"))
+            .unwrap_or_default();
+        if !headers
+            .iter()
+            .any(|h| h.key.eq_ignore_ascii_case("content-type"))
+        {
+            headers.push(Header {
+                key: "Content-Type".into(),
+                value: Template::parse("application/json", SourceLoc::detached(self.file)).ok()?,
+            });
+        }
+        let auth = f.get("auth").and_then(|n| self.auth(n));
+        let ssl_verification = f
+            .get("sslVerification")
+            .and_then(|n| self.bool(n, "'sslVerification'"));
+        let Some(body_node) = f.get("body") else {
+            self.error(f.pos, "missing 'body' in 'graphql'");
+            return None;
+        };
+        let b = self.fields(
+            body_node,
+            "'body' of 'graphql'",
+            &["query", "variables", "operationName"],
+        )?;
+        let Some(query_node) = b.get("query") else {
+            self.error(b.pos, "missing 'query' in the 'body' of 'graphql'");
+            return None;
+        };
+        let Some(query) = query_node.as_scalar() else {
+            self.error(
+                query_node.pos,
+                "'query' of 'graphql' must be text or a file name",
+            );
+            return None;
+        };
+        let file: &str = self.file;
+        let beside = std::path::Path::new(file)
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(query.trim());
+        let query = match std::fs::read_to_string(&beside) {
+            Ok(text) if !query.contains('{') => text,
+            _ => query.to_string(),
+        };
+        let mut body = serde_json::Map::new();
+        body.insert("query".into(), serde_json::Value::String(query));
+        if let Some(v) = b.get("variables") {
+            body.insert("variables".into(), node_json(v));
+        }
+        if let Some(op) = b.get("operationName").and_then(Node::as_scalar) {
+            if !op.is_empty() {
+                body.insert("operationName".into(), serde_json::Value::String(op.into()));
+            }
+        }
+        let json = serde_json::Value::Object(body).to_string();
+        let body = match Template::parse(&json, SourceLoc::detached(self.file)) {
+            Ok(t) => Some(t),
+            Err(d) => {
+                self.error(body_node.pos, format!("'body' of 'graphql': {}", d.message));
+                return None;
+            }
+        };
+        let url = url?;
+        if self.diags.len() > before {
+            return None;
+        }
+        Some(HttpRequest {
+            method: "POST".into(),
+            url,
+            headers,
+            body,
+            auth,
+            ssl_verification,
+        })
     }
 
     fn http_request(&mut self, node: &Node) -> Option<HttpRequest> {
@@ -792,5 +896,37 @@ impl<'a> Decoder<'a> {
             file: self.file.to_string(),
             position,
         })
+    }
+}
+
+/// A YAML value as JSON (GraphQL variables): plain scalars that read as
+/// numbers, booleans or null become those; everything else is text.
+fn node_json(node: &Node) -> serde_json::Value {
+    use serde_json::Value as J;
+    match &node.kind {
+        NodeKind::Scalar { value, plain } => {
+            if !plain {
+                return J::String(value.clone());
+            }
+            if node.is_null() {
+                return J::Null;
+            }
+            match value.as_str() {
+                "true" => J::Bool(true),
+                "false" => J::Bool(false),
+                v => v
+                    .parse::<i64>()
+                    .map(J::from)
+                    .or_else(|_| v.parse::<f64>().map(J::from))
+                    .unwrap_or_else(|_| J::String(v.into())),
+            }
+        }
+        NodeKind::Seq(items) => J::Array(items.iter().map(node_json).collect()),
+        NodeKind::Map(entries) => J::Object(
+            entries
+                .iter()
+                .map(|(k, v)| (k.as_scalar().unwrap_or_default().to_string(), node_json(v)))
+                .collect(),
+        ),
     }
 }

@@ -409,6 +409,35 @@ spec:
         - |-
           ["number", "string"] contains attr:user.id | type
 ---
+# Documented form: a graphql trigger (Tracetest's "Defining GraphQL Tests as
+# Text Files"): the query in a file beside the test, variables,
+# operationName, headers, sslVerification and a schema file.
+type: Test
+spec:
+  id: graphql
+  name: GraphQL trigger
+  trigger:
+    type: graphql
+    graphql:
+      url: ${env:BASE_URL}/graphql
+      headers:
+        - key: Content-Type
+          value: application/json
+      body:
+        query: ./query.graphql
+        variables: { id: 7, verbose: true }
+        operationName: User
+      sslVerification: false
+      schema: ./schema.graphql
+  specs:
+    - selector: span[kind = "server"]
+      assertions:
+        - attr:http.request.method = "POST"
+        - attr:http.request.body | json_path '$.operationName' = "User"
+        - attr:http.request.body | json_path '$.variables.id' = 7
+        - attr:http.request.body | json_path '$.variables.verbose' = true
+        - attr:http.request.body | json_path '$.query' contains "query User($id"
+---
 # Documented form: bearer auth.
 type: Test
 spec:
@@ -471,6 +500,16 @@ spec:
         - attr:url.query = "api_key=k-123"
 "#;
     write(dir.path(), "http.yaml", http_tests);
+    write(
+        dir.path(),
+        "query.graphql",
+        "query User($id: Int!) { user(id: $id) { name } }\n",
+    );
+    write(
+        dir.path(),
+        "schema.graphql",
+        "type Query { user(id: Int!): User }\n",
+    );
 
     let grpc_tests = format!(
         r#"# Documented form: grpc trigger without protobufFile (server reflection),
@@ -563,7 +602,7 @@ spec:
     let suite = write(
         dir.path(),
         "suite.yaml",
-        "type: TestSuite\nspec:\n  id: forms\n  name: every form\n  steps:\n    - get-plain\n    - post-basic\n    - expressions\n    - bearer\n    - apikey-header\n    - apikey-query\n    - grpc-reflection\n    - grpc-reflection-v1alpha\n    - grpc-proto-path\n    - grpc-proto-inline\n",
+        "type: TestSuite\nspec:\n  id: forms\n  name: every form\n  steps:\n    - get-plain\n    - post-basic\n    - expressions\n    - graphql\n    - bearer\n    - apikey-header\n    - apikey-query\n    - grpc-reflection\n    - grpc-reflection-v1alpha\n    - grpc-proto-path\n    - grpc-proto-inline\n",
     );
     let out = bounded(
         LIMIT,
@@ -602,7 +641,7 @@ spec:
             out.stderr
         );
     }
-    assert_eq!(steps.len(), 10);
+    assert_eq!(steps.len(), 11);
     assert_eq!(out.code, 0, "{}", out.stderr);
     served.stop().await;
 }
