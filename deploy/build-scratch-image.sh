@@ -81,6 +81,9 @@ cp "$BIN" "$CTX/tracecheck"
 strip --strip-debug "$CTX/tracecheck" 2>/dev/null || true
 cp "$REPO/deploy/container/config.yaml" "$CTX/config.yaml"
 cp -r "$REPO/config/models" "$CTX/models"
+CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
+[ -s "$CA_BUNDLE" ] || fail "$CA_BUNDLE missing: install ca-certificates (the image trusts these for https://)"
+cp "$CA_BUNDLE" "$CTX/ca-certificates.crt"
 echo "nonroot:x:$NONROOT:$NONROOT:nonroot:/:/sbin/nologin" >"$CTX/passwd"
 echo "nonroot:x:$NONROOT:" >"$CTX/group"
 
