@@ -779,8 +779,9 @@ fn break_cycles(spans: &mut [SpanData]) {
     let n = spans.len();
     // 0 = unvisited, 1 = on the current path, 2 = done.
     let mut state = vec![0u8; n];
+    let mut path = Vec::new();
     for start in 0..n {
-        let mut path = Vec::new();
+        path.clear();
         let mut cur = Some(start);
         while let Some(i) = cur {
             match state.get_mut(i) {
@@ -799,7 +800,7 @@ fn break_cycles(spans: &mut [SpanData]) {
                 _ => break,
             }
         }
-        for i in path {
+        for &i in &path {
             if let Some(st) = state.get_mut(i) {
                 *st = 2;
             }
