@@ -14,14 +14,34 @@ use crate::model::builtins::Builtin;
 use crate::model::check::FilterKind;
 use crate::model::{Assertion, Diagnostic, Model, Selector, SourceLoc, Template};
 
-/// Attribute names interned across everything one engine compiled.
+/// Attribute names interned across everything one engine compiled, and the
+/// selectors that read nothing but the trace, numbered by their canonical
+/// text with how often each occurs (see [`CSelector::memo`]).
 #[derive(Debug, Default)]
 pub(crate) struct Keys {
     map: HashMap<Arc<str>, u32>,
     pub names: Vec<Arc<str>>,
+    selectors: HashMap<String, u32>,
+    /// Occurrences of each numbered selector.
+    selector_uses: Vec<usize>,
 }
 
 impl Keys {
+    fn selector_id(&mut self, canonical: String) -> u32 {
+        let next = self.selector_uses.len() as u32;
+        let id = *self.selectors.entry(canonical).or_insert(next);
+        match self.selector_uses.get_mut(id as usize) {
+            Some(n) => *n += 1,
+            None => self.selector_uses.push(1),
+        }
+        id
+    }
+
+    /// Whether the selector numbered `id` occurs more than once.
+    pub fn selector_shared(&self, id: u32) -> bool {
+        self.selector_uses.get(id as usize).is_some_and(|n| *n > 1)
+    }
+
     fn intern(&mut self, name: &str) -> u32 {
         if let Some(id) = self.map.get(name) {
             return *id;
@@ -100,6 +120,11 @@ pub(crate) struct CAssertion {
 pub(crate) struct CSelector {
     pub text: String,
     pub paths: Vec<CPath>,
+    /// Set when the selector depends on the trace alone (its filters
+    /// compare with literals) and occurs in more than one place: its
+    /// result is computed once per trace and shared (models often repeat
+    /// `span[kind = "server"]` and the like).
+    pub memo: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -147,6 +172,17 @@ pub(crate) struct CNotExpect {
 #[derive(Debug)]
 pub(crate) struct CTemplate {
     pub parts: Vec<CPart>,
+}
+
+impl CModel {
+    /// Every selector of the model.
+    pub fn selectors_mut(&mut self) -> impl Iterator<Item = &mut CSelector> {
+        self.match_selector
+            .iter_mut()
+            .chain(self.outputs.iter_mut().filter_map(|o| o.selector.as_mut()))
+            .chain(self.specs.iter_mut().map(|s| &mut s.selector))
+            .chain(self.not_expect.iter_mut().map(|n| &mut n.selector))
+    }
 }
 
 #[derive(Debug)]
@@ -378,9 +414,20 @@ impl Compiler<'_> {
             }
             paths.push(CPath { steps });
         }
+        let pure = s
+            .ast
+            .paths
+            .iter()
+            .flat_map(|p| &p.steps)
+            .flat_map(|st| &st.filters)
+            .all(|f| {
+                matches!(f.value, Expr::Lit { .. })
+                    && Builtin::from_name(&f.attr) != Some(Builtin::SelectedSpansCount)
+            });
         CSelector {
             text: s.text.clone(),
             paths,
+            memo: pure.then(|| self.keys.selector_id(s.ast.to_string())),
         }
     }
 

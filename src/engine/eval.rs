@@ -14,16 +14,20 @@ use crate::model::builtins::Builtin;
 const UNRESOLVED: u32 = u32::MAX;
 const ABSENT: u32 = u32::MAX - 1;
 
-/// Maps the engine's interned keys to this trace's keys, lazily, so a
-/// model that is never evaluated costs no lookups.
+/// What one evaluation on one trace computes once for every model: the
+/// engine's interned keys mapped to this trace's keys (lazily, so a model
+/// that is never evaluated costs no lookups), and the spans of the
+/// selectors models share ([`CSelector::memo`]).
 pub(crate) struct KeyCache {
     slots: Vec<Cell<u32>>,
+    selections: std::cell::RefCell<Vec<(u32, Vec<SpanIndex>)>>,
 }
 
 impl KeyCache {
     pub fn new(len: usize) -> KeyCache {
         KeyCache {
             slots: vec![Cell::new(UNRESOLVED); len],
+            selections: std::cell::RefCell::new(Vec::new()),
         }
     }
 }
@@ -256,6 +260,25 @@ impl<'a> Env<'a> {
 
     /// The spans a selector selects, in start-time order.
     pub fn select(&self, sel: &'a CSelector) -> Vec<SpanIndex> {
+        let Some(id) = sel.memo else {
+            return self.select_now(sel);
+        };
+        // A handful of shared selectors per trace: a scan beats a map.
+        if let Some((_, spans)) = self
+            .cache
+            .selections
+            .borrow()
+            .iter()
+            .find(|(k, _)| *k == id)
+        {
+            return spans.clone();
+        }
+        let spans = self.select_now(sel);
+        self.cache.selections.borrow_mut().push((id, spans.clone()));
+        spans
+    }
+
+    fn select_now(&self, sel: &'a CSelector) -> Vec<SpanIndex> {
         let n = self.trace.spans.len();
         if sel.paths.is_empty() {
             return (0..n as SpanIndex).collect();

@@ -250,6 +250,14 @@ impl Engine {
         if !diags.is_empty() {
             return Err(diags);
         }
+        // Sharing a selector's result only pays where it occurs twice.
+        for cm in &mut compiled {
+            for sel in cm.selectors_mut() {
+                if sel.memo.is_some_and(|id| !keys.selector_shared(id)) {
+                    sel.memo = None;
+                }
+            }
+        }
         let mut dispatch: FastMap<Arc<str>, Vec<usize>> = FastMap::default();
         let mut unindexed = Vec::new();
         for (i, cm) in compiled.iter().enumerate() {

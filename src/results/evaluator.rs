@@ -929,6 +929,28 @@ spec:
         );
     }
 
+    /// Selectors shared by several models are computed once per trace
+    /// (`CSelector::memo`): evaluating all models together gives what
+    /// evaluating each alone gives.
+    #[test]
+    fn shared_selectors_give_each_model_its_own_verdict() {
+        let engine = engine_of("bench.yaml", &crate::bench::models::model_set(100));
+        let ctx = EvalContext::default();
+        let mut g = TrafficGenerator::new(TrafficMix::default(), Rng::new(11));
+        for spans in raw_traces(&g.next_batch(400).request) {
+            let trace = build_trace_for(&engine, &spans).unwrap();
+            let together: Vec<String> = engine
+                .evaluate(&trace, &ctx)
+                .iter()
+                .map(|v| format!("{v:?}"))
+                .collect();
+            let alone: Vec<String> = (0..engine.len())
+                .map(|i| format!("{:?}", engine.evaluate_model(i, &trace, &ctx).unwrap()))
+                .collect();
+            assert_eq!(together, alone);
+        }
+    }
+
     #[test]
     fn a_span_that_is_not_protobuf_gives_no_trace() {
         let request = TrafficGenerator::new(TrafficMix::default(), Rng::new(1))
