@@ -451,7 +451,19 @@ impl<C: TraceConsumer> Parallel<C> {
                         let mut last_tick = Instant::now();
                         loop {
                             match rx.recv_timeout(CONSUMER_TICK) {
-                                Ok(t) => consumer.consume(t),
+                                // Models are contained one by one; this
+                                // catches what is not (a bug elsewhere in
+                                // the evaluator), so the thread and every
+                                // trace hashed to it live on.
+                                Ok(t) => {
+                                    let trace_id = t.trace_id;
+                                    let caught = std::panic::catch_unwind(
+                                        std::panic::AssertUnwindSafe(|| consumer.consume(t)),
+                                    );
+                                    if caught.is_err() {
+                                        tracing::error!(trace_id = %trace_id, "Evaluation of a trace panicked; it has no verdicts.");
+                                    }
+                                }
                                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                             }

@@ -424,10 +424,14 @@ impl Compiler<'_> {
                 matches!(f.value, Expr::Lit { .. })
                     && Builtin::from_name(&f.attr) != Some(Builtin::SelectedSpansCount)
             });
+        // Keyed by the compiled form, exact (durations in nanoseconds,
+        // keys by id): the source text would tell `span[x]` from `span[ x ]`
+        // and its display rounds durations.
+        let memo = pure.then(|| self.keys.selector_id(format!("{paths:?}")));
         CSelector {
             text: s.text.clone(),
             paths,
-            memo: pure.then(|| self.keys.selector_id(s.ast.to_string())),
+            memo,
         }
     }
 

@@ -435,17 +435,24 @@ async fn grpc_call(
         if status.code() != tonic::Code::Ok {
             return Err(status);
         }
+        return Ok(ExportTraceServiceResponse::default());
     }
     let collected = http_body_util::Limited::new(body, MAX_ANSWER)
         .collect()
         .await
         .map_err(|e| tonic::Status::unavailable(format!("reading the answer: {e}")))?;
-    if let Some(status) = collected
+    // No grpc-status at all: the stream was cut (a proxy's timeout resets
+    // it, which reads as a clean end); the batch may not have been taken.
+    match collected
         .trailers()
         .and_then(tonic::Status::from_header_map)
     {
-        if status.code() != tonic::Code::Ok {
-            return Err(status);
+        Some(status) if status.code() != tonic::Code::Ok => return Err(status),
+        Some(_) => {}
+        None => {
+            return Err(tonic::Status::unavailable(
+                "the answer ended without a grpc-status",
+            ))
         }
     }
     let data = collected.to_bytes();

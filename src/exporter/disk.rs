@@ -30,8 +30,10 @@
 //!
 //! Damage never stops the daemon: a torn record at the end of the newest
 //! segment (power loss mid-write) is cut off at start-up; a record that
-//! fails its checksum makes the reader skip the rest of its segment. Both
-//! are logged and counted in `tracecheck_exporter_queue_corrupt_segments_total`.
+//! fails its checksum is skipped, reading going on at the next whole record
+//! (its marker, length and checksum holding). Both are logged and counted
+//! in `tracecheck_exporter_queue_corrupt_segments_total`. An I/O error is
+//! not damage: the read is retried, with backoff, and nothing is skipped.
 //!
 //! Writes go through one thread that owns the newest segment and batches
 //! whatever arrived meanwhile (group commit); the exporter reads records
@@ -40,7 +42,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
+use std::io;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -77,7 +79,14 @@ pub enum DiskQueueError {
         "exporters.otlp.queue.directory {0}: in use by another tracecheck process (its `lock` file is held)"
     )]
     Locked(PathBuf),
+    #[error(
+        "exporters.otlp.queue.max_size_mib is {1} for {0}: at least 8 MiB (the segment being written is only freed once full, and must stay a small part of the bound)"
+    )]
+    TooSmall(PathBuf, u64),
 }
+
+/// The smallest bound that leaves room beside the segment being written.
+const MIN_SIZE_MIB: u64 = 8;
 
 /// A position in the queue: segment sequence number and byte offset.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -138,6 +147,9 @@ impl DiskQueue {
         labels: ExporterLabels,
     ) -> Result<(DiskQueue, Reader), DiskQueueError> {
         let dir = config.directory.clone();
+        if config.max_size_mib < MIN_SIZE_MIB {
+            return Err(DiskQueueError::TooSmall(dir, config.max_size_mib));
+        }
         let io_err = |what: &'static str| {
             let dir = dir.clone();
             move |source| DiskQueueError::Io { dir, what, source }
@@ -154,7 +166,15 @@ impl DiskQueue {
         }
 
         let recovered = recover(&dir, &metrics, &labels).map_err(io_err("cannot recover it"))?;
-        let write_seq = recovered.segments.last().map_or(1, |s| s + 1);
+        // Past every number in use or remembered: a stale `ack` file must
+        // never point into segments written after it.
+        let write_seq = recovered
+            .segments
+            .last()
+            .copied()
+            .unwrap_or(0)
+            .max(recovered.highest_acked_seq)
+            + 1;
         let segment = SegmentWriter::create(&dir, write_seq, config.fsync)
             .map_err(io_err("cannot create a segment"))?;
         let start = Pos {
@@ -223,6 +243,7 @@ impl DiskQueue {
             file: None,
             written: written_rx,
             backlog_spans: recovered.spans,
+            retry_wait: RETRY_MIN,
         };
         Ok((DiskQueue { shared, tx }, reader))
     }
@@ -349,10 +370,19 @@ struct SegmentWriter {
 
 impl SegmentWriter {
     fn create(dir: &Path, seq: u64, policy: FsyncPolicy) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .open(segment_path(dir, seq))?;
+        let path = segment_path(dir, seq);
+        let file = match OpenOptions::new().create_new(true).write(true).open(&path) {
+            Ok(f) => f,
+            // Left empty by a rollover whose directory sync failed: reuse it.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let f = OpenOptions::new().write(true).open(&path)?;
+                if f.metadata()?.len() != 0 {
+                    return Err(e);
+                }
+                f
+            }
+            Err(e) => return Err(e),
+        };
         if policy == FsyncPolicy::Always {
             // The new name must survive a power loss with the data synced into it.
             File::open(dir)?.sync_all()?;
@@ -373,10 +403,13 @@ impl SegmentWriter {
             }
             *self = SegmentWriter::create(&self.dir, self.seq + 1, self.policy)?;
         }
-        if let Err(e) = self.file.write_all(record) {
+        // At the offset, not the file's cursor: after a failed write the
+        // cursor is past the partial record, and writing there would leave
+        // a gap that the reader takes for damage.
+        if let Err(e) = self.file.write_all_at(record, self.off) {
             // Leave no half record behind: cut the segment back to its last
             // whole record (and if even that fails, start a new segment so
-            // the reader never waits on a gap).
+            // the reader never meets the half record).
             if self.file.set_len(self.off).is_err() {
                 if let Ok(next) = SegmentWriter::create(&self.dir, self.seq + 1, self.policy) {
                     *self = next;
@@ -510,7 +543,12 @@ pub struct Reader {
     file: Option<(u64, Arc<File>)>,
     written: watch::Receiver<Pos>,
     backlog_spans: u64,
+    /// Pause before reading again after an I/O error.
+    retry_wait: std::time::Duration,
 }
+
+const RETRY_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 enum Read {
     Record {
@@ -521,6 +559,21 @@ enum Read {
     SegmentEnd,
     /// Nothing more written yet.
     CaughtUp,
+    /// The file could not be read now (too many open files, an I/O
+    /// error): try again later, skip nothing.
+    Retry,
+    /// A damaged record: reading goes on at `to` in the same segment.
+    Skip {
+        to: u64,
+    },
+}
+
+/// Why a record could not be read.
+enum ReadError {
+    /// The bytes are there and wrong.
+    Damaged(String),
+    /// Reading failed; the bytes may be fine.
+    Io(io::Error),
 }
 
 impl Reader {
@@ -548,9 +601,11 @@ impl Reader {
                 }
                 continue;
             }
-            let limit = (self.pos.seq == written.seq).then_some(written.off);
+            let live = self.pos.seq == written.seq;
+            let limit = live.then_some(written.off);
             match self.read_one(limit).await {
                 Read::Record { item, end } => {
+                    self.retry_wait = RETRY_MIN;
                     self.pos = end;
                     let receipt = self.shared.acks.lock().read(end);
                     self.shared
@@ -560,10 +615,20 @@ impl Reader {
                         .dec();
                     return Some((item, receipt));
                 }
+                Read::Skip { to } => {
+                    self.pos.off = to;
+                }
+                // The segment being written never ends (nor is it marked
+                // done and deleted) before the writer moves on; its file
+                // missing is an outside hand at work: wait for it.
+                Read::SegmentEnd if live => {
+                    tokio::time::sleep(self.retry_wait).await;
+                    self.retry_wait = (self.retry_wait * 2).min(RETRY_MAX);
+                }
                 Read::SegmentEnd => {
                     let done = self.pos.seq;
-                    let next = (done + 1..=written.seq)
-                        .find(|s| *s == written.seq || segment_path(&self.shared.dir, *s).exists())
+                    let next = (done + 1..written.seq)
+                        .find(|s| segment_path(&self.shared.dir, *s).exists())
                         .unwrap_or(written.seq);
                     self.pos = Pos { seq: next, off: 0 };
                     self.file = None;
@@ -573,6 +638,11 @@ impl Reader {
                     // Only reachable if the writer moved on to a new
                     // segment between the two reads: look again.
                     tokio::task::yield_now().await;
+                }
+                Read::Retry => {
+                    self.file = None;
+                    tokio::time::sleep(self.retry_wait).await;
+                    self.retry_wait = (self.retry_wait * 2).min(RETRY_MAX);
                 }
             }
         }
@@ -588,9 +658,14 @@ impl Reader {
                     self.file = Some((seq, Arc::clone(&f)));
                     f
                 }
-                Err(e) => {
-                    self.shared.corrupt(seq, 0, 0, &format!("cannot open: {e}"));
+                // Gone (deleted by hand): nothing to read in it.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.shared.corrupt(seq, 0, 0, "segment file missing");
                     return Read::SegmentEnd;
+                }
+                Err(e) => {
+                    self.io_error(seq, &e);
+                    return Read::Retry;
                 }
             },
         };
@@ -620,61 +695,131 @@ impl Reader {
             }
             Ok(Ok(None)) if limit.is_some() => Read::CaughtUp,
             Ok(Ok(None)) => Read::SegmentEnd,
-            Ok(Err(why)) => {
-                let len = fs::metadata(segment_path(&self.shared.dir, seq))
-                    .map(|m| m.len())
-                    .unwrap_or(off);
-                self.shared.corrupt(seq, off, len.saturating_sub(off), &why);
-                Read::SegmentEnd
+            Ok(Err(ReadError::Damaged(why))) => {
+                // Records are contiguous: the next whole one (its marker,
+                // length and checksum all holding) is where reading goes on.
+                let Some((_, file)) = self.file.clone() else {
+                    return Read::Retry;
+                };
+                let found =
+                    tokio::task::spawn_blocking(move || next_whole_record(&file, off + 1, limit))
+                        .await;
+                match found {
+                    Ok(Ok((Some(to), _))) => {
+                        self.shared.corrupt(seq, off, to - off, &why);
+                        Read::Skip { to }
+                    }
+                    Ok(Ok((None, end))) => {
+                        self.shared.corrupt(seq, off, end.saturating_sub(off), &why);
+                        match limit {
+                            // The segment being written: on from what was
+                            // written when the damage was met.
+                            Some(_) => Read::Skip { to: end },
+                            None => Read::SegmentEnd,
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        self.io_error(seq, &e);
+                        Read::Retry
+                    }
+                    Err(e) => {
+                        self.io_error(seq, &io::Error::other(e));
+                        Read::Retry
+                    }
+                }
+            }
+            Ok(Err(ReadError::Io(e))) => {
+                self.io_error(seq, &e);
+                Read::Retry
             }
             Err(e) => {
-                self.shared
-                    .corrupt(seq, off, 0, &format!("reader task failed: {e}"));
-                Read::SegmentEnd
+                self.io_error(seq, &io::Error::other(e));
+                Read::Retry
             }
         }
+    }
+
+    fn io_error(&self, seq: u64, e: &io::Error) {
+        tracing::warn!(
+            segment = %segment_path(&self.shared.dir, seq).display(),
+            error = %e,
+            retry_in_ms = self.retry_wait.as_millis() as u64,
+            "Cannot read the forwarding queue; trying again."
+        );
     }
 }
 
 /// Reads the record at `off`. `Ok(None)`: no record starts there (end of
 /// the segment, or of what is written so far when `limit` is given).
 /// `Err`: a damaged record.
-fn read_record(file: &File, off: u64, limit: Option<u64>) -> Result<Option<(u32, Bytes)>, String> {
+fn read_record(
+    file: &File,
+    off: u64,
+    limit: Option<u64>,
+) -> Result<Option<(u32, Bytes)>, ReadError> {
+    let damaged = ReadError::Damaged;
     let end = match limit {
         Some(l) => l,
-        None => file.metadata().map_err(|e| e.to_string())?.len(),
+        None => file.metadata().map_err(ReadError::Io)?.len(),
     };
     if off >= end {
         return Ok(None);
     }
     if end - off < HEADER {
-        return Err(format!(
+        return Err(damaged(format!(
             "{} bytes left, less than a record header",
             end - off
-        ));
+        )));
     }
     let mut header = [0u8; HEADER as usize];
     file.read_exact_at(&mut header, off)
-        .map_err(|e| format!("read: {e}"))?;
+        .map_err(ReadError::Io)?;
     let (magic, len, spans, crc) = parse_header(&header);
     if magic != MAGIC {
-        return Err(format!("bad record marker {magic:#010x}"));
+        return Err(damaged(format!("bad record marker {magic:#010x}")));
     }
     if off + HEADER + len as u64 > end {
-        return Err(format!(
+        return Err(damaged(format!(
             "record of {len} bytes runs past the segment's end ({end})"
-        ));
+        )));
     }
     let mut payload = vec![0u8; len as usize];
     file.read_exact_at(&mut payload, off + HEADER)
-        .map_err(|e| format!("read: {e}"))?;
+        .map_err(ReadError::Io)?;
     let mut h = crc32fast::Hasher::new();
     h.update(&spans.to_le_bytes());
     h.update(&payload);
     if h.finalize() != crc {
-        return Err("checksum mismatch".to_owned());
+        return Err(damaged("checksum mismatch".to_owned()));
     }
     Ok(Some((spans, Bytes::from(payload))))
+}
+
+/// The offset of the first whole record at or after `from` (up to `limit`,
+/// else the file's end), and that end.
+fn next_whole_record(file: &File, from: u64, limit: Option<u64>) -> io::Result<(Option<u64>, u64)> {
+    let end = match limit {
+        Some(l) => l,
+        None => file.metadata()?.len(),
+    };
+    if from >= end {
+        return Ok((None, end));
+    }
+    let mut rest = vec![0u8; (end - from) as usize];
+    file.read_exact_at(&mut rest, from)?;
+    let marker = MAGIC.to_le_bytes();
+    let mut at = 0;
+    while let Some(i) = rest
+        .get(at..)
+        .and_then(|r| r.windows(4).position(|w| w == marker))
+    {
+        let candidate = from + (at + i) as u64;
+        if matches!(read_record(file, candidate, Some(end)), Ok(Some(_))) {
+            return Ok((Some(candidate), end));
+        }
+        at += i + 1;
+    }
+    Ok((None, end))
 }
 
 fn parse_header(h: &[u8; HEADER as usize]) -> (u32, u32, u32, u32) {
@@ -811,6 +956,8 @@ fn segment_path(dir: &Path, seq: u64) -> PathBuf {
 struct Recovered {
     /// Live segments, oldest first.
     segments: Vec<u64>,
+    /// The highest segment number the `ack` file names.
+    highest_acked_seq: u64,
     /// Where the reader starts; `None` when nothing is left to send.
     resume: Option<Pos>,
     bytes: u64,
@@ -863,8 +1010,13 @@ fn recover(dir: &Path, metrics: &Metrics, labels: &ExporterLabels) -> io::Result
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
         let len = file.metadata()?.len();
         let mut off = 0;
-        while let Ok(Some((_, payload))) = read_record(&file, off, Some(len)) {
-            off += HEADER + payload.len() as u64;
+        loop {
+            match read_record(&file, off, Some(len)) {
+                Ok(Some((_, payload))) => off += HEADER + payload.len() as u64,
+                Ok(None) | Err(ReadError::Damaged(_)) => break,
+                // Not a verdict on the bytes: cut nothing, start no further.
+                Err(ReadError::Io(e)) => return Err(e),
+            }
         }
         if off < len {
             tracing::warn!(
@@ -936,6 +1088,7 @@ fn recover(dir: &Path, metrics: &Metrics, labels: &ExporterLabels) -> io::Result
     }
     Ok(Recovered {
         segments,
+        highest_acked_seq: frontier.seq.max(read.seq),
         resume,
         bytes,
         records,

@@ -187,3 +187,35 @@ async fn partial_success_from_the_downstream_is_counted_not_retried() {
         0.0
     );
 }
+
+/// A downstream (or a proxy before it) that ends the answer without a
+/// `grpc-status`, as a reset stream reads: the batch is not counted as
+/// delivered, it is retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_without_grpc_status_is_not_taken_for_delivery() {
+    let app = axum::Router::new().route(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        axum::routing::post(|| async { ([("content-type", "application/grpc")], "") }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let daemon = forward_through(addr, "1s").await;
+    send(&daemon, 2, 50).await;
+    let admin = daemon.admin_addr;
+    util::wait_until("retries", || async {
+        let n = util::metric(admin, "tracecheck_exporter_retries_total", &[EXPORTER]).await;
+        if n >= 2.0 {
+            Ok(())
+        } else {
+            Err(format!("{n} retries"))
+        }
+    })
+    .await;
+    assert_eq!(
+        util::metric(admin, "tracecheck_exporter_sent_spans_total", &[EXPORTER]).await,
+        0.0
+    );
+}
