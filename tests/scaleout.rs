@@ -36,6 +36,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use tonic::transport::Channel;
 use tracecheck::bench::traffic::{GeneratedTrace, Rng, TraceShape, TrafficGenerator, TrafficMix};
 use tracecheck::engine::Verdict;
+use tracecheck::results::feed::RecvError;
 use tracecheck::results::metrics::{CompletionReason, ReasonLabels, Transport, TransportLabels};
 use tracecheck::results::registry::ModelSource;
 use tracecheck::results::ModelsStage;
@@ -412,7 +413,7 @@ type VerdictsByTrace = HashMap<[u8; 16], Vec<(Verdict, CompletionReason)>>;
 impl Seen {
     fn watch(models: &ModelsStage) -> Seen {
         let seen = Seen::default();
-        let mut rx = models.verdicts.subscribe();
+        let mut rx = models.verdicts.subscribe(true);
         let map = Arc::clone(&seen.0);
         tokio::spawn(async move {
             loop {
@@ -424,10 +425,10 @@ impl Seen {
                         .or_default()
                         .push((r.verdict, r.completion_reason)),
                     Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    Err(RecvError::Lagged(n)) => {
                         panic!("the verdict watcher fell {n} behind")
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    Err(RecvError::Closed) => return,
                 }
             }
         });

@@ -96,13 +96,13 @@ fn assertion_failure(
 /// without a span when there is no `match`.
 fn when_holds<'a>(w: &'a CAssertion, env: Env<'a>, matched: &[SpanIndex]) -> bool {
     if matched.is_empty() {
-        return env.assert(w, None).passed;
+        return env.holds(w, None);
     }
     let env = Env {
         selected: matched.len(),
         ..env
     };
-    matched.iter().any(|&s| env.assert(w, Some(s)).passed)
+    matched.iter().any(|&s| env.holds(w, Some(s)))
 }
 
 pub(crate) fn evaluate_model<'a>(index: usize, cm: &'a CModel, base: Env<'a>) -> ModelVerdict {
@@ -166,8 +166,8 @@ pub(crate) fn evaluate_model<'a>(index: usize, cm: &'a CModel, base: Env<'a>) ->
                 !spec.assertions.is_empty() && spec.assertions.iter().all(|a| a.count_only);
             if count_only {
                 for a in &spec.assertions {
-                    let o = env.assert(a, None);
-                    if !o.passed {
+                    if !env.holds(a, None) {
+                        let o = env.assert(a, None);
                         failures.push(assertion_failure(
                             &env,
                             &spec.label,
@@ -187,8 +187,8 @@ pub(crate) fn evaluate_model<'a>(index: usize, cm: &'a CModel, base: Env<'a>) ->
         }
         for a in &spec.assertions {
             if a.count_only {
-                let o = env.assert(a, None);
-                if !o.passed {
+                if !env.holds(a, None) {
+                    let o = env.assert(a, None);
                     failures.push(assertion_failure(
                         &env,
                         &spec.label,
@@ -202,12 +202,12 @@ pub(crate) fn evaluate_model<'a>(index: usize, cm: &'a CModel, base: Env<'a>) ->
             }
             let mut failed = 0usize;
             for &s in &spans {
-                let o = env.assert(a, Some(s));
-                if o.passed {
+                if env.holds(a, Some(s)) {
                     continue;
                 }
                 failed += 1;
                 if failed <= MAX_FAILURES_PER_CHECK {
+                    let o = env.assert(a, Some(s));
                     failures.push(assertion_failure(
                         &env,
                         &spec.label,

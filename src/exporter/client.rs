@@ -12,7 +12,7 @@
 //! of hyper-rustls, for both protocols: reqwest's own rustls feature would
 //! bring aws-lc-rs, and without it reqwest has no TLS.
 
-use std::io::{Read as _, Write};
+use std::io::Read as _;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,7 +114,7 @@ fn is_https(endpoint: &str) -> bool {
 /// A batch encoded, compressed and (for gRPC) framed once, for every attempt.
 pub enum Payload {
     Grpc(Bytes),
-    Http(Bytes),
+    Http { body: Bytes, gzipped: bool },
 }
 
 /// The OTLP trace export method.
@@ -233,10 +233,9 @@ impl Client {
         let body = LazyExportRequest { resource_spans }.encode_to_vec();
         match self {
             Client::Grpc { gzip, .. } => {
-                let (flag, message) = if *gzip {
-                    (1u8, gzip_fast(body))
-                } else {
-                    (0u8, body)
+                let (flag, message) = match gzip.then(|| gzip_fast(&body)).flatten() {
+                    Some(gz) => (1u8, gz),
+                    None => (0u8, body),
                 };
                 // gRPC message frame: compressed flag, big-endian length.
                 let mut framed = Vec::with_capacity(5 + message.len());
@@ -246,7 +245,14 @@ impl Client {
                 Payload::Grpc(Bytes::from(framed))
             }
             Client::Http { gzip, .. } => {
-                Payload::Http(Bytes::from(if *gzip { gzip_fast(body) } else { body }))
+                let (body, gzipped) = match gzip.then(|| gzip_fast(&body)).flatten() {
+                    Some(gz) => (gz, true),
+                    None => (body, false),
+                };
+                Payload::Http {
+                    body: Bytes::from(body),
+                    gzipped,
+                }
             }
         }
     }
@@ -276,19 +282,19 @@ impl Client {
                 Client::Http {
                     backend,
                     url,
-                    gzip,
                     headers,
                     auth,
                     timeout,
+                    ..
                 },
-                Payload::Http(body),
+                Payload::Http { body, gzipped },
             ) => {
                 let mut all = http::HeaderMap::with_capacity(headers.len() + 3);
                 all.insert(
                     http::header::CONTENT_TYPE,
                     http::HeaderValue::from_static("application/x-protobuf"),
                 );
-                if *gzip {
+                if *gzipped {
                     all.insert(
                         http::header::CONTENT_ENCODING,
                         http::HeaderValue::from_static("gzip"),
@@ -367,16 +373,42 @@ fn header_list(
 
 /// gzip at the fast level: OTLP's repeated keys and IDs compress nearly as
 /// well at level 1 as at level 6, for a fraction of the CPU.
-fn gzip_fast(body: Vec<u8>) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(body.len() / 4),
-        flate2::Compression::fast(),
-    );
-    // Writing into a Vec cannot fail.
-    match enc.write_all(&body).and_then(|()| enc.finish()) {
-        Ok(gz) => gz,
-        Err(_) => body,
+///
+/// The deflate state (a few hundred KiB of window and hash tables) is kept
+/// per thread and reset between bodies: allocating and zeroing it for every
+/// batch cost more than compressing a small one.
+///
+/// `None` if deflate failed, which it does not on a valid state: the body
+/// then goes uncompressed and says so.
+fn gzip_fast(body: &[u8]) -> Option<Vec<u8>> {
+    thread_local! {
+        static DEFLATE: std::cell::RefCell<flate2::Compress> =
+            std::cell::RefCell::new(flate2::Compress::new(flate2::Compression::fast(), false));
     }
+    // RFC 1952: magic, CM=deflate, no flags, no mtime, XFL=fastest, OS=unknown.
+    const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 4, 255];
+    let mut out = Vec::with_capacity(HEADER.len() + body.len() / 4 + 64);
+    out.extend_from_slice(&HEADER);
+    let deflated = DEFLATE.with(|d| {
+        let mut d = d.borrow_mut();
+        d.reset();
+        loop {
+            let consumed = d.total_in() as usize;
+            match d.compress_vec(&body[consumed..], &mut out, flate2::FlushCompress::Finish) {
+                Ok(flate2::Status::StreamEnd) => return true,
+                Ok(_) => out.reserve(out.capacity().max(4096)),
+                Err(_) => return false,
+            }
+        }
+    });
+    if !deflated {
+        return None;
+    }
+    let mut crc = flate2::Crc::new();
+    crc.update(&body);
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    out.extend_from_slice(&crc.amount().to_le_bytes());
+    Some(out)
 }
 
 /// One unary `TraceService/Export` call with a pre-framed message. A
@@ -584,6 +616,31 @@ fn http_url(endpoint: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The per-thread deflate state is reset between bodies: each one is a
+    /// whole gzip member of its own, whatever came before it on the thread,
+    /// and bodies that do not compress still fit.
+    #[test]
+    fn gzip_bodies_are_independent_members() {
+        let text = b"service.name=bank span=transfer ".repeat(200);
+        let mut noise = vec![0u8; 300_000];
+        let mut x: u32 = 1;
+        for b in &mut noise {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
+        for body in [&text[..], &noise[..], &[][..], &text[..]] {
+            let gz = gzip_fast(body).expect("deflate");
+            let mut back = Vec::new();
+            flate2::read::GzDecoder::new(&gz[..])
+                .read_to_end(&mut back)
+                .expect("a valid gzip member");
+            assert_eq!(back, body);
+        }
+        assert!(gzip_fast(&text).expect("deflate").len() < text.len() / 10);
+    }
 
     #[test]
     fn http_url_appends_the_traces_path() {

@@ -26,11 +26,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use super::alerts::{AlertEvent, AlertSender};
 use super::config::LinksConfig;
+use super::feed::VerdictFeed;
 use super::metrics::{Metrics, ModelLabels, SpecLabels};
 use super::registry::{LoadedModels, ModelRegistry};
 use super::store::{ResultStore, VerdictRecord};
@@ -121,7 +121,7 @@ pub struct Evaluator {
     metrics: Arc<Metrics>,
     links: LinksConfig,
     pending: HashMap<TraceId, Pending>,
-    verdicts: broadcast::Sender<Arc<VerdictRecord>>,
+    verdicts: VerdictFeed,
     alerts: Option<AlertSender>,
     /// Completed traces a test run waits for (`testrun`).
     tap: Option<Arc<crate::testrun::TraceWaiters>>,
@@ -139,7 +139,7 @@ impl Evaluator {
         store: Arc<ResultStore>,
         metrics: Arc<Metrics>,
         links: LinksConfig,
-        verdicts: broadcast::Sender<Arc<VerdictRecord>>,
+        verdicts: VerdictFeed,
         alerts: Option<AlertSender>,
     ) -> Self {
         Self {
@@ -294,8 +294,8 @@ impl Evaluator {
         // One URL for every verdict of the trace, made only if one is kept.
         let mut trace_url: Option<Option<Arc<str>>> = None;
         // Passes are counted, and recorded as a sample (ResultStore::
-        // admit_pass) or for a watcher; failures always.
-        let watching = self.verdicts.receiver_count() > 0;
+        // admit_pass) or for a watcher that asked for them; failures always.
+        let watching_passes = self.verdicts.wants(Verdict::Pass);
         let mut pass_admitted: Option<bool> = None;
         for (v, waited) in verdicts {
             let Some(counters) = models.counters.get(v.model) else {
@@ -307,7 +307,7 @@ impl Evaluator {
             }
             let keep = v.verdict == Verdict::Fail
                 || *pass_admitted.get_or_insert_with(|| self.store.admit_pass());
-            if !keep && !watching {
+            if !keep && !watching_passes {
                 continue;
             }
             let Some(model) = models.engine.models().get(v.model) else {
@@ -350,10 +350,8 @@ impl Evaluator {
                 completion_reason: completion.reason,
                 waited_for_late_spans: waited,
             });
-            // Nobody listening is fine; a lagging listener is told by the
-            // channel how much it missed.
-            if watching {
-                let _ = self.verdicts.send(Arc::clone(&record));
+            if self.verdicts.wants(record.verdict) {
+                self.verdicts.send(Arc::clone(&record));
             }
             if let (Some(alerts), Verdict::Fail) = (&self.alerts, record.verdict) {
                 let severity = model
@@ -876,7 +874,8 @@ spec:
             Arc::clone(&metrics),
         );
         assert!(report.errors.is_empty(), "{report:?}");
-        let (verdicts, mut watcher) = broadcast::channel(16);
+        let verdicts = VerdictFeed::new(16);
+        let mut watcher = verdicts.subscribe(true);
         let mut evaluator = Evaluator::new(
             Arc::new(registry),
             Arc::new(ResultStore::default()),

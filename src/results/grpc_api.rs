@@ -8,10 +8,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use prost::Message;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::feed::{RecvError, VerdictFeed};
 use super::registry::ModelRegistry;
 use super::store::VerdictRecord;
 use crate::engine::{Engine, EvalContext, Failure, Trace, Verdict};
@@ -45,7 +46,7 @@ const WATCH_BUFFER: usize = 1024;
 
 pub struct GrpcApi {
     pub registry: Arc<ModelRegistry>,
-    pub verdicts: broadcast::Sender<Arc<VerdictRecord>>,
+    pub verdicts: VerdictFeed,
 }
 
 fn kind(v: Verdict) -> pb::VerdictKind {
@@ -121,7 +122,7 @@ impl pb::verdict_service_server::VerdictService for Arc<GrpcApi> {
         if wanted.is_empty() {
             wanted = vec![Verdict::Pass, Verdict::Fail];
         }
-        let mut rx = self.verdicts.subscribe();
+        let mut rx = self.verdicts.subscribe(wanted.contains(&Verdict::Pass));
         let (tx, out) = mpsc::channel(WATCH_BUFFER);
         let registry = Arc::clone(&self.registry);
         tokio::spawn(async move {
@@ -129,11 +130,11 @@ impl pb::verdict_service_server::VerdictService for Arc<GrpcApi> {
             loop {
                 let record = match rx.recv().await {
                     Ok(r) => r,
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                    Err(RecvError::Lagged(n)) => {
                         missed += n;
                         continue;
                     }
-                    Err(broadcast::error::RecvError::Closed) => return,
+                    Err(RecvError::Closed) => return,
                 };
                 if !wanted.contains(&record.verdict)
                     || !(req.models.is_empty() || req.models.iter().any(|m| **m == *record.model))

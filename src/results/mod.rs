@@ -8,6 +8,7 @@ pub mod api;
 pub mod config;
 pub mod evaluator;
 pub mod exposition;
+pub mod feed;
 pub mod grpc_api;
 pub mod metrics;
 pub mod registry;
@@ -16,13 +17,12 @@ pub mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::broadcast;
-
 use self::config::LinksConfig;
 use self::evaluator::Evaluator;
 pub use self::evaluator::EvaluatorPool;
+use self::feed::VerdictFeed;
 use self::registry::{ModelRegistry, ModelSource, ReloadReport};
-use self::store::{ResultStore, VerdictRecord};
+use self::store::ResultStore;
 use crate::daemon::Stages;
 
 /// How often model files are checked for changes.
@@ -36,7 +36,7 @@ const VERDICT_CHANNEL: usize = 4096;
 pub struct ModelsStage {
     pub registry: Arc<ModelRegistry>,
     pub store: Arc<ResultStore>,
-    pub verdicts: broadcast::Sender<Arc<VerdictRecord>>,
+    pub verdicts: VerdictFeed,
     pub initial_load: ReloadReport,
     /// Completed traces that trace API waits and test runs wait for.
     pub waiters: Arc<crate::testrun::TraceWaiters>,
@@ -46,7 +46,7 @@ impl ModelsStage {
     /// Loads the models (bad files reported, the rest in force).
     pub fn load(sources: Vec<ModelSource>, stages_metrics: Arc<metrics::Metrics>) -> Self {
         let (registry, initial_load) = ModelRegistry::load(sources, stages_metrics);
-        let (verdicts, _) = broadcast::channel(VERDICT_CHANNEL);
+        let verdicts = VerdictFeed::new(VERDICT_CHANNEL);
         Self {
             registry: Arc::new(registry),
             store: Arc::new(ResultStore::default()),
