@@ -405,7 +405,7 @@ fn gzip_fast(body: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let mut crc = flate2::Crc::new();
-    crc.update(&body);
+    crc.update(body);
     out.extend_from_slice(&crc.sum().to_le_bytes());
     out.extend_from_slice(&crc.amount().to_le_bytes());
     Some(out)
