@@ -154,6 +154,7 @@ impl Sink {
             track_unique: config.track_unique,
             arrivals: AtomicU64::new(0),
             tally: Mutex::new(Tally::default()),
+            seen: seen_shards(),
         });
         let (stop, stopped) = watch::channel(false);
         let mut handle = SinkHandle {
@@ -314,8 +315,23 @@ impl Drop for SinkHandle {
 #[derive(Debug, Default)]
 struct Tally {
     stats: SinkStats,
-    spans_seen: HashSet<(u128, u64)>,
-    traces_seen: HashSet<u128>,
+}
+
+/// The IDs seen, split by trace ID over [`SEEN_SHARDS`] locks. One set of a
+/// hundred million IDs stalled every request for seconds each time it
+/// grew (a rehash under the lock), long enough for a sender's export
+/// timeout to fire and its retry to show up as duplicates that the sink
+/// itself had caused. Sharded, each rehash is a few hundred times smaller.
+#[derive(Debug, Default)]
+struct Seen {
+    spans: HashSet<(u128, u64), ahash::RandomState>,
+    traces: HashSet<u128, ahash::RandomState>,
+}
+
+const SEEN_SHARDS: usize = 256;
+
+fn seen_shards() -> Box<[Mutex<Seen>]> {
+    (0..SEEN_SHARDS).map(|_| Mutex::default()).collect()
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -329,6 +345,7 @@ struct SinkState {
     track_unique: bool,
     arrivals: AtomicU64,
     tally: Mutex<Tally>,
+    seen: Box<[Mutex<Seen>]>,
 }
 
 impl SinkState {
@@ -343,6 +360,9 @@ impl SinkState {
     fn reset(&self) {
         let mut tally = self.tally();
         *tally = Tally::default();
+        for shard in &*self.seen {
+            *shard.lock().unwrap_or_else(PoisonError::into_inner) = Seen::default();
+        }
         self.arrivals.store(0, Ordering::Relaxed);
     }
 
@@ -396,15 +416,15 @@ impl SinkState {
                 continue;
             }
             let trace_id = u128::from_be_bytes(trace_id);
-            if tally
-                .spans_seen
-                .insert((trace_id, u64::from_be_bytes(span_id)))
-            {
+            let mut seen = self.seen[trace_id as usize % SEEN_SHARDS]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if seen.spans.insert((trace_id, u64::from_be_bytes(span_id))) {
                 tally.stats.unique_spans += 1;
             } else {
                 tally.stats.duplicate_spans += 1;
             }
-            if tally.traces_seen.insert(trace_id) {
+            if seen.traces.insert(trace_id) {
                 tally.stats.unique_traces += 1;
             }
         }
