@@ -174,6 +174,27 @@ impl Assembler {
         Ok(())
     }
 
+    /// Holds the completion of these traces until `until`: the receivers
+    /// just refused some of their spans with "retry later", and without the
+    /// hold a trace whose root was taken would complete (`root_settle`)
+    /// before the retry, and the refused spans, perhaps the very ones a
+    /// model fails on, would come as a late fragment after its verdict.
+    /// Traces not buffered yet are held too: their first spans may be the
+    /// ones being retried. Each shard is locked once.
+    pub fn hold(&self, mut ids: Vec<TraceId>, now: Instant, until: Instant) {
+        ids.sort_unstable_by_key(|id| (self.shard_of(id), *id));
+        ids.dedup();
+        let mut iter = ids.into_iter().peekable();
+        while let Some(first) = iter.next() {
+            let idx = self.shard_of(&first);
+            let mut shard = self.shards[idx].lock();
+            shard.hold(first, now, until, self.recent_cap);
+            while let Some(next) = iter.next_if(|id| self.shard_of(id) == idx) {
+                shard.hold(next, now, until, self.recent_cap);
+            }
+        }
+    }
+
     fn want_eviction(&self) {
         if !self.evict_wanted.swap(true, Ordering::AcqRel) {
             self.wake.notify_one();
@@ -342,6 +363,9 @@ impl Assembler {
         self.bytes.fetch_sub(bytes, Ordering::Relaxed);
         for c in completed {
             self.metrics.completed(c.reason);
+            if c.late {
+                self.metrics.late_fragments.inc();
+            }
         }
         self.publish_gauges();
     }

@@ -71,6 +71,14 @@ pub(super) struct Shard {
     arrivals: VecDeque<(Instant, TraceId)>,
     recent: HashMap<TraceId, Instant, ahash::RandomState>,
     recent_order: VecDeque<(Instant, TraceId)>,
+    /// Traces some of whose spans were just refused with "retry later":
+    /// their completion waits until the time given (see
+    /// [`super::Assembler::hold`]), so the retried spans are judged with the
+    /// rest of their trace instead of as a late fragment after its verdict.
+    held: HashMap<TraceId, Instant, ahash::RandomState>,
+    /// Holds in the order given, for forgetting them; every hold lasts as
+    /// long, so this is also the order they run out in.
+    held_order: VecDeque<(Instant, TraceId)>,
 }
 
 /// What an insert changed, for the buffer's counters.
@@ -178,6 +186,10 @@ impl Shard {
                 continue;
             };
             let (due, reason) = t.due(config);
+            let due = match self.held.get(&id) {
+                Some(&until) if until > due => until,
+                _ => due,
+            };
             if due > now {
                 if due != at {
                     self.deadlines.push(Reverse((due, id)));
@@ -189,6 +201,34 @@ impl Shard {
             }
         }
         self.prune_recent(now, config, recent_cap);
+        self.prune_held(now, recent_cap);
+    }
+
+    /// Holds the completion of a trace, buffered or not yet, until `until`.
+    /// At most `cap` holds are kept; beyond, the oldest are forgotten (the
+    /// trace then completes as it would have, and a retried span comes late).
+    pub fn hold(&mut self, id: TraceId, now: Instant, until: Instant, cap: usize) {
+        let at = self.held.entry(id).or_insert(until);
+        *at = (*at).max(until);
+        self.held_order.push_back((until, id));
+        self.prune_held(now, cap);
+    }
+
+    #[cfg(test)]
+    pub fn held_len(&self) -> usize {
+        self.held.len()
+    }
+
+    fn prune_held(&mut self, now: Instant, cap: usize) {
+        while let Some(&(until, id)) = self.held_order.front() {
+            if until > now && self.held_order.len() <= cap {
+                break;
+            }
+            self.held_order.pop_front();
+            if self.held.get(&id) == Some(&until) {
+                self.held.remove(&id);
+            }
+        }
     }
 
     /// First-seen time of the oldest buffered trace, dropping stale entries.

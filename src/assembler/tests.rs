@@ -104,6 +104,8 @@ async fn late_spans_are_counted_and_handed_on_as_a_fragment() {
     assert!(done[0].late);
     assert_eq!(done[0].spans.len(), 2);
     assert_eq!(metrics.late_spans.get(), 2);
+    // The trace, then its late fragment: two completions, one of them late.
+    assert_eq!(metrics.late_fragments.get(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -331,4 +333,70 @@ fn parallel_consumers_see_every_trace_once_and_fragments_where_their_trace_went(
         let want = if id % 7 == 0 { 2 } else { 1 };
         assert_eq!(holders, vec![want], "trace {id}");
     }
+}
+
+/// Spans refused with "retry later" hold their trace: a trace whose root
+/// was taken does not complete at `root_settle` while the rest of it is
+/// being retried, and the retried spans are judged with it, not late.
+#[tokio::test(start_paused = true)]
+async fn a_held_trace_waits_for_its_retried_spans() {
+    let a = assembler(config());
+    let t0 = Instant::now();
+    a.insert(vec![span(1, 1, true)], t0);
+    // The request with its child was refused; the sender retries after 1 s.
+    a.hold(vec![TraceId([1; 16])], t0, t0 + Duration::from_secs(2));
+    assert!(a.poll_completed(t0 + Duration::from_secs(1)).is_empty());
+    a.insert(vec![span(1, 2, false)], t0 + Duration::from_millis(1100));
+    assert!(a
+        .poll_completed(t0 + Duration::from_millis(1900))
+        .is_empty());
+    let done = a.poll_completed(t0 + Duration::from_secs(2));
+    assert_eq!(done.len(), 1);
+    assert!(!done[0].late);
+    assert_eq!(done[0].spans.len(), 2);
+    assert_eq!(done[0].reason, CompletionReason::root);
+    // The verdict delay counts from the end of the hold.
+    assert_eq!(done[0].due, t0 + Duration::from_secs(2));
+}
+
+/// A trace none of whose spans were buffered yet is held too (its first
+/// spans may be the refused ones); holds run out, and are bounded.
+#[tokio::test(start_paused = true)]
+async fn holds_apply_to_traces_not_yet_seen_and_run_out() {
+    let a = assembler(config());
+    let t0 = Instant::now();
+    a.hold(
+        vec![TraceId([2; 16]), TraceId([2; 16])],
+        t0,
+        t0 + Duration::from_secs(2),
+    );
+    a.insert(vec![span(2, 1, true)], t0 + Duration::from_millis(100));
+    assert!(a
+        .poll_completed(t0 + Duration::from_millis(1500))
+        .is_empty());
+    assert_eq!(a.poll_completed(t0 + Duration::from_secs(2)).len(), 1);
+
+    // Long after the hold ran out, a new trace completes on its own terms.
+    let t1 = t0 + Duration::from_secs(10);
+    a.hold(vec![TraceId([3; 16])], t1, t1 + Duration::from_secs(2));
+    assert!(a.poll_completed(t1 + Duration::from_secs(3)).is_empty());
+    a.insert(vec![span(3, 1, true)], t1 + Duration::from_secs(3));
+    let done = a.poll_completed(t1 + Duration::from_millis(3500));
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].due, t1 + Duration::from_millis(3500));
+}
+
+#[test]
+fn holds_are_bounded_per_shard() {
+    let mut shard = super::shard::Shard::default();
+    let t0 = std::time::Instant::now();
+    for i in 0..100u8 {
+        shard.hold(
+            TraceId([i; 16]),
+            t0.into(),
+            (t0 + Duration::from_secs(2)).into(),
+            10,
+        );
+    }
+    assert_eq!(shard.held_len(), 10);
 }

@@ -31,6 +31,11 @@ use crate::results::metrics::{RefuseReason, RefusedLabels, Transport, TransportL
 /// How long senders are asked to wait before retrying an overload refusal.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// How long the traces of a request refused with [`RETRY_AFTER`] wait for
+/// its retry before they may complete: twice the delay asked for, as SDKs
+/// add jitter and a retry may itself be refused once (which holds again).
+pub const RETRY_HOLD: Duration = Duration::from_secs(2);
+
 /// A request taken, possibly in part (OTLP partial success).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Accepted {
@@ -117,6 +122,7 @@ impl Ingest {
                     AdmitError::Full { .. } => RefuseReason::buffer_full,
                     AdmitError::Memory { .. } => RefuseReason::memory_limit,
                 };
+                self.hold_for_retry(&walked.spans);
                 return refuse(
                     reason,
                     IngestError::Overloaded {
@@ -128,6 +134,7 @@ impl Ingest {
             }
         }
         let overloaded = |reason: RefuseReason, e: QueueError| {
+            self.hold_for_retry(&walked.spans);
             refuse(
                 reason,
                 IngestError::Overloaded {
@@ -180,6 +187,17 @@ impl Ingest {
             rejected_spans: walked.rejected,
             message,
         })
+    }
+
+    /// The request is refused with "retry after [`RETRY_AFTER`]": its
+    /// traces wait for the retry instead of completing without it.
+    fn hold_for_retry(&self, spans: &[crate::otlp::KeyedSpan]) {
+        let now = Instant::now();
+        self.assembler.hold(
+            spans.iter().map(|s| s.trace_id).collect(),
+            now,
+            now + RETRY_HOLD,
+        );
     }
 
     fn count_rejected(&self, transport: Transport, by: &Rejections) {

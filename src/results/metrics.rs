@@ -163,6 +163,7 @@ pub struct Metrics {
     pub buffer_truncated_spans: Family<TruncateLabels, Counter>,
     pub traces_completed: Family<ReasonLabels, Counter>,
     pub late_spans: Counter,
+    pub late_fragments: Counter,
     pub exporter_sent_spans: Family<ExporterLabels, Counter>,
     pub exporter_failed_spans: Family<ExporterLabels, Counter>,
     pub exporter_retries: Family<ExporterLabels, Counter>,
@@ -203,6 +204,7 @@ impl Metrics {
             buffer_truncated_spans: Family::default(),
             traces_completed: Family::default(),
             late_spans: Counter::default(),
+            late_fragments: Counter::default(),
             exporter_sent_spans: Family::default(),
             exporter_failed_spans: Family::default(),
             exporter_retries: Family::default(),
@@ -291,6 +293,11 @@ impl Metrics {
             "tracecheck_late_spans",
             "Spans that arrived after their trace was completed",
             m.late_spans.clone(),
+        );
+        r.register(
+            "tracecheck_late_fragments",
+            "Completions of late spans of an already completed trace (each also counted in tracecheck_traces_completed_total, by its condition)",
+            m.late_fragments.clone(),
         );
         r.register(
             "tracecheck_exporter_sent_spans",
