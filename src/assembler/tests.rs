@@ -400,3 +400,48 @@ fn holds_are_bounded_per_shard() {
     }
     assert_eq!(shard.held_len(), 10);
 }
+
+/// Traces that complete on their own (no eviction) leave nothing behind in
+/// the shard's arrival queue: it stays proportional to what is buffered,
+/// not to every trace ever seen. One long trace at the front does not keep
+/// the completed ones behind it.
+#[test]
+fn completed_traces_leave_no_arrivals_behind() {
+    let config = AssemblerConfig {
+        max_traces: 1_000_000,
+        max_spans: 1_000_000,
+        ..config()
+    };
+    let mut shard = super::shard::Shard::default();
+    let t0: Instant = std::time::Instant::now().into();
+    let mut delta = super::shard::InsertDelta::default();
+    let mut out = Vec::new();
+    // A long-lived trace first: it stays buffered throughout.
+    let long = span(255, 1, false);
+    shard.insert(long.trace_id, false, long.span, t0, &config, &mut delta);
+    for round in 0..100u32 {
+        let now = t0 + Duration::from_millis(10 * u64::from(round));
+        for i in 0..100u32 {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&round.to_be_bytes());
+            id[4..8].copy_from_slice(&i.to_be_bytes());
+            let s = span(1, 1, true);
+            shard.insert(TraceId(id), true, s.span, now, &config, &mut delta);
+        }
+        shard.expire(now + Duration::from_millis(600), &config, 1000, &mut out);
+        shard.insert(
+            TraceId([255; 16]),
+            false,
+            span(255, 2, false).span,
+            now,
+            &config,
+            &mut delta,
+        );
+    }
+    assert_eq!(out.len(), 10_000, "every short trace completed by its root");
+    assert!(
+        shard.arrivals_len() <= 2 * 1 + 1024 + 100,
+        "{} arrivals kept for 1 buffered trace",
+        shard.arrivals_len()
+    );
+}
