@@ -204,9 +204,14 @@ fn init_logging() {
     // Quiet by default: tracecheck's own start/stop lines and every warning.
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("warn,tracecheck=info"));
+    // Colours only on a terminal: escape codes in a file or a log
+    // collector's input make the lines hard to read and to grep.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }
 

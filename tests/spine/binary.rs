@@ -127,34 +127,20 @@ impl Drop for Served {
     }
 }
 
-/// The value of `key=N` in the log line containing `message`, ANSI colours
-/// or not.
+/// The value of `key=N` in the log line containing `message`. The log goes
+/// to a pipe here, so it must be plain text: no ANSI colour codes.
 pub(crate) fn logged_field(stderr: &str, message: &str, key: &str) -> Option<u64> {
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in a log written to a pipe:\n{stderr}"
+    );
     let line = stderr.lines().find(|l| l.contains(message))?;
-    let plain: String = strip_ansi(line);
-    let at = plain.find(&format!("{key}="))? + key.len() + 1;
-    let digits: String = plain[at..]
+    let at = line.find(&format!("{key}="))? + key.len() + 1;
+    let digits: String = line[at..]
         .chars()
         .take_while(char::is_ascii_digit)
         .collect();
     digits.parse().ok()
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 pub(crate) fn write_config(dir: &Path, name: &str, text: &str) -> String {
