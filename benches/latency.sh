@@ -29,18 +29,15 @@ RATES=("$@")
 . "$ROOT/benches/lib.sh"
 read -r SINK_GRPC SINK_STATS GRPC HTTP ADMIN <<<"$(free_ports 5)"
 
-"$TRACECHECK" bench sink --grpc "127.0.0.1:$SINK_GRPC" --stats "127.0.0.1:$SINK_STATS" >"$TMP/sink.log" 2>&1 &
-PIDS+=($!)
-wait_http "http://127.0.0.1:$SINK_STATS/stats"
-mkdir -p "$TMP/models"
-[ "$MODELS" -eq 0 ] || "$TRACECHECK" bench models --count "$MODELS" >"$TMP/models/models.yaml"
+start_sink "$SINK_GRPC" "$SINK_STATS"
+MODELS_DIR="$(models_dir "$MODELS")"
 cat >"$TMP/config.yaml" <<EOF
 receivers:
   otlp:
     grpc: { endpoint: "127.0.0.1:$GRPC" }
     http: { endpoint: "127.0.0.1:$HTTP" }
 models:
-  paths: [$TMP/models]
+  paths: [$MODELS_DIR]
 exporters:
   otlp: { endpoint: "http://127.0.0.1:$SINK_GRPC", protocol: grpc }
 admin:

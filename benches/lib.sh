@@ -74,3 +74,18 @@ PY
 
 # cpu_ticks PID: utime + stime of the process, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# start_sink GRPC_PORT STATS_PORT: the counting sink, cleaned up on exit;
+# returns once it answers.
+start_sink() {
+    "$TRACECHECK" bench sink --grpc "127.0.0.1:$1" --stats "127.0.0.1:$2" >"$TMP/sink.log" 2>&1 &
+    PIDS+=($!)
+    wait_http "http://127.0.0.1:$2/stats"
+}
+
+# models_dir N: a directory holding N generated models (none for 0), on stdout.
+models_dir() {
+    mkdir -p "$TMP/models"
+    [ "$1" -eq 0 ] || "$TRACECHECK" bench models --count "$1" >"$TMP/models/models.yaml"
+    echo "$TMP/models"
+}
