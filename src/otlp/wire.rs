@@ -37,7 +37,21 @@ impl<'a> Reader<'a> {
         self.buf.is_empty()
     }
 
+    #[inline]
     pub(crate) fn varint(&mut self) -> Result<u64, Malformed> {
+        // Most varints on the wire are one byte (field keys, short
+        // lengths, small enums): take those inline, the rest out of line.
+        if let Some((&b, rest)) = self.buf.split_first() {
+            if b < 0x80 {
+                self.buf = rest;
+                return Ok(u64::from(b));
+            }
+        }
+        self.varint_long()
+    }
+
+    #[inline(never)]
+    fn varint_long(&mut self) -> Result<u64, Malformed> {
         let mut value: u64 = 0;
         for i in 0..10 {
             let Some((&b, rest)) = self.buf.split_first() else {
@@ -57,6 +71,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A field key: (field number, wire type).
+    #[inline]
     pub(crate) fn key(&mut self) -> Result<(u32, u8), Malformed> {
         let key = self.varint()?;
         if key > u64::from(u32::MAX) {
