@@ -79,7 +79,7 @@ impl<'a> Env<'a> {
             v = self
                 .names
                 .get(global as usize)
-                .and_then(|n| self.trace.keys.get(&**n).copied())
+                .and_then(|n| self.trace.keys.get(n))
                 .unwrap_or(ABSENT);
             slot.set(v);
         }
@@ -158,9 +158,7 @@ impl<'a> Env<'a> {
             CExpr::Var(name) => self
                 .var(name)
                 .ok_or_else(|| EvalError::Missing(format!("variable {name} is not defined"))),
-            CExpr::Interp(parts) => {
-                Ok(Cow::Owned(Value::Str(Arc::from(self.render(parts, span)?))))
-            }
+            CExpr::Interp(parts) => Ok(Cow::Owned(Value::Str(self.render(parts, span)?.into()))),
             CExpr::Binary(op, l, r) => {
                 let l = self.eval(l, span)?;
                 let r = self.eval(r, span)?;
@@ -312,14 +310,18 @@ impl<'a> Env<'a> {
     }
 
     fn candidates(&self, step: &'a CStep) -> Vec<SpanIndex> {
-        let iter: Box<dyn Iterator<Item = SpanIndex>> = match &step.name_eq {
-            Some(name) => match self.trace.by_name.get(&**name) {
-                Some(v) => Box::new(v.iter().copied()),
-                None => return Vec::new(),
-            },
-            None => Box::new(0..self.trace.spans.len() as SpanIndex),
-        };
-        iter.filter(|i| self.step_matches(step, *i)).collect()
+        match &step.name_eq {
+            Some(name) => self
+                .trace
+                .spans_named(name)
+                .iter()
+                .copied()
+                .filter(|&i| self.step_matches(step, i))
+                .collect(),
+            None => (0..self.trace.spans.len() as SpanIndex)
+                .filter(|&i| self.step_matches(step, i))
+                .collect(),
+        }
     }
 
     fn select_path(&self, p: &'a CPath) -> Vec<SpanIndex> {
@@ -370,10 +372,7 @@ impl<'a> Env<'a> {
                         .into_iter()
                         .filter(|&c| {
                             let Some(p) = parent(c) else { return false };
-                            self.trace
-                                .children
-                                .get(p as usize)
-                                .is_some_and(|sibs| sibs.iter().any(|&s| s != c && is_prev(s)))
+                            self.trace.children(p).iter().any(|&s| s != c && is_prev(s))
                         })
                         .collect(),
                 }

@@ -339,7 +339,7 @@ impl Engine {
         };
         let mut woken: Vec<usize> = self.unindexed.clone();
         for name in trace.by_name.keys() {
-            if let Some(models) = self.dispatch.get(name) {
+            if let Some(models) = self.dispatch.get(name.as_str()) {
                 woken.extend_from_slice(models);
             }
         }

@@ -1,6 +1,12 @@
 //! A trace indexed once for evaluation: spans in start-time order, by id, by
-//! name, with parent and children links, and attribute keys interned per
-//! trace.
+//! name, with parent and children links, and attribute keys as ids (the
+//! engine's own, for a trace built for an engine; interned per trace
+//! otherwise).
+//!
+//! Building one is on the daemon's per-trace path, so it allocates per
+//! trace, not per span where it can help it: attribute values of a trace
+//! share one vector, short strings are inline ([`SmolStr`]), and the key
+//! table of a trace built for an engine is the engine's, shared.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -11,6 +17,8 @@ use std::collections::HashMap;
 pub(crate) type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use smol_str::SmolStr;
 
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -201,7 +209,7 @@ impl SpanType {
 /// A span event.
 #[derive(Debug, Clone)]
 pub(crate) struct EventData {
-    name: Arc<str>,
+    name: SmolStr,
     time: u64,
     attrs: Vec<(Arc<str>, Value)>,
 }
@@ -213,7 +221,7 @@ pub(crate) struct SpanData {
     pub parent_id: SpanId,
     /// Index of the parent span, when it is in the trace.
     pub parent: Option<SpanIndex>,
-    pub name: Arc<str>,
+    pub name: SmolStr,
     /// `name` as a value, so reading it never allocates.
     pub name_value: Value,
     pub kind: SpanKind,
@@ -222,8 +230,9 @@ pub(crate) struct SpanData {
     pub span_type: SpanType,
     pub start: u64,
     pub end: u64,
-    /// Sorted by key id.
-    pub attrs: Vec<(KeyId, Value)>,
+    /// Where its attributes are in [`Trace::attrs`]: `start..end`, sorted
+    /// by key id.
+    pub attrs: (u32, u32),
     pub events: Vec<EventData>,
     pub resource: u32,
 }
@@ -233,13 +242,70 @@ pub(crate) struct SpanData {
 pub struct Trace {
     trace_id: TraceId,
     pub(crate) spans: Vec<SpanData>,
+    /// The span attributes of every span, each span's a run of them
+    /// ([`SpanData::attrs`]).
+    attrs: Vec<(KeyId, Value)>,
     /// Resource attributes, sorted by key id.
     pub(crate) resources: Vec<Vec<(KeyId, Value)>>,
-    pub(crate) keys: FastMap<Arc<str>, KeyId>,
+    pub(crate) keys: KeyTable,
     by_id: FastMap<SpanId, SpanIndex>,
-    pub(crate) by_name: FastMap<Arc<str>, Vec<SpanIndex>>,
-    pub(crate) children: Vec<Vec<SpanIndex>>,
+    /// Each span name's run of `named`.
+    pub(crate) by_name: FastMap<SmolStr, (u32, u32)>,
+    /// Span indexes grouped by name, each group in start-time order.
+    named: Vec<SpanIndex>,
+    /// Only the sibling combinator reads them: built on first use.
+    children: OnceLock<Vec<Vec<SpanIndex>>>,
     service_key: Option<KeyId>,
+}
+
+/// A trace's attribute key ids by name.
+#[derive(Debug, Clone)]
+pub(crate) enum KeyTable {
+    /// The key ids of the engine the trace was built for (every key the
+    /// builder kept is in it): nothing interned per trace.
+    Shared(Arc<KeySet>),
+    /// Interned per trace, for a trace built with every attribute.
+    Own(FastMap<Arc<str>, KeyId>),
+}
+
+impl Default for KeyTable {
+    fn default() -> Self {
+        KeyTable::Own(FastMap::default())
+    }
+}
+
+impl KeyTable {
+    pub(crate) fn get(&self, name: &str) -> Option<KeyId> {
+        match self {
+            KeyTable::Shared(set) => set.id(name),
+            KeyTable::Own(map) => map.get(name).copied(),
+        }
+    }
+
+    /// Every key with its id.
+    #[cfg(test)]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Arc<str>, KeyId)> {
+        let map = match self {
+            KeyTable::Shared(set) => &set.0,
+            KeyTable::Own(map) => map,
+        };
+        map.iter().map(|(k, id)| (k, *id))
+    }
+
+    /// The id of `name`, added if new (a shared table is copied first).
+    fn intern(&mut self, name: &str) -> KeyId {
+        if let Some(id) = self.get(name) {
+            return id;
+        }
+        if let KeyTable::Shared(set) = self {
+            *self = KeyTable::Own(set.0.clone());
+        }
+        match self {
+            KeyTable::Own(map) => intern(map, name),
+            // Made `Own` just above.
+            KeyTable::Shared(_) => KeyId::MAX,
+        }
+    }
 }
 
 /// A span's identity, for reports.
@@ -301,7 +367,32 @@ impl Trace {
 
     /// Indexes of the spans with this name, in start-time order.
     pub fn spans_named(&self, name: &str) -> &[SpanIndex] {
-        self.by_name.get(name).map_or(&[], Vec::as_slice)
+        self.by_name
+            .get(name)
+            .and_then(|&(start, end)| self.named.get(start as usize..end as usize))
+            .unwrap_or(&[])
+    }
+
+    /// The spans whose parent is the span at `index`, in start-time order.
+    pub(crate) fn children(&self, index: SpanIndex) -> &[SpanIndex] {
+        let children = self.children.get_or_init(|| {
+            let mut children = vec![Vec::new(); self.spans.len()];
+            for (i, s) in self.spans.iter().enumerate() {
+                if let Some(c) = s.parent.and_then(|p| children.get_mut(p as usize)) {
+                    c.push(i as SpanIndex);
+                }
+            }
+            children
+        });
+        children.get(index as usize).map_or(&[], Vec::as_slice)
+    }
+
+    /// The attributes of the span at `index`, sorted by key id.
+    pub(crate) fn span_attrs(&self, index: SpanIndex) -> &[(KeyId, Value)] {
+        self.spans
+            .get(index as usize)
+            .and_then(|s| self.attrs.get(s.attrs.0 as usize..s.attrs.1 as usize))
+            .unwrap_or(&[])
     }
 
     /// Whether a span of this name is in the trace.
@@ -322,7 +413,7 @@ impl Trace {
     /// An attribute of a span, looked up by name (for callers outside the
     /// engine; compiled models use interned keys).
     pub fn attribute(&self, index: SpanIndex, name: &str) -> Option<Value> {
-        let key = self.keys.get(name).copied();
+        let key = self.keys.get(name);
         self.lookup(index, key).cloned()
     }
 
@@ -337,8 +428,9 @@ impl Trace {
     pub(crate) fn lookup(&self, index: SpanIndex, key: Option<KeyId>) -> Option<&Value> {
         let key = key?;
         let s = self.spans.get(index as usize)?;
-        if let Ok(i) = s.attrs.binary_search_by_key(&key, |(k, _)| *k) {
-            return s.attrs.get(i).map(|(_, v)| v);
+        let attrs = self.span_attrs(index);
+        if let Ok(i) = attrs.binary_search_by_key(&key, |(k, _)| *k) {
+            return attrs.get(i).map(|(_, v)| v);
         }
         let res = self.resources.get(s.resource as usize)?;
         let i = res.binary_search_by_key(&key, |(k, _)| *k).ok()?;
@@ -380,13 +472,16 @@ impl Trace {
             Some(d) => start.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
             None => self.spans.iter().map(|s| s.end).max().unwrap_or(start),
         };
-        let mut attrs = Vec::new();
+        let start_attr = self.attrs.len();
         for (k, v) in response.attributes() {
-            let id = intern(&mut self.keys, k);
-            attrs.push((id, v));
+            let id = self.keys.intern(k);
+            self.attrs.push((id, v));
         }
-        attrs.sort_by_key(|(k, _)| *k);
-        let name: Arc<str> = Arc::from(TRIGGER_SPAN_NAME);
+        if let Some(a) = self.attrs.get_mut(start_attr..) {
+            a.sort_by_key(|(k, _)| *k);
+        }
+        let attrs = (start_attr as u32, self.attrs.len() as u32);
+        let name = SmolStr::new_static(TRIGGER_SPAN_NAME);
         self.resources.push(Vec::new());
         let trigger = SpanData {
             id: SpanId::INVALID,
@@ -416,22 +511,39 @@ impl Trace {
     }
 
     fn reindex(&mut self) {
-        self.by_name.clear();
         self.by_id.clear();
-        self.children = vec![Vec::new(); self.spans.len()];
+        self.children = OnceLock::new();
         for (i, s) in self.spans.iter().enumerate() {
             if s.id.is_valid() {
                 self.by_id.insert(s.id, i as SpanIndex);
             }
-            self.by_name
-                .entry(s.name.clone())
-                .or_default()
-                .push(i as SpanIndex);
-            if let Some(p) = s.parent {
-                if let Some(c) = self.children.get_mut(p as usize) {
-                    c.push(i as SpanIndex);
-                }
+        }
+        self.index_names();
+    }
+
+    /// `by_name` and `named`: one vector of span indexes grouped by name
+    /// (a stable sort keeps each group in start-time order), not one per
+    /// name.
+    fn index_names(&mut self) {
+        let spans = &self.spans;
+        self.named.clear();
+        self.named.extend(0..spans.len() as SpanIndex);
+        let name = |i: &SpanIndex| spans.get(*i as usize).map_or("", |s| s.name.as_str());
+        self.named.sort_by(|a, b| name(a).cmp(name(b)));
+        self.by_name.clear();
+        let mut start = 0;
+        while let Some(first) = self.named.get(start) {
+            let n = name(first);
+            let len = self
+                .named
+                .get(start..)
+                .map_or(0, |rest| rest.iter().take_while(|i| name(i) == n).count());
+            let end = start + len.max(1);
+            if let Some(s) = spans.get(*first as usize) {
+                self.by_name
+                    .insert(s.name.clone(), (start as u32, end as u32));
             }
+            start = end;
         }
     }
 }
@@ -445,20 +557,33 @@ fn intern(keys: &mut FastMap<Arc<str>, KeyId>, k: &str) -> KeyId {
     id
 }
 
-/// The attribute keys an evaluation can read: those its compiled models
-/// name, the ones the span type is derived from, and `service.name`. A trace
-/// built for that evaluation need not decode any other attribute.
+/// The attribute keys an evaluation can read, with their ids: those its
+/// compiled models name (with the engine's ids, so a trace built for the
+/// engine needs no key table of its own), the ones the span type is derived
+/// from, and `service.name`. A trace built for that evaluation need not
+/// decode any other attribute.
 #[derive(Debug, Default)]
-pub struct KeySet(FastMap<Arc<str>, ()>);
+pub struct KeySet(FastMap<Arc<str>, KeyId>);
 
 impl KeySet {
+    /// `names` in id order: the `i`th gets id `i`.
     pub(crate) fn new<'a>(names: impl IntoIterator<Item = &'a Arc<str>>) -> KeySet {
-        let mut set: FastMap<Arc<str>, ()> =
-            names.into_iter().map(|n| (Arc::clone(n), ())).collect();
+        let mut set: FastMap<Arc<str>, KeyId> = FastMap::default();
+        for n in names {
+            let next = set.len() as KeyId;
+            set.entry(Arc::clone(n)).or_insert(next);
+        }
         for k in SpanType::KEYS.into_iter().chain(["service.name"]) {
-            set.insert(Arc::from(k), ());
+            if !set.contains_key(k) {
+                let next = set.len() as KeyId;
+                set.insert(Arc::from(k), next);
+            }
         }
         KeySet(set)
+    }
+
+    fn id(&self, key: &str) -> Option<KeyId> {
+        self.0.get(key).copied()
     }
 
     fn contains(&self, key: &str) -> bool {
@@ -472,6 +597,7 @@ impl KeySet {
 pub struct TraceBuilder {
     trace_id: TraceId,
     spans: Vec<SpanData>,
+    attrs: Vec<(KeyId, Value)>,
     resources: Vec<Vec<(KeyId, Value)>>,
     /// The last resource seen, so that the spans of one `ResourceSpans`
     /// share one copy of its attributes.
@@ -479,7 +605,7 @@ pub struct TraceBuilder {
     /// The same for [`TraceBuilder::add_encoded`]: where the last resource's
     /// bytes were.
     last_encoded_resource: Option<((usize, usize), u32)>,
-    keys: FastMap<Arc<str>, KeyId>,
+    keys: KeyTable,
     /// [`TraceBuilder::add_encoded`] decodes only these attributes.
     keep: Option<Arc<KeySet>>,
 }
@@ -489,10 +615,11 @@ impl TraceBuilder {
         TraceBuilder {
             trace_id,
             spans: Vec::new(),
+            attrs: Vec::new(),
             resources: Vec::new(),
             last_resource: None,
             last_encoded_resource: None,
-            keys: FastMap::default(),
+            keys: KeyTable::default(),
             keep: None,
         }
     }
@@ -504,33 +631,36 @@ impl TraceBuilder {
     /// will read. Most of a span's attributes are usually in no model.
     pub fn keeping(trace_id: TraceId, keep: Arc<KeySet>) -> TraceBuilder {
         TraceBuilder {
+            keys: KeyTable::Shared(Arc::clone(&keep)),
             keep: Some(keep),
             ..TraceBuilder::new(trace_id)
         }
     }
 
-    /// An encoded `KeyValue`, unless the builder keeps only some keys and
-    /// this is not one of them (then its value is not decoded at all).
-    fn kept_key_value<'b>(&self, buf: &'b [u8]) -> Result<Option<(&'b str, Value)>, Malformed> {
+    /// An encoded `KeyValue` with its key's id, unless the builder keeps
+    /// only some keys and this is not one of them (then its value is not
+    /// decoded at all).
+    fn kept_key_value(&mut self, buf: &[u8]) -> Result<Option<(KeyId, Value)>, Malformed> {
         let (key, value) = key_value_parts(buf, 0)?;
-        if self.keep.as_ref().is_some_and(|k| !k.contains(key)) {
-            return Ok(None);
-        }
-        Ok(Some((key, encoded_value_or_empty(value, 0)?)))
+        let id = match &self.keep {
+            Some(keep) => match keep.id(key) {
+                Some(id) => id,
+                None => return Ok(None),
+            },
+            None => self.keys.intern(key),
+        };
+        Ok(Some((id, encoded_value_or_empty(value, 0)?)))
     }
 
     /// Adds one span with its resource.
     pub fn add_span(&mut self, resource: Option<&Resource>, span: &Span) {
         let res_idx = self.resource_index(resource);
-        let mut attrs: Vec<(KeyId, Value)> = Vec::with_capacity(span.attributes.len());
+        let start_attr = self.attrs.len();
         for kv in &span.attributes {
-            let id = intern(&mut self.keys, &kv.key);
-            attrs.push((id, any_to_value(kv.value.as_ref())));
+            let id = self.keys.intern(&kv.key);
+            self.attrs.push((id, any_to_value(kv.value.as_ref())));
         }
-        // Keep the last of duplicate keys, as OTLP receivers do.
-        attrs.reverse();
-        attrs.sort_by_key(|(k, _)| *k);
-        attrs.dedup_by_key(|(k, _)| *k);
+        let attrs = self.seal_attrs(start_attr);
         let span_type = SpanType::derive(|name| span.attributes.iter().any(|kv| kv.key == name));
         debug_assert!(self.keep.is_none(), "add_span decodes every attribute");
         let (status, status_message) = match &span.status {
@@ -544,7 +674,7 @@ impl TraceBuilder {
             ),
             None => (StatusCode::Unset, Value::str("")),
         };
-        let name: Arc<str> = Arc::from(span.name.as_str());
+        let name = SmolStr::new(&span.name);
         self.spans.push(SpanData {
             id: SpanId::from_slice(&span.span_id).unwrap_or(SpanId::INVALID),
             parent_id: SpanId::from_slice(&span.parent_span_id).unwrap_or(SpanId::INVALID),
@@ -562,7 +692,7 @@ impl TraceBuilder {
                 .events
                 .iter()
                 .map(|e| EventData {
-                    name: Arc::from(e.name.as_str()),
+                    name: SmolStr::new(&e.name),
                     time: e.time_unix_nano,
                     attrs: kv_list(&e.attributes),
                 })
@@ -582,7 +712,7 @@ impl TraceBuilder {
         let (mut id, mut parent_id) = (SpanId::INVALID, SpanId::INVALID);
         let (mut name, mut kind, mut start, mut end) = ("", 0i32, 0u64, 0u64);
         let (mut status, mut status_message) = (StatusCode::Unset, "");
-        let mut attrs: Vec<(KeyId, Value)> = Vec::new();
+        let start_attr = self.attrs.len();
         let mut events = Vec::new();
         while !r.is_empty() {
             let (field, wire) = r.key()?;
@@ -615,8 +745,8 @@ impl TraceBuilder {
                 }
                 9 => {
                     expect(wire, LEN)?;
-                    if let Some((k, v)) = self.kept_key_value(r.len_delimited()?)? {
-                        attrs.push((intern(&mut self.keys, k), v));
+                    if let Some(kv) = self.kept_key_value(r.len_delimited()?)? {
+                        self.attrs.push(kv);
                     }
                 }
                 11 => {
@@ -655,16 +785,17 @@ impl TraceBuilder {
                 _ => r.skip(field, wire, 0)?,
             }
         }
-        // Keep the last of duplicate keys, as OTLP receivers do.
-        attrs.reverse();
-        attrs.sort_by_key(|(k, _)| *k);
-        attrs.dedup_by_key(|(k, _)| *k);
+        let attrs = self.seal_attrs(start_attr);
+        let own = self
+            .attrs
+            .get(attrs.0 as usize..attrs.1 as usize)
+            .unwrap_or(&[]);
         let span_type = SpanType::derive(|key| {
             self.keys
                 .get(key)
-                .is_some_and(|id| attrs.binary_search_by_key(id, |(k, _)| *k).is_ok())
+                .is_some_and(|id| own.binary_search_by_key(&id, |(k, _)| *k).is_ok())
         });
-        let name: Arc<str> = Arc::from(name);
+        let name = SmolStr::new(name);
         self.spans.push(SpanData {
             id,
             parent_id,
@@ -699,8 +830,8 @@ impl TraceBuilder {
             let (field, wire) = r.key()?;
             if field == 1 {
                 expect(wire, LEN)?;
-                if let Some((k, v)) = self.kept_key_value(r.len_delimited()?)? {
-                    attrs.push((intern(&mut self.keys, k), v));
+                if let Some(kv) = self.kept_key_value(r.len_delimited()?)? {
+                    attrs.push(kv);
                 }
             } else {
                 r.skip(field, wire, 0)?;
@@ -724,7 +855,7 @@ impl TraceBuilder {
         let mut attrs: Vec<(KeyId, Value)> = Vec::new();
         if let Some(r) = resource {
             for kv in &r.attributes {
-                let id = intern(&mut self.keys, &kv.key);
+                let id = self.keys.intern(&kv.key);
                 attrs.push((id, any_to_value(kv.value.as_ref())));
             }
         }
@@ -735,6 +866,28 @@ impl TraceBuilder {
         let idx = (self.resources.len() - 1) as u32;
         self.last_resource = Some((resource.cloned(), idx));
         idx
+    }
+
+    /// Sorts the span attributes pushed since `start` by key id, keeping
+    /// the last of duplicate keys as OTLP receivers do; their run in
+    /// `attrs`.
+    fn seal_attrs(&mut self, start: usize) -> (u32, u32) {
+        if let Some(new) = self.attrs.get_mut(start..) {
+            new.reverse();
+            // Stable: the first of equal keys is now the last sent.
+            new.sort_by_key(|(k, _)| *k);
+        }
+        let mut keep = start;
+        for i in start..self.attrs.len() {
+            let dup = keep > start
+                && self.attrs.get(keep - 1).map(|(k, _)| *k) == self.attrs.get(i).map(|(k, _)| *k);
+            if !dup {
+                self.attrs.swap(keep, i);
+                keep += 1;
+            }
+        }
+        self.attrs.truncate(keep);
+        (start as u32, keep as u32)
     }
 
     /// Indexes the spans. Spans with the same id are kept once (the last).
@@ -757,18 +910,20 @@ impl TraceBuilder {
             };
         }
         break_cycles(&mut self.spans);
-        let service_key = self.keys.get("service.name").copied();
+        let service_key = self.keys.get("service.name");
         let mut t = Trace {
             trace_id: self.trace_id,
             spans: self.spans,
+            attrs: self.attrs,
             resources: self.resources,
             keys: self.keys,
-            by_id: FastMap::default(),
+            by_id,
             by_name: FastMap::default(),
-            children: Vec::new(),
+            named: Vec::new(),
+            children: OnceLock::new(),
             service_key,
         };
-        t.reindex();
+        t.index_names();
         t
     }
 }
@@ -907,7 +1062,7 @@ fn encoded_any_value(buf: &[u8], depth: usize) -> Result<Value, Malformed> {
                     use std::fmt::Write as _;
                     let _ = write!(s, "{byte:02x}");
                 }
-                Value::Str(Arc::from(s))
+                Value::Str(SmolStr::from(s))
             }
             _ => {
                 r.skip(field, wire, depth)?;
@@ -942,7 +1097,7 @@ fn encoded_event(buf: &[u8]) -> Result<EventData, Malformed> {
         }
     }
     Ok(EventData {
-        name: Arc::from(name),
+        name: SmolStr::new(name),
         time,
         attrs,
     })
@@ -971,7 +1126,7 @@ pub fn any_to_value(v: Option<&AnyValue>) -> Value {
             for byte in b {
                 s.push_str(&format!("{byte:02x}"));
             }
-            Value::Str(Arc::from(s))
+            Value::Str(SmolStr::from(s))
         }
         #[allow(unreachable_patterns)]
         Some(_) => Value::str(""),

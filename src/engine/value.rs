@@ -7,6 +7,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use smol_str::SmolStr;
+
 use crate::model::ast::{ArithOp, CmpOp, Literal};
 use crate::model::format_duration;
 use crate::model::parse::parse_duration;
@@ -14,7 +16,9 @@ use crate::model::parse::parse_duration;
 /// A value read from a span, a variable or a literal.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
-    Str(Arc<str>),
+    /// Inline up to 23 bytes, shared beyond: cloning never copies a long
+    /// string, and building a trace allocates nothing for a short one.
+    Str(SmolStr),
     Int(i64),
     Float(f64),
     Bool(bool),
@@ -26,7 +30,7 @@ pub enum Value {
 
 impl Value {
     pub fn str(s: &str) -> Value {
-        Value::Str(Arc::from(s))
+        Value::Str(SmolStr::new(s))
     }
 
     pub fn from_literal(l: &Literal) -> Value {
@@ -304,7 +308,7 @@ pub fn arith(op: ArithOp, left: &Value, right: &Value) -> Result<Value, String> 
         (Value::Str(a), Value::Str(b))
             if op == Add && (parse_number(a).is_none() || parse_number(b).is_none()) =>
         {
-            Ok(Value::Str(Arc::from(format!("{a}{b}"))))
+            Ok(Value::Str(smol_str::format_smolstr!("{a}{b}")))
         }
         _ => {
             let (a, b) = match (left.as_number(), right.as_number()) {
@@ -312,7 +316,7 @@ pub fn arith(op: ArithOp, left: &Value, right: &Value) -> Result<Value, String> 
                 _ if op == Add
                     && (matches!(left, Value::Str(_)) || matches!(right, Value::Str(_))) =>
                 {
-                    return Ok(Value::Str(Arc::from(format!("{left}{right}"))))
+                    return Ok(Value::Str(smol_str::format_smolstr!("{left}{right}")))
                 }
                 _ => return Err(mismatch()),
             };

@@ -615,7 +615,7 @@ mod tests {
     /// Everything evaluation can read from a trace, with keys by name (key
     /// ids depend on interning order, which both builders share anyway).
     fn canonical(t: &Trace) -> Vec<String> {
-        let names: HashMap<_, &str> = t.keys.iter().map(|(k, id)| (*id, &**k)).collect();
+        let names: HashMap<_, &str> = t.keys.iter().map(|(k, id)| (id, &**k)).collect();
         let named = |attrs: &[(u32, Value)]| {
             let mut v: Vec<String> = attrs
                 .iter()
@@ -626,7 +626,8 @@ mod tests {
         };
         t.spans
             .iter()
-            .map(|s| {
+            .enumerate()
+            .map(|(i, s)| {
                 format!(
                     "{:?} {:?} {:?} {} {:?} {:?} {:?} {:?} {}..{} attrs={:?} resource={:?} events={:?}",
                     s.id,
@@ -639,7 +640,7 @@ mod tests {
                     s.span_type,
                     s.start,
                     s.end,
-                    named(&s.attrs),
+                    named(t.span_attrs(i as u32)),
                     named(&t.resources[s.resource as usize]),
                     s.events,
                 )
