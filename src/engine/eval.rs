@@ -4,12 +4,22 @@ use std::borrow::Cow;
 use std::cell::Cell;
 use std::sync::Arc;
 
+use smallvec::{smallvec, SmallVec};
+
 use super::compile::*;
 use super::trace::{SpanIndex, Trace, ValueRef};
 use super::value::{arith, compare, Value};
 use super::EvalContext;
 use crate::model::ast::{Combinator, Pseudo};
 use crate::model::builtins::Builtin;
+
+/// The spans a selector selects, in start-time order: inline up to eight,
+/// which is almost every selection of almost every trace, so selecting
+/// allocates nothing.
+pub(crate) type Selection = SmallVec<[SpanIndex; 8]>;
+
+/// Flags per span of a trace, inline for traces of up to 64 spans.
+type SpanFlags = SmallVec<[bool; 64]>;
 
 const UNRESOLVED: u32 = u32::MAX;
 const ABSENT: u32 = u32::MAX - 1;
@@ -20,7 +30,7 @@ const ABSENT: u32 = u32::MAX - 1;
 /// selectors models share ([`CSelector::memo`]).
 pub(crate) struct KeyCache {
     slots: Vec<Cell<u32>>,
-    selections: std::cell::RefCell<Vec<(u32, Vec<SpanIndex>)>>,
+    selections: std::cell::RefCell<Vec<(u32, Selection)>>,
 }
 
 impl KeyCache {
@@ -269,7 +279,7 @@ impl<'a> Env<'a> {
     }
 
     /// The spans a selector selects, in start-time order.
-    pub fn select(&self, sel: &'a CSelector) -> Vec<SpanIndex> {
+    pub fn select(&self, sel: &'a CSelector) -> Selection {
         let Some(id) = sel.memo else {
             return self.select_now(sel);
         };
@@ -288,12 +298,15 @@ impl<'a> Env<'a> {
         spans
     }
 
-    fn select_now(&self, sel: &'a CSelector) -> Vec<SpanIndex> {
+    fn select_now(&self, sel: &'a CSelector) -> Selection {
         let n = self.trace.spans.len();
-        if sel.paths.is_empty() {
-            return (0..n as SpanIndex).collect();
+        match sel.paths.as_slice() {
+            [] => return (0..n as SpanIndex).collect(),
+            // Already in start-time order, each span once.
+            [one] => return self.select_path(one),
+            _ => {}
         }
-        let mut union = vec![false; n];
+        let mut union: SpanFlags = smallvec![false; n];
         for p in &sel.paths {
             for i in self.select_path(p) {
                 if let Some(slot) = union.get_mut(i as usize) {
@@ -309,7 +322,7 @@ impl<'a> Env<'a> {
             .collect()
     }
 
-    fn candidates(&self, step: &'a CStep) -> Vec<SpanIndex> {
+    fn candidates(&self, step: &'a CStep) -> Selection {
         match &step.name_eq {
             Some(name) => self
                 .trace
@@ -324,18 +337,18 @@ impl<'a> Env<'a> {
         }
     }
 
-    fn select_path(&self, p: &'a CPath) -> Vec<SpanIndex> {
+    fn select_path(&self, p: &'a CPath) -> Selection {
         let n = self.trace.spans.len();
-        let mut current: Vec<SpanIndex> = Vec::new();
+        let mut current = Selection::new();
         for (k, step) in p.steps.iter().enumerate() {
             let cands = self.candidates(step);
             let mut next = if k == 0 {
                 cands
             } else {
                 if current.is_empty() {
-                    return Vec::new();
+                    return Selection::new();
                 }
-                let mut prev = vec![false; n];
+                let mut prev: SpanFlags = smallvec![false; n];
                 for i in &current {
                     if let Some(s) = prev.get_mut(*i as usize) {
                         *s = true;
@@ -396,7 +409,7 @@ fn quote_if_str(v: &Value) -> String {
 
 /// `:first`, `:last`, `:nth_child(n)` among the matched spans, which are in
 /// start-time order.
-fn apply_pseudo(spans: Vec<SpanIndex>, pseudo: Option<Pseudo>) -> Vec<SpanIndex> {
+fn apply_pseudo(spans: Selection, pseudo: Option<Pseudo>) -> Selection {
     match pseudo {
         None => spans,
         Some(Pseudo::First) => spans.first().copied().into_iter().collect(),

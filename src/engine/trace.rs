@@ -286,7 +286,7 @@ impl KeyTable {
     #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&Arc<str>, KeyId)> {
         let map = match self {
-            KeyTable::Shared(set) => &set.0,
+            KeyTable::Shared(set) => &set.by_name,
             KeyTable::Own(map) => map,
         };
         map.iter().map(|(k, id)| (k, *id))
@@ -298,7 +298,7 @@ impl KeyTable {
             return id;
         }
         if let KeyTable::Shared(set) = self {
-            *self = KeyTable::Own(set.0.clone());
+            *self = KeyTable::Own(set.by_name.clone());
         }
         match self {
             KeyTable::Own(map) => intern(map, name),
@@ -563,7 +563,16 @@ fn intern(keys: &mut FastMap<Arc<str>, KeyId>, k: &str) -> KeyId {
 /// from, and `service.name`. A trace built for that evaluation need not
 /// decode any other attribute.
 #[derive(Debug, Default)]
-pub struct KeySet(FastMap<Arc<str>, KeyId>);
+pub struct KeySet {
+    by_name: FastMap<Arc<str>, KeyId>,
+    /// The same keys by their bytes, so that a key in a span can be looked
+    /// up before (and, if it is not kept, without) checking it is UTF-8.
+    by_bytes: FastMap<Box<[u8]>, KeyId>,
+    /// Bit `n` set if a key is `n` bytes long (bit 63: 63 or longer): most
+    /// keys in a span are in no model, and most of those are told apart by
+    /// their length without hashing them.
+    lengths: u64,
+}
 
 impl KeySet {
     /// `names` in id order: the `i`th gets id `i`.
@@ -579,16 +588,35 @@ impl KeySet {
                 set.insert(Arc::from(k), next);
             }
         }
-        KeySet(set)
+        KeySet {
+            by_bytes: set
+                .iter()
+                .map(|(k, id)| (Box::from(k.as_bytes()), *id))
+                .collect(),
+            lengths: set.keys().fold(0, |bits, k| bits | length_bit(k.len())),
+            by_name: set,
+        }
     }
 
     fn id(&self, key: &str) -> Option<KeyId> {
-        self.0.get(key).copied()
+        self.by_name.get(key).copied()
+    }
+
+    /// The id of a key as it is on the wire.
+    fn id_of_bytes(&self, key: &[u8]) -> Option<KeyId> {
+        if self.lengths & length_bit(key.len()) == 0 {
+            return None;
+        }
+        self.by_bytes.get(key).copied()
     }
 
     fn contains(&self, key: &str) -> bool {
-        self.0.contains_key(key)
+        self.by_name.contains_key(key)
     }
+}
+
+fn length_bit(len: usize) -> u64 {
+    1 << len.min(63)
 }
 
 /// Builds a [`Trace`] span by span (the daemon's assembler can feed it
@@ -637,17 +665,26 @@ impl TraceBuilder {
         }
     }
 
+    /// Room for `spans` more spans (and a few kept attributes each), so a
+    /// trace of known size is not built by growing vectors.
+    pub fn reserve(&mut self, spans: usize) {
+        self.spans.reserve(spans);
+        self.attrs.reserve(spans.saturating_mul(4));
+    }
+
     /// An encoded `KeyValue` with its key's id, unless the builder keeps
     /// only some keys and this is not one of them (then its value is not
     /// decoded at all).
     fn kept_key_value(&mut self, buf: &[u8]) -> Result<Option<(KeyId, Value)>, Malformed> {
         let (key, value) = key_value_parts(buf, 0)?;
         let id = match &self.keep {
-            Some(keep) => match keep.id(key) {
+            // A key of the set is UTF-8 (it is a `str` there); one that is
+            // not in it is never read, so whether it is does not matter.
+            Some(keep) => match keep.id_of_bytes(key) {
                 Some(id) => id,
                 None => return Ok(None),
             },
-            None => self.keys.intern(key),
+            None => self.keys.intern(utf8(key)?),
         };
         Ok(Some((id, encoded_value_or_empty(value, 0)?)))
     }
@@ -969,19 +1006,26 @@ const MAX_VALUE_DEPTH: usize = 100 / 3;
 /// An encoded `KeyValue`: its key, borrowed, and its value.
 fn encoded_key_value(buf: &[u8], depth: usize) -> Result<(&str, Value), Malformed> {
     let (key, value) = key_value_parts(buf, depth)?;
-    Ok((key, encoded_value_or_empty(value, depth)?))
+    Ok((utf8(key)?, encoded_value_or_empty(value, depth)?))
 }
 
-/// An encoded `KeyValue` split into its key and its still encoded value.
-fn key_value_parts(buf: &[u8], depth: usize) -> Result<(&str, Option<&[u8]>), Malformed> {
+/// A `string` field's bytes as the `str` prost would make of them.
+fn utf8(bytes: &[u8]) -> Result<&str, Malformed> {
+    std::str::from_utf8(bytes)
+        .map_err(|_| Malformed("invalid string value: data is not UTF-8 encoded"))
+}
+
+/// An encoded `KeyValue` split into its key, not yet checked to be UTF-8,
+/// and its still encoded value.
+fn key_value_parts(buf: &[u8], depth: usize) -> Result<(&[u8], Option<&[u8]>), Malformed> {
     let mut r = Reader::new(buf);
-    let (mut key, mut value) = ("", None);
+    let (mut key, mut value): (&[u8], _) = (&[], None);
     while !r.is_empty() {
         let (field, wire) = r.key()?;
         match field {
             1 => {
                 expect(wire, LEN)?;
-                key = r.string()?;
+                key = r.len_delimited()?;
             }
             2 => {
                 expect(wire, LEN)?;

@@ -135,7 +135,7 @@ pub(crate) fn evaluate_model<'a>(index: usize, cm: &'a CModel, base: Env<'a>) ->
             }
             m
         }
-        None => Vec::new(),
+        None => Default::default(),
     };
     let outputs = compute_outputs(&cm.outputs, base);
     let env = Env {

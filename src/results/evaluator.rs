@@ -573,6 +573,7 @@ fn build_with(spans: &[RawSpan], builder: impl FnOnce(TraceId) -> TraceBuilder) 
     let first = spans.first()?;
     let (trace_id, _) = crate::otlp::wire::span_trace_id_and_name(&first.bytes).ok()?;
     let mut b = builder(TraceId::from_slice(trace_id)?);
+    b.reserve(spans.len());
     for s in spans {
         b.add_encoded(&s.scope.resource, &s.bytes).ok()?;
     }
@@ -813,6 +814,69 @@ mod tests {
             }
         }
         assert!(compared > 1000, "{compared}");
+    }
+
+    /// Keys are looked up by their bytes when a trace is built for an
+    /// engine: a key no model reads is not decoded, even if it is not
+    /// UTF-8 (the whole trace, which prost would refuse, is not built), and
+    /// a read key of the same length as a kept one but other bytes is not
+    /// taken for it.
+    #[test]
+    fn keys_no_model_reads_are_not_decoded() {
+        let engine = engine_of(
+            "m.yaml",
+            r#"type: Model
+spec:
+  id: status
+  match: span[name = "GET /"]
+  specs:
+    - selector: span[name = "GET /"]
+      assertions:
+        - attr:http.status = 200
+"#,
+        );
+        let attr = |key: &str, v: i64| KeyValue {
+            key: key.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::IntValue(v)),
+            }),
+            ..Default::default()
+        };
+        let span = Span {
+            trace_id: vec![9; 16],
+            span_id: vec![1; 8],
+            name: "GET /".into(),
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            attributes: vec![
+                attr("Xot.read", 1),
+                attr("http.statuX", 500),
+                attr("http.status", 200),
+            ],
+            ..Default::default()
+        };
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let mut spans = raw_traces(&request).remove(0);
+        let mut bytes = spans[0].bytes.to_vec();
+        let at = bytes.windows(8).position(|w| w == b"Xot.read").unwrap();
+        bytes[at] = 0xff;
+        spans[0].bytes = Bytes::from(bytes);
+        assert!(
+            build_trace(&spans).is_none(),
+            "prost refuses a key that is not UTF-8"
+        );
+        let trace = build_trace_for(&engine, &spans).expect("the key is never read");
+        let v = engine.evaluate(&trace, &EvalContext::default());
+        assert_eq!(v[0].verdict, Verdict::Pass, "{v:?}");
+        assert_eq!(trace.attribute(0, "http.status"), Some(Value::Int(200)));
     }
 
     /// A trace with spans of these names (one trace, one resource).
