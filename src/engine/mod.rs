@@ -338,8 +338,8 @@ impl Engine {
             selected: 0,
         };
         let mut woken: Vec<usize> = self.unindexed.clone();
-        for name in trace.by_name.keys() {
-            if let Some(models) = self.dispatch.get(name.as_str()) {
+        for name in trace.span_names() {
+            if let Some(models) = self.dispatch.get(name) {
                 woken.extend_from_slice(models);
             }
         }

@@ -285,6 +285,30 @@ fn groups_by_trace_id_and_orders_by_start() {
     assert_eq!(traces[1].len(), 1);
 }
 
+/// A span id sent twice names the later span (in start-time order), as
+/// the last write wins: for lookups and for its children's parent links.
+#[test]
+fn a_repeated_span_id_names_the_later_span() {
+    let t = trace_of(vec![rs(
+        "svc",
+        vec![
+            sp(3, Some(1), "child", 30, 40),
+            sp(1, None, "second", 20, 50),
+            sp(1, None, "first", 10, 60),
+            sp(2, None, "other", 0, 5),
+        ],
+    )]);
+    let id = SpanId::from_slice(&[1; 8]).unwrap();
+    let named = |i: SpanIndex| t.span_info(i).unwrap().name;
+    assert_eq!(named(t.span_index(id).unwrap()), "second");
+    assert_eq!(t.spans_named("first").len(), 1);
+    assert_eq!(t.spans_named("nothing"), &[] as &[SpanIndex]);
+    let m = "type: Model\nspec:\n  id: m\n  specs:\n    - selector: span[name = \"second\"] > span[name = \"child\"]\n";
+    assert_eq!(verdict_of(m, &t).verdict, Verdict::Pass);
+    let m = "type: Model\nspec:\n  id: m\n  specs:\n    - selector: span[name = \"first\"] > span[name = \"child\"]\n";
+    assert_eq!(verdict_of(m, &t).verdict, Verdict::Fail);
+}
+
 #[test]
 fn parent_cycles_do_not_hang() {
     let t = trace_of(vec![rs(

@@ -248,11 +248,15 @@ pub struct Trace {
     /// Resource attributes, sorted by key id.
     pub(crate) resources: Vec<Vec<(KeyId, Value)>>,
     pub(crate) keys: KeyTable,
-    by_id: FastMap<SpanId, SpanIndex>,
-    /// Each span name's run of `named`.
-    pub(crate) by_name: FastMap<SmolStr, (u32, u32)>,
-    /// Span indexes grouped by name, each group in start-time order.
+    /// Span ids with their index, sorted by id; of spans with the same id,
+    /// the last in start-time order.
+    by_id: Vec<(SpanId, SpanIndex)>,
+    /// Span indexes grouped by name, the groups in name order, each in
+    /// start-time order.
     named: Vec<SpanIndex>,
+    /// Each name's run of `named`, in name order: a trace's names are
+    /// found by binary search, with nothing hashed or copied to index them.
+    name_runs: Vec<(u32, u32)>,
     /// Only the sibling combinator reads them: built on first use.
     children: OnceLock<Vec<Vec<SpanIndex>>>,
     service_key: Option<KeyId>,
@@ -362,15 +366,30 @@ impl Trace {
 
     /// Index of the span with this id.
     pub fn span_index(&self, id: SpanId) -> Option<SpanIndex> {
-        self.by_id.get(&id).copied()
+        find_id(&self.by_id, id)
     }
 
     /// Indexes of the spans with this name, in start-time order.
     pub fn spans_named(&self, name: &str) -> &[SpanIndex] {
-        self.by_name
-            .get(name)
+        self.name_runs
+            .binary_search_by(|run| self.run_name(*run).cmp(name))
+            .ok()
+            .and_then(|i| self.name_runs.get(i))
             .and_then(|&(start, end)| self.named.get(start as usize..end as usize))
             .unwrap_or(&[])
+    }
+
+    /// The name of the spans of a run of `named`.
+    fn run_name(&self, (start, _): (u32, u32)) -> &str {
+        self.named
+            .get(start as usize)
+            .and_then(|&i| self.spans.get(i as usize))
+            .map_or("", |s| s.name.as_str())
+    }
+
+    /// The distinct span names of the trace.
+    pub(crate) fn span_names(&self) -> impl Iterator<Item = &str> {
+        self.name_runs.iter().map(|run| self.run_name(*run))
     }
 
     /// The spans whose parent is the span at `index`, in start-time order.
@@ -397,7 +416,7 @@ impl Trace {
 
     /// Whether a span of this name is in the trace.
     pub fn has_span_named(&self, name: &str) -> bool {
-        self.by_name.contains_key(name)
+        !self.spans_named(name).is_empty()
     }
 
     /// Identity of the span at `index` (start-time order).
@@ -464,7 +483,7 @@ impl Trace {
     /// trigger`, type `general`, holding the trigger response as
     /// `tracetest.response.status|body|headers`, parent of the root spans.
     pub fn add_trigger_span(&mut self, response: &TriggerResponse) {
-        if self.by_name.contains_key(TRIGGER_SPAN_NAME) {
+        if self.has_span_named(TRIGGER_SPAN_NAME) {
             return;
         }
         let start = self.spans.iter().map(|s| s.start).min().unwrap_or(0);
@@ -511,17 +530,12 @@ impl Trace {
     }
 
     fn reindex(&mut self) {
-        self.by_id.clear();
+        self.by_id = index_ids(&self.spans);
         self.children = OnceLock::new();
-        for (i, s) in self.spans.iter().enumerate() {
-            if s.id.is_valid() {
-                self.by_id.insert(s.id, i as SpanIndex);
-            }
-        }
         self.index_names();
     }
 
-    /// `by_name` and `named`: one vector of span indexes grouped by name
+    /// `named` and `name_runs`: one vector of span indexes grouped by name
     /// (a stable sort keeps each group in start-time order), not one per
     /// name.
     fn index_names(&mut self) {
@@ -530,7 +544,7 @@ impl Trace {
         self.named.extend(0..spans.len() as SpanIndex);
         let name = |i: &SpanIndex| spans.get(*i as usize).map_or("", |s| s.name.as_str());
         self.named.sort_by(|a, b| name(a).cmp(name(b)));
-        self.by_name.clear();
+        self.name_runs.clear();
         let mut start = 0;
         while let Some(first) = self.named.get(start) {
             let n = name(first);
@@ -539,13 +553,36 @@ impl Trace {
                 .get(start..)
                 .map_or(0, |rest| rest.iter().take_while(|i| name(i) == n).count());
             let end = start + len.max(1);
-            if let Some(s) = spans.get(*first as usize) {
-                self.by_name
-                    .insert(s.name.clone(), (start as u32, end as u32));
-            }
+            self.name_runs.push((start as u32, end as u32));
             start = end;
         }
     }
+}
+
+/// `(span id, index)` of every span with a valid id, sorted by id; of
+/// spans with the same id, only the last in start-time order.
+fn index_ids(spans: &[SpanData]) -> Vec<(SpanId, SpanIndex)> {
+    let mut ids: Vec<(SpanId, SpanIndex)> = spans
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.id.is_valid())
+        .map(|(i, s)| (s.id, i as SpanIndex))
+        .collect();
+    ids.sort_unstable();
+    // `dedup_by` hands the later element first: carry its index back.
+    ids.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            kept.1 = later.1;
+        }
+        same
+    });
+    ids
+}
+
+fn find_id(ids: &[(SpanId, SpanIndex)], id: SpanId) -> Option<SpanIndex> {
+    let i = ids.binary_search_by_key(&id, |(k, _)| *k).ok()?;
+    ids.get(i).map(|(_, index)| *index)
 }
 
 fn intern(keys: &mut FastMap<Arc<str>, KeyId>, k: &str) -> KeyId {
@@ -932,16 +969,10 @@ impl TraceBuilder {
         // Stable order: start time, then span id, so `:first` is deterministic.
         self.spans
             .sort_by(|a, b| a.start.cmp(&b.start).then(a.id.cmp(&b.id)));
-        let mut by_id: FastMap<SpanId, SpanIndex> =
-            FastMap::with_capacity_and_hasher(self.spans.len(), Default::default());
-        for (i, s) in self.spans.iter().enumerate() {
-            if s.id.is_valid() {
-                by_id.insert(s.id, i as SpanIndex);
-            }
-        }
+        let by_id = index_ids(&self.spans);
         for s in &mut self.spans {
             s.parent = if s.parent_id.is_valid() && s.parent_id != s.id {
-                by_id.get(&s.parent_id).copied()
+                find_id(&by_id, s.parent_id)
             } else {
                 None
             };
@@ -955,8 +986,8 @@ impl TraceBuilder {
             resources: self.resources,
             keys: self.keys,
             by_id,
-            by_name: FastMap::default(),
             named: Vec::new(),
+            name_runs: Vec::new(),
             children: OnceLock::new(),
             service_key,
         };
