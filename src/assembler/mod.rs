@@ -24,6 +24,7 @@
 //! the buffer fills and senders are asked to retry: back-pressure, not loss.
 
 pub mod config;
+mod deadlines;
 mod shard;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -203,12 +204,10 @@ impl Assembler {
 
     /// Buffers spans; each shard is locked once per call. Spans of a trace
     /// at its per-trace bounds are not kept; the outcome says how many.
-    pub fn insert(&self, mut spans: Vec<KeyedSpan>, now: Instant) -> InsertOutcome {
-        spans.sort_unstable_by_key(|s| self.shard_of(&s.trace_id));
+    pub fn insert(&self, spans: Vec<KeyedSpan>, now: Instant) -> InsertOutcome {
         let mut delta = InsertDelta::default();
-        let mut iter = spans.into_iter().peekable();
-        while let Some(first) = iter.next() {
-            let idx = self.shard_of(&first.trace_id);
+        let mut iter = self.by_shard(spans).into_iter().flatten().peekable();
+        while let Some((idx, first)) = iter.next() {
             let mut shard = self.shards[idx].lock();
             let before = delta;
             shard.insert(
@@ -219,7 +218,7 @@ impl Assembler {
                 &self.config,
                 &mut delta,
             );
-            while let Some(next) = iter.next_if(|s| self.shard_of(&s.trace_id) == idx) {
+            while let Some((_, next)) = iter.next_if(|(i, _)| *i == idx) {
                 shard.insert(
                     next.trace_id,
                     next.is_root,
@@ -377,6 +376,28 @@ impl Assembler {
         self.metrics
             .buffer_bytes
             .set(self.bytes().min(i64::MAX as usize) as i64);
+    }
+
+    /// The spans grouped by shard, each with its shard, so that a request
+    /// takes each shard's lock once. A counting sort: one hash a span,
+    /// where sorting by shard hashed two trace IDs a comparison.
+    fn by_shard(&self, spans: Vec<KeyedSpan>) -> Vec<Option<(usize, KeyedSpan)>> {
+        let shard_ids: Vec<usize> = spans.iter().map(|s| self.shard_of(&s.trace_id)).collect();
+        // Spans per shard, then where each shard's run starts.
+        let mut next = vec![0usize; self.shards.len() + 1];
+        for &k in &shard_ids {
+            next[k + 1] += 1;
+        }
+        for i in 1..next.len() {
+            next[i] += next[i - 1];
+        }
+        let mut grouped: Vec<Option<(usize, KeyedSpan)>> =
+            std::iter::repeat_with(|| None).take(spans.len()).collect();
+        for (span, k) in spans.into_iter().zip(shard_ids) {
+            grouped[next[k]] = Some((k, span));
+            next[k] += 1;
+        }
+        grouped
     }
 
     fn shard_of(&self, id: &TraceId) -> usize {

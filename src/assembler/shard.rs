@@ -2,12 +2,12 @@
 //! and the IDs of traces it completed recently. Everything here runs under
 //! the shard's lock, so it is plain single-threaded code.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use tokio::time::Instant;
 
 use super::config::AssemblerConfig;
+use super::deadlines::Deadlines;
 use super::CompletedTrace;
 use crate::ids::TraceId;
 use crate::otlp::RawSpan;
@@ -65,10 +65,11 @@ const ARRIVALS_SLACK: usize = 1024;
 #[derive(Default)]
 pub(super) struct Shard {
     traces: HashMap<TraceId, TraceBuf, ahash::RandomState>,
-    /// Min-heap of (deadline, trace). Entries go stale when a trace gets new
-    /// spans or completes; they are checked when popped instead of updated,
-    /// which keeps each insert O(log n) and each expiry O(expired · log n).
-    deadlines: BinaryHeap<Reverse<(Instant, TraceId)>>,
+    /// (deadline, trace). Entries go stale when a trace gets new spans or
+    /// completes; they are checked when taken instead of updated.
+    deadlines: Deadlines,
+    /// The deadlines [`Shard::expire`] took, kept for its next call.
+    due: Vec<(Instant, TraceId)>,
     /// Traces by first arrival, for evicting the oldest. Completed traces
     /// leave stale entries; [`Shard::prune_arrivals`] drops them as expiry
     /// runs, so the queue stays proportional to the traces buffered.
@@ -133,8 +134,7 @@ impl Shard {
                 t.root_at = Some(now);
                 // The root can only bring the deadline forward, so schedule
                 // it; the idle deadline moving later is found on pop.
-                self.deadlines
-                    .push(Reverse((now + config.root_settle, trace_id)));
+                self.deadlines.push(now + config.root_settle, trace_id);
             }
             if t.spans.len() >= config.max_spans_per_trace {
                 t.truncated = true;
@@ -167,7 +167,7 @@ impl Shard {
             bytes: size + TRACE_OVERHEAD,
             truncated: false,
         };
-        self.deadlines.push(Reverse((buf.due(config).0, trace_id)));
+        self.deadlines.push(buf.due(config).0, trace_id);
         self.arrivals.push_back((now, trace_id));
         self.traces.insert(trace_id, buf);
         delta.new_traces += 1;
@@ -181,11 +181,9 @@ impl Shard {
         recent_cap: usize,
         out: &mut Vec<CompletedTrace>,
     ) {
-        while let Some(Reverse((at, id))) = self.deadlines.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.deadlines.pop();
+        let mut taken = std::mem::take(&mut self.due);
+        self.deadlines.take_due(now, &mut taken);
+        for (_, id) in taken.drain(..) {
             let Some(t) = self.traces.get(&id) else {
                 continue;
             };
@@ -202,15 +200,14 @@ impl Shard {
                 _ => due,
             };
             if due > now {
-                if due != at {
-                    self.deadlines.push(Reverse((due, id)));
-                }
+                self.deadlines.push(due, id);
                 continue;
             }
             if let Some(c) = self.complete(id, reason, due, now, config, recent_cap) {
                 out.push(c);
             }
         }
+        self.due = taken;
         self.prune_recent(now, config, recent_cap);
         self.prune_held(now, recent_cap);
         self.prune_arrivals();
