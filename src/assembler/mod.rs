@@ -4,8 +4,8 @@
 //! A trace is complete `idle_timeout` after its last span, or `root_settle`
 //! after its root span arrived if sooner, or `max_trace_age` after its first
 //! span. The buffer is split into shards, each behind its own lock with its
-//! own deadlines (a timing wheel), so concurrent receivers rarely meet and expiry never
-//! scans every trace. At `max_traces`/`max_spans` new spans are refused with a
+//! own deadlines (a timing wheel), so concurrent receivers rarely meet and
+//! expiry never scans every trace. At `max_traces`/`max_spans` new spans are refused with a
 //! retryable answer ([`Assembler::admit`]) and the expiry task completes the
 //! oldest traces early (`evicted`) until the buffer is back under 90% of its
 //! bounds. Spans of a recently completed trace are counted as late and handed

@@ -133,7 +133,7 @@ impl Shard {
             if is_root && t.root_at.is_none() {
                 t.root_at = Some(now);
                 // The root can only bring the deadline forward, so schedule
-                // it; the idle deadline moving later is found on pop.
+                // it; the idle deadline moving later is found when taken.
                 self.deadlines.push(now + config.root_settle, trace_id);
             }
             if t.spans.len() >= config.max_spans_per_trace {
