@@ -288,26 +288,26 @@ impl KeyTable {
 
     /// Every key with its id.
     #[cfg(test)]
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Arc<str>, KeyId)> {
-        let map = match self {
-            KeyTable::Shared(set) => &set.by_name,
-            KeyTable::Own(map) => map,
-        };
-        map.iter().map(|(k, id)| (k, *id))
+    pub(crate) fn iter(&self) -> Vec<(Arc<str>, KeyId)> {
+        match self {
+            KeyTable::Shared(set) => set.to_map().into_iter().collect(),
+            KeyTable::Own(map) => map.iter().map(|(k, id)| (Arc::clone(k), *id)).collect(),
+        }
     }
 
     /// The id of `name`, added if new (a shared table is copied first).
     fn intern(&mut self, name: &str) -> KeyId {
-        if let Some(id) = self.get(name) {
-            return id;
-        }
-        if let KeyTable::Shared(set) = self {
-            *self = KeyTable::Own(set.by_name.clone());
-        }
         match self {
             KeyTable::Own(map) => intern(map, name),
-            // Made `Own` just above.
-            KeyTable::Shared(_) => KeyId::MAX,
+            KeyTable::Shared(set) => match set.id(name) {
+                Some(id) => id,
+                None => {
+                    let mut map = set.to_map();
+                    let id = intern(&mut map, name);
+                    *self = KeyTable::Own(map);
+                    id
+                }
+            },
         }
     }
 }
@@ -546,14 +546,9 @@ impl Trace {
         self.named.sort_by(|a, b| name(a).cmp(name(b)));
         self.name_runs.clear();
         let mut start = 0;
-        while let Some(first) = self.named.get(start) {
-            let n = name(first);
-            let len = self
-                .named
-                .get(start..)
-                .map_or(0, |rest| rest.iter().take_while(|i| name(i) == n).count());
-            let end = start + len.max(1);
-            self.name_runs.push((start as u32, end as u32));
+        for run in self.named.chunk_by(|a, b| name(a) == name(b)) {
+            let end = start + run.len() as u32;
+            self.name_runs.push((start, end));
             start = end;
         }
     }
@@ -601,9 +596,8 @@ fn intern(keys: &mut FastMap<Arc<str>, KeyId>, k: &str) -> KeyId {
 /// decode any other attribute.
 #[derive(Debug, Default)]
 pub struct KeySet {
-    by_name: FastMap<Arc<str>, KeyId>,
-    /// The same keys by their bytes, so that a key in a span can be looked
-    /// up before (and, if it is not kept, without) checking it is UTF-8.
+    /// By their bytes, so that a key in a span can be looked up before
+    /// (and, if it is not kept, without) checking it is UTF-8.
     by_bytes: FastMap<Box<[u8]>, KeyId>,
     /// Bit `n` set if a key is `n` bytes long (bit 63: 63 or longer): most
     /// keys in a span are in no model, and most of those are told apart by
@@ -626,17 +620,25 @@ impl KeySet {
             }
         }
         KeySet {
-            by_bytes: set
-                .iter()
-                .map(|(k, id)| (Box::from(k.as_bytes()), *id))
-                .collect(),
             lengths: set.keys().fold(0, |bits, k| bits | length_bit(k.len())),
-            by_name: set,
+            by_bytes: set
+                .into_iter()
+                .map(|(k, id)| (Box::from(k.as_bytes()), id))
+                .collect(),
         }
     }
 
     fn id(&self, key: &str) -> Option<KeyId> {
-        self.by_name.get(key).copied()
+        self.id_of_bytes(key.as_bytes())
+    }
+
+    /// The keys by name, for a table that adds keys of its own.
+    fn to_map(&self) -> FastMap<Arc<str>, KeyId> {
+        self.by_bytes
+            .iter()
+            // Every key came in as a `str`.
+            .filter_map(|(k, id)| Some((Arc::from(std::str::from_utf8(k).ok()?), *id)))
+            .collect()
     }
 
     /// The id of a key as it is on the wire.
@@ -648,7 +650,7 @@ impl KeySet {
     }
 
     fn contains(&self, key: &str) -> bool {
-        self.by_name.contains_key(key)
+        self.id(key).is_some()
     }
 }
 

@@ -616,7 +616,12 @@ mod tests {
     /// Everything evaluation can read from a trace, with keys by name (key
     /// ids depend on interning order, which both builders share anyway).
     fn canonical(t: &Trace) -> Vec<String> {
-        let names: HashMap<_, &str> = t.keys.iter().map(|(k, id)| (id, &**k)).collect();
+        let names: HashMap<_, String> = t
+            .keys
+            .iter()
+            .into_iter()
+            .map(|(k, id)| (id, k.to_string()))
+            .collect();
         let named = |attrs: &[(u32, Value)]| {
             let mut v: Vec<String> = attrs
                 .iter()
