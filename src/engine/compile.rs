@@ -175,6 +175,36 @@ pub(crate) struct CTemplate {
 }
 
 impl CModel {
+    /// Whether a pass, once seen, stands whatever other spans of the trace
+    /// come later, so it may be published before the trace settles. True
+    /// exactly when every part of the model only asks that some span exist:
+    /// `match` and every spec's selector select more as spans are added
+    /// (filters compare a span's own attributes with literals, no
+    /// `:first`/`:last`/`:nth_child`), and no spec has assertions (a new
+    /// selected span could fail one), no `not_expect` (a new span could
+    /// match it), no `when` (outputs it reads could change).
+    pub fn can_pass_early(&self) -> bool {
+        fn grows(s: &CSelector) -> bool {
+            s.paths.iter().all(|p| {
+                p.steps.iter().all(|st| {
+                    st.pseudo.is_none()
+                        && st.filters.iter().all(|f| {
+                            matches!(f.value, CExpr::Lit(_))
+                                && f.attr.builtin != Some(Builtin::SelectedSpansCount)
+                        })
+                })
+            })
+        }
+        self.when.is_empty()
+            && self.not_expect.is_empty()
+            && !self.specs.is_empty()
+            && self.match_selector.as_ref().is_none_or(grows)
+            && self
+                .specs
+                .iter()
+                .all(|s| s.assertions.is_empty() && grows(&s.selector))
+    }
+
     /// Every selector of the model.
     pub fn selectors_mut(&mut self) -> impl Iterator<Item = &mut CSelector> {
         self.match_selector

@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::sync::Arc;
+use std::time::Instant;
 
 use smallvec::{smallvec, SmallVec};
 
@@ -21,24 +22,128 @@ pub(crate) type Selection = SmallVec<[SpanIndex; 8]>;
 /// Flags per span of a trace, inline for traces of up to 64 spans.
 type SpanFlags = SmallVec<[bool; 64]>;
 
+/// Evaluation ran past [`super::EvalContext::deadline`]: whatever was being
+/// computed is incomplete and must not be trusted, shared or memoized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Exceeded;
+
+/// Units of work between two readings of the clock. A unit is about one
+/// span looked at (its filters, an assertion on it, a hop up its
+/// ancestors), tens of nanoseconds: reading the clock (~20 ns) every 256 of
+/// them costs well under 1 %, and a deadline is overrun by microseconds.
+const CLOCK_STRIDE: u32 = 256;
+
+/// A loop over spans accounts for them this many at a time: one check for
+/// the handful of spans most loops see, where a check per span would be a
+/// measurable part of the hot path, and still one per 256 on a huge trace.
+const SPAN_CHUNK: usize = CLOCK_STRIDE as usize;
+
+/// The time one evaluation of one trace may take, shared by the models it
+/// evaluates: once the deadline has passed, every loop over spans stops at
+/// its next check and every model not yet started is not started.
+///
+/// The clock is read only when a countdown of units of work runs out, so a
+/// check is a decrement and a branch; without a deadline the countdown
+/// only restarts when it runs out, and the clock is never read.
+pub(crate) struct Budget {
+    deadline: Option<Instant>,
+    /// Units of work left before the clock is read again.
+    left: Cell<u32>,
+    /// Sticky: once past the deadline, every later check fails without
+    /// reading the clock.
+    exceeded: Cell<bool>,
+}
+
+impl Budget {
+    pub fn new(deadline: Option<Instant>) -> Budget {
+        Budget {
+            deadline,
+            // With a deadline the first check reads the clock: a trace that
+            // waited past its deadline in a queue must not start at all.
+            left: Cell::new(if deadline.is_some() { 0 } else { u32::MAX }),
+            exceeded: Cell::new(false),
+        }
+    }
+
+    /// Accounts for `units` units of work; `Err` once past the deadline.
+    #[inline]
+    pub fn spend(&self, units: u32) -> Result<(), Exceeded> {
+        let left = self.left.get();
+        if left > units {
+            self.left.set(left - units);
+            Ok(())
+        } else {
+            self.check_clock()
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn check_clock(&self) -> Result<(), Exceeded> {
+        let Some(deadline) = self.deadline else {
+            self.left.set(u32::MAX);
+            return Ok(());
+        };
+        if self.exceeded.get() || Instant::now() >= deadline {
+            self.exceeded.set(true);
+            self.left.set(0);
+            return Err(Exceeded);
+        }
+        self.left.set(CLOCK_STRIDE);
+        Ok(())
+    }
+
+    /// Whether some check found the deadline passed: then anything computed
+    /// since may rest on a selection or a loop that was cut short.
+    pub fn exceeded(&self) -> bool {
+        self.exceeded.get()
+    }
+}
+
+/// What [`Env::below_prev`] knows of a span: whether one of its ancestors
+/// is among the previous step's spans.
+const ANCESTRY_UNKNOWN: u8 = 0;
+/// On the path being walked up from a candidate, answer not known yet.
+const ANCESTRY_WALKING: u8 = 1;
+const ANCESTRY_NO: u8 = 2;
+const ANCESTRY_YES: u8 = 3;
+
 const UNRESOLVED: u32 = u32::MAX;
 const ABSENT: u32 = u32::MAX - 1;
 
 /// What one evaluation on one trace computes once for every model: the
 /// engine's interned keys mapped to this trace's keys (lazily, so a model
 /// that is never evaluated costs no lookups), and the spans of the
-/// selectors models share ([`CSelector::memo`]).
+/// selectors models share ([`CSelector::memo`]). It also holds the
+/// evaluation's [`Budget`], which its models share the same way.
 pub(crate) struct KeyCache {
     slots: Vec<Cell<u32>>,
     selections: std::cell::RefCell<Vec<(u32, Selection)>>,
+    pub budget: Budget,
 }
 
 impl KeyCache {
+    /// Without a deadline: for the test runner and alert summaries, which
+    /// have no inconclusive outcome to give and so must always finish.
     pub fn new(len: usize) -> KeyCache {
+        KeyCache::with_deadline(len, None)
+    }
+
+    pub fn with_deadline(len: usize, deadline: Option<Instant>) -> KeyCache {
         KeyCache {
             slots: vec![Cell::new(UNRESOLVED); len],
             selections: std::cell::RefCell::new(Vec::new()),
+            budget: Budget::new(deadline),
         }
+    }
+
+    /// A deadline that passes after `units` units of work: what happens
+    /// when it passes mid-evaluation, testable without racing a clock.
+    #[cfg(test)]
+    pub fn expiring_after(len: usize, units: u32) -> KeyCache {
+        let cache = KeyCache::with_deadline(len, Some(Instant::now()));
+        cache.budget.left.set(units);
+        cache
     }
 }
 
@@ -278,7 +383,42 @@ impl<'a> Env<'a> {
         step.filters.iter().all(|f| self.filter_matches(f, span))
     }
 
+    /// Accounts for one unit of work (see [`Budget`]).
+    #[inline]
+    pub fn tick(&self) -> Result<(), Exceeded> {
+        self.cache.budget.spend(1)
+    }
+
+    /// In a loop over `len` spans, accounts for the chunk starting at span
+    /// `at`, when it starts one (see [`SPAN_CHUNK`]): call it for every span.
+    #[inline]
+    pub fn tick_span(&self, at: usize, len: usize) -> Result<(), Exceeded> {
+        if at % SPAN_CHUNK != 0 {
+            return Ok(());
+        }
+        self.cache.budget.spend((len - at).min(SPAN_CHUNK) as u32)
+    }
+
+    /// Accounts for a pass over every span whose work per span (setting a
+    /// flag, a counter) is too small to check each time: paid up front.
+    #[inline]
+    fn spend_per_span(&self) -> Result<(), Exceeded> {
+        let n = u32::try_from(self.trace.spans.len()).unwrap_or(u32::MAX);
+        self.cache.budget.spend(n)
+    }
+
+    /// Whether the deadline has passed (see [`Budget::exceeded`]).
+    #[inline]
+    pub fn out_of_budget(&self) -> bool {
+        self.cache.budget.exceeded()
+    }
+
     /// The spans a selector selects, in start-time order.
+    ///
+    /// A selection the deadline cut short is empty, never partial, so a
+    /// caller needs to ask [`Env::out_of_budget`] only when it gets no span:
+    /// a `Result` here would cost every selection a copy of its spans, on
+    /// the hot path, to tell apart a case that is almost never there.
     pub fn select(&self, sel: &'a CSelector) -> Selection {
         let Some(id) = sel.memo else {
             return self.select_now(sel);
@@ -294,17 +434,28 @@ impl<'a> Env<'a> {
             return spans.clone();
         }
         let spans = self.select_now(sel);
-        self.cache.selections.borrow_mut().push((id, spans.clone()));
+        // Only a complete selection is shared.
+        if !(spans.is_empty() && self.out_of_budget()) {
+            self.cache.selections.borrow_mut().push((id, spans.clone()));
+        }
         spans
     }
 
     fn select_now(&self, sel: &'a CSelector) -> Selection {
         let n = self.trace.spans.len();
         match sel.paths.as_slice() {
-            [] => return (0..n as SpanIndex).collect(),
+            [] => {
+                if self.spend_per_span().is_err() {
+                    return Selection::new();
+                }
+                return (0..n as SpanIndex).collect();
+            }
             // Already in start-time order, each span once.
             [one] => return self.select_path(one),
             _ => {}
+        }
+        if self.spend_per_span().is_err() {
+            return Selection::new();
         }
         let mut union: SpanFlags = smallvec![false; n];
         for p in &sel.paths {
@@ -314,6 +465,10 @@ impl<'a> Env<'a> {
                 }
             }
         }
+        // A path cut short selected nothing; the others are not enough.
+        if self.out_of_budget() {
+            return Selection::new();
+        }
         union
             .iter()
             .enumerate()
@@ -322,30 +477,57 @@ impl<'a> Env<'a> {
             .collect()
     }
 
+    /// The spans a step's filters accept; none past the deadline.
     fn candidates(&self, step: &'a CStep) -> Selection {
         match &step.name_eq {
-            Some(name) => self
-                .trace
-                .spans_named(name)
-                .iter()
-                .copied()
-                .filter(|&i| self.step_matches(step, i))
-                .collect(),
-            None => (0..self.trace.spans.len() as SpanIndex)
-                .filter(|&i| self.step_matches(step, i))
-                .collect(),
+            Some(name) => self.accepted(step, self.trace.spans_named(name).iter().copied()),
+            None => self.accepted(step, 0..self.trace.spans.len() as SpanIndex),
         }
     }
 
+    /// The spans of `spans` `step`'s filters accept; none past the deadline.
+    fn accepted(
+        &self,
+        step: &'a CStep,
+        spans: impl ExactSizeIterator<Item = SpanIndex>,
+    ) -> Selection {
+        let len = spans.len();
+        // Almost always a handful of spans: one check, then the plain filter,
+        // which a check per span would slow.
+        if len <= SPAN_CHUNK {
+            if self.tick_span(0, len).is_err() {
+                return Selection::new();
+            }
+            return spans.filter(|&i| self.step_matches(step, i)).collect();
+        }
+        let mut out = Selection::new();
+        for (k, i) in spans.enumerate() {
+            if self.tick_span(k, len).is_err() {
+                return Selection::new();
+            }
+            if self.step_matches(step, i) {
+                out.push(i);
+            }
+        }
+        out
+    }
+
+    fn parent(&self, i: SpanIndex) -> Option<SpanIndex> {
+        self.trace.spans.get(i as usize).and_then(|s| s.parent)
+    }
+
+    /// The spans a path selects; none past the deadline (an empty step
+    /// ends the path).
     fn select_path(&self, p: &'a CPath) -> Selection {
         let n = self.trace.spans.len();
         let mut current = Selection::new();
         for (k, step) in p.steps.iter().enumerate() {
             let cands = self.candidates(step);
-            let mut next = if k == 0 {
+            let next = if k == 0 {
                 cands
             } else {
-                if current.is_empty() {
+                // The flags, the counts and the child filter below.
+                if current.is_empty() || self.spend_per_span().is_err() {
                     return Selection::new();
                 }
                 let mut prev: SpanFlags = smallvec![false; n];
@@ -354,50 +536,134 @@ impl<'a> Env<'a> {
                         *s = true;
                     }
                 }
-                let is_prev = |i: SpanIndex| prev.get(i as usize).copied().unwrap_or(false);
-                let parent = |i: SpanIndex| self.trace.spans.get(i as usize).and_then(|s| s.parent);
                 match step.combinator {
-                    Combinator::Descendant => cands
-                        .into_iter()
-                        .filter(|&c| {
-                            let mut cur = parent(c);
-                            // Cycles were cut when the trace was built; the
-                            // bound only guards against a bug.
-                            let mut hops = 0;
-                            while let Some(p) = cur {
-                                if is_prev(p) {
-                                    return true;
-                                }
-                                hops += 1;
-                                if hops > n {
-                                    break;
-                                }
-                                cur = parent(p);
-                            }
-                            false
-                        })
-                        .collect(),
+                    Combinator::Descendant => self.below_prev(cands, &prev),
                     Combinator::Child => cands
                         .into_iter()
-                        .filter(|&c| parent(c).is_some_and(is_prev))
+                        .filter(|&c| self.parent(c).is_some_and(|p| is_set(&prev, p)))
                         .collect(),
-                    Combinator::Sibling => cands
-                        .into_iter()
-                        .filter(|&c| {
-                            let Some(p) = parent(c) else { return false };
-                            self.trace.children(p).iter().any(|&s| s != c && is_prev(s))
-                        })
-                        .collect(),
+                    Combinator::Sibling => self.beside_prev(cands, &prev),
                 }
             };
-            next = apply_pseudo(next, step.pseudo);
-            current = next;
+            current = apply_pseudo(next, step.pseudo);
             if current.is_empty() {
                 break;
             }
         }
         current
     }
+
+    /// The candidates with an ancestor among the previous step's spans;
+    /// none past the deadline.
+    ///
+    /// Walking up from each candidate to the root is quadratic on a deep
+    /// trace (a 100 000-span chain under a `span[name="root"]` took 23 s).
+    /// Instead the answer is remembered for every span a walk passes, and a
+    /// walk stops at the first span whose answer is known, so each span is
+    /// walked through at most once per step: linear in the trace whatever
+    /// its depth, and a loop, not a recursion, so depth costs no stack.
+    fn below_prev(&self, cands: Selection, prev: &SpanFlags) -> Selection {
+        // Filled on the first walk: most steps need none.
+        let mut ancestry: SmallVec<[u8; 64]> = SmallVec::new();
+        let mut path: SmallVec<[SpanIndex; 32]> = SmallVec::new();
+        let mut out = Selection::new();
+        for c in cands {
+            // Most candidates are children of a marked span (`span[a]
+            // span[b]` where b is called by a): answered without a walk.
+            let found = match self.parent(c) {
+                None => false,
+                Some(p) if is_set(prev, p) => true,
+                Some(p) => {
+                    if ancestry.is_empty() {
+                        ancestry.resize(self.trace.spans.len(), ANCESTRY_UNKNOWN);
+                    }
+                    match self.has_marked_ancestor(p, prev, &mut ancestry, &mut path) {
+                        Ok(found) => found,
+                        Err(Exceeded) => return Selection::new(),
+                    }
+                }
+            };
+            if found {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// Whether `span` has an ancestor in `prev`, remembered in `ancestry`
+    /// for every span walked through ([`Env::below_prev`]).
+    ///
+    /// Every span on one walk gets the same answer: a walk climbs to a
+    /// parent only when that parent is not in `prev`, so the child has a
+    /// marked ancestor exactly when the parent has one.
+    fn has_marked_ancestor(
+        &self,
+        span: SpanIndex,
+        prev: &SpanFlags,
+        ancestry: &mut [u8],
+        path: &mut SmallVec<[SpanIndex; 32]>,
+    ) -> Result<bool, Exceeded> {
+        path.clear();
+        let mut cur = span;
+        let found = loop {
+            match ancestry.get(cur as usize).copied() {
+                Some(ANCESTRY_UNKNOWN) => {}
+                Some(ANCESTRY_YES) => break true,
+                // `ANCESTRY_WALKING`: back on the path being walked, a
+                // cycle, which `break_cycles` cut when the trace was built;
+                // treated as a root, as that cut would.
+                _ => break false,
+            }
+            self.tick()?;
+            if let Some(a) = ancestry.get_mut(cur as usize) {
+                *a = ANCESTRY_WALKING;
+            }
+            path.push(cur);
+            match self.parent(cur) {
+                None => break false,
+                Some(p) if is_set(prev, p) => break true,
+                Some(p) => cur = p,
+            }
+        };
+        let answer = if found { ANCESTRY_YES } else { ANCESTRY_NO };
+        for &i in path.iter() {
+            if let Some(a) = ancestry.get_mut(i as usize) {
+                *a = answer;
+            }
+        }
+        Ok(found)
+    }
+
+    /// The candidates with a sibling among the previous step's spans.
+    ///
+    /// Counting the marked children of each parent once makes each
+    /// candidate's question one lookup, where scanning its parent's children
+    /// was quadratic in the fan-out. A candidate that is itself marked does
+    /// not count as its own sibling.
+    fn beside_prev(&self, cands: Selection, prev: &SpanFlags) -> Selection {
+        let mut marked_children: SmallVec<[u32; 64]> = smallvec![0; self.trace.spans.len()];
+        for (i, _) in prev.iter().enumerate().filter(|(_, m)| **m) {
+            if let Some(count) = self
+                .parent(i as SpanIndex)
+                .and_then(|p| marked_children.get_mut(p as usize))
+            {
+                *count += 1;
+            }
+        }
+        cands
+            .into_iter()
+            .filter(|&c| {
+                let itself = u32::from(is_set(prev, c));
+                self.parent(c)
+                    .and_then(|p| marked_children.get(p as usize))
+                    .is_some_and(|&count| count > itself)
+            })
+            .collect()
+    }
+}
+
+fn is_set(flags: &SpanFlags, i: SpanIndex) -> bool {
+    flags.get(i as usize).copied().unwrap_or(false)
 }
 
 fn quote_if_str(v: &Value) -> String {

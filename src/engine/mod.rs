@@ -49,6 +49,9 @@ pub enum Verdict {
     Pass,
     Fail,
     Skip,
+    /// The trace was cut short, so neither pass nor fail can be trusted;
+    /// [`ModelVerdict::inconclusive`] says why. Never alerted as a failure.
+    Inconclusive,
 }
 
 impl Verdict {
@@ -57,7 +60,46 @@ impl Verdict {
             Verdict::Pass => "pass",
             Verdict::Fail => "fail",
             Verdict::Skip => "skip",
+            Verdict::Inconclusive => "inconclusive",
         }
+    }
+}
+
+/// Why a verdict is [`Verdict::Inconclusive`]: what cut the trace short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Inconclusive {
+    /// The daemon stopped before the trace settled.
+    Shutdown,
+    /// Completed early to make room at the buffer's bounds.
+    Evicted,
+    /// Spans were left out at `max_spans_per_trace`/`max_bytes_per_trace`.
+    Bounds,
+    /// Evaluation took longer than `models.evaluation_budget`.
+    Budget,
+    /// A span of the trace could not be read.
+    Unreadable,
+    /// The trace began before this daemon started: part of it may have gone
+    /// to the instance before it (a restart, a rolling update).
+    Restart,
+}
+
+impl Inconclusive {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Inconclusive::Shutdown => "shutdown",
+            Inconclusive::Evicted => "evicted",
+            Inconclusive::Bounds => "bounds",
+            Inconclusive::Budget => "budget",
+            Inconclusive::Unreadable => "unreadable",
+            Inconclusive::Restart => "restart",
+        }
+    }
+}
+
+impl std::fmt::Display for Inconclusive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -107,6 +149,28 @@ pub struct ModelVerdict {
     /// The verdict is `fail` only because some spec selected no span: late
     /// spans may still turn it into a pass (the model's `within`).
     pub awaiting_spans: bool,
+    /// Set exactly when the verdict is [`Verdict::Inconclusive`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inconclusive: Option<Inconclusive>,
+}
+
+impl ModelVerdict {
+    /// This verdict made inconclusive for `reason`, unless it is a skip (a
+    /// model that does not apply stays so) or a pass that no span could
+    /// have changed (`final_pass`). Its failures are kept: they say what
+    /// was seen of the trace before it was cut short.
+    pub fn cut_short(mut self, reason: Inconclusive, final_pass: bool) -> Self {
+        match self.verdict {
+            Verdict::Skip | Verdict::Inconclusive => {}
+            Verdict::Pass if final_pass => {}
+            Verdict::Pass | Verdict::Fail => {
+                self.verdict = Verdict::Inconclusive;
+                self.inconclusive = Some(reason);
+                self.awaiting_spans = false;
+            }
+        }
+        self
+    }
 }
 
 /// The response the test runner got from its trigger.
@@ -170,6 +234,10 @@ pub struct EvalContext<'a> {
     /// When set, `attr:tracetest.response.*` read it and a synthetic
     /// `Tracetest trigger` span is added to the trace.
     pub trigger_response: Option<&'a TriggerResponse>,
+    /// When evaluation must stop (`models.evaluation_budget`): a model
+    /// still running then, and every model after it, gives
+    /// [`Verdict::Inconclusive`] ([`Inconclusive::Budget`]).
+    pub deadline: Option<std::time::Instant>,
 }
 
 impl Default for EvalContext<'_> {
@@ -178,6 +246,7 @@ impl Default for EvalContext<'_> {
             env: &EMPTY_VARS,
             vars: &EMPTY_VARS,
             trigger_response: None,
+            deadline: None,
         }
     }
 }
@@ -212,6 +281,10 @@ pub struct Engine {
     unindexed: Vec<usize>,
     /// Every attribute key the models can read.
     key_set: Arc<KeySet>,
+    /// Per model: [`compile::CModel::can_pass_early`].
+    early: Vec<bool>,
+    /// Some model can pass early: asked per trace, so kept, not computed.
+    any_early: bool,
 }
 
 impl Engine {
@@ -277,7 +350,10 @@ impl Engine {
             }
         }
         let key_set = Arc::new(KeySet::new(&keys.names));
+        let early: Vec<bool> = compiled.iter().map(|cm| cm.can_pass_early()).collect();
         Ok(Engine {
+            any_early: early.iter().any(|&e| e),
+            early,
             models,
             compiled,
             keys,
@@ -328,7 +404,9 @@ impl Engine {
     /// the cost of a trace independent of how many models are idle.
     pub fn evaluate_woken(&self, trace: &Trace, ctx: &EvalContext<'_>) -> Vec<ModelVerdict> {
         let trace = with_trigger(trace, ctx);
-        let cache = KeyCache::new(self.keys.names.len());
+        // One budget for all the models: past the deadline, the model being
+        // evaluated stops and those after it do not start.
+        let cache = KeyCache::with_deadline(self.keys.names.len(), ctx.deadline);
         let env = Env {
             trace: &trace,
             names: &self.keys.names,
@@ -337,6 +415,10 @@ impl Engine {
             outputs: &[],
             selected: 0,
         };
+        // Not checked against the deadline: a hash lookup per distinct name
+        // costs less than building the trace did, and a model a cut-short
+        // wake left out would be reported as not applying, which is not
+        // known. The woken models are each checked before they start.
         let mut woken: Vec<usize> = self.unindexed.clone();
         for name in trace.span_names() {
             if let Some(models) = self.dispatch.get(name) {
@@ -352,6 +434,45 @@ impl Engine {
                 Some(verdict::evaluate_model(i, cm, env))
             })
             .collect()
+    }
+
+    /// Whether a pass of this model, once seen, stands whatever spans of the
+    /// trace come later (it only asks that spans exist), so it may be
+    /// published before the trace settles.
+    pub fn can_pass_early(&self, model: usize) -> bool {
+        self.early.get(model).copied().unwrap_or(false)
+    }
+
+    /// Whether any model can pass early: if none, a trace's early
+    /// evaluation has nothing to publish.
+    pub fn has_early(&self) -> bool {
+        self.any_early
+    }
+
+    /// The passes, on the spans so far, of the woken models that can pass
+    /// early ([`Engine::can_pass_early`]): verdicts no later span can
+    /// change. Other models are not evaluated.
+    pub fn evaluate_early(&self, trace: &Trace, ctx: &EvalContext<'_>) -> Vec<ModelVerdict> {
+        let mut woken = self.woken_by(trace.span_names());
+        woken.retain(|&i| self.can_pass_early(i));
+        woken
+            .into_iter()
+            .filter_map(|i| self.evaluate_model(i, trace, ctx))
+            .filter(|v| v.verdict == Verdict::Pass)
+            .collect()
+    }
+
+    /// The models a trace with these span names wakes, in model order.
+    pub fn woken_by<'a>(&self, span_names: impl Iterator<Item = &'a str>) -> Vec<usize> {
+        let mut woken: Vec<usize> = self.unindexed.clone();
+        for name in span_names {
+            if let Some(models) = self.dispatch.get(name) {
+                woken.extend_from_slice(models);
+            }
+        }
+        woken.sort_unstable();
+        woken.dedup();
+        woken
     }
 
     /// The attribute keys these models can read: build traces for them with
@@ -375,7 +496,7 @@ impl Engine {
     ) -> Option<ModelVerdict> {
         let cm = self.compiled.get(model)?;
         let trace = with_trigger(trace, ctx);
-        let cache = KeyCache::new(self.keys.names.len());
+        let cache = KeyCache::with_deadline(self.keys.names.len(), ctx.deadline);
         let env = Env {
             trace: &trace,
             names: &self.keys.names,

@@ -1292,6 +1292,7 @@ fn env_and_vars_are_read_in_order() {
         env: &env,
         vars: &vars,
         trigger_response: None,
+        deadline: None,
     };
     assert_eq!(e.evaluate(&checkout(), &ctx)[0].verdict, Verdict::Pass);
     vars.insert("CUR".to_string(), "USD".to_string());
@@ -1299,6 +1300,7 @@ fn env_and_vars_are_read_in_order() {
         env: &env,
         vars: &vars,
         trigger_response: None,
+        deadline: None,
     };
     assert_eq!(
         e.evaluate(&checkout(), &ctx)[0].verdict,
@@ -1318,6 +1320,7 @@ fn outputs_win_over_vars() {
         env: &vars,
         vars: &vars,
         trigger_response: None,
+        deadline: None,
     };
     assert_eq!(
         engine(m).evaluate(&checkout(), &ctx)[0].verdict,
@@ -1809,3 +1812,5 @@ fn example_http_and_database_models() {
         Some("HTTP server error behind GET /x (api)")
     );
 }
+
+mod scale;

@@ -257,8 +257,6 @@ pub struct Trace {
     /// Each name's run of `named`, in name order: a trace's names are
     /// found by binary search, with nothing hashed or copied to index them.
     name_runs: Vec<(u32, u32)>,
-    /// Only the sibling combinator reads them: built on first use.
-    children: OnceLock<Vec<Vec<SpanIndex>>>,
     service_key: Option<KeyId>,
 }
 
@@ -392,20 +390,6 @@ impl Trace {
         self.name_runs.iter().map(|run| self.run_name(*run))
     }
 
-    /// The spans whose parent is the span at `index`, in start-time order.
-    pub(crate) fn children(&self, index: SpanIndex) -> &[SpanIndex] {
-        let children = self.children.get_or_init(|| {
-            let mut children = vec![Vec::new(); self.spans.len()];
-            for (i, s) in self.spans.iter().enumerate() {
-                if let Some(c) = s.parent.and_then(|p| children.get_mut(p as usize)) {
-                    c.push(i as SpanIndex);
-                }
-            }
-            children
-        });
-        children.get(index as usize).map_or(&[], Vec::as_slice)
-    }
-
     /// The attributes of the span at `index`, sorted by key id.
     pub(crate) fn span_attrs(&self, index: SpanIndex) -> &[(KeyId, Value)] {
         self.spans
@@ -531,7 +515,6 @@ impl Trace {
 
     fn reindex(&mut self) {
         self.by_id = index_ids(&self.spans);
-        self.children = OnceLock::new();
         self.index_names();
     }
 
@@ -990,7 +973,6 @@ impl TraceBuilder {
             by_id,
             named: Vec::new(),
             name_runs: Vec::new(),
-            children: OnceLock::new(),
             service_key,
         };
         t.index_names();

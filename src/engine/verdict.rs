@@ -9,7 +9,7 @@ use super::compile::{CAssertion, CModel, COutput, CPart, CTemplate};
 use super::eval::{Env, Outcome};
 use super::trace::SpanIndex;
 use super::value::Value;
-use super::{Failure, FailureKind, ModelVerdict, Verdict};
+use super::{Failure, FailureKind, Inconclusive, ModelVerdict, Verdict};
 
 /// More failing spans than this per assertion are counted, not listed.
 pub(crate) const MAX_FAILURES_PER_CHECK: usize = 10;
@@ -26,11 +26,28 @@ pub(crate) fn skip(model: usize, reason: Cow<'static, str>) -> ModelVerdict {
         failures: Vec::new(),
         skip_reason: Some(reason),
         awaiting_spans: false,
+        inconclusive: None,
+    }
+}
+
+/// The verdict of a model the deadline cut short, or did not let start.
+/// Without failures: those found before the deadline may rest on a
+/// selection that was cut short, and the model was not seen to apply.
+pub(crate) fn out_of_budget(model: usize) -> ModelVerdict {
+    ModelVerdict {
+        model,
+        verdict: Verdict::Inconclusive,
+        failures: Vec::new(),
+        skip_reason: None,
+        awaiting_spans: false,
+        inconclusive: Some(Inconclusive::Budget),
     }
 }
 
 /// Computes outputs in order; an output whose selector selects nothing or
-/// whose value cannot be read is missing.
+/// whose value cannot be read is missing. Past the deadline every selection
+/// is empty, so the outputs left are missing: [`evaluate_model`] then
+/// gives no verdict from them.
 pub(crate) fn compute_outputs<'a>(outputs: &'a [COutput], env: Env<'a>) -> Vec<(Arc<str>, Value)> {
     let mut out: Vec<(Arc<str>, Value)> = Vec::with_capacity(outputs.len());
     for o in outputs {
@@ -93,7 +110,7 @@ fn assertion_failure(
 }
 
 /// Whether a `when` condition holds: on any span `match` selected, or
-/// without a span when there is no `match`.
+/// without a span when there is no `match`. False past the deadline.
 fn when_holds<'a>(w: &'a CAssertion, env: Env<'a>, matched: &[SpanIndex]) -> bool {
     if matched.is_empty() {
         return env.holds(w, None);
@@ -102,10 +119,40 @@ fn when_holds<'a>(w: &'a CAssertion, env: Env<'a>, matched: &[SpanIndex]) -> boo
         selected: matched.len(),
         ..env
     };
-    matched.iter().any(|&s| env.holds(w, Some(s)))
+    for (k, &s) in matched.iter().enumerate() {
+        if env.tick_span(k, matched.len()).is_err() {
+            return false;
+        }
+        if env.holds(w, Some(s)) {
+            return true;
+        }
+    }
+    false
 }
 
+/// A skip, unless the deadline has passed: then what found nothing to
+/// check may have been a selection cut short.
+fn skip_in_budget(env: &Env<'_>, model: usize, reason: Cow<'static, str>) -> ModelVerdict {
+    if env.out_of_budget() {
+        out_of_budget(model)
+    } else {
+        skip(model, reason)
+    }
+}
+
+/// The verdict of one model, [`Verdict::Inconclusive`] when the deadline
+/// passed before or while it was evaluated.
+///
+/// A selection the deadline cut short is empty ([`Env::select`]), so the
+/// budget is asked only where an empty selection or a false condition
+/// leads, and once before the verdict: not after every selection, which
+/// would cost the hot path.
 pub(crate) fn evaluate_model<'a>(index: usize, cm: &'a CModel, base: Env<'a>) -> ModelVerdict {
+    // Starting a model is a unit of work: past the deadline, the models
+    // left are not started.
+    if base.tick().is_err() {
+        return out_of_budget(index);
+    }
     // The daemon's containment tests need a model that panics; no model
     // language construct does (that is what the fuzzers look for).
     #[cfg(test)]
@@ -131,7 +178,7 @@ pub(crate) fn evaluate_model<'a>(index: usize, cm: &'a CModel, base: Env<'a>) ->
         Some(sel) => {
             let m = base.select(sel);
             if m.is_empty() {
-                return skip(index, Cow::Borrowed(NO_MATCH));
+                return skip_in_budget(&base, index, Cow::Borrowed(NO_MATCH));
             }
             m
         }
@@ -144,10 +191,15 @@ pub(crate) fn evaluate_model<'a>(index: usize, cm: &'a CModel, base: Env<'a>) ->
     };
     for (w, needs) in &cm.when {
         if let Some(missing) = needs.iter().find(|n| !outputs.iter().any(|(o, _)| o == *n)) {
-            return skip(index, Cow::Owned(format!("output {missing} is missing")));
+            return skip_in_budget(
+                &env,
+                index,
+                Cow::Owned(format!("output {missing} is missing")),
+            );
         }
         if !when_holds(w, env, &matched) {
-            return skip(
+            return skip_in_budget(
+                &env,
                 index,
                 Cow::Owned(format!("when condition `{}` is false", w.text)),
             );
@@ -162,6 +214,9 @@ pub(crate) fn evaluate_model<'a>(index: usize, cm: &'a CModel, base: Env<'a>) ->
             ..env
         };
         if spans.is_empty() {
+            if env.out_of_budget() {
+                return out_of_budget(index);
+            }
             let count_only =
                 !spec.assertions.is_empty() && spec.assertions.iter().all(|a| a.count_only);
             if count_only {
@@ -201,7 +256,10 @@ pub(crate) fn evaluate_model<'a>(index: usize, cm: &'a CModel, base: Env<'a>) ->
                 continue;
             }
             let mut failed = 0usize;
-            for &s in &spans {
+            for (k, &s) in spans.iter().enumerate() {
+                if env.tick_span(k, spans.len()).is_err() {
+                    return out_of_budget(index);
+                }
                 if env.holds(a, Some(s)) {
                     continue;
                 }
@@ -233,6 +291,10 @@ pub(crate) fn evaluate_model<'a>(index: usize, cm: &'a CModel, base: Env<'a>) ->
             failures.push(f);
         }
     }
+    // An output or a `not_expect` selection may have been cut short.
+    if env.out_of_budget() {
+        return out_of_budget(index);
+    }
     let verdict = if failures.is_empty() {
         Verdict::Pass
     } else {
@@ -246,6 +308,7 @@ pub(crate) fn evaluate_model<'a>(index: usize, cm: &'a CModel, base: Env<'a>) ->
         failures,
         skip_reason: None,
         awaiting_spans,
+        inconclusive: None,
     }
 }
 
