@@ -102,6 +102,10 @@ pub struct CheckResult {
     pub failures: Vec<Failure>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skip_reason: Option<String>,
+    /// Why the verdict is `inconclusive` (e.g. a span that could not be
+    /// read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inconclusive: Option<crate::engine::Inconclusive>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_url: Option<String>,
 }
@@ -128,6 +132,7 @@ pub fn check(
                 verdict: v.verdict,
                 failures: v.failures,
                 skip_reason: v.skip_reason.map(std::borrow::Cow::into_owned),
+                inconclusive: v.inconclusive,
                 trace_url: trace_url.map(|t| t.replace("{trace_id}", &id.to_hex())),
             });
         }
@@ -139,12 +144,13 @@ pub fn check(
 pub fn render_text(results: &[CheckResult]) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let (mut pass, mut fail, mut skip) = (0, 0, 0);
+    let (mut pass, mut fail, mut skip, mut inconclusive) = (0, 0, 0, 0);
     for r in results {
         match r.verdict {
             Verdict::Pass => pass += 1,
             Verdict::Fail => fail += 1,
             Verdict::Skip => skip += 1,
+            Verdict::Inconclusive => inconclusive += 1,
         }
         let _ = write!(
             s,
@@ -158,6 +164,9 @@ pub fn render_text(results: &[CheckResult]) -> String {
         }
         if let Some(why) = &r.skip_reason {
             let _ = write!(s, " ({why})");
+        }
+        if let Some(why) = &r.inconclusive {
+            let _ = write!(s, " (cut short: {why})");
         }
         s.push('\n');
         for f in &r.failures {
@@ -184,7 +193,11 @@ pub fn render_text(results: &[CheckResult]) -> String {
             s.push('\n');
         }
     }
-    let _ = writeln!(s, "\n{pass} passed, {fail} failed, {skip} skipped");
+    let _ = write!(s, "\n{pass} passed, {fail} failed, {skip} skipped");
+    if inconclusive > 0 {
+        let _ = write!(s, ", {inconclusive} inconclusive");
+    }
+    s.push('\n');
     s
 }
 
@@ -200,9 +213,10 @@ pub fn render_junit(results: &[CheckResult]) -> String {
         .iter()
         .filter(|r| r.verdict == Verdict::Fail)
         .count();
+    // JUnit has no inconclusive: such a case is skipped, with its reason.
     let skips = results
         .iter()
-        .filter(|r| r.verdict == Verdict::Skip)
+        .filter(|r| matches!(r.verdict, Verdict::Skip | Verdict::Inconclusive))
         .count();
     let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
@@ -212,7 +226,10 @@ pub fn render_junit(results: &[CheckResult]) -> String {
     );
     for (model, rs) in by_model {
         let f = rs.iter().filter(|r| r.verdict == Verdict::Fail).count();
-        let k = rs.iter().filter(|r| r.verdict == Verdict::Skip).count();
+        let k = rs
+            .iter()
+            .filter(|r| matches!(r.verdict, Verdict::Skip | Verdict::Inconclusive))
+            .count();
         let _ = writeln!(
             s,
             "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{f}\" skipped=\"{k}\">",
@@ -233,6 +250,14 @@ pub fn render_junit(results: &[CheckResult]) -> String {
                         s,
                         "><skipped message=\"{}\"/></testcase>",
                         xml(r.skip_reason.as_deref().unwrap_or(""))
+                    );
+                }
+                Verdict::Inconclusive => {
+                    let why = r.inconclusive.map(|i| i.as_str()).unwrap_or("cut short");
+                    let _ = writeln!(
+                        s,
+                        "><skipped message=\"inconclusive: {}\"/></testcase>",
+                        xml(why)
                     );
                 }
                 Verdict::Fail => {

@@ -12,6 +12,7 @@ use tracecheck::results::grpc_api::pb::verdict_service_client::VerdictServiceCli
 pub enum WatchVerdict {
     Pass,
     Fail,
+    Inconclusive,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -33,6 +34,7 @@ pub fn run(
             .map(|v| match v {
                 WatchVerdict::Pass => pb::VerdictKind::Pass as i32,
                 WatchVerdict::Fail => pb::VerdictKind::Fail as i32,
+                WatchVerdict::Inconclusive => pb::VerdictKind::Inconclusive as i32,
             })
             .collect(),
         labels: Default::default(),
@@ -92,6 +94,7 @@ fn verdict_name(v: i32) -> &'static str {
         Ok(pb::VerdictKind::Pass) => "pass",
         Ok(pb::VerdictKind::Fail) => "fail",
         Ok(pb::VerdictKind::Skip) => "skip",
+        Ok(pb::VerdictKind::Inconclusive) => "inconclusive",
         _ => "unknown",
     }
 }
@@ -116,6 +119,7 @@ fn json_line(v: &pb::Verdict) -> String {
         "trace_url": v.trace_url,
         "evaluated_at_unix_ms": v.evaluated_at_unix_ms,
         "incomplete": v.incomplete,
+        "inconclusive_reason": v.inconclusive_reason,
         "missed_before": v.missed_before,
     })
     .to_string()
@@ -129,6 +133,9 @@ fn text_line(v: &pb::Verdict, colour: bool) -> String {
         _ => format!("{:<4}", name.to_uppercase()),
     };
     let mut line = format!("{tag} {} {}", v.model, v.trace_id);
+    if !v.inconclusive_reason.is_empty() {
+        line.push_str(&format!("  (cut short: {})", v.inconclusive_reason));
+    }
     if let Some(f) = v.failures.first() {
         line.push_str(&format!("  {}: {}", f.spec, f.message));
     }

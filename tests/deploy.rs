@@ -376,7 +376,11 @@ fn prometheus_rule_carries_the_rules_of_deploy_prometheus() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_subcommand_tells_a_live_daemon_from_a_dead_one() {
-    let live = Live::start(config("  idle_timeout: 1s\n", None), Vec::new()).await;
+    let live = Live::start(
+        config("  settle: 1s\n  idle_timeout: 1s\n", None),
+        Vec::new(),
+    )
+    .await;
     let health = |url: String| async move {
         tokio::task::spawn_blocking(move || {
             std::process::Command::new(env!("CARGO_BIN_EXE_tracecheck"))

@@ -32,7 +32,10 @@ fn bank_source() -> Vec<ModelSource> {
 
 async fn bank_daemon() -> Live {
     Live::start(
-        config("  idle_timeout: 1s\n  root_settle: 100ms\n", None),
+        config(
+            "  settle: 1s\n  idle_timeout: 1s\n  root_settle: 100ms\n",
+            None,
+        ),
         bank_source(),
     )
     .await
@@ -310,7 +313,10 @@ async fn slow_watcher_never_slows_evaluation() {
             std::fs::write(dir.path().join(format!("{id}.yaml")), bank_copy(id)).unwrap();
         }
         let live = Live::start(
-            config("  idle_timeout: 1s\n  root_settle: 100ms\n", None),
+            config(
+                "  settle: 1s\n  idle_timeout: 1s\n  root_settle: 100ms\n",
+                None,
+            ),
             vec![ModelSource::Path {
                 path: dir.path().to_path_buf(),
                 optional: false,

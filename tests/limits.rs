@@ -73,6 +73,13 @@ fn id8(seed: u64) -> Vec<u8> {
     (seed | 1 << 63).to_be_bytes().to_vec()
 }
 
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
 fn span(trace: u64, id: u64, parent: Option<u64>, name: &str) -> Span {
     Span {
         trace_id: id16(trace),
@@ -80,8 +87,10 @@ fn span(trace: u64, id: u64, parent: Option<u64>, name: &str) -> Span {
         parent_span_id: parent.map(id8).unwrap_or_default(),
         name: name.into(),
         kind: 2,
-        start_time_unix_nano: 1_700_000_000_000_000_000,
-        end_time_unix_nano: 1_700_000_000_100_000_000,
+        // Now, not a fixed instant: a trace that began before the daemon
+        // started is judged as cut by a restart.
+        start_time_unix_nano: now_nanos(),
+        end_time_unix_nano: now_nanos() + 100_000_000,
         ..Default::default()
     }
 }
@@ -404,7 +413,10 @@ async fn a_complete_trace_is_not_marked_incomplete() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_model_over_the_evaluation_budget_is_counted_and_still_gives_its_verdict() {
+/// The budget is a deadline: a model still evaluating when it passes gives
+/// `inconclusive` (`budget`), never a guess, and is named in
+/// `tracecheck_model_slow_evaluations_total`.
+async fn a_model_over_the_evaluation_budget_is_inconclusive_and_counted() {
     let sink = util::start_sink(Faults::default()).await;
     let mut config = util::config();
     // Nothing evaluates in a nanosecond: every evaluation is over budget.
@@ -428,7 +440,8 @@ async fn a_model_over_the_evaluation_budget_is_counted_and_still_gives_its_verdi
         }
     })
     .await;
-    assert_eq!(verdicts[0]["verdict"], "pass");
+    assert_eq!(verdicts[0]["verdict"], "inconclusive", "{}", verdicts[0]);
+    assert_eq!(verdicts[0]["inconclusive"], "budget", "{}", verdicts[0]);
     let slow = util::metric(
         admin,
         "tracecheck_model_slow_evaluations_total",

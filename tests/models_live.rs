@@ -71,7 +71,7 @@ fn str_field<'a>(v: &'a Value, key: &str) -> &'a str {
 async fn live_bank_traffic_gets_exact_verdicts() {
     bounded(Duration::from_secs(30), async {
         let config = config(
-            "  idle_timeout: 1s\n  root_settle: 200ms\n",
+            "  settle: 1s\n  idle_timeout: 1s\n  root_settle: 200ms\n",
             Some(TRACE_URL),
         );
         let live = Live::start(
@@ -341,7 +341,10 @@ async fn within_waits_for_late_spans_then_fails() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("import.yaml"), IMPORT_MODEL).unwrap();
         std::fs::write(dir.path().join("served.yaml"), SERVED_MODEL).unwrap();
-        let config = config("  idle_timeout: 1s\n  root_settle: 200ms\n", None);
+        let config = config(
+            "  settle: 1s\n  idle_timeout: 1s\n  root_settle: 200ms\n",
+            None,
+        );
         let live = Live::start(config, vec![path_source(dir.path())]).await;
         assert_eq!(
             live.model_ids().await,
@@ -576,7 +579,10 @@ async fn reload_is_all_or_nothing_and_watches_files() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("one.yaml");
         write_atomically(&file, &balance_model("span[name = \"fetch-balance\"]"));
-        let config = config("  idle_timeout: 1s\n  root_settle: 100ms\n", None);
+        let config = config(
+            "  settle: 1s\n  idle_timeout: 1s\n  root_settle: 100ms\n",
+            None,
+        );
         let live = Live::start(config, vec![path_source(dir.path())]).await;
         assert!(live.models.initial_load.is_ok());
         assert_eq!(live.model_ids().await, ["withdraw-reads-balance"]);
@@ -693,7 +699,7 @@ async fn reload_is_all_or_nothing_and_watches_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_in_process_after_start() {
     bounded(Duration::from_secs(15), async {
-        let config = config("  idle_timeout: 1s\n", None);
+        let config = config("  settle: 1s\n  idle_timeout: 1s\n", None);
         let live = Live::start(config, vec![path_source(&repo_path("config/models"))]).await;
         let (status, body) = live.get("/readyz").await;
         assert_eq!((status, body.trim()), (200, "ready"));
@@ -1161,7 +1167,10 @@ async fn a_model_file_rewritten_during_traffic_loses_no_verdict() {
         let original = std::fs::read_to_string(repo_path("config/models/bank.yaml")).unwrap();
         write_atomically(&file, &original);
         let sink = Sink::start(SinkConfig::loopback()).await.expect("sink");
-        let mut config = config("  idle_timeout: 300ms\n  root_settle: 30s\n", None);
+        let mut config = config(
+            "  settle: 300ms\n  idle_timeout: 300ms\n  root_settle: 30s\n",
+            None,
+        );
         config.exporters.otlp = Some(
             serde_yaml_ng::from_str(&format!(
                 "endpoint: {}\nbatch: {{ timeout: 20ms }}\n",

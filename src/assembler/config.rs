@@ -8,12 +8,25 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AssemblerConfig {
-    /// A trace is complete this long after its last span arrived…
+    /// A trace has **settled** once no span of it has come for this long:
+    /// then every model's verdict on it is decided and counted. It must
+    /// cover the senders' batching, because the spans of one trace come
+    /// from several services, each exporting on its own timer (the
+    /// OpenTelemetry SDKs every 5 s by default), and the root, which ends
+    /// last, may well be exported first. Raise it for senders that batch
+    /// longer (`docs/operations.md`).
     #[serde(with = "crate::config::duration")]
-    pub idle_timeout: Duration,
-    /// …or this long after its root span (no parent) arrived, if sooner.
+    pub settle: Duration,
+    /// This long after its root span (no parent) arrived, a trace is
+    /// evaluated once before it settles, for the models whose pass no later
+    /// span could change: those passes are published and counted at once.
+    /// Nothing else is decided then.
     #[serde(with = "crate::config::duration")]
     pub root_settle: Duration,
+    /// The same early evaluation for a trace whose root has not come, once
+    /// no span of it has come for this long.
+    #[serde(with = "crate::config::duration")]
+    pub idle_timeout: Duration,
     /// Hard cap from a trace's first span.
     #[serde(with = "crate::config::duration")]
     pub max_trace_age: Duration,
@@ -23,11 +36,20 @@ pub struct AssemblerConfig {
     pub max_traces: usize,
     /// Buffered spans at most; same behaviour as `max_traces`.
     pub max_spans: usize,
-    /// How long a completed trace's ID is remembered, so that spans arriving
-    /// after it are recognised as late (`tracecheck_late_spans_total`)
-    /// instead of starting a new trace.
+    /// How long a settled trace's ID is remembered, so that spans arriving
+    /// after it are recognised as late (`tracecheck_late_spans_total`),
+    /// merged into it and every model evaluated again, instead of starting
+    /// a new trace that would be judged on its own.
     #[serde(with = "crate::config::duration")]
     pub late_span_window: Duration,
+    /// Trace IDs remembered for `late_span_window` at most (about 70 bytes
+    /// each). At more settled traces a second than this over the window,
+    /// the oldest are forgotten sooner: at 10 000 traces/s the default
+    /// keeps 100 s. The evaluator keeps the settled traces' spans to merge
+    /// late spans into by its own, smaller, byte bound; spans of a trace
+    /// forgotten by either are counted as late (`merged="false"`), never
+    /// judged as a trace of their own.
+    pub late_span_window_max_traces: usize,
     /// Spans buffered for one trace at most. Further spans of that trace are
     /// still forwarded, but not evaluated: its verdicts are marked
     /// `incomplete` (`tracecheck_buffer_truncated_spans_total`).
@@ -57,6 +79,12 @@ impl AssemblerConfig {
     }
 }
 
+/// The default of `settle`: the OpenTelemetry SDKs' batch span processors
+/// export every 5 s (`OTEL_BSP_SCHEDULE_DELAY`), so a child span ended just
+/// before its root may arrive up to 5 s after the root; one more second
+/// covers the export itself and the network.
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(6);
+
 /// Share of `max_memory_mib` above which new spans are refused: the gap to
 /// the hard limit absorbs requests admitted at the same moment.
 pub const SOFT_MEMORY_PERCENT: usize = 80;
@@ -64,12 +92,14 @@ pub const SOFT_MEMORY_PERCENT: usize = 80;
 impl Default for AssemblerConfig {
     fn default() -> Self {
         Self {
-            idle_timeout: Duration::from_secs(2),
+            settle: DEFAULT_SETTLE,
             root_settle: Duration::from_millis(500),
+            idle_timeout: Duration::from_secs(2),
             max_trace_age: Duration::from_secs(60),
             max_traces: 200_000,
             max_spans: 5_000_000,
             late_span_window: Duration::from_secs(300),
+            late_span_window_max_traces: 1_000_000,
             max_spans_per_trace: 100_000,
             max_bytes_per_trace: 64 * 1024 * 1024,
             max_memory_mib: 1024,

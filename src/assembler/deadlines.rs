@@ -22,8 +22,8 @@ use crate::ids::TraceId;
 /// Width of a slot. Below the assembler's tick, so a deadline is never
 /// seen later than it would be with exact ordering.
 const SLOT: Duration = Duration::from_millis(4);
-/// Slots in the wheel: a horizon of 4.1 s, past the default `idle_timeout`.
-const SLOTS: u64 = 1024;
+/// Slots in the wheel: a horizon of 8.2 s, past the default `settle` (6 s).
+const SLOTS: u64 = 2048;
 
 pub(super) struct Deadlines {
     base: Instant,
@@ -142,15 +142,15 @@ mod tests {
         assert_eq!(taken(&mut d, t0 + ms(10)), Vec::<u8>::new());
         assert_eq!(taken(&mut d, t0 + ms(24)), vec![2]);
         assert_eq!(taken(&mut d, t0 + ms(30)), vec![3]);
-        // Pushed while the cursor is at 30 ms, 6 s out: past the wheel.
-        d.push(t0 + ms(6030), id(6));
+        // Pushed while the cursor is at 30 ms, 9 s out: past the wheel.
+        d.push(t0 + ms(9030), id(6));
         // Within the wheel, from the cursor.
         d.push(t0 + ms(4000), id(7));
         assert_eq!(taken(&mut d, t0 + ms(3999)), Vec::<u8>::new());
         assert_eq!(taken(&mut d, t0 + ms(4000)), vec![7]);
-        assert_eq!(taken(&mut d, t0 + ms(6029)), Vec::<u8>::new());
+        assert_eq!(taken(&mut d, t0 + ms(9029)), Vec::<u8>::new());
         // A pause of several turns of the wheel.
-        d.push(t0 + ms(6100), id(8));
+        d.push(t0 + ms(9100), id(8));
         assert_eq!(taken(&mut d, t0 + Duration::from_secs(59)), vec![8, 6]);
         assert_eq!(taken(&mut d, t0 + Duration::from_secs(61)), vec![4]);
         d.clear();

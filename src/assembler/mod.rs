@@ -54,13 +54,22 @@ const SHARDS: usize = 64;
 /// buffer does not flip between refusing and accepting on every request.
 const LOW_WATERMARK: f64 = 0.9;
 
-/// A trace the assembler considers complete.
+/// A trace the assembler considers complete, or (`early`) a copy of one
+/// still buffered, for the verdicts that cannot wait on it to settle.
 #[derive(Debug)]
 pub struct CompletedTrace {
     pub trace_id: TraceId,
     pub reason: CompletionReason,
+    /// A copy of the spans so far, handed on `root_settle` after the root
+    /// (or `idle_timeout` after the last span of a root-less trace): only
+    /// passes no later span can change may be decided on it. The trace
+    /// stays buffered and comes again, whole, when it settles.
+    pub early: bool,
     /// A fragment of a trace completed earlier (late spans only).
     pub late: bool,
+    /// No span without a parent came: a sidecar's share of a trace whose
+    /// root went elsewhere, or a trace whose root was lost.
+    pub rootless: bool,
     /// Spans of it were forwarded but not kept, at `max_spans_per_trace` or
     /// `max_bytes_per_trace`: its verdicts are incomplete.
     pub truncated: bool,
@@ -69,6 +78,8 @@ pub struct CompletedTrace {
     /// In arrival order.
     pub spans: Vec<RawSpan>,
     pub first_seen: Instant,
+    /// When its last span arrived.
+    pub last_seen: Instant,
     /// When its completion condition was met.
     pub due: Instant,
     pub completed_at: Instant,
@@ -122,7 +133,10 @@ pub struct Assembler {
     evict_wanted: AtomicBool,
     wake: Notify,
     metrics: Arc<Metrics>,
+    /// Completed trace IDs remembered per shard (`late_span_window_max_traces`).
     recent_cap: usize,
+    /// Holds kept per shard.
+    held_cap: usize,
 }
 
 impl Assembler {
@@ -133,7 +147,8 @@ impl Assembler {
             .buffer_max_bytes
             .set(config.max_memory_bytes().min(i64::MAX as usize) as i64);
         Self {
-            recent_cap: config.max_traces / SHARDS + 1,
+            recent_cap: config.late_span_window_max_traces / SHARDS + 1,
+            held_cap: config.max_traces / SHARDS + 1,
             config,
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: ahash::RandomState::new(),
@@ -189,9 +204,9 @@ impl Assembler {
         while let Some(first) = iter.next() {
             let idx = self.shard_of(&first);
             let mut shard = self.shards[idx].lock();
-            shard.hold(first, now, until, self.recent_cap);
+            shard.hold(first, now, until, self.held_cap);
             while let Some(next) = iter.next_if(|id| self.shard_of(id) == idx) {
-                shard.hold(next, now, until, self.recent_cap);
+                shard.hold(next, now, until, self.held_cap);
             }
         }
     }
@@ -242,9 +257,6 @@ impl Assembler {
         if self.bytes() > self.config.max_memory_bytes() {
             self.want_eviction();
         }
-        if delta.late_spans > 0 {
-            self.metrics.late_spans.inc_by(delta.late_spans as u64);
-        }
         for (reason, n) in [
             (TruncateReason::max_spans_per_trace, delta.over_span_bound),
             (TruncateReason::max_bytes_per_trace, delta.over_byte_bound),
@@ -286,7 +298,7 @@ impl Assembler {
         for shard in self.shards.iter() {
             shard
                 .lock()
-                .expire(now, &self.config, self.recent_cap, &mut out);
+                .expire(now, &self.config, self.recent_cap, self.held_cap, &mut out);
         }
         if self.evict_wanted.swap(false, Ordering::AcqRel) {
             self.evict(now, &mut out);
@@ -318,7 +330,7 @@ impl Assembler {
         let (mut traces, mut spans) = self.len();
         let mut bytes = self.bytes();
         // Already-completed traces in `out` still count until accounted.
-        for c in out.iter() {
+        for c in out.iter().filter(|c| !c.early) {
             traces = traces.saturating_sub(1);
             spans = spans.saturating_sub(c.spans.len());
             bytes = bytes.saturating_sub(c.bytes);
@@ -351,16 +363,23 @@ impl Assembler {
         }
     }
 
+    /// Takes traces that left the buffer off its counters; early copies
+    /// are still buffered.
     fn account(&self, completed: &[CompletedTrace]) {
-        if completed.is_empty() {
+        let mut left = completed.iter().filter(|c| !c.early).peekable();
+        if left.peek().is_none() {
             return;
         }
-        let spans: usize = completed.iter().map(|c| c.spans.len()).sum();
-        let bytes: usize = completed.iter().map(|c| c.bytes).sum();
-        self.traces.fetch_sub(completed.len(), Ordering::Relaxed);
+        let (mut traces, mut spans, mut bytes) = (0, 0, 0);
+        for c in left.clone() {
+            traces += 1;
+            spans += c.spans.len();
+            bytes += c.bytes;
+        }
+        self.traces.fetch_sub(traces, Ordering::Relaxed);
         self.spans.fetch_sub(spans, Ordering::Relaxed);
         self.bytes.fetch_sub(bytes, Ordering::Relaxed);
-        for c in completed {
+        for c in left {
             self.metrics.completed(c.reason);
             if c.late {
                 self.metrics.late_fragments.inc();

@@ -39,21 +39,41 @@ pub(super) struct TraceBuf {
     pub bytes: usize,
     /// Spans were left out at a per-trace bound.
     pub truncated: bool,
+    /// The early evaluation ([`Due::Early`]) was handed on.
+    pub early_sent: bool,
+}
+
+/// What is due next for a buffered trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Due {
+    /// A copy goes to the evaluator for the passes no later span can change;
+    /// the trace stays buffered.
+    Early,
+    /// The trace leaves the buffer, for this reason.
+    Complete(CompletionReason),
 }
 
 impl TraceBuf {
-    /// The earliest completion condition and which one it is.
-    fn due(&self, c: &AssemblerConfig) -> (Instant, CompletionReason) {
-        let mut due = (self.last_seen + c.idle_timeout, CompletionReason::idle);
-        if let Some(root) = self.root_at {
-            let root_due = root + c.root_settle;
-            if root_due < due.0 {
-                due = (root_due, CompletionReason::root);
+    /// The earliest of its conditions and which one it is.
+    fn due(&self, c: &AssemblerConfig) -> (Instant, Due) {
+        let reason = if self.root_at.is_some() {
+            CompletionReason::root
+        } else {
+            CompletionReason::idle
+        };
+        let mut due = (self.last_seen + c.settle, Due::Complete(reason));
+        if !self.early_sent {
+            let early = match self.root_at {
+                Some(root) => (root + c.root_settle).min(self.last_seen + c.idle_timeout),
+                None => self.last_seen + c.idle_timeout,
+            };
+            if early < due.0 {
+                due = (early, Due::Early);
             }
         }
         let age_due = self.first_seen + c.max_trace_age;
         if age_due < due.0 {
-            due = (age_due, CompletionReason::max_age);
+            due = (age_due, Due::Complete(CompletionReason::max_age));
         }
         due
     }
@@ -92,7 +112,6 @@ pub(super) struct InsertDelta {
     pub new_traces: usize,
     pub spans: usize,
     pub bytes: usize,
-    pub late_spans: usize,
     /// Spans not buffered because their trace was at `max_spans_per_trace`…
     pub over_span_bound: usize,
     /// …or at `max_bytes_per_trace`.
@@ -127,14 +146,13 @@ impl Shard {
             // A span past a bound still counts as activity and may be the
             // root: completion does not depend on what was kept.
             t.last_seen = now;
-            if t.late {
-                delta.late_spans += 1;
-            }
             if is_root && t.root_at.is_none() {
                 t.root_at = Some(now);
-                // The root can only bring the deadline forward, so schedule
-                // it; the idle deadline moving later is found when taken.
-                self.deadlines.push(now + config.root_settle, trace_id);
+                // The root can only bring the early deadline forward, so
+                // schedule it; deadlines moving later are found when taken.
+                if !t.early_sent {
+                    self.deadlines.push(now + config.root_settle, trace_id);
+                }
             }
             if t.spans.len() >= config.max_spans_per_trace {
                 t.truncated = true;
@@ -155,9 +173,6 @@ impl Shard {
         delta.spans += 1;
         delta.bytes += size + TRACE_OVERHEAD;
         let late = self.recent.contains_key(&trace_id);
-        if late {
-            delta.late_spans += 1;
-        }
         let buf = TraceBuf {
             spans: vec![span],
             first_seen: now,
@@ -166,6 +181,9 @@ impl Shard {
             late,
             bytes: size + TRACE_OVERHEAD,
             truncated: false,
+            // A late fragment is merged into a trace that settled: there is
+            // nothing early left to publish.
+            early_sent: late,
         };
         self.deadlines.push(buf.due(config).0, trace_id);
         self.arrivals.push_back((now, trace_id));
@@ -179,6 +197,7 @@ impl Shard {
         now: Instant,
         config: &AssemblerConfig,
         recent_cap: usize,
+        held_cap: usize,
         out: &mut Vec<CompletedTrace>,
     ) {
         let mut taken = std::mem::take(&mut self.due);
@@ -187,7 +206,7 @@ impl Shard {
             let Some(t) = self.traces.get(&id) else {
                 continue;
             };
-            let (due, reason) = t.due(config);
+            let (due, what) = t.due(config);
             // Holds exist only while senders are being refused: the usual
             // case skips the lookup and its hash.
             let held = if self.held.is_empty() {
@@ -203,13 +222,37 @@ impl Shard {
                 self.deadlines.push(due, id);
                 continue;
             }
-            if let Some(c) = self.complete(id, reason, due, now, config, recent_cap) {
-                out.push(c);
+            match what {
+                Due::Early => {
+                    if let Some(t) = self.traces.get_mut(&id) {
+                        t.early_sent = true;
+                        out.push(CompletedTrace {
+                            trace_id: id,
+                            reason: CompletionReason::root,
+                            early: true,
+                            late: t.late,
+                            truncated: t.truncated,
+                            rootless: t.root_at.is_none(),
+                            bytes: t.bytes,
+                            spans: t.spans.clone(),
+                            first_seen: t.first_seen,
+                            last_seen: t.last_seen,
+                            due,
+                            completed_at: now,
+                        });
+                        self.deadlines.push(t.due(config).0, id);
+                    }
+                }
+                Due::Complete(reason) => {
+                    if let Some(c) = self.complete(id, reason, due, now, config, recent_cap) {
+                        out.push(c);
+                    }
+                }
             }
         }
         self.due = taken;
         self.prune_recent(now, config, recent_cap);
-        self.prune_held(now, recent_cap);
+        self.prune_held(now, held_cap);
         self.prune_arrivals();
     }
 
@@ -302,11 +345,14 @@ impl Shard {
             out.push(CompletedTrace {
                 trace_id,
                 reason: CompletionReason::shutdown,
+                early: false,
                 late: t.late,
                 truncated: t.truncated,
+                rootless: t.root_at.is_none(),
                 bytes: t.bytes,
                 spans: t.spans,
                 first_seen: t.first_seen,
+                last_seen: t.last_seen,
                 due: now,
                 completed_at: now,
             });
@@ -329,11 +375,14 @@ impl Shard {
         Some(CompletedTrace {
             trace_id: id,
             reason,
+            early: false,
             late: t.late,
             truncated: t.truncated,
+            rootless: t.root_at.is_none(),
             bytes: t.bytes,
             spans: t.spans,
             first_seen: t.first_seen,
+            last_seen: t.last_seen,
             due,
             completed_at: now,
         })

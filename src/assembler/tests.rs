@@ -11,6 +11,8 @@ use crate::results::metrics::{TruncateLabels, TruncateReason};
 
 fn config() -> AssemblerConfig {
     AssemblerConfig {
+        settle: Duration::from_secs(2),
+        // As `settle`: a trace without a root gets no early copy here.
         idle_timeout: Duration::from_secs(2),
         root_settle: Duration::from_millis(500),
         max_trace_age: Duration::from_secs(10),
@@ -59,14 +61,68 @@ async fn idle_timeout_completes_after_last_span() {
     assert_eq!(a.len(), (0, 0));
 }
 
+/// `root_settle` after the root, an early copy goes out and the trace stays
+/// buffered; spans that come after it join the trace, which completes, whole,
+/// only once it has been quiet for `settle`.
 #[tokio::test(start_paused = true)]
-async fn root_settle_completes_sooner() {
+async fn root_settle_hands_on_an_early_copy_and_the_trace_settles_later() {
     let a = assembler(config());
     let t0 = Instant::now();
     a.insert(vec![span(1, 2, false), span(1, 1, true)], t0);
-    let done = a.poll_completed(t0 + Duration::from_millis(500));
+    let early = a.poll_completed(t0 + Duration::from_millis(500));
+    assert_eq!(early.len(), 1);
+    assert!(early[0].early);
+    assert!(!early[0].rootless);
+    assert_eq!(early[0].spans.len(), 2);
+    assert_eq!(a.len(), (1, 2), "the early copy leaves the trace buffered");
+    // A child exported by another service's batch, after the root.
+    a.insert(vec![span(1, 3, false)], t0 + Duration::from_millis(1900));
+    assert!(a.poll_completed(t0 + Duration::from_secs(3)).is_empty());
+    let done = a.poll_completed(t0 + Duration::from_millis(3900));
     assert_eq!(done.len(), 1);
+    assert!(!done[0].early && !done[0].late);
     assert_eq!(done[0].reason, CompletionReason::root);
+    assert_eq!(done[0].spans.len(), 3);
+    assert_eq!(a.len(), (0, 0));
+}
+
+/// A trace without a root gets its early copy `idle_timeout` after its last
+/// span and settles `settle` after it, marked root-less.
+#[tokio::test(start_paused = true)]
+async fn a_rootless_trace_is_marked_and_settles_when_quiet() {
+    let a = assembler(AssemblerConfig {
+        idle_timeout: Duration::from_secs(1),
+        ..config()
+    });
+    let t0 = Instant::now();
+    a.insert(vec![span(1, 2, false)], t0);
+    let early = a.poll_completed(t0 + Duration::from_secs(1));
+    assert_eq!(early.len(), 1);
+    assert!(early[0].early && early[0].rootless);
+    let done = a.poll_completed(t0 + Duration::from_secs(2));
+    assert_eq!(done.len(), 1);
+    assert!(!done[0].early && done[0].rootless);
+    assert_eq!(done[0].reason, CompletionReason::idle);
+}
+
+/// The default `settle` covers the OpenTelemetry SDKs' 5 s batching: a
+/// child that comes 5 s after its root is part of the trace, not late.
+#[tokio::test(start_paused = true)]
+async fn by_default_a_span_five_seconds_after_the_root_is_not_late() {
+    let a = assembler(AssemblerConfig::default());
+    let t0 = Instant::now();
+    a.insert(vec![span(1, 1, true)], t0);
+    let early = a.poll_completed(t0 + Duration::from_millis(600));
+    assert!(early.iter().all(|c| c.early), "{early:?}");
+    a.insert(vec![span(1, 2, false)], t0 + Duration::from_secs(5));
+    let mut done = Vec::new();
+    for ms in (0..=12_000).step_by(100) {
+        done.extend(a.poll_completed(t0 + Duration::from_millis(ms)));
+    }
+    let whole: Vec<_> = done.iter().filter(|c| !c.early).collect();
+    assert_eq!(whole.len(), 1, "{done:?}");
+    assert_eq!(whole[0].spans.len(), 2);
+    assert!(!whole[0].late);
 }
 
 #[tokio::test(start_paused = true)]
@@ -94,7 +150,9 @@ async fn late_spans_are_counted_and_handed_on_as_a_fragment() {
     let a = Assembler::new(config(), Arc::clone(&metrics));
     let t0 = Instant::now();
     a.insert(vec![span(1, 1, true)], t0);
-    assert_eq!(a.poll_completed(t0 + Duration::from_secs(1)).len(), 1);
+    assert!(a.poll_completed(t0 + Duration::from_secs(1))[0].early);
+    let settled = a.poll_completed(t0 + Duration::from_secs(3));
+    assert!(!settled[0].early && !settled[0].late);
     a.insert(
         vec![span(1, 2, false), span(1, 3, false)],
         t0 + Duration::from_secs(5),
@@ -103,7 +161,6 @@ async fn late_spans_are_counted_and_handed_on_as_a_fragment() {
     assert_eq!(done.len(), 1);
     assert!(done[0].late);
     assert_eq!(done[0].spans.len(), 2);
-    assert_eq!(metrics.late_spans.get(), 2);
     // The trace, then its late fragment: two completions, one of them late.
     assert_eq!(metrics.late_fragments.get(), 1);
 }
@@ -301,11 +358,14 @@ fn parallel_consumers_see_every_trace_once_and_fragments_where_their_trace_went(
     let trace = |id: u8, late: bool| CompletedTrace {
         trace_id: TraceId([id; 16]),
         reason: CompletionReason::idle,
+        early: false,
         late,
+        rootless: false,
         truncated: false,
         bytes: 0,
         spans: Vec::new(),
         first_seen: now,
+        last_seen: now,
         due: now,
         completed_at: now,
     };
@@ -374,7 +434,10 @@ async fn holds_apply_to_traces_not_yet_seen_and_run_out() {
     assert!(a
         .poll_completed(t0 + Duration::from_millis(1500))
         .is_empty());
-    assert_eq!(a.poll_completed(t0 + Duration::from_secs(2)).len(), 1);
+    let early = a.poll_completed(t0 + Duration::from_secs(2));
+    assert!(early.len() == 1 && early[0].early, "{early:?}");
+    let done = a.poll_completed(t0 + Duration::from_millis(2100));
+    assert!(done.len() == 1 && !done[0].early, "{done:?}");
 
     // Long after the hold ran out, a new trace completes on its own terms.
     let t1 = t0 + Duration::from_secs(10);
@@ -410,6 +473,7 @@ fn completed_traces_leave_no_arrivals_behind() {
     let config = AssemblerConfig {
         max_traces: 1_000_000,
         max_spans: 1_000_000,
+        settle: Duration::from_millis(500),
         ..config()
     };
     let mut shard = super::shard::Shard::default();
@@ -428,14 +492,21 @@ fn completed_traces_leave_no_arrivals_behind() {
             let s = span(1, 1, true);
             shard.insert(TraceId(id), true, s.span, now, &config, &mut delta);
         }
-        shard.expire(now + Duration::from_millis(600), &config, 1000, &mut out);
+        // The long trace is never quiet for `settle`.
         shard.insert(
             TraceId([255; 16]),
             false,
             span(255, 2, false).span,
-            now,
+            now + Duration::from_millis(600),
             &config,
             &mut delta,
+        );
+        shard.expire(
+            now + Duration::from_millis(600),
+            &config,
+            1000,
+            1000,
+            &mut out,
         );
     }
     assert_eq!(out.len(), 10_000, "every short trace completed by its root");

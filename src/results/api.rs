@@ -103,10 +103,11 @@ async fn results(State(api): State<Arc<Api>>, Query(q): Query<ResultsQuery>) -> 
         None => None,
         Some("pass") => Some(Verdict::Pass),
         Some("fail") => Some(Verdict::Fail),
+        Some("inconclusive") => Some(Verdict::Inconclusive),
         Some(other) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("verdict {other:?}: expected pass or fail (skips are counted, not stored)"),
+                format!("verdict {other:?}: expected pass, fail or inconclusive (skips are counted, not stored)"),
             )
         }
     };

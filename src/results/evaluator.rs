@@ -1,27 +1,36 @@
-//! The evaluation stage: every completed trace gets a verdict from every
-//! model in force; verdicts are counted, stored and handed to listeners.
+//! The evaluation stage: every trace gets a verdict from every model in
+//! force, decided as the interfaces page's "When a verdict is decided"
+//! says (`docs/design.md`, "When a verdict is decided", has the worked
+//! examples); verdicts are counted, stored and handed to listeners.
 //!
-//! A model with `within` whose verdict would be `fail` only because an
-//! expected span is missing waits: late fragments of the trace (which the
-//! assembler hands on) are added and the model is evaluated again, until it
-//! passes or `within` runs out. A model that panics is contained: counted in
+//! - **Early**: `root_settle` after a trace's root, the assembler hands on a
+//!   copy of the spans so far. Only the models whose pass no later span can
+//!   change ([`Engine::can_pass_early`]) are evaluated on it, and only
+//!   their passes are published and counted then.
+//! - **Settled**: once no span of the trace has come for `settle`, every
+//!   other model is evaluated and its verdict counted: `pass`, `fail`,
+//!   `skip`, or `inconclusive` when the trace was cut short (shutdown,
+//!   eviction, per-trace bounds, evaluation budget, an unreadable span, or
+//!   a trace that began before this daemon did). A model with `within`
+//!   whose `fail` is only a missing span waits up to `within` more.
+//! - **Late**: the settled trace is kept (its spans copied out of the
+//!   request buffers, bounded in bytes and by `late_span_window`); spans
+//!   that come later are merged into it and every model is evaluated
+//!   again. A counted verdict that changes is counted in
+//!   `tracecheck_verdicts_flipped_total` and published (a new failure is
+//!   alerted); the verdict counters keep one verdict per trace and model.
+//!
+//! A model that panics is contained: counted in
 //! `tracecheck_model_errors_total`, logged with the trace ID, and the other
-//! models still give their verdicts.
-//!
-//! A model cannot be stopped safely in the middle of an evaluation (it runs
-//! on this thread with no point at which to give up), so the evaluation
-//! budget is a report, not a deadline: when evaluating the whole set on one
-//! trace takes longer than `models.evaluation_budget`, the trace is
-//! evaluated once more, one model at a time, and every model that alone
-//! took longer than the budget is counted in
-//! `tracecheck_model_slow_evaluations_total{model}` and logged with the trace
-//! ID (at most one line per [`SLOW_LOG_INTERVAL`]). The first pass's
-//! verdicts stand; a slow trace therefore costs about twice its time, which
-//! is the price of naming the culprit without timing every model on every
-//! trace.
+//! models still give their verdicts. The evaluation budget is a deadline
+//! ([`EvalContext::deadline`]): the model running when it passes, and every
+//! model after it, is `inconclusive` (`budget`), so no trace holds up the
+//! others for longer than the budget; the first such model is counted in
+//! `tracecheck_model_slow_evaluations_total{model}` and logged (at most one
+//! line per [`SLOW_LOG_INTERVAL`]).
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -31,11 +40,13 @@ use tokio::time::Instant;
 use super::alerts::{AlertEvent, AlertSender};
 use super::config::LinksConfig;
 use super::feed::VerdictFeed;
-use super::metrics::{Metrics, ModelLabels, SpecLabels};
+use super::metrics::{
+    FlipLabels, InconclusiveLabels, LateLabels, Metrics, ModelLabels, SpecLabels,
+};
 use super::registry::{LoadedModels, ModelRegistry};
 use super::store::{ResultStore, VerdictRecord};
 use crate::assembler::{CompletedTrace, TraceConsumer};
-use crate::engine::{EvalContext, ModelVerdict, Trace, TraceBuilder, Verdict};
+use crate::engine::{EvalContext, Inconclusive, ModelVerdict, Trace, TraceBuilder, Verdict};
 use crate::ids::TraceId;
 use crate::otlp::RawSpan;
 use crate::results::metrics::CompletionReason;
@@ -47,13 +58,12 @@ pub const DEFAULT_EVALUATION_BUDGET: Duration = Duration::from_millis(100);
 /// counts every one.
 pub const SLOW_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Verdicts waiting for late spans of one trace.
-struct Pending {
-    spans: Vec<RawSpan>,
-    models: Arc<LoadedModels>,
-    waiting: Vec<Waiting>,
-    completion: Completion,
-}
+/// Bytes of settled traces each evaluator keeps for late spans to merge
+/// into. At the daemon's full rate (~200 000 spans/s) this is about a
+/// second of traffic, at ordinary rates minutes; `late_span_window` bounds
+/// it in time. Spans of a trace no longer kept are counted as late
+/// (`merged="false"`) and not judged.
+pub const DEFAULT_KEEP_BYTES: usize = 32 << 20;
 
 /// What completed a trace, and whether spans of it were left out at a
 /// per-trace bound: together they say whether its verdicts are incomplete.
@@ -71,21 +81,43 @@ impl Completion {
         }
     }
 
-    /// Completed before its condition was met (evicted at a bound, or cut
-    /// short by shutdown — an instance leaving a gateway tier), or spans
-    /// left out at a per-trace bound: spans may be missing.
+    /// What cut the trace short, if anything: spans may be missing.
+    fn cut_short(self) -> Option<Inconclusive> {
+        match self.reason {
+            CompletionReason::shutdown => Some(Inconclusive::Shutdown),
+            CompletionReason::evicted => Some(Inconclusive::Evicted),
+            _ if self.truncated => Some(Inconclusive::Bounds),
+            _ => None,
+        }
+    }
+
     fn incomplete(self) -> bool {
-        matches!(
-            self.reason,
-            CompletionReason::evicted | CompletionReason::shutdown
-        ) || self.truncated
+        self.cut_short().is_some()
     }
 }
 
+/// A model whose `fail` is only a missing span, waiting up to its `within`.
 struct Waiting {
     model: usize,
     deadline: Instant,
     last: ModelVerdict,
+}
+
+/// A settled trace, kept so that late spans merge into it.
+struct Settled {
+    /// Copied out of the request buffers: keeping a trace keeps its own
+    /// bytes, not the requests its spans came in.
+    spans: Vec<RawSpan>,
+    bytes: usize,
+    models: Arc<LoadedModels>,
+    /// The verdict counted for each model that was not a skip; every other
+    /// model of `models` was counted as a skip.
+    counted: Vec<(usize, Verdict)>,
+    waiting: Vec<Waiting>,
+    completion: Completion,
+    /// The trace began before this daemon started.
+    restart: bool,
+    settled_at: Instant,
 }
 
 /// Skips of the models a trace did not wake ([`Engine::evaluate_woken`]),
@@ -111,6 +143,25 @@ impl SkipBacklog {
     }
 }
 
+/// The trace verdicts are published on: its ID, the engine's view of it
+/// when it could be built, and its spans (kept with failures).
+#[derive(Clone, Copy)]
+struct On<'a> {
+    trace_id: TraceId,
+    trace: Option<&'a Trace>,
+    spans: &'a [RawSpan],
+}
+
+/// How a verdict is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Publish {
+    /// Counted in `tracecheck_model_verdicts_total`.
+    Count { waited: bool, early: bool },
+    /// A counted verdict changed by late spans: published, not counted
+    /// again.
+    Flip { from: Verdict },
+}
+
 /// The daemon's evaluation: [`Evaluator`]s on `models.evaluation_threads`
 /// threads, each trace evaluated by one of them.
 pub type EvaluatorPool = crate::assembler::Parallel<Evaluator>;
@@ -120,17 +171,37 @@ pub struct Evaluator {
     store: Arc<ResultStore>,
     metrics: Arc<Metrics>,
     links: LinksConfig,
-    pending: HashMap<TraceId, Pending>,
+    /// Models that passed early, per trace still buffered.
+    early: HashMap<TraceId, (Arc<LoadedModels>, Vec<usize>)>,
+    settled: HashMap<TraceId, Settled>,
+    /// Settled traces with nothing waiting, oldest first, for forgetting
+    /// them; entries of traces since forgotten or waiting again are stale.
+    settled_order: VecDeque<(Instant, TraceId)>,
+    settled_bytes: usize,
+    /// Settled traces with verdicts waiting on `within`.
+    waiting: std::collections::HashSet<TraceId>,
+    keep_bytes: usize,
+    late_window: Duration,
     verdicts: VerdictFeed,
     alerts: Option<AlertSender>,
     /// Completed traces a test run waits for (`testrun`).
     tap: Option<Arc<crate::testrun::TraceWaiters>>,
     budget: Duration,
+    /// When this evaluator started, in unix nanoseconds: a trace whose
+    /// first span started before is judged as cut by a restart.
+    /// `None`: no trace is taken for one begun before a restart.
+    started_unix_nanos: Option<u64>,
     /// When a slow evaluation was last logged, and how many were not
     /// logged since.
     slow_logged: Cell<Option<std::time::Instant>>,
     slow_unlogged: Cell<u64>,
     skips: Option<SkipBacklog>,
+}
+
+fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos().min(u128::from(u64::MAX)) as u64)
+        .unwrap_or(0)
 }
 
 impl Evaluator {
@@ -147,19 +218,53 @@ impl Evaluator {
             store,
             metrics,
             links,
-            pending: HashMap::new(),
+            early: HashMap::new(),
+            settled: HashMap::new(),
+            settled_order: VecDeque::new(),
+            settled_bytes: 0,
+            waiting: std::collections::HashSet::new(),
+            keep_bytes: DEFAULT_KEEP_BYTES,
+            late_window: crate::assembler::config::AssemblerConfig::default().late_span_window,
             verdicts,
             alerts,
             tap: None,
             budget: DEFAULT_EVALUATION_BUDGET,
+            started_unix_nanos: Some(unix_nanos(SystemTime::now())),
             slow_logged: Cell::new(None),
             slow_unlogged: Cell::new(0),
             skips: None,
         }
     }
 
+    /// Sets `models.evaluation_budget`.
+    pub fn with_evaluation_budget(mut self, budget: Duration) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// How long, and in how many bytes, settled traces are kept for late
+    /// spans (`assembler.late_span_window`).
+    pub fn with_late_window(mut self, window: Duration, keep_bytes: usize) -> Self {
+        self.late_window = window;
+        self.keep_bytes = keep_bytes;
+        self
+    }
+
+    /// Also hands every completed trace (and late fragment) to `tap`.
+    pub fn with_tap(mut self, tap: Arc<crate::testrun::TraceWaiters>) -> Self {
+        self.tap = Some(tap);
+        self
+    }
+
+    /// Takes the daemon's start as `at`; `None` judges every trace as if
+    /// it began after (tests whose spans start at the epoch).
+    pub fn started_at(mut self, at: Option<SystemTime>) -> Self {
+        self.started_unix_nanos = at.map(unix_nanos);
+        self
+    }
+
     /// Notes which models one trace woke; the rest skipped it.
-    fn note_woken(&mut self, models: &Arc<LoadedModels>, verdicts: &[ModelVerdict]) {
+    fn note_woken(&mut self, models: &Arc<LoadedModels>, woken: impl Iterator<Item = usize>) {
         if !self
             .skips
             .as_ref()
@@ -174,21 +279,12 @@ impl Evaluator {
         }
         if let Some(b) = &mut self.skips {
             b.traces += 1;
-            for v in verdicts {
-                if let Some(w) = b.woken.get_mut(v.model) {
+            for m in woken {
+                if let Some(w) = b.woken.get_mut(m) {
                     *w += 1;
                 }
             }
         }
-    }
-
-    /// From the trace's completion condition to its verdicts.
-    fn observe_delay(&self, t: &CompletedTrace) {
-        self.metrics.verdict_delay.observe(
-            Instant::now()
-                .saturating_duration_since(t.due)
-                .as_secs_f64(),
-        );
     }
 
     fn flush_skips(&mut self) {
@@ -197,42 +293,41 @@ impl Evaluator {
         }
     }
 
-    /// Sets `models.evaluation_budget`.
-    pub fn with_evaluation_budget(mut self, budget: Duration) -> Self {
-        self.budget = budget;
-        self
-    }
-
-    /// Also hands every completed trace (and late fragment) to `tap`.
-    pub fn with_tap(mut self, tap: Arc<crate::testrun::TraceWaiters>) -> Self {
-        self.tap = Some(tap);
-        self
-    }
-
-    fn evaluate(&self, models: &LoadedModels, trace: &Trace) -> Vec<ModelVerdict> {
-        let ctx = EvalContext::default();
-        let engine = &models.engine;
-        let started = std::time::Instant::now();
-        // The verdicts of the models the trace wakes; the others skip it.
-        let whole = catch_unwind(AssertUnwindSafe(|| engine.evaluate_woken(trace, &ctx)));
-        let over_budget = started.elapsed() > self.budget;
-        let whole = match whole {
-            Ok(v) if !over_budget => return v,
-            other => other,
-        };
-        // A model panicked, or the set was over budget: go one model at a
-        // time to name the culprit(s); the rest still count.
-        let mut one_by_one = Vec::with_capacity(engine.len());
-        for i in 0..engine.len() {
-            let started = std::time::Instant::now();
-            let result = catch_unwind(AssertUnwindSafe(|| engine.evaluate_model(i, trace, &ctx)));
-            self.check_budget(models, i, trace, started.elapsed());
-            match result {
-                Ok(v) => one_by_one.extend(v),
-                Err(_) => self.model_panicked(models, i, trace),
-            }
+    fn context(&self) -> EvalContext<'static> {
+        EvalContext {
+            deadline: Some(std::time::Instant::now() + self.budget),
+            ..EvalContext::default()
         }
-        whole.unwrap_or(one_by_one)
+    }
+
+    /// The verdicts of the models `trace` wakes, within the budget.
+    fn evaluate(&self, models: &LoadedModels, trace: &Trace) -> Vec<ModelVerdict> {
+        let engine = &models.engine;
+        let ctx = self.context();
+        let started = std::time::Instant::now();
+        let verdicts = match catch_unwind(AssertUnwindSafe(|| engine.evaluate_woken(trace, &ctx))) {
+            Ok(v) => v,
+            // A model panicked: go one model at a time to name the
+            // culprit(s); the rest still count.
+            Err(_) => {
+                let mut one_by_one = Vec::new();
+                for i in engine.woken_by(trace.span_names()) {
+                    let ctx = self.context();
+                    match catch_unwind(AssertUnwindSafe(|| engine.evaluate_model(i, trace, &ctx))) {
+                        Ok(v) => one_by_one.extend(v),
+                        Err(_) => self.model_panicked(models, i, trace),
+                    }
+                }
+                one_by_one
+            }
+        };
+        if let Some(v) = verdicts
+            .iter()
+            .find(|v| v.inconclusive == Some(Inconclusive::Budget))
+        {
+            self.over_budget(models, v.model, trace, started.elapsed());
+        }
+        verdicts
     }
 
     /// A panic while evaluating one model on one trace: counted, logged
@@ -246,11 +341,9 @@ impl Evaluator {
         tracing::error!(model = %id, trace_id = %trace.trace_id(), "Model evaluation panicked; verdict withheld.");
     }
 
-    /// Counts and (rate-limited) logs one model's evaluation over budget.
-    fn check_budget(&self, models: &LoadedModels, model: usize, trace: &Trace, took: Duration) {
-        if took <= self.budget {
-            return;
-        }
+    /// Counts and (rate-limited) logs the model that was running when the
+    /// budget ran out.
+    fn over_budget(&self, models: &LoadedModels, model: usize, trace: &Trace, took: Duration) {
         let id = model_id(models, model);
         self.metrics
             .model_slow_evaluations
@@ -265,10 +358,11 @@ impl Evaluator {
             tracing::warn!(
                 model = %id,
                 trace_id = %trace.trace_id(),
+                spans = trace.spans.len(),
                 took_ms = took.as_secs_f64() * 1e3,
                 budget_ms = self.budget.as_secs_f64() * 1e3,
                 not_logged_since_last = self.slow_unlogged.get(),
-                "Model evaluation took longer than models.evaluation_budget."
+                "Evaluation ran past models.evaluation_budget; this model and those after it are inconclusive on this trace."
             );
             self.slow_logged.set(Some(now));
             self.slow_unlogged.set(0);
@@ -277,19 +371,28 @@ impl Evaluator {
         }
     }
 
+    /// Publishes verdicts: counts them (or their flips), stores them with
+    /// the trace, hands them to watchers, and alerts on failures.
+    /// `last_seen` is when the trace's last span came, for
+    /// `tracecheck_verdict_delay_seconds`.
     fn record(
         &self,
         models: &LoadedModels,
-        trace_id: TraceId,
-        trace: &Trace,
-        spans: &[RawSpan],
-        verdicts: impl IntoIterator<Item = (ModelVerdict, bool)>,
+        on: On<'_>,
+        verdicts: impl IntoIterator<Item = (ModelVerdict, Publish)>,
         completion: Completion,
+        last_seen: Option<Instant>,
     ) {
+        let On {
+            trace_id,
+            trace,
+            spans,
+        } = on;
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        let delay = last_seen.map(|at| Instant::now().saturating_duration_since(at).as_secs_f64());
         let mut records = Vec::new();
         // One URL for every verdict of the trace, made only if one is kept.
         let mut trace_url: Option<Option<Arc<str>>> = None;
@@ -297,37 +400,64 @@ impl Evaluator {
         // admit_pass) or for a watcher that asked for them; failures always.
         let watching_passes = self.verdicts.wants(Verdict::Pass);
         let mut pass_admitted: Option<bool> = None;
-        for (v, waited) in verdicts {
+        for (v, how) in verdicts {
             let Some(counters) = models.counters.get(v.model) else {
                 continue;
             };
-            counters.record(v.verdict, &trace_id);
-            if v.verdict == Verdict::Skip {
-                continue;
-            }
-            let keep = v.verdict == Verdict::Fail
-                || *pass_admitted.get_or_insert_with(|| self.store.admit_pass());
-            if !keep && !watching_passes {
-                continue;
-            }
             let Some(model) = models.engine.models().get(v.model) else {
                 continue;
             };
-            let mut seen_specs: Vec<&str> = Vec::new();
-            for f in &v.failures {
-                if !seen_specs.contains(&f.spec.as_str()) {
-                    seen_specs.push(&f.spec);
+            match how {
+                Publish::Count { .. } => {
+                    counters.record(v.verdict, &trace_id);
+                    if let Some(d) = delay {
+                        counters.delay.observe(d);
+                    }
+                    if let Some(reason) = v.inconclusive {
+                        self.metrics
+                            .inconclusive
+                            .get_or_create(&InconclusiveLabels {
+                                reason: reason.as_str(),
+                            })
+                            .inc();
+                    }
+                }
+                Publish::Flip { from } => {
                     self.metrics
-                        .spec_failures
-                        .get_or_create(&SpecLabels {
+                        .verdicts_flipped
+                        .get_or_create(&FlipLabels {
                             model: model.id.clone(),
-                            spec: f.spec.clone(),
+                            from: from.as_str(),
+                            to: v.verdict.as_str(),
                         })
                         .inc();
                 }
             }
+            if v.verdict == Verdict::Skip {
+                continue;
+            }
+            let keep = v.verdict != Verdict::Pass
+                || *pass_admitted.get_or_insert_with(|| self.store.admit_pass());
+            if !keep && !watching_passes {
+                continue;
+            }
+            if v.verdict == Verdict::Fail {
+                let mut seen_specs: Vec<&str> = Vec::new();
+                for f in &v.failures {
+                    if !seen_specs.contains(&f.spec.as_str()) {
+                        seen_specs.push(&f.spec);
+                        self.metrics
+                            .spec_failures
+                            .get_or_create(&SpecLabels {
+                                model: model.id.clone(),
+                                spec: f.spec.clone(),
+                            })
+                            .inc();
+                    }
+                }
+            }
             let summary = (v.verdict == Verdict::Fail)
-                .then(|| models.engine.render_summary(v.model, trace))
+                .then(|| trace.and_then(|t| models.engine.render_summary(v.model, t)))
                 .flatten();
             let Some((id, name)) = models.names.get(v.model) else {
                 continue;
@@ -335,20 +465,26 @@ impl Evaluator {
             let trace_url = trace_url
                 .get_or_insert_with(|| self.links.trace_url(&trace_id).map(Arc::from))
                 .clone();
+            let (waited, early, flipped_from) = match how {
+                Publish::Count { waited, early } => (waited, early, None),
+                Publish::Flip { from } => (true, false, Some(from)),
+            };
             let record = Arc::new(VerdictRecord {
                 seq: self.store.next_seq(),
                 trace_id,
                 model: Arc::clone(id),
                 model_name: Arc::clone(name),
                 verdict: v.verdict,
+                inconclusive: v.inconclusive,
                 failures: v.failures,
                 trace_url,
                 summary,
                 evaluated_at_unix_ms: now_ms,
-                // Evicted early, or spans left out at a per-trace bound.
-                incomplete: completion.incomplete(),
+                incomplete: completion.incomplete() || v.inconclusive.is_some(),
                 completion_reason: completion.reason,
                 waited_for_late_spans: waited,
+                early,
+                flipped_from,
             });
             if self.verdicts.wants(record.verdict) {
                 self.verdicts.send(Arc::clone(&record));
@@ -373,104 +509,83 @@ impl Evaluator {
         self.store.record(trace_id, spans, records);
     }
 
-    fn settle(&mut self, trace_id: TraceId, now: Instant, force: bool) {
-        let Some(mut p) = self.pending.remove(&trace_id) else {
-            return;
-        };
-        let (done, still): (Vec<Waiting>, Vec<Waiting>) = p
-            .waiting
-            .drain(..)
-            .partition(|w| force || w.deadline <= now);
-        if !done.is_empty() {
-            if let Some(trace) = build_trace_for(&p.models.engine, &p.spans) {
-                let models = Arc::clone(&p.models);
-                self.record(
-                    &models,
-                    trace_id,
-                    &trace,
-                    &p.spans,
-                    done.into_iter().map(|w| (w.last, true)),
-                    p.completion,
-                );
-            }
-        }
-        if !still.is_empty() {
-            p.waiting = still;
-            self.pending.insert(trace_id, p);
-        }
-    }
-}
-
-impl TraceConsumer for Evaluator {
-    fn consume(&mut self, t: CompletedTrace) {
-        if let Some(tap) = &self.tap {
-            tap.deliver(&t);
-        }
-        let now = Instant::now();
-        if t.late {
-            let Some(mut p) = self.pending.remove(&t.trace_id) else {
-                tracing::debug!(trace_id = %t.trace_id, spans = t.spans.len(), "Late spans for a trace whose verdicts are final.");
-                return;
-            };
-            p.spans.extend(t.spans);
-            p.completion.truncated |= t.truncated;
-            let Some(trace) = build_trace_for(&p.models.engine, &p.spans) else {
-                return;
-            };
-            let ctx = EvalContext::default();
-            let mut final_now = Vec::new();
-            let mut still = Vec::new();
-            for mut w in p.waiting.drain(..) {
-                let engine = &p.models.engine;
-                let started = std::time::Instant::now();
-                let result = catch_unwind(AssertUnwindSafe(|| {
-                    engine.evaluate_model(w.model, &trace, &ctx)
-                }));
-                self.check_budget(&p.models, w.model, &trace, started.elapsed());
-                match result {
-                    Ok(Some(v)) if v.verdict == Verdict::Fail && v.awaiting_spans => {
-                        w.last = v;
-                        still.push(w);
-                    }
-                    Ok(Some(v)) => final_now.push((v, true)),
-                    Ok(None) => still.push(w),
-                    // Its verdict stays what it was before the late spans,
-                    // settled at its deadline.
-                    Err(_) => {
-                        self.model_panicked(&p.models, w.model, &trace);
-                        still.push(w);
-                    }
-                }
-            }
-            let models = Arc::clone(&p.models);
-            self.record(
-                &models,
-                t.trace_id,
-                &trace,
-                &p.spans,
-                final_now,
-                p.completion,
-            );
-            if !still.is_empty() {
-                p.waiting = still;
-                self.pending.insert(t.trace_id, p);
-            }
-            return;
-        }
+    /// A copy of a still-buffered trace: publishes the passes no later span
+    /// can change.
+    fn consume_early(&mut self, t: CompletedTrace) {
         let models = self.registry.current();
-        if !wakes_any(&models, &t.spans) {
-            // Every model skips it: nothing to build or evaluate.
-            self.note_woken(&models, &[]);
-            self.observe_delay(&t);
+        if !models.engine.has_early() || !wakes_any(&models, &t.spans) {
             return;
         }
         let Some(trace) = build_trace_for(&models.engine, &t.spans) else {
-            tracing::warn!(trace_id = %t.trace_id, "Trace could not be decoded for evaluation.");
             return;
         };
+        let ctx = self.context();
+        let engine = &models.engine;
+        let Ok(passes) = catch_unwind(AssertUnwindSafe(|| engine.evaluate_early(&trace, &ctx)))
+        else {
+            // The settled evaluation names the model that panics.
+            return;
+        };
+        if passes.is_empty() {
+            return;
+        }
+        let passed: Vec<usize> = passes.iter().map(|v| v.model).collect();
+        self.record(
+            &models,
+            On {
+                trace_id: t.trace_id,
+                trace: Some(&trace),
+                spans: &t.spans,
+            },
+            passes.into_iter().map(|v| {
+                (
+                    v,
+                    Publish::Count {
+                        waited: false,
+                        early: true,
+                    },
+                )
+            }),
+            Completion::of(&t),
+            Some(t.last_seen),
+        );
+        self.early.insert(t.trace_id, (models, passed));
+    }
+
+    /// A trace that settled (or was cut short): every model's verdict.
+    fn consume_settled(&mut self, t: CompletedTrace) {
+        if t.rootless {
+            self.metrics.rootless_traces.inc();
+        }
+        let models = self.registry.current();
+        let early = self
+            .early
+            .remove(&t.trace_id)
+            .map(|(at, passed)| passed_in(&at, passed, &models))
+            .unwrap_or_default();
+        let completion = Completion::of(&t);
+        if !wakes_any(&models, &t.spans) {
+            // Every model skips it: nothing to build or evaluate.
+            self.note_woken(&models, std::iter::empty());
+            return;
+        }
+        let Some(trace) = build_trace_for(&models.engine, &t.spans) else {
+            self.unreadable(&models, &t);
+            return;
+        };
+        if t.rootless && self.is_stale(&trace) {
+            // Spans of a trace settled longer ago than the late-span
+            // window (its ID forgotten): judging them alone would fail
+            // models for spans that are simply elsewhere.
+            self.metrics
+                .late_spans
+                .get_or_create(&LateLabels { merged: "false" })
+                .inc_by(t.spans.len() as u64);
+            return;
+        }
         let started = std::time::Instant::now();
         let verdicts = self.evaluate(&models, &trace);
-        self.note_woken(&models, &verdicts);
+        self.note_woken(&models, verdicts.iter().map(|v| v.model));
         let failed = verdicts.iter().any(|v| v.verdict == Verdict::Fail);
         self.metrics.evaluation_duration.observe(
             started.elapsed().as_secs_f64(),
@@ -479,68 +594,388 @@ impl TraceConsumer for Evaluator {
             }),
             None,
         );
+        let restart = self
+            .started_unix_nanos
+            .is_some_and(|started| began_before(&trace, started));
+        let cut = completion
+            .cut_short()
+            .or(restart.then_some(Inconclusive::Restart));
+        let now = Instant::now();
+        let mut counted = Vec::new();
         let mut waiting = Vec::new();
-        let mut final_now = Vec::new();
+        let mut publish = Vec::new();
         for v in verdicts {
+            if early.contains(&v.model) {
+                counted.push((v.model, Verdict::Pass));
+                continue;
+            }
+            let v = match cut {
+                Some(reason) => {
+                    let final_pass = models.engine.can_pass_early(v.model);
+                    v.cut_short(reason, final_pass)
+                }
+                None => v,
+            };
             let within = models.engine.models().get(v.model).and_then(|m| m.within);
             match within {
-                Some(d)
-                    if v.verdict == Verdict::Fail
-                        && v.awaiting_spans
-                        && t.reason != CompletionReason::shutdown =>
-                {
+                Some(d) if v.verdict == Verdict::Fail && v.awaiting_spans => {
                     waiting.push(Waiting {
                         model: v.model,
                         deadline: now + d,
                         last: v,
                     });
                 }
-                _ => final_now.push((v, false)),
+                _ => {
+                    if v.verdict != Verdict::Skip {
+                        counted.push((v.model, v.verdict));
+                    }
+                    publish.push((
+                        v,
+                        Publish::Count {
+                            waited: false,
+                            early: false,
+                        },
+                    ));
+                }
             }
         }
         self.record(
             &models,
-            t.trace_id,
-            &trace,
-            &t.spans,
-            final_now,
-            Completion::of(&t),
+            On {
+                trace_id: t.trace_id,
+                trace: Some(&trace),
+                spans: &t.spans,
+            },
+            publish,
+            completion,
+            Some(t.last_seen),
         );
-        self.observe_delay(&t);
         if !waiting.is_empty() {
             self.store.hold(t.trace_id, &t.spans);
-            self.pending.insert(
-                t.trace_id,
-                Pending {
-                    spans: t.spans,
-                    models,
-                    waiting,
-                    completion: Completion {
-                        reason: t.reason,
-                        truncated: t.truncated,
-                    },
+        }
+        // Nothing comes after a shutdown; a trace no model applies to has
+        // nothing a late span could change but a skip.
+        if t.reason == CompletionReason::shutdown || (counted.is_empty() && waiting.is_empty()) {
+            return;
+        }
+        self.keep(
+            t.trace_id,
+            Settled {
+                bytes: t.spans.iter().map(|s| s.bytes.len()).sum(),
+                spans: RawSpan::detach(&t.spans),
+                models,
+                counted,
+                waiting,
+                completion,
+                restart,
+                settled_at: now,
+            },
+        );
+    }
+
+    /// A trace a span of which could not be decoded after all: every model
+    /// its span names wake is `inconclusive` (`unreadable`), so a failure
+    /// it may hold is never silently dropped.
+    fn unreadable(&mut self, models: &Arc<LoadedModels>, t: &CompletedTrace) {
+        let names: Vec<&str> = t
+            .spans
+            .iter()
+            .filter_map(|s| crate::otlp::wire::span_trace_id_and_name(&s.bytes).ok())
+            .map(|(_, name)| name)
+            .collect();
+        let woken = models.engine.woken_by(names.into_iter());
+        tracing::warn!(trace_id = %t.trace_id, models = woken.len(), "A span of this trace could not be decoded for evaluation; its verdicts are inconclusive.");
+        self.note_woken(models, woken.iter().copied());
+        let verdicts = woken.into_iter().map(|model| {
+            (
+                ModelVerdict {
+                    model,
+                    verdict: Verdict::Inconclusive,
+                    failures: Vec::new(),
+                    skip_reason: None,
+                    awaiting_spans: false,
+                    inconclusive: Some(Inconclusive::Unreadable),
                 },
+                Publish::Count {
+                    waited: false,
+                    early: false,
+                },
+            )
+        });
+        self.record(
+            models,
+            On {
+                trace_id: t.trace_id,
+                trace: None,
+                spans: &t.spans,
+            },
+            verdicts,
+            Completion::of(t),
+            Some(t.last_seen),
+        );
+    }
+
+    /// Spans of a trace that settled: merged into it, every model evaluated
+    /// again.
+    fn consume_late(&mut self, t: CompletedTrace) {
+        let n = t.spans.len() as u64;
+        let Some(mut s) = self.settled.remove(&t.trace_id) else {
+            self.metrics
+                .late_spans
+                .get_or_create(&LateLabels { merged: "false" })
+                .inc_by(n);
+            tracing::debug!(trace_id = %t.trace_id, spans = n, "Late spans for a trace no longer kept; not judged.");
+            return;
+        };
+        self.metrics
+            .late_spans
+            .get_or_create(&LateLabels { merged: "true" })
+            .inc_by(n);
+        self.settled_bytes -= s.bytes;
+        let added: usize = t.spans.iter().map(|x| x.bytes.len()).sum();
+        s.spans.extend(RawSpan::detach(&t.spans));
+        s.bytes += added;
+        s.completion.truncated |= t.truncated;
+        let Some(trace) = build_trace_for(&s.models.engine, &s.spans) else {
+            tracing::warn!(trace_id = %t.trace_id, "Late spans could not be decoded; the verdicts given stand.");
+            self.keep(t.trace_id, s);
+            return;
+        };
+        let verdicts = self.evaluate(&s.models, &trace);
+        let cut = s
+            .completion
+            .cut_short()
+            .or(s.restart.then_some(Inconclusive::Restart));
+        let mut publish = Vec::new();
+        let mut still = Vec::new();
+        let mut waiting = std::mem::take(&mut s.waiting);
+        for v in verdicts {
+            let v = match cut {
+                Some(reason) => {
+                    let final_pass = s.models.engine.can_pass_early(v.model);
+                    v.cut_short(reason, final_pass)
+                }
+                None => v,
+            };
+            if let Some(i) = waiting.iter().position(|w| w.model == v.model) {
+                let mut w = waiting.swap_remove(i);
+                if v.verdict == Verdict::Fail && v.awaiting_spans {
+                    w.last = v;
+                    still.push(w);
+                } else {
+                    s.counted.push((v.model, v.verdict));
+                    publish.push((
+                        v,
+                        Publish::Count {
+                            waited: true,
+                            early: false,
+                        },
+                    ));
+                }
+                continue;
+            }
+            let from = s
+                .counted
+                .iter()
+                .find(|(m, _)| *m == v.model)
+                .map_or(Verdict::Skip, |(_, c)| *c);
+            if from == v.verdict {
+                continue;
+            }
+            match s.counted.iter_mut().find(|(m, _)| *m == v.model) {
+                Some(c) => c.1 = v.verdict,
+                None => s.counted.push((v.model, v.verdict)),
+            }
+            publish.push((v, Publish::Flip { from }));
+        }
+        // Waiting models the merged trace no longer wakes keep waiting.
+        still.extend(waiting);
+        s.waiting = still;
+        let models = Arc::clone(&s.models);
+        self.record(
+            &models,
+            On {
+                trace_id: t.trace_id,
+                trace: Some(&trace),
+                spans: &s.spans,
+            },
+            publish,
+            s.completion,
+            Some(t.last_seen),
+        );
+        if !s.waiting.is_empty() {
+            self.store.hold(t.trace_id, &s.spans);
+        }
+        self.keep(t.trace_id, s);
+    }
+
+    /// Keeps a settled trace for late spans, forgetting the oldest beyond
+    /// the byte bound. Traces with verdicts waiting on `within` are kept
+    /// until those settle.
+    fn keep(&mut self, id: TraceId, s: Settled) {
+        self.settled_bytes += s.bytes;
+        if s.waiting.is_empty() {
+            self.waiting.remove(&id);
+            self.settled_order.push_back((s.settled_at, id));
+        } else {
+            self.waiting.insert(id);
+        }
+        self.settled.insert(id, s);
+        self.forget(Instant::now());
+    }
+
+    /// Forgets settled traces past the late-span window or the byte bound.
+    fn forget(&mut self, now: Instant) {
+        while let Some(&(at, id)) = self.settled_order.front() {
+            let expired = now.saturating_duration_since(at) > self.late_window;
+            if !expired && self.settled_bytes <= self.keep_bytes {
+                break;
+            }
+            self.settled_order.pop_front();
+            let live = self
+                .settled
+                .get(&id)
+                .is_some_and(|s| s.settled_at == at && s.waiting.is_empty());
+            if live {
+                if let Some(s) = self.settled.remove(&id) {
+                    self.settled_bytes -= s.bytes;
+                }
+            }
+        }
+    }
+
+    /// Verdicts whose `within` ran out (or all of them, `force`, at
+    /// shutdown, when they are cut short instead) are published.
+    fn settle_waiting(&mut self, trace_id: TraceId, now: Instant, force: bool) {
+        let Some(mut s) = self.settled.remove(&trace_id) else {
+            self.waiting.remove(&trace_id);
+            return;
+        };
+        self.settled_bytes -= s.bytes;
+        self.waiting.remove(&trace_id);
+        let (done, still): (Vec<Waiting>, Vec<Waiting>) = s
+            .waiting
+            .drain(..)
+            .partition(|w| force || w.deadline <= now);
+        if !done.is_empty() {
+            let trace = build_trace_for(&s.models.engine, &s.spans);
+            let models = Arc::clone(&s.models);
+            let mut publish = Vec::new();
+            for w in done {
+                let v = if force {
+                    w.last.cut_short(
+                        Inconclusive::Shutdown,
+                        models.engine.can_pass_early(w.model),
+                    )
+                } else {
+                    w.last
+                };
+                s.counted.push((v.model, v.verdict));
+                publish.push((
+                    v,
+                    Publish::Count {
+                        waited: true,
+                        early: false,
+                    },
+                ));
+            }
+            self.record(
+                &models,
+                On {
+                    trace_id,
+                    trace: trace.as_ref(),
+                    spans: &s.spans,
+                },
+                publish,
+                s.completion,
+                None,
             );
+        }
+        s.waiting = still;
+        if !force {
+            s.settled_at = now;
+            self.keep(trace_id, s);
+        }
+    }
+}
+
+impl Evaluator {
+    /// Whether every span of the trace ended longer than the late-span
+    /// window ago (by the senders' clocks): the remains of a trace that
+    /// settled long since, not a trace of its own.
+    fn is_stale(&self, trace: &Trace) -> bool {
+        let now = unix_nanos(SystemTime::now());
+        let window = self.late_window.as_nanos().min(u128::from(u64::MAX)) as u64;
+        let last_end = trace.spans.iter().map(|s| s.end.max(s.start)).max();
+        last_end.is_some_and(|end| end > 0 && end < now.saturating_sub(window))
+    }
+}
+
+/// The models of `now` that passed early under `then` (a reload may have
+/// come in between: matched by id).
+fn passed_in(then: &Arc<LoadedModels>, passed: Vec<usize>, now: &Arc<LoadedModels>) -> Vec<usize> {
+    if Arc::ptr_eq(then, now) {
+        return passed;
+    }
+    passed
+        .into_iter()
+        .filter_map(|i| {
+            let id = &then.engine.models().get(i)?.id;
+            now.engine.index_of(id)
+        })
+        .collect()
+}
+
+/// Whether the trace's first span started before `started` (unix
+/// nanoseconds): part of it may have gone to the instance this one
+/// replaced. Start times are the senders' clocks: one behind ours makes a
+/// few traces of the first seconds inconclusive; one ahead by more than the
+/// time a trace takes is not caught.
+fn began_before(trace: &Trace, started: u64) -> bool {
+    let first = trace.spans.iter().map(|s| s.start).filter(|&s| s > 0).min();
+    first.is_some_and(|s| s < started)
+}
+
+impl TraceConsumer for Evaluator {
+    fn consume(&mut self, t: CompletedTrace) {
+        if t.early {
+            self.consume_early(t);
+            return;
+        }
+        if let Some(tap) = &self.tap {
+            tap.deliver(&t);
+        }
+        // The assembler forgets settled IDs by its own bounds; a trace still
+        // kept here is merged into, never judged twice.
+        if t.late || self.settled.contains_key(&t.trace_id) {
+            self.consume_late(t);
+        } else {
+            self.consume_settled(t);
         }
     }
 
     fn tick(&mut self, now: Instant) {
         let due: Vec<TraceId> = self
-            .pending
+            .waiting
             .iter()
-            .filter(|(_, p)| p.waiting.iter().any(|w| w.deadline <= now))
-            .map(|(id, _)| *id)
+            .filter(|id| {
+                self.settled
+                    .get(id)
+                    .is_some_and(|s| s.waiting.iter().any(|w| w.deadline <= now))
+            })
+            .copied()
             .collect();
         for id in due {
-            self.settle(id, now, false);
+            self.settle_waiting(id, now, false);
         }
+        self.forget(now);
         self.flush_skips();
     }
 
     fn finish(&mut self) {
-        let ids: Vec<TraceId> = self.pending.keys().copied().collect();
+        let ids: Vec<TraceId> = self.waiting.iter().copied().collect();
         for id in ids {
-            self.settle(id, Instant::now(), true);
+            self.settle_waiting(id, Instant::now(), true);
         }
         self.flush_skips();
     }
@@ -966,11 +1401,14 @@ spec:
             evaluator.consume(CompletedTrace {
                 trace_id: TraceId([id; 16]),
                 reason: CompletionReason::idle,
+                early: false,
                 late: false,
+                rootless: false,
                 truncated: false,
                 bytes: 0,
                 spans,
                 first_seen: now,
+                last_seen: now,
                 due: now,
                 completed_at: now,
             });
@@ -1028,5 +1466,284 @@ spec:
         let mut spans = raw_traces(&request).remove(0);
         spans[0].bytes = Bytes::from_static(&[0x0a, 0x10, 0x01]);
         assert!(build_trace(&spans).is_none());
+    }
+
+    /// An evaluator over `yaml`'s models, its metrics, and a watcher of
+    /// every verdict it publishes.
+    fn evaluator_for(
+        yaml: &str,
+    ) -> (
+        Evaluator,
+        Arc<Metrics>,
+        crate::results::feed::Listener,
+        tempfile::TempDir,
+    ) {
+        use prometheus_client::registry::Registry;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("models.yaml"), yaml).unwrap();
+        let metrics = Arc::new(Metrics::new(&mut Registry::default()));
+        let (registry, report) = ModelRegistry::load(
+            vec![ModelSource::Path {
+                path: dir.path().to_owned(),
+                optional: false,
+            }],
+            Arc::clone(&metrics),
+        );
+        assert!(report.errors.is_empty(), "{report:?}");
+        let verdicts = VerdictFeed::new(64);
+        let watcher = verdicts.subscribe(true);
+        let evaluator = Evaluator::new(
+            Arc::new(registry),
+            Arc::new(ResultStore::default()),
+            Arc::clone(&metrics),
+            LinksConfig::default(),
+            verdicts,
+            None,
+        )
+        // The test spans start at 1 ns: long before the evaluator started.
+        .started_at(None);
+        (evaluator, metrics, watcher, dir)
+    }
+
+    fn completed(
+        spans: Vec<RawSpan>,
+        reason: CompletionReason,
+        early: bool,
+        late: bool,
+    ) -> CompletedTrace {
+        let now = Instant::now();
+        CompletedTrace {
+            trace_id: TraceId([9; 16]),
+            reason,
+            early,
+            late,
+            rootless: false,
+            truncated: false,
+            bytes: 0,
+            spans,
+            first_seen: now,
+            last_seen: now,
+            due: now,
+            completed_at: now,
+        }
+    }
+
+    fn count(metrics: &Metrics, model: &str, verdict: &str) -> u64 {
+        metrics
+            .model_verdicts
+            .get_or_create(&super::super::metrics::VerdictLabels {
+                model: model.into(),
+                verdict: verdict.into(),
+            })
+            .get()
+    }
+
+    const EXISTS_AND_NEVER: &str = r#"type: Model
+spec:
+  id: charged
+  match: span[name = "checkout"]
+  specs:
+    - selector: span[name = "charge"]
+---
+type: Model
+spec:
+  id: never-release
+  match: span[name = "checkout"]
+  specs:
+    - selector: span[name = "checkout"]
+  not_expect:
+    - selector: span[name = "release"]
+"#;
+
+    /// The early copy publishes only the pass no span can change; the
+    /// settled trace decides the rest, and the early pass is not counted
+    /// twice. Each model ends with exactly one verdict for the trace.
+    #[test]
+    fn an_existence_model_passes_early_and_the_rest_wait_to_settle() {
+        let (mut e, metrics, mut watcher, _dir) = evaluator_for(EXISTS_AND_NEVER);
+        let spans = trace_named(&["checkout", "charge"]);
+        e.consume(completed(
+            spans.clone(),
+            CompletionReason::root,
+            true,
+            false,
+        ));
+        assert_eq!(count(&metrics, "charged", "pass"), 1);
+        assert_eq!(
+            count(&metrics, "never-release", "pass"),
+            0,
+            "a not_expect waits to settle"
+        );
+        let r = watcher.try_recv().unwrap();
+        assert!(r.early && &*r.model == "charged");
+        e.consume(completed(spans, CompletionReason::root, false, false));
+        e.flush_skips();
+        for m in ["charged", "never-release"] {
+            let total: u64 = ["pass", "fail", "skip", "inconclusive"]
+                .iter()
+                .map(|v| count(&metrics, m, v))
+                .sum();
+            assert_eq!(total, 1, "{m}: one verdict per trace");
+            assert_eq!(count(&metrics, m, "pass"), 1, "{m}");
+        }
+    }
+
+    /// A span that comes after the trace settled is merged into it and
+    /// every model evaluated again: a `not_expect` it breaks flips the
+    /// counted pass to fail (counted as a flip, published), and the
+    /// verdict counters still hold one verdict for the trace.
+    #[test]
+    fn a_late_span_that_breaks_a_settled_pass_is_a_counted_flip() {
+        let (mut e, metrics, mut watcher, _dir) = evaluator_for(EXISTS_AND_NEVER);
+        let all = trace_named(&["checkout", "charge", "release"]);
+        e.consume(completed(
+            all[..2].to_vec(),
+            CompletionReason::root,
+            false,
+            false,
+        ));
+        assert_eq!(count(&metrics, "never-release", "pass"), 1);
+        e.consume(completed(
+            all[2..].to_vec(),
+            CompletionReason::idle,
+            false,
+            true,
+        ));
+        assert_eq!(count(&metrics, "never-release", "pass"), 1);
+        assert_eq!(count(&metrics, "never-release", "fail"), 0);
+        let flips = metrics
+            .verdicts_flipped
+            .get_or_create(&FlipLabels {
+                model: "never-release".into(),
+                from: "pass",
+                to: "fail",
+            })
+            .get();
+        assert_eq!(flips, 1);
+        assert_eq!(
+            metrics
+                .late_spans
+                .get_or_create(&LateLabels { merged: "true" })
+                .get(),
+            1
+        );
+        let mut seen = Vec::new();
+        while let Ok(r) = watcher.try_recv() {
+            seen.push((r.model.to_string(), r.verdict, r.flipped_from));
+        }
+        assert!(
+            seen.contains(&("never-release".into(), Verdict::Fail, Some(Verdict::Pass))),
+            "{seen:?}"
+        );
+    }
+
+    /// A trace cut short by shutdown is never a failure: its missing span
+    /// may have gone elsewhere. A pass that could not change stays a pass.
+    #[test]
+    fn a_trace_cut_short_by_shutdown_is_inconclusive_not_failed() {
+        let (mut e, metrics, _watcher, _dir) = evaluator_for(EXISTS_AND_NEVER);
+        e.consume(completed(
+            trace_named(&["checkout"]),
+            CompletionReason::shutdown,
+            false,
+            false,
+        ));
+        assert_eq!(count(&metrics, "charged", "fail"), 0);
+        assert_eq!(count(&metrics, "charged", "inconclusive"), 1);
+        assert_eq!(count(&metrics, "never-release", "inconclusive"), 1);
+        assert_eq!(
+            metrics
+                .inconclusive
+                .get_or_create(&InconclusiveLabels { reason: "shutdown" })
+                .get(),
+            2
+        );
+    }
+
+    /// A trace that began before the daemon started may have sent part of
+    /// itself to the instance this one replaced: inconclusive, not fail.
+    #[test]
+    fn a_trace_begun_before_the_daemon_started_is_inconclusive() {
+        let (e, metrics, _watcher, _dir) = evaluator_for(EXISTS_AND_NEVER);
+        let mut e = e.started_at(Some(SystemTime::now()));
+        e.consume(completed(
+            trace_named(&["checkout"]),
+            CompletionReason::root,
+            false,
+            false,
+        ));
+        assert_eq!(count(&metrics, "charged", "fail"), 0);
+        assert_eq!(count(&metrics, "charged", "inconclusive"), 1);
+    }
+
+    /// Spans of a trace that settled longer ago than the late-span window,
+    /// whose ID is forgotten, come as a trace without a root: they are
+    /// counted as late, never judged as a trace of their own.
+    #[test]
+    fn spans_older_than_the_late_window_are_not_judged_alone() {
+        let (mut e, metrics, _watcher, _dir) = evaluator_for(EXISTS_AND_NEVER);
+        // These spans ended at 2 ns past the epoch.
+        let mut t = completed(
+            trace_named(&["checkout", "release"]),
+            CompletionReason::idle,
+            false,
+            false,
+        );
+        t.rootless = true;
+        e.consume(t);
+        e.flush_skips();
+        for v in ["pass", "fail", "skip", "inconclusive"] {
+            assert_eq!(count(&metrics, "never-release", v), 0, "{v}");
+        }
+        assert_eq!(
+            metrics
+                .late_spans
+                .get_or_create(&LateLabels { merged: "false" })
+                .get(),
+            2
+        );
+    }
+
+    /// A span that cannot be decoded is never silent: every model the
+    /// trace's other spans wake is `inconclusive` (`unreadable`), counted.
+    #[test]
+    fn a_trace_with_an_unreadable_span_is_inconclusive_not_hidden() {
+        let (mut e, metrics, _watcher, _dir) = evaluator_for(EXISTS_AND_NEVER);
+        let mut spans = trace_named(&["checkout", "release"]);
+        spans[1].bytes = Bytes::from_static(&[0x0a, 0x10, 0x01]);
+        e.consume(completed(spans, CompletionReason::root, false, false));
+        for m in ["charged", "never-release"] {
+            assert_eq!(count(&metrics, m, "inconclusive"), 1, "{m}");
+            assert_eq!(count(&metrics, m, "pass") + count(&metrics, m, "fail"), 0);
+        }
+        assert_eq!(
+            metrics
+                .inconclusive
+                .get_or_create(&InconclusiveLabels {
+                    reason: "unreadable"
+                })
+                .get(),
+            2
+        );
+    }
+
+    /// Late spans of a trace no longer kept are counted, not judged.
+    #[test]
+    fn late_spans_of_a_forgotten_trace_are_counted_not_judged() {
+        let (mut e, metrics, _watcher, _dir) = evaluator_for(EXISTS_AND_NEVER);
+        e.consume(completed(
+            trace_named(&["checkout", "release"]),
+            CompletionReason::idle,
+            false,
+            true,
+        ));
+        assert_eq!(count(&metrics, "never-release", "fail"), 0);
+        assert_eq!(
+            metrics
+                .late_spans
+                .get_or_create(&LateLabels { merged: "false" })
+                .get(),
+            2
+        );
     }
 }

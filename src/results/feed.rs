@@ -54,7 +54,7 @@ impl VerdictFeed {
     /// go out: they say only that a model did not apply.
     pub fn wants(&self, verdict: Verdict) -> bool {
         match verdict {
-            Verdict::Fail => self.tx.receiver_count() > 0,
+            Verdict::Fail | Verdict::Inconclusive => self.tx.receiver_count() > 0,
             Verdict::Pass => self.pass_listeners.load(Ordering::Relaxed) > 0,
             Verdict::Skip => false,
         }

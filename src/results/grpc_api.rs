@@ -54,6 +54,7 @@ fn kind(v: Verdict) -> pb::VerdictKind {
         Verdict::Pass => pb::VerdictKind::Pass,
         Verdict::Fail => pb::VerdictKind::Fail,
         Verdict::Skip => pb::VerdictKind::Skip,
+        Verdict::Inconclusive => pb::VerdictKind::Inconclusive,
     }
 }
 
@@ -96,6 +97,15 @@ pub fn verdict_message(
         missed_before,
         waited_for_late_spans: r.waited_for_late_spans,
         skip_reason: String::new(),
+        inconclusive_reason: r
+            .inconclusive
+            .map(|i| i.as_str().to_owned())
+            .unwrap_or_default(),
+        early: r.early,
+        flipped_from: r
+            .flipped_from
+            .map(kind)
+            .unwrap_or(pb::VerdictKind::Unspecified) as i32,
     }
 }
 
@@ -116,11 +126,12 @@ impl pb::verdict_service_server::VerdictService for Arc<GrpcApi> {
             .filter_map(|v| match pb::VerdictKind::try_from(*v) {
                 Ok(pb::VerdictKind::Pass) => Some(Verdict::Pass),
                 Ok(pb::VerdictKind::Fail) => Some(Verdict::Fail),
+                Ok(pb::VerdictKind::Inconclusive) => Some(Verdict::Inconclusive),
                 _ => None,
             })
             .collect();
         if wanted.is_empty() {
-            wanted = vec![Verdict::Pass, Verdict::Fail];
+            wanted = vec![Verdict::Pass, Verdict::Fail, Verdict::Inconclusive];
         }
         let mut rx = self.verdicts.subscribe(wanted.contains(&Verdict::Pass));
         let (tx, out) = mpsc::channel(WATCH_BUFFER);

@@ -113,6 +113,31 @@ pub struct VerdictLabels {
     pub verdict: String,
 }
 
+/// Buckets of `tracecheck_verdict_delay_seconds`: from the milliseconds of
+/// an early pass to the seconds of `settle` and the minutes of `within`.
+fn verdict_delay_histogram() -> Histogram {
+    Histogram::new([
+        0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 6.0, 7.5, 10.0, 30.0, 60.0, 300.0,
+    ])
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LateLabels {
+    pub merged: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FlipLabels {
+    pub model: String,
+    pub from: &'static str,
+    pub to: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InconclusiveLabels {
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SpecLabels {
     pub model: String,
@@ -162,8 +187,11 @@ pub struct Metrics {
     pub buffer_max_bytes: Gauge,
     pub buffer_truncated_spans: Family<TruncateLabels, Counter>,
     pub traces_completed: Family<ReasonLabels, Counter>,
-    pub late_spans: Counter,
+    pub late_spans: Family<LateLabels, Counter>,
     pub late_fragments: Counter,
+    pub rootless_traces: Counter,
+    pub verdicts_flipped: Family<FlipLabels, Counter>,
+    pub inconclusive: Family<InconclusiveLabels, Counter>,
     pub exporter_sent_spans: Family<ExporterLabels, Counter>,
     pub exporter_failed_spans: Family<ExporterLabels, Counter>,
     pub exporter_retries: Family<ExporterLabels, Counter>,
@@ -178,7 +206,7 @@ pub struct Metrics {
     pub model_errors: Family<ModelLabels, Counter>,
     pub model_slow_evaluations: Family<ModelLabels, Counter>,
     pub evaluation_duration: HistogramWithExemplars<TraceExemplar>,
-    pub verdict_delay: Histogram,
+    pub verdict_delay: Family<ModelLabels, Histogram, fn() -> Histogram>,
     pub models_loaded: Gauge,
     pub alerts_sent: Family<AlertLabels, Counter>,
     pub model_reload_failures: Counter,
@@ -203,8 +231,11 @@ impl Metrics {
             buffer_max_bytes: Gauge::default(),
             buffer_truncated_spans: Family::default(),
             traces_completed: Family::default(),
-            late_spans: Counter::default(),
+            late_spans: Family::default(),
             late_fragments: Counter::default(),
+            rootless_traces: Counter::default(),
+            verdicts_flipped: Family::default(),
+            inconclusive: Family::default(),
             exporter_sent_spans: Family::default(),
             exporter_failed_spans: Family::default(),
             exporter_retries: Family::default(),
@@ -220,11 +251,7 @@ impl Metrics {
             model_slow_evaluations: Family::default(),
             // 10µs … ~5s: one trace against 1 to 1000 models.
             evaluation_duration: HistogramWithExemplars::new(exponential_buckets(0.00001, 2.5, 15)),
-            // Completion condition met → verdict recorded. 50 ms is a bucket
-            // edge because the latency target is "p99 within 50 ms".
-            verdict_delay: Histogram::new([
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ]),
+            verdict_delay: Family::new_with_constructor(verdict_delay_histogram),
             models_loaded: Gauge::default(),
             alerts_sent: Family::default(),
             model_reload_failures: Counter::default(),
@@ -291,8 +318,23 @@ impl Metrics {
         );
         r.register(
             "tracecheck_late_spans",
-            "Spans that arrived after their trace was completed",
+            "Spans that arrived after their trace settled: merged=true were merged into it and every model evaluated again; merged=false came after the late-span window and were not judged (never as a trace of their own)",
             m.late_spans.clone(),
+        );
+        r.register(
+            "tracecheck_traces_rootless",
+            "Traces that settled without a root span (a sidecar's share of a trace, or a lost root): judged on what came, counted here so 'nothing to judge' can be told from 'judged'",
+            m.rootless_traces.clone(),
+        );
+        r.register(
+            "tracecheck_verdicts_flipped",
+            "Counted verdicts changed by spans that came after the trace settled",
+            m.verdicts_flipped.clone(),
+        );
+        r.register(
+            "tracecheck_inconclusive_verdicts",
+            "Verdicts that could be neither pass nor fail because the trace was cut short, by reason",
+            m.inconclusive.clone(),
         );
         r.register(
             "tracecheck_late_fragments",
@@ -371,7 +413,7 @@ impl Metrics {
         );
         r.register(
             "tracecheck_verdict_delay_seconds",
-            "Time from a trace's completion condition to its verdicts",
+            "Time from the last span of a trace received to a model's verdict settled (early passes are decided sooner than verdicts that wait for the trace to settle)",
             m.verdict_delay.clone(),
         );
         r.register(

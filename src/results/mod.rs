@@ -86,6 +86,10 @@ impl ModelsStage {
                 )
                 .with_tap(Arc::clone(&self.waiters))
                 .with_evaluation_budget(budget)
+                .with_late_window(
+                    stages.assembler.config().late_span_window,
+                    evaluator::DEFAULT_KEEP_BYTES / threads.max(1),
+                )
             })
             .collect();
         let evaluator = match crate::assembler::Parallel::new(evaluators) {
@@ -149,6 +153,9 @@ async fn not_found(headers: axum::http::HeaderMap) -> axum::response::Response {
     (axum::http::StatusCode::NOT_FOUND, "not found\n").into_response()
 }
 
+/// `OTEL_BSP_SCHEDULE_DELAY`'s default in every OpenTelemetry SDK.
+const SDK_EXPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The daemon as `tracecheck serve` runs it: every stage of the config,
 /// with the models of `sources` evaluated on every completed trace. The
 /// binary and the integration tests start it the same way through here.
@@ -156,6 +163,12 @@ pub async fn start_daemon(
     config: crate::config::Config,
     sources: Vec<ModelSource>,
 ) -> Result<(crate::daemon::Daemon<EvaluatorPool>, Arc<ModelsStage>), crate::daemon::StartError> {
+    if config.assembler.settle < SDK_EXPORT_INTERVAL {
+        tracing::warn!(
+            settle = ?config.assembler.settle,
+            "assembler.settle is shorter than the OpenTelemetry SDKs' default export interval (5s): spans of one trace exported by different services may arrive after it settled, as late spans that flip verdicts (tracecheck_verdicts_flipped_total)."
+        );
+    }
     let links = config.links.clone();
     let alerts = config.alerts.clone();
     let budget = config.models.evaluation_budget;

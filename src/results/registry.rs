@@ -33,6 +33,9 @@ pub struct ModelCounters {
     pass: Counter,
     fail: Counter,
     skip: Counter,
+    inconclusive: Counter,
+    /// `tracecheck_verdict_delay_seconds{model}`.
+    pub delay: prometheus_client::metrics::histogram::Histogram,
 }
 
 type Counter = VerdictCounter;
@@ -44,6 +47,7 @@ impl ModelCounters {
         match v {
             Verdict::Pass => self.pass.inc(),
             Verdict::Skip => self.skip.inc(),
+            Verdict::Inconclusive => self.inconclusive.inc(),
             Verdict::Fail => self.fail.inc_with_exemplar(
                 TraceExemplar {
                     trace_id: trace_id.to_hex(),
@@ -65,6 +69,7 @@ impl ModelCounters {
             Verdict::Pass => self.pass.get(),
             Verdict::Fail => self.fail.get(),
             Verdict::Skip => self.skip.get(),
+            Verdict::Inconclusive => self.inconclusive.get(),
         }
     }
 }
@@ -250,6 +255,13 @@ fn counters_for(engine: Engine, metrics: &Metrics) -> LoadedModels {
                 pass: c("pass"),
                 fail: c("fail"),
                 skip: c("skip"),
+                inconclusive: c("inconclusive"),
+                delay: metrics
+                    .verdict_delay
+                    .get_or_create(&crate::results::metrics::ModelLabels {
+                        model: m.id.clone(),
+                    })
+                    .clone(),
             }
         })
         .collect();

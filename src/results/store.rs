@@ -11,7 +11,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::engine::{Failure, Verdict};
+use crate::engine::{Failure, Inconclusive, Verdict};
 use crate::ids::TraceId;
 use crate::otlp::RawSpan;
 use crate::results::metrics::CompletionReason;
@@ -40,6 +40,9 @@ pub struct VerdictRecord {
     pub model: Arc<str>,
     pub model_name: Arc<str>,
     pub verdict: Verdict,
+    /// Why the verdict is `inconclusive`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inconclusive: Option<Inconclusive>,
     pub failures: Vec<Failure>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_url: Option<Arc<str>>,
@@ -47,12 +50,17 @@ pub struct VerdictRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
     pub evaluated_at_unix_ms: u64,
-    /// The trace was completed early (evicted at the buffer's bounds) and
-    /// may have been missing spans.
+    /// The trace was cut short (shutdown, evicted, per-trace bounds, …)
+    /// and may have been missing spans; the verdict is then never `fail`.
     pub incomplete: bool,
     pub completion_reason: CompletionReason,
-    /// The verdict waited for late spans (`within`).
+    /// The verdict waited for late spans (`within`), or was changed by them.
     pub waited_for_late_spans: bool,
+    /// Decided before the trace settled: a pass no later span can change.
+    pub early: bool,
+    /// Late spans changed the verdict counted before, which was this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flipped_from: Option<Verdict>,
 }
 
 struct Retained {
@@ -290,6 +298,9 @@ mod tests {
             incomplete: false,
             completion_reason: CompletionReason::idle,
             waited_for_late_spans: false,
+            early: false,
+            flipped_from: None,
+            inconclusive: None,
         })
     }
 

@@ -68,6 +68,7 @@ impl RunContext {
             env: &self.env,
             vars: &self.outputs,
             trigger_response: response,
+            deadline: None,
         }
     }
 }

@@ -80,6 +80,9 @@ impl Embedded {
         });
         config.admin.endpoint = SocketAddr::from(([127, 0, 0, 1], 0));
         config.models.paths = Vec::new();
+        // Quiet for `idle_timeout` settles the trace; with no models there
+        // is nothing to decide early.
+        config.assembler.settle = cfg.idle_timeout;
         config.assembler.idle_timeout = cfg.idle_timeout;
         config.assembler.root_settle = config.assembler.max_trace_age;
         config.links = cfg.links.clone();

@@ -135,7 +135,8 @@ impl TraceWaiters {
 
     /// Hands a completed trace (or fragment) to whoever watches it.
     pub fn deliver(&self, t: &CompletedTrace) {
-        if self.len.load(Ordering::Acquire) == 0 {
+        // An early copy's spans come again when the trace settles.
+        if t.early || self.len.load(Ordering::Acquire) == 0 {
             return;
         }
         let mut i = self.inner.lock();

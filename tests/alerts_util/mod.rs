@@ -376,7 +376,7 @@ pub const TRACE_URL: &str = "http://jaeger.example/trace/{trace_id}";
 pub fn config(alerts: &AlertSettings) -> Config {
     let mut text = String::from(
         "receivers:\n  otlp:\n    grpc: { endpoint: 127.0.0.1:0 }\nadmin: { endpoint: 127.0.0.1:0 }\n\
-         assembler:\n  idle_timeout: 1s\n  root_settle: 200ms\n",
+         assembler:\n  settle: 1s\n  idle_timeout: 1s\n  root_settle: 200ms\n",
     );
     text.push_str(&format!("links: {{ trace_url: \"{TRACE_URL}\" }}\n"));
     text.push_str("alerts:\n");

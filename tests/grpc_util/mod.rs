@@ -148,7 +148,7 @@ pub fn serve(dir: &Path, grpc: u16, admin: u16) -> Proc {
     std::fs::write(
         &cfg,
         format!(
-            "receivers:\n  otlp:\n    grpc: {{ endpoint: 127.0.0.1:{grpc} }}\nadmin: {{ endpoint: 127.0.0.1:{admin} }}\nassembler: {{ idle_timeout: 1s, root_settle: 100ms }}\nmodels: {{ paths: [{}] }}\n",
+            "receivers:\n  otlp:\n    grpc: {{ endpoint: 127.0.0.1:{grpc} }}\nadmin: {{ endpoint: 127.0.0.1:{admin} }}\nassembler: {{ settle: 1s, idle_timeout: 1s, root_settle: 100ms }}\nmodels: {{ paths: [{}] }}\n",
             models.display()
         ),
     )

@@ -145,6 +145,7 @@ receivers:
     grpc: { endpoint: "127.0.0.1:$grpc" }
     http: { endpoint: "127.0.0.1:$http" }
 assembler:
+  settle: 1s
   idle_timeout: 1s
 models:
   paths: []

@@ -160,7 +160,7 @@ async fn sigterm_completes_buffered_traces_and_delivers_every_span() {
         "tracecheck.yaml",
         &format!(
             "receivers:\n  otlp:\n    grpc: {{ endpoint: \"{grpc}\" }}\n    http: {{ endpoint: \"{http}\" }}\n\
-             assembler:\n  idle_timeout: 60s\n  root_settle: 60s\n  max_trace_age: 120s\n\
+             assembler:\n  settle: 60s\n  idle_timeout: 60s\n  root_settle: 60s\n  max_trace_age: 120s\n\
              models:\n  paths: []\n\
              exporters:\n  otlp:\n    endpoint: {}\n    protocol: grpc\n    batch: {{ timeout: 20ms }}\n    \
              retry: {{ initial_interval: 50ms, max_interval: 200ms }}\n\

@@ -29,7 +29,7 @@ fn config_text(
     });
     format!(
         "receivers:\n  otlp:\n    grpc: {{ endpoint: \"{grpc}\" }}\n    http: {{ endpoint: \"{http}\" }}\n\
-         assembler:\n  idle_timeout: 300ms\n\
+         assembler:\n  settle: 300ms\n  idle_timeout: 300ms\n\
          models:\n  paths: []\n\
          exporters:\n  otlp:\n    endpoint: {downstream}\n    protocol: grpc\n    timeout: 2s\n    \
          batch: {{ timeout: 20ms, max_spans: 1000 }}\n    \

@@ -154,7 +154,7 @@ pub struct Served {
 impl Served {
     pub async fn start(root_settle: &str) -> Served {
         let text = format!(
-            "receivers:\n  otlp:\n    grpc: {{ endpoint: 127.0.0.1:0 }}\n    http: {{ endpoint: 127.0.0.1:0 }}\nadmin: {{ endpoint: 127.0.0.1:0 }}\nmodels: {{ paths: [] }}\nassembler: {{ idle_timeout: 300ms, root_settle: {root_settle} }}\nlinks: {{ trace_url: \"http://traces.example/t/{{trace_id}}\" }}\n"
+            "receivers:\n  otlp:\n    grpc: {{ endpoint: 127.0.0.1:0 }}\n    http: {{ endpoint: 127.0.0.1:0 }}\nadmin: {{ endpoint: 127.0.0.1:0 }}\nmodels: {{ paths: [] }}\nassembler: {{ settle: 300ms, idle_timeout: 300ms, root_settle: {root_settle} }}\nlinks: {{ trace_url: \"http://traces.example/t/{{trace_id}}\" }}\n"
         );
         let config = Config::from_yaml("testrun.yaml", &text, |_| None)
             .expect("test config")
