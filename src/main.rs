@@ -274,6 +274,7 @@ pub(crate) async fn run_daemon(
     on_start: Option<OnStart>,
 ) -> anyhow::Result<ExitCode> {
     use tokio::signal::unix::{signal, SignalKind};
+    let shutdown_timeout = config.service.shutdown_timeout;
     let (daemon, models) = tracecheck::results::start_daemon(config, sources).await?;
     tracing::info!(
         grpc = ?daemon.grpc_addr,
@@ -300,8 +301,32 @@ pub(crate) async fn run_daemon(
             }
         }
     }
-    tracing::info!("Shutting down: completing buffered traces and draining the forwarding queue.");
-    let stopped = daemon.shutdown().await;
+    tracing::info!(
+        timeout = ?shutdown_timeout,
+        "Shutting down: completing buffered traces and draining the forwarding queue (a second signal exits at once)."
+    );
+    let metrics = Arc::clone(&daemon.metrics);
+    let shutdown = daemon.shutdown();
+    tokio::pin!(shutdown);
+    let forced = tokio::select! {
+        stopped = &mut shutdown => Ok(stopped),
+        _ = tokio::time::sleep(shutdown_timeout) => Err("service.shutdown_timeout passed"),
+        _ = term.recv() => Err("a second signal came"),
+        _ = int.recv() => Err("a second signal came"),
+    };
+    let stopped = match forced {
+        Ok(stopped) => stopped,
+        Err(why) => {
+            let (traces, spans) = (metrics.buffer_traces.get(), metrics.buffer_spans.get());
+            tracing::error!(
+                why,
+                buffered_traces = traces,
+                buffered_spans = spans,
+                "Exiting before shutdown finished: traces still buffered get no verdict, spans still queued are not forwarded."
+            );
+            return Ok(ExitCode::from(1));
+        }
+    };
     tracing::info!(
         flushed_traces = stopped.flushed_traces,
         undelivered_spans = stopped.undelivered_spans,

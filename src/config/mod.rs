@@ -28,6 +28,29 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub links: LinksConfig,
     pub admin: AdminConfig,
+    pub service: ServiceConfig,
+}
+
+/// `service:` — the process as a whole.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// How long shutdown (SIGTERM/SIGINT) may take in all: receivers
+    /// closed, buffered traces judged (`inconclusive`, `shutdown`), the
+    /// forwarding queue drained. Past it, or at a second signal, the
+    /// process exits at once, logging what it left. The default fits
+    /// inside Kubernetes' 30 s grace period with the manifests' 5 s
+    /// `preStop`.
+    #[serde(with = "crate::config::duration")]
+    pub shutdown_timeout: std::time::Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            shutdown_timeout: std::time::Duration::from_secs(20),
+        }
+    }
 }
 
 /// `models:`
@@ -151,10 +174,14 @@ impl Config {
         if a.max_traces == 0 || a.max_spans == 0 {
             return bad("assembler.max_traces and assembler.max_spans must be at least 1".into());
         }
-        if a.idle_timeout.is_zero() || a.max_trace_age.is_zero() {
+        if a.settle.is_zero() || a.idle_timeout.is_zero() || a.max_trace_age.is_zero() {
             return bad(
-                "assembler.idle_timeout and assembler.max_trace_age must be above 0".into(),
+                "assembler.settle, assembler.idle_timeout and assembler.max_trace_age must be above 0"
+                    .into(),
             );
+        }
+        if a.late_span_window_max_traces == 0 {
+            return bad("assembler.late_span_window_max_traces must be at least 1".into());
         }
         if a.max_spans_per_trace == 0 || a.max_bytes_per_trace == 0 || a.max_memory_mib == 0 {
             return bad("assembler.max_spans_per_trace, max_bytes_per_trace and max_memory_mib must be at least 1".into());
