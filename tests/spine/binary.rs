@@ -303,3 +303,98 @@ async fn secrets_never_reach_the_log() {
         assert!(!log.contains(secret), "{secret} in the log:\n{log}");
     }
 }
+
+/// A config whose downstream refuses every span, so draining the
+/// forwarding queue at shutdown would take `drain_timeout` (30 s).
+fn stuck_downstream_config(
+    dir: &Path,
+    sink: &tracecheck::bench::sink::SinkHandle,
+    shutdown_timeout: &str,
+) -> (String, [SocketAddr; 2]) {
+    let [grpc, admin] = free_addrs::<2>();
+    let config = write_config(
+        dir,
+        "tracecheck.yaml",
+        &format!(
+            "receivers:\n  otlp:\n    grpc: {{ endpoint: \"{grpc}\" }}\n\
+             models:\n  paths: []\n\
+             exporters:\n  otlp:\n    endpoint: {}\n    protocol: grpc\n    batch: {{ timeout: 20ms }}\n    \
+             drain_timeout: 30s\n    retry: {{ initial_interval: 50ms, max_interval: 200ms, max_elapsed_time: 1h }}\n\
+             admin:\n  endpoint: \"{admin}\"\n\
+             service:\n  shutdown_timeout: {shutdown_timeout}\n",
+            sink.grpc_endpoint().expect("sink gRPC")
+        ),
+    );
+    (config, [grpc, admin])
+}
+
+/// Shutdown that cannot finish (the downstream refuses everything) ends at
+/// `service.shutdown_timeout`, inside Kubernetes' grace period, with exit 1
+/// and a line saying what was left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_at_its_deadline_when_draining_cannot_finish() {
+    let sink = util::start_sink(Faults {
+        fail_first: u64::MAX,
+        ..Faults::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, [grpc, admin]) = stuck_downstream_config(dir.path(), &sink, "1s");
+    let mut served = Served::spawn(&["serve", "--config", &config]);
+    served.ready(admin).await;
+    let report = bounded(
+        "load",
+        loadgen::run(util::load(format!("http://{grpc}"), Protocol::Grpc, 2, 20)),
+    )
+    .await
+    .expect("load runs");
+    assert_eq!(report.spans_accepted, report.spans_sent, "{report}");
+    let asked = std::time::Instant::now();
+    served.sigterm();
+    let status = served.exit().await;
+    let took = asked.elapsed();
+    let stderr = served.stderr();
+    assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
+    assert!(
+        took < Duration::from_secs(5),
+        "shutdown took {took:?} against a 1s deadline; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("service.shutdown_timeout passed"),
+        "stderr:\n{stderr}"
+    );
+}
+
+/// A second SIGTERM during a shutdown that would take long exits at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_exits_at_once() {
+    let sink = util::start_sink(Faults {
+        fail_first: u64::MAX,
+        ..Faults::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, [grpc, admin]) = stuck_downstream_config(dir.path(), &sink, "60s");
+    let mut served = Served::spawn(&["serve", "--config", &config]);
+    served.ready(admin).await;
+    let report = bounded(
+        "load",
+        loadgen::run(util::load(format!("http://{grpc}"), Protocol::Grpc, 2, 20)),
+    )
+    .await
+    .expect("load runs");
+    assert_eq!(report.spans_accepted, report.spans_sent, "{report}");
+    served.sigterm();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let asked = std::time::Instant::now();
+    served.sigterm();
+    let status = served.exit().await;
+    let took = asked.elapsed();
+    let stderr = served.stderr();
+    assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
+    assert!(
+        took < Duration::from_secs(3),
+        "exit took {took:?} after the second signal; stderr:\n{stderr}"
+    );
+    assert!(stderr.contains("a second signal came"), "stderr:\n{stderr}");
+}
