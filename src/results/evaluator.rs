@@ -779,7 +779,9 @@ impl Evaluator {
                 .iter()
                 .find(|(m, _)| *m == v.model)
                 .map_or(Verdict::Skip, |(_, c)| *c);
-            if from == v.verdict {
+            // Running out of budget on the merged trace says nothing about
+            // the verdict given on the settled one.
+            if from == v.verdict || v.inconclusive == Some(Inconclusive::Budget) {
                 continue;
             }
             match s.counted.iter_mut().find(|(m, _)| *m == v.model) {
