@@ -410,7 +410,8 @@ impl Evaluator {
             match how {
                 Publish::Count { .. } => {
                     counters.record(v.verdict, &trace_id);
-                    if let Some(d) = delay {
+                    // A skip is no verdict anyone waits for.
+                    if let (Some(d), false) = (delay, v.verdict == Verdict::Skip) {
                         counters.delay.observe(d);
                     }
                     if let Some(reason) = v.inconclusive {

@@ -115,9 +115,13 @@ pub struct VerdictLabels {
 
 /// Buckets of `tracecheck_verdict_delay_seconds`: from the milliseconds of
 /// an early pass to the seconds of `settle` and the minutes of `within`.
+/// Fine just above the defaults of `root_settle` (0.5 s) and `settle`
+/// (6 s), where nearly every verdict falls: with coarse buckets there the
+/// interpolated p50/p99 would say nothing about the daemon's own delay.
 fn verdict_delay_histogram() -> Histogram {
     Histogram::new([
-        0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 6.0, 7.5, 10.0, 30.0, 60.0, 300.0,
+        0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 0.505, 0.51, 0.525, 0.55, 0.6, 0.75, 1.0, 2.5,
+        5.0, 6.0, 6.005, 6.01, 6.025, 6.05, 6.1, 6.25, 6.5, 7.5, 10.0, 30.0, 60.0, 300.0,
     ])
 }
 
