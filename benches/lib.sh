@@ -44,32 +44,44 @@ print(int(sum(float(l.rpartition(" ")[2]) for l in text.splitlines()
 PY
 }
 
-# delay_quantiles FILE: p50 and p99 (ms, interpolated within buckets as
-# PromQL's histogram_quantile does) of tracecheck_verdict_delay_seconds, and
-# the share of verdicts within 50 ms of their trace's completion condition.
+# delay_quantiles FILE [--model ID]... [--not-model ID]...: p50 and p99 (ms,
+# interpolated within buckets as PromQL's histogram_quantile does) of
+# tracecheck_verdict_delay_seconds, and the share of verdicts within 50 ms.
+# The histogram has a series per model (issue 17): they are summed bucket by
+# bucket over the models selected (all by default), never mixed
+# (benches/promtext.py).
 delay_quantiles() {
-    python3 - "$1" <<'PY'
-import sys
-buckets = []
-for line in open(sys.argv[1]).read().splitlines():
-    if line.startswith("tracecheck_verdict_delay_seconds_bucket{"):
-        le = line.split('le="')[1].split('"')[0]
-        buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
-buckets.sort()
-total = buckets[-1][1] if buckets else 0
-def q(p):
-    if not total:
-        return float("nan")
-    rank, lo, below = p * total, 0.0, 0.0
-    for le, count in buckets:
-        if count >= rank:
-            if le == float("inf"):
-                return lo * 1e3
-            return (lo + (le - lo) * (rank - below) / max(count - below, 1e-9)) * 1e3
-        lo, below = le, count
-within = next((c for le, c in buckets if abs(le - 0.05) < 1e-9), 0)
-print(f"{q(0.5):.1f} {q(0.99):.1f} {within / total if total else float('nan'):.4f}")
-PY
+    local file=$1
+    shift
+    python3 "$ROOT/benches/promtext.py" hist "$file" tracecheck_verdict_delay_seconds --within 0.05 "$@" |
+        awk '{print $2, $3, $5}'
+}
+
+# delay_stats FILE [--model ID]... [--not-model ID]...: verdicts, p50 ms,
+# p99 ms, mean ms (exact, from _sum / _count) of the verdict delay.
+delay_stats() {
+    local file=$1
+    shift
+    python3 "$ROOT/benches/promtext.py" hist "$file" tracecheck_verdict_delay_seconds "$@" |
+        awk '{print $1, $2, $3, $4}'
+}
+
+# wait_settled ADMIN_URL: until the daemon's buffer is empty (every trace
+# settled) and its verdict counters stood still for half a second (every
+# settled trace judged), or two minutes have passed.
+wait_settled() {
+    local before=-1 now
+    for _ in $(seq 1 240); do
+        get "$1/metrics" >"$TMP/settle-scrape.txt" 2>/dev/null || true
+        now=$(python3 "$ROOT/benches/promtext.py" sum "$TMP/settle-scrape.txt" tracecheck_model_verdicts_total)
+        if [ "$(python3 "$ROOT/benches/promtext.py" sum "$TMP/settle-scrape.txt" tracecheck_buffer_traces)" = 0 ] &&
+            [ "$now" = "$before" ]; then
+            return 0
+        fi
+        before=$now
+        sleep 0.5
+    done
+    echo "wait_settled: the daemon did not settle within two minutes" >&2
 }
 
 # cpu_ticks PID: utime + stime of the process, in clock ticks.

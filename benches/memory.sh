@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Resident memory per buffered span (issue 6): fills tracecheck's per-trace
-# buffer with SPANS spans that never complete (idle_timeout of an hour),
-# then compares resident memory before and after with the encoded size of
-# what was accepted.
+# buffer with SPANS spans that never complete (settle and idle_timeout of
+# an hour), then compares resident memory before and after with the
+# encoded size of what was accepted.
 #
 #   overhead per span = (RSS after - RSS before - encoded bytes) / spans
 #
@@ -47,6 +47,7 @@ receivers:
     grpc: { endpoint: "127.0.0.1:$GRPC" }
     http: { endpoint: "127.0.0.1:$HTTP" }
 assembler:
+  settle: 1h
   idle_timeout: 1h
   root_settle: 1h
   max_trace_age: 2h

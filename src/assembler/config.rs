@@ -96,7 +96,7 @@ impl Default for AssemblerConfig {
             root_settle: Duration::from_millis(500),
             idle_timeout: Duration::from_secs(2),
             max_trace_age: Duration::from_secs(60),
-            max_traces: 200_000,
+            max_traces: 1_000_000,
             max_spans: 5_000_000,
             late_span_window: Duration::from_secs(300),
             late_span_window_max_traces: 1_000_000,

@@ -29,7 +29,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use super::rpc::retry_delay_of;
-use super::traffic::{Batch, MixError, Rng, TrafficGenerator, TrafficMix};
+use super::traffic::{Batch, ChainTrace, MixError, Rng, TrafficGenerator, TrafficMix};
 
 /// The OTLP transport used to export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -98,7 +98,43 @@ pub struct LoadConfig {
     pub mix: TrafficMix,
     /// Makes the traffic reproducible (ids and timestamps aside from the clock).
     pub seed: Option<u64>,
+    /// Pathological chain traces sent beside the traffic, if any.
+    pub chain: Option<ChainConfig>,
 }
+
+/// One chain trace ([`super::traffic::ChainTrace`]: every span the child
+/// of the one before) every `every`, from the start of the run while it
+/// lasts, by a sender of its own on a connection of its own; without a
+/// duration, one chain at the start. A chain that has begun is sent to its
+/// end even past the run's duration, so the receiver never holds half a
+/// chain because the run stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainConfig {
+    pub spans: usize,
+    pub every: Duration,
+    /// Spans in each of the chain's export requests. At ~130 B a span the
+    /// default 5 000 makes requests of ~0.65 MB, well under the 4 MiB a
+    /// gRPC receiver takes by default.
+    pub spans_per_request: usize,
+}
+
+impl ChainConfig {
+    /// `spans` spans every ten seconds, in requests of 5 000 spans.
+    pub fn new(spans: usize) -> Self {
+        Self {
+            spans,
+            every: Duration::from_secs(10),
+            spans_per_request: DEFAULT_CHAIN_SPANS_PER_REQUEST,
+        }
+    }
+}
+
+/// Default of [`ChainConfig::spans_per_request`].
+pub const DEFAULT_CHAIN_SPANS_PER_REQUEST: usize = 5_000;
+
+/// A chain request larger than this is refused before it is sent: the
+/// default gRPC message limit of tracecheck and the Collector.
+pub const MAX_CHAIN_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
 impl LoadConfig {
     /// Four senders, 400 spans a request, flat out, ten seconds, no retries.
@@ -116,6 +152,7 @@ impl LoadConfig {
             request_timeout: Duration::from_secs(10),
             mix: TrafficMix::default(),
             seed: None,
+            chain: None,
         }
     }
 }
@@ -197,6 +234,32 @@ pub struct LoadReport {
     pub latency: LatencySummary,
     /// Failed attempts by cause, e.g. `grpc Unavailable` or `http 503`.
     pub errors: BTreeMap<String, u64>,
+    /// The chain traces, counted apart from everything above (which is the
+    /// ordinary traffic only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ChainReport>,
+}
+
+/// What became of the chain traces of a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChainReport {
+    pub spans_per_trace: usize,
+    pub spans_per_request: usize,
+    /// Chains begun.
+    pub traces_started: u64,
+    /// Chains all of whose requests were accepted.
+    pub traces_sent: u64,
+    /// Hex IDs of the chains sent whole, in order.
+    pub trace_ids: Vec<String>,
+    pub requests: u64,
+    pub requests_failed: u64,
+    pub spans_accepted: u64,
+    /// Largest request, protobuf-encoded.
+    pub largest_request_bytes: u64,
+    /// Longest time from a chain's first request to its last one's answer.
+    pub longest_send_secs: f64,
+    pub latency: LatencySummary,
+    pub errors: BTreeMap<String, u64>,
 }
 
 impl fmt::Display for LoadReport {
@@ -236,6 +299,24 @@ impl fmt::Display for LoadReport {
         for (cause, count) in &self.errors {
             write!(f, "\nerror: {cause} x{count}")?;
         }
+        if let Some(c) = &self.chain {
+            write!(
+                f,
+                "\nchains: {} of {} sent whole ({} spans each, {} a request, largest {} B), \
+                 {} spans accepted, {} requests failed, longest send {:.2} s",
+                c.traces_sent,
+                c.traces_started,
+                c.spans_per_trace,
+                c.spans_per_request,
+                c.largest_request_bytes,
+                c.spans_accepted,
+                c.requests_failed,
+                c.longest_send_secs
+            )?;
+            for (cause, count) in &c.errors {
+                write!(f, "\nchain error: {cause} x{count}")?;
+            }
+        }
         Ok(())
     }
 }
@@ -246,6 +327,10 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
     let mut exporters = (0..config.senders)
         .map(|_| Exporter::new(&config))
         .collect::<Result<Vec<_>, _>>()?;
+    let chain_exporter = match config.chain {
+        Some(_) => Some(Exporter::new(&config)?),
+        None => None,
+    };
     let plan = Arc::new(Plan {
         deadline: config.duration.map(|d| Instant::now() + d),
         issued: AtomicU64::new(0),
@@ -267,9 +352,25 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
             tally: Tally::default(),
             latencies_us: Vec::new(),
             ledger: TraceLedger::default(),
+            past_run: false,
         };
         tasks.push(tokio::spawn(sender.run()));
     }
+    let chain_task = chain_exporter.map(|exporter| {
+        let sender = Sender {
+            index: plan.config.senders,
+            plan: Arc::clone(&plan),
+            exporter,
+            generator: TrafficGenerator::new(plan.config.mix, Rng::new(base_seed)),
+            jitter: Rng::new(base_seed.rotate_left(29)),
+            tally: Tally::default(),
+            latencies_us: Vec::new(),
+            ledger: TraceLedger::default(),
+            past_run: true,
+        };
+        let rng = Rng::new(base_seed.rotate_left(41) ^ 0xc4a1_0000);
+        tokio::spawn(sender.run_chains(rng))
+    });
     let mut tally = Tally::default();
     let mut latencies = Vec::new();
     for task in tasks {
@@ -277,7 +378,13 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
         tally.merge(t);
         latencies.extend(l);
     }
+    // The chains' own figures; they may end after the traffic (a chain
+    // begun is sent whole), which does not count in `elapsed`.
     let elapsed = started.elapsed().as_secs_f64();
+    let chain = match chain_task {
+        Some(task) => Some(task.await.map_err(|e| LoadError::Sender(e.to_string()))?),
+        None => None,
+    };
     let config = &plan.config;
     Ok(LoadReport {
         protocol: Some(config.protocol),
@@ -303,6 +410,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
         violating_traces_sent: tally.violating_traces_sent,
         latency: LatencySummary::from_micros(latencies),
         errors: tally.errors,
+        chain,
     })
 }
 
@@ -325,6 +433,16 @@ fn validate(config: &LoadConfig) -> Result<(), LoadError> {
         return Err(LoadError::Setting("request timeout must be positive"));
     }
     config.mix.validate()?;
+    if let Some(chain) = config.chain {
+        if chain.spans == 0 || chain.spans_per_request == 0 {
+            return Err(LoadError::Setting(
+                "chain spans and chain spans per request must be at least 1",
+            ));
+        }
+        if chain.every.is_zero() {
+            return Err(LoadError::Setting("chain interval must be positive"));
+        }
+    }
     Ok(())
 }
 
@@ -726,6 +844,9 @@ struct Sender {
     tally: Tally,
     latencies_us: Vec<u64>,
     ledger: TraceLedger,
+    /// Retries go on past the run's deadline (the chain sender: a chain
+    /// begun is sent whole).
+    past_run: bool,
 }
 
 impl Sender {
@@ -771,6 +892,76 @@ impl Sender {
         (self.tally, self.latencies_us)
     }
 
+    /// Sends a chain trace every `every` while the run lasts (one if it has
+    /// no duration), each whole; reports them apart from the traffic.
+    async fn run_chains(mut self, mut rng: Rng) -> ChainReport {
+        let Some(chain) = self.plan.config.chain else {
+            return ChainReport::default();
+        };
+        let mut report = ChainReport {
+            spans_per_trace: chain.spans,
+            spans_per_request: chain.spans_per_request,
+            ..ChainReport::default()
+        };
+        let started = Instant::now();
+        for k in 0u32.. {
+            let at = started + chain.every * k;
+            if k > 0 && (self.plan.deadline.is_none() || self.plan.past_deadline(at)) {
+                break;
+            }
+            tokio::time::sleep_until(at).await;
+            report.traces_started += 1;
+            let trace = ChainTrace::new(&mut rng, chain.spans, chain.spans_per_request);
+            let trace_id = trace.trace_id;
+            let began = Instant::now();
+            let mut whole = true;
+            for request in trace {
+                let bytes = request.encoded_len();
+                report.largest_request_bytes = report.largest_request_bytes.max(bytes as u64);
+                report.requests += 1;
+                if bytes > MAX_CHAIN_REQUEST_BYTES {
+                    report.requests_failed += 1;
+                    *report
+                        .errors
+                        .entry("request over 4 MiB, not sent".to_owned())
+                        .or_default() += 1;
+                    whole = false;
+                    continue;
+                }
+                let span_count = request
+                    .resource_spans
+                    .iter()
+                    .flat_map(|r| &r.scope_spans)
+                    .map(|s| s.spans.len())
+                    .sum();
+                let batch = Batch {
+                    request,
+                    span_count,
+                    completed: Vec::new(),
+                    continues_open_trace: false,
+                    leaves_open_trace: false,
+                };
+                let accepted_before = self.tally.spans_accepted;
+                if self.send(&batch).await {
+                    report.spans_accepted += self.tally.spans_accepted - accepted_before;
+                } else {
+                    report.requests_failed += 1;
+                    whole = false;
+                }
+            }
+            report.longest_send_secs = report.longest_send_secs.max(began.elapsed().as_secs_f64());
+            if whole {
+                report.traces_sent += 1;
+                report
+                    .trace_ids
+                    .push(crate::ids::TraceId(trace_id).to_hex());
+            }
+        }
+        report.latency = LatencySummary::from_micros(std::mem::take(&mut self.latencies_us));
+        report.errors = std::mem::take(&mut self.tally.errors);
+        report
+    }
+
     /// Sends one batch, retrying as configured; true if it was accepted.
     async fn send(&mut self, batch: &Batch) -> bool {
         let spans = batch.span_count as u64;
@@ -814,7 +1005,7 @@ impl Sender {
                 }
             };
             backoff = (backoff * 2).min(policy.max_backoff);
-            if self.plan.past_deadline(Instant::now() + pause) {
+            if !self.past_run && self.plan.past_deadline(Instant::now() + pause) {
                 break;
             }
             tokio::time::sleep(pause).await;

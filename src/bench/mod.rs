@@ -15,7 +15,7 @@ pub mod traffic;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use self::loadgen::{LoadConfig, LoadError, Protocol, RetryPolicy};
+use self::loadgen::{ChainConfig, LoadConfig, LoadError, Protocol, RetryPolicy};
 use self::sink::{Faults, Sink, SinkConfig, SinkError};
 use self::traffic::TrafficMix;
 
@@ -32,6 +32,14 @@ pub enum BenchCommand {
         /// How many models.
         #[arg(long, default_value_t = 100)]
         count: usize,
+        /// Add the two verdict-timing models: `verdict-early` (can pass
+        /// early) and `verdict-settled` (waits for the trace to settle).
+        #[arg(long)]
+        timing: bool,
+        /// Add `chain-descendants`, a descendant selector with an assertion
+        /// on the chain traces of `load --chain-spans`.
+        #[arg(long)]
+        chain: bool,
     },
 }
 
@@ -79,6 +87,17 @@ pub struct LoadArgs {
     /// Seed for reproducible traffic.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Also send a chain trace of this many spans (each the child of the
+    /// one before) every --chain-every, on a connection of its own,
+    /// reported apart from the traffic [default: none].
+    #[arg(long)]
+    pub chain_spans: Option<usize>,
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub chain_every: Duration,
+    /// Spans in each export request of a chain (mind the receiver's 4 MiB
+    /// message limit: ~130 B a span).
+    #[arg(long, default_value_t = loadgen::DEFAULT_CHAIN_SPANS_PER_REQUEST)]
+    pub chain_spans_per_request: usize,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -114,6 +133,11 @@ impl LoadArgs {
             request_timeout: self.timeout,
             mix: self.mix,
             seed: self.seed,
+            chain: self.chain_spans.map(|spans| ChainConfig {
+                spans,
+                every: self.chain_every,
+                spans_per_request: self.chain_spans_per_request,
+            }),
         }
     }
 }
@@ -186,8 +210,24 @@ pub async fn run(command: BenchCommand) -> Result<(), BenchError> {
             }
             Ok(())
         }
-        BenchCommand::Models { count } => {
-            println!("{}", models::model_set(count));
+        BenchCommand::Models {
+            count,
+            timing,
+            chain,
+        } => {
+            let mut set = models::model_set(count);
+            for (wanted, extra) in [
+                (timing, models::TIMING_MODELS),
+                (chain, models::CHAIN_MODEL),
+            ] {
+                if wanted {
+                    if !set.is_empty() {
+                        set.push_str("\n---\n");
+                    }
+                    set.push_str(extra);
+                }
+            }
+            println!("{set}");
             Ok(())
         }
         BenchCommand::Sink(args) => {

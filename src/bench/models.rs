@@ -95,6 +95,50 @@ spec:
     )
 }
 
+/// Two models that match every generated trace (each has a server span)
+/// and differ only in when their verdict can be decided (issue 17):
+/// `verdict-early` only asks that a server span exist, so it passes
+/// `assembler.root_settle` after the root arrives; `verdict-settled` adds
+/// an assertion a later span could break, so it waits for the trace to
+/// settle (`assembler.settle`). `benches/latency.sh` reads the verdict
+/// delay of each.
+pub const TIMING_MODELS: &str = r#"type: Model
+spec:
+  id: verdict-early
+  name: A server span exists (can pass early)
+  match: span[kind = "server"]
+  specs:
+    - name: a server span
+      selector: span[kind = "server"]
+---
+type: Model
+spec:
+  id: verdict-settled
+  name: Server spans answer in time (waits to settle)
+  match: span[kind = "server"]
+  specs:
+    - name: servers answer in time
+      selector: span[kind = "server"]
+      assertions:
+        - attr:tracetest.span.duration < 10s
+"#;
+
+/// A descendant selector with an assertion on every link of the chain
+/// traces `tracecheck bench load --chain-spans N` sends (a
+/// [`super::traffic::ChainTrace`]: `chain-root`, then `link` below `link`).
+/// Its `match` names `chain-root`, so ordinary traffic does not wake it.
+pub const CHAIN_MODEL: &str = r#"type: Model
+spec:
+  id: chain-descendants
+  name: Every link below a chain root is quick
+  match: span[name = "chain-root"]
+  specs:
+    - name: links are quick
+      selector: span[name = "chain-root"] span[name = "link"]
+      assertions:
+        - attr:tracetest.span.duration < 1h
+"#;
+
 /// `count` models as one YAML stream: the bank model, then up to nine
 /// matching models, then idle ones.
 pub fn model_set(count: usize) -> String {
@@ -120,6 +164,48 @@ mod tests {
             assert_eq!(models.len(), count);
             crate::engine::Engine::compile(models)
                 .unwrap_or_else(|d| panic!("{count} models: {d:#?}"));
+        }
+    }
+
+    fn engine(yaml: &str) -> crate::engine::Engine {
+        let docs = crate::model::load_str("m.yaml", yaml).unwrap_or_else(|d| panic!("{d:#?}"));
+        crate::engine::Engine::compile(crate::model::models(&docs))
+            .unwrap_or_else(|d| panic!("{d:#?}"))
+    }
+
+    #[test]
+    fn timing_models_decide_early_and_settled() {
+        let engine = engine(TIMING_MODELS);
+        let ids: Vec<&str> = engine.models().iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["verdict-early", "verdict-settled"]);
+        assert!(engine.can_pass_early(0));
+        assert!(!engine.can_pass_early(1));
+    }
+
+    #[test]
+    fn the_chain_model_passes_on_a_chain_and_ignores_traffic() {
+        use crate::bench::traffic::{ChainTrace, Rng, TrafficGenerator, TrafficMix};
+        use crate::engine::{EvalContext, Trace, Verdict};
+        let engine = engine(CHAIN_MODEL);
+        assert!(!engine.can_pass_early(0));
+        let mut rng = Rng::new(7);
+        let chain = ChainTrace::new(&mut rng, 300, 128);
+        let resource_spans: Vec<_> = chain.flat_map(|r| r.resource_spans).collect();
+        let traces = Trace::from_resource_spans(&resource_spans);
+        assert_eq!(traces.len(), 1);
+        assert_eq!(traces[0].spans.len(), 300);
+        let trace = &traces[0];
+        let verdicts = engine.evaluate_woken(trace, &EvalContext::default());
+        assert_eq!(verdicts.len(), 1);
+        assert_eq!(verdicts[0].verdict, Verdict::Pass, "{verdicts:?}");
+        let mut g = TrafficGenerator::new(TrafficMix::default(), Rng::new(8));
+        for _ in 0..50 {
+            let request = g.next_trace().to_request();
+            for trace in Trace::from_resource_spans(&request.resource_spans) {
+                assert!(engine
+                    .evaluate_woken(&trace, &EvalContext::default())
+                    .is_empty());
+            }
         }
     }
 }

@@ -11,7 +11,10 @@ use prost::Message as _;
 
 use super::loadgen::{self, LoadConfig, LoadError, LoadReport, Protocol, RetryPolicy};
 use super::sink::{Faults, Sink, SinkConfig, SinkHandle, SinkStats};
-use super::traffic::{GeneratedTrace, Rng, Service, TraceShape, TrafficGenerator, TrafficMix};
+use super::traffic::{
+    ChainTrace, GeneratedTrace, Rng, Service, TraceShape, TrafficGenerator, TrafficMix, CHAIN_LINK,
+    CHAIN_ROOT,
+};
 use super::{parse_duration, BenchCommand};
 use crate::otlp::json as otlp_json;
 
@@ -290,6 +293,49 @@ fn batches_are_exact_and_carry_whole_traces_in_order() {
     assert!(completed.len() > 500);
 }
 
+#[test]
+fn a_chain_is_one_trace_each_span_the_child_of_the_one_before() {
+    let mut rng = Rng::new(3);
+    let chain = ChainTrace::new(&mut rng, 1_001, 250);
+    assert_eq!((chain.len(), chain.requests()), (1_001, 5));
+    let trace_id = chain.trace_id.to_vec();
+    let requests: Vec<ExportTraceServiceRequest> = chain.collect();
+    assert_eq!(
+        requests
+            .iter()
+            .map(|r| all_spans(r).count())
+            .collect::<Vec<_>>(),
+        [250, 250, 250, 250, 1]
+    );
+    // In the order they end: the deepest link first, the root last.
+    let spans: Vec<&Span> = requests.iter().flat_map(all_spans).collect();
+    assert_eq!(spans.last().map(|s| s.name.as_str()), Some(CHAIN_ROOT));
+    assert!(spans.last().is_some_and(|s| s.parent_span_id.is_empty()));
+    let by_id: HashMap<&[u8], &Span> = spans.iter().map(|s| (&s.span_id[..], *s)).collect();
+    assert_eq!(by_id.len(), 1_001, "span IDs are unique");
+    for (i, span) in spans.iter().enumerate() {
+        assert_eq!(span.trace_id, trace_id);
+        assert!(span.span_id.iter().any(|&b| b != 0));
+        let depth = int_attr(span, "chain.depth");
+        assert_eq!(depth as usize, 1_000 - i);
+        if depth == 0 {
+            continue;
+        }
+        assert_eq!(span.name, CHAIN_LINK);
+        // Its parent is the next span sent, one level up, and covers it.
+        let parent = by_id[&span.parent_span_id[..]];
+        assert_eq!(int_attr(parent, "chain.depth"), depth - 1);
+        assert!(parent.start_time_unix_nano < span.start_time_unix_nano);
+        assert!(parent.end_time_unix_nano > span.end_time_unix_nano);
+    }
+    // Well under the receivers' 4 MiB at the default request size.
+    let big = ChainTrace::new(&mut rng, 10_000, loadgen::DEFAULT_CHAIN_SPANS_PER_REQUEST)
+        .map(|r| r.encoded_len())
+        .max()
+        .unwrap_or(0);
+    assert!(big < loadgen::MAX_CHAIN_REQUEST_BYTES / 4, "{big} bytes");
+}
+
 // ---------------------------------------------------------------------------
 // loadgen + sink, end to end on loopback
 
@@ -530,6 +576,53 @@ async fn fixed_rate_paces_requests_and_duration_stops_the_run() {
         assert!((15..=32).contains(&report.requests), "{report}");
         assert!(report.elapsed_secs < 5.0);
         assert_eq!(sink.stats().spans, report.spans_accepted);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chains_are_sent_whole_beside_the_traffic_and_counted_apart() {
+    bounded(async {
+        let sink = start_sink(Faults::default()).await;
+        let mut config = load_config(&sink, Protocol::Grpc);
+        config.senders = 2;
+        config.requests = None;
+        config.rate = Some(2_000.0);
+        config.duration = Some(Duration::from_millis(1_200));
+        config.chain = Some(loadgen::ChainConfig {
+            spans: 2_500,
+            every: Duration::from_millis(500),
+            spans_per_request: 1_000,
+        });
+        let report = loadgen::run(config).await.expect("load runs");
+        let chain = report.chain.clone().expect("a chain report");
+        // At 0, 0.5 and 1.0 s of a 1.2 s run.
+        assert_eq!(
+            (chain.traces_started, chain.traces_sent),
+            (3, 3),
+            "{report}"
+        );
+        assert_eq!(chain.trace_ids.len(), 3);
+        assert_eq!((chain.requests, chain.requests_failed), (9, 0));
+        assert_eq!(chain.spans_accepted, 7_500);
+        assert!(chain.largest_request_bytes > 0);
+        assert_eq!(chain.latency.count, 9);
+        let stats = sink.stats();
+        assert_eq!(stats.unique_spans, report.spans_accepted + 7_500, "{stats}");
+        assert_eq!(stats.duplicate_spans, 0);
+        assert_eq!(report.latency.count, report.attempts, "chain calls apart");
+        let text = report.to_string();
+        assert!(text.contains("chains: 3 of 3 sent whole"), "{text}");
+        let json = serde_json::to_string(&report).expect("JSON");
+        let back: LoadReport = serde_json::from_str(&json).expect("parses back");
+        assert_eq!(back, report);
+
+        let mut config = load_config(&sink, Protocol::Grpc);
+        config.chain = Some(loadgen::ChainConfig::new(0));
+        assert!(matches!(
+            loadgen::run(config).await,
+            Err(LoadError::Setting(_))
+        ));
     })
     .await;
 }
@@ -793,6 +886,28 @@ fn load_arguments_become_a_config() {
     assert_eq!(config.request_timeout, Duration::from_secs(2));
     assert_eq!(config.mix, only("web=1,violation=1"));
     assert_eq!(config.seed, Some(4));
+    assert_eq!(config.chain, None);
+
+    let cli = TestCli::try_parse_from([
+        "t",
+        "load",
+        "--chain-spans",
+        "100000",
+        "--chain-every",
+        "15s",
+    ])
+    .expect("parses");
+    let BenchCommand::Load(args) = cli.command else {
+        panic!("not load");
+    };
+    assert_eq!(
+        args.to_config().chain,
+        Some(loadgen::ChainConfig {
+            spans: 100_000,
+            every: Duration::from_secs(15),
+            spans_per_request: loadgen::DEFAULT_CHAIN_SPANS_PER_REQUEST,
+        })
+    );
 
     let cli = TestCli::try_parse_from(["t", "load"]).expect("defaults");
     let BenchCommand::Load(args) = cli.command else {

@@ -846,3 +846,104 @@ fn db_span(
         error: false,
     }
 }
+
+/// Name of a chain trace's root span.
+pub const CHAIN_ROOT: &str = "chain-root";
+/// Name of every other span of a chain trace.
+pub const CHAIN_LINK: &str = "link";
+
+/// One pathological trace: `spans` spans, each the child of the one
+/// before (`chain-root`, then `link` after `link`), as consecutive export
+/// requests of at most `spans_per_request` spans. Spans come in the order
+/// they end, as an SDK exports them: the deepest link first, the root in
+/// the last request. The requests are built as they are asked for, so a
+/// long chain is never held in memory whole.
+#[derive(Debug, Clone)]
+pub struct ChainTrace {
+    pub trace_id: [u8; 16],
+    spans: usize,
+    spans_per_request: usize,
+    /// High bits of every span ID; the low 32 bits are depth + 1.
+    id_base: u64,
+    start: u64,
+    /// Spans not yet handed out, deepest first: depths `0..remaining`.
+    remaining: usize,
+}
+
+impl ChainTrace {
+    pub fn new(rng: &mut Rng, spans: usize, spans_per_request: usize) -> Self {
+        let spans = spans.max(1);
+        Self {
+            trace_id: rng.trace_id(),
+            spans,
+            spans_per_request: spans_per_request.max(1),
+            id_base: rng.next_u64() & 0xffff_ffff_0000_0000,
+            start: now_unix_nanos(),
+            remaining: spans,
+        }
+    }
+
+    /// Spans in the whole chain.
+    pub fn len(&self) -> usize {
+        self.spans
+    }
+
+    /// Never true: a chain has at least its root.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Export requests it takes.
+    pub fn requests(&self) -> usize {
+        self.spans.div_ceil(self.spans_per_request)
+    }
+
+    fn span_id(&self, depth: usize) -> [u8; 8] {
+        // Low half depth + 1: never zero, unique within the trace.
+        (self.id_base | (depth as u64 + 1)).to_be_bytes()
+    }
+
+    fn span(&self, depth: usize) -> Span {
+        // Each link starts 1 µs after its parent and ends 1 µs before it.
+        let start = self.start + depth as u64 * 1_000;
+        let end = self.start + (2 * self.spans - depth) as u64 * 1_000;
+        Span {
+            trace_id: self.trace_id.to_vec(),
+            span_id: self.span_id(depth).to_vec(),
+            parent_span_id: if depth == 0 {
+                Vec::new()
+            } else {
+                self.span_id(depth - 1).to_vec()
+            },
+            name: if depth == 0 { CHAIN_ROOT } else { CHAIN_LINK }.to_owned(),
+            kind: SpanKind::Internal as i32,
+            start_time_unix_nano: start,
+            end_time_unix_nano: end,
+            attributes: vec![
+                int_attr("chain.depth", depth as i64),
+                string_attr("code.function", "recurse"),
+            ],
+            flags: 0x101,
+            status: Some(Status::default()),
+            ..Span::default()
+        }
+    }
+}
+
+impl Iterator for ChainTrace {
+    type Item = ExportTraceServiceRequest;
+
+    /// The next request, deepest spans first; `None` once the root is sent.
+    fn next(&mut self) -> Option<ExportTraceServiceRequest> {
+        if self.remaining == 0 {
+            return None;
+        }
+        let low = self.remaining.saturating_sub(self.spans_per_request);
+        let mut packer = Packer::default();
+        for depth in (low..self.remaining).rev() {
+            packer.push(Service::Checkout, self.span(depth));
+        }
+        self.remaining = low;
+        Some(packer.finish())
+    }
+}
