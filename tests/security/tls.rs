@@ -120,12 +120,18 @@ async fn mtls_refuses_clients_without_a_certificate() {
         "export without a client certificate went through"
     );
 
-    // HTTP without a client certificate.
+    // HTTP without a client certificate. Under TLS 1.3 the client learns of
+    // the refusal only when it reads; on a loaded machine that read has
+    // been seen to hang (1 run in many), so a refusal that never answers
+    // counts as one: what matters is that no span was taken (below).
     let anonymous = crate::https_client(&pki.ca_pem, None);
+    let sent = tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        crate::send(&anonymous, crate::export_request(&http, 5, None)),
+    )
+    .await;
     assert!(
-        crate::send(&anonymous, crate::export_request(&http, 5, None))
-            .await
-            .is_err(),
+        !matches!(sent, Ok(Ok(_))),
         "HTTP export without a client certificate went through"
     );
 
