@@ -184,15 +184,19 @@ impl CModel {
     /// selected span could fail one), no `not_expect` (a new span could
     /// match it), no `when` (outputs it reads could change).
     pub fn can_pass_early(&self) -> bool {
+        // One step per path: which span is whose parent can change as spans
+        // come (a duplicate span ID, a cycle cut elsewhere), so a selection
+        // through `>`, `~` or a descendant step is not sure to stay.
         fn grows(s: &CSelector) -> bool {
             s.paths.iter().all(|p| {
-                p.steps.iter().all(|st| {
-                    st.pseudo.is_none()
-                        && st.filters.iter().all(|f| {
-                            matches!(f.value, CExpr::Lit(_))
-                                && f.attr.builtin != Some(Builtin::SelectedSpansCount)
-                        })
-                })
+                p.steps.len() == 1
+                    && p.steps.iter().all(|st| {
+                        st.pseudo.is_none()
+                            && st.filters.iter().all(|f| {
+                                matches!(f.value, CExpr::Lit(_))
+                                    && f.attr.builtin != Some(Builtin::SelectedSpansCount)
+                            })
+                    })
             })
         }
         self.when.is_empty()

@@ -82,6 +82,12 @@ pub enum Inconclusive {
     /// The trace began before this daemon started: part of it may have gone
     /// to the instance before it (a restart, a rolling update).
     Restart,
+    /// Completed at `max_trace_age` while spans still came: it never
+    /// settled, so a missing span may still come.
+    MaxAge,
+    /// Root-less spans that all ended longer than `late_span_window` ago:
+    /// the rest of a trace settled long since, whose ID was forgotten.
+    Late,
 }
 
 impl Inconclusive {
@@ -93,6 +99,8 @@ impl Inconclusive {
             Inconclusive::Budget => "budget",
             Inconclusive::Unreadable => "unreadable",
             Inconclusive::Restart => "restart",
+            Inconclusive::MaxAge => "max_age",
+            Inconclusive::Late => "late",
         }
     }
 }

@@ -86,6 +86,8 @@ impl Completion {
         match self.reason {
             CompletionReason::shutdown => Some(Inconclusive::Shutdown),
             CompletionReason::evicted => Some(Inconclusive::Evicted),
+            // Completed at max_trace_age only while spans still came.
+            CompletionReason::max_age => Some(Inconclusive::MaxAge),
             _ if self.truncated => Some(Inconclusive::Bounds),
             _ => None,
         }
@@ -118,6 +120,32 @@ struct Settled {
     /// The trace began before this daemon started.
     restart: bool,
     settled_at: Instant,
+    /// When its last span came, for `tracecheck_verdict_delay_seconds`.
+    last_seen: Instant,
+}
+
+impl Settled {
+    /// `t` as settled now, its spans copied out of their requests.
+    fn new(
+        t: &CompletedTrace,
+        models: Arc<LoadedModels>,
+        counted: Vec<(usize, Verdict)>,
+        waiting: Vec<Waiting>,
+        restart: bool,
+        now: Instant,
+    ) -> Self {
+        Settled {
+            bytes: t.spans.iter().map(|s| s.bytes.len()).sum(),
+            spans: RawSpan::detach(&t.spans),
+            models,
+            counted,
+            waiting,
+            completion: Completion::of(t),
+            restart,
+            settled_at: now,
+            last_seen: t.last_seen,
+        }
+    }
 }
 
 /// Skips of the models a trace did not wake ([`Engine::evaluate_woken`]),
@@ -182,6 +210,10 @@ pub struct Evaluator {
     waiting: std::collections::HashSet<TraceId>,
     keep_bytes: usize,
     late_window: Duration,
+    /// `assembler.settle`: a span of a trace that settled comes as a late
+    /// fragment this long after it arrived, so `within` waits this much
+    /// more for it.
+    settle: Duration,
     verdicts: VerdictFeed,
     alerts: Option<AlertSender>,
     /// Completed traces a test run waits for (`testrun`).
@@ -225,6 +257,7 @@ impl Evaluator {
             waiting: std::collections::HashSet::new(),
             keep_bytes: DEFAULT_KEEP_BYTES,
             late_window: crate::assembler::config::AssemblerConfig::default().late_span_window,
+            settle: crate::assembler::config::DEFAULT_SETTLE,
             verdicts,
             alerts,
             tap: None,
@@ -243,10 +276,17 @@ impl Evaluator {
     }
 
     /// How long, and in how many bytes, settled traces are kept for late
-    /// spans (`assembler.late_span_window`).
-    pub fn with_late_window(mut self, window: Duration, keep_bytes: usize) -> Self {
+    /// spans (`assembler.late_span_window`), and how long a late fragment
+    /// takes to come (`assembler.settle`).
+    pub fn with_late_window(
+        mut self,
+        window: Duration,
+        keep_bytes: usize,
+        settle: Duration,
+    ) -> Self {
         self.late_window = window;
         self.keep_bytes = keep_bytes;
+        self.settle = settle;
         self
     }
 
@@ -514,7 +554,15 @@ impl Evaluator {
     /// can change.
     fn consume_early(&mut self, t: CompletedTrace) {
         let models = self.registry.current();
-        if !models.engine.has_early() || !wakes_any(&models, &t.spans) {
+        // Built only if a model that can pass early is woken: most traces
+        // wake none, and building costs what evaluating does.
+        if !models.engine.has_early()
+            || !models
+                .engine
+                .woken_by(span_names(&t.spans))
+                .into_iter()
+                .any(|i| models.engine.can_pass_early(i))
+        {
             return;
         }
         let Some(trace) = build_trace_for(&models.engine, &t.spans) else {
@@ -565,25 +613,24 @@ impl Evaluator {
             .map(|(at, passed)| passed_in(&at, passed, &models))
             .unwrap_or_default();
         let completion = Completion::of(&t);
+        let now = Instant::now();
         if !wakes_any(&models, &t.spans) {
-            // Every model skips it: nothing to build or evaluate.
+            // Every model skips it: nothing to evaluate. It is still kept,
+            // since a late span (a queue worker's) may be the one a model
+            // applies to.
             self.note_woken(&models, std::iter::empty());
+            if t.reason != CompletionReason::shutdown {
+                self.keep(
+                    t.trace_id,
+                    Settled::new(&t, models, Vec::new(), Vec::new(), false, now),
+                );
+            }
             return;
         }
         let Some(trace) = build_trace_for(&models.engine, &t.spans) else {
-            self.unreadable(&models, &t);
+            self.unreadable(&models, &t, &early);
             return;
         };
-        if t.rootless && self.is_stale(&trace) {
-            // Spans of a trace settled longer ago than the late-span
-            // window (its ID forgotten): judging them alone would fail
-            // models for spans that are simply elsewhere.
-            self.metrics
-                .late_spans
-                .get_or_create(&LateLabels { merged: "false" })
-                .inc_by(t.spans.len() as u64);
-            return;
-        }
         let started = std::time::Instant::now();
         let verdicts = self.evaluate(&models, &trace);
         self.note_woken(&models, verdicts.iter().map(|v| v.model));
@@ -598,16 +645,32 @@ impl Evaluator {
         let restart = self
             .started_unix_nanos
             .is_some_and(|started| began_before(&trace, started));
+        // Root-less spans that all ended before the late-span window: the
+        // rest of a trace settled long since whose ID was forgotten. Judged
+        // alone they would fail models for spans that are simply elsewhere.
+        let stale = t.rootless && self.is_stale(&trace);
         let cut = completion
             .cut_short()
-            .or(restart.then_some(Inconclusive::Restart));
-        let now = Instant::now();
+            .or(restart.then_some(Inconclusive::Restart))
+            .or(stale.then_some(Inconclusive::Late));
         let mut counted = Vec::new();
         let mut waiting = Vec::new();
         let mut publish = Vec::new();
         for v in verdicts {
             if early.contains(&v.model) {
-                counted.push((v.model, Verdict::Pass));
+                // Counted when it passed early. Should the whole trace say
+                // otherwise, that is published as a flip, not counted again.
+                if v.verdict != Verdict::Pass && v.inconclusive.is_none() {
+                    counted.push((v.model, v.verdict));
+                    publish.push((
+                        v,
+                        Publish::Flip {
+                            from: Verdict::Pass,
+                        },
+                    ));
+                } else {
+                    counted.push((v.model, Verdict::Pass));
+                }
                 continue;
             }
             let v = match cut {
@@ -622,7 +685,9 @@ impl Evaluator {
                 Some(d) if v.verdict == Verdict::Fail && v.awaiting_spans => {
                     waiting.push(Waiting {
                         model: v.model,
-                        deadline: now + d,
+                        // A span that comes at `within` is handed on as a
+                        // late fragment `settle` later.
+                        deadline: now + d + self.settle,
                         last: v,
                     });
                 }
@@ -654,55 +719,43 @@ impl Evaluator {
         if !waiting.is_empty() {
             self.store.hold(t.trace_id, &t.spans);
         }
-        // Nothing comes after a shutdown; a trace no model applies to has
-        // nothing a late span could change but a skip.
-        if t.reason == CompletionReason::shutdown || (counted.is_empty() && waiting.is_empty()) {
+        // Nothing comes after a shutdown.
+        if t.reason == CompletionReason::shutdown {
             return;
         }
         self.keep(
             t.trace_id,
-            Settled {
-                bytes: t.spans.iter().map(|s| s.bytes.len()).sum(),
-                spans: RawSpan::detach(&t.spans),
-                models,
-                counted,
-                waiting,
-                completion,
-                restart,
-                settled_at: now,
-            },
+            Settled::new(&t, models, counted, waiting, restart, now),
         );
     }
 
     /// A trace a span of which could not be decoded after all: every model
     /// its span names wake is `inconclusive` (`unreadable`), so a failure
     /// it may hold is never silently dropped.
-    fn unreadable(&mut self, models: &Arc<LoadedModels>, t: &CompletedTrace) {
-        let names: Vec<&str> = t
-            .spans
-            .iter()
-            .filter_map(|s| crate::otlp::wire::span_trace_id_and_name(&s.bytes).ok())
-            .map(|(_, name)| name)
-            .collect();
-        let woken = models.engine.woken_by(names.into_iter());
+    /// Models that passed early (`early`) keep their pass.
+    fn unreadable(&mut self, models: &Arc<LoadedModels>, t: &CompletedTrace, early: &[usize]) {
+        let woken = models.engine.woken_by(span_names(&t.spans));
         tracing::warn!(trace_id = %t.trace_id, models = woken.len(), "A span of this trace could not be decoded for evaluation; its verdicts are inconclusive.");
         self.note_woken(models, woken.iter().copied());
-        let verdicts = woken.into_iter().map(|model| {
-            (
-                ModelVerdict {
-                    model,
-                    verdict: Verdict::Inconclusive,
-                    failures: Vec::new(),
-                    skip_reason: None,
-                    awaiting_spans: false,
-                    inconclusive: Some(Inconclusive::Unreadable),
-                },
-                Publish::Count {
-                    waited: false,
-                    early: false,
-                },
-            )
-        });
+        let verdicts = woken
+            .into_iter()
+            .filter(|m| !early.contains(m))
+            .map(|model| {
+                (
+                    ModelVerdict {
+                        model,
+                        verdict: Verdict::Inconclusive,
+                        failures: Vec::new(),
+                        skip_reason: None,
+                        awaiting_spans: false,
+                        inconclusive: Some(Inconclusive::Unreadable),
+                    },
+                    Publish::Count {
+                        waited: false,
+                        early: false,
+                    },
+                )
+            });
         self.record(
             models,
             On {
@@ -719,6 +772,7 @@ impl Evaluator {
     /// Spans of a trace that settled: merged into it, every model evaluated
     /// again.
     fn consume_late(&mut self, t: CompletedTrace) {
+        self.early.remove(&t.trace_id);
         let n = t.spans.len() as u64;
         let Some(mut s) = self.settled.remove(&t.trace_id) else {
             self.metrics
@@ -736,6 +790,7 @@ impl Evaluator {
         let added: usize = t.spans.iter().map(|x| x.bytes.len()).sum();
         s.spans.extend(RawSpan::detach(&t.spans));
         s.bytes += added;
+        s.last_seen = t.last_seen;
         s.completion.truncated |= t.truncated;
         let Some(trace) = build_trace_for(&s.models.engine, &s.spans) else {
             tracing::warn!(trace_id = %t.trace_id, "Late spans could not be decoded; the verdicts given stand.");
@@ -781,8 +836,12 @@ impl Evaluator {
                 .find(|(m, _)| *m == v.model)
                 .map_or(Verdict::Skip, |(_, c)| *c);
             // Running out of budget on the merged trace says nothing about
-            // the verdict given on the settled one.
-            if from == v.verdict || v.inconclusive == Some(Inconclusive::Budget) {
+            // the verdict given on the settled one; nor do spans missing
+            // from a fragment undo a failure already seen.
+            if from == v.verdict
+                || v.inconclusive == Some(Inconclusive::Budget)
+                || (from == Verdict::Fail && v.verdict == Verdict::Inconclusive)
+            {
                 continue;
             }
             match s.counted.iter_mut().find(|(m, _)| *m == v.model) {
@@ -891,7 +950,7 @@ impl Evaluator {
                 },
                 publish,
                 s.completion,
-                None,
+                Some(s.last_seen),
             );
         }
         s.waiting = still;
@@ -914,19 +973,15 @@ impl Evaluator {
     }
 }
 
-/// The models of `now` that passed early under `then` (a reload may have
-/// come in between: matched by id).
+/// The models of `now` that passed early under `then`.
 fn passed_in(then: &Arc<LoadedModels>, passed: Vec<usize>, now: &Arc<LoadedModels>) -> Vec<usize> {
+    // After a reload a model of the same id may say something else: the
+    // settled trace is judged by the models in force then, from scratch.
     if Arc::ptr_eq(then, now) {
-        return passed;
+        passed
+    } else {
+        Vec::new()
     }
-    passed
-        .into_iter()
-        .filter_map(|i| {
-            let id = &then.engine.models().get(i)?.id;
-            now.engine.index_of(id)
-        })
-        .collect()
 }
 
 /// Whether the trace's first span started before `started` (unix
@@ -942,7 +997,10 @@ fn began_before(trace: &Trace, started: u64) -> bool {
 impl TraceConsumer for Evaluator {
     fn consume(&mut self, t: CompletedTrace) {
         if t.early {
-            self.consume_early(t);
+            // A trace kept here since it settled has had its verdicts.
+            if !self.settled.contains_key(&t.trace_id) {
+                self.consume_early(t);
+            }
             return;
         }
         if let Some(tap) = &self.tap {
@@ -1022,12 +1080,15 @@ fn build_with(spans: &[RawSpan], builder: impl FnOnce(TraceId) -> TraceBuilder) 
 /// span names against the engine's dispatch index, read from the span bytes
 /// without building the trace.
 fn wakes_any(models: &LoadedModels, spans: &[RawSpan]) -> bool {
-    models.engine.wakes_any(
-        spans
-            .iter()
-            .filter_map(|s| crate::otlp::wire::span_trace_id_and_name(&s.bytes).ok())
-            .map(|(_, name)| name),
-    )
+    models.engine.wakes_any(span_names(spans))
+}
+
+/// The names of the spans that can be read, from their bytes.
+fn span_names(spans: &[RawSpan]) -> impl Iterator<Item = &str> {
+    spans
+        .iter()
+        .filter_map(|s| crate::otlp::wire::span_trace_id_and_name(&s.bytes).ok())
+        .map(|(_, name)| name)
 }
 
 #[cfg(test)]
@@ -1680,10 +1741,10 @@ spec:
     }
 
     /// Spans of a trace that settled longer ago than the late-span window,
-    /// whose ID is forgotten, come as a trace without a root: they are
-    /// counted as late, never judged as a trace of their own.
+    /// whose ID is forgotten, come as a trace without a root: counted, but
+    /// `inconclusive` (`late`), never a failure of their own.
     #[test]
-    fn spans_older_than_the_late_window_are_not_judged_alone() {
+    fn spans_older_than_the_late_window_are_inconclusive_not_failed() {
         let (mut e, metrics, _watcher, _dir) = evaluator_for(EXISTS_AND_NEVER);
         // These spans ended at 2 ns past the epoch.
         let mut t = completed(
@@ -1695,16 +1756,54 @@ spec:
         t.rootless = true;
         e.consume(t);
         e.flush_skips();
-        for v in ["pass", "fail", "skip", "inconclusive"] {
-            assert_eq!(count(&metrics, "never-release", v), 0, "{v}");
+        for m in ["charged", "never-release"] {
+            assert_eq!(count(&metrics, m, "fail"), 0, "{m}");
+            assert_eq!(count(&metrics, m, "inconclusive"), 1, "{m}");
         }
         assert_eq!(
             metrics
-                .late_spans
-                .get_or_create(&LateLabels { merged: "false" })
+                .inconclusive
+                .get_or_create(&InconclusiveLabels { reason: "late" })
                 .get(),
             2
         );
+    }
+
+    /// A model's `match` may be a span that comes late (a queue worker's):
+    /// a trace no model applied to is kept all the same, and the late span
+    /// makes the model apply: skip → fail is published as a flip.
+    #[test]
+    fn a_late_span_can_make_a_skipped_model_apply() {
+        let (mut e, metrics, mut watcher, _dir) = evaluator_for(EXISTS_AND_NEVER);
+        let all = trace_named(&["cart", "checkout", "release"]);
+        e.consume(completed(
+            all[..1].to_vec(),
+            CompletionReason::root,
+            false,
+            false,
+        ));
+        e.consume(completed(
+            all[1..].to_vec(),
+            CompletionReason::idle,
+            false,
+            true,
+        ));
+        let flips = metrics
+            .verdicts_flipped
+            .get_or_create(&FlipLabels {
+                model: "never-release".into(),
+                from: "skip",
+                to: "fail",
+            })
+            .get();
+        assert_eq!(flips, 1);
+        let mut failed = Vec::new();
+        while let Ok(r) = watcher.try_recv() {
+            if r.verdict == Verdict::Fail {
+                failed.push(r.model.to_string());
+            }
+        }
+        assert!(failed.contains(&"never-release".to_string()), "{failed:?}");
     }
 
     /// A span that cannot be decoded is never silent: every model the

@@ -89,6 +89,7 @@ impl ModelsStage {
                 .with_late_window(
                     stages.assembler.config().late_span_window,
                     evaluator::DEFAULT_KEEP_BYTES / threads.max(1),
+                    stages.assembler.config().settle,
                 )
             })
             .collect();
