@@ -58,6 +58,11 @@ pub const DEFAULT_EVALUATION_BUDGET: Duration = Duration::from_millis(100);
 /// counts every one.
 pub const SLOW_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Traces waiting on `within` may hold this many times the bytes kept for
+/// late spans; past it a new wait is not taken and its verdict is
+/// `inconclusive` (`bounds`), never a guess.
+pub const WAITING_BYTES_FACTOR: usize = 4;
+
 /// Bytes of settled traces each evaluator keeps for late spans to merge
 /// into. At the daemon's full rate (~200 000 spans/s) this is about a
 /// second of traffic, at ordinary rates minutes; `late_span_window` bounds
@@ -206,6 +211,10 @@ pub struct Evaluator {
     /// them; entries of traces since forgotten or waiting again are stale.
     settled_order: VecDeque<(Instant, TraceId)>,
     settled_bytes: usize,
+    /// The part of `settled_bytes` held by traces waiting on `within`: not
+    /// forgotten by the byte bound (their verdicts are still to come), so
+    /// bounded on their own ([`WAITING_BYTES_FACTOR`]).
+    waiting_bytes: usize,
     /// Settled traces with verdicts waiting on `within`.
     waiting: std::collections::HashSet<TraceId>,
     keep_bytes: usize,
@@ -254,6 +263,7 @@ impl Evaluator {
             settled: HashMap::new(),
             settled_order: VecDeque::new(),
             settled_bytes: 0,
+            waiting_bytes: 0,
             waiting: std::collections::HashSet::new(),
             keep_bytes: DEFAULT_KEEP_BYTES,
             late_window: crate::assembler::config::AssemblerConfig::default().late_span_window,
@@ -705,6 +715,25 @@ impl Evaluator {
                 }
             }
         }
+        let bytes: usize = t.spans.iter().map(|s| s.bytes.len()).sum();
+        if !waiting.is_empty()
+            && self.waiting_bytes + bytes > self.keep_bytes.saturating_mul(WAITING_BYTES_FACTOR)
+        {
+            // No room to wait: the span it waits for may still come, so
+            // neither pass nor fail.
+            for w in waiting.drain(..) {
+                let final_pass = models.engine.can_pass_early(w.model);
+                let v = w.last.cut_short(Inconclusive::Bounds, final_pass);
+                counted.push((v.model, v.verdict));
+                publish.push((
+                    v,
+                    Publish::Count {
+                        waited: false,
+                        early: false,
+                    },
+                ));
+            }
+        }
         self.record(
             &models,
             On {
@@ -774,7 +803,7 @@ impl Evaluator {
     fn consume_late(&mut self, t: CompletedTrace) {
         self.early.remove(&t.trace_id);
         let n = t.spans.len() as u64;
-        let Some(mut s) = self.settled.remove(&t.trace_id) else {
+        let Some(mut s) = self.take(&t.trace_id) else {
             self.metrics
                 .late_spans
                 .get_or_create(&LateLabels { merged: "false" })
@@ -786,7 +815,6 @@ impl Evaluator {
             .late_spans
             .get_or_create(&LateLabels { merged: "true" })
             .inc_by(n);
-        self.settled_bytes -= s.bytes;
         let added: usize = t.spans.iter().map(|x| x.bytes.len()).sum();
         s.spans.extend(RawSpan::detach(&t.spans));
         s.bytes += added;
@@ -876,6 +904,9 @@ impl Evaluator {
     /// until those settle.
     fn keep(&mut self, id: TraceId, s: Settled) {
         self.settled_bytes += s.bytes;
+        if !s.waiting.is_empty() {
+            self.waiting_bytes += s.bytes;
+        }
         if s.waiting.is_empty() {
             self.waiting.remove(&id);
             self.settled_order.push_back((s.settled_at, id));
@@ -886,11 +917,22 @@ impl Evaluator {
         self.forget(Instant::now());
     }
 
+    /// Takes a kept trace out, off the byte counts (`keep` puts it back).
+    fn take(&mut self, id: &TraceId) -> Option<Settled> {
+        let s = self.settled.remove(id)?;
+        self.settled_bytes -= s.bytes;
+        if !s.waiting.is_empty() {
+            self.waiting_bytes -= s.bytes;
+        }
+        Some(s)
+    }
+
     /// Forgets settled traces past the late-span window or the byte bound.
     fn forget(&mut self, now: Instant) {
         while let Some(&(at, id)) = self.settled_order.front() {
             let expired = now.saturating_duration_since(at) > self.late_window;
-            if !expired && self.settled_bytes <= self.keep_bytes {
+            let not_waiting = self.settled_bytes - self.waiting_bytes;
+            if !expired && not_waiting <= self.keep_bytes {
                 break;
             }
             self.settled_order.pop_front();
@@ -909,11 +951,10 @@ impl Evaluator {
     /// Verdicts whose `within` ran out (or all of them, `force`, at
     /// shutdown, when they are cut short instead) are published.
     fn settle_waiting(&mut self, trace_id: TraceId, now: Instant, force: bool) {
-        let Some(mut s) = self.settled.remove(&trace_id) else {
+        let Some(mut s) = self.take(&trace_id) else {
             self.waiting.remove(&trace_id);
             return;
         };
-        self.settled_bytes -= s.bytes;
         self.waiting.remove(&trace_id);
         let (done, still): (Vec<Waiting>, Vec<Waiting>) = s
             .waiting
@@ -1804,6 +1845,49 @@ spec:
             }
         }
         assert!(failed.contains(&"never-release".to_string()), "{failed:?}");
+    }
+
+    /// Traces waiting on `within` are bounded in bytes: past the bound a
+    /// new wait is not taken and the verdict is inconclusive (`bounds`),
+    /// never a failure for a span that may still come.
+    #[test]
+    fn a_wait_past_its_byte_bound_is_inconclusive_not_failed() {
+        const WORKER: &str = r#"type: Model
+spec:
+  id: fulfilled
+  match: span[name = "checkout"]
+  specs:
+    - selector: span[name = "fulfil"]
+  within: 30s
+"#;
+        let (e, metrics, _watcher, _dir) = evaluator_for(WORKER);
+        let mut roomy = e;
+        roomy.consume(completed(
+            trace_named(&["checkout"]),
+            CompletionReason::root,
+            false,
+            false,
+        ));
+        assert_eq!(count(&metrics, "fulfilled", "fail"), 0, "it waits");
+        assert_eq!(count(&metrics, "fulfilled", "inconclusive"), 0, "it waits");
+
+        let (e, metrics, _watcher, _dir) = evaluator_for(WORKER);
+        let mut cramped = e.with_late_window(Duration::from_secs(300), 1, Duration::from_secs(6));
+        cramped.consume(completed(
+            trace_named(&["checkout"]),
+            CompletionReason::root,
+            false,
+            false,
+        ));
+        assert_eq!(count(&metrics, "fulfilled", "fail"), 0);
+        assert_eq!(count(&metrics, "fulfilled", "inconclusive"), 1);
+        assert_eq!(
+            metrics
+                .inconclusive
+                .get_or_create(&InconclusiveLabels { reason: "bounds" })
+                .get(),
+            1
+        );
     }
 
     /// A span that cannot be decoded is never silent: every model the
