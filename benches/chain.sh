@@ -65,18 +65,7 @@ read -r SINK_GRPC SINK_STATS GRPC HTTP ADMIN <<<"$(free_ports 5)"
 start_sink "$SINK_GRPC" "$SINK_STATS"
 mkdir -p "$TMP/models"
 "$TRACECHECK" bench models --count "$MODELS" --timing --chain >"$TMP/models/models.yaml"
-cat >"$TMP/config.yaml" <<EOF
-receivers:
-  otlp:
-    grpc: { endpoint: "127.0.0.1:$GRPC" }
-    http: { endpoint: "127.0.0.1:$HTTP" }
-models:
-  paths: [$TMP/models]
-exporters:
-  otlp: { endpoint: "http://127.0.0.1:$SINK_GRPC", protocol: grpc }
-admin:
-  endpoint: "127.0.0.1:$ADMIN"
-EOF
+default_config "$TMP/models" >"$TMP/config.yaml"
 
 echo "==> $("$TRACECHECK" --version); $(nproc) CPUs; $MODELS models + verdict-early, verdict-settled, $CHAIN_MODEL; grpc, $SENDERS senders, $SPANS_PER_REQUEST spans a request, $RATE spans/s for $DURATION; chain case: $CHAIN_SPANS-span chain every $CHAIN_EVERY in requests of $CHAIN_SPANS_PER_REQUEST; default assembler and evaluation settings" >&2
 : >"$TMP/results.jsonl"

@@ -55,18 +55,7 @@ TIMING_FLAG=()
 [ "$TIMING" != 1 ] || TIMING_FLAG=(--timing)
 "$TRACECHECK" bench models --count "$MODELS" "${TIMING_FLAG[@]}" >"$TMP/models/models.yaml"
 # No assembler section: the daemon's defaults (settle 6 s, root_settle 500 ms).
-cat >"$TMP/config.yaml" <<EOF
-receivers:
-  otlp:
-    grpc: { endpoint: "127.0.0.1:$GRPC" }
-    http: { endpoint: "127.0.0.1:$HTTP" }
-models:
-  paths: [$TMP/models]
-exporters:
-  otlp: { endpoint: "http://127.0.0.1:$SINK_GRPC", protocol: grpc }
-admin:
-  endpoint: "127.0.0.1:$ADMIN"
-EOF
+default_config "$TMP/models" >"$TMP/config.yaml"
 
 echo "==> $("$TRACECHECK" --version); $(nproc) CPUs; $MODELS models$([ "$TIMING" != 1 ] || echo " + verdict-early + verdict-settled"); $SENDERS gRPC senders, $SPANS_PER_REQUEST spans a request, $DURATION a rate; default assembler settings" >&2
 printf '%-8s %10s  %-18s %9s %9s %9s %9s %12s  %s\n' "rate" "accepted/s" "models" "verdicts" "p50 ms" "p99 ms" "mean ms" "CPU us/span" "buckets (s) holding the verdicts"

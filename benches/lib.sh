@@ -85,6 +85,24 @@ wait_settled() {
 }
 
 # cpu_ticks PID: utime + stime of the process, in clock ticks.
+# The daemon's config for a benchmark on default assembler and evaluation
+# settings: OTLP on $GRPC/$HTTP, models from $1, forwarding to the sink on
+# $SINK_GRPC, admin on $ADMIN.
+default_config() {
+    cat <<EOF
+receivers:
+  otlp:
+    grpc: { endpoint: "127.0.0.1:$GRPC" }
+    http: { endpoint: "127.0.0.1:$HTTP" }
+models:
+  paths: [$1]
+exporters:
+  otlp: { endpoint: "http://127.0.0.1:$SINK_GRPC", protocol: grpc }
+admin:
+  endpoint: "127.0.0.1:$ADMIN"
+EOF
+}
+
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # start_sink GRPC_PORT STATS_PORT: the counting sink, cleaned up on exit;

@@ -451,6 +451,19 @@ impl Engine {
         self.early.get(model).copied().unwrap_or(false)
     }
 
+    /// `v` as given on a trace cut short for `reason` (if any): pass or
+    /// fail become inconclusive, except a pass this model could have given
+    /// early ([`ModelVerdict::cut_short`]).
+    pub fn cut_short(&self, v: ModelVerdict, reason: Option<Inconclusive>) -> ModelVerdict {
+        match reason {
+            Some(reason) => {
+                let final_pass = self.can_pass_early(v.model);
+                v.cut_short(reason, final_pass)
+            }
+            None => v,
+        }
+    }
+
     /// Whether any model can pass early: if none, a trace's early
     /// evaluation has nothing to publish.
     pub fn has_early(&self) -> bool {

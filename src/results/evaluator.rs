@@ -140,7 +140,7 @@ impl Settled {
         now: Instant,
     ) -> Self {
         Settled {
-            bytes: t.spans.iter().map(|s| s.bytes.len()).sum(),
+            bytes: span_bytes(&t.spans),
             spans: RawSpan::detach(&t.spans),
             models,
             counted,
@@ -193,6 +193,24 @@ enum Publish {
     /// A counted verdict changed by late spans: published, not counted
     /// again.
     Flip { from: Verdict },
+}
+
+impl Publish {
+    /// Counted when the trace settled.
+    const SETTLED: Publish = Publish::Count {
+        waited: false,
+        early: false,
+    };
+    /// Counted after waiting on `within`.
+    const WAITED: Publish = Publish::Count {
+        waited: true,
+        early: false,
+    };
+    /// Counted on the early copy.
+    const EARLY: Publish = Publish::Count {
+        waited: false,
+        early: true,
+    };
 }
 
 /// The daemon's evaluation: [`Evaluator`]s on `models.evaluation_threads`
@@ -596,15 +614,7 @@ impl Evaluator {
                 trace: Some(&trace),
                 spans: &t.spans,
             },
-            passes.into_iter().map(|v| {
-                (
-                    v,
-                    Publish::Count {
-                        waited: false,
-                        early: true,
-                    },
-                )
-            }),
+            passes.into_iter().map(|v| (v, Publish::EARLY)),
             Completion::of(&t),
             Some(t.last_seen),
         );
@@ -683,13 +693,7 @@ impl Evaluator {
                 }
                 continue;
             }
-            let v = match cut {
-                Some(reason) => {
-                    let final_pass = models.engine.can_pass_early(v.model);
-                    v.cut_short(reason, final_pass)
-                }
-                None => v,
-            };
+            let v = models.engine.cut_short(v, cut);
             let within = models.engine.models().get(v.model).and_then(|m| m.within);
             match within {
                 Some(d) if v.verdict == Verdict::Fail && v.awaiting_spans => {
@@ -705,33 +709,20 @@ impl Evaluator {
                     if v.verdict != Verdict::Skip {
                         counted.push((v.model, v.verdict));
                     }
-                    publish.push((
-                        v,
-                        Publish::Count {
-                            waited: false,
-                            early: false,
-                        },
-                    ));
+                    publish.push((v, Publish::SETTLED));
                 }
             }
         }
-        let bytes: usize = t.spans.iter().map(|s| s.bytes.len()).sum();
         if !waiting.is_empty()
-            && self.waiting_bytes + bytes > self.keep_bytes.saturating_mul(WAITING_BYTES_FACTOR)
+            && self.waiting_bytes + span_bytes(&t.spans)
+                > self.keep_bytes.saturating_mul(WAITING_BYTES_FACTOR)
         {
             // No room to wait: the span it waits for may still come, so
             // neither pass nor fail.
             for w in waiting.drain(..) {
-                let final_pass = models.engine.can_pass_early(w.model);
-                let v = w.last.cut_short(Inconclusive::Bounds, final_pass);
+                let v = models.engine.cut_short(w.last, Some(Inconclusive::Bounds));
                 counted.push((v.model, v.verdict));
-                publish.push((
-                    v,
-                    Publish::Count {
-                        waited: false,
-                        early: false,
-                    },
-                ));
+                publish.push((v, Publish::SETTLED));
             }
         }
         self.record(
@@ -779,10 +770,7 @@ impl Evaluator {
                         awaiting_spans: false,
                         inconclusive: Some(Inconclusive::Unreadable),
                     },
-                    Publish::Count {
-                        waited: false,
-                        early: false,
-                    },
+                    Publish::SETTLED,
                 )
             });
         self.record(
@@ -815,7 +803,7 @@ impl Evaluator {
             .late_spans
             .get_or_create(&LateLabels { merged: "true" })
             .inc_by(n);
-        let added: usize = t.spans.iter().map(|x| x.bytes.len()).sum();
+        let added = span_bytes(&t.spans);
         s.spans.extend(RawSpan::detach(&t.spans));
         s.bytes += added;
         s.last_seen = t.last_seen;
@@ -834,13 +822,7 @@ impl Evaluator {
         let mut still = Vec::new();
         let mut waiting = std::mem::take(&mut s.waiting);
         for v in verdicts {
-            let v = match cut {
-                Some(reason) => {
-                    let final_pass = s.models.engine.can_pass_early(v.model);
-                    v.cut_short(reason, final_pass)
-                }
-                None => v,
-            };
+            let v = s.models.engine.cut_short(v, cut);
             if let Some(i) = waiting.iter().position(|w| w.model == v.model) {
                 let mut w = waiting.swap_remove(i);
                 if v.verdict == Verdict::Fail && v.awaiting_spans {
@@ -848,13 +830,7 @@ impl Evaluator {
                     still.push(w);
                 } else {
                     s.counted.push((v.model, v.verdict));
-                    publish.push((
-                        v,
-                        Publish::Count {
-                            waited: true,
-                            early: false,
-                        },
-                    ));
+                    publish.push((v, Publish::WAITED));
                 }
                 continue;
             }
@@ -965,22 +941,11 @@ impl Evaluator {
             let models = Arc::clone(&s.models);
             let mut publish = Vec::new();
             for w in done {
-                let v = if force {
-                    w.last.cut_short(
-                        Inconclusive::Shutdown,
-                        models.engine.can_pass_early(w.model),
-                    )
-                } else {
-                    w.last
-                };
+                let v = models
+                    .engine
+                    .cut_short(w.last, force.then_some(Inconclusive::Shutdown));
                 s.counted.push((v.model, v.verdict));
-                publish.push((
-                    v,
-                    Publish::Count {
-                        waited: true,
-                        early: false,
-                    },
-                ));
+                publish.push((v, Publish::WAITED));
             }
             self.record(
                 &models,
@@ -1122,6 +1087,11 @@ fn build_with(spans: &[RawSpan], builder: impl FnOnce(TraceId) -> TraceBuilder) 
 /// without building the trace.
 fn wakes_any(models: &LoadedModels, spans: &[RawSpan]) -> bool {
     models.engine.wakes_any(span_names(spans))
+}
+
+/// The encoded size of spans, as the evaluator's byte bounds count them.
+fn span_bytes(spans: &[RawSpan]) -> usize {
+    spans.iter().map(|s| s.bytes.len()).sum()
 }
 
 /// The names of the spans that can be read, from their bytes.
@@ -1643,6 +1613,20 @@ spec:
             .get()
     }
 
+    fn inconclusive(metrics: &Metrics, reason: &'static str) -> u64 {
+        metrics
+            .inconclusive
+            .get_or_create(&InconclusiveLabels { reason })
+            .get()
+    }
+
+    fn late(metrics: &Metrics, merged: &'static str) -> u64 {
+        metrics
+            .late_spans
+            .get_or_create(&LateLabels { merged })
+            .get()
+    }
+
     const EXISTS_AND_NEVER: &str = r#"type: Model
 spec:
   id: charged
@@ -1725,13 +1709,7 @@ spec:
             })
             .get();
         assert_eq!(flips, 1);
-        assert_eq!(
-            metrics
-                .late_spans
-                .get_or_create(&LateLabels { merged: "true" })
-                .get(),
-            1
-        );
+        assert_eq!(late(&metrics, "true"), 1);
         let mut seen = Vec::new();
         while let Ok(r) = watcher.try_recv() {
             seen.push((r.model.to_string(), r.verdict, r.flipped_from));
@@ -1756,13 +1734,7 @@ spec:
         assert_eq!(count(&metrics, "charged", "fail"), 0);
         assert_eq!(count(&metrics, "charged", "inconclusive"), 1);
         assert_eq!(count(&metrics, "never-release", "inconclusive"), 1);
-        assert_eq!(
-            metrics
-                .inconclusive
-                .get_or_create(&InconclusiveLabels { reason: "shutdown" })
-                .get(),
-            2
-        );
+        assert_eq!(inconclusive(&metrics, "shutdown"), 2);
     }
 
     /// A trace that began before the daemon started may have sent part of
@@ -1801,13 +1773,7 @@ spec:
             assert_eq!(count(&metrics, m, "fail"), 0, "{m}");
             assert_eq!(count(&metrics, m, "inconclusive"), 1, "{m}");
         }
-        assert_eq!(
-            metrics
-                .inconclusive
-                .get_or_create(&InconclusiveLabels { reason: "late" })
-                .get(),
-            2
-        );
+        assert_eq!(inconclusive(&metrics, "late"), 2);
     }
 
     /// A model's `match` may be a span that comes late (a queue worker's):
@@ -1881,13 +1847,7 @@ spec:
         ));
         assert_eq!(count(&metrics, "fulfilled", "fail"), 0);
         assert_eq!(count(&metrics, "fulfilled", "inconclusive"), 1);
-        assert_eq!(
-            metrics
-                .inconclusive
-                .get_or_create(&InconclusiveLabels { reason: "bounds" })
-                .get(),
-            1
-        );
+        assert_eq!(inconclusive(&metrics, "bounds"), 1);
     }
 
     /// A span that cannot be decoded is never silent: every model the
@@ -1902,15 +1862,7 @@ spec:
             assert_eq!(count(&metrics, m, "inconclusive"), 1, "{m}");
             assert_eq!(count(&metrics, m, "pass") + count(&metrics, m, "fail"), 0);
         }
-        assert_eq!(
-            metrics
-                .inconclusive
-                .get_or_create(&InconclusiveLabels {
-                    reason: "unreadable"
-                })
-                .get(),
-            2
-        );
+        assert_eq!(inconclusive(&metrics, "unreadable"), 2);
     }
 
     /// Late spans of a trace no longer kept are counted, not judged.
@@ -1924,12 +1876,6 @@ spec:
             true,
         ));
         assert_eq!(count(&metrics, "never-release", "fail"), 0);
-        assert_eq!(
-            metrics
-                .late_spans
-                .get_or_create(&LateLabels { merged: "false" })
-                .get(),
-            2
-        );
+        assert_eq!(late(&metrics, "false"), 2);
     }
 }

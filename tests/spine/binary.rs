@@ -304,16 +304,26 @@ async fn secrets_never_reach_the_log() {
     }
 }
 
-/// A config whose downstream refuses every span, so draining the
-/// forwarding queue at shutdown would take `drain_timeout` (30 s).
-fn stuck_downstream_config(
-    dir: &Path,
-    sink: &tracecheck::bench::sink::SinkHandle,
+/// `serve` forwarding to a downstream that refuses every span, so draining
+/// the forwarding queue at shutdown would take `drain_timeout` (30 s), with
+/// spans accepted and queued. The sink and temporary directory live as long
+/// as the process is needed.
+async fn serving_a_stuck_downstream(
     shutdown_timeout: &str,
-) -> (String, [SocketAddr; 2]) {
+) -> (
+    Served,
+    tracecheck::bench::sink::SinkHandle,
+    tempfile::TempDir,
+) {
+    let sink = util::start_sink(Faults {
+        fail_first: u64::MAX,
+        ..Faults::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
     let [grpc, admin] = free_addrs::<2>();
     let config = write_config(
-        dir,
+        dir.path(),
         "tracecheck.yaml",
         &format!(
             "receivers:\n  otlp:\n    grpc: {{ endpoint: \"{grpc}\" }}\n\
@@ -325,21 +335,6 @@ fn stuck_downstream_config(
             sink.grpc_endpoint().expect("sink gRPC")
         ),
     );
-    (config, [grpc, admin])
-}
-
-/// Shutdown that cannot finish (the downstream refuses everything) ends at
-/// `service.shutdown_timeout`, inside Kubernetes' grace period, with exit 1
-/// and a line saying what was left.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_ends_at_its_deadline_when_draining_cannot_finish() {
-    let sink = util::start_sink(Faults {
-        fail_first: u64::MAX,
-        ..Faults::default()
-    })
-    .await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (config, [grpc, admin]) = stuck_downstream_config(dir.path(), &sink, "1s");
     let mut served = Served::spawn(&["serve", "--config", &config]);
     served.ready(admin).await;
     let report = bounded(
@@ -349,6 +344,15 @@ async fn shutdown_ends_at_its_deadline_when_draining_cannot_finish() {
     .await
     .expect("load runs");
     assert_eq!(report.spans_accepted, report.spans_sent, "{report}");
+    (served, sink, dir)
+}
+
+/// Shutdown that cannot finish (the downstream refuses everything) ends at
+/// `service.shutdown_timeout`, inside Kubernetes' grace period, with exit 1
+/// and a line saying what was left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_at_its_deadline_when_draining_cannot_finish() {
+    let (mut served, _sink, _dir) = serving_a_stuck_downstream("1s").await;
     let asked = std::time::Instant::now();
     served.sigterm();
     let status = served.exit().await;
@@ -368,22 +372,7 @@ async fn shutdown_ends_at_its_deadline_when_draining_cannot_finish() {
 /// A second SIGTERM during a shutdown that would take long exits at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_sigterm_exits_at_once() {
-    let sink = util::start_sink(Faults {
-        fail_first: u64::MAX,
-        ..Faults::default()
-    })
-    .await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (config, [grpc, admin]) = stuck_downstream_config(dir.path(), &sink, "60s");
-    let mut served = Served::spawn(&["serve", "--config", &config]);
-    served.ready(admin).await;
-    let report = bounded(
-        "load",
-        loadgen::run(util::load(format!("http://{grpc}"), Protocol::Grpc, 2, 20)),
-    )
-    .await
-    .expect("load runs");
-    assert_eq!(report.spans_accepted, report.spans_sent, "{report}");
+    let (mut served, _sink, _dir) = serving_a_stuck_downstream("60s").await;
     served.sigterm();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let asked = std::time::Instant::now();
