@@ -18,6 +18,7 @@ use crate::receiver::ingest::Ingest;
 use crate::receiver::{self, Receivers};
 use crate::results::admin::{self, AdminState};
 use crate::results::metrics::Metrics;
+use crate::tier::Tier;
 
 /// Completed traces waiting for the consumer. When it is full the assembler
 /// waits, the buffer fills, and senders are asked to retry.
@@ -47,6 +48,8 @@ pub enum StartError {
 pub struct Stages {
     pub metrics: Arc<Metrics>,
     pub assembler: Arc<Assembler>,
+    /// Changes of the scale-out tier announced to this instance.
+    pub tier: Arc<crate::tier::Changes>,
 }
 
 /// A running daemon.
@@ -56,6 +59,7 @@ pub struct Daemon<C: TraceConsumer> {
     pub admin_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
     pub admin: Arc<AdminState>,
+    pub tier: Arc<Tier>,
     ingest: Arc<Ingest>,
     receivers: Receivers,
     assembler: Arc<Assembler>,
@@ -106,9 +110,29 @@ impl<C: TraceConsumer> Daemon<C> {
             Arc::clone(&metrics),
         ));
         let (completed_tx, completed_rx) = mpsc::channel(COMPLETED_QUEUE);
+        let admin = Arc::new(AdminState::new(registry));
+        let admin_stop = CancellationToken::new();
+        let admin_token = match &config.admin.auth {
+            Some(a) => {
+                let t = crate::net::auth::BearerToken::load(a, "admin.auth")?;
+                t.spawn_watch(admin_stop.clone());
+                Some(t)
+            }
+            None => None,
+        };
+        // A change matters while a trace it split can still be buffered.
+        let horizon = config.assembler.max_trace_age + config.assembler.settle;
+        let tier = Arc::new(Tier::new(
+            config.tier.clone(),
+            horizon,
+            Arc::clone(&admin),
+            Arc::clone(&metrics),
+            admin_token.clone(),
+        ));
         let (consumer, routes) = build(&Stages {
             metrics: Arc::clone(&metrics),
             assembler: Arc::clone(&assembler),
+            tier: Arc::clone(&tier.changes),
         });
         let consumer = spawn_consumer(completed_rx, consumer);
         let assembler_stop = CancellationToken::new();
@@ -121,8 +145,6 @@ impl<C: TraceConsumer> Daemon<C> {
                 "The admin endpoint listens beyond loopback without admin.auth: whoever reaches it can reload models and start test runs."
             );
         }
-        let admin = Arc::new(AdminState::new(registry));
-        let admin_stop = CancellationToken::new();
         let admin_tls = match &config.admin.tls {
             Some(t) => Some(crate::net::tls::ServerTls::load(
                 t,
@@ -131,18 +153,11 @@ impl<C: TraceConsumer> Daemon<C> {
             )?),
             None => None,
         };
-        let admin_token = match &config.admin.auth {
-            Some(a) => {
-                let t = crate::net::auth::BearerToken::load(a, "admin.auth")?;
-                t.spawn_watch(admin_stop.clone());
-                Some(t)
-            }
-            None => None,
-        };
         let admin_listener = receiver::bind(config.admin.endpoint, "admin").await?;
         let admin_addr = admin_listener.local_addr().unwrap_or(config.admin.endpoint);
         let admin_task = {
-            let mut app = admin::router(Arc::clone(&admin));
+            let mut app =
+                admin::router(Arc::clone(&admin)).merge(crate::tier::router(Arc::clone(&tier)));
             if let Some(routes) = routes {
                 app = app.merge(routes);
             }
@@ -186,6 +201,13 @@ impl<C: TraceConsumer> Daemon<C> {
         )
         .await?;
         admin.ready.store(true, Ordering::Release);
+        if tier.is_configured() {
+            tokio::spawn(join_when_sent_to(
+                Arc::clone(&tier),
+                Arc::clone(&metrics),
+                admin_stop.clone(),
+            ));
+        }
 
         Ok(Self {
             grpc_addr: receivers.grpc_addr,
@@ -193,6 +215,7 @@ impl<C: TraceConsumer> Daemon<C> {
             admin_addr,
             metrics,
             admin,
+            tier,
             ingest,
             receivers,
             assembler,
@@ -211,7 +234,10 @@ impl<C: TraceConsumer> Daemon<C> {
     /// within its deadline, and stops the admin endpoint last so the final
     /// state can still be scraped until then.
     pub async fn shutdown(self) -> Stopped<C> {
-        self.admin.ready.store(false, Ordering::Release);
+        // Announced before the receivers close, so that the peers know the
+        // change before the balancers move this instance's traces to them
+        // (a no-op if `tracecheck tier leave` did it already).
+        self.tier.leave().await;
         self.ingest.close();
         self.receivers.stop().await;
         self.assembler_stop.cancel();
@@ -241,6 +267,39 @@ impl<C: TraceConsumer> Daemon<C> {
             flushed_traces,
             undelivered_spans,
             consumer,
+        }
+    }
+}
+
+/// How often a tier instance checks whether spans have come yet.
+const JOIN_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Announces `joined` once spans arrive: that is when a balancer has put
+/// this instance in its ring, which is the moment its peers must know.
+async fn join_when_sent_to(tier: Arc<Tier>, metrics: Arc<Metrics>, stop: CancellationToken) {
+    let received = || {
+        [
+            crate::results::metrics::Transport::grpc,
+            crate::results::metrics::Transport::http,
+        ]
+        .into_iter()
+        .map(|transport| {
+            metrics
+                .accepted_spans
+                .get_or_create(&crate::results::metrics::TransportLabels { transport })
+                .get()
+        })
+        .sum::<u64>()
+    };
+    let mut tick = tokio::time::interval(JOIN_POLL);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if received() > 0 {
+            tier.join().await;
+            return;
         }
     }
 }

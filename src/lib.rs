@@ -25,3 +25,4 @@ pub mod otlp;
 pub mod receiver;
 pub mod results;
 pub mod testrun;
+pub mod tier;

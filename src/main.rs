@@ -88,12 +88,34 @@ enum Command {
     /// Load generator and counting OTLP sink, for benchmarks and tests.
     #[command(subcommand)]
     Bench(tracecheck::bench::BenchCommand),
+    /// The scale-out tier (`tier.peers`).
+    #[command(subcommand)]
+    Tier(TierCommand),
     /// Exit 0 if a daemon's /healthz answers 200: a container HEALTHCHECK
     /// for images without a shell or curl.
     Health {
         /// Plain-HTTP URL to GET.
         #[arg(long, default_value = "http://127.0.0.1:9464/healthz")]
         url: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TierCommand {
+    /// Tell a running daemon it is leaving its tier: it turns not ready and
+    /// announces the change to its peers, then this waits `--wait` so that
+    /// the balancers take it out of their rings before SIGTERM. Meant for
+    /// a Kubernetes `preStop` hook (the image has no shell).
+    Leave {
+        /// The daemon's admin URL.
+        #[arg(long, default_value = "http://127.0.0.1:9464")]
+        server: String,
+        /// File holding the admin bearer token (`admin.auth`).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// How long to wait once the daemon has announced.
+        #[arg(long, value_parser = tracecheck::bench::parse_duration, default_value = "5s")]
+        wait: std::time::Duration,
     },
 }
 
@@ -188,6 +210,11 @@ fn main() -> ExitCode {
         } => watch::run(server, models, verdicts, format),
         Command::Bench(cmd) => bench(cmd),
         Command::Health { url } => health(&url),
+        Command::Tier(TierCommand::Leave {
+            server,
+            token_file,
+            wait,
+        }) => tier_leave(&server, token_file.as_deref(), wait),
         Command::Test(TestCommand::Run(args)) => test_run(args),
     };
     match result {
@@ -428,6 +455,32 @@ fn bench(cmd: tracecheck::bench::BenchCommand) -> anyhow::Result<ExitCode> {
 
 /// One HTTP/1.0 GET with std only, bounded by timeouts: a health probe must
 /// neither hang nor need a runtime, TLS or a resolver cache.
+fn tier_leave(
+    server: &str,
+    token_file: Option<&std::path::Path>,
+    wait: std::time::Duration,
+) -> anyhow::Result<ExitCode> {
+    let token = match token_file {
+        Some(path) => {
+            let auth = tracecheck::net::auth::AuthConfig {
+                bearer_token: None,
+                bearer_token_file: Some(path.to_path_buf()),
+            };
+            Some(tracecheck::net::auth::BearerToken::load(&auth, "--token-file")?.header_value())
+        }
+        None => None,
+    };
+    runtime()?.block_on(async {
+        // The daemon's own announce_timeout bounds the call; this one only
+        // guards against a daemon that does not answer at all.
+        tracecheck::tier::request_leave(server, token, std::time::Duration::from_secs(10))
+            .await
+            .with_context(|| format!("{server}: cannot ask the daemon to leave its tier"))?;
+        tokio::time::sleep(wait).await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 fn health(url: &str) -> anyhow::Result<ExitCode> {
     use std::io::{Read, Write};
     use std::net::{TcpStream, ToSocketAddrs};

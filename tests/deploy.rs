@@ -319,13 +319,32 @@ fn pod_specs_agree_with_the_configs_they_mount() {
             .get("terminationGracePeriodSeconds")
             .and_then(Value::as_u64)
             .unwrap_or(30);
-        let pre_stop = c
-            .get("lifecycle")
-            .and_then(|l| l.get("preStop"))
+        let hook = c.get("lifecycle").and_then(|l| l.get("preStop"));
+        // The kubelet's sleep, or `tracecheck tier leave --wait Ns` plus
+        // its announcement (tier.announce_timeout) and the daemon's answer.
+        let slept = hook
             .and_then(|p| p.get("sleep"))
             .and_then(|s| s.get("seconds"))
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
+            .and_then(Value::as_u64);
+        let left = hook
+            .and_then(|p| p.get("exec"))
+            .and_then(|e| e.get("command"))
+            .and_then(Value::as_sequence)
+            .map(|cmd| {
+                let words: Vec<&str> = cmd.iter().filter_map(Value::as_str).collect();
+                assert!(
+                    words.windows(2).any(|w| w == ["tier", "leave"]),
+                    "{overlay}: preStop runs {words:?}"
+                );
+                let wait = words
+                    .windows(2)
+                    .find(|w| w[0] == "--wait")
+                    .and_then(|w| w[1].strip_suffix('s'))
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(5);
+                wait + config.tier.announce_timeout.as_secs() + 1
+            });
+        let pre_stop = slept.or(left).unwrap_or(0);
         let drain = config
             .exporters
             .otlp

@@ -768,3 +768,284 @@ async fn removing_an_instance_mid_traffic_splits_only_the_traces_in_flight() {
     })
     .await;
 }
+
+// ------------------------------------------------------- rolling restart
+
+/// Ports free now, for admin endpoints that must be known before their
+/// daemons start (each instance names all of them in `tier.peers`).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("bound").port())
+        .collect()
+}
+
+/// An instance of the tier: admin on `admin`, every port of `peers`
+/// announced to, the same short timers as [`start`].
+async fn start_in_tier(admin: u16, peers: &[u16]) -> Live {
+    let peers: Vec<String> = peers.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    let text = format!(
+        "receivers:\n  otlp:\n    grpc: {{ endpoint: 127.0.0.1:0 }}\n    http: {{ endpoint: 127.0.0.1:0 }}\n\
+         admin: {{ endpoint: 127.0.0.1:{admin} }}\n\
+         assembler:\n  settle: 1s\n  idle_timeout: 1s\n  root_settle: 800ms\n\
+         tier:\n  peers: [{}]\n  announce_timeout: 1s\n",
+        peers.join(", ")
+    );
+    let c = tracecheck::config::Config::from_yaml("tier.yaml", &text, |_| None)
+        .unwrap_or_else(|e| panic!("tier config: {e}\n{text}"));
+    Live::start(c.config, models()).await
+}
+
+impl Router {
+    /// The ring rebuilt with `endpoints`, connecting to new members.
+    async fn set_members_connecting(&mut self, endpoints: &[String]) {
+        for e in endpoints {
+            if !self.clients.contains_key(e) {
+                let client = TraceServiceClient::connect(format!("http://{e}"))
+                    .await
+                    .unwrap_or_else(|err| panic!("connect {e}: {err}"));
+                self.clients.insert(e.clone(), client);
+            }
+        }
+        self.set_members(endpoints);
+    }
+}
+
+/// What happens before a window of traffic is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Send,
+    /// Halfway through the window, instance `k` leaves the tier as the
+    /// manifests' preStop makes it: `POST /api/v1/tier/leave`, then the
+    /// balancer drops it, then SIGTERM.
+    Leave(usize),
+    /// Halfway through the window, instance `k`'s replacement joins.
+    Join(usize),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_the_tier_fails_no_correct_trace() {
+    bounded(Duration::from_secs(150), async {
+        // Ports 0..3 for the instances, 3..6 for their replacements.
+        let ports = free_ports(6);
+        let mut lives: Vec<Option<Live>> = Vec::new();
+        for k in 0..3 {
+            lives.push(Some(start_in_tier(ports[k], &ports).await));
+        }
+        let mut members: Vec<String> = lives.iter().flatten().map(endpoint).collect();
+        let mut seen: HashMap<String, Seen> = lives
+            .iter()
+            .flatten()
+            .map(|l| (endpoint(l), Seen::watch(&l.models)))
+            .collect();
+        let mut router = Router::new(&members).await;
+        // The generator dates a trace's spans back from when it is made;
+        // traces begun before an instance started are (rightly) judged as
+        // cut by its restart.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+
+        // A StatefulSet's rolling update: each instance in turn leaves, and
+        // its replacement (a new address) joins, while traffic goes on.
+        // Quiet windows between changes leave traces that no change could
+        // touch, which must be judged exactly.
+        use Step::*;
+        let plan = [
+            Send,
+            Send,
+            Send,
+            Leave(0),
+            Send,
+            Join(0),
+            Send,
+            Leave(1),
+            Send,
+            Join(1),
+            Send,
+            Leave(2),
+            Send,
+            Join(2),
+            Send,
+            Send,
+            Send,
+        ];
+        const PER_WINDOW: usize = 40;
+        const BATCH: usize = 50;
+        const PAUSE: Duration = Duration::from_millis(1_200);
+        let mut generator = TrafficGenerator::new(
+            TrafficMix {
+                web: 20,
+                bank_commit: 20,
+                bank_rollback: 40,
+                bank_violation: 20,
+            },
+            Rng::new(77),
+        );
+        let mut shapes: HashMap<[u8; 16], TraceShape> = HashMap::new();
+        // When each trace's first and last spans were sent.
+        let mut sent: HashMap<[u8; 16], (Instant, Instant)> = HashMap::new();
+        let mut changes: Vec<(Instant, Step)> = Vec::new();
+        for step in plan {
+            // Generated now, so their spans start now, as live traffic's do.
+            let window: Vec<GeneratedTrace> =
+                (0..PER_WINDOW).map(|_| generator.next_trace()).collect();
+            let mut per_trace: Vec<std::collections::VecDeque<Unit>> =
+                window.iter().map(|t| units(t).into()).collect();
+            let mut stream = Vec::new();
+            while per_trace.iter().any(|q| !q.is_empty()) {
+                for q in per_trace.iter_mut() {
+                    stream.extend(q.pop_front());
+                }
+            }
+            for t in &window {
+                shapes.insert(t.trace_id, t.shape);
+            }
+            let batches: Vec<&[Unit]> = stream.chunks(BATCH).collect();
+            let half = batches.len() / 2;
+            for (i, batch) in batches.iter().enumerate() {
+                if i == half {
+                    match step {
+                        Send => {}
+                        Leave(k) => {
+                            let l = lives[k].take().expect("leaves once");
+                            let (status, _) = l.post(tracecheck::tier::LEAVE_PATH).await;
+                            assert_eq!(status, 204, "tier leave");
+                            changes.push((Instant::now(), step));
+                            members.retain(|e| *e != endpoint(&l));
+                            router.set_members_connecting(&members).await;
+                            l.stop().await;
+                        }
+                        Join(k) => {
+                            let l = start_in_tier(ports[3 + k], &ports).await;
+                            seen.insert(endpoint(&l), Seen::watch(&l.models));
+                            members.push(endpoint(&l));
+                            router.set_members_connecting(&members).await;
+                            changes.push((Instant::now(), step));
+                            lives[k] = Some(l);
+                        }
+                    }
+                }
+                let now = Instant::now();
+                for u in batch.iter() {
+                    sent.entry(u.trace_id)
+                        .and_modify(|(_, last)| *last = now)
+                        .or_insert((now, now));
+                }
+                router.export(batch).await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            tokio::time::sleep(PAUSE).await;
+        }
+
+        // Every whole trace the bank model applies to has been judged
+        // (settle 1s, within 1s). Skips are counted, not published: a split
+        // trace neither part of which holds the model's `match` and `when`
+        // spans is a skip on both sides, with nothing to wait for.
+        let judged = |id: &[u8; 16]| bank_verdict(shapes[id]) != Verdict::Skip;
+        let unjudged = || {
+            router
+                .holders
+                .iter()
+                .filter(|(id, holders)| {
+                    judged(id)
+                        && holders.len() == 1
+                        && holders.iter().all(|h| seen[h].of(id).is_empty())
+                })
+                .map(|(id, holders)| (shapes[id], holders.clone(), sent[id].0.elapsed()))
+                .collect::<Vec<_>>()
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !unjudged().is_empty() {
+            assert!(Instant::now() < deadline, "never judged: {:?}", unjudged());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // A fragment none of whose spans wakes the model gives no verdict
+        // to wait for; the others come within settle + within of the last.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+
+        // A trace no change could touch: judged before the first change
+        // that could matter, or first sent after every balancer had it.
+        let margin = Duration::from_millis(500);
+        let grace = tracecheck::tier::JOIN_GRACE + margin;
+        // settle, then `within` for a violation's verdict.
+        let settle = Duration::from_secs(2) + margin;
+        let quiet = |(first, last): (Instant, Instant)| {
+            changes
+                .iter()
+                .all(|(c, _)| last + settle < *c || first > *c + grace)
+        };
+        let mut false_failures = Vec::new();
+        let mut wrong_quiet = Vec::new();
+        let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+        for (id, holders) in &router.holders {
+            let shape = shapes[id];
+            let verdicts: Vec<Verdict> = holders
+                .iter()
+                .flat_map(|h| seen[h].of(id))
+                .map(|(v, _)| v)
+                .collect();
+            let correct = bank_verdict(shape) != Verdict::Fail;
+            if correct && verdicts.contains(&Verdict::Fail) {
+                false_failures.push((shape, holders.len(), verdicts.clone()));
+            }
+            let whole = holders.len() == 1;
+            let q = quiet(sent[id]);
+            if judged(id) && whole && q && verdicts != [bank_verdict(shape)] {
+                let reasons: Vec<_> = holders.iter().flat_map(|h| seen[h].of(id)).collect();
+                let t = sent[id];
+                wrong_quiet.push((
+                    shape,
+                    reasons,
+                    changes
+                        .iter()
+                        .map(|(c, _)| {
+                            (c.duration_since(t.0.min(*c)).as_millis() as i64)
+                                - (t.0.duration_since(t.0.min(*c)).as_millis() as i64)
+                        })
+                        .collect::<Vec<_>>(),
+                ));
+            }
+            let mut v: Vec<String> = verdicts.iter().map(|v| format!("{v:?}")).collect();
+            v.sort();
+            *outcomes
+                .entry(format!(
+                    "{shape:?} {} {} -> {}",
+                    if whole { "whole" } else { "split" },
+                    if q { "quiet" } else { "at-change" },
+                    v.join("+")
+                ))
+                .or_default() += 1;
+        }
+        eprintln!(
+            "rolling restart: {} traces, {} split, changes at {:?}",
+            router.holders.len(),
+            router.holders.values().filter(|h| h.len() > 1).count(),
+            changes.iter().map(|(_, s)| s).collect::<Vec<_>>()
+        );
+        for (what, n) in &outcomes {
+            eprintln!("  {n:4} x {what}");
+        }
+        assert!(
+            router.holders.values().any(|h| h.len() > 1),
+            "no trace was split: the test proves nothing"
+        );
+        assert!(
+            outcomes
+                .keys()
+                .any(|k| k.starts_with("BankViolation whole quiet")),
+            "no violating trace away from the changes"
+        );
+        assert_eq!(false_failures, Vec::new(), "correct traces failed");
+        assert_eq!(
+            wrong_quiet,
+            Vec::new(),
+            "traces away from every change judged wrongly"
+        );
+        for l in lives.into_iter().flatten() {
+            l.stop().await;
+        }
+    })
+    .await;
+}

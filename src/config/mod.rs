@@ -29,6 +29,7 @@ pub struct Config {
     pub links: LinksConfig,
     pub admin: AdminConfig,
     pub service: ServiceConfig,
+    pub tier: crate::tier::TierConfig,
 }
 
 /// `service:` — the process as a whole.

@@ -82,6 +82,9 @@ pub enum Inconclusive {
     /// The trace began before this daemon started: part of it may have gone
     /// to the instance before it (a restart, a rolling update).
     Restart,
+    /// An instance of the scale-out tier joined or left while the trace was
+    /// in flight, and this is the part of it routed here (`tier`).
+    TierChange,
     /// Completed at `max_trace_age` while spans still came: it never
     /// settled, so a missing span may still come.
     MaxAge,
@@ -99,6 +102,7 @@ impl Inconclusive {
             Inconclusive::Budget => "budget",
             Inconclusive::Unreadable => "unreadable",
             Inconclusive::Restart => "restart",
+            Inconclusive::TierChange => "tier_change",
             Inconclusive::MaxAge => "max_age",
             Inconclusive::Late => "late",
         }

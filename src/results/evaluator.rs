@@ -122,8 +122,10 @@ struct Settled {
     counted: Vec<(usize, Verdict)>,
     waiting: Vec<Waiting>,
     completion: Completion,
-    /// The trace began before this daemon started.
-    restart: bool,
+    /// Part of the trace may have gone to another instance: it began
+    /// before this daemon started (`restart`) or a tier change split it
+    /// (`tier_change`).
+    began_elsewhere: Option<Inconclusive>,
     settled_at: Instant,
     /// When its last span came, for `tracecheck_verdict_delay_seconds`.
     last_seen: Instant,
@@ -136,7 +138,7 @@ impl Settled {
         models: Arc<LoadedModels>,
         counted: Vec<(usize, Verdict)>,
         waiting: Vec<Waiting>,
-        restart: bool,
+        began_elsewhere: Option<Inconclusive>,
         now: Instant,
     ) -> Self {
         Settled {
@@ -146,7 +148,7 @@ impl Settled {
             counted,
             waiting,
             completion: Completion::of(t),
-            restart,
+            began_elsewhere,
             settled_at: now,
             last_seen: t.last_seen,
         }
@@ -250,6 +252,8 @@ pub struct Evaluator {
     /// first span started before is judged as cut by a restart.
     /// `None`: no trace is taken for one begun before a restart.
     started_unix_nanos: Option<u64>,
+    /// Changes of the scale-out tier announced to this instance.
+    tier: Option<Arc<crate::tier::Changes>>,
     /// When a slow evaluation was last logged, and how many were not
     /// logged since.
     slow_logged: Cell<Option<std::time::Instant>>,
@@ -291,6 +295,7 @@ impl Evaluator {
             tap: None,
             budget: DEFAULT_EVALUATION_BUDGET,
             started_unix_nanos: Some(unix_nanos(SystemTime::now())),
+            tier: None,
             slow_logged: Cell::new(None),
             slow_unlogged: Cell::new(0),
             skips: None,
@@ -322,6 +327,39 @@ impl Evaluator {
     pub fn with_tap(mut self, tap: Arc<crate::testrun::TraceWaiters>) -> Self {
         self.tap = Some(tap);
         self
+    }
+
+    /// Judges the fragments of traces split by a change of the scale-out
+    /// tier as cut short (`tier_change`), from the changes in `changes`.
+    pub fn with_tier(mut self, changes: Arc<crate::tier::Changes>) -> Self {
+        self.tier = Some(changes);
+        self
+    }
+
+    /// Whether part of the trace may have gone to another instance: it
+    /// began before this daemon did, or a tier change split it.
+    fn began_elsewhere(
+        &self,
+        t: &CompletedTrace,
+        trace: &Trace,
+        now: Instant,
+    ) -> Option<Inconclusive> {
+        let first = first_start(trace);
+        if self
+            .started_unix_nanos
+            .is_some_and(|started| first.is_some_and(|s| s < started))
+        {
+            return Some(Inconclusive::Restart);
+        }
+        let split = self.tier.as_ref().is_some_and(|changes| {
+            changes.may_be_split(&crate::tier::Seen {
+                first_seen: t.first_seen,
+                completed: now,
+                first_start_unix_nanos: first,
+                last_seen: t.last_seen,
+            })
+        });
+        split.then_some(Inconclusive::TierChange)
     }
 
     /// Takes the daemon's start as `at`; `None` judges every trace as if
@@ -642,7 +680,7 @@ impl Evaluator {
             if t.reason != CompletionReason::shutdown {
                 self.keep(
                     t.trace_id,
-                    Settled::new(&t, models, Vec::new(), Vec::new(), false, now),
+                    Settled::new(&t, models, Vec::new(), Vec::new(), None, now),
                 );
             }
             return;
@@ -662,16 +700,14 @@ impl Evaluator {
             }),
             None,
         );
-        let restart = self
-            .started_unix_nanos
-            .is_some_and(|started| began_before(&trace, started));
+        let began_elsewhere = self.began_elsewhere(&t, &trace, now);
         // Root-less spans that all ended before the late-span window: the
         // rest of a trace settled long since whose ID was forgotten. Judged
         // alone they would fail models for spans that are simply elsewhere.
         let stale = t.rootless && self.is_stale(&trace);
         let cut = completion
             .cut_short()
-            .or(restart.then_some(Inconclusive::Restart))
+            .or(began_elsewhere)
             .or(stale.then_some(Inconclusive::Late));
         let mut counted = Vec::new();
         let mut waiting = Vec::new();
@@ -745,7 +781,7 @@ impl Evaluator {
         }
         self.keep(
             t.trace_id,
-            Settled::new(&t, models, counted, waiting, restart, now),
+            Settled::new(&t, models, counted, waiting, began_elsewhere, now),
         );
     }
 
@@ -814,10 +850,7 @@ impl Evaluator {
             return;
         };
         let verdicts = self.evaluate(&s.models, &trace);
-        let cut = s
-            .completion
-            .cut_short()
-            .or(s.restart.then_some(Inconclusive::Restart));
+        let cut = s.completion.cut_short().or(s.began_elsewhere);
         let mut publish = Vec::new();
         let mut still = Vec::new();
         let mut waiting = std::mem::take(&mut s.waiting);
@@ -995,9 +1028,9 @@ fn passed_in(then: &Arc<LoadedModels>, passed: Vec<usize>, now: &Arc<LoadedModel
 /// replaced. Start times are the senders' clocks: one behind ours makes a
 /// few traces of the first seconds inconclusive; one ahead by more than the
 /// time a trace takes is not caught.
-fn began_before(trace: &Trace, started: u64) -> bool {
-    let first = trace.spans.iter().map(|s| s.start).filter(|&s| s > 0).min();
-    first.is_some_and(|s| s < started)
+/// The earliest span start of `trace` (unix nanoseconds), if any has one.
+fn first_start(trace: &Trace) -> Option<u64> {
+    trace.spans.iter().map(|s| s.start).filter(|&s| s > 0).min()
 }
 
 impl TraceConsumer for Evaluator {

@@ -138,6 +138,15 @@ pub struct FlipLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TierLabels {
+    /// `joined` or `leaving`.
+    pub change: &'static str,
+    /// `received` from a peer, `ignored` (a `joined` while this instance
+    /// had itself only begun serving), `sent` to one, `failed` to reach one.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InconclusiveLabels {
     pub reason: &'static str,
 }
@@ -196,6 +205,7 @@ pub struct Metrics {
     pub rootless_traces: Counter,
     pub verdicts_flipped: Family<FlipLabels, Counter>,
     pub inconclusive: Family<InconclusiveLabels, Counter>,
+    pub tier_notices: Family<TierLabels, Counter>,
     pub exporter_sent_spans: Family<ExporterLabels, Counter>,
     pub exporter_failed_spans: Family<ExporterLabels, Counter>,
     pub exporter_retries: Family<ExporterLabels, Counter>,
@@ -240,6 +250,7 @@ impl Metrics {
             rootless_traces: Counter::default(),
             verdicts_flipped: Family::default(),
             inconclusive: Family::default(),
+            tier_notices: Family::default(),
             exporter_sent_spans: Family::default(),
             exporter_failed_spans: Family::default(),
             exporter_retries: Family::default(),
@@ -334,6 +345,11 @@ impl Metrics {
             "tracecheck_verdicts_flipped",
             "Counted verdicts changed by spans that came after the trace settled",
             m.verdicts_flipped.clone(),
+        );
+        r.register(
+            "tracecheck_tier_notices",
+            "Announcements that an instance of the scale-out tier joined or is leaving (tier.peers), by what happened to them here",
+            m.tier_notices.clone(),
         );
         r.register(
             "tracecheck_inconclusive_verdicts",

@@ -85,6 +85,7 @@ impl ModelsStage {
                     alert_sender.clone(),
                 )
                 .with_tap(Arc::clone(&self.waiters))
+                .with_tier(Arc::clone(&stages.tier))
                 .with_evaluation_budget(budget)
                 .with_late_window(
                     stages.assembler.config().late_span_window,

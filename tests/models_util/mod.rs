@@ -81,6 +81,10 @@ impl Live {
         (status, parse_json(path, &body))
     }
 
+    pub async fn post(&self, path: &str) -> (u16, String) {
+        http_request(&self.http, reqwest::Method::POST, self.admin, path).await
+    }
+
     pub async fn post_json(&self, path: &str) -> (u16, Value) {
         let (status, body) =
             http_request(&self.http, reqwest::Method::POST, self.admin, path).await;
