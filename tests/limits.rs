@@ -1,7 +1,8 @@
 //! Input, per-trace and memory limits as a sender meets them over real gRPC
 //! and HTTP: the answer it gets, the refusal counted by reason on
 //! `/metrics`, and good traffic still taken and forwarded to a counting
-//! sink. Also the evaluation budget.
+//! sink. Also spans no decoder can read (a string that is not UTF-8) and
+//! the verdicts on their traces, and the evaluation budget.
 //!
 //! Run with `cargo test --test limits`.
 
@@ -578,5 +579,128 @@ async fn above_the_hard_memory_limit_the_oldest_traces_are_evicted() {
         .into_inner();
     assert_eq!(answer.partial_success, None);
     util::wait_for_sink(&sink, 5).await;
+    daemon.shutdown().await;
+}
+
+const ROLLBACK_MODEL: &str = r#"type: Model
+spec:
+  id: rolls-back
+  match: span[name = "withdraw"]
+  specs:
+    - name: rollback happens
+      selector: span[name = "rollback"]
+"#;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A span whose name is not UTF-8 is one no protobuf decoder that checks
+/// strings reads (prost, the Collector's Go decoder): the sender is told
+/// through partial success, the refusal is counted by reason, the rest of
+/// the request is taken and forwarded, and the trace it belonged to, which
+/// now lacks a span, is judged `inconclusive` (`unreadable`) instead of
+/// failing. The other traces of the request are judged as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_span_name_not_utf8_is_refused_and_its_trace_judged_inconclusive_not_failed() {
+    let sink = util::start_sink(Faults::default()).await;
+    let mut config = util::config();
+    config.assembler.settle = Duration::from_millis(500);
+    let daemon = start_with_models(config, &sink, ROLLBACK_MODEL).await;
+
+    // Trace 31's rollback is sent with a name that is not UTF-8; without
+    // it the trace would fail. Trace 32 rolls back (pass), 33 does not
+    // (fail).
+    let request = request(vec![
+        span(31, 1, None, "withdraw"),
+        span(31, 2, Some(1), "rollback#"),
+        span(32, 1, None, "withdraw"),
+        span(32, 2, Some(1), "rollback"),
+        span(33, 1, None, "withdraw"),
+    ]);
+    let mut body = request.encode_to_vec();
+    let at = body
+        .windows(9)
+        .position(|w| w == b"rollback#")
+        .expect("the marked name");
+    body[at + 8] = 0xff;
+    assert!(ExportTraceServiceRequest::decode(body.as_slice()).is_err());
+
+    let resp = util::http_client()
+        .post(format!(
+            "http://{}/v1/traces",
+            daemon.http_addr.expect("HTTP")
+        ))
+        .header("content-type", PROTOBUF)
+        .body(body)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let answer = ExportTraceServiceResponse::decode(resp.bytes().await.expect("body"))
+        .expect("protobuf answer");
+    let partial = answer.partial_success.expect("partial success");
+    assert_eq!(partial.rejected_spans, 1, "{partial:?}");
+    assert_eq!(
+        partial.error_message,
+        "resource_spans[0].scope_spans[0].spans[1].name: invalid string value: data is not UTF-8 encoded"
+    );
+
+    // The four other spans go downstream, and only they.
+    let stats = util::wait_for_sink(&sink, 4).await;
+    assert_eq!(stats.spans, 4, "{stats}");
+
+    let admin = daemon.admin_addr;
+    let verdicts = util::wait_until("three verdicts", || async move {
+        let r = results(admin, "rolls-back").await;
+        if r.len() >= 3 {
+            Ok(r)
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+    .await;
+    let verdict_of = |trace: u64| {
+        let id = hex(&id16(trace));
+        let v: Vec<&serde_json::Value> = verdicts.iter().filter(|v| v["trace_id"] == id).collect();
+        assert_eq!(v.len(), 1, "one verdict for trace {trace}: {verdicts:?}");
+        v[0].clone()
+    };
+    let marked = verdict_of(31);
+    assert_eq!(marked["verdict"], "inconclusive", "{marked}");
+    assert_eq!(marked["inconclusive"], "unreadable", "{marked}");
+    assert_eq!(marked["incomplete"], true, "{marked}");
+    assert_eq!(verdict_of(32)["verdict"], "pass");
+    assert_eq!(verdict_of(33)["verdict"], "fail");
+
+    let text = util::scrape(admin).await;
+    assert_eq!(refused_spans(&text, "http", "invalid_utf8"), 1.0, "{text}");
+    assert_eq!(
+        sample(&text, "tracecheck_receiver_refused_spans_total", &[]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "tracecheck_receiver_accepted_spans_total", &[]),
+        4.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "tracecheck_model_verdicts_total",
+            &[("model", "rolls-back"), ("verdict", "inconclusive")]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "tracecheck_inconclusive_verdicts_total",
+            &[("reason", "unreadable")]
+        ),
+        1.0,
+        "{text}"
+    );
     daemon.shutdown().await;
 }

@@ -18,7 +18,9 @@
 //! the oldest traces are completed early until it is back under 80%. One
 //! trace holds at most `max_spans_per_trace` spans and `max_bytes_per_trace`
 //! bytes; spans beyond are forwarded but not buffered, and the trace's
-//! verdicts are marked incomplete.
+//! verdicts are marked incomplete. A trace some of whose spans the
+//! receivers refused ([`Assembler::mark_unreadable`]) is marked likewise,
+//! buffered with no span at all if none of its spans was taken.
 //!
 //! Completed traces leave on a bounded channel; when the consumer falls behind
 //! the buffer fills and senders are asked to retry: back-pressure, not loss.
@@ -73,6 +75,12 @@ pub struct CompletedTrace {
     /// Spans of it were forwarded but not kept, at `max_spans_per_trace` or
     /// `max_bytes_per_trace`: its verdicts are incomplete.
     pub truncated: bool,
+    /// Spans of it were refused at ingest (partial success: a field no
+    /// decoder would read, or over a limit), so it is knowingly
+    /// incomplete: its verdicts are `inconclusive` (`unreadable`) rather
+    /// than a `fail` for a span that was sent. May come with no spans at
+    /// all, when every span of it was refused.
+    pub unreadable: bool,
     /// What the buffer accounted for it.
     pub bytes: usize,
     /// In arrival order.
@@ -208,6 +216,38 @@ impl Assembler {
             while let Some(next) = iter.next_if(|id| self.shard_of(id) == idx) {
                 shard.hold(next, now, until, self.held_cap);
             }
+        }
+    }
+
+    /// Marks these traces as having lost spans at ingest (refused through
+    /// partial success): when they complete, their verdicts are
+    /// `inconclusive` (`unreadable`) instead of a `fail` for a span that
+    /// was sent. A trace not buffered is buffered with no span, so that
+    /// the mark is there when its other spans come, or completes on its
+    /// own (with nothing to judge); one completed recently gets the mark
+    /// as a late fragment. Each shard is locked once.
+    pub fn mark_unreadable(&self, mut ids: Vec<TraceId>, now: Instant) {
+        ids.sort_unstable_by_key(|id| (self.shard_of(id), *id));
+        ids.dedup();
+        let mut delta = InsertDelta::default();
+        let mut iter = ids.into_iter().peekable();
+        while let Some(first) = iter.next() {
+            let idx = self.shard_of(&first);
+            let mut shard = self.shards[idx].lock();
+            let before = delta;
+            shard.mark_unreadable(first, now, &self.config, &mut delta);
+            while let Some(next) = iter.next_if(|id| self.shard_of(id) == idx) {
+                shard.mark_unreadable(next, now, &self.config, &mut delta);
+            }
+            // Counted under the lock, as in `insert`.
+            self.traces
+                .fetch_add(delta.new_traces - before.new_traces, Ordering::Relaxed);
+            self.bytes
+                .fetch_add(delta.bytes - before.bytes, Ordering::Relaxed);
+            drop(shard);
+        }
+        if delta.new_traces > 0 {
+            self.publish_gauges();
         }
     }
 

@@ -39,6 +39,8 @@ pub(super) struct TraceBuf {
     pub bytes: usize,
     /// Spans were left out at a per-trace bound.
     pub truncated: bool,
+    /// Spans of it were refused at ingest ([`Shard::mark_unreadable`]).
+    pub unreadable: bool,
     /// The early evaluation ([`Due::Early`]) was handed on.
     pub early_sent: bool,
 }
@@ -159,7 +161,9 @@ impl Shard {
                 delta.over_span_bound += 1;
                 return;
             }
-            if t.bytes.saturating_add(size) > config.max_bytes_per_trace {
+            // A trace's first span is always kept, also when the trace was
+            // buffered empty by a mark.
+            if !t.spans.is_empty() && t.bytes.saturating_add(size) > config.max_bytes_per_trace {
                 t.truncated = true;
                 delta.over_byte_bound += 1;
                 return;
@@ -171,16 +175,42 @@ impl Shard {
             return;
         }
         delta.spans += 1;
+        self.start(
+            trace_id,
+            vec![span],
+            size,
+            is_root,
+            false,
+            now,
+            config,
+            delta,
+        );
+    }
+
+    /// Buffers a new trace with `spans` (of `size` accounted bytes).
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        &mut self,
+        trace_id: TraceId,
+        spans: Vec<RawSpan>,
+        size: usize,
+        is_root: bool,
+        unreadable: bool,
+        now: Instant,
+        config: &AssemblerConfig,
+        delta: &mut InsertDelta,
+    ) {
         delta.bytes += size + TRACE_OVERHEAD;
         let late = self.recent.contains_key(&trace_id);
         let buf = TraceBuf {
-            spans: vec![span],
+            spans,
             first_seen: now,
             last_seen: now,
             root_at: is_root.then_some(now),
             late,
             bytes: size + TRACE_OVERHEAD,
             truncated: false,
+            unreadable,
             // A late fragment is merged into a trace that settled: there is
             // nothing early left to publish.
             early_sent: late,
@@ -189,6 +219,27 @@ impl Shard {
         self.arrivals.push_back((now, trace_id));
         self.traces.insert(trace_id, buf);
         delta.new_traces += 1;
+    }
+
+    /// Marks a trace as having lost spans at ingest. The refused span
+    /// came, so it counts as activity. A trace not buffered is buffered
+    /// with no span: the mark then waits for its other spans, or, if none
+    /// come, completes with nothing to judge (a late fragment if the trace
+    /// completed recently, which makes its verdicts be judged again).
+    pub fn mark_unreadable(
+        &mut self,
+        trace_id: TraceId,
+        now: Instant,
+        config: &AssemblerConfig,
+        delta: &mut InsertDelta,
+    ) {
+        match self.traces.get_mut(&trace_id) {
+            Some(t) => {
+                t.unreadable = true;
+                t.last_seen = now;
+            }
+            None => self.start(trace_id, Vec::new(), 0, false, true, now, config, delta),
+        }
     }
 
     /// Completes every trace whose condition was met by `now`.
@@ -232,6 +283,7 @@ impl Shard {
                             early: true,
                             late: t.late,
                             truncated: t.truncated,
+                            unreadable: t.unreadable,
                             rootless: t.root_at.is_none(),
                             bytes: t.bytes,
                             spans: t.spans.clone(),
@@ -348,6 +400,7 @@ impl Shard {
                 early: false,
                 late: t.late,
                 truncated: t.truncated,
+                unreadable: t.unreadable,
                 rootless: t.root_at.is_none(),
                 bytes: t.bytes,
                 spans: t.spans,
@@ -378,6 +431,7 @@ impl Shard {
             early: false,
             late: t.late,
             truncated: t.truncated,
+            unreadable: t.unreadable,
             rootless: t.root_at.is_none(),
             bytes: t.bytes,
             spans: t.spans,

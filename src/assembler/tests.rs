@@ -362,6 +362,7 @@ fn parallel_consumers_see_every_trace_once_and_fragments_where_their_trace_went(
         late,
         rootless: false,
         truncated: false,
+        unreadable: false,
         bytes: 0,
         spans: Vec::new(),
         first_seen: now,
@@ -519,3 +520,76 @@ fn completed_traces_leave_no_arrivals_behind() {
         shard.arrivals_len()
     );
 }
+
+/// A trace some of whose spans were refused at ingest completes marked,
+/// whether the mark came after its spans, before them, or alone (then it
+/// completes with no span); the refused span counts as activity; a trace
+/// completed recently gets the mark as a late fragment. Nothing else is
+/// marked, and the buffer's accounting returns to zero.
+#[tokio::test(start_paused = true)]
+async fn traces_that_lost_spans_at_ingest_complete_marked() {
+    let a = assembler(config());
+    let t0 = Instant::now();
+    a.insert(vec![span(5, 1, false)], t0);
+    let done = a.poll_completed(t0 + Duration::from_secs(2));
+    assert_eq!(done.len(), 1);
+    assert!(!done[0].unreadable);
+
+    a.insert(vec![span(1, 1, false), span(3, 1, false)], t0 + SECOND * 2);
+    // Trace 1 after its spans, 2 before any, 4 alone, 5 after it completed.
+    a.mark_unreadable(
+        vec![
+            TraceId([1; 16]),
+            TraceId([2; 16]),
+            TraceId([4; 16]),
+            TraceId([5; 16]),
+        ],
+        t0 + SECOND * 3,
+    );
+    assert_eq!(a.len(), (5, 2), "traces 2, 4 and 5 are buffered, empty");
+    a.insert(vec![span(2, 1, false)], t0 + SECOND * 4);
+    // Trace 3 completes at 4 s; trace 1 would have then, but its refused
+    // span came at 3 s.
+    let done = a.poll_completed(t0 + SECOND * 4);
+    assert_eq!(
+        done.iter()
+            .map(|c| (c.trace_id.0[0], c.unreadable))
+            .collect::<Vec<_>>(),
+        vec![(3, false)]
+    );
+    let mut done = a.poll_completed(t0 + SECOND * 5);
+    done.sort_by_key(|c| c.trace_id);
+    let seen: Vec<(u8, bool, usize, bool)> = done
+        .iter()
+        .map(|c| (c.trace_id.0[0], c.unreadable, c.spans.len(), c.late))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![(1, true, 1, false), (4, true, 0, false), (5, true, 0, true)]
+    );
+    let done = a.poll_completed(t0 + SECOND * 6);
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].trace_id, TraceId([2; 16]));
+    assert!(done[0].unreadable);
+    assert_eq!(done[0].spans.len(), 1);
+    assert_eq!((a.len(), a.bytes()), ((0, 0), 0));
+}
+
+/// A trace buffered empty by a mark keeps its first span whatever its
+/// size, as any trace does.
+#[tokio::test(start_paused = true)]
+async fn a_trace_buffered_empty_by_a_mark_keeps_its_first_span() {
+    let a = assembler(AssemblerConfig {
+        max_bytes_per_trace: 1000,
+        ..config()
+    });
+    let t0 = Instant::now();
+    a.mark_unreadable(vec![TraceId([1; 16])], t0);
+    let out = a.insert(vec![sized_span(1, 1, 2000)], t0);
+    assert_eq!(out.truncated, None);
+    let done = a.poll_completed(t0 + SECOND * 3);
+    assert_eq!(done[0].spans.len(), 1);
+    assert!(done[0].unreadable && !done[0].truncated);
+}
+
+const SECOND: Duration = Duration::from_secs(1);

@@ -22,7 +22,7 @@ pub mod lazy {
 pub use lazy::ExportTraceServiceRequest as LazyExportRequest;
 pub use limits::WalkLimits;
 
-use limits::{Violation, ViolationKind};
+use limits::{NotOtlp, Problem, ViolationKind};
 
 /// The resource and instrumentation scope a group of spans was sent with,
 /// shared by every span of that group while they are buffered.
@@ -106,15 +106,22 @@ pub struct Rejections {
     pub too_many_attributes: usize,
     /// An attribute key or value longer than `max_attribute_value_bytes`.
     pub too_large: usize,
+    /// A `string` field (of the span, or of its resource or scope) that
+    /// is not UTF-8: no protobuf decoder that checks strings would read it.
+    pub invalid_utf8: usize,
 }
 
 impl Rejections {
-    fn count(&mut self, v: &Violation) {
-        match v.kind {
-            ViolationKind::TooDeep => self.too_deep += 1,
-            ViolationKind::TooManyAttributes => self.too_many_attributes += 1,
-            ViolationKind::ValueTooLarge => self.too_large += 1,
-        }
+    fn count(&mut self, p: &Problem, spans: usize) {
+        let n = match p {
+            Problem::Limit(v) => match v.kind {
+                ViolationKind::TooDeep => &mut self.too_deep,
+                ViolationKind::TooManyAttributes => &mut self.too_many_attributes,
+                ViolationKind::ValueTooLarge => &mut self.too_large,
+            },
+            Problem::NotUtf8 => &mut self.invalid_utf8,
+        };
+        *n += spans;
     }
 }
 
@@ -122,15 +129,35 @@ impl Rejections {
 #[derive(Debug, Default)]
 pub struct Walked {
     pub spans: Vec<KeyedSpan>,
-    /// Spans refused for their IDs or for breaking a limit (OTLP partial
-    /// success); [`Walked::rejected_by`] says why.
+    /// Spans refused for their IDs, for a field no decoder would read or
+    /// for breaking a limit (OTLP partial success); [`Walked::rejected_by`]
+    /// says why.
     pub rejected: usize,
     pub rejected_by: Rejections,
     /// The first refusal, for the partial-success message.
     pub rejected_message: Option<String>,
+    /// The traces of the refused spans whose trace ID could be read (one
+    /// entry per span, so IDs may repeat): they are knowingly incomplete,
+    /// and their verdicts must say so rather than fail for a span that
+    /// was sent but refused.
+    pub refused_traces: Vec<TraceId>,
     /// The request to forward: the received one unchanged, or, when spans
     /// were refused, rebuilt from the received slices without them.
     pub forward: Vec<Bytes>,
+}
+
+impl Walked {
+    /// Counts one refused span, noting its trace and, for the first,
+    /// the partial-success message.
+    fn refuse(&mut self, trace_id: Option<TraceId>, message: impl FnOnce() -> String) {
+        self.rejected += 1;
+        if self.rejected_message.is_none() {
+            self.rejected_message = Some(message());
+        }
+        if let Some(t) = trace_id {
+            self.refused_traces.push(t);
+        }
+    }
 }
 
 /// A request whose framing is not OTLP.
@@ -141,17 +168,35 @@ pub struct WalkError {
     pub message: String,
 }
 
+impl WalkError {
+    /// `e`, found in the message at `prefix`.
+    fn at(prefix: &str, e: NotOtlp) -> WalkError {
+        WalkError {
+            path: e.path.under(prefix),
+            message: e.error.to_string(),
+        }
+    }
+}
+
 /// Splits a lazily decoded export request into spans with the default
 /// [`WalkLimits`]; see [`walk_with`].
 pub fn walk(request: LazyExportRequest) -> Result<Walked, WalkError> {
     walk_with(request, &WalkLimits::default())
 }
 
+/// A span's trace ID, if it is one (16 bytes, not all zero).
+fn trace_id_of(bytes: &[u8]) -> Option<TraceId> {
+    TraceId::from_slice(bytes).filter(TraceId::is_valid)
+}
+
 /// Splits a lazily decoded export request into spans. Nothing is copied: each
-/// span is a slice of `request`'s buffers. Spans whose trace ID is not 16
-/// bytes or whose span ID is not 8 bytes (or all zero), and spans that break
-/// one of `limits` (or whose resource or scope does), are refused and left
-/// out of [`Walked::forward`].
+/// span is a slice of `request`'s buffers. Every span, resource and scope is
+/// checked as prost's decode would check it ([`limits`]); framing that is not
+/// OTLP anywhere refuses the request. Spans whose trace ID is not 16 bytes
+/// or whose span ID is not 8 bytes (or all zero), spans with a `string`
+/// field that is not UTF-8, and spans that break one of `limits` (or whose
+/// resource or scope does either) are refused and left out of
+/// [`Walked::forward`].
 pub fn walk_with(request: LazyExportRequest, limits: &WalkLimits) -> Result<Walked, WalkError> {
     let mut out = Walked::default();
     let mut rebuilt: Option<Vec<Bytes>> = None;
@@ -160,12 +205,15 @@ pub fn walk_with(request: LazyExportRequest, limits: &WalkLimits) -> Result<Walk
             path: format!("resource_spans[{ri}]"),
             message: e.to_string(),
         })?;
-        let resource_violation = limits::scan_resource(&rs.resource, limits)
-            .map_err(|e| WalkError {
-                path: format!("resource_spans[{ri}].resource"),
-                message: e.to_string(),
-            })?
-            .err();
+        // A refusal of the resource (or the resource spans' schema URL),
+        // with where it is.
+        let resource_refusal = match limits::scan_resource(&rs.resource, limits)
+            .map_err(|e| WalkError::at(&format!("resource_spans[{ri}].resource"), e))?
+        {
+            Some(r) => Some((r, format!("resource_spans[{ri}].resource"))),
+            None => limits::check_string(&rs.schema_url, "schema_url")
+                .map(|r| (r, format!("resource_spans[{ri}]"))),
+        };
         let mut kept_scopes: Vec<Bytes> = Vec::with_capacity(rs.scope_spans.len());
         let mut resource_changed = false;
         for (si, ss_bytes) in rs.scope_spans.iter().enumerate() {
@@ -173,69 +221,61 @@ pub fn walk_with(request: LazyExportRequest, limits: &WalkLimits) -> Result<Walk
                 path: format!("resource_spans[{ri}].scope_spans[{si}]"),
                 message: e.to_string(),
             })?;
-            let group_violation = match resource_violation {
-                Some(v) => Some((v, "resource")),
-                None => limits::scan_scope(&ss.scope, limits)
-                    .map_err(|e| WalkError {
-                        path: format!("resource_spans[{ri}].scope_spans[{si}].scope"),
-                        message: e.to_string(),
-                    })?
-                    .err()
-                    .map(|v| (v, "scope")),
+            // Likewise for the scope.
+            let scope_refusal = match limits::scan_scope(&ss.scope, limits).map_err(|e| {
+                WalkError::at(&format!("resource_spans[{ri}].scope_spans[{si}].scope"), e)
+            })? {
+                Some(r) => Some((r, format!("resource_spans[{ri}].scope_spans[{si}].scope"))),
+                None => limits::check_string(&ss.schema_url, "schema_url")
+                    .map(|r| (r, format!("resource_spans[{ri}].scope_spans[{si}]"))),
             };
-            if let Some((v, what)) = group_violation {
+            let span_path =
+                |pi: usize| format!("resource_spans[{ri}].scope_spans[{si}].spans[{pi}]");
+            if let Some((refusal, at)) = resource_refusal.as_ref().or(scope_refusal.as_ref()) {
                 // Every span of this scope goes: it cannot be taken without
-                // the resource and scope it was sent with.
-                let n = ss.spans.len();
-                out.rejected += n;
-                for _ in 0..n {
-                    out.rejected_by.count(&v);
+                // the resource and scope it was sent with. Each is still
+                // scanned: for framing, and for its trace, to be marked.
+                for (pi, span_bytes) in ss.spans.iter().enumerate() {
+                    let scanned = limits::scan_span(span_bytes, limits)
+                        .map_err(|e| WalkError::at(&span_path(pi), e))?;
+                    out.refuse(trace_id_of(scanned.keys.trace_id), || refusal.message(at));
                 }
-                if n > 0 && out.rejected_message.is_none() {
-                    out.rejected_message = Some(format!(
-                        "resource_spans[{ri}].scope_spans[{si}]: {what}: {v}"
-                    ));
-                }
+                out.rejected_by.count(&refusal.problem, ss.spans.len());
                 resource_changed = true;
                 continue;
             }
             let ctx = Arc::new(ScopeContext {
                 resource: rs.resource.clone(),
-                resource_schema_url: rs.schema_url.clone(),
+                // UTF-8: checked above.
+                resource_schema_url: String::from_utf8_lossy(&rs.schema_url).into_owned(),
                 scope: ss.scope.clone(),
-                scope_schema_url: ss.schema_url.clone(),
+                scope_schema_url: String::from_utf8_lossy(&ss.schema_url).into_owned(),
             });
             let mut kept_spans: Option<Vec<Bytes>> = None;
             for (pi, span_bytes) in ss.spans.iter().enumerate() {
-                let scanned = limits::scan_span(span_bytes, limits).map_err(|e| WalkError {
-                    path: format!("resource_spans[{ri}].scope_spans[{si}].spans[{pi}]"),
-                    message: e.to_string(),
-                })?;
-                let checked = scanned.map_err(|v| v.to_string()).and_then(|keys| {
-                    let trace_id = TraceId::from_slice(keys.trace_id).filter(TraceId::is_valid);
-                    let span_id = SpanId::from_slice(keys.span_id).filter(SpanId::is_valid);
-                    match (trace_id, span_id) {
-                        (Some(t), Some(s)) => Ok((t, s, keys.parent_span_id)),
-                        _ => Err(format!(
-                            "trace_id must be 16 bytes and span_id 8 bytes, not all zero (got {} and {} bytes)",
-                            keys.trace_id.len(),
-                            keys.span_id.len()
-                        )),
+                let scanned = limits::scan_span(span_bytes, limits)
+                    .map_err(|e| WalkError::at(&span_path(pi), e))?;
+                let keys = scanned.keys;
+                let trace_id = trace_id_of(keys.trace_id);
+                let span_id = SpanId::from_slice(keys.span_id).filter(SpanId::is_valid);
+                let (trace_id, span_id) = match (&scanned.refusal, trace_id, span_id) {
+                    (None, Some(t), Some(s)) => (t, s),
+                    (Some(refusal), _, _) => {
+                        out.rejected_by.count(&refusal.problem, 1);
+                        out.refuse(trace_id, || refusal.message(&span_path(pi)));
+                        kept_spans.get_or_insert_with(|| ss.spans[..pi].to_vec());
+                        continue;
                     }
-                });
-                let (trace_id, span_id, parent) = match checked {
-                    Ok(k) => k,
-                    Err(why) => {
-                        out.rejected += 1;
-                        match scanned {
-                            Err(v) => out.rejected_by.count(&v),
-                            Ok(_) => out.rejected_by.invalid_id += 1,
-                        }
-                        if out.rejected_message.is_none() {
-                            out.rejected_message = Some(format!(
-                                "resource_spans[{ri}].scope_spans[{si}].spans[{pi}]: {why}"
-                            ));
-                        }
+                    (None, _, _) => {
+                        out.rejected_by.invalid_id += 1;
+                        out.refuse(trace_id, || {
+                            format!(
+                                "{}: trace_id must be 16 bytes and span_id 8 bytes, not all zero (got {} and {} bytes)",
+                                span_path(pi),
+                                keys.trace_id.len(),
+                                keys.span_id.len()
+                            )
+                        });
                         kept_spans.get_or_insert_with(|| ss.spans[..pi].to_vec());
                         continue;
                     }
@@ -246,7 +286,7 @@ pub fn walk_with(request: LazyExportRequest, limits: &WalkLimits) -> Result<Walk
                 // A parent ID of the wrong length is treated as absent: the
                 // span is still forwarded unchanged; only root detection
                 // cares, and a broken parent cannot name a span anyway.
-                let is_root = SpanId::from_slice(parent)
+                let is_root = SpanId::from_slice(keys.parent_span_id)
                     .filter(SpanId::is_valid)
                     .is_none();
                 out.spans.push(KeyedSpan {

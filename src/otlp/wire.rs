@@ -1,6 +1,7 @@
-//! The protobuf wire format, read by hand: the receivers' limit scan and the
-//! evaluator's span decoding both walk encoded spans without building
-//! prost messages (which would allocate a `String` per key and value).
+//! The protobuf wire format, read by hand: the receivers' ingest scan and
+//! the evaluator's span decoding both walk encoded spans without building
+//! prost messages (which would allocate a `String` per key and value). What
+//! it refuses, it refuses as prost's decoder does.
 
 use std::fmt;
 
@@ -117,28 +118,28 @@ impl<'a> Reader<'a> {
     }
 
     /// Skips a field the scan does not read, checking its framing as prost
-    /// does (groups included).
+    /// does (groups included). `depth`: how many messages (and groups) the
+    /// field is nested in, the message decoded being 0; like prost's
+    /// `skip_field`, nothing is skipped at [`RECURSION_LIMIT`].
     pub(crate) fn skip(&mut self, field: u32, wire: u8, depth: usize) -> Result<(), Malformed> {
+        if depth >= RECURSION_LIMIT {
+            return Err(Malformed("recursion limit reached"));
+        }
         match wire {
             VARINT => self.varint().map(drop),
             FIXED64 => self.take(8).map(drop),
             LEN => self.len_delimited().map(drop),
             FIXED32 => self.take(4).map(drop),
-            START_GROUP => {
-                if depth >= RECURSION_LIMIT {
-                    return Err(Malformed("recursion limit reached"));
-                }
-                loop {
-                    let (f, w) = self.key()?;
-                    if w == END_GROUP {
-                        if f != field {
-                            return Err(Malformed("unexpected end group tag"));
-                        }
-                        return Ok(());
+            START_GROUP => loop {
+                let (f, w) = self.key()?;
+                if w == END_GROUP {
+                    if f != field {
+                        return Err(Malformed("unexpected end group tag"));
                     }
-                    self.skip(f, w, depth + 1)?;
+                    return Ok(());
                 }
-            }
+                self.skip(f, w, depth + 1)?;
+            },
             _ => Err(Malformed("unexpected end group tag")),
         }
     }

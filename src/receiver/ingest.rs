@@ -5,11 +5,22 @@
 //! no trace in the buffer or the queue and the sender's retry cannot create
 //! duplicates.
 //!
-//! Limits, and how each is answered:
-//! - framing that is not OTLP: the request is refused whole (INVALID_ARGUMENT
-//!   / 400), nothing taken;
-//! - a span with bad IDs or over a `receivers.otlp.limits` bound: that span
-//!   is rejected through partial success, the rest taken and forwarded;
+//! Every span taken is one the evaluator and the downstream can decode: the
+//! walk checks each span, resource and scope as prost's decoder would
+//! (`otlp::limits`). Limits, and how each is answered:
+//! - framing that is not OTLP anywhere (bad varints or lengths, a known
+//!   field with the wrong wire type): the request is refused whole
+//!   (INVALID_ARGUMENT / 400) with the path of the field, nothing taken;
+//! - a span with bad IDs, with a `string` field that is not UTF-8, or over a
+//!   `receivers.otlp.limits` bound (or whose resource or scope has such a
+//!   string or is over a bound): that span is rejected through partial
+//!   success with the path of the field, counted by reason, the rest taken
+//!   and forwarded. Refusing it rather than taking it tells the sender, and
+//!   keeps bytes the downstream cannot decode out of the batches forwarded
+//!   (one such span would make it refuse the whole batch). Its trace, when
+//!   its ID can be read, is marked in the assembler
+//!   ([`Assembler::mark_unreadable`]): its verdicts are `inconclusive`
+//!   (`unreadable`), never a `fail` for a span that was sent but refused;
 //! - buffer at a count bound or above its soft memory limit, forwarding
 //!   queue full: the request is refused whole with a retryable answer;
 //! - a trace at `max_spans_per_trace`/`max_bytes_per_trace`: its further
@@ -116,7 +127,8 @@ impl Ingest {
         if self.closed.load(Ordering::Acquire) {
             return refuse(RefuseReason::shutting_down, IngestError::ShuttingDown);
         }
-        if spans > 0 {
+        // Marks of traces that lost spans here go into the buffer too.
+        if spans > 0 || !walked.refused_traces.is_empty() {
             if let Err(e) = self.assembler.admit() {
                 let reason = match e {
                     AdmitError::Full { .. } => RefuseReason::buffer_full,
@@ -170,17 +182,23 @@ impl Ingest {
             self.count_rejected(transport, &walked.rejected_by);
         }
         let mut message = walked.rejected_message.unwrap_or_default();
+        let now = Instant::now();
         if spans > 0 {
             self.metrics
                 .accepted_spans
                 .get_or_create(&TransportLabels { transport })
                 .inc_by(spans as u64);
-            let outcome = self.assembler.insert(walked.spans, Instant::now());
+            let outcome = self.assembler.insert(walked.spans, now);
             if let (Some((reason, n)), true) = (outcome.truncated, message.is_empty()) {
                 message = format!(
                     "{n} spans accepted and forwarded but not evaluated: their trace is at assembler.{reason:?}; its verdicts will be marked incomplete"
                 );
             }
+        }
+        if !walked.refused_traces.is_empty() {
+            // After the insert: the refused span's trace is then usually
+            // buffered already (its other spans came in the same request).
+            self.assembler.mark_unreadable(walked.refused_traces, now);
         }
         Ok(Accepted {
             accepted_spans: spans,
@@ -206,6 +224,7 @@ impl Ingest {
             (RefuseReason::attribute_too_deep, by.too_deep),
             (RefuseReason::too_many_attributes, by.too_many_attributes),
             (RefuseReason::attribute_too_large, by.too_large),
+            (RefuseReason::invalid_utf8, by.invalid_utf8),
         ] {
             if n > 0 {
                 self.metrics

@@ -10,7 +10,9 @@
 //! - **Settled**: once no span of the trace has come for `settle`, every
 //!   other model is evaluated and its verdict counted: `pass`, `fail`,
 //!   `skip`, or `inconclusive` when the trace was cut short (shutdown,
-//!   eviction, per-trace bounds, evaluation budget, an unreadable span, or
+//!   eviction, per-trace bounds, evaluation budget, an unreadable span
+//!   (one the receivers refused, or, from elsewhere, one that cannot be
+//!   decoded), or
 //!   a trace that began before this daemon did). A model with `within`
 //!   whose `fail` is only a missing span waits up to `within` more.
 //! - **Late**: the settled trace is kept (its spans copied out of the
@@ -71,11 +73,13 @@ pub const WAITING_BYTES_FACTOR: usize = 4;
 pub const DEFAULT_KEEP_BYTES: usize = 32 << 20;
 
 /// What completed a trace, and whether spans of it were left out at a
-/// per-trace bound: together they say whether its verdicts are incomplete.
+/// per-trace bound or refused at ingest: together they say whether its
+/// verdicts are incomplete.
 #[derive(Debug, Clone, Copy)]
 struct Completion {
     reason: CompletionReason,
     truncated: bool,
+    unreadable: bool,
 }
 
 impl Completion {
@@ -83,6 +87,7 @@ impl Completion {
         Self {
             reason: t.reason,
             truncated: t.truncated,
+            unreadable: t.unreadable,
         }
     }
 
@@ -93,6 +98,10 @@ impl Completion {
             CompletionReason::evicted => Some(Inconclusive::Evicted),
             // Completed at max_trace_age only while spans still came.
             CompletionReason::max_age => Some(Inconclusive::MaxAge),
+            // A span of it was sent but refused at ingest, for a field no
+            // decoder would read or a limit: the rest may look like a
+            // failure only for lack of it.
+            _ if self.unreadable => Some(Inconclusive::Unreadable),
             _ if self.truncated => Some(Inconclusive::Bounds),
             _ => None,
         }
@@ -844,6 +853,8 @@ impl Evaluator {
         s.bytes += added;
         s.last_seen = t.last_seen;
         s.completion.truncated |= t.truncated;
+        s.completion.unreadable |= t.unreadable;
+
         let Some(trace) = build_trace_for(&s.models.engine, &s.spans) else {
             tracing::warn!(trace_id = %t.trace_id, "Late spans could not be decoded; the verdicts given stand.");
             self.keep(t.trace_id, s);
@@ -1513,6 +1524,7 @@ spec:
                 late: false,
                 rootless: false,
                 truncated: false,
+                unreadable: false,
                 bytes: 0,
                 spans,
                 first_seen: now,
@@ -1627,6 +1639,7 @@ spec:
             late,
             rootless: false,
             truncated: false,
+            unreadable: false,
             bytes: 0,
             spans,
             first_seen: now,
@@ -1896,6 +1909,71 @@ spec:
             assert_eq!(count(&metrics, m, "pass") + count(&metrics, m, "fail"), 0);
         }
         assert_eq!(inconclusive(&metrics, "unreadable"), 2);
+    }
+
+    /// A trace some of whose spans the receivers refused (partial
+    /// success) is knowingly incomplete: what would have been a `fail` (or
+    /// a pass a later span could change) is `inconclusive` (`unreadable`),
+    /// counted; a pass no span could change stays a pass. The same trace
+    /// unmarked fails.
+    #[test]
+    fn a_trace_that_lost_spans_at_ingest_is_inconclusive_not_failed() {
+        let marked = |names: &[&str]| {
+            let mut t = completed(trace_named(names), CompletionReason::root, false, false);
+            t.unreadable = true;
+            t
+        };
+        let (mut e, metrics, _watcher, _dir) = evaluator_for(EXISTS_AND_NEVER);
+        e.consume(marked(&["checkout"]));
+        assert_eq!(count(&metrics, "charged", "fail"), 0);
+        assert_eq!(count(&metrics, "charged", "inconclusive"), 1);
+        assert_eq!(count(&metrics, "never-release", "pass"), 0);
+        assert_eq!(count(&metrics, "never-release", "inconclusive"), 1);
+        assert_eq!(inconclusive(&metrics, "unreadable"), 2);
+
+        let (mut e, metrics, _watcher, _dir) = evaluator_for(EXISTS_AND_NEVER);
+        e.consume(marked(&["checkout", "charge"]));
+        assert_eq!(count(&metrics, "charged", "pass"), 1, "a final pass");
+        assert_eq!(count(&metrics, "never-release", "inconclusive"), 1);
+
+        let (mut e, metrics, _watcher, _dir) = evaluator_for(EXISTS_AND_NEVER);
+        e.consume(completed(
+            trace_named(&["checkout"]),
+            CompletionReason::root,
+            false,
+            false,
+        ));
+        assert_eq!(count(&metrics, "charged", "fail"), 1, "unmarked, it fails");
+    }
+
+    /// A refused span of a trace already judged comes as a late fragment
+    /// with no span: a pass it could have changed becomes `inconclusive`
+    /// (published as a flip); a pass no span could change stands.
+    #[test]
+    fn a_span_refused_after_its_trace_settled_flips_its_changeable_passes() {
+        let (mut e, metrics, _watcher, _dir) = evaluator_for(EXISTS_AND_NEVER);
+        e.consume(completed(
+            trace_named(&["checkout", "charge"]),
+            CompletionReason::root,
+            false,
+            false,
+        ));
+        assert_eq!(count(&metrics, "never-release", "pass"), 1);
+        let mut mark = completed(Vec::new(), CompletionReason::idle, false, true);
+        mark.unreadable = true;
+        e.consume(mark);
+        let flips = |model: &str| {
+            metrics
+                .verdicts_flipped
+                .get_or_create(&FlipLabels {
+                    model: model.into(),
+                    from: "pass",
+                    to: "inconclusive",
+                })
+                .get()
+        };
+        assert_eq!(flips("never-release"), 1);
+        assert_eq!(flips("charged"), 0);
     }
 
     /// Late spans of a trace no longer kept are counted, not judged.

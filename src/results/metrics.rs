@@ -60,6 +60,10 @@ pub enum RefuseReason {
     /// An attribute key or value over
     /// `receivers.otlp.limits.max_attribute_value_bytes` (partial success).
     attribute_too_large,
+    /// A `string` field of the span (or of its resource or scope) that is
+    /// not UTF-8, which no protobuf decoder checking strings would read
+    /// (partial success).
+    invalid_utf8,
     /// The buffer's accounted bytes are above the soft memory limit
     /// (`assembler.max_memory_mib`); the sender retries.
     memory_limit,
