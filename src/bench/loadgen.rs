@@ -4,6 +4,12 @@
 //! when asked, and the report of what the receiver accepted, refused and
 //! rejected, how long export calls took, and how many whole (and violating)
 //! traces were delivered.
+//!
+//! With `split` above 1 the traffic takes production's shape
+//! ([`SplitSchedule`]): every trace cut into fragments that different
+//! senders send over `spread`, the root's last. A run then stops beginning
+//! traces at its duration or request count and sends the fragments of the
+//! traces begun to the end, so that none is left half sent.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -29,7 +35,10 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use super::rpc::retry_delay_of;
-use super::traffic::{Batch, ChainTrace, MixError, Rng, TrafficGenerator, TrafficMix};
+use super::traffic::{
+    Batch, ChainTrace, MixError, Rng, SplitConfig, SplitSchedule, SplitSender, TrafficGenerator,
+    TrafficMix,
+};
 
 /// The OTLP transport used to export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -100,6 +109,13 @@ pub struct LoadConfig {
     pub seed: Option<u64>,
     /// Pathological chain traces sent beside the traffic, if any.
     pub chain: Option<ChainConfig>,
+    /// Fragments each trace is cut into, sent by different senders; 1
+    /// sends whole traces (a trace only straddles two consecutive
+    /// requests of one sender to keep requests exact).
+    pub split: usize,
+    /// With `split` above 1: from a trace's first fragment to its last,
+    /// the one holding the root.
+    pub spread: Duration,
 }
 
 /// One chain trace ([`super::traffic::ChainTrace`]: every span the child
@@ -153,9 +169,22 @@ impl LoadConfig {
             mix: TrafficMix::default(),
             seed: None,
             chain: None,
+            split: 1,
+            spread: DEFAULT_SPREAD,
         }
     }
+
+    /// The split traffic's shape, if traces are split.
+    pub fn split_config(&self) -> Option<SplitConfig> {
+        (self.split > 1).then_some(SplitConfig {
+            fragments: self.split,
+            spread: self.spread,
+        })
+    }
 }
+
+/// Default of [`LoadConfig::spread`].
+pub const DEFAULT_SPREAD: Duration = Duration::from_millis(300);
 
 /// Why a load run could not start.
 #[derive(Debug, thiserror::Error)]
@@ -238,6 +267,23 @@ pub struct LoadReport {
     /// ordinary traffic only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain: Option<ChainReport>,
+    /// How traces were split, when they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<SplitReport>,
+}
+
+/// The shape of a split run. Its `traces_sent` count traces all of whose
+/// fragments were accepted; `elapsed_secs` includes the drain.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SplitReport {
+    /// Fragments a trace was cut into (fewer for a trace of fewer spans).
+    pub fragments: usize,
+    pub spread_secs: f64,
+    /// Traces begun; every one was sent to its last fragment.
+    pub traces_started: u64,
+    /// From the moment the last sender stopped beginning traces to the
+    /// last fragment's answer.
+    pub drain_secs: f64,
 }
 
 /// What became of the chain traces of a run.
@@ -291,6 +337,14 @@ impl fmt::Display for LoadReport {
             "traces: {} delivered whole, {} of them violating",
             self.traces_sent, self.violating_traces_sent
         )?;
+        if let Some(split) = &self.split {
+            writeln!(
+                f,
+                "split: {} fragments a trace on different senders over {:.3} s, root last; \
+                 {} traces begun, drained in {:.2} s",
+                split.fragments, split.spread_secs, split.traces_started, split.drain_secs
+            )?;
+        }
         write!(
             f,
             "export latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} calls)",
@@ -338,34 +392,40 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
     });
     let started = Instant::now();
     let base_seed = plan.config.seed.unwrap_or_else(clock_seed);
+    let schedule = plan
+        .config
+        .split_config()
+        .map(|split| SplitSchedule::new(split, plan.config.senders));
     let mut tasks = Vec::with_capacity(plan.config.senders);
     for (index, exporter) in exporters.drain(..).enumerate() {
+        let generator = TrafficGenerator::new(
+            plan.config.mix,
+            Rng::new(base_seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        );
+        let traffic = match &schedule {
+            Some(schedule) => Traffic::Split(schedule.sender(index, generator)),
+            None => Traffic::whole(generator),
+        };
         let sender = Sender {
             index,
             plan: Arc::clone(&plan),
             exporter,
-            generator: TrafficGenerator::new(
-                plan.config.mix,
-                Rng::new(base_seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-            ),
             jitter: Rng::new(base_seed.rotate_left(17) ^ index as u64),
             tally: Tally::default(),
             latencies_us: Vec::new(),
-            ledger: TraceLedger::default(),
-            past_run: false,
+            // A trace begun is sent whole, past the run's end if need be.
+            past_run: schedule.is_some(),
         };
-        tasks.push(tokio::spawn(sender.run()));
+        tasks.push(tokio::spawn(sender.run(traffic)));
     }
     let chain_task = chain_exporter.map(|exporter| {
         let sender = Sender {
             index: plan.config.senders,
             plan: Arc::clone(&plan),
             exporter,
-            generator: TrafficGenerator::new(plan.config.mix, Rng::new(base_seed)),
             jitter: Rng::new(base_seed.rotate_left(29)),
             tally: Tally::default(),
             latencies_us: Vec::new(),
-            ledger: TraceLedger::default(),
             past_run: true,
         };
         let rng = Rng::new(base_seed.rotate_left(41) ^ 0xc4a1_0000);
@@ -380,7 +440,22 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
     }
     // The chains' own figures; they may end after the traffic (a chain
     // begun is sent whole), which does not count in `elapsed`.
-    let elapsed = started.elapsed().as_secs_f64();
+    let ended = Instant::now();
+    let elapsed = (ended - started).as_secs_f64();
+    let split = schedule.map(|schedule| {
+        let config = schedule.config();
+        SplitReport {
+            fragments: config.fragments,
+            spread_secs: config.spread.as_secs_f64(),
+            traces_started: schedule.traces_started(),
+            drain_secs: schedule.stopped_at().map_or(0.0, |stopped| {
+                ended
+                    .into_std()
+                    .saturating_duration_since(stopped)
+                    .as_secs_f64()
+            }),
+        }
+    });
     let chain = match chain_task {
         Some(task) => Some(task.await.map_err(|e| LoadError::Sender(e.to_string()))?),
         None => None,
@@ -411,6 +486,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
         latency: LatencySummary::from_micros(latencies),
         errors: tally.errors,
         chain,
+        split,
     })
 }
 
@@ -433,6 +509,14 @@ fn validate(config: &LoadConfig) -> Result<(), LoadError> {
         return Err(LoadError::Setting("request timeout must be positive"));
     }
     config.mix.validate()?;
+    if config.split == 0 {
+        return Err(LoadError::Setting("split must be at least 1"));
+    }
+    if config.split > config.senders {
+        return Err(LoadError::Setting(
+            "split needs at least as many senders as fragments: each goes on another",
+        ));
+    }
     if let Some(chain) = config.chain {
         if chain.spans == 0 || chain.spans_per_request == 0 {
             return Err(LoadError::Setting(
@@ -835,24 +919,151 @@ fn parse_imf_fixdate(value: &str) -> Option<SystemTime> {
     UNIX_EPOCH.checked_add(Duration::from_secs(seconds))
 }
 
+/// What a sender sends.
+enum Traffic {
+    /// Whole traces, packed in order into exact requests.
+    Whole {
+        generator: TrafficGenerator,
+        ledger: TraceLedger,
+    },
+    /// This sender's side of split traffic.
+    Split(SplitSender),
+}
+
+impl Traffic {
+    fn whole(generator: TrafficGenerator) -> Self {
+        Traffic::Whole {
+            generator,
+            ledger: TraceLedger::default(),
+        }
+    }
+}
+
 struct Sender {
     index: usize,
     plan: Arc<Plan>,
     exporter: Exporter,
-    generator: TrafficGenerator,
     jitter: Rng,
     tally: Tally,
     latencies_us: Vec<u64>,
-    ledger: TraceLedger,
-    /// Retries go on past the run's deadline (the chain sender: a chain
-    /// begun is sent whole).
+    /// Retries go on past the run's deadline (the chain sender and split
+    /// senders: a chain or trace begun is sent whole).
     past_run: bool,
 }
 
+/// How long a split sender with nothing to send waits at most before it
+/// looks again (for fragments come due, roots released by other senders,
+/// or, flat out, the next traces to begin).
+const SPLIT_POLL: Duration = Duration::from_millis(5);
+
+/// A split request carries fragments come due of at most this many times
+/// `spans_per_request` spans; the others wait for the next request.
+const MAX_DUE_REQUESTS: usize = 4;
+
+/// When a split sender begins traces: at a steady rate in spans a second
+/// (every fragment counted), whatever comes due meanwhile, as traces begin
+/// in production. Beginning traces to fill each request instead makes a
+/// feedback loop: the later fragments of the traces begun take the room
+/// of new ones a spread later, so beginnings come in waves that do not die
+/// down (flat out, with 4 fragments, a wave every 4/3 of the spread).
+///
+/// With `--rate` the rate is this sender's share, and a request goes on
+/// each tick. Flat out a request goes once a request's worth of traces is
+/// earned, or at once if that took longer than the last answer; the rate
+/// is adapted after each answer towards `spans_per_request` over the
+/// answer's round trip, smoothed over `max(1 s, spread)`. Requests then
+/// carry about `spans_per_request` spans back to back, as whole traces do
+/// flat out. (Sending whatever is due as soon as the last answer came
+/// makes requests of a few spans, answered fast, that stay small.)
+#[derive(Debug)]
+struct BeginPace {
+    /// Spans a second.
+    rate: f64,
+    /// Spans' worth of traces to begin; begun traces overdraw it a little.
+    credit: f64,
+    last: Option<Instant>,
+    spans_per_request: f64,
+    /// Flat out: the smoothing time.
+    adapt: Option<Duration>,
+}
+
+impl BeginPace {
+    /// Flat out, the first guess: a request every 10 ms.
+    const FIRST_ROUND_TRIP: Duration = Duration::from_millis(10);
+
+    fn new(config: &LoadConfig) -> Self {
+        let spans_per_request = config.spans_per_request as f64;
+        let (rate, adapt) = match config.rate {
+            Some(rate) => (rate / config.senders as f64, None),
+            None => (
+                spans_per_request / Self::FIRST_ROUND_TRIP.as_secs_f64(),
+                Some(config.spread.max(Duration::from_secs(1))),
+            ),
+        };
+        Self {
+            rate,
+            credit: 0.0,
+            last: None,
+            spans_per_request,
+            adapt,
+        }
+    }
+
+    fn earn(&mut self, now: Instant) {
+        let earned = match self.last {
+            None => self.spans_per_request,
+            Some(last) => self.rate * (now - last).as_secs_f64(),
+        };
+        self.last = Some(now);
+        // A stall does not turn into a burst of beginnings.
+        self.credit = (self.credit + earned).min(2.0 * self.spans_per_request);
+    }
+
+    /// Flat out: how long until a request's worth of traces is earned.
+    fn wait(&mut self, now: Instant) -> Duration {
+        if self.adapt.is_none() {
+            return Duration::ZERO;
+        }
+        self.earn(now);
+        let missing = self.spans_per_request - self.credit;
+        if missing <= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(missing / self.rate)
+        }
+    }
+
+    /// Spans' worth of traces to begin now: a request's worth at first,
+    /// then what the rate earned since.
+    fn take(&mut self, now: Instant) -> usize {
+        self.earn(now);
+        if self.credit >= 1.0 {
+            self.credit as usize
+        } else {
+            0
+        }
+    }
+
+    fn begun(&mut self, spans: usize) {
+        self.credit -= spans as f64;
+    }
+
+    /// Flat out: moves the rate towards a request's worth a round trip.
+    fn answered(&mut self, round_trip: Duration) {
+        let Some(smoothing) = self.adapt else {
+            return;
+        };
+        let round_trip = round_trip.max(Duration::from_micros(100)).as_secs_f64();
+        let weight = (round_trip / smoothing.as_secs_f64()).min(1.0);
+        self.rate += (self.spans_per_request / round_trip - self.rate) * weight;
+    }
+}
+
 impl Sender {
-    async fn run(mut self) -> (Tally, Vec<u64>) {
+    /// This sender's share of the rate: a tick per request.
+    fn ticker(&self) -> Option<tokio::time::Interval> {
         let config = &self.plan.config;
-        let mut ticker = config.rate.map(|rate| {
+        config.rate.map(|rate| {
             let per_sender = rate / config.senders as f64;
             let period =
                 Duration::from_secs_f64((config.spans_per_request as f64 / per_sender).max(1e-6));
@@ -860,34 +1071,110 @@ impl Sender {
             let mut ticker = tokio::time::interval_at(Instant::now() + offset, period);
             ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
             ticker
-        });
+        })
+    }
+
+    /// Waits for the next tick, if paced; false once the run's deadline
+    /// has come first.
+    async fn tick(&self, ticker: Option<&mut tokio::time::Interval>) -> bool {
+        let Some(ticker) = ticker else {
+            return true;
+        };
+        match self.plan.deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, ticker.tick())
+                .await
+                .is_ok(),
+            None => {
+                ticker.tick().await;
+                true
+            }
+        }
+    }
+
+    async fn run(self, traffic: Traffic) -> (Tally, Vec<u64>) {
+        match traffic {
+            Traffic::Whole { generator, ledger } => self.run_whole(generator, ledger).await,
+            Traffic::Split(split) => self.run_split(split).await,
+        }
+    }
+
+    /// Whole traces: each request the next `spans_per_request` spans.
+    async fn run_whole(
+        mut self,
+        mut generator: TrafficGenerator,
+        mut ledger: TraceLedger,
+    ) -> (Tally, Vec<u64>) {
+        let mut ticker = self.ticker();
         loop {
             if self.plan.past_deadline(Instant::now()) {
                 break;
             }
-            if let Some(ticker) = ticker.as_mut() {
-                match self.plan.deadline {
-                    Some(deadline) => {
-                        if tokio::time::timeout_at(deadline, ticker.tick())
-                            .await
-                            .is_err()
-                        {
-                            break;
-                        }
-                    }
-                    None => {
-                        ticker.tick().await;
-                    }
-                }
+            if !self.tick(ticker.as_mut()).await {
+                break;
             }
             if !self.plan.claim_request() {
                 break;
             }
-            let batch = self
-                .generator
-                .next_batch(self.plan.config.spans_per_request);
-            let delivered = self.send(&batch).await;
-            self.ledger.settle(&batch, delivered, &mut self.tally);
+            let batch = generator.next_batch(self.plan.config.spans_per_request);
+            let delivered = self.send(&batch.request, batch.span_count).await;
+            ledger.settle(&batch, delivered, &mut self.tally);
+        }
+        (self.tally, self.latencies_us)
+    }
+
+    /// Split traffic: while the run lasts, each request (on the ticks of
+    /// `--rate`, or back to back) carries the fragments come due to this
+    /// sender and the first fragments of the traces it begins
+    /// ([`BeginPace`]); then, until every fragment of every trace begun is
+    /// settled, the fragments as they come due.
+    async fn run_split(mut self, mut split: SplitSender) -> (Tally, Vec<u64>) {
+        let mut ticker = self.ticker();
+        let mut pace = BeginPace::new(&self.plan.config);
+        let max_due = self.plan.config.spans_per_request * MAX_DUE_REQUESTS;
+        // A request of the budget taken, and its tick, not yet sent.
+        let mut claimed = false;
+        loop {
+            if split.is_starting()
+                && !claimed
+                && (self.plan.past_deadline(Instant::now())
+                    || !self.tick(ticker.as_mut()).await
+                    || !self.plan.claim_request())
+            {
+                split.stop_starting();
+            }
+            claimed = split.is_starting();
+            let mut now = Instant::now();
+            if split.is_starting() {
+                let wait = pace.wait(now);
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                    now = Instant::now();
+                }
+            }
+            let begin = if split.is_starting() {
+                pace.take(now)
+            } else if split.is_done() {
+                break;
+            } else {
+                0
+            };
+            let Some(batch) = split.next_batch(now.into_std(), max_due, begin) else {
+                // Nothing due and nothing to begin yet.
+                let next = split.next_due().map_or(now + SPLIT_POLL, Instant::from_std);
+                tokio::time::sleep_until(
+                    next.clamp(now + Duration::from_micros(200), now + SPLIT_POLL),
+                )
+                .await;
+                continue;
+            };
+            claimed = false;
+            pace.begun(batch.begun_spans);
+            let began = Instant::now();
+            let delivered = self.send(&batch.request, batch.span_count).await;
+            pace.answered(began.elapsed());
+            let whole = split.settle(&batch.fragments, delivered);
+            self.tally.traces_sent += whole.traces;
+            self.tally.violating_traces_sent += whole.violating;
         }
         (self.tally, self.latencies_us)
     }
@@ -934,15 +1221,8 @@ impl Sender {
                     .flat_map(|r| &r.scope_spans)
                     .map(|s| s.spans.len())
                     .sum();
-                let batch = Batch {
-                    request,
-                    span_count,
-                    completed: Vec::new(),
-                    continues_open_trace: false,
-                    leaves_open_trace: false,
-                };
                 let accepted_before = self.tally.spans_accepted;
-                if self.send(&batch).await {
+                if self.send(&request, span_count).await {
                     report.spans_accepted += self.tally.spans_accepted - accepted_before;
                 } else {
                     report.requests_failed += 1;
@@ -962,18 +1242,19 @@ impl Sender {
         report
     }
 
-    /// Sends one batch, retrying as configured; true if it was accepted.
-    async fn send(&mut self, batch: &Batch) -> bool {
-        let spans = batch.span_count as u64;
+    /// Sends one request of `spans` spans, retrying as configured; true if
+    /// it was accepted.
+    async fn send(&mut self, request: &ExportTraceServiceRequest, spans: usize) -> bool {
+        let spans = spans as u64;
         self.tally.requests += 1;
         self.tally.spans_sent += spans;
-        let body = self.exporter.prepare(&batch.request);
+        let body = self.exporter.prepare(request);
         let retry = self.plan.config.retry;
         let mut backoff = retry.map_or(Duration::ZERO, |r| r.initial_backoff);
         let mut retries_done = 0u32;
         loop {
             let began = Instant::now();
-            let attempt = self.exporter.attempt(&batch.request, body.as_ref()).await;
+            let attempt = self.exporter.attempt(request, body.as_ref()).await;
             self.latencies_us
                 .push(u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX));
             self.tally.attempts += 1;
@@ -983,7 +1264,7 @@ impl Sender {
                     self.tally.requests_ok += 1;
                     self.tally.spans_rejected += rejected;
                     self.tally.spans_accepted += spans - rejected;
-                    self.tally.bytes_accepted += batch.request.encoded_len() as u64;
+                    self.tally.bytes_accepted += request.encoded_len() as u64;
                     return true;
                 }
                 Attempt::Failed { cause } => {

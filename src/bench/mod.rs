@@ -98,6 +98,17 @@ pub struct LoadArgs {
     /// message limit: ~130 B a span).
     #[arg(long, default_value_t = loadgen::DEFAULT_CHAIN_SPANS_PER_REQUEST)]
     pub chain_spans_per_request: usize,
+    /// Cut every trace into N fragments sent by different senders (N at
+    /// most --senders), the one holding the root last, each request
+    /// carrying fragments of many traces, as SDKs in several services
+    /// export them; the run then sends the fragments of the traces begun
+    /// to the end. 1: whole traces.
+    #[arg(long, default_value_t = 1)]
+    pub split: usize,
+    /// With --split: from a trace's first fragment to its last, e.g. 300ms,
+    /// or 5s as SDKs' batching gives.
+    #[arg(long, value_parser = parse_duration, default_value = "300ms")]
+    pub spread: Duration,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -138,6 +149,8 @@ impl LoadArgs {
                 every: self.chain_every,
                 spans_per_request: self.chain_spans_per_request,
             }),
+            split: self.split,
+            spread: self.spread,
         }
     }
 }

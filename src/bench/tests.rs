@@ -1,6 +1,7 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -12,8 +13,8 @@ use prost::Message as _;
 use super::loadgen::{self, LoadConfig, LoadError, LoadReport, Protocol, RetryPolicy};
 use super::sink::{Faults, Sink, SinkConfig, SinkHandle, SinkStats};
 use super::traffic::{
-    ChainTrace, GeneratedTrace, Rng, Service, TraceShape, TrafficGenerator, TrafficMix, CHAIN_LINK,
-    CHAIN_ROOT,
+    ChainTrace, GeneratedTrace, Rng, Service, SplitBatch, SplitConfig, SplitSchedule, SplitSender,
+    SplitTrace, TraceShape, TrafficGenerator, TrafficMix, WholeTraces, CHAIN_LINK, CHAIN_ROOT,
 };
 use super::{parse_duration, BenchCommand};
 use crate::otlp::json as otlp_json;
@@ -337,6 +338,279 @@ fn a_chain_is_one_trace_each_span_the_child_of_the_one_before() {
 }
 
 // ---------------------------------------------------------------------------
+// split traffic: the schedule alone, on a clock of its own
+
+fn split_schedule(
+    senders: usize,
+    fragments: usize,
+    spread: Duration,
+    mix: TrafficMix,
+) -> (Arc<SplitSchedule>, Vec<SplitSender>) {
+    let schedule = SplitSchedule::new(SplitConfig { fragments, spread }, senders);
+    let split = (0..senders)
+        .map(|i| schedule.sender(i, TrafficGenerator::new(mix, Rng::new(100 + i as u64))))
+        .collect();
+    (schedule, split)
+}
+
+/// Trace IDs of the root spans (no parent) a request carries.
+fn roots_in(request: &ExportTraceServiceRequest) -> HashSet<Vec<u8>> {
+    all_spans(request)
+        .filter(|s| s.parent_span_id.is_empty())
+        .map(|s| s.trace_id.clone())
+        .collect()
+}
+
+/// One trace followed fragment by fragment: each on its own sender, due
+/// evenly over the spread, the root's held back until every other
+/// fragment was answered, the trace counted when the last is accepted.
+#[test]
+fn a_split_trace_goes_fragment_by_fragment_root_last_and_counts_when_whole() {
+    let spread = Duration::from_millis(300);
+    let (schedule, mut senders) = split_schedule(4, 4, spread, only("violation=1"));
+    let t0 = Instant::now();
+    let step = spread / 3;
+    // One span's worth begins exactly one trace: its first fragment goes now.
+    let first = senders[1].next_batch(t0, 100, 1).expect("a first fragment");
+    for sender in &mut senders {
+        sender.stop_starting();
+    }
+    assert_eq!(schedule.traces_started(), 1);
+    assert_eq!(first.fragments.len(), 1);
+    assert_eq!(first.begun_spans, 4);
+    let trace = Arc::clone(&first.fragments[0].trace);
+    assert_eq!(
+        (trace.fragments, trace.spans),
+        (4, 4),
+        "bank traces: 4 spans"
+    );
+    assert!(!first.fragments[0].holds_root);
+    assert!(roots_in(&first.request).is_empty());
+    assert_eq!(schedule.unsettled(), 4);
+
+    // Nothing else is due yet, anywhere.
+    for sender in &mut senders {
+        assert!(sender.next_batch(t0, 100, 0).is_none());
+    }
+    assert_eq!(
+        senders[1].settle(&first.fragments, true),
+        WholeTraces::default()
+    );
+    // The next fragments on the next senders in turn, a third of the spread apart.
+    let second = senders[2].next_batch(t0 + step, 100, 0).expect("second");
+    assert!(senders[3].next_batch(t0 + step, 100, 0).is_none());
+    assert_eq!(senders[2].next_due(), None);
+    assert_eq!(senders[3].next_due(), Some(t0 + 2 * step));
+    let third = senders[3].next_batch(t0 + 2 * step, 100, 0).expect("third");
+    assert_eq!(senders[2].settle(&second.fragments, true).traces, 0);
+    // The root is due, but the third fragment is still in flight: held back.
+    assert!(senders[0].next_batch(t0 + spread, 100, 0).is_none());
+    assert_eq!(senders[0].next_due(), None);
+    assert_eq!(senders[3].settle(&third.fragments, true).traces, 0);
+    assert_eq!(senders[0].next_due(), Some(t0 + spread));
+    // Handed over, it still waits for its due time.
+    assert!(senders[0].next_batch(t0 + 2 * step, 100, 0).is_none());
+    let root = senders[0].next_batch(t0 + spread, 100, 0).expect("root");
+    assert!(root.fragments[0].holds_root);
+    assert_eq!(
+        roots_in(&root.request),
+        HashSet::from([trace.trace_id.to_vec()])
+    );
+    for batch in [&first, &second, &third, &root] {
+        assert_eq!(batch.span_count, 1);
+        assert!(all_spans(&batch.request).all(|s| s.trace_id == trace.trace_id));
+    }
+    assert!(
+        senders.iter().all(|s| !s.is_done()),
+        "the root is in flight"
+    );
+    // Whole (and violating) once its last fragment is accepted.
+    assert_eq!(
+        senders[0].settle(&root.fragments, true),
+        WholeTraces {
+            traces: 1,
+            violating: 1
+        }
+    );
+    assert!(senders.iter().all(SplitSender::is_done));
+    assert_eq!(schedule.unsettled(), 0);
+}
+
+/// A refused fragment: the root is still sent last, the trace never counts.
+#[test]
+fn a_split_trace_with_a_refused_fragment_is_not_counted() {
+    let spread = Duration::from_millis(90);
+    let (_, mut senders) = split_schedule(3, 3, spread, only("commit=1"));
+    let t0 = Instant::now();
+    let first = senders[0].next_batch(t0, 10, 1).expect("first");
+    for sender in &mut senders {
+        sender.stop_starting();
+    }
+    let trace = Arc::clone(&first.fragments[0].trace);
+    assert_eq!(trace.fragments, 3);
+    // 4 spans in 3 fragments: 1, 1, then the root with one more.
+    assert_eq!(first.span_count, 1);
+    assert_eq!(senders[0].settle(&first.fragments, false).traces, 0);
+    let second = senders[1]
+        .next_batch(t0 + spread / 2, 10, 0)
+        .expect("second");
+    assert_eq!(senders[1].settle(&second.fragments, true).traces, 0);
+    let root = senders[2].next_batch(t0 + spread, 10, 0).expect("root");
+    assert_eq!(root.span_count, 2);
+    assert_eq!(senders[2].settle(&root.fragments, true).traces, 0);
+    assert!(senders.iter().all(SplitSender::is_done));
+}
+
+/// Many traces, requests of many fragments, some refused, answers a step
+/// late: every span sent once, each trace's fragments on distinct senders,
+/// the root's after every other was answered and not before the spread,
+/// and a trace counted exactly when its last fragment is accepted.
+#[test]
+fn split_traffic_sends_every_span_once_root_last_and_counts_whole_traces() {
+    for (fragments, spread_ms) in [(4, 300), (3, 0), (2, 5_000)] {
+        let senders_n = 4;
+        let spread = Duration::from_millis(spread_ms);
+        let (schedule, mut senders) =
+            split_schedule(senders_n, fragments, spread, TrafficMix::default());
+        let t0 = Instant::now();
+        let tick = Duration::from_millis(10);
+        let mut refuse = Rng::new(fragments as u64);
+        #[derive(Default)]
+        struct Seen {
+            senders: Vec<usize>,
+            sent_at: Vec<(u64, Instant)>,
+            settled_at: Vec<u64>,
+            root_sent: Option<(u64, Instant)>,
+            begun: Option<Instant>,
+            accepted: usize,
+            counted: bool,
+        }
+        let mut traces: HashMap<[u8; 16], (Arc<SplitTrace>, Seen)> = HashMap::new();
+        let mut span_ids: HashSet<Vec<u8>> = HashSet::new();
+        let mut spans_by_trace: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut in_flight: Vec<(usize, SplitBatch, bool)> = Vec::new();
+        let mut event = 0u64;
+        let mut whole = WholeTraces::default();
+        let mut step = 0u32;
+        // Two seconds of steady traffic after the first spread.
+        let stop = 200 + u32::try_from(spread.as_millis() / tick.as_millis()).expect("steps");
+        let mut steady_sizes = Vec::new();
+        loop {
+            let now = t0 + tick * step;
+            // Last step's requests are answered now.
+            for (sender, batch, accepted) in in_flight.drain(..) {
+                let mut expected = WholeTraces::default();
+                for sent in &batch.fragments {
+                    event += 1;
+                    let (trace, seen) = traces.get_mut(&sent.trace.trace_id).expect("seen");
+                    seen.settled_at.push(event);
+                    if accepted {
+                        seen.accepted += 1;
+                        if seen.accepted == trace.fragments {
+                            assert!(!seen.counted);
+                            seen.counted = true;
+                            expected.traces += 1;
+                            expected.violating += u64::from(trace.shape.is_violating());
+                        }
+                    }
+                }
+                let got = senders[sender].settle(&batch.fragments, accepted);
+                assert_eq!(got, expected, "counted exactly when whole");
+                whole.traces += got.traces;
+                whole.violating += got.violating;
+            }
+            if step == stop {
+                for sender in &mut senders {
+                    sender.stop_starting();
+                }
+            }
+            if senders.iter().all(SplitSender::is_done) {
+                break;
+            }
+            assert!(step < 2_000, "the schedule drains");
+            for (index, sender) in senders.iter_mut().enumerate() {
+                let begin = if sender.is_starting() { 40 } else { 0 };
+                let Some(batch) = sender.next_batch(now, 160, begin) else {
+                    continue;
+                };
+                assert_eq!(all_spans(&batch.request).count(), batch.span_count);
+                assert_eq!(
+                    batch.fragments.iter().map(|f| f.spans).sum::<usize>(),
+                    batch.span_count
+                );
+                assert!(batch.span_count < 160 + 40, "{}", batch.span_count);
+                if sender.is_starting() {
+                    assert!((40..40 + 10).contains(&batch.begun_spans));
+                    if now > t0 + spread + 2 * tick {
+                        steady_sizes.push(batch.span_count);
+                    }
+                }
+                for span in all_spans(&batch.request) {
+                    let id = [span.trace_id.clone(), span.span_id.clone()].concat();
+                    assert!(span_ids.insert(id), "a span sent twice");
+                    *spans_by_trace.entry(span.trace_id.clone()).or_default() += 1;
+                }
+                let roots = roots_in(&batch.request);
+                for sent in &batch.fragments {
+                    event += 1;
+                    let id = sent.trace.trace_id;
+                    let (_, seen) = traces
+                        .entry(id)
+                        .or_insert_with(|| (Arc::clone(&sent.trace), Seen::default()));
+                    seen.begun.get_or_insert(now);
+                    seen.senders.push(index);
+                    if sent.holds_root {
+                        assert!(seen.root_sent.is_none());
+                        seen.root_sent = Some((event, now));
+                    } else {
+                        seen.sent_at.push((event, now));
+                    }
+                    assert_eq!(roots.contains(&id[..]), sent.holds_root, "root span");
+                }
+                in_flight.push((index, batch, !refuse.percent(5)));
+            }
+            step += 1;
+        }
+        // Once the first spread is over, requests carry about what they begin.
+        let mean = steady_sizes.iter().sum::<usize>() as f64 / steady_sizes.len() as f64;
+        assert!((40.0..52.0).contains(&mean), "{mean} spans a request");
+        assert_eq!(schedule.traces_started(), traces.len() as u64);
+        assert!(traces.len() > 1_000, "{} traces", traces.len());
+        let mut expected = WholeTraces::default();
+        for (id, (trace, seen)) in &traces {
+            assert_eq!(trace.fragments, fragments.min(trace.spans));
+            assert_eq!(seen.senders.len(), trace.fragments, "every fragment sent");
+            let distinct: HashSet<usize> = seen.senders.iter().copied().collect();
+            assert_eq!(distinct.len(), trace.fragments, "one sender a fragment");
+            assert_eq!(spans_by_trace[&id[..]], trace.spans, "no span lost");
+            let (root_event, root_at) = seen.root_sent.expect("root sent");
+            let begun = seen.begun.expect("begun");
+            assert!(root_at >= begun + spread, "root after the spread");
+            assert!(root_at <= begun + spread + 3 * tick);
+            for (sent_event, _) in &seen.sent_at {
+                assert!(*sent_event < root_event, "root sent last");
+            }
+            // Every other fragment was answered before the root went out.
+            assert_eq!(seen.settled_at.len(), trace.fragments);
+            assert_eq!(
+                seen.settled_at.iter().filter(|e| **e < root_event).count(),
+                trace.fragments - 1
+            );
+            for (_, at) in &seen.sent_at {
+                assert!(*at >= begun && *at <= begun + spread + tick);
+            }
+            if seen.counted {
+                expected.traces += 1;
+                expected.violating += u64::from(trace.shape.is_violating());
+            }
+        }
+        assert_eq!(whole, expected);
+        assert!(expected.traces < traces.len() as u64, "some were refused");
+        assert!(expected.violating > 0);
+    }
+}
+
+// ---------------------------------------------------------------------------
 // loadgen + sink, end to end on loopback
 
 async fn start_sink(faults: Faults) -> SinkHandle {
@@ -627,6 +901,119 @@ async fn chains_are_sent_whole_beside_the_traffic_and_counted_apart() {
     .await;
 }
 
+async fn split_delivery(protocol: Protocol, gzip: bool) {
+    let sink = start_sink(Faults {
+        fail_first: 3,
+        ..Faults::default()
+    })
+    .await;
+    let mut config = load_config(&sink, protocol);
+    config.gzip = gzip;
+    config.senders = 4;
+    config.split = 4;
+    config.spread = Duration::from_millis(100);
+    config.requests = Some(40);
+    config.mix = only("web=9,violation=1");
+    config.retry = fast_retry();
+    let report = loadgen::run(config).await.expect("load runs");
+    let split = report.split.clone().expect("a split report");
+    assert_eq!(split.fragments, 4);
+    // 40 requests begin traces; the drain sends the rest of them after.
+    assert!(report.requests > 40, "{report}");
+    assert_eq!(report.retries, 3, "{report}");
+    assert_eq!(report.requests_failed, 0, "{report}");
+    assert_eq!(report.spans_refused, 0);
+    assert_eq!(report.spans_accepted, report.spans_sent);
+    let stats = sink.stats();
+    assert_eq!(stats.unique_spans, report.spans_accepted, "{stats}");
+    assert_eq!(stats.duplicate_spans, 0, "{stats}");
+    // Every trace begun was sent whole, and counted once.
+    assert_eq!(report.traces_sent, split.traces_started, "{report}");
+    assert_eq!(stats.unique_traces, report.traces_sent, "{stats}");
+    assert!(report.violating_traces_sent > 0, "{report}");
+    assert!(split.drain_secs >= 0.09, "{report}");
+    assert_eq!(report.latency.count, report.attempts);
+    let text = report.to_string();
+    assert!(text.contains("split: 4 fragments"), "{text}");
+    let json = serde_json::to_string(&report).expect("JSON");
+    let back: LoadReport = serde_json::from_str(&json).expect("parses back");
+    assert_eq!(back, report);
+    sink.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_split_load_arrives_whole_exactly_once() {
+    bounded(split_delivery(Protocol::Grpc, false)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_gzip_split_load_arrives_whole_exactly_once() {
+    bounded(split_delivery(Protocol::Http, true)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_gzip_split_load_at_a_rate_drains_after_the_duration() {
+    bounded(async {
+        let sink = start_sink(Faults::default()).await;
+        let mut config = load_config(&sink, Protocol::Grpc);
+        config.gzip = true;
+        config.senders = 3;
+        config.split = 3;
+        config.spread = Duration::from_millis(400);
+        config.requests = None;
+        config.rate = Some(3_000.0);
+        config.duration = Some(Duration::from_millis(1_000));
+        let report = loadgen::run(config).await.expect("load runs");
+        let split = report.split.clone().expect("a split report");
+        // 3,000 spans/s for 1 s, then the last traces' fragments.
+        assert!((2_000..=4_500).contains(&report.spans_accepted), "{report}");
+        assert!((0.35..1.5).contains(&split.drain_secs), "{report}");
+        assert!(report.elapsed_secs < 3.0, "{report}");
+        assert_eq!(report.traces_sent, split.traces_started, "{report}");
+        let stats = sink.stats();
+        assert_eq!(stats.unique_spans, report.spans_accepted, "{stats}");
+        assert_eq!(stats.unique_traces, report.traces_sent, "{stats}");
+        assert_eq!(stats.duplicate_spans, 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_traces_with_a_refused_fragment_are_not_counted() {
+    bounded(async {
+        let sink = start_sink(Faults {
+            fail_first: 3,
+            ..Faults::default()
+        })
+        .await;
+        let mut config = load_config(&sink, Protocol::Grpc);
+        config.senders = 4;
+        config.split = 4;
+        config.spread = Duration::from_millis(50);
+        config.requests = Some(20);
+        let report = loadgen::run(config).await.expect("load runs");
+        let split = report.split.clone().expect("a split report");
+        assert_eq!(report.requests_failed, 3, "{report}");
+        assert_eq!(report.errors.get("grpc Unavailable"), Some(&3));
+        assert!(report.spans_refused > 0);
+        assert_eq!(
+            report.spans_accepted + report.spans_refused,
+            report.spans_sent
+        );
+        let stats = sink.stats();
+        assert_eq!(stats.unique_spans, report.spans_accepted, "{stats}");
+        // Each refused request held a fragment of some trace: those are
+        // not counted, though their other fragments arrived.
+        assert!(report.traces_sent < split.traces_started, "{report}");
+        assert!(
+            report.traces_sent + 3 * 50 >= split.traces_started,
+            "{report}"
+        );
+        assert_eq!(stats.unique_traces, split.traces_started, "{stats}");
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_receivers_fail_fast_without_retry() {
     bounded(async {
@@ -674,6 +1061,18 @@ async fn invalid_load_settings_are_refused() {
         Err(LoadError::Setting(_))
     ));
     config.rate = None;
+    config.split = 0;
+    assert!(matches!(
+        loadgen::run(config.clone()).await,
+        Err(LoadError::Setting(_))
+    ));
+    // Each fragment of a trace on another sender: no more fragments than senders.
+    config.split = 2;
+    assert!(matches!(
+        loadgen::run(config.clone()).await,
+        Err(LoadError::Setting(_))
+    ));
+    config.split = 1;
     config.endpoint = "http://bad host".to_owned();
     assert!(matches!(
         loadgen::run(config).await,
@@ -887,6 +1286,21 @@ fn load_arguments_become_a_config() {
     assert_eq!(config.mix, only("web=1,violation=1"));
     assert_eq!(config.seed, Some(4));
     assert_eq!(config.chain, None);
+    assert_eq!(config.split, 1);
+    assert_eq!(config.split_config(), None);
+
+    let cli =
+        TestCli::try_parse_from(["t", "load", "--split", "4", "--spread", "5s"]).expect("parses");
+    let BenchCommand::Load(args) = cli.command else {
+        panic!("not load");
+    };
+    assert_eq!(
+        args.to_config().split_config(),
+        Some(SplitConfig {
+            fragments: 4,
+            spread: Duration::from_secs(5),
+        })
+    );
 
     let cli = TestCli::try_parse_from([
         "t",
@@ -918,6 +1332,10 @@ fn load_arguments_become_a_config() {
     assert_eq!(config.duration, Some(Duration::from_secs(10)));
     assert_eq!(config.spans_per_request, 400);
     assert!(config.retry.is_none());
+    assert_eq!(
+        (config.split, config.spread),
+        (1, Duration::from_millis(300))
+    );
 }
 
 #[test]

@@ -8,11 +8,20 @@
 //! every batch carries exactly the requested number of spans; each [`Batch`]
 //! says which traces it completes and whether it continues or leaves open a
 //! split trace, so a sender can count traces that arrived whole.
+//!
+//! [`SplitSchedule`] shapes traffic as production SDKs send it instead:
+//! each trace cut into fragments sent by different senders over a spread
+//! of time, the fragment holding the root last, every request carrying
+//! fragments of many traces. When traces are begun (how many spans' worth
+//! a request) is the sender's pacing, not the schedule's.
 
-use std::collections::VecDeque;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, VecDeque};
 use std::fmt;
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
@@ -945,5 +954,409 @@ impl Iterator for ChainTrace {
         }
         self.remaining = low;
         Some(packer.finish())
+    }
+}
+
+/// How `load --split` cuts traffic: every trace's spans in `fragments`
+/// parts (as many as it has spans, if fewer), each sent by a different
+/// sender, the first at the moment the trace is begun and the one holding
+/// the root `spread` later, the others evenly in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitConfig {
+    pub fragments: usize,
+    pub spread: Duration,
+}
+
+/// What the senders of one split run share: an inbox per sender, into
+/// which the others put the fragments it is to send, and the counts that
+/// say when every trace begun has been sent.
+///
+/// A fragment is *settled* once the request that carried it was answered
+/// for good: accepted, or refused and given up. A trace counts as sent
+/// whole when its last fragment is accepted; its root's fragment is handed
+/// to its sender only once every other fragment is settled (and not before
+/// its due time), so the root is always sent last.
+#[derive(Debug)]
+pub struct SplitSchedule {
+    config: SplitConfig,
+    inboxes: Vec<Mutex<Vec<Fragment>>>,
+    /// Senders still beginning traces.
+    starting: AtomicUsize,
+    /// Fragments of traces begun that are not settled yet, parked roots included.
+    unsettled: AtomicU64,
+    traces_started: AtomicU64,
+    /// When the last sender stopped beginning traces.
+    stopped_at: Mutex<Option<Instant>>,
+}
+
+/// One trace whose fragments are in flight: what its senders need to send
+/// its root last and to count it once, when every fragment was accepted.
+#[derive(Debug)]
+pub struct SplitTrace {
+    pub trace_id: [u8; 16],
+    pub shape: TraceShape,
+    /// Fragments it was cut into.
+    pub fragments: usize,
+    /// Spans in all of them.
+    pub spans: usize,
+    /// Fragments not accepted yet: the trace is whole when this reaches 0.
+    unaccepted: AtomicUsize,
+    /// Fragments other than the root's not settled yet.
+    before_root: AtomicUsize,
+    /// The root's fragment, until `before_root` reaches 0.
+    parked_root: Mutex<Option<ParkedRoot>>,
+}
+
+#[derive(Debug)]
+struct ParkedRoot {
+    sender: usize,
+    due: Instant,
+    spans: Vec<(Service, Span)>,
+}
+
+/// Part of a trace, waiting for its sender and its due time.
+#[derive(Debug)]
+struct Fragment {
+    due: Instant,
+    spans: Vec<(Service, Span)>,
+    trace: Arc<SplitTrace>,
+    holds_root: bool,
+}
+
+/// A fragment in a sender's delay queue: earliest due first, then first in.
+#[derive(Debug)]
+struct Queued {
+    seq: u64,
+    fragment: Fragment,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Queued {}
+
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Queued {
+    /// Reversed, so that `BinaryHeap` pops the earliest.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.fragment.due, other.seq).cmp(&(self.fragment.due, self.seq))
+    }
+}
+
+/// A fragment as sent in a [`SplitBatch`].
+#[derive(Debug, Clone)]
+pub struct SentFragment {
+    pub trace: Arc<SplitTrace>,
+    pub spans: usize,
+    pub holds_root: bool,
+}
+
+/// An export request made of fragments of many traces.
+#[derive(Debug)]
+pub struct SplitBatch {
+    pub request: ExportTraceServiceRequest,
+    pub span_count: usize,
+    /// The fragments it carries, in the order packed.
+    pub fragments: Vec<SentFragment>,
+    /// Spans of the traces it began, all their fragments counted.
+    pub begun_spans: usize,
+}
+
+/// Traces that became whole when a batch was settled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WholeTraces {
+    pub traces: u64,
+    pub violating: u64,
+}
+
+impl SplitSchedule {
+    /// A schedule for `senders` senders; `config.fragments` must not
+    /// exceed it (every fragment of a trace goes to another sender).
+    pub fn new(config: SplitConfig, senders: usize) -> Arc<Self> {
+        assert!(
+            config.fragments >= 1 && config.fragments <= senders,
+            "split into {} fragments over {senders} senders",
+            config.fragments
+        );
+        Arc::new(Self {
+            config,
+            inboxes: (0..senders).map(|_| Mutex::new(Vec::new())).collect(),
+            starting: AtomicUsize::new(senders),
+            unsettled: AtomicU64::new(0),
+            traces_started: AtomicU64::new(0),
+            stopped_at: Mutex::new(None),
+        })
+    }
+
+    pub fn config(&self) -> SplitConfig {
+        self.config
+    }
+
+    /// Sender `index`'s side of the schedule, beginning traces from `generator`.
+    pub fn sender(self: &Arc<Self>, index: usize, generator: TrafficGenerator) -> SplitSender {
+        assert!(index < self.inboxes.len(), "sender {index} out of range");
+        SplitSender {
+            index,
+            schedule: Arc::clone(self),
+            generator,
+            queue: BinaryHeap::new(),
+            inbox: Vec::new(),
+            seq: 0,
+            starting: true,
+        }
+    }
+
+    /// Traces begun so far.
+    pub fn traces_started(&self) -> u64 {
+        self.traces_started.load(AtomicOrdering::SeqCst)
+    }
+
+    /// Fragments of traces begun not settled yet.
+    pub fn unsettled(&self) -> u64 {
+        self.unsettled.load(AtomicOrdering::SeqCst)
+    }
+
+    /// When the last sender stopped beginning traces, once all have.
+    pub fn stopped_at(&self) -> Option<Instant> {
+        *self
+            .stopped_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn deliver(&self, sender: usize, fragment: Fragment) {
+        self.inboxes[sender]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(fragment);
+    }
+}
+
+/// One sender's side of a [`SplitSchedule`]: the traces it begins, and a
+/// delay queue of the fragments it is to send.
+#[derive(Debug)]
+pub struct SplitSender {
+    index: usize,
+    schedule: Arc<SplitSchedule>,
+    generator: TrafficGenerator,
+    queue: BinaryHeap<Queued>,
+    /// Swapped with the shared inbox, so that neither allocates anew.
+    inbox: Vec<Fragment>,
+    seq: u64,
+    starting: bool,
+}
+
+impl SplitSender {
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// True until [`Self::stop_starting`].
+    pub fn is_starting(&self) -> bool {
+        self.starting
+    }
+
+    /// Begins no more traces; the fragments of those begun are still sent.
+    pub fn stop_starting(&mut self) {
+        if !std::mem::replace(&mut self.starting, false) {
+            return;
+        }
+        if self.schedule.starting.fetch_sub(1, AtomicOrdering::SeqCst) == 1 {
+            *self
+                .schedule
+                .stopped_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        }
+    }
+
+    /// True once no sender begins traces and every fragment is settled:
+    /// nothing is left to send, by this sender or any other.
+    pub fn is_done(&self) -> bool {
+        !self.starting
+            && self.schedule.starting.load(AtomicOrdering::SeqCst) == 0
+            && self.schedule.unsettled.load(AtomicOrdering::SeqCst) == 0
+    }
+
+    /// When this sender's next queued fragment is due, if it has one.
+    pub fn next_due(&mut self) -> Option<Instant> {
+        self.take_inbox();
+        self.queue.peek().map(|q| q.fragment.due)
+    }
+
+    /// The next request: the fragments due by `now`, earliest first, while
+    /// they come to less than `max_due` spans (the rest stay queued), then,
+    /// while this sender begins traces, the first fragments of new traces
+    /// of at least `begin` spans in all (counting every fragment: in a
+    /// steady state a request carries about `begin` spans). A fragment is
+    /// never cut. `None` if the request would be empty.
+    pub fn next_batch(&mut self, now: Instant, max_due: usize, begin: usize) -> Option<SplitBatch> {
+        self.take_inbox();
+        let mut packer = Packer::default();
+        let mut fragments = Vec::new();
+        let mut span_count = 0;
+        while span_count < max_due && self.queue.peek().is_some_and(|q| q.fragment.due <= now) {
+            let Some(Queued { fragment, .. }) = self.queue.pop() else {
+                break;
+            };
+            span_count += fragment.spans.len();
+            fragments.push(SentFragment {
+                trace: fragment.trace,
+                spans: fragment.spans.len(),
+                holds_root: fragment.holds_root,
+            });
+            for (service, span) in fragment.spans {
+                packer.push(service, span);
+            }
+        }
+        let mut begun_spans = 0;
+        while self.starting && begun_spans < begin {
+            let trace = self.generator.next_trace();
+            begun_spans += trace.spans.len();
+            let (first, sent) = self.begin(trace, now);
+            span_count += sent.spans;
+            fragments.push(sent);
+            for (service, span) in first {
+                packer.push(service, span);
+            }
+        }
+        (span_count > 0).then(|| SplitBatch {
+            request: packer.finish(),
+            span_count,
+            fragments,
+            begun_spans,
+        })
+    }
+
+    /// Settles every fragment of a batch once its request was answered for
+    /// good: accepted or not. Hands out roots whose other fragments are all
+    /// settled, and returns the traces this made whole.
+    pub fn settle(&self, fragments: &[SentFragment], accepted: bool) -> WholeTraces {
+        let mut whole = WholeTraces::default();
+        for sent in fragments {
+            let trace = &sent.trace;
+            if accepted && trace.unaccepted.fetch_sub(1, AtomicOrdering::SeqCst) == 1 {
+                whole.traces += 1;
+                if trace.shape.is_violating() {
+                    whole.violating += 1;
+                }
+            }
+            if !sent.holds_root && trace.before_root.fetch_sub(1, AtomicOrdering::SeqCst) == 1 {
+                let parked = trace
+                    .parked_root
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                if let Some(root) = parked {
+                    self.schedule.deliver(
+                        root.sender,
+                        Fragment {
+                            due: root.due,
+                            spans: root.spans,
+                            trace: Arc::clone(trace),
+                            holds_root: true,
+                        },
+                    );
+                }
+            }
+            self.schedule.unsettled.fetch_sub(1, AtomicOrdering::SeqCst);
+        }
+        whole
+    }
+
+    /// Cuts a new trace into fragments: the first is returned to go out
+    /// now, the others are handed to the next senders in turn, due evenly
+    /// over the spread, the root's parked until the others are settled.
+    fn begin(
+        &mut self,
+        trace: GeneratedTrace,
+        now: Instant,
+    ) -> (Vec<(Service, Span)>, SentFragment) {
+        let GeneratedTrace {
+            shape,
+            trace_id,
+            mut spans,
+        } = trace;
+        let total = spans.len();
+        let parts = self.schedule.config.fragments.min(total).max(1);
+        // The generator puts the root first; it goes in the last fragment.
+        spans.rotate_left(1);
+        let split = Arc::new(SplitTrace {
+            trace_id,
+            shape,
+            fragments: parts,
+            spans: total,
+            unaccepted: AtomicUsize::new(parts),
+            before_root: AtomicUsize::new(parts - 1),
+            parked_root: Mutex::new(None),
+        });
+        self.schedule
+            .unsettled
+            .fetch_add(parts as u64, AtomicOrdering::SeqCst);
+        self.schedule
+            .traces_started
+            .fetch_add(1, AtomicOrdering::SeqCst);
+        let senders = self.schedule.inboxes.len();
+        let spread = self.schedule.config.spread;
+        // From the last fragment back, so that the root is parked before
+        // any other fragment can be sent and settled.
+        for k in (1..parts).rev() {
+            let fragment = spans.split_off(k * total / parts);
+            let due = now + spread.mul_f64(k as f64 / (parts - 1) as f64);
+            let sender = (self.index + k) % senders;
+            if k == parts - 1 {
+                *split
+                    .parked_root
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(ParkedRoot {
+                    sender,
+                    due,
+                    spans: fragment,
+                });
+            } else {
+                self.schedule.deliver(
+                    sender,
+                    Fragment {
+                        due,
+                        spans: fragment,
+                        trace: Arc::clone(&split),
+                        holds_root: false,
+                    },
+                );
+            }
+        }
+        let sent = SentFragment {
+            trace: split,
+            spans: spans.len(),
+            holds_root: parts == 1,
+        };
+        (spans, sent)
+    }
+
+    fn take_inbox(&mut self) {
+        {
+            let mut shared = self.schedule.inboxes[self.index]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if shared.is_empty() {
+                return;
+            }
+            std::mem::swap(&mut *shared, &mut self.inbox);
+        }
+        for fragment in self.inbox.drain(..) {
+            self.seq += 1;
+            self.queue.push(Queued {
+                seq: self.seq,
+                fragment,
+            });
+        }
     }
 }
