@@ -42,6 +42,8 @@ pub enum StartError {
     Auth(#[from] crate::net::auth::AuthError),
     #[error(transparent)]
     Exporter(#[from] crate::exporter::ExporterError),
+    #[error("tier.peers with admin.tls: tier announcements are sent over plain HTTP, which a TLS admin endpoint refuses; not supported yet")]
+    TierOverTls,
 }
 
 /// The running stages a consumer may need.
@@ -120,6 +122,14 @@ impl<C: TraceConsumer> Daemon<C> {
             }
             None => None,
         };
+        if !config.tier.peers.is_empty() {
+            if config.admin.tls.is_some() {
+                return Err(StartError::TierOverTls);
+            }
+            if config.admin.auth.is_none() {
+                tracing::warn!("tier.peers without admin.auth: anyone who reaches the admin port can announce tier changes (making verdicts inconclusive) or make this instance leave.");
+            }
+        }
         // A change matters while a trace it split can still be buffered.
         let horizon = config.assembler.max_trace_age + config.assembler.settle;
         let tier = Arc::new(Tier::new(
@@ -234,9 +244,9 @@ impl<C: TraceConsumer> Daemon<C> {
     /// within its deadline, and stops the admin endpoint last so the final
     /// state can still be scraped until then.
     pub async fn shutdown(self) -> Stopped<C> {
-        // Announced before the receivers close, so that the peers know the
-        // change before the balancers move this instance's traces to them
-        // (a no-op if `tracecheck tier leave` did it already).
+        // Announced before the receivers close, without a preStop hook
+        // as early as this instance can (a no-op if `tracecheck tier leave`
+        // did it already); the peers allow for balancers that moved first.
         self.tier.leave().await;
         self.ingest.close();
         self.receivers.stop().await;

@@ -473,11 +473,22 @@ fn tier_leave(
     runtime()?.block_on(async {
         // The daemon's own announce_timeout bounds the call; this one only
         // guards against a daemon that does not answer at all.
-        tracecheck::tier::request_leave(server, token, std::time::Duration::from_secs(10))
-            .await
-            .with_context(|| format!("{server}: cannot ask the daemon to leave its tier"))?;
+        let asked =
+            tracecheck::tier::request_leave(server, token, std::time::Duration::from_secs(10))
+                .await;
+        // Waits whatever happened: the hook's other job is to hold SIGTERM
+        // back until the balancers have stopped sending here, and a failed
+        // announcement must not make the receivers close under traffic.
         tokio::time::sleep(wait).await;
-        Ok(ExitCode::SUCCESS)
+        match asked {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e) => {
+                eprintln!(
+                    "tracecheck tier leave: {server}: cannot ask the daemon to leave its tier: {e}"
+                );
+                Ok(ExitCode::from(1))
+            }
+        }
     })
 }
 

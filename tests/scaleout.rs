@@ -887,6 +887,7 @@ async fn a_rolling_restart_of_the_tier_fails_no_correct_trace() {
         // When each trace's first and last spans were sent.
         let mut sent: HashMap<[u8; 16], (Instant, Instant)> = HashMap::new();
         let mut changes: Vec<(Instant, Step)> = Vec::new();
+        let mut stopping: Option<Live> = None;
         for step in plan {
             // Generated now, so their spans start now, as live traffic's do.
             let window: Vec<GeneratedTrace> =
@@ -910,12 +911,20 @@ async fn a_rolling_restart_of_the_tier_fails_no_correct_trace() {
                         Send => {}
                         Leave(k) => {
                             let l = lives[k].take().expect("leaves once");
+                            members.retain(|e| *e != endpoint(&l));
+                            // Kubernetes takes the pod out of the endpoints
+                            // as preStop starts: for the second replica the
+                            // balancer moves first, then the announcement.
+                            if k == 1 {
+                                router.set_members_connecting(&members).await;
+                            }
                             let (status, _) = l.post(tracecheck::tier::LEAVE_PATH).await;
                             assert_eq!(status, 204, "tier leave");
                             changes.push((Instant::now(), step));
-                            members.retain(|e| *e != endpoint(&l));
                             router.set_members_connecting(&members).await;
-                            l.stop().await;
+                            // SIGTERM after the preStop wait, traffic going
+                            // on elsewhere meanwhile.
+                            stopping = Some(l);
                         }
                         Join(k) => {
                             let l = start_in_tier(ports[3 + k], &ports).await;
@@ -937,6 +946,9 @@ async fn a_rolling_restart_of_the_tier_fails_no_correct_trace() {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             tokio::time::sleep(PAUSE).await;
+            if let Some(l) = stopping.take() {
+                l.stop().await;
+            }
         }
 
         // Every whole trace the bank model applies to has been judged

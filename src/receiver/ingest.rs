@@ -183,6 +183,11 @@ impl Ingest {
         }
         let mut message = walked.rejected_message.unwrap_or_default();
         let now = Instant::now();
+        if !walked.refused_traces.is_empty() {
+            // Before the insert: marked after it, a trace could complete in
+            // between and be judged without the mark.
+            self.assembler.mark_unreadable(walked.refused_traces, now);
+        }
         if spans > 0 {
             self.metrics
                 .accepted_spans
@@ -194,11 +199,6 @@ impl Ingest {
                     "{n} spans accepted and forwarded but not evaluated: their trace is at assembler.{reason:?}; its verdicts will be marked incomplete"
                 );
             }
-        }
-        if !walked.refused_traces.is_empty() {
-            // After the insert: the refused span's trace is then usually
-            // buffered already (its other spans came in the same request).
-            self.assembler.mark_unreadable(walked.refused_traces, now);
         }
         Ok(Accepted {
             accepted_spans: spans,

@@ -119,6 +119,11 @@ struct Waiting {
     last: ModelVerdict,
 }
 
+/// Bytes counted for each settled trace kept beyond its spans' (its map
+/// entry, order entry and verdicts), so that traces with few or no spans
+/// (those marked at ingest) are bounded by `keep_bytes` too.
+const SETTLED_OVERHEAD: usize = 256;
+
 /// A settled trace, kept so that late spans merge into it.
 struct Settled {
     /// Copied out of the request buffers: keeping a trace keeps its own
@@ -138,6 +143,10 @@ struct Settled {
     settled_at: Instant,
     /// When its last span came, for `tracecheck_verdict_delay_seconds`.
     last_seen: Instant,
+    /// When its first span came and whether its root did: a verdict that
+    /// waited on `within` is checked against tier changes again.
+    first_seen: Instant,
+    rootless: bool,
 }
 
 impl Settled {
@@ -151,7 +160,7 @@ impl Settled {
         now: Instant,
     ) -> Self {
         Settled {
-            bytes: span_bytes(&t.spans),
+            bytes: span_bytes(&t.spans) + SETTLED_OVERHEAD,
             spans: RawSpan::detach(&t.spans),
             models,
             counted,
@@ -160,6 +169,8 @@ impl Settled {
             began_elsewhere,
             settled_at: now,
             last_seen: t.last_seen,
+            first_seen: t.first_seen,
+            rootless: t.rootless,
         }
     }
 }
@@ -360,12 +371,26 @@ impl Evaluator {
         {
             return Some(Inconclusive::Restart);
         }
+        self.split_by_tier(t.first_seen, t.last_seen, t.rootless, first, now)
+    }
+
+    /// `tier_change` if a change of the tier may have split the trace
+    /// judged at `now` (`crate::tier::Changes::may_be_split`).
+    fn split_by_tier(
+        &self,
+        first_seen: Instant,
+        last_seen: Instant,
+        rootless: bool,
+        first_start_unix_nanos: Option<u64>,
+        now: Instant,
+    ) -> Option<Inconclusive> {
         let split = self.tier.as_ref().is_some_and(|changes| {
             changes.may_be_split(&crate::tier::Seen {
-                first_seen: t.first_seen,
+                first_seen,
                 completed: now,
-                first_start_unix_nanos: first,
-                last_seen: t.last_seen,
+                first_start_unix_nanos,
+                last_seen,
+                rootless,
             })
         });
         split.then_some(Inconclusive::TierChange)
@@ -984,10 +1009,21 @@ impl Evaluator {
             let trace = build_trace_for(&s.models.engine, &s.spans);
             let models = Arc::clone(&s.models);
             let mut publish = Vec::new();
+            // The span waited for may have gone to an instance that joined
+            // while it waited.
+            let cut = if force {
+                Some(Inconclusive::Shutdown)
+            } else {
+                self.split_by_tier(
+                    s.first_seen,
+                    s.last_seen,
+                    s.rootless,
+                    trace.as_ref().and_then(first_start),
+                    now,
+                )
+            };
             for w in done {
-                let v = models
-                    .engine
-                    .cut_short(w.last, force.then_some(Inconclusive::Shutdown));
+                let v = models.engine.cut_short(w.last, cut);
                 s.counted.push((v.model, v.verdict));
                 publish.push((v, Publish::WAITED));
             }

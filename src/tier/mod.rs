@@ -7,15 +7,17 @@
 //! the rest to another. Each side's fragment misses spans, and judged as a
 //! whole trace it gives false failures. The sides are told apart like this:
 //!
-//! - the instance leaving judges what it still holds at shutdown as cut
-//!   short (`inconclusive`, `shutdown`);
+//! - the instance leaving judges every trace it holds when it begins to
+//!   leave as cut short (`tier_change` until SIGTERM, `shutdown` after);
 //! - the instance joining judges a trace that began before it started as
 //!   cut short (`restart`);
 //! - the instances that stay learn the moment of the change from an
 //!   announcement ([`ChangeKind`]) and judge their fragments as cut short
 //!   (`tier_change`): after a `leaving`, a trace first seen here after the
-//!   change although it began before it (its first spans went to the
-//!   instance leaving); after a `joined`, a trace seen here before the
+//!   change (or up to [`LEAVE_GRACE`] before it: the balancers may move
+//!   first) although it began before it, or root-less and first seen around
+//!   the change (its first spans, or its root, went to the instance
+//!   leaving); after a `joined`, a trace seen here before the
 //!   change, judged after it, no span of which came once every balancer had
 //!   the new ring ([`JOIN_GRACE`]): its rest may have gone to the new one.
 //!   (Not only root-less ones: with services exporting on their own
@@ -66,6 +68,12 @@ pub const LEAVE_PATH: &str = "/api/v1/tier/leave";
 /// Collector replica) do not all update their rings at the same instant.
 pub const JOIN_GRACE: Duration = Duration::from_secs(2);
 
+/// How long before an announced `leaving` the balancers may already have
+/// moved traces: Kubernetes takes a terminating pod out of the Service's
+/// endpoints as its `preStop` hook starts, so the ring can change a moment
+/// before the announcement arrives.
+pub const LEAVE_GRACE: Duration = Duration::from_secs(2);
+
 /// Changes remembered at most; older ones are forgotten first.
 const MAX_CHANGES: usize = 256;
 
@@ -99,9 +107,19 @@ pub struct Notice {
     pub instance: String,
 }
 
+/// A change as this instance keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Another instance, as announced.
+    Peer(ChangeKind),
+    /// This instance began leaving: every trace it still holds may lose
+    /// its later spans to the others.
+    Left,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Change {
-    kind: ChangeKind,
+    kind: Kind,
     at: Instant,
     /// `at` on the wall clock, to compare with span start times.
     unix_nanos: u64,
@@ -117,6 +135,8 @@ pub struct Seen {
     pub first_start_unix_nanos: Option<u64>,
     /// When its last span arrived.
     pub last_seen: Instant,
+    /// No span without a parent came.
+    pub rootless: bool,
 }
 
 /// The tier changes announced to this instance recently.
@@ -141,6 +161,15 @@ impl Changes {
     }
 
     pub fn record(&self, kind: ChangeKind, at: Instant, wall: SystemTime) {
+        self.push(Kind::Peer(kind), at, wall);
+    }
+
+    /// This instance began leaving the tier at `at`.
+    pub fn record_left(&self, at: Instant) {
+        self.push(Kind::Left, at, SystemTime::now());
+    }
+
+    fn push(&self, kind: Kind, at: Instant, wall: SystemTime) {
         let unix_nanos = wall
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos().min(u128::from(u64::MAX)) as u64);
@@ -171,13 +200,17 @@ impl Changes {
                 return false;
             }
             match c.kind {
-                ChangeKind::Leaving => {
-                    trace.first_seen >= c.at
-                        && trace
+                Kind::Peer(ChangeKind::Leaving) => {
+                    let since = c.at.checked_sub(LEAVE_GRACE).unwrap_or(c.at);
+                    trace.first_seen >= since
+                        && (trace
                             .first_start_unix_nanos
                             .is_some_and(|s| s < c.unix_nanos)
+                            // Its root, started before, went there.
+                            || (trace.rootless && trace.first_seen < c.at + LEAVE_GRACE))
                 }
-                ChangeKind::Joined => {
+                Kind::Left => trace.first_seen < c.at && trace.completed >= c.at,
+                Kind::Peer(ChangeKind::Joined) => {
                     trace.first_seen < c.at + JOIN_GRACE
                         && trace.completed >= c.at
                         && trace.last_seen < c.at + JOIN_GRACE
@@ -244,6 +277,9 @@ impl Tier {
     /// announces `leaving`, once.
     pub async fn leave(&self) {
         self.admin.ready.store(false, Ordering::Release);
+        if self.is_configured() && !self.left.load(Ordering::Acquire) {
+            self.changes.record_left(Instant::now());
+        }
         if self.is_configured() && !self.left.swap(true, Ordering::AcqRel) {
             self.announce(ChangeKind::Leaving).await;
         }
