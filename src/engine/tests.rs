@@ -237,8 +237,8 @@ macro_rules! selects {
     };
 }
 
-fn selected_names(selector: &str) -> Vec<String> {
-    let t = checkout();
+/// The spans `selector` selects in `t`, with no deadline.
+fn select_in(t: &Trace, selector: &str) -> Vec<SpanIndex> {
     let yaml = format!(
         "type: Model\nspec:\n  id: m\n  outputs:\n    - name: X\n      selector: '{}'\n      value: attr:name\n",
         selector.replace('\'', "''")
@@ -247,7 +247,7 @@ fn selected_names(selector: &str) -> Vec<String> {
     let cache = eval::KeyCache::new(e.keys.names.len());
     let ctx = EvalContext::default();
     let env = Env {
-        trace: &t,
+        trace: t,
         names: &e.keys.names,
         cache: &cache,
         ctx: &ctx,
@@ -255,7 +255,12 @@ fn selected_names(selector: &str) -> Vec<String> {
         selected: 0,
     };
     let sel = e.compiled[0].outputs[0].selector.as_ref().unwrap();
-    env.select(sel)
+    env.select(sel).into_vec()
+}
+
+fn selected_names(selector: &str) -> Vec<String> {
+    let t = checkout();
+    select_in(&t, selector)
         .into_iter()
         .map(|i| t.span_info(i).unwrap().name)
         .collect()

@@ -1505,10 +1505,7 @@ spec:
     /// on the same trace still gives its verdict, and the evaluator goes on.
     #[test]
     fn a_panicking_model_is_contained_and_counted() {
-        use prometheus_client::registry::Registry;
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("models.yaml"),
+        let (mut evaluator, metrics, mut watcher, _dir) = evaluator_for(
             r#"type: Model
 spec:
   id: panics
@@ -1523,28 +1520,7 @@ spec:
   specs:
     - selector: span[name = "ok"]
 "#,
-        )
-        .unwrap();
-        let metrics = Arc::new(Metrics::new(&mut Registry::default()));
-        let (registry, report) = ModelRegistry::load(
-            vec![ModelSource::Path {
-                path: dir.path().to_owned(),
-                optional: false,
-            }],
-            Arc::clone(&metrics),
         );
-        assert!(report.errors.is_empty(), "{report:?}");
-        let verdicts = VerdictFeed::new(16);
-        let mut watcher = verdicts.subscribe(true);
-        let mut evaluator = Evaluator::new(
-            Arc::new(registry),
-            Arc::new(ResultStore::default()),
-            Arc::clone(&metrics),
-            LinksConfig::default(),
-            verdicts,
-            None,
-        );
-        let now = Instant::now();
         for (id, names) in [(1u8, &["__panic__", "ok"][..]), (2, &["ok"][..])] {
             let mut spans = trace_named(names);
             for s in &mut spans {
@@ -1553,21 +1529,9 @@ spec:
                 b[2..18].copy_from_slice(&[id; 16]);
                 s.bytes = Bytes::from(b);
             }
-            evaluator.consume(CompletedTrace {
-                trace_id: TraceId([id; 16]),
-                reason: CompletionReason::idle,
-                early: false,
-                late: false,
-                rootless: false,
-                truncated: false,
-                unreadable: false,
-                bytes: 0,
-                spans,
-                first_seen: now,
-                last_seen: now,
-                due: now,
-                completed_at: now,
-            });
+            let mut t = completed(spans, CompletionReason::idle, false, false);
+            t.trace_id = TraceId([id; 16]);
+            evaluator.consume(t);
         }
         let errors = |model: &str| {
             metrics

@@ -55,27 +55,6 @@ fn fan_out(n: u64) -> Trace {
     }))
 }
 
-/// The spans `selector` selects in `t`, with no deadline.
-fn select_in(t: &Trace, selector: &str) -> Vec<SpanIndex> {
-    let yaml = format!(
-        "type: Model\nspec:\n  id: m\n  outputs:\n    - name: X\n      selector: '{}'\n      value: attr:name\n",
-        selector.replace('\'', "''")
-    );
-    let e = engine(&yaml);
-    let cache = eval::KeyCache::new(e.keys.names.len());
-    let ctx = EvalContext::default();
-    let env = Env {
-        trace: t,
-        names: &e.keys.names,
-        cache: &cache,
-        ctx: &ctx,
-        outputs: &[],
-        selected: 0,
-    };
-    let sel = e.compiled[0].outputs[0].selector.as_ref().unwrap();
-    env.select(sel).into_vec()
-}
-
 fn count_in(t: &Trace, selector: &str) -> usize {
     select_in(t, selector).len()
 }
