@@ -12,7 +12,9 @@ use anyhow::Context;
 
 /// mimalloc instead of glibc's malloc: the daemon allocates per verdict and
 /// per decoded value, and mimalloc's thread-local free lists halve that cost
-/// (BENCHMARKS.md, "Profile").
+/// (BENCHMARKS.md, "Profile"). The `system-allocator` feature keeps glibc's,
+/// for heap profilers that hook malloc (heaptrack).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand, ValueEnum};

@@ -39,7 +39,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::config::AssemblerConfig;
-use self::shard::{InsertDelta, Shard};
+use self::shard::{Caps, InsertDelta, Shard};
 use crate::ids::TraceId;
 use crate::otlp::{KeyedSpan, RawSpan};
 use crate::results::metrics::{CompletionReason, Metrics, TruncateLabels, TruncateReason};
@@ -85,6 +85,11 @@ pub struct CompletedTrace {
     pub bytes: usize,
     /// In arrival order.
     pub spans: Vec<RawSpan>,
+    /// How many of `spans`, from the first, hold only their own bytes: a
+    /// trace is compacted when its early point passes, so that waiting to
+    /// settle keeps the trace's bytes and not the requests its spans came
+    /// in ([`RawSpan::detach`]); spans that come after are request slices.
+    pub own_spans: usize,
     pub first_seen: Instant,
     /// When its last span arrived.
     pub last_seen: Instant,
@@ -145,6 +150,8 @@ pub struct Assembler {
     recent_cap: usize,
     /// Holds kept per shard.
     held_cap: usize,
+    /// Whether a model in force can pass early ([`Assembler::early_gate`]).
+    early_wanted: Arc<AtomicBool>,
 }
 
 impl Assembler {
@@ -166,7 +173,16 @@ impl Assembler {
             evict_wanted: AtomicBool::new(false),
             wake: Notify::new(),
             metrics,
+            early_wanted: Arc::new(AtomicBool::new(true)),
         }
+    }
+
+    /// Set to whether any model in force can pass a trace early, by whoever
+    /// loads the models: while none can, no early copy of a trace is handed
+    /// on (one per trace, for nothing). A trace's early point still passes
+    /// and it is compacted then.
+    pub fn early_gate(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.early_wanted)
     }
 
     pub fn config(&self) -> &AssemblerConfig {
@@ -335,10 +351,13 @@ impl Assembler {
     /// bound was hit, the oldest traces down to the low watermark.
     pub fn poll_completed(&self, now: Instant) -> Vec<CompletedTrace> {
         let mut out = Vec::new();
+        let caps = Caps {
+            recent: self.recent_cap,
+            held: self.held_cap,
+            early: self.early_wanted.load(Ordering::Relaxed),
+        };
         for shard in self.shards.iter() {
-            shard
-                .lock()
-                .expire(now, &self.config, self.recent_cap, self.held_cap, &mut out);
+            shard.lock().expire(now, &self.config, caps, &mut out);
         }
         if self.evict_wanted.swap(false, Ordering::AcqRel) {
             self.evict(now, &mut out);

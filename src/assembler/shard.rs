@@ -10,7 +10,7 @@ use super::config::AssemblerConfig;
 use super::deadlines::Deadlines;
 use super::CompletedTrace;
 use crate::ids::TraceId;
-use crate::otlp::RawSpan;
+use crate::otlp::{RawSpan, ScopeInterner};
 use crate::results::metrics::{CompletionReason, TruncateReason};
 
 /// Bytes accounted for each buffered span beyond its encoding: its
@@ -30,6 +30,8 @@ pub(super) const TRACE_OVERHEAD: usize = 512;
 
 pub(super) struct TraceBuf {
     pub spans: Vec<RawSpan>,
+    /// The first `own` spans hold their own bytes ([`Shard::compact`]).
+    pub own: usize,
     pub first_seen: Instant,
     pub last_seen: Instant,
     pub root_at: Option<Instant>,
@@ -106,6 +108,19 @@ pub(super) struct Shard {
     /// Holds in the order given, for forgetting them; every hold lasts as
     /// long, so this is also the order they run out in.
     held_order: VecDeque<(Instant, TraceId)>,
+    /// The resources and scopes of compacted traces, shared.
+    scopes: ScopeInterner,
+}
+
+/// Per-call settings of [`Shard::expire`].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Caps {
+    /// Completed trace IDs remembered per shard.
+    pub recent: usize,
+    /// Holds kept per shard.
+    pub held: usize,
+    /// Whether early copies are wanted ([`super::Assembler::early_gate`]).
+    pub early: bool,
 }
 
 /// What an insert changed, for the buffer's counters.
@@ -204,6 +219,7 @@ impl Shard {
         let late = self.recent.contains_key(&trace_id);
         let buf = TraceBuf {
             spans,
+            own: 0,
             first_seen: now,
             last_seen: now,
             root_at: is_root.then_some(now),
@@ -247,10 +263,14 @@ impl Shard {
         &mut self,
         now: Instant,
         config: &AssemblerConfig,
-        recent_cap: usize,
-        held_cap: usize,
+        caps: Caps,
         out: &mut Vec<CompletedTrace>,
     ) {
+        let Caps {
+            recent: recent_cap,
+            held: held_cap,
+            early: early_wanted,
+        } = caps;
         let mut taken = std::mem::take(&mut self.due);
         self.deadlines.take_due(now, &mut taken);
         for (_, id) in taken.drain(..) {
@@ -277,21 +297,31 @@ impl Shard {
                 Due::Early => {
                     if let Some(t) = self.traces.get_mut(&id) {
                         t.early_sent = true;
-                        out.push(CompletedTrace {
-                            trace_id: id,
-                            reason: CompletionReason::root,
-                            early: true,
-                            late: t.late,
-                            truncated: t.truncated,
-                            unreadable: t.unreadable,
-                            rootless: t.root_at.is_none(),
-                            bytes: t.bytes,
-                            spans: t.spans.clone(),
-                            first_seen: t.first_seen,
-                            last_seen: t.last_seen,
-                            due,
-                            completed_at: now,
-                        });
+                        // It waits for `settle` now, seconds in which the
+                        // requests its spans are slices of would stay alive
+                        // for its sake: it keeps its own bytes instead.
+                        if t.own < t.spans.len() {
+                            t.spans = RawSpan::detach(&t.spans, &mut self.scopes);
+                            t.own = t.spans.len();
+                        }
+                        if early_wanted {
+                            out.push(CompletedTrace {
+                                trace_id: id,
+                                reason: CompletionReason::root,
+                                early: true,
+                                late: t.late,
+                                truncated: t.truncated,
+                                unreadable: t.unreadable,
+                                rootless: t.root_at.is_none(),
+                                bytes: t.bytes,
+                                spans: t.spans.clone(),
+                                own_spans: t.own,
+                                first_seen: t.first_seen,
+                                last_seen: t.last_seen,
+                                due,
+                                completed_at: now,
+                            });
+                        }
                         self.deadlines.push(t.due(config).0, id);
                     }
                 }
@@ -403,6 +433,7 @@ impl Shard {
                 unreadable: t.unreadable,
                 rootless: t.root_at.is_none(),
                 bytes: t.bytes,
+                own_spans: t.own,
                 spans: t.spans,
                 first_seen: t.first_seen,
                 last_seen: t.last_seen,
@@ -434,6 +465,7 @@ impl Shard {
             unreadable: t.unreadable,
             rootless: t.root_at.is_none(),
             bytes: t.bytes,
+            own_spans: t.own,
             spans: t.spans,
             first_seen: t.first_seen,
             last_seen: t.last_seen,

@@ -88,6 +88,83 @@ async fn root_settle_hands_on_an_early_copy_and_the_trace_settles_later() {
 
 /// A trace without a root gets its early copy `idle_timeout` after its last
 /// span and settles `settle` after it, marked root-less.
+/// Once its early point has passed a trace waits for `settle` (seconds)
+/// holding its own bytes: a request that carried one span of it among
+/// many others is not kept alive for its sake. Spans that come later are
+/// handed on as they came, and say so.
+#[tokio::test(start_paused = true)]
+async fn a_trace_waiting_to_settle_keeps_its_own_bytes_not_its_requests() {
+    let a = assembler(config());
+    let t0 = Instant::now();
+    // One request of 64 KiB, whose first bytes are trace 1's spans.
+    let request = Bytes::from(vec![7u8; 64 << 10]);
+    let scope = Arc::new(ScopeContext {
+        resource: request.slice(100..140),
+        resource_schema_url: String::new(),
+        scope: Bytes::new(),
+        scope_schema_url: String::new(),
+    });
+    let slice = |id: u8, range: std::ops::Range<usize>, root: bool| KeyedSpan {
+        trace_id: TraceId([1; 16]),
+        span_id: SpanId([id; 8]),
+        is_root: root,
+        span: RawSpan {
+            bytes: request.slice(range),
+            scope: Arc::clone(&scope),
+        },
+    };
+    a.insert(vec![slice(2, 0..40, false), slice(1, 40..100, true)], t0);
+    let inside = |p: *const u8| request.as_ptr_range().contains(&p);
+    let early = a.poll_completed(t0 + Duration::from_millis(500));
+    assert_eq!(early.len(), 1);
+    assert_eq!(early[0].own_spans, 2);
+    for s in &early[0].spans {
+        assert!(!inside(s.bytes.as_ptr()) && !inside(s.scope.resource.as_ptr()));
+    }
+    drop(early);
+    drop(scope);
+    // Only the test's handle keeps the request now: the buffer holds none.
+    let request = request
+        .try_into_mut()
+        .expect("no span holds the request any more");
+
+    let later = Bytes::from(vec![8u8; 16]);
+    let mut late = span(1, 3, false);
+    late.span.bytes = later.clone();
+    a.insert(vec![late], t0 + Duration::from_secs(1));
+    let done = a.poll_completed(t0 + Duration::from_secs(3));
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].spans.len(), 3);
+    assert_eq!(done[0].own_spans, 2, "the span that came later is a slice");
+    assert_eq!(&done[0].spans[0].bytes[..], &request[0..40]);
+    assert_eq!(&done[0].spans[1].bytes[..], &request[40..100]);
+    assert_eq!(done[0].spans[2].bytes.as_ptr(), later.as_ptr());
+}
+
+/// While no model in force can pass early, no early copy is handed on;
+/// the trace still waits with its own bytes and settles as before.
+#[tokio::test(start_paused = true)]
+async fn without_models_that_can_pass_early_no_early_copy_goes_out() {
+    let a = assembler(config());
+    a.early_gate()
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let t0 = Instant::now();
+    a.insert(vec![span(1, 2, false), span(1, 1, true)], t0);
+    assert!(a.poll_completed(t0 + Duration::from_millis(500)).is_empty());
+    assert_eq!(a.len(), (1, 2));
+    let done = a.poll_completed(t0 + Duration::from_secs(2));
+    assert_eq!(done.len(), 1);
+    assert!(!done[0].early);
+    assert_eq!((done[0].spans.len(), done[0].own_spans), (2, 2));
+
+    a.early_gate()
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    a.insert(vec![span(2, 1, true)], t0 + Duration::from_secs(3));
+    let early = a.poll_completed(t0 + Duration::from_millis(3500));
+    assert_eq!(early.len(), 1);
+    assert!(early[0].early);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_rootless_trace_is_marked_and_settles_when_quiet() {
     let a = assembler(AssemblerConfig {
@@ -365,6 +442,7 @@ fn parallel_consumers_see_every_trace_once_and_fragments_where_their_trace_went(
         unreadable: false,
         bytes: 0,
         spans: Vec::new(),
+        own_spans: 0,
         first_seen: now,
         last_seen: now,
         due: now,
@@ -502,13 +580,12 @@ fn completed_traces_leave_no_arrivals_behind() {
             &config,
             &mut delta,
         );
-        shard.expire(
-            now + Duration::from_millis(600),
-            &config,
-            1000,
-            1000,
-            &mut out,
-        );
+        let caps = super::shard::Caps {
+            recent: 1000,
+            held: 1000,
+            early: true,
+        };
+        shard.expire(now + Duration::from_millis(600), &config, caps, &mut out);
     }
     assert_eq!(out.len(), 10_000, "every short trace completed by its root");
     // One live trace: at most twice the live ones plus the sweep's slack,

@@ -2,6 +2,7 @@
 //! protobuf view of trace exports (see `proto/tracecheck/internal/otlp_lazy.proto`)
 //! and the walk that splits a request into spans without copying them.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -46,10 +47,10 @@ pub struct RawSpan {
 
 impl RawSpan {
     /// The spans copied out of the request buffers they are slices of, into
-    /// one buffer of their own (and their resources and scopes likewise),
-    /// so that keeping them keeps only their own bytes: a slice keeps its
-    /// whole request (hundreds of other spans) alive.
-    pub fn detach(spans: &[RawSpan]) -> Vec<RawSpan> {
+    /// one buffer of their own, so that keeping them keeps only their own
+    /// bytes: a slice keeps its whole request (hundreds of other spans)
+    /// alive. Their resources and scopes are shared through `scopes`.
+    pub fn detach(spans: &[RawSpan], scopes: &mut ScopeInterner) -> Vec<RawSpan> {
         let mut buf = bytes::BytesMut::with_capacity(spans.iter().map(|s| s.bytes.len()).sum());
         let mut ranges = Vec::with_capacity(spans.len());
         for s in spans {
@@ -58,23 +59,20 @@ impl RawSpan {
             ranges.push(start..buf.len());
         }
         let buf = buf.freeze();
-        let mut scopes: Vec<(*const ScopeContext, Arc<ScopeContext>)> = Vec::new();
+        // Spans of one request share one context: the pointer finds it
+        // again without hashing its bytes.
+        let mut seen: Vec<(*const ScopeContext, Arc<ScopeContext>)> = Vec::new();
         spans
             .iter()
             .zip(ranges)
             .map(|(s, r)| {
                 let at = Arc::as_ptr(&s.scope);
-                let scope = match scopes.iter().find(|(p, _)| *p == at) {
+                let scope = match seen.iter().find(|(p, _)| *p == at) {
                     Some((_, c)) => Arc::clone(c),
                     None => {
-                        let copy = Arc::new(ScopeContext {
-                            resource: Bytes::copy_from_slice(&s.scope.resource),
-                            resource_schema_url: s.scope.resource_schema_url.clone(),
-                            scope: Bytes::copy_from_slice(&s.scope.scope),
-                            scope_schema_url: s.scope.scope_schema_url.clone(),
-                        });
-                        scopes.push((at, Arc::clone(&copy)));
-                        copy
+                        let shared = scopes.intern(&s.scope);
+                        seen.push((at, Arc::clone(&shared)));
+                        shared
                     }
                 };
                 RawSpan {
@@ -83,6 +81,84 @@ impl RawSpan {
                 }
             })
             .collect()
+    }
+
+    /// `spans`, every one holding only its own bytes: the first `own`
+    /// already do (detached before), the rest are detached now.
+    pub fn detach_rest(
+        mut spans: Vec<RawSpan>,
+        own: usize,
+        scopes: &mut ScopeInterner,
+    ) -> Vec<RawSpan> {
+        if own >= spans.len() {
+            return spans;
+        }
+        let rest = RawSpan::detach(&spans[own..], scopes);
+        spans.truncate(own);
+        spans.extend(rest);
+        spans
+    }
+}
+
+/// Contexts interned at most; past it the table starts again (the copies
+/// handed out live on in the spans that hold them).
+const MAX_INTERNED_SCOPES: usize = 4096;
+
+/// Copies of resources and scopes, one per distinct content, for spans
+/// kept beyond their request ([`RawSpan::detach`]). Every span an SDK
+/// process sends carries the same resource, so the traces kept share a
+/// few copies instead of holding one per trace and fragment: measured
+/// under split traffic, those copies were as large as the spans' own bytes
+/// (BENCHMARKS.md, "Waiting costs little").
+#[derive(Default)]
+pub struct ScopeInterner {
+    by_hash: HashMap<u64, Vec<Arc<ScopeContext>>>,
+    hasher: ahash::RandomState,
+    len: usize,
+}
+
+impl ScopeInterner {
+    /// A copy of `c` owning its bytes, shared with every earlier call for
+    /// the same content.
+    pub fn intern(&mut self, c: &ScopeContext) -> Arc<ScopeContext> {
+        let hash = self.hasher.hash_one((
+            &c.resource[..],
+            &c.resource_schema_url,
+            &c.scope[..],
+            &c.scope_schema_url,
+        ));
+        if let Some(found) = self
+            .by_hash
+            .get(&hash)
+            .and_then(|v| v.iter().find(|k| ***k == *c))
+        {
+            return Arc::clone(found);
+        }
+        if self.len >= MAX_INTERNED_SCOPES {
+            self.by_hash.clear();
+            self.len = 0;
+        }
+        let copy = Arc::new(ScopeContext {
+            resource: Bytes::copy_from_slice(&c.resource),
+            resource_schema_url: c.resource_schema_url.clone(),
+            scope: Bytes::copy_from_slice(&c.scope),
+            scope_schema_url: c.scope_schema_url.clone(),
+        });
+        self.by_hash
+            .entry(hash)
+            .or_default()
+            .push(Arc::clone(&copy));
+        self.len += 1;
+        copy
+    }
+
+    /// Contexts interned now.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 

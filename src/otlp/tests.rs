@@ -132,7 +132,7 @@ fn detached_spans_keep_only_their_own_bytes() {
         .collect();
     let walked = walk(lazy).unwrap();
     let raw: Vec<RawSpan> = walked.spans.into_iter().map(|k| k.span).collect();
-    let detached = RawSpan::detach(&raw);
+    let detached = RawSpan::detach(&raw, &mut ScopeInterner::default());
     assert_eq!(
         to_resource_spans(&detached).unwrap(),
         to_resource_spans(&raw).unwrap()
@@ -152,6 +152,46 @@ fn detached_spans_keep_only_their_own_bytes() {
     }
     // Spans that shared a scope still share one copy of it.
     assert!(Arc::ptr_eq(&detached[0].scope, &detached[1].scope));
+}
+
+/// Traces kept apart still share their resource: one copy per distinct
+/// resource and scope, however many requests and traces carried it, and
+/// a different resource is a copy of its own.
+#[test]
+fn detached_traces_from_separate_requests_share_one_copy_of_their_resource() {
+    let mut scopes = ScopeInterner::default();
+    let detach_request = |spans: Vec<Span>, scopes: &mut ScopeInterner| {
+        let raw: Vec<RawSpan> = walk(lazy_of(&request(spans)))
+            .unwrap()
+            .spans
+            .into_iter()
+            .map(|k| k.span)
+            .collect();
+        RawSpan::detach(&raw, scopes)
+    };
+    let first = detach_request(vec![span(&[1; 16], &[1; 8], &[], "a")], &mut scopes);
+    let second = detach_request(vec![span(&[2; 16], &[2; 8], &[], "b")], &mut scopes);
+    assert!(Arc::ptr_eq(&first[0].scope, &second[0].scope));
+    assert_eq!(scopes.len(), 1);
+
+    let mut other = request(vec![span(&[3; 16], &[3; 8], &[], "c")]);
+    other.resource_spans[0].resource = Some(Resource {
+        attributes: vec![attr(
+            "service.name",
+            any_value::Value::StringValue("elsewhere".into()),
+        )],
+        ..Default::default()
+    });
+    let raw: Vec<RawSpan> = walk(lazy_of(&other))
+        .unwrap()
+        .spans
+        .into_iter()
+        .map(|k| k.span)
+        .collect();
+    let third = RawSpan::detach(&raw, &mut scopes);
+    assert!(!Arc::ptr_eq(&first[0].scope, &third[0].scope));
+    assert_ne!(first[0].scope.resource, third[0].scope.resource);
+    assert_eq!(scopes.len(), 2);
 }
 
 fn attr(key: &str, value: any_value::Value) -> KeyValue {

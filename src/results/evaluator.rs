@@ -4,9 +4,10 @@
 //! examples); verdicts are counted, stored and handed to listeners.
 //!
 //! - **Early**: `root_settle` after a trace's root, the assembler hands on a
-//!   copy of the spans so far. Only the models whose pass no later span can
-//!   change ([`Engine::can_pass_early`]) are evaluated on it, and only
-//!   their passes are published and counted then.
+//!   copy of the spans so far (while a model in force can pass early).
+//!   Only the models whose pass no later span can change
+//!   ([`Engine::can_pass_early`]) are evaluated on it, and only their
+//!   passes are published and counted then.
 //! - **Settled**: once no span of the trace has come for `settle`, every
 //!   other model is evaluated and its verdict counted: `pass`, `fail`,
 //!   `skip`, or `inconclusive` when the trace was cut short (shutdown,
@@ -16,7 +17,8 @@
 //!   a trace that began before this daemon did). A model with `within`
 //!   whose `fail` is only a missing span waits up to `within` more.
 //! - **Late**: the settled trace is kept (its spans copied out of the
-//!   request buffers, bounded in bytes and by `late_span_window`); spans
+//!   request buffers, mostly by the assembler already when the trace began
+//!   to wait; bounded in bytes and by `late_span_window`); spans
 //!   that come later are merged into it and every model is evaluated
 //!   again. A counted verdict that changes is counted in
 //!   `tracecheck_verdicts_flipped_total` and published (a new failure is
@@ -50,7 +52,7 @@ use super::store::{ResultStore, VerdictRecord};
 use crate::assembler::{CompletedTrace, TraceConsumer};
 use crate::engine::{EvalContext, Inconclusive, ModelVerdict, Trace, TraceBuilder, Verdict};
 use crate::ids::TraceId;
-use crate::otlp::RawSpan;
+use crate::otlp::{RawSpan, ScopeInterner};
 use crate::results::metrics::CompletionReason;
 
 /// The default of `models.evaluation_budget`.
@@ -150,9 +152,12 @@ struct Settled {
 }
 
 impl Settled {
-    /// `t` as settled now, its spans copied out of their requests.
+    /// `t` as settled now, its spans holding their own bytes: copied out
+    /// of their requests, unless the assembler did when the trace began to
+    /// wait.
     fn new(
-        t: &CompletedTrace,
+        t: CompletedTrace,
+        scopes: &mut ScopeInterner,
         models: Arc<LoadedModels>,
         counted: Vec<(usize, Verdict)>,
         waiting: Vec<Waiting>,
@@ -161,11 +166,11 @@ impl Settled {
     ) -> Self {
         Settled {
             bytes: span_bytes(&t.spans) + SETTLED_OVERHEAD,
-            spans: RawSpan::detach(&t.spans),
+            completion: Completion::of(&t),
+            spans: RawSpan::detach_rest(t.spans, t.own_spans, scopes),
             models,
             counted,
             waiting,
-            completion: Completion::of(t),
             began_elsewhere,
             settled_at: now,
             last_seen: t.last_seen,
@@ -247,6 +252,8 @@ pub struct Evaluator {
     /// Models that passed early, per trace still buffered.
     early: HashMap<TraceId, (Arc<LoadedModels>, Vec<usize>)>,
     settled: HashMap<TraceId, Settled>,
+    /// The resources and scopes of the settled traces' spans, shared.
+    scopes: ScopeInterner,
     /// Settled traces with nothing waiting, oldest first, for forgetting
     /// them; entries of traces since forgotten or waiting again are stale.
     settled_order: VecDeque<(Instant, TraceId)>,
@@ -303,6 +310,7 @@ impl Evaluator {
             links,
             early: HashMap::new(),
             settled: HashMap::new(),
+            scopes: ScopeInterner::default(),
             settled_order: VecDeque::new(),
             settled_bytes: 0,
             waiting_bytes: 0,
@@ -712,10 +720,17 @@ impl Evaluator {
             // applies to.
             self.note_woken(&models, std::iter::empty());
             if t.reason != CompletionReason::shutdown {
-                self.keep(
-                    t.trace_id,
-                    Settled::new(&t, models, Vec::new(), Vec::new(), None, now),
+                let id = t.trace_id;
+                let s = Settled::new(
+                    t,
+                    &mut self.scopes,
+                    models,
+                    Vec::new(),
+                    Vec::new(),
+                    None,
+                    now,
                 );
+                self.keep(id, s);
             }
             return;
         }
@@ -813,10 +828,17 @@ impl Evaluator {
         if t.reason == CompletionReason::shutdown {
             return;
         }
-        self.keep(
-            t.trace_id,
-            Settled::new(&t, models, counted, waiting, began_elsewhere, now),
+        let id = t.trace_id;
+        let s = Settled::new(
+            t,
+            &mut self.scopes,
+            models,
+            counted,
+            waiting,
+            began_elsewhere,
+            now,
         );
+        self.keep(id, s);
     }
 
     /// A trace a span of which could not be decoded after all: every model
@@ -874,7 +896,7 @@ impl Evaluator {
             .get_or_create(&LateLabels { merged: "true" })
             .inc_by(n);
         let added = span_bytes(&t.spans);
-        s.spans.extend(RawSpan::detach(&t.spans));
+        s.spans.extend(RawSpan::detach(&t.spans, &mut self.scopes));
         s.bytes += added;
         s.last_seen = t.last_seen;
         s.completion.truncated |= t.truncated;
@@ -1642,6 +1664,7 @@ spec:
             unreadable: false,
             bytes: 0,
             spans,
+            own_spans: 0,
             first_seen: now,
             last_seen: now,
             due: now,

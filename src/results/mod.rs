@@ -74,6 +74,7 @@ impl ModelsStage {
             Arc::clone(&stages.metrics),
             tokio_util::sync::CancellationToken::new(),
         );
+        self.registry.set_early_gate(stages.assembler.early_gate());
         let evaluators = (0..threads.max(1))
             .map(|_| {
                 Evaluator::new(

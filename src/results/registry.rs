@@ -7,6 +7,7 @@
 //! stays in force and the answer says which file and why.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -106,6 +107,9 @@ pub struct ModelRegistry {
     last_report: RwLock<ReloadReport>,
     fingerprint: Mutex<Vec<FileStamp>>,
     metrics: Arc<Metrics>,
+    /// Told whether the models in force can pass a trace early
+    /// ([`crate::assembler::Assembler::early_gate`]).
+    early_gate: Mutex<Option<Arc<AtomicBool>>>,
 }
 
 impl ModelRegistry {
@@ -144,6 +148,7 @@ impl ModelRegistry {
             current: RwLock::new(loaded),
             last_report: RwLock::new(report.clone()),
             metrics,
+            early_gate: Mutex::new(None),
         };
         (registry, report)
     }
@@ -174,6 +179,7 @@ impl ModelRegistry {
                     kept_previous: false,
                 };
                 *self.current.write() = loaded;
+                self.open_early_gate();
                 report
             }
             None => ReloadReport {
@@ -185,6 +191,19 @@ impl ModelRegistry {
         note(&self.metrics, &self.current(), &report);
         *self.last_report.write() = report.clone();
         report
+    }
+
+    /// Keeps `gate` set to whether any model in force can pass a trace
+    /// early, now and at every reload.
+    pub fn set_early_gate(&self, gate: Arc<AtomicBool>) {
+        *self.early_gate.lock() = Some(gate);
+        self.open_early_gate();
+    }
+
+    fn open_early_gate(&self) {
+        if let Some(gate) = &*self.early_gate.lock() {
+            gate.store(self.current().engine.has_early(), Ordering::Relaxed);
+        }
     }
 
     pub fn current(&self) -> Arc<LoadedModels> {
@@ -419,6 +438,39 @@ mod tests {
             .unwrap();
         symlink(format!("..{version}"), dir.join("..data_tmp")).unwrap();
         std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    }
+
+    /// The assembler hands on early copies only while a model in force can
+    /// use one: the gate follows every reload.
+    #[test]
+    fn the_early_gate_follows_the_models_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.yaml");
+        let forbids = "type: Model\nspec:\n  id: never-x\n  match: span[name = \"x\"]\n  not_expect:\n    - name: no y\n      selector: span[name = \"y\"]\n";
+        std::fs::write(&file, forbids).unwrap();
+        let metrics = Arc::new(Metrics::new(
+            &mut prometheus_client::registry::Registry::default(),
+        ));
+        let sources = vec![ModelSource::Path {
+            path: dir.path().to_path_buf(),
+            optional: false,
+        }];
+        let (registry, report) = ModelRegistry::load(sources, metrics);
+        assert!(report.is_ok(), "{:?}", report.errors);
+        let gate = Arc::new(AtomicBool::new(true));
+        registry.set_early_gate(Arc::clone(&gate));
+        assert!(
+            !gate.load(Ordering::Relaxed),
+            "a not_expect cannot pass early"
+        );
+
+        // An existence-only model can.
+        std::fs::write(&file, format!("{forbids}---\n{}", model("x-exists"))).unwrap();
+        assert!(registry.reload().is_ok());
+        assert!(gate.load(Ordering::Relaxed));
+        std::fs::write(&file, forbids).unwrap();
+        assert!(registry.reload().is_ok());
+        assert!(!gate.load(Ordering::Relaxed));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::engine::{Failure, Inconclusive, Verdict};
 use crate::ids::TraceId;
-use crate::otlp::RawSpan;
+use crate::otlp::{RawSpan, ScopeInterner};
 use crate::results::metrics::CompletionReason;
 
 /// Verdicts kept per model.
@@ -80,6 +80,8 @@ struct Inner {
     pass_order: VecDeque<TraceId>,
     fail_bytes: usize,
     pass_bytes: usize,
+    /// The resources and scopes of the retained spans, shared.
+    scopes: ScopeInterner,
 }
 
 impl Default for Inner {
@@ -92,6 +94,7 @@ impl Default for Inner {
             pass_order: VecDeque::new(),
             fail_bytes: 0,
             pass_bytes: 0,
+            scopes: ScopeInterner::default(),
         }
     }
 }
@@ -143,7 +146,8 @@ impl ResultStore {
             return;
         }
         let failing = records.iter().any(|r| r.verdict == Verdict::Fail);
-        let mut i = self.inner.lock();
+        let mut guard = self.inner.lock();
+        let i = &mut *guard;
         for r in &records {
             let ring = match i.per_model.get_mut(&*r.model) {
                 Some(ring) => ring,
@@ -163,7 +167,7 @@ impl ResultStore {
             t.verdicts.extend(records);
             let old_bytes = t.bytes;
             if spans.len() > t.spans.len() {
-                t.spans = RawSpan::detach(spans);
+                t.spans = RawSpan::detach(spans, &mut i.scopes);
                 t.bytes = bytes;
             }
             let new_bytes = t.bytes;
@@ -184,12 +188,13 @@ impl ResultStore {
             i.prune();
             return;
         }
+        // Copied: the retained traces' bytes are what the bounds count, not
+        // whole requests they happen to share.
+        let spans = RawSpan::detach(spans, &mut i.scopes);
         i.traces.insert(
             trace_id,
             Retained {
-                // Copied: the retained traces' bytes are what the bounds
-                // count, not whole requests they happen to share.
-                spans: RawSpan::detach(spans),
+                spans,
                 verdicts: records,
                 bytes,
                 failing,
