@@ -176,6 +176,13 @@ pub struct SinkArgs {
     /// Delay to advertise with refusals (RetryInfo / Retry-After).
     #[arg(long, value_parser = parse_duration)]
     pub retry_after: Option<Duration>,
+    /// Refuse requests larger than this many bytes (decoded), as the
+    /// Collector's receivers do over their `max_recv_msg_size_mib`.
+    #[arg(long)]
+    pub max_message_bytes: Option<usize>,
+    /// Refuse, as invalid, every request holding a span of this name.
+    #[arg(long)]
+    pub refuse_span_named: Option<String>,
     /// Do not keep id sets (no unique/duplicate counts; constant memory).
     #[arg(long)]
     pub no_unique: bool,
@@ -194,6 +201,8 @@ impl SinkArgs {
                 fail_first: self.fail_first,
                 partial_reject: self.partial_reject,
                 retry_after: self.retry_after,
+                max_message_bytes: self.max_message_bytes,
+                refuse_span_named: self.refuse_span_named.clone(),
             },
             track_unique: !self.no_unique,
         }

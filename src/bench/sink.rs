@@ -47,7 +47,7 @@ const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Faults the sink injects so that client behaviour can be tested.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Faults {
     /// The first N export requests (over both transports) are refused with
     /// gRPC UNAVAILABLE / HTTP 503.
@@ -56,6 +56,19 @@ pub struct Faults {
     pub partial_reject: u64,
     /// Delay advertised with refusals (gRPC RetryInfo, HTTP Retry-After).
     pub retry_after: Option<Duration>,
+    /// Requests larger than this (decoded, as the Collector measures) are
+    /// refused as grpc-go and the Collector do: RESOURCE_EXHAUSTED
+    /// "received message larger than max" / HTTP 413.
+    pub max_message_bytes: Option<usize>,
+    /// Requests holding a span of this name are refused whole, as invalid
+    /// (INVALID_ARGUMENT / HTTP 400), as a downstream refuses a bad span.
+    pub refuse_span_named: Option<String>,
+}
+
+/// Why the sink refused a request it could decode.
+enum Refusal {
+    TooLarge(String),
+    Invalid(String),
 }
 
 /// Where the sink listens and how it behaves; port 0 picks a free port.
@@ -91,6 +104,12 @@ impl SinkConfig {
 pub struct SinkStats {
     /// Export requests received, refused and malformed ones included.
     pub requests: u64,
+    /// Requests refused as over `max_message_bytes`.
+    #[serde(default)]
+    pub refused_too_large: u64,
+    /// Requests refused for a span named `refuse_span_named`.
+    #[serde(default)]
+    pub refused_invalid: u64,
     pub grpc_requests: u64,
     pub http_requests: u64,
     /// Requests refused by fault injection.
@@ -387,6 +406,28 @@ impl SinkState {
         self.tally().stats.bad_requests += 1;
     }
 
+    /// A refusal `faults` asks for, counted; `size` is the decoded
+    /// request's.
+    fn refusal(&self, request: &ExportTraceServiceRequest, size: usize) -> Option<Refusal> {
+        let refusal = if let Some(max) = self.faults.max_message_bytes.filter(|&m| size > m) {
+            self.tally().stats.refused_too_large += 1;
+            Refusal::TooLarge(format!(
+                "grpc: received message larger than max ({size} vs. {max})"
+            ))
+        } else {
+            let name = self.faults.refuse_span_named.as_deref()?;
+            request
+                .resource_spans
+                .iter()
+                .flat_map(|rs| &rs.scope_spans)
+                .flat_map(|ss| &ss.spans)
+                .find(|s| s.name == name)?;
+            self.tally().stats.refused_invalid += 1;
+            Refusal::Invalid(format!("span {name:?} is invalid"))
+        };
+        Some(refusal)
+    }
+
     /// Counts the spans of an admitted request; returns how many it rejects.
     fn ingest(&self, request: &ExportTraceServiceRequest) -> u64 {
         let spans = || {
@@ -465,6 +506,12 @@ impl TraceService for GrpcSink {
                 ),
                 None => tonic::Status::unavailable(message),
             });
+        }
+        let size = request.get_ref().encoded_len();
+        match self.state.refusal(request.get_ref(), size) {
+            Some(Refusal::TooLarge(m)) => return Err(tonic::Status::resource_exhausted(m)),
+            Some(Refusal::Invalid(m)) => return Err(tonic::Status::invalid_argument(m)),
+            None => {}
         }
         let rejected = self.state.ingest(request.get_ref());
         Ok(tonic::Response::new(self.state.response(rejected)))
@@ -574,6 +621,11 @@ async fn http_export(
             return plain_error(StatusCode::BAD_REQUEST, message);
         }
     };
+    match state.refusal(&request, body.len()) {
+        Some(Refusal::TooLarge(m)) => return plain_error(StatusCode::PAYLOAD_TOO_LARGE, m),
+        Some(Refusal::Invalid(m)) => return plain_error(StatusCode::BAD_REQUEST, m),
+        None => {}
+    }
     let rejected = state.ingest(&request);
     match format {
         BodyFormat::Protobuf => (

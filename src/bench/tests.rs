@@ -1369,6 +1369,8 @@ fn sink_arguments_become_a_config() {
             fail_first: 5,
             partial_reject: 2,
             retry_after: Some(Duration::from_secs(1)),
+            max_message_bytes: None,
+            refuse_span_named: None,
         }
     );
     assert!(!config.track_unique);

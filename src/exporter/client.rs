@@ -37,9 +37,23 @@ use crate::otlp::LazyExportRequest;
 pub struct ExportError {
     /// Whether the OTLP spec allows sending the same data again.
     pub retryable: bool,
+    /// What the refusal says about the data, for what to send instead.
+    pub refused: Refused,
     /// The downstream's own wish (gRPC RetryInfo, HTTP Retry-After).
     pub retry_after: Option<Duration>,
     pub message: String,
+}
+
+/// What a refusal says about the message refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Nothing about the data (unavailable, unauthorized, a timeout…).
+    Other,
+    /// The message is over the downstream's size limit: smaller ones go.
+    TooLarge,
+    /// Something in the message is invalid (gRPC `INVALID_ARGUMENT`, HTTP
+    /// 400): it may be one span of many.
+    BadData,
 }
 
 /// The downstream took the call; it may still have refused some spans.
@@ -310,6 +324,7 @@ impl Client {
                     .await
                     .map_err(|message| ExportError {
                         retryable: true,
+                        refused: Refused::Other,
                         retry_after: None,
                         message: format!("POST {url}: {message}"),
                     })?;
@@ -329,12 +344,18 @@ impl Client {
                     .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
                 Err(ExportError {
                     retryable: matches!(status.as_u16(), 429 | 502 | 503 | 504),
+                    refused: match status.as_u16() {
+                        413 => Refused::TooLarge,
+                        400 => Refused::BadData,
+                        _ => Refused::Other,
+                    },
                     retry_after,
                     message: format!("POST {url}: HTTP {status}: {detail}"),
                 })
             }
             _ => Err(ExportError {
                 retryable: false,
+                refused: Refused::Other,
                 retry_after: None,
                 message: "payload encoded for another protocol".into(),
             }),
@@ -561,20 +582,34 @@ fn exported(resp: ExportTraceServiceResponse) -> Exported {
 }
 
 /// The OTLP spec's retryable gRPC codes; RESOURCE_EXHAUSTED only when the
-/// server says when to come back.
+/// server says when to come back. A message over the server's size limit
+/// is refused with RESOURCE_EXHAUSTED by grpc-go (the Collector, Jaeger)
+/// and OUT_OF_RANGE by tonic: sending it again cannot help, smaller
+/// messages can.
 fn grpc_error(status: &tonic::Status) -> ExportError {
     use tonic::Code;
     use tonic_types::StatusExt;
     let retry_after = status.get_details_retry_info().and_then(|r| r.retry_delay);
-    let retryable = match status.code() {
-        Code::Cancelled
-        | Code::DeadlineExceeded
-        | Code::Aborted
-        | Code::OutOfRange
-        | Code::Unavailable
-        | Code::DataLoss => true,
-        Code::ResourceExhausted => retry_after.is_some(),
-        _ => false,
+    let too_large = matches!(status.code(), Code::ResourceExhausted | Code::OutOfRange)
+        && retry_after.is_none()
+        && says_too_large(status.message());
+    let retryable = !too_large
+        && match status.code() {
+            Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::Aborted
+            | Code::OutOfRange
+            | Code::Unavailable
+            | Code::DataLoss => true,
+            Code::ResourceExhausted => retry_after.is_some(),
+            _ => false,
+        };
+    let refused = if too_large {
+        Refused::TooLarge
+    } else if status.code() == Code::InvalidArgument {
+        Refused::BadData
+    } else {
+        Refused::Other
     };
     let mut message = format!("{:?}: {}", status.code(), status.message());
     if let Some(src) = std::error::Error::source(status) {
@@ -582,9 +617,18 @@ fn grpc_error(status: &tonic::Status) -> ExportError {
     }
     ExportError {
         retryable,
+        refused,
         retry_after,
         message,
     }
+}
+
+/// Whether a gRPC status message is a size limit's: grpc-go's "received
+/// message larger than max (N vs. M)", tonic's "decoded message length too
+/// large".
+fn says_too_large(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("larger than max") || m.contains("too large")
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -663,5 +707,30 @@ mod tests {
         assert!(grpc_error(&tonic::Status::unavailable("x")).retryable);
         assert!(!grpc_error(&tonic::Status::invalid_argument("x")).retryable);
         assert!(!grpc_error(&tonic::Status::resource_exhausted("x")).retryable);
+    }
+
+    /// The size refusals of grpc-go and tonic, as they word them, are told
+    /// apart from a server out of resources and from bad data.
+    #[test]
+    fn size_refusals_are_recognised_and_not_retried_as_they_are() {
+        let grpc_go = tonic::Status::resource_exhausted(
+            "grpc: received message larger than max (15728640 vs. 4194304)",
+        );
+        let tonic = tonic::Status::out_of_range(
+            "Error, decoded message length too large: found 15728640 bytes, the limit is: 4194304 bytes",
+        );
+        for status in [grpc_go, tonic] {
+            let e = grpc_error(&status);
+            assert_eq!(e.refused, Refused::TooLarge, "{status:?}");
+            assert!(!e.retryable);
+        }
+        let busy = grpc_error(&tonic::Status::resource_exhausted("queue full"));
+        assert_eq!(busy.refused, Refused::Other);
+        let range = grpc_error(&tonic::Status::out_of_range("seek past end"));
+        assert!(range.retryable);
+        assert_eq!(range.refused, Refused::Other);
+        let bad = grpc_error(&tonic::Status::invalid_argument("span name is empty"));
+        assert_eq!(bad.refused, Refused::BadData);
+        assert!(!bad.retryable);
     }
 }

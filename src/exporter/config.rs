@@ -53,6 +53,13 @@ pub struct OtlpExporterConfig {
     pub queue: Option<DiskQueueConfig>,
     #[serde(default)]
     pub batch: BatchConfig,
+    /// The largest message sent (an encoded export request, before
+    /// compression): what the downstream's receiver takes. The Collector's
+    /// and Jaeger's OTLP receivers take 4 MiB by default. A received
+    /// request larger than this is cut into several messages; a message
+    /// the downstream still refuses as too large is sent again in halves.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
     #[serde(default)]
     pub retry: RetryConfig,
     /// Deadline of one export call.
@@ -84,11 +91,13 @@ pub struct OtlpExporterConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchConfig {
-    /// A batch is sent once it holds this many spans…
+    /// A batch is sent once it holds this many spans, and no message holds
+    /// more (a larger request is cut): some downstreams drop what does not
+    /// fit their own batches (rotel)…
     pub max_spans: usize,
-    /// …or this many encoded bytes (keep it under the downstream's message
-    /// limit: 4 MiB by default for gRPC servers). A single received request
-    /// larger than this is sent alone, unsplit.
+    /// …or this many encoded bytes (never more than `max_request_bytes`).
+    /// A received request larger than this is packed by its
+    /// `ResourceSpans`, and one over `max_request_bytes` is cut.
     pub max_bytes: usize,
     /// …or this long after its first span, whichever is first.
     #[serde(with = "crate::config::duration")]
@@ -210,6 +219,13 @@ impl Default for RetryConfig {
             max_elapsed_time: None,
         }
     }
+}
+
+/// The Collector's OTLP receivers' default `max_recv_msg_size_mib`.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 << 20;
+
+const fn default_max_request_bytes() -> usize {
+    DEFAULT_MAX_REQUEST_BYTES
 }
 
 const fn default_queue_size() -> usize {

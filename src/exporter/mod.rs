@@ -11,6 +11,12 @@
 //! the answers the OTLP spec calls retryable. While all sends are busy the
 //! batcher stops reading the queue: that is the back-pressure.
 //!
+//! No message is larger than the downstream takes (`max_request_bytes`):
+//! a larger request is cut ([`split`]), and a message refused as too large
+//! is sent again in halves. A batch refused as invalid is bisected, so
+//! that only the spans the downstream refuses are dropped, each counted in
+//! `tracecheck_exporter_failed_spans_total` and logged with its answer.
+//!
 //! The queue is in memory (`queue_size` requests) unless
 //! `exporters.otlp.queue.directory` is set: then requests are written to
 //! disk before their senders are answered ([`disk`]), and a record leaves
@@ -19,7 +25,10 @@
 pub mod client;
 pub mod config;
 pub mod disk;
+pub mod split;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +39,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use self::client::{Client, ClientError, Payload};
+use self::client::{Client, ClientError, Refused};
 use self::config::OtlpExporterConfig;
 use crate::results::metrics::{ExporterLabels, Metrics};
 
@@ -52,10 +61,6 @@ impl ForwardItem {
             spans,
             receipt: None,
         }
-    }
-
-    fn encoded_len(&self) -> usize {
-        self.resource_spans.iter().map(|b| b.len() + 5).sum()
     }
 }
 
@@ -297,10 +302,53 @@ struct Runner {
 #[derive(Default)]
 struct Batch {
     resource_spans: Vec<Bytes>,
-    receipts: Vec<disk::Receipt>,
+    acks: Vec<Ack>,
     spans: usize,
     bytes: usize,
 }
+
+/// What to acknowledge to the persistent queue once a batch is done.
+#[derive(Debug, Clone)]
+enum Ack {
+    /// A whole record.
+    Whole(disk::Receipt),
+    /// A record cut into parts that went into several batches: it leaves
+    /// the queue when the last of them is done.
+    Part(Arc<SharedReceipt>),
+}
+
+#[derive(Debug)]
+struct SharedReceipt {
+    receipt: disk::Receipt,
+    parts_left: AtomicU64,
+}
+
+impl Ack {
+    /// The record to acknowledge now, if this was its last part.
+    fn done(self) -> Option<disk::Receipt> {
+        match self {
+            Ack::Whole(r) => Some(r),
+            Ack::Part(shared) => {
+                (shared.parts_left.fetch_sub(1, Ordering::AcqRel) == 1).then_some(shared.receipt)
+            }
+        }
+    }
+}
+
+/// Part of a received request, as the batcher packs it.
+struct Chunk {
+    resource_spans: Vec<Bytes>,
+    spans: usize,
+    /// Its size in a request ([`split::request_len`]).
+    bytes: usize,
+    ack: Option<Ack>,
+}
+
+/// Sends spent, at most, cutting a batch the downstream refused as invalid
+/// into halves to find the spans it refuses: a few bad spans among
+/// thousands cost ~2·log2(n) sends each; a downstream that refuses
+/// everything costs this many, then the rest is dropped as refused.
+const BISECT_SENDS: u32 = 64;
 
 impl Runner {
     async fn run(self, mut inbox: Inbox, drain: CancellationToken) {
@@ -330,18 +378,25 @@ impl Runner {
                     if matches!(inbox, Inbox::Memory(_)) {
                         self.metrics.exporter_queue_size.get_or_create(&self.labels).dec();
                     }
-                    if batch.spans > 0 && batch.bytes + item.encoded_len() > self.config.batch.max_bytes {
-                        self.flush(&mut batch, &mut sends).await;
-                    }
-                    batch.spans += item.spans;
-                    batch.bytes += item.encoded_len();
-                    batch.resource_spans.extend(item.resource_spans);
-                    batch.receipts.extend(item.receipt);
-                    if batch.spans >= self.config.batch.max_spans || batch.bytes >= self.config.batch.max_bytes {
-                        self.flush(&mut batch, &mut sends).await;
-                        deadline = None;
-                    } else if deadline.is_none() {
-                        deadline = Some(Instant::now() + self.config.batch.timeout);
+                    let max_bytes = self.max_batch_bytes();
+                    let max_spans = self.config.batch.max_spans;
+                    for chunk in self.chunks(item) {
+                        if batch.spans > 0
+                            && (batch.bytes + chunk.bytes > max_bytes
+                                || batch.spans + chunk.spans > max_spans)
+                        {
+                            self.flush(&mut batch, &mut sends).await;
+                        }
+                        batch.spans += chunk.spans;
+                        batch.bytes += chunk.bytes;
+                        batch.resource_spans.extend(chunk.resource_spans);
+                        batch.acks.extend(chunk.ack);
+                        if batch.spans >= self.config.batch.max_spans || batch.bytes >= max_bytes {
+                            self.flush(&mut batch, &mut sends).await;
+                            deadline = None;
+                        } else if deadline.is_none() {
+                            deadline = Some(Instant::now() + self.config.batch.timeout);
+                        }
                     }
                 }
                 Some(_) = sends.join_next(), if !sends.is_empty() => {}
@@ -351,16 +406,83 @@ impl Runner {
         while sends.join_next().await.is_some() {}
     }
 
+    /// A batch's bound: `batch.max_bytes`, and never over what the
+    /// downstream takes.
+    fn max_batch_bytes(&self) -> usize {
+        self.config
+            .batch
+            .max_bytes
+            .min(self.config.max_request_bytes)
+            .max(1)
+    }
+
+    /// `item` as the batcher packs it: whole if it fits in a batch, else
+    /// each `ResourceSpans` on its own, those over `max_request_bytes` or
+    /// `batch.max_spans` cut to them ([`split`]).
+    fn chunks(&self, item: ForwardItem) -> Vec<Chunk> {
+        let bytes = split::request_len(&item.resource_spans);
+        let max_spans = self.config.batch.max_spans.max(1);
+        if bytes <= self.max_batch_bytes() && item.spans <= max_spans {
+            return vec![Chunk {
+                resource_spans: item.resource_spans,
+                spans: item.spans,
+                bytes,
+                ack: item.receipt.map(Ack::Whole),
+            }];
+        }
+        let limit = self.config.max_request_bytes;
+        let mut parts = Vec::new();
+        for rs in &item.resource_spans {
+            let cut = match split::count_spans(rs) {
+                Ok(spans) if spans <= max_spans && split::request_len([rs]) <= limit => {
+                    Ok(vec![split::Part {
+                        resource_spans: rs.clone(),
+                        spans,
+                    }])
+                }
+                _ => split::split(rs, limit, max_spans),
+            };
+            match cut {
+                Ok(p) => parts.extend(p),
+                Err(e) => {
+                    // The receivers checked every field: this is a bug. Send
+                    // it as it came; the downstream's answer is counted.
+                    tracing::error!(error = %e, "Cannot cut a received request to the exporter's max_request_bytes; sending it whole.");
+                    return vec![Chunk {
+                        resource_spans: item.resource_spans,
+                        spans: item.spans,
+                        bytes,
+                        ack: item.receipt.map(Ack::Whole),
+                    }];
+                }
+            }
+        }
+        let shared = item.receipt.map(|receipt| {
+            Arc::new(SharedReceipt {
+                receipt,
+                parts_left: AtomicU64::new(parts.len() as u64),
+            })
+        });
+        parts
+            .into_iter()
+            .map(|p| Chunk {
+                bytes: split::request_len([&p.resource_spans]),
+                resource_spans: vec![p.resource_spans],
+                spans: p.spans,
+                ack: shared.clone().map(Ack::Part),
+            })
+            .collect()
+    }
+
     /// Hands the batch to a send task once an in-flight slot is free.
     async fn flush(&self, batch: &mut Batch, sends: &mut JoinSet<()>) {
-        if batch.spans == 0 && batch.receipts.is_empty() {
+        if batch.spans == 0 && batch.acks.is_empty() {
             return;
         }
         let batch = std::mem::take(batch);
         let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else {
             return;
         };
-        let payload = self.client.payload(batch.resource_spans);
         let ctx = SendCtx {
             client: Arc::clone(&self.client),
             metrics: Arc::clone(&self.metrics),
@@ -370,9 +492,9 @@ impl Runner {
             give_up_after: self.give_up_after,
             disk: self.disk.clone(),
         };
-        let (spans, receipts) = (batch.spans as u64, batch.receipts);
         sends.spawn(async move {
-            ctx.send(payload, spans, &receipts).await;
+            ctx.send(batch.resource_spans, batch.spans as u64, batch.acks)
+                .await;
             drop(permit);
         });
     }
@@ -389,53 +511,11 @@ struct SendCtx {
 }
 
 impl SendCtx {
-    async fn send(self, payload: Payload, spans: u64, receipts: &[disk::Receipt]) {
-        let started = Instant::now();
-        let mut backoff = self.retry.initial_interval;
-        let (sent, failed) = loop {
-            if spans == 0 {
-                break (0, 0);
-            }
-            match self.client.export(&payload).await {
-                Ok(done) => {
-                    let rejected = done.rejected_spans.min(spans);
-                    if rejected > 0 {
-                        tracing::warn!(
-                            rejected,
-                            message = %done.message,
-                            "Downstream refused part of a batch (partial success); not retrying those spans."
-                        );
-                    }
-                    break (spans - rejected, rejected);
-                }
-                Err(e) => {
-                    let wait = e
-                        .retry_after
-                        .unwrap_or(backoff)
-                        .min(self.retry.max_interval);
-                    let wait = jitter(wait);
-                    let out_of_time = self
-                        .give_up_after
-                        .is_some_and(|limit| started.elapsed() + wait > limit);
-                    if !e.retryable || out_of_time {
-                        tracing::error!(
-                            spans,
-                            error = %e,
-                            retryable = e.retryable,
-                            "Export failed; batch dropped."
-                        );
-                        break (0, spans);
-                    }
-                    tracing::debug!(error = %e, wait_ms = wait.as_millis() as u64, "Export failed; retrying.");
-                    self.metrics
-                        .exporter_retries
-                        .get_or_create(&self.labels)
-                        .inc();
-                    tokio::time::sleep(wait).await;
-                    backoff = (backoff * 2).min(self.retry.max_interval);
-                }
-            }
-        };
+    async fn send(self, resource_spans: Vec<Bytes>, spans: u64, acks: Vec<Ack>) {
+        let mut budget = BISECT_SENDS;
+        let (sent, failed) = self
+            .deliver(resource_spans, spans, Instant::now(), &mut budget)
+            .await;
         if sent > 0 {
             self.metrics
                 .exporter_sent_spans
@@ -450,10 +530,119 @@ impl SendCtx {
         }
         // Delivered or refused for good: either way it leaves the queue.
         if let Some(q) = &self.disk {
-            q.ack(receipts);
+            let done: Vec<disk::Receipt> = acks.into_iter().filter_map(Ack::done).collect();
+            q.ack(&done);
         }
         self.pending_spans.fetch_sub(spans, Ordering::Relaxed);
     }
+
+    /// Sends until delivered or refused for good: (sent, refused) spans. A
+    /// message over the downstream's size limit is sent again in halves; so
+    /// is one refused as invalid, while `budget` lasts, so that only the
+    /// spans the downstream refuses on their own are dropped.
+    fn deliver<'a>(
+        &'a self,
+        resource_spans: Vec<Bytes>,
+        spans: u64,
+        started: Instant,
+        budget: &'a mut u32,
+    ) -> Pin<Box<dyn Future<Output = (u64, u64)> + Send + 'a>> {
+        Box::pin(async move {
+            if spans == 0 {
+                return (0, 0);
+            }
+            let payload = self.client.payload(resource_spans.clone());
+            let mut backoff = self.retry.initial_interval;
+            loop {
+                let e = match self.client.export(&payload).await {
+                    Ok(done) => {
+                        let rejected = done.rejected_spans.min(spans);
+                        if rejected > 0 {
+                            tracing::warn!(
+                                rejected,
+                                message = %done.message,
+                                "Downstream refused part of a batch (partial success); not retrying those spans."
+                            );
+                        }
+                        return (spans - rejected, rejected);
+                    }
+                    Err(e) => e,
+                };
+                let cut = match e.refused {
+                    Refused::TooLarge => true,
+                    Refused::BadData => *budget >= 2,
+                    Refused::Other => false,
+                };
+                if cut {
+                    if let Some((left, right)) = halves(&resource_spans) {
+                        if e.refused == Refused::BadData {
+                            *budget -= 2;
+                        }
+                        tracing::debug!(spans, error = %e, "Downstream refused a batch; sending it in halves.");
+                        let (ls, lf) = self
+                            .deliver(left.resource_spans, left.spans, started, budget)
+                            .await;
+                        let (rs, rf) = self
+                            .deliver(right.resource_spans, right.spans, started, budget)
+                            .await;
+                        return (ls + rs, lf + rf);
+                    }
+                }
+                let wait = e
+                    .retry_after
+                    .unwrap_or(backoff)
+                    .min(self.retry.max_interval);
+                let wait = jitter(wait);
+                let out_of_time = self
+                    .give_up_after
+                    .is_some_and(|limit| started.elapsed() + wait > limit);
+                if !e.retryable || out_of_time {
+                    tracing::error!(
+                        spans,
+                        error = %e,
+                        retryable = e.retryable,
+                        "Export failed; spans dropped."
+                    );
+                    return (0, spans);
+                }
+                tracing::debug!(error = %e, wait_ms = wait.as_millis() as u64, "Export failed; retrying.");
+                self.metrics
+                    .exporter_retries
+                    .get_or_create(&self.labels)
+                    .inc();
+                tokio::time::sleep(wait).await;
+                backoff = (backoff * 2).min(self.retry.max_interval);
+            }
+        })
+    }
+}
+
+/// Spans to send apart from others, after a refusal.
+struct Side {
+    resource_spans: Vec<Bytes>,
+    spans: u64,
+}
+
+/// `resource_spans` in two halves of about half the spans each; `None` for
+/// a single span, or if they cannot be read (the receivers checked them:
+/// not expected).
+fn halves(resource_spans: &[Bytes]) -> Option<(Side, Side)> {
+    let parts: Vec<split::Part> = resource_spans
+        .iter()
+        .map(|rs| {
+            split::count_spans(rs).map(|spans| split::Part {
+                resource_spans: rs.clone(),
+                spans,
+            })
+        })
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let (left, right) = split::halve(parts).ok()??;
+    let side = |v: Vec<split::Part>| Side {
+        spans: v.iter().map(|p| p.spans as u64).sum(),
+        resource_spans: v.into_iter().map(|p| p.resource_spans).collect(),
+    };
+    Some((side(left), side(right)))
 }
 
 /// ±20%, so that many senders retrying do not march in step.

@@ -5,6 +5,8 @@
 #   1. bench load --grpc--> rotel --OTLP/gRPC-->          tracecheck --> sink
 #   2. bench load --http--> rotel --OTLP/HTTP protobuf--> tracecheck --> sink
 #   3. bench load --grpc--> tracecheck --OTLP/gRPC--> rotel --OTLP/gRPC--> sink
+#   4. as 3, one 15 MiB OTLP/HTTP request: rotel's receiver takes 4 MiB a
+#      message (its default, as the Collector's), so tracecheck has to cut it
 #
 # The sink is `tracecheck bench sink`, which counts spans by (trace ID, span
 # ID). A case passes when the sink holds exactly the spans the load generator
@@ -264,6 +266,9 @@ echo "==> 2. load -> rotel (HTTP/protobuf) -> tracecheck -> sink"
 run_case "rotel-http" "http://127.0.0.1:$(port 11)/v1/traces" http "$(port 4)" http
 echo "==> 3. load -> tracecheck -> rotel -> sink"
 run_case "tracecheck-to-rotel" "http://127.0.0.1:$(port 5)" grpc "$(port 7)" grpc
+echo "==> 4. one 15 MiB OTLP/HTTP request -> tracecheck -> rotel (4 MiB a message) -> sink"
+REQUESTS=1 SPANS_PER_REQUEST=65000 SENDERS=1 \
+    run_case "15-MiB-request-to-rotel" "http://127.0.0.1:$(port 6)/v1/traces" http "$(port 7)" http
 
 if [ "$FAILED" -gt 0 ]; then
     for log in "$TMP"/*.log; do

@@ -38,7 +38,7 @@ fn tag_of(item: &ForwardItem) -> u32 {
 }
 
 async fn append(q: &DiskQueue, it: &ForwardItem) {
-    let bytes = it.encoded_len();
+    let bytes = crate::exporter::split::request_len(&it.resource_spans);
     q.reserve(bytes)
         .expect("room in the queue")
         .append(it)

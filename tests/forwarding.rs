@@ -1,0 +1,195 @@
+//! Forwarding loses nothing a downstream would take: a request larger than
+//! the downstream's message limit arrives whole, cut to the limit; a batch
+//! the downstream refuses for one bad span costs only that span. Each test
+//! ends with the sink's exact count and the daemon's own.
+
+mod util;
+
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message as _;
+use tracecheck::bench::sink::Faults;
+
+use crate::util::{
+    forward_to, http_url, metric, post, request_of, start_daemon, start_sink, wait_for_sink,
+    wait_until,
+};
+
+const MIB: usize = 1 << 20;
+
+/// Synthetic requests of `spans` spans each until one is at least `bytes`
+/// large, merged into one request.
+fn request_of_at_least(bytes: usize, seed: u64) -> (ExportTraceServiceRequest, u64) {
+    let mut merged = ExportTraceServiceRequest::default();
+    let mut spans = 0;
+    let mut seed = seed;
+    while merged.encoded_len() < bytes {
+        let r = request_of(1000, seed);
+        seed += 1;
+        spans += 1000;
+        merged.resource_spans.extend(r.resource_spans);
+    }
+    (merged, spans)
+}
+
+/// A request of one `ResourceSpans` holding every span: what one SDK
+/// process sends; the exporter has to cut inside it.
+fn one_resource(request: ExportTraceServiceRequest) -> ExportTraceServiceRequest {
+    let mut it = request.resource_spans.into_iter();
+    let mut first = it.next().expect("a resource");
+    for rs in it {
+        first.scope_spans.extend(rs.scope_spans);
+    }
+    ExportTraceServiceRequest {
+        resource_spans: vec![first],
+    }
+}
+
+async fn forwarded_whole(protocol: &str, sink_limit: usize, max_request_bytes: Option<usize>) {
+    let sink = start_sink(Faults {
+        max_message_bytes: Some(sink_limit),
+        ..Faults::default()
+    })
+    .await;
+    let mut config = util::config();
+    let endpoint = match protocol {
+        "grpc" => sink.grpc_endpoint().expect("sink gRPC"),
+        _ => sink.http_endpoint().expect("sink HTTP"),
+    };
+    let mut exporter = forward_to(&endpoint, protocol);
+    if let Some(max) = max_request_bytes {
+        exporter.max_request_bytes = max;
+    }
+    config.exporters.otlp = Some(exporter);
+    let daemon = start_daemon(config).await;
+
+    let (request, spans) = request_of_at_least(15 * MIB, 17);
+    let request = one_resource(request);
+    let body = request.encode_to_vec();
+    assert!(body.len() >= 15 * MIB && body.len() < 20 * MIB);
+    let resp = post(&daemon, "application/x-protobuf", false, body).await;
+    assert!(
+        resp.status().is_success(),
+        "{}: {:?}",
+        http_url(&daemon),
+        resp.status()
+    );
+
+    let stats = wait_for_sink(&sink, spans).await;
+    assert_eq!(stats.rejected_spans, 0, "sink: {stats}");
+    let admin = daemon.admin_addr;
+    // Counted once the downstream's answer is in, a moment after the sink
+    // counted.
+    let sent = wait_until("every span counted as sent", || async move {
+        let sent = metric(admin, "tracecheck_exporter_sent_spans_total", &[]).await;
+        if sent >= spans as f64 {
+            Ok(sent)
+        } else {
+            Err(format!("{sent} sent"))
+        }
+    })
+    .await;
+    assert_eq!(sent, spans as f64);
+    let failed = metric(admin, "tracecheck_exporter_failed_spans_total", &[]).await;
+    assert_eq!(failed, 0.0);
+    match max_request_bytes {
+        // Cut to the limit before sending: nothing was refused.
+        None => assert_eq!(stats.refused_too_large, 0, "sink: {stats}"),
+        // A downstream that takes less than configured: refused, then halved.
+        Some(_) => assert!(stats.refused_too_large > 0, "sink: {stats}"),
+    }
+    daemon.shutdown().await;
+}
+
+/// The measurement: a 15 MiB OTLP/HTTP request (one resource,
+/// ~18 000 spans) answered 200, the downstream taking at most 4 MiB a
+/// message, as the Collector's receivers do by default. Every span arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_15_mib_request_reaches_a_downstream_that_takes_4_mib_over_grpc() {
+    forwarded_whole("grpc", 4 * MIB, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_15_mib_request_reaches_a_downstream_that_takes_4_mib_over_http() {
+    forwarded_whole("http/protobuf", 4 * MIB, None).await;
+}
+
+/// A downstream whose limit is below `max_request_bytes` refuses the
+/// messages as too large; they are sent again in halves until they fit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downstream_with_a_smaller_limit_than_configured_still_gets_every_span() {
+    forwarded_whole("grpc", MIB, Some(4 * MIB)).await;
+}
+
+/// Many senders' requests merged into one batch; one span in it is one the
+/// downstream refuses (INVALID_ARGUMENT, the whole message). Only that span
+/// is lost, counted as failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_the_downstream_refuses_for_one_span_loses_only_that_span() {
+    for protocol in ["grpc", "http/protobuf"] {
+        let sink = start_sink(Faults {
+            refuse_span_named: Some("poison".into()),
+            ..Faults::default()
+        })
+        .await;
+        let endpoint = match protocol {
+            "grpc" => sink.grpc_endpoint().expect("sink gRPC"),
+            _ => sink.http_endpoint().expect("sink HTTP"),
+        };
+        let mut config = util::config();
+        let mut exporter = forward_to(&endpoint, protocol);
+        // One batch for everything sent below.
+        exporter.batch.timeout = Duration::from_secs(1);
+        config.exporters.otlp = Some(exporter);
+        let daemon = start_daemon(config).await;
+
+        let mut sent = 0u64;
+        for i in 0..40u64 {
+            let mut request = request_of(100, 1000 + i);
+            if i == 23 {
+                request.resource_spans[0].scope_spans[0].spans[0].name = "poison".into();
+            }
+            sent += 100;
+            let resp = post(
+                &daemon,
+                "application/x-protobuf",
+                false,
+                request.encode_to_vec(),
+            )
+            .await;
+            assert!(resp.status().is_success());
+        }
+
+        let stats = wait_for_sink(&sink, sent - 1).await;
+        assert!(stats.refused_invalid > 0, "{protocol}: sink: {stats}");
+        let admin = daemon.admin_addr;
+        let failed = wait_until("the refused span counted", || async move {
+            let failed = metric(admin, "tracecheck_exporter_failed_spans_total", &[]).await;
+            if failed > 0.0 {
+                Ok(failed)
+            } else {
+                Err("no failed span yet".to_owned())
+            }
+        })
+        .await;
+        assert_eq!(failed, 1.0, "{protocol}");
+        let delivered = wait_until("the other spans counted as sent", || async move {
+            let n = metric(admin, "tracecheck_exporter_sent_spans_total", &[]).await;
+            if n >= (sent - 1) as f64 {
+                Ok(n)
+            } else {
+                Err(format!("{n} sent"))
+            }
+        })
+        .await;
+        assert_eq!(delivered, (sent - 1) as f64, "{protocol}");
+        // A few dozen sends to find one span among 4 000, not thousands.
+        assert!(
+            stats.refused_invalid <= 2 * 13,
+            "{protocol}: {} refusals",
+            stats.refused_invalid
+        );
+        daemon.shutdown().await;
+    }
+}
