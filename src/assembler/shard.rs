@@ -30,7 +30,8 @@ pub(super) const TRACE_OVERHEAD: usize = 512;
 
 pub(super) struct TraceBuf {
     pub spans: Vec<RawSpan>,
-    /// The first `own` spans hold their own bytes ([`Shard::compact`]).
+    /// The first `own` spans hold their own bytes (compacted at the early
+    /// point, [`Shard::expire`]).
     pub own: usize,
     pub first_seen: Instant,
     pub last_seen: Instant,

@@ -86,8 +86,6 @@ async fn root_settle_hands_on_an_early_copy_and_the_trace_settles_later() {
     assert_eq!(a.len(), (0, 0));
 }
 
-/// A trace without a root gets its early copy `idle_timeout` after its last
-/// span and settles `settle` after it, marked root-less.
 /// Once its early point has passed a trace waits for `settle` (seconds)
 /// holding its own bytes: a request that carried one span of it among
 /// many others is not kept alive for its sake. Spans that come later are
@@ -165,6 +163,8 @@ async fn without_models_that_can_pass_early_no_early_copy_goes_out() {
     assert!(early[0].early);
 }
 
+/// A trace without a root gets its early copy `idle_timeout` after its last
+/// span and settles `settle` after it, marked root-less.
 #[tokio::test(start_paused = true)]
 async fn a_rootless_trace_is_marked_and_settles_when_quiet() {
     let a = assembler(AssemblerConfig {

@@ -1004,7 +1004,9 @@ fn recover(dir: &Path, metrics: &Metrics, labels: &ExporterLabels) -> io::Result
     segments.retain(|s| *s >= frontier.seq);
 
     // A record cut short by a power loss can only be at the end of the
-    // newest segment: keep the whole records before it.
+    // newest segment: keep the whole records before it. Damage with whole
+    // records after it is not a torn write: those records were written,
+    // and acknowledged, after it; the reader skips the damage alone.
     if let Some(&last) = segments.last() {
         let path = segment_path(dir, last);
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
@@ -1013,7 +1015,11 @@ fn recover(dir: &Path, metrics: &Metrics, labels: &ExporterLabels) -> io::Result
         loop {
             match read_record(&file, off, Some(len)) {
                 Ok(Some((_, payload))) => off += HEADER + payload.len() as u64,
-                Ok(None) | Err(ReadError::Damaged(_)) => break,
+                Ok(None) => break,
+                Err(ReadError::Damaged(_)) => match next_whole_record(&file, off + 1, Some(len))? {
+                    (Some(next), _) => off = next,
+                    (None, _) => break,
+                },
                 // Not a verdict on the bytes: cut nothing, start no further.
                 Err(ReadError::Io(e)) => return Err(e),
             }
@@ -1056,7 +1062,15 @@ fn recover(dir: &Path, metrics: &Metrics, labels: &ExporterLabels) -> io::Result
         while off + HEADER <= len && file.read_exact_at(&mut header, off).is_ok() {
             let (magic, n, s, _) = parse_header(&header);
             if magic != MAGIC {
-                break;
+                // Damage the reader will skip: count on from the next
+                // whole record.
+                match next_whole_record(&file, off + 1, Some(len)) {
+                    Ok((Some(next), _)) => {
+                        off = next;
+                        continue;
+                    }
+                    _ => break,
+                }
             }
             let here = Pos { seq, off };
             records += 1;

@@ -3,7 +3,7 @@
 //! and the walk that splits a request into spans without copying them.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use prost::Message;
@@ -100,19 +100,21 @@ impl RawSpan {
     }
 }
 
-/// Contexts interned at most; past it the table starts again (the copies
-/// handed out live on in the spans that hold them).
-const MAX_INTERNED_SCOPES: usize = 4096;
+/// Contexts a table tracks at most; past it the ones no span holds any more
+/// are dropped, and if that is not enough the table starts again (the
+/// copies handed out live on in the spans that hold them).
+const MAX_INTERNED_SCOPES: usize = 1024;
 
 /// Copies of resources and scopes, one per distinct content, for spans
 /// kept beyond their request ([`RawSpan::detach`]). Every span an SDK
 /// process sends carries the same resource, so the traces kept share a
 /// few copies instead of holding one per trace and fragment: measured
 /// under split traffic, those copies were as large as the spans' own bytes
-/// (BENCHMARKS.md, "Waiting costs little").
+/// (BENCHMARKS.md, "Waiting costs little"). The table holds weak
+/// references: a copy lives as long as a span holds it, not longer.
 #[derive(Default)]
 pub struct ScopeInterner {
-    by_hash: HashMap<u64, Vec<Arc<ScopeContext>>>,
+    by_hash: HashMap<u64, Vec<Weak<ScopeContext>>>,
     hasher: ahash::RandomState,
     len: usize,
 }
@@ -130,13 +132,20 @@ impl ScopeInterner {
         if let Some(found) = self
             .by_hash
             .get(&hash)
-            .and_then(|v| v.iter().find(|k| ***k == *c))
+            .and_then(|v| v.iter().filter_map(Weak::upgrade).find(|k| **k == *c))
         {
-            return Arc::clone(found);
+            return found;
         }
         if self.len >= MAX_INTERNED_SCOPES {
-            self.by_hash.clear();
-            self.len = 0;
+            self.by_hash.retain(|_, v| {
+                v.retain(|w| w.strong_count() > 0);
+                !v.is_empty()
+            });
+            self.len = self.by_hash.values().map(Vec::len).sum();
+            if self.len >= MAX_INTERNED_SCOPES {
+                self.by_hash.clear();
+                self.len = 0;
+            }
         }
         let copy = Arc::new(ScopeContext {
             resource: Bytes::copy_from_slice(&c.resource),
@@ -147,12 +156,13 @@ impl ScopeInterner {
         self.by_hash
             .entry(hash)
             .or_default()
-            .push(Arc::clone(&copy));
+            .push(Arc::downgrade(&copy));
         self.len += 1;
         copy
     }
 
-    /// Contexts interned now.
+    /// Contexts the table tracks now (some may be held by no span any
+    /// more, until it is full).
     pub fn len(&self) -> usize {
         self.len
     }

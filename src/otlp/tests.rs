@@ -192,6 +192,29 @@ fn detached_traces_from_separate_requests_share_one_copy_of_their_resource() {
     assert!(!Arc::ptr_eq(&first[0].scope, &third[0].scope));
     assert_ne!(first[0].scope.resource, third[0].scope.resource);
     assert_eq!(scopes.len(), 2);
+
+    // The table keeps no copy alive: once no span holds it, it is gone.
+    let weak = Arc::downgrade(&third[0].scope);
+    drop(third);
+    assert!(weak.upgrade().is_none());
+    // A full table drops the dead entries first and keeps the live ones.
+    for i in 0..2000u64 {
+        let mut r = request(vec![span(&[4; 16], &[4; 8], &[], "d")]);
+        r.resource_spans[0].resource = Some(Resource {
+            attributes: vec![attr("n", any_value::Value::IntValue(i as i64))],
+            ..Default::default()
+        });
+        let raw: Vec<RawSpan> = walk(lazy_of(&r))
+            .unwrap()
+            .spans
+            .into_iter()
+            .map(|k| k.span)
+            .collect();
+        drop(RawSpan::detach(&raw, &mut scopes));
+    }
+    assert!(scopes.len() < 1024);
+    let again = detach_request(vec![span(&[5; 16], &[5; 8], &[], "e")], &mut scopes);
+    assert!(Arc::ptr_eq(&first[0].scope, &again[0].scope));
 }
 
 fn attr(key: &str, value: any_value::Value) -> KeyValue {

@@ -896,7 +896,8 @@ impl Evaluator {
             .get_or_create(&LateLabels { merged: "true" })
             .inc_by(n);
         let added = span_bytes(&t.spans);
-        s.spans.extend(RawSpan::detach(&t.spans, &mut self.scopes));
+        s.spans
+            .extend(RawSpan::detach_rest(t.spans, t.own_spans, &mut self.scopes));
         s.bytes += added;
         s.last_seen = t.last_seen;
         s.completion.truncated |= t.truncated;
