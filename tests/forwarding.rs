@@ -122,6 +122,59 @@ async fn a_downstream_with_a_smaller_limit_than_configured_still_gets_every_span
     forwarded_whole("grpc", MIB, Some(4 * MIB)).await;
 }
 
+/// With the persistent queue, a record cut into several messages leaves the
+/// disk once every part was delivered: a restart on the same directory
+/// sends nothing again (a record never acknowledged would be replayed and
+/// arrive twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_record_leaves_the_persistent_queue_once_all_its_parts_are_delivered() {
+    let sink = start_sink(Faults {
+        max_message_bytes: Some(4 * MIB),
+        ..Faults::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("queue directory");
+    let daemon_config = || {
+        let mut config = util::config();
+        let mut exporter = forward_to(&sink.grpc_endpoint().expect("sink gRPC"), "grpc");
+        exporter.queue = Some(
+            serde_yaml_ng::from_str(&format!(
+                "{{ directory: \"{}\", max_size_mib: 256, segment_size_mib: 64 }}",
+                dir.path().display()
+            ))
+            .expect("queue config"),
+        );
+        config.exporters.otlp = Some(exporter);
+        config
+    };
+    let daemon = start_daemon(daemon_config()).await;
+    let (request, spans) = request_of_at_least(15 * MIB, 91);
+    let resp = post(
+        &daemon,
+        "application/x-protobuf",
+        false,
+        one_resource(request).encode_to_vec(),
+    )
+    .await;
+    assert!(resp.status().is_success());
+    wait_for_sink(&sink, spans).await;
+    daemon.shutdown().await;
+
+    let again = start_daemon(daemon_config()).await;
+    let replayed = metric(
+        again.admin_addr,
+        "tracecheck_exporter_queue_replayed_spans_total",
+        &[],
+    )
+    .await;
+    assert_eq!(replayed, 0.0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stats = sink.stats();
+    assert_eq!(stats.unique_spans, spans, "sink: {stats}");
+    assert_eq!(stats.duplicate_spans, 0, "sink: {stats}");
+    again.shutdown().await;
+}
+
 /// Many senders' requests merged into one batch; one span in it is one the
 /// downstream refuses (INVALID_ARGUMENT, the whole message). Only that span
 /// is lost, counted as failed.
@@ -185,11 +238,8 @@ async fn a_batch_the_downstream_refuses_for_one_span_loses_only_that_span() {
         .await;
         assert_eq!(delivered, (sent - 1) as f64, "{protocol}");
         // A few dozen sends to find one span among 4 000, not thousands.
-        assert!(
-            stats.refused_invalid <= 2 * 13,
-            "{protocol}: {} refusals",
-            stats.refused_invalid
-        );
+        let refusals = sink.stats().refused_invalid;
+        assert!(refusals <= 2 * 13, "{protocol}: {refusals} refusals");
         daemon.shutdown().await;
     }
 }

@@ -16,6 +16,10 @@ use crate::exporter::config::ExportersConfig;
 use crate::receiver::config::ReceiversConfig;
 use crate::results::config::{AdminConfig, AlertsConfig, LinksConfig};
 
+/// `exporters.otlp.max_request_bytes` below this would cost a send per
+/// span or two.
+const MIN_MAX_REQUEST_BYTES: usize = 64 << 10;
+
 /// The whole config file. Every section is optional; what is absent takes the
 /// embedded defaults of the interfaces spec (loopback only, no forwarding).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -202,6 +206,12 @@ impl Config {
         if let Some(e) = &self.exporters.otlp {
             if e.queue_size == 0 || e.max_in_flight == 0 || e.batch.max_spans == 0 {
                 return bad("exporters.otlp.queue_size, max_in_flight and batch.max_spans must be at least 1".into());
+            }
+            if e.max_request_bytes < MIN_MAX_REQUEST_BYTES {
+                return bad(format!(
+                    "exporters.otlp.max_request_bytes: {} is below {MIN_MAX_REQUEST_BYTES} (64 KiB); it is the largest message the downstream takes, 4194304 for the Collector's receivers",
+                    e.max_request_bytes
+                ));
             }
             if !(e.endpoint.starts_with("http://") || e.endpoint.starts_with("https://")) {
                 return bad(format!(

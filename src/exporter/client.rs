@@ -344,8 +344,11 @@ impl Client {
                     .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
                 Err(ExportError {
                     retryable: matches!(status.as_u16(), 429 | 502 | 503 | 504),
+                    // The Collector answers a body over its limit with 400
+                    // ("http: request body too large"), not 413.
                     refused: match status.as_u16() {
                         413 => Refused::TooLarge,
+                        400 if says_too_large(&detail) => Refused::TooLarge,
                         400 => Refused::BadData,
                         _ => Refused::Other,
                     },
@@ -623,12 +626,22 @@ fn grpc_error(status: &tonic::Status) -> ExportError {
     }
 }
 
-/// Whether a gRPC status message is a size limit's: grpc-go's "received
+/// Whether a refusal's message is a size limit's: grpc-go's "received
 /// message larger than max (N vs. M)", tonic's "decoded message length too
-/// large".
+/// large", Go's net/http "request body too large" (the Collector's
+/// OTLP/HTTP receiver). Only these: a "too large" that is about something
+/// else (a rate) must not make the exporter cut messages.
 fn says_too_large(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
-    m.contains("larger than max") || m.contains("too large")
+    [
+        "larger than max",
+        "length too large",
+        "body too large",
+        "message too large",
+        "entity too large",
+    ]
+    .iter()
+    .any(|p| m.contains(p))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -726,6 +739,9 @@ mod tests {
         }
         let busy = grpc_error(&tonic::Status::resource_exhausted("queue full"));
         assert_eq!(busy.refused, Refused::Other);
+        let rate = grpc_error(&tonic::Status::resource_exhausted("request rate too large"));
+        assert_eq!(rate.refused, Refused::Other);
+        assert!(says_too_large("http: request body too large"));
         let range = grpc_error(&tonic::Status::out_of_range("seek past end"));
         assert!(range.retryable);
         assert_eq!(range.refused, Refused::Other);

@@ -344,11 +344,15 @@ struct Chunk {
     ack: Option<Ack>,
 }
 
-/// Sends spent, at most, cutting a batch the downstream refused as invalid
-/// into halves to find the spans it refuses: a few bad spans among
-/// thousands cost ~2·log2(n) sends each; a downstream that refuses
-/// everything costs this many, then the rest is dropped as refused.
-const BISECT_SENDS: u32 = 64;
+/// Extra sends a batch of `spans` spans may cost in cutting what the
+/// downstream refused: isolating one bad span among n costs ~2·log2(n)
+/// sends, so this finds about four; past it, what is still refused is
+/// dropped and counted. It also bounds halving on "too large" answers
+/// (from a downstream whose limit is below one span, say).
+fn cut_budget(spans: u64) -> u32 {
+    let log2 = u64::BITS - spans.max(1).leading_zeros();
+    8 * (log2 + 1)
+}
 
 impl Runner {
     async fn run(self, mut inbox: Inbox, drain: CancellationToken) {
@@ -512,7 +516,7 @@ struct SendCtx {
 
 impl SendCtx {
     async fn send(self, resource_spans: Vec<Bytes>, spans: u64, acks: Vec<Ack>) {
-        let mut budget = BISECT_SENDS;
+        let mut budget = cut_budget(spans);
         let (sent, failed) = self
             .deliver(resource_spans, spans, Instant::now(), &mut budget)
             .await;
@@ -569,15 +573,12 @@ impl SendCtx {
                     Err(e) => e,
                 };
                 let cut = match e.refused {
-                    Refused::TooLarge => true,
-                    Refused::BadData => *budget >= 2,
+                    Refused::TooLarge | Refused::BadData => *budget >= 2,
                     Refused::Other => false,
                 };
                 if cut {
                     if let Some((left, right)) = halves(&resource_spans) {
-                        if e.refused == Refused::BadData {
-                            *budget -= 2;
-                        }
+                        *budget -= 2;
                         tracing::debug!(spans, error = %e, "Downstream refused a batch; sending it in halves.");
                         let (ls, lf) = self
                             .deliver(left.resource_spans, left.spans, started, budget)

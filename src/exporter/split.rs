@@ -142,8 +142,8 @@ impl Open {
 /// Two halves of a message: the parts to send first, and the rest.
 pub type Halves = (Vec<Part>, Vec<Part>);
 
-/// A refused message cut in two (about half its spans each), to be sent
-/// apart; `None` when it holds a single span (or none), which cannot be
+/// A refused message cut in two, to be sent apart: by whole elements at
+/// about half the spans, or, for a single element, at about half its bytes; `None` when it holds a single span (or none), which cannot be
 /// cut. Each part's `spans` must be its count, as [`count_spans`] gives.
 pub fn halve(parts: Vec<Part>) -> Result<Option<Halves>, prost::DecodeError> {
     // An element without spans carries nothing to deliver.

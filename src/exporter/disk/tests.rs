@@ -177,6 +177,52 @@ async fn a_torn_record_at_the_end_is_cut_off_and_the_rest_delivered() {
     assert!(r.next().await.is_none());
 }
 
+/// Damage in the newest segment with whole records after it is not a torn
+/// write: those records were acknowledged to their senders after it. A
+/// restart keeps them; only the damaged record is skipped (and counted).
+#[tokio::test]
+async fn a_restart_keeps_the_records_after_damage_in_the_newest_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 64, 16);
+    {
+        let (q, _r) = DiskQueue::open(&cfg, metrics(), labels()).unwrap();
+        for tag in 0..5 {
+            append(&q, &item(tag, 1000)).await;
+        }
+        q.close().await;
+    }
+    let newest = segments(dir.path()).pop().unwrap();
+    let whole = fs::metadata(&newest).unwrap().len();
+    // Flip a payload byte of the third record (tag 2).
+    let payload = LazyExportRequest {
+        resource_spans: item(0, 1000).resource_spans,
+    }
+    .encoded_len() as u64;
+    let third = 2 * (HEADER + payload);
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&newest)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, third + HEADER + 100).unwrap();
+    f.write_all_at(&[b[0] ^ 0xff], third + HEADER + 100)
+        .unwrap();
+    drop(f);
+
+    let m = metrics();
+    let (q, mut r) = DiskQueue::open(&cfg, Arc::clone(&m), labels()).unwrap();
+    assert_eq!(fs::metadata(&newest).unwrap().len(), whole, "nothing cut");
+    let mut tags = Vec::new();
+    for _ in 0..4 {
+        tags.push(tag_of(&next(&mut r).await.0));
+    }
+    assert_eq!(tags, [0, 1, 3, 4]);
+    assert_eq!(counter(&m.exporter_queue_corrupt_segments), 1);
+    q.close().await;
+    assert!(r.next().await.is_none());
+}
+
 #[tokio::test]
 async fn a_damaged_record_is_skipped_counted_and_the_rest_still_sent() {
     let dir = tempfile::tempdir().unwrap();
