@@ -120,6 +120,21 @@ struct Shared {
     labels: ExporterLabels,
     /// Held for the queue's lifetime: `flock` on the `lock` file.
     _lock: File,
+    /// Tests: the writer's next `fdatasync` fails.
+    #[cfg(test)]
+    fail_next_sync: AtomicBool,
+}
+
+impl Shared {
+    /// `fdatasync` of the segment written to (failing once on demand in
+    /// tests: a real failure needs a failing disk).
+    fn sync_segment(&self, file: &File) -> io::Result<()> {
+        #[cfg(test)]
+        if self.fail_next_sync.swap(false, Ordering::AcqRel) {
+            return Err(io::Error::other("injected fdatasync failure"));
+        }
+        file.sync_data()
+    }
 }
 
 enum WriterMsg {
@@ -207,6 +222,8 @@ impl DiskQueue {
             metrics,
             labels,
             _lock: lock,
+            #[cfg(test)]
+            fail_next_sync: AtomicBool::new(false),
         });
         shared.acks.lock().persist();
         shared.set_bytes_gauge();
@@ -428,6 +445,18 @@ impl SegmentWriter {
             off: self.off,
         }
     }
+
+    /// Cuts this segment back to `off`, taking what was after it off the
+    /// queue's bytes.
+    fn cut_back(&mut self, off: u64, used: &AtomicU64) -> io::Result<()> {
+        if off >= self.off {
+            return Ok(());
+        }
+        self.file.set_len(off)?;
+        used.fetch_sub(self.off - off, Ordering::AcqRel);
+        self.off = off;
+        Ok(())
+    }
 }
 
 fn writer_loop(
@@ -472,25 +501,43 @@ fn writer_loop(
         }
         let mut answers = Vec::with_capacity(batch.len());
         let mut close = None;
-        let mut records = 0i64;
+        let start = segment.pos();
         for msg in batch {
             match msg {
                 WriterMsg::Append { record, done } => {
                     let r = segment.append(&record, segment_max, &shared.used);
                     if r.is_ok() {
                         dirty = true;
-                        records += 1;
                     }
-                    answers.push((done, r));
+                    // Where it went: a record in a segment since closed was
+                    // synced when that segment was.
+                    answers.push((done, r, segment.seq));
                 }
                 WriterMsg::Close { done } => close = Some(done),
             }
         }
         let synced = match policy {
             FsyncPolicy::Always if dirty => {
-                let r = segment.file.sync_data();
+                let mut r = shared.sync_segment(&segment.file);
                 dirty = false;
                 last_sync = Instant::now();
+                if r.is_err() {
+                    // Its senders are told the write failed and will send
+                    // again: the records must not be forwarded as well, or
+                    // each would arrive twice. Cut them off; if even that
+                    // fails they stay, and are forwarded, so their senders
+                    // are told they were taken (in the page cache, not
+                    // known to be on disk).
+                    let from = if segment.seq == start.seq {
+                        start.off
+                    } else {
+                        0
+                    };
+                    if let Err(e) = segment.cut_back(from, &shared.used) {
+                        tracing::error!(error = %e, "Cannot cut unsynced records off the forwarding queue; they will be forwarded, and their senders are told they were taken.");
+                        r = Ok(());
+                    }
+                }
                 r
             }
             FsyncPolicy::Every(every) if dirty && last_sync.elapsed() >= every => {
@@ -499,21 +546,26 @@ fn writer_loop(
             }
             _ => Ok(()),
         };
-        // Readable as soon as written: sending before the sync is harmless.
+        // Readable as soon as written: sending before the sync is harmless
+        // (with `always`, records whose sync failed were cut off above).
         shared.written.send_replace(segment.pos());
+        let mut records = 0i64;
+        for (done, r, seq) in answers {
+            let r = match (&r, &synced) {
+                (Ok(()), Err(e)) if seq == segment.seq => {
+                    Err(io::Error::new(e.kind(), format!("fdatasync: {e}")))
+                }
+                _ => r,
+            };
+            records += i64::from(r.is_ok());
+            let _ = done.send(r);
+        }
         shared
             .metrics
             .exporter_queue_size
             .get_or_create(&shared.labels)
             .inc_by(records);
         shared.set_bytes_gauge();
-        for (done, r) in answers {
-            let r = match (&r, &synced) {
-                (Ok(()), Err(e)) => Err(io::Error::new(e.kind(), format!("fdatasync: {e}"))),
-                _ => r,
-            };
-            let _ = done.send(r);
-        }
         if let Some(done) = close {
             if dirty && policy != FsyncPolicy::Never {
                 sync(&segment, &mut dirty, &mut last_sync);

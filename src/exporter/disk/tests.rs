@@ -223,6 +223,33 @@ async fn a_restart_keeps_the_records_after_damage_in_the_newest_segment() {
     assert!(r.next().await.is_none());
 }
 
+/// With `fsync: always`, a sender whose record could not be synced is
+/// refused and will send again: that record must not be forwarded too (it
+/// would arrive twice). It is cut off; the records around it are sent.
+#[tokio::test]
+async fn a_record_whose_fdatasync_failed_is_refused_and_never_forwarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 64, 16);
+    cfg.fsync = FsyncPolicy::Always;
+    let m = metrics();
+    let (q, mut r) = DiskQueue::open(&cfg, Arc::clone(&m), labels()).unwrap();
+    append(&q, &item(0, 1000)).await;
+    q.shared.fail_next_sync.store(true, Ordering::Release);
+    let refused = item(1, 1000);
+    let bytes = crate::exporter::split::request_len(&refused.resource_spans);
+    let answer = q.reserve(bytes).expect("room").append(&refused).await;
+    assert!(answer.is_err(), "the sender is told the write failed");
+    append(&q, &item(2, 1000)).await;
+    q.close().await;
+
+    let mut tags = Vec::new();
+    while let Ok(Some((it, _))) = tokio::time::timeout(Duration::from_secs(5), r.next()).await {
+        tags.push(tag_of(&it));
+    }
+    assert_eq!(tags, [0, 2]);
+    assert_eq!(counter(&m.exporter_queue_corrupt_segments), 0);
+}
+
 #[tokio::test]
 async fn a_damaged_record_is_skipped_counted_and_the_rest_still_sent() {
     let dir = tempfile::tempdir().unwrap();
