@@ -12,8 +12,8 @@ use prost::Message as _;
 use tracecheck::bench::sink::Faults;
 
 use crate::util::{
-    forward_to, http_url, metric, post, request_of, start_daemon, start_sink, wait_for_sink,
-    wait_until,
+    forward_to, free_addr, http_url, metric, post, request_of, start_daemon, start_sink,
+    start_sink_at, wait_for_sink, wait_until,
 };
 
 const MIB: usize = 1 << 20;
@@ -173,6 +173,46 @@ async fn a_cut_record_leaves_the_persistent_queue_once_all_its_parts_are_deliver
     assert_eq!(stats.unique_spans, spans, "sink: {stats}");
     assert_eq!(stats.duplicate_spans, 0, "sink: {stats}");
     again.shutdown().await;
+}
+
+/// The in-memory queue is bounded in bytes, not only in requests: with
+/// the downstream down, requests of ~280 kB fill a 1 MiB queue after a few,
+/// and the next sender is told to retry (503 + Retry-After) instead of the
+/// queue growing with every request (10 000 requests of up to 20 MiB by
+/// count alone). Once the downstream is up, every span taken arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_memory_queue_is_bounded_in_bytes() {
+    let downstream = free_addr();
+    let mut config = util::config();
+    let mut exporter = forward_to(&format!("http://{downstream}"), "grpc");
+    exporter.queue_max_mib = 1;
+    exporter.max_in_flight = 1;
+    exporter.batch.max_bytes = 256 << 10;
+    config.exporters.otlp = Some(exporter);
+    let daemon = start_daemon(config).await;
+    let admin = daemon.admin_addr;
+
+    let mut taken = 0u64;
+    let mut refused = 0;
+    for i in 0..40u64 {
+        let body = request_of(1200, 5000 + i).encode_to_vec();
+        let resp = post(&daemon, "application/x-protobuf", false, body).await;
+        if resp.status().is_success() {
+            taken += 1200;
+        } else {
+            assert_eq!(resp.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+            assert!(resp.headers().contains_key(reqwest::header::RETRY_AFTER));
+            refused += 1;
+        }
+        let queued = metric(admin, "tracecheck_exporter_queue_bytes", &[]).await;
+        assert!(queued <= (MIB + 300_000) as f64, "{queued} bytes queued");
+    }
+    assert!(refused > 0, "never refused; {taken} spans taken");
+    assert!(taken > 0);
+
+    let sink = start_sink_at(downstream).await;
+    wait_for_sink(&sink, taken).await;
+    daemon.shutdown().await;
 }
 
 /// Many senders' requests merged into one batch; one span in it is one the

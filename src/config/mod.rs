@@ -204,8 +204,12 @@ impl Config {
             return bad("receivers.otlp.limits.max_attributes and max_attribute_value_bytes must be at least 1".into());
         }
         if let Some(e) = &self.exporters.otlp {
-            if e.queue_size == 0 || e.max_in_flight == 0 || e.batch.max_spans == 0 {
-                return bad("exporters.otlp.queue_size, max_in_flight and batch.max_spans must be at least 1".into());
+            if e.queue_size == 0
+                || e.queue_max_mib == 0
+                || e.max_in_flight == 0
+                || e.batch.max_spans == 0
+            {
+                return bad("exporters.otlp.queue_size, queue_max_mib, max_in_flight and batch.max_spans must be at least 1".into());
             }
             if e.max_request_bytes < MIN_MAX_REQUEST_BYTES {
                 return bad(format!(

@@ -46,6 +46,11 @@ pub struct OtlpExporterConfig {
     /// the bound is the directory's `max_size_mib` instead.)
     #[serde(default = "default_queue_size")]
     pub queue_size: usize,
+    /// …and at most this many MiB of them (requests are up to 20 MiB each:
+    /// a count alone does not bound memory). A request alone in an empty
+    /// queue is taken whatever its size.
+    #[serde(default = "default_queue_max_mib")]
+    pub queue_max_mib: u64,
     /// Keep waiting requests on disk instead of in memory (opt-in): a
     /// downstream outage, a restart or a `kill -9` then loses nothing that
     /// senders were told was taken. See [`super::disk`].
@@ -226,6 +231,10 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 << 20;
 
 const fn default_max_request_bytes() -> usize {
     DEFAULT_MAX_REQUEST_BYTES
+}
+
+const fn default_queue_max_mib() -> u64 {
+    256
 }
 
 const fn default_queue_size() -> usize {

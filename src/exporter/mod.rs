@@ -17,7 +17,8 @@
 //! that only the spans the downstream refuses are dropped, each counted in
 //! `tracecheck_exporter_failed_spans_total` and logged with its answer.
 //!
-//! The queue is in memory (`queue_size` requests) unless
+//! The queue is in memory (`queue_size` requests, `queue_max_mib` of them)
+//! unless
 //! `exporters.otlp.queue.directory` is set: then requests are written to
 //! disk before their senders are answered ([`disk`]), and a record leaves
 //! the disk only once its batch was delivered.
@@ -86,8 +87,71 @@ pub struct ForwardQueue {
 
 #[derive(Clone)]
 enum QueueKind {
-    Memory(mpsc::Sender<ForwardItem>),
+    Memory(mpsc::Sender<Queued>, Arc<QueueBytes>),
     Disk(disk::DiskQueue),
+}
+
+/// A request in the in-memory queue, with the bytes it holds there.
+struct Queued {
+    item: ForwardItem,
+    _held: Held,
+}
+
+/// The in-memory queue's bytes (`queue_max_mib`): counted from reservation
+/// until the batcher takes the request (batches in flight are bounded by
+/// `max_in_flight` × `max_request_bytes` apart from this).
+struct QueueBytes {
+    used: AtomicU64,
+    max: u64,
+    metrics: Arc<Metrics>,
+    labels: ExporterLabels,
+}
+
+impl QueueBytes {
+    /// Takes `n` bytes, unless that would pass the bound; a request alone
+    /// in an empty queue is always taken, however large.
+    fn take(self: &Arc<Self>, n: u64) -> Option<Held> {
+        let mut used = self.used.load(Ordering::Acquire);
+        loop {
+            if used > 0 && used + n > self.max {
+                return None;
+            }
+            match self.used.compare_exchange_weak(
+                used,
+                used + n,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(now) => used = now,
+            }
+        }
+        self.gauge();
+        Some(Held {
+            bytes: Arc::clone(self),
+            n,
+        })
+    }
+
+    fn gauge(&self) {
+        self.metrics
+            .exporter_queue_bytes
+            .get_or_create(&self.labels)
+            .set(self.used.load(Ordering::Acquire) as i64);
+    }
+}
+
+/// Bytes of the in-memory queue held by one request; given back on drop.
+struct Held {
+    bytes: Arc<QueueBytes>,
+    n: u64,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.bytes.used.fetch_sub(self.n, Ordering::AcqRel);
+        self.bytes.gauge();
+    }
 }
 
 /// A reserved place in the queue.
@@ -97,19 +161,23 @@ pub struct ForwardPermit<'a> {
 }
 
 enum PermitKind<'a> {
-    Memory(mpsc::Permit<'a, ForwardItem>),
+    Memory(mpsc::Permit<'a, Queued>, Held),
     Disk(disk::Reservation),
 }
 
 impl ForwardQueue {
-    /// Reserves room for a request of `bytes` encoded bytes.
+    /// Reserves room for a request of `bytes` encoded bytes
+    /// ([`split::request_len`] of what will be queued).
     pub fn reserve(&self, bytes: usize) -> Result<ForwardPermit<'_>, QueueError> {
         let kind = match &self.kind {
-            QueueKind::Memory(tx) => match tx.try_reserve() {
-                Ok(permit) => PermitKind::Memory(permit),
-                Err(mpsc::error::TrySendError::Full(())) => return Err(QueueError::Full),
-                Err(mpsc::error::TrySendError::Closed(())) => return Err(QueueError::Closed),
-            },
+            QueueKind::Memory(tx, queued) => {
+                let held = queued.take(bytes as u64).ok_or(QueueError::Full)?;
+                match tx.try_reserve() {
+                    Ok(permit) => PermitKind::Memory(permit, held),
+                    Err(mpsc::error::TrySendError::Full(())) => return Err(QueueError::Full),
+                    Err(mpsc::error::TrySendError::Closed(())) => return Err(QueueError::Closed),
+                }
+            }
             QueueKind::Disk(q) => PermitKind::Disk(q.reserve(bytes).ok_or(QueueError::Full)?),
         };
         Ok(ForwardPermit { kind, queue: self })
@@ -123,13 +191,13 @@ impl ForwardPermit<'_> {
     pub async fn send(self, item: ForwardItem) -> Result<(), QueueError> {
         let spans = item.spans as u64;
         match self.kind {
-            PermitKind::Memory(permit) => {
+            PermitKind::Memory(permit, held) => {
                 self.queue
                     .metrics
                     .exporter_queue_size
                     .get_or_create(&self.queue.labels)
                     .inc();
-                permit.send(item);
+                permit.send(Queued { item, _held: held });
             }
             PermitKind::Disk(reservation) => {
                 if let Err(e) = reservation.append(&item).await {
@@ -183,8 +251,19 @@ impl Exporter {
                     .exporter_queue_capacity
                     .get_or_create(&labels)
                     .set(config.queue_size as i64);
+                let max = config.queue_max_mib.saturating_mul(1 << 20);
+                metrics
+                    .exporter_queue_max_bytes
+                    .get_or_create(&labels)
+                    .set(max.min(i64::MAX as u64) as i64);
+                let bytes = Arc::new(QueueBytes {
+                    used: AtomicU64::new(0),
+                    max,
+                    metrics: Arc::clone(&metrics),
+                    labels: labels.clone(),
+                });
                 let (tx, rx) = mpsc::channel(config.queue_size);
-                (QueueKind::Memory(tx), Inbox::Memory(rx), None)
+                (QueueKind::Memory(tx, bytes), Inbox::Memory(rx), None)
             }
             Some(dq) => {
                 let (q, reader) = disk::DiskQueue::open(dq, Arc::clone(&metrics), labels.clone())?;
@@ -262,14 +341,15 @@ impl Exporter {
 
 /// Where the batcher takes requests from.
 enum Inbox {
-    Memory(mpsc::Receiver<ForwardItem>),
+    Memory(mpsc::Receiver<Queued>),
     Disk(disk::Reader),
 }
 
 impl Inbox {
     async fn recv(&mut self) -> Option<ForwardItem> {
         match self {
-            Inbox::Memory(rx) => rx.recv().await,
+            // Its bytes leave the queue's count here, with the request.
+            Inbox::Memory(rx) => rx.recv().await.map(|q| q.item),
             Inbox::Disk(reader) => reader.next().await.map(|(mut item, receipt)| {
                 item.receipt = Some(receipt);
                 item

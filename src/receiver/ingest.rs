@@ -156,7 +156,7 @@ impl Ingest {
                 },
             )
         };
-        let bytes = walked.forward.iter().map(|b| b.len() + 5).sum();
+        let bytes = crate::exporter::split::request_len(&walked.forward);
         let permit = match (&self.forward, spans) {
             (Some(q), 1..) => match q.reserve(bytes) {
                 Ok(p) => Some(p),

@@ -392,12 +392,12 @@ impl Metrics {
         );
         r.register(
             "tracecheck_exporter_queue_bytes",
-            "Bytes the persistent forwarding queue holds on disk",
+            "Bytes the forwarding queue holds: on disk with exporters.otlp.queue, else in memory",
             m.exporter_queue_bytes.clone(),
         );
         r.register(
             "tracecheck_exporter_queue_max_bytes",
-            "Configured bound exporters.otlp.queue.max_size_mib, in bytes",
+            "Bound of the forwarding queue in bytes: exporters.otlp.queue.max_size_mib, else queue_max_mib",
             m.exporter_queue_max_bytes.clone(),
         );
         r.register(
