@@ -18,10 +18,9 @@
 //! `tracecheck_exporter_failed_spans_total` and logged with its answer.
 //!
 //! The queue is in memory (`queue_size` requests, `queue_max_mib` of them)
-//! unless
-//! `exporters.otlp.queue.directory` is set: then requests are written to
-//! disk before their senders are answered ([`disk`]), and a record leaves
-//! the disk only once its batch was delivered.
+//! unless `exporters.otlp.queue.directory` is set: then requests are
+//! written to disk before their senders are answered ([`disk`]), and a
+//! record leaves the disk only once its batch was delivered.
 
 pub mod client;
 pub mod config;
