@@ -31,8 +31,10 @@ pub(super) const TRACE_OVERHEAD: usize = 512;
 pub(super) struct TraceBuf {
     pub spans: Vec<RawSpan>,
     /// The first `own` spans hold their own bytes (compacted at the early
-    /// point, [`Shard::expire`]).
+    /// point, or `idle_timeout` after they came: [`Shard::expire`]).
     pub own: usize,
+    /// When the oldest span not yet compacted came.
+    pub uncompacted_since: Option<Instant>,
     pub first_seen: Instant,
     pub last_seen: Instant,
     pub root_at: Option<Instant>,
@@ -56,9 +58,23 @@ pub(super) enum Due {
     Early,
     /// The trace leaves the buffer, for this reason.
     Complete(CompletionReason),
+    /// Spans have pinned their requests for `idle_timeout` (a long-lived
+    /// trace that reaches no early point): they are copied out.
+    Compact,
 }
 
 impl TraceBuf {
+    /// Copies the spans that are still slices of their requests into a
+    /// buffer of their own (the first `own` already are).
+    fn compact(&mut self, scopes: &mut ScopeInterner) {
+        if self.own < self.spans.len() {
+            let spans = std::mem::take(&mut self.spans);
+            self.spans = RawSpan::detach_rest(spans, self.own, scopes);
+            self.own = self.spans.len();
+        }
+        self.uncompacted_since = None;
+    }
+
     /// The earliest of its conditions and which one it is.
     fn due(&self, c: &AssemblerConfig) -> (Instant, Due) {
         let reason = if self.root_at.is_some() {
@@ -79,6 +95,12 @@ impl TraceBuf {
         let age_due = self.first_seen + c.max_trace_age;
         if age_due < due.0 {
             due = (age_due, Due::Complete(CompletionReason::max_age));
+        }
+        if let Some(since) = self.uncompacted_since {
+            let compact = since + c.idle_timeout;
+            if compact < due.0 {
+                due = (compact, Due::Compact);
+            }
         }
         due
     }
@@ -184,6 +206,12 @@ impl Shard {
                 delta.over_byte_bound += 1;
                 return;
             }
+            if t.own == t.spans.len() && t.uncompacted_since.is_none() {
+                t.uncompacted_since = Some(now);
+                // Only ever earlier than what was scheduled when nothing was
+                // waiting to be compacted.
+                self.deadlines.push(now + config.idle_timeout, trace_id);
+            }
             t.spans.push(span);
             t.bytes += size;
             delta.spans += 1;
@@ -219,6 +247,7 @@ impl Shard {
         delta.bytes += size + TRACE_OVERHEAD;
         let late = self.recent.contains_key(&trace_id);
         let buf = TraceBuf {
+            uncompacted_since: (!spans.is_empty()).then_some(now),
             spans,
             own: 0,
             first_seen: now,
@@ -301,10 +330,7 @@ impl Shard {
                         // It waits for `settle` now, seconds in which the
                         // requests its spans are slices of would stay alive
                         // for its sake: it keeps its own bytes instead.
-                        if t.own < t.spans.len() {
-                            t.spans = RawSpan::detach(&t.spans, &mut self.scopes);
-                            t.own = t.spans.len();
-                        }
+                        t.compact(&mut self.scopes);
                         if early_wanted {
                             out.push(CompletedTrace {
                                 trace_id: id,
@@ -329,6 +355,12 @@ impl Shard {
                 Due::Complete(reason) => {
                     if let Some(c) = self.complete(id, reason, due, now, config, recent_cap) {
                         out.push(c);
+                    }
+                }
+                Due::Compact => {
+                    if let Some(t) = self.traces.get_mut(&id) {
+                        t.compact(&mut self.scopes);
+                        self.deadlines.push(t.due(config).0, id);
                     }
                 }
             }

@@ -139,6 +139,50 @@ async fn a_trace_waiting_to_settle_keeps_its_own_bytes_not_its_requests() {
     assert_eq!(done[0].spans[2].bytes.as_ptr(), later.as_ptr());
 }
 
+/// A long-lived trace that reaches no early point (spans keep coming, no
+/// root) does not pin the requests its spans came in for `max_trace_age`:
+/// `idle_timeout` after a span came, it is copied out of its request.
+#[tokio::test(start_paused = true)]
+async fn a_long_lived_trace_lets_go_of_its_requests_after_idle_timeout() {
+    let a = assembler(config());
+    let t0 = Instant::now();
+    let mut requests: Vec<Bytes> = (0..4u8).map(|i| Bytes::from(vec![i; 64 << 10])).collect();
+    let scope = Arc::new(ScopeContext {
+        resource: Bytes::new(),
+        resource_schema_url: String::new(),
+        scope: Bytes::new(),
+        scope_schema_url: String::new(),
+    });
+    for (i, request) in requests.iter().enumerate() {
+        let at = t0 + Duration::from_secs(i as u64);
+        a.insert(
+            vec![KeyedSpan {
+                trace_id: TraceId([1; 16]),
+                span_id: SpanId([i as u8 + 1; 8]),
+                is_root: false,
+                span: RawSpan {
+                    bytes: request.slice(0..50),
+                    scope: Arc::clone(&scope),
+                },
+            }],
+            at,
+        );
+        assert!(a.poll_completed(at).is_empty(), "never quiet for settle");
+    }
+    // Spans 0-2 were copied out at t0 + 2 s; span 3 came at t0 + 3 s.
+    let last = requests.pop().expect("four requests");
+    for (i, request) in requests.into_iter().enumerate() {
+        assert!(request.try_into_mut().is_ok(), "request {i} still pinned");
+    }
+    let done = a.poll_completed(t0 + Duration::from_secs(5));
+    assert_eq!(done.len(), 1);
+    assert_eq!((done[0].spans.len(), done[0].own_spans), (4, 3));
+    for (i, s) in done[0].spans.iter().enumerate() {
+        assert_eq!(&s.bytes[..], &[i as u8; 50][..]);
+    }
+    assert_eq!(done[0].spans[3].bytes.as_ptr(), last.as_ptr());
+}
+
 /// While no model in force can pass early, no early copy is handed on;
 /// the trace still waits with its own bytes and settles as before.
 #[tokio::test(start_paused = true)]
