@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -42,7 +43,9 @@ use self::config::AssemblerConfig;
 use self::shard::{Caps, InsertDelta, Shard};
 use crate::ids::TraceId;
 use crate::otlp::{KeyedSpan, RawSpan};
-use crate::results::metrics::{CompletionReason, Metrics, TruncateLabels, TruncateReason};
+use crate::results::metrics::{
+    CompletionReason, Metrics, PanicLabels, TruncateLabels, TruncateReason,
+};
 
 /// How often deadlines are checked; bounds how late past its condition a
 /// trace is completed.
@@ -499,7 +502,23 @@ impl Assembler {
                 _ = tick.tick() => {}
                 _ = self.wake.notified() => {}
             }
-            for trace in self.poll_completed(Instant::now()) {
+            // A bug here must not stop every trace from completing for the
+            // rest of the process's life, unseen: the pass is lost, counted.
+            let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.poll_completed(Instant::now())
+            }));
+            let completed = match polled {
+                Ok(c) => c,
+                Err(_) => {
+                    self.metrics
+                        .internal_panics
+                        .get_or_create(&PanicLabels { stage: "assembler" })
+                        .inc();
+                    tracing::error!("Completing traces panicked (a bug; please report it); the traces being completed are lost, the buffer goes on.");
+                    Vec::new()
+                }
+            };
+            for trace in completed {
                 if out.send(trace).await.is_err() {
                     return;
                 }
@@ -562,9 +581,16 @@ const PARALLEL_QUEUE: usize = 1024;
 impl<C: TraceConsumer> Parallel<C> {
     /// Starts one thread per consumer.
     pub fn new(consumers: Vec<C>) -> std::io::Result<Self> {
+        Self::counting_panics(consumers, Counter::default())
+    }
+
+    /// Starts one thread per consumer; panics they survive are counted in
+    /// `panics`.
+    pub fn counting_panics(consumers: Vec<C>, panics: Counter) -> std::io::Result<Self> {
         let mut senders = Vec::with_capacity(consumers.len());
         let mut threads = Vec::with_capacity(consumers.len());
         for (i, mut consumer) in consumers.into_iter().enumerate() {
+            let panics = panics.clone();
             let (tx, rx) = std::sync::mpsc::sync_channel::<CompletedTrace>(PARALLEL_QUEUE);
             senders.push(tx);
             threads.push(
@@ -584,7 +610,8 @@ impl<C: TraceConsumer> Parallel<C> {
                                         std::panic::AssertUnwindSafe(|| consumer.consume(t)),
                                     );
                                     if caught.is_err() {
-                                        tracing::error!(trace_id = %trace_id, "Evaluation of a trace panicked; it has no verdicts.");
+                                        panics.inc();
+                                        tracing::error!(trace_id = %trace_id, "Evaluation of a trace panicked (a bug; please report it); it has no verdicts.");
                                     }
                                 }
                                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
@@ -592,7 +619,15 @@ impl<C: TraceConsumer> Parallel<C> {
                             }
                             let now = Instant::now();
                             if now.duration_since(last_tick) >= CONSUMER_TICK {
-                                consumer.tick(now);
+                                // As above: the thread, and every trace
+                                // hashed to it, lives on.
+                                let ticked = std::panic::catch_unwind(
+                                    std::panic::AssertUnwindSafe(|| consumer.tick(now)),
+                                );
+                                if ticked.is_err() {
+                                    panics.inc();
+                                    tracing::error!("An evaluation thread's timed work panicked (a bug; please report it); it goes on.");
+                                }
                                 last_tick = now;
                             }
                         }

@@ -473,6 +473,71 @@ impl TraceConsumer for Recording {
     }
 }
 
+/// Panics on trace 13 and on its first tick.
+#[derive(Default)]
+struct Flaky {
+    seen: Vec<TraceId>,
+    ticked: bool,
+}
+
+impl TraceConsumer for Flaky {
+    fn consume(&mut self, trace: CompletedTrace) {
+        if trace.trace_id == TraceId([13; 16]) {
+            panic!("a bug on trace 13");
+        }
+        self.seen.push(trace.trace_id);
+    }
+    fn tick(&mut self, _now: Instant) {
+        if !self.ticked {
+            self.ticked = true;
+            panic!("a bug in the tick");
+        }
+    }
+}
+
+/// A panic in a consumer (a bug outside the per-model containment) costs
+/// that trace or that tick, counted; the thread and every trace hashed to
+/// it live on.
+#[test]
+fn a_consumer_that_panics_is_counted_and_its_thread_lives_on() {
+    let now = Instant::now();
+    let panics = prometheus_client::metrics::counter::Counter::<u64>::default();
+    let mut p = Parallel::counting_panics(vec![Flaky::default()], panics.clone()).unwrap();
+    let trace = |id: u8| CompletedTrace {
+        trace_id: TraceId([id; 16]),
+        reason: CompletionReason::idle,
+        early: false,
+        late: false,
+        rootless: false,
+        truncated: false,
+        unreadable: false,
+        bytes: 0,
+        spans: Vec::new(),
+        own_spans: 0,
+        first_seen: now,
+        last_seen: now,
+        due: now,
+        completed_at: now,
+    };
+    for id in 0..20u8 {
+        p.consume(trace(id));
+        if id == 10 {
+            // Past a tick.
+            std::thread::sleep(2 * CONSUMER_TICK);
+        }
+    }
+    p.finish();
+    let consumers = p.into_inner();
+    assert_eq!(consumers.len(), 1, "the thread was joined, not lost");
+    let want: Vec<TraceId> = (0..20u8)
+        .filter(|i| *i != 13)
+        .map(|i| TraceId([i; 16]))
+        .collect();
+    assert_eq!(consumers[0].seen, want);
+    assert!(consumers[0].ticked);
+    assert_eq!(panics.get(), 2);
+}
+
 #[test]
 fn parallel_consumers_see_every_trace_once_and_fragments_where_their_trace_went() {
     let now = Instant::now();

@@ -134,6 +134,12 @@ pub struct LateLabels {
     pub merged: &'static str,
 }
 
+/// `stage` of `tracecheck_internal_panics_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PanicLabels {
+    pub stage: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FlipLabels {
     pub model: String,
@@ -205,6 +211,7 @@ pub struct Metrics {
     pub buffer_truncated_spans: Family<TruncateLabels, Counter>,
     pub traces_completed: Family<ReasonLabels, Counter>,
     pub late_spans: Family<LateLabels, Counter>,
+    pub internal_panics: Family<PanicLabels, Counter>,
     pub late_fragments: Counter,
     pub rootless_traces: Counter,
     pub verdicts_flipped: Family<FlipLabels, Counter>,
@@ -250,6 +257,7 @@ impl Metrics {
             buffer_truncated_spans: Family::default(),
             traces_completed: Family::default(),
             late_spans: Family::default(),
+            internal_panics: Family::default(),
             late_fragments: Counter::default(),
             rootless_traces: Counter::default(),
             verdicts_flipped: Family::default(),
@@ -334,6 +342,11 @@ impl Metrics {
             "tracecheck_traces_completed",
             "Traces completed, by the condition that completed them",
             m.traces_completed.clone(),
+        );
+        r.register(
+            "tracecheck_internal_panics",
+            "Panics caught on the data path, a bug to report: stage=assembler (a completion pass; the traces it was completing are lost) or evaluator (one trace, or one tick); the stage goes on",
+            m.internal_panics.clone(),
         );
         r.register(
             "tracecheck_late_spans",

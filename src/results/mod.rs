@@ -95,7 +95,12 @@ impl ModelsStage {
                 )
             })
             .collect();
-        let evaluator = match crate::assembler::Parallel::new(evaluators) {
+        let panics = stages
+            .metrics
+            .internal_panics
+            .get_or_create(&metrics::PanicLabels { stage: "evaluator" })
+            .clone();
+        let evaluator = match crate::assembler::Parallel::counting_panics(evaluators, panics) {
             Ok(p) => p,
             // Threads cannot be started only when the process is at its
             // limits; nothing sensible runs then.
