@@ -209,6 +209,17 @@ async fn the_in_memory_queue_is_bounded_in_bytes() {
     }
     assert!(refused > 0, "never refused; {taken} spans taken");
     assert!(taken > 0);
+    let full = metric(
+        admin,
+        "tracecheck_receiver_refused_spans_total",
+        &[("reason", "exporter_queue_full")],
+    )
+    .await;
+    assert_eq!(
+        full,
+        (refused * 1200) as f64,
+        "refused for the queue, not another bound"
+    );
 
     let sink = start_sink_at(downstream).await;
     wait_for_sink(&sink, taken).await;

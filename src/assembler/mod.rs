@@ -160,6 +160,13 @@ pub struct Assembler {
 impl Assembler {
     pub fn new(config: AssemblerConfig, metrics: Arc<Metrics>) -> Self {
         metrics.buffer_max_traces.set(config.max_traces as i64);
+        // At 0 from the start: a series whose first sample is 1 has no
+        // increase for the alert to see.
+        drop(
+            metrics
+                .internal_panics
+                .get_or_create(&PanicLabels { stage: "assembler" }),
+        );
         metrics.buffer_max_spans.set(config.max_spans as i64);
         metrics
             .buffer_max_bytes
@@ -354,19 +361,46 @@ impl Assembler {
     /// bound was hit, the oldest traces down to the low watermark.
     pub fn poll_completed(&self, now: Instant) -> Vec<CompletedTrace> {
         let mut out = Vec::new();
+        self.poll_into(now, &mut out);
+        self.account(&out);
+        out
+    }
+
+    /// [`Assembler::poll_completed`] with a panic caught: what was completed
+    /// before it is accounted and handed on all the same, and every buffered
+    /// trace gets its deadline again (the pass may have dropped some), so
+    /// the counters stay true and no trace is left without a deadline.
+    fn poll_completed_caught(&self, now: Instant) -> Vec<CompletedTrace> {
+        let mut out = Vec::new();
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.poll_into(now, &mut out)
+        }));
+        if polled.is_err() {
+            self.metrics
+                .internal_panics
+                .get_or_create(&PanicLabels { stage: "assembler" })
+                .inc();
+            tracing::error!(completed = out.len(), "Completing traces panicked (a bug; please report it); what was completed goes on, every buffered trace is scheduled again.");
+            for shard in self.shards.iter() {
+                shard.lock().reschedule(&self.config);
+            }
+        }
+        self.account(&out);
+        out
+    }
+
+    fn poll_into(&self, now: Instant, out: &mut Vec<CompletedTrace>) {
         let caps = Caps {
             recent: self.recent_cap,
             held: self.held_cap,
             early: self.early_wanted.load(Ordering::Relaxed),
         };
         for shard in self.shards.iter() {
-            shard.lock().expire(now, &self.config, caps, &mut out);
+            shard.lock().expire(now, &self.config, caps, out);
         }
         if self.evict_wanted.swap(false, Ordering::AcqRel) {
-            self.evict(now, &mut out);
+            self.evict(now, out);
         }
-        self.account(&out);
-        out
     }
 
     /// The spans buffered for a trace right now, for the API.
@@ -503,22 +537,8 @@ impl Assembler {
                 _ = self.wake.notified() => {}
             }
             // A bug here must not stop every trace from completing for the
-            // rest of the process's life, unseen: the pass is lost, counted.
-            let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.poll_completed(Instant::now())
-            }));
-            let completed = match polled {
-                Ok(c) => c,
-                Err(_) => {
-                    self.metrics
-                        .internal_panics
-                        .get_or_create(&PanicLabels { stage: "assembler" })
-                        .inc();
-                    tracing::error!("Completing traces panicked (a bug; please report it); the traces being completed are lost, the buffer goes on.");
-                    Vec::new()
-                }
-            };
-            for trace in completed {
+            // rest of the process's life, unseen.
+            for trace in self.poll_completed_caught(Instant::now()) {
                 if out.send(trace).await.is_err() {
                     return;
                 }

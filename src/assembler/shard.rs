@@ -208,9 +208,12 @@ impl Shard {
             }
             if t.own == t.spans.len() && t.uncompacted_since.is_none() {
                 t.uncompacted_since = Some(now);
-                // Only ever earlier than what was scheduled when nothing was
-                // waiting to be compacted.
-                self.deadlines.push(now + config.idle_timeout, trace_id);
+                // Before the early point its deadline (at the latest
+                // `idle_timeout` after the last span) comes first and finds
+                // the compaction; after it, the next is `settle` away.
+                if t.early_sent {
+                    self.deadlines.push(now + config.idle_timeout, trace_id);
+                }
             }
             t.spans.push(span);
             t.bytes += size;
@@ -285,6 +288,14 @@ impl Shard {
                 t.last_seen = now;
             }
             None => self.start(trace_id, Vec::new(), 0, false, true, now, config, delta),
+        }
+    }
+
+    /// Every buffered trace scheduled again at its next condition.
+    pub fn reschedule(&mut self, config: &AssemblerConfig) {
+        self.due.clear();
+        for (id, t) in &self.traces {
+            self.deadlines.push(t.due(config).0, *id);
         }
     }
 

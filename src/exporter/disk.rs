@@ -383,6 +383,8 @@ struct SegmentWriter {
     file: File,
     off: u64,
     policy: FsyncPolicy,
+    /// A sync of this segment failed since the group began.
+    sync_failed: bool,
 }
 
 impl SegmentWriter {
@@ -410,13 +412,19 @@ impl SegmentWriter {
             file,
             off: 0,
             policy,
+            sync_failed: false,
         })
     }
 
     fn append(&mut self, record: &[u8], segment_max: u64, used: &AtomicU64) -> io::Result<()> {
         if self.off > 0 && self.off + record.len() as u64 > segment_max {
             if self.policy != FsyncPolicy::Never {
-                self.file.sync_data()?;
+                if let Err(e) = self.file.sync_data() {
+                    // Its records are not known to be on disk, and a later
+                    // sync of this file may report success all the same.
+                    self.sync_failed = true;
+                    return Err(e);
+                }
             }
             *self = SegmentWriter::create(&self.dir, self.seq + 1, self.policy)?;
         }
@@ -453,6 +461,9 @@ impl SegmentWriter {
             return Ok(());
         }
         self.file.set_len(off)?;
+        // Best effort: a cut lost to a power loss brings the record back,
+        // forwarded beside its sender's retry.
+        let _ = self.file.sync_data();
         used.fetch_sub(self.off - off, Ordering::AcqRel);
         self.off = off;
         Ok(())
@@ -519,6 +530,11 @@ fn writer_loop(
         let synced = match policy {
             FsyncPolicy::Always if dirty => {
                 let mut r = shared.sync_segment(&segment.file);
+                if std::mem::take(&mut segment.sync_failed) && r.is_ok() {
+                    r = Err(io::Error::other(
+                        "an earlier fdatasync of this segment failed",
+                    ));
+                }
                 dirty = false;
                 last_sync = Instant::now();
                 if r.is_err() {
