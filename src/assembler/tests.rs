@@ -473,6 +473,26 @@ impl TraceConsumer for Recording {
     }
 }
 
+/// An empty completed trace `id`, as the assembler hands one on.
+fn completed(id: u8, late: bool, now: Instant) -> CompletedTrace {
+    CompletedTrace {
+        trace_id: TraceId([id; 16]),
+        reason: CompletionReason::idle,
+        early: false,
+        late,
+        rootless: false,
+        truncated: false,
+        unreadable: false,
+        bytes: 0,
+        spans: Vec::new(),
+        own_spans: 0,
+        first_seen: now,
+        last_seen: now,
+        due: now,
+        completed_at: now,
+    }
+}
+
 /// Panics on trace 13 and on its first tick.
 #[derive(Default)]
 struct Flaky {
@@ -503,22 +523,7 @@ fn a_consumer_that_panics_is_counted_and_its_thread_lives_on() {
     let now = Instant::now();
     let panics = prometheus_client::metrics::counter::Counter::<u64>::default();
     let mut p = Parallel::counting_panics(vec![Flaky::default()], panics.clone()).unwrap();
-    let trace = |id: u8| CompletedTrace {
-        trace_id: TraceId([id; 16]),
-        reason: CompletionReason::idle,
-        early: false,
-        late: false,
-        rootless: false,
-        truncated: false,
-        unreadable: false,
-        bytes: 0,
-        spans: Vec::new(),
-        own_spans: 0,
-        first_seen: now,
-        last_seen: now,
-        due: now,
-        completed_at: now,
-    };
+    let trace = |id: u8| completed(id, false, now);
     for id in 0..20u8 {
         p.consume(trace(id));
         if id == 10 {
@@ -541,22 +546,7 @@ fn a_consumer_that_panics_is_counted_and_its_thread_lives_on() {
 #[test]
 fn parallel_consumers_see_every_trace_once_and_fragments_where_their_trace_went() {
     let now = Instant::now();
-    let trace = |id: u8, late: bool| CompletedTrace {
-        trace_id: TraceId([id; 16]),
-        reason: CompletionReason::idle,
-        early: false,
-        late,
-        rootless: false,
-        truncated: false,
-        unreadable: false,
-        bytes: 0,
-        spans: Vec::new(),
-        own_spans: 0,
-        first_seen: now,
-        last_seen: now,
-        due: now,
-        completed_at: now,
-    };
+    let trace = |id: u8, late: bool| completed(id, late, now);
     let mut p = Parallel::new((0..3).map(|_| Recording::default()).collect()).unwrap();
     for id in 0..200u8 {
         p.consume(trace(id, false));

@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -102,8 +103,9 @@ struct Queued {
 struct QueueBytes {
     used: AtomicU64,
     max: u64,
-    metrics: Arc<Metrics>,
-    labels: ExporterLabels,
+    /// `tracecheck_exporter_queue_bytes{exporter}`, looked up once: it is
+    /// set twice per request.
+    gauge: Gauge,
 }
 
 impl QueueBytes {
@@ -133,10 +135,7 @@ impl QueueBytes {
     }
 
     fn gauge(&self) {
-        self.metrics
-            .exporter_queue_bytes
-            .get_or_create(&self.labels)
-            .set(self.used.load(Ordering::Acquire) as i64);
+        self.gauge.set(self.used.load(Ordering::Acquire) as i64);
     }
 }
 
@@ -258,8 +257,7 @@ impl Exporter {
                 let bytes = Arc::new(QueueBytes {
                     used: AtomicU64::new(0),
                     max,
-                    metrics: Arc::clone(&metrics),
-                    labels: labels.clone(),
+                    gauge: metrics.exporter_queue_bytes.get_or_create(&labels).clone(),
                 });
                 let (tx, rx) = mpsc::channel(config.queue_size);
                 (QueueKind::Memory(tx, bytes), Inbox::Memory(rx), None)
@@ -505,41 +503,25 @@ impl Runner {
     fn chunks(&self, item: ForwardItem) -> Vec<Chunk> {
         let bytes = split::request_len(&item.resource_spans);
         let max_spans = self.config.batch.max_spans.max(1);
-        if bytes <= self.max_batch_bytes() && item.spans <= max_spans {
+        let parts = if bytes <= self.max_batch_bytes() && item.spans <= max_spans {
+            None
+        } else {
+            self.cut(&item.resource_spans, max_spans)
+                .map_err(|e| {
+                    // The receivers checked every field: this is a bug. Send
+                    // it as it came; the downstream's answer is counted.
+                    tracing::error!(error = %e, "Cannot cut a received request to the exporter's max_request_bytes; sending it whole.");
+                })
+                .ok()
+        };
+        let Some(parts) = parts else {
             return vec![Chunk {
                 resource_spans: item.resource_spans,
                 spans: item.spans,
                 bytes,
                 ack: item.receipt.map(Ack::Whole),
             }];
-        }
-        let limit = self.config.max_request_bytes;
-        let mut parts = Vec::new();
-        for rs in &item.resource_spans {
-            let cut = match split::count_spans(rs) {
-                Ok(spans) if spans <= max_spans && split::request_len([rs]) <= limit => {
-                    Ok(vec![split::Part {
-                        resource_spans: rs.clone(),
-                        spans,
-                    }])
-                }
-                _ => split::split(rs, limit, max_spans),
-            };
-            match cut {
-                Ok(p) => parts.extend(p),
-                Err(e) => {
-                    // The receivers checked every field: this is a bug. Send
-                    // it as it came; the downstream's answer is counted.
-                    tracing::error!(error = %e, "Cannot cut a received request to the exporter's max_request_bytes; sending it whole.");
-                    return vec![Chunk {
-                        resource_spans: item.resource_spans,
-                        spans: item.spans,
-                        bytes,
-                        ack: item.receipt.map(Ack::Whole),
-                    }];
-                }
-            }
-        }
+        };
         let shared = item.receipt.map(|receipt| {
             Arc::new(SharedReceipt {
                 receipt,
@@ -555,6 +537,29 @@ impl Runner {
                 ack: shared.clone().map(Ack::Part),
             })
             .collect()
+    }
+
+    /// Each of `resource_spans` as a part, those over `max_request_bytes`
+    /// or `max_spans` cut.
+    fn cut(
+        &self,
+        resource_spans: &[Bytes],
+        max_spans: usize,
+    ) -> Result<Vec<split::Part>, prost::DecodeError> {
+        let limit = self.config.max_request_bytes;
+        let mut parts = Vec::new();
+        for rs in resource_spans {
+            match split::count_spans(rs)? {
+                spans if spans <= max_spans && split::request_len([rs]) <= limit => {
+                    parts.push(split::Part {
+                        resource_spans: rs.clone(),
+                        spans,
+                    })
+                }
+                _ => parts.extend(split::split(rs, limit, max_spans)?),
+            }
+        }
+        Ok(parts)
     }
 
     /// Hands the batch to a send task once an in-flight slot is free.

@@ -440,6 +440,18 @@ mod tests {
         std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
     }
 
+    /// The models of `dir`, with metrics of their own.
+    fn load_dir(dir: &Path) -> (ModelRegistry, ReloadReport) {
+        let metrics = Arc::new(Metrics::new(
+            &mut prometheus_client::registry::Registry::default(),
+        ));
+        let sources = vec![ModelSource::Path {
+            path: dir.to_path_buf(),
+            optional: false,
+        }];
+        ModelRegistry::load(sources, metrics)
+    }
+
     /// The assembler hands on early copies only while a model in force can
     /// use one: the gate follows every reload.
     #[test]
@@ -448,14 +460,7 @@ mod tests {
         let file = dir.path().join("m.yaml");
         let forbids = "type: Model\nspec:\n  id: never-x\n  match: span[name = \"x\"]\n  not_expect:\n    - name: no y\n      selector: span[name = \"y\"]\n";
         std::fs::write(&file, forbids).unwrap();
-        let metrics = Arc::new(Metrics::new(
-            &mut prometheus_client::registry::Registry::default(),
-        ));
-        let sources = vec![ModelSource::Path {
-            path: dir.path().to_path_buf(),
-            optional: false,
-        }];
-        let (registry, report) = ModelRegistry::load(sources, metrics);
+        let (registry, report) = load_dir(dir.path());
         assert!(report.is_ok(), "{:?}", report.errors);
         let gate = Arc::new(AtomicBool::new(true));
         registry.set_early_gate(Arc::clone(&gate));
@@ -480,14 +485,7 @@ mod tests {
         publish(dir.path(), "2026_11_23_14_00_00.1", &model("cm-one"), mtime);
         symlink("..data/bank.yaml", dir.path().join("bank.yaml")).unwrap();
 
-        let metrics = Arc::new(Metrics::new(
-            &mut prometheus_client::registry::Registry::default(),
-        ));
-        let sources = vec![ModelSource::Path {
-            path: dir.path().to_path_buf(),
-            optional: false,
-        }];
-        let (registry, report) = ModelRegistry::load(sources, metrics);
+        let (registry, report) = load_dir(dir.path());
         assert!(report.errors.is_empty(), "{:?}", report.errors);
         assert_eq!(report.models, vec!["cm-one".to_owned()]);
         assert!(!registry.changed_on_disk());

@@ -63,6 +63,28 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// A queue in `cfg`'s directory holding records `tags` of `size` bytes
+/// each, closed as a process leaves it.
+async fn write_closed(cfg: &DiskQueueConfig, tags: std::ops::Range<u32>, size: usize) {
+    let (q, _r) = DiskQueue::open(cfg, metrics(), labels()).unwrap();
+    for tag in tags {
+        append(&q, &item(tag, size)).await;
+    }
+    q.close().await;
+}
+
+/// Flips one byte of `path` at `at`, as a bad disk would.
+fn flip_byte(path: &Path, at: u64) {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 0xff], at).unwrap();
+}
+
 fn counter(m: &Family<ExporterLabels, Counter>) -> u64 {
     m.get_or_create(&labels()).get()
 }
@@ -149,13 +171,7 @@ async fn a_restart_resumes_at_the_delivered_prefix_and_counts_what_it_replays() 
 async fn a_torn_record_at_the_end_is_cut_off_and_the_rest_delivered() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), 64, 16);
-    {
-        let (q, _r) = DiskQueue::open(&cfg, metrics(), labels()).unwrap();
-        for tag in 0..5 {
-            append(&q, &item(tag, 1000)).await;
-        }
-        q.close().await;
-    }
+    write_closed(&cfg, 0..5, 1000).await;
     // A write cut short by a power loss: half a record at the end.
     let last = segments(dir.path()).pop().unwrap();
     let whole = fs::metadata(&last).unwrap().len();
@@ -184,13 +200,7 @@ async fn a_torn_record_at_the_end_is_cut_off_and_the_rest_delivered() {
 async fn a_restart_keeps_the_records_after_damage_in_the_newest_segment() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), 64, 16);
-    {
-        let (q, _r) = DiskQueue::open(&cfg, metrics(), labels()).unwrap();
-        for tag in 0..5 {
-            append(&q, &item(tag, 1000)).await;
-        }
-        q.close().await;
-    }
+    write_closed(&cfg, 0..5, 1000).await;
     let newest = segments(dir.path()).pop().unwrap();
     let whole = fs::metadata(&newest).unwrap().len();
     // Flip a payload byte of the third record (tag 2).
@@ -199,16 +209,7 @@ async fn a_restart_keeps_the_records_after_damage_in_the_newest_segment() {
     }
     .encoded_len() as u64;
     let third = 2 * (HEADER + payload);
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&newest)
-        .unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, third + HEADER + 100).unwrap();
-    f.write_all_at(&[b[0] ^ 0xff], third + HEADER + 100)
-        .unwrap();
-    drop(f);
+    flip_byte(&newest, third + HEADER + 100);
 
     let m = metrics();
     let (q, mut r) = DiskQueue::open(&cfg, Arc::clone(&m), labels()).unwrap();
@@ -254,26 +255,11 @@ async fn a_record_whose_fdatasync_failed_is_refused_and_never_forwarded() {
 async fn a_damaged_record_is_skipped_counted_and_the_rest_still_sent() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), 64, 1);
-    {
-        let (q, _r) = DiskQueue::open(&cfg, metrics(), labels()).unwrap();
-        for tag in 0..30 {
-            append(&q, &item(tag, 100 * 1024)).await;
-        }
-        q.close().await;
-    }
+    write_closed(&cfg, 0..30, 100 * 1024).await;
     // Flip a payload byte in the second record of the first segment.
     let first = segments(dir.path())[0].clone();
     let record = HEADER + 100 * 1024 + 5;
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&first)
-        .unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, record + HEADER + 100).unwrap();
-    f.write_all_at(&[b[0] ^ 0xff], record + HEADER + 100)
-        .unwrap();
-    drop(f);
+    flip_byte(&first, record + HEADER + 100);
 
     let m = metrics();
     let (q, mut r) = DiskQueue::open(&cfg, Arc::clone(&m), labels()).unwrap();
