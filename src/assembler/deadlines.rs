@@ -25,6 +25,20 @@ const SLOT: Duration = Duration::from_millis(4);
 /// Slots in the wheel: a horizon of 8.2 s, past the default `settle` (6 s).
 const SLOTS: u64 = 2048;
 
+/// Entries an emptied slot keeps room for. A burst (one request of 9 000
+/// new traces puts 140 deadlines in one slot of each shard) would otherwise
+/// leave every slot holding the room of its largest burst ever: measured
+/// 50 MB over 64 shards' 2 048 slots under bursty traffic
+/// (`benches/pinning.py`, heaptrack), memory the buffer's account did not
+/// see.
+const KEPT_CAPACITY: usize = 16;
+
+fn release(slot: &mut Vec<(Instant, TraceId)>) {
+    if slot.capacity() > KEPT_CAPACITY {
+        *slot = Vec::new();
+    }
+}
+
 pub(super) struct Deadlines {
     base: Instant,
     /// Number (counted from `base`) of the slot the last [`Deadlines::take_due`]
@@ -82,6 +96,7 @@ impl Deadlines {
                 // so none is from a later turn of the wheel.
                 if let Some(slot) = self.slot_mut(n) {
                     due.append(slot);
+                    release(slot);
                 }
             }
             if let Some(slot) = self.slot_mut(last) {
@@ -92,6 +107,9 @@ impl Deadlines {
                     }
                     !past
                 });
+                if slot.is_empty() {
+                    release(slot);
+                }
             }
             self.cursor = last;
         }
@@ -101,6 +119,9 @@ impl Deadlines {
             }
             self.far.pop();
             due.push((at, id));
+        }
+        if self.far.capacity() > KEPT_CAPACITY && self.far.len() < self.far.capacity() / 4 {
+            self.far.shrink_to(self.far.len() * 2);
         }
     }
 
