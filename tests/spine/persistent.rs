@@ -286,3 +286,106 @@ async fn sigterm_under_full_load_forwards_or_refuses_every_span() {
         report.spans_accepted
     );
 }
+
+/// A tmpfs of `size` mounted on `dir` for the life of the guard, or `None`
+/// where this process may not mount (not root, no CAP_SYS_ADMIN).
+struct SmallFs {
+    dir: std::path::PathBuf,
+}
+
+impl SmallFs {
+    fn mount(dir: &Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Self {
+            dir: dir.to_owned(),
+        })
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+/// The queue's filesystem fills up while the downstream is away: a request
+/// the queue cannot write is refused (retryable) and never forwarded; then
+/// SIGKILL, and a restart on the still-full filesystem with the downstream
+/// back delivers exactly the spans that were acknowledged: none lost, none
+/// of the refused ones, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_filesystem_then_kill_9_forwards_exactly_what_was_acknowledged() {
+    let [grpc, http, admin, downstream] = free_addrs::<4>();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = dir.path().join("queue");
+    let Some(_fs) = SmallFs::mount(&queue, "3m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); the full-filesystem case is not exercised");
+        return;
+    };
+    let config = write_config(
+        dir.path(),
+        "tracecheck.yaml",
+        &config_text(
+            grpc,
+            http,
+            admin,
+            &format!("http://{downstream}"),
+            Some(&queue),
+        ),
+    );
+    let mut served = Served::spawn(&["serve", "--config", &config]);
+    served.ready(admin).await;
+    // ~6 MB offered to a 3 MiB filesystem; refused requests are not retried,
+    // so that a refused span reaching the downstream would show.
+    let report = bounded(
+        "load",
+        loadgen::run(util::load(
+            format!("http://{grpc}"),
+            Protocol::Grpc,
+            240,
+            100,
+        )),
+    )
+    .await
+    .expect("load runs");
+    let accepted = report.spans_accepted;
+    assert!(
+        report.spans_refused > 0 && accepted > 0,
+        "the filesystem never filled: {report}"
+    );
+    let unwritable = util::metric(
+        admin,
+        "tracecheck_receiver_refused_requests_total",
+        &[
+            ("transport", "grpc"),
+            ("reason", "exporter_queue_unwritable"),
+        ],
+    )
+    .await;
+    assert!(unwritable > 0.0, "refused for another reason: {report}");
+    served.kill9();
+
+    let sink = util::start_sink_at(downstream).await;
+    let mut served = Served::spawn(&["serve", "--config", &config]);
+    served.ready(admin).await;
+    let stats = util::wait_for_sink(&sink, accepted).await;
+    // Nothing more comes: the refused requests' spans were never queued.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats_later = sink.stats();
+    assert_eq!(
+        stats_later.unique_spans, accepted,
+        "{stats_later} for {report}"
+    );
+    assert_eq!(stats.duplicate_spans, 0, "{stats}");
+    eprintln!("full filesystem then kill -9: {report}; downstream {stats_later}");
+    served.sigterm();
+    assert_eq!(served.exit().await.code(), Some(0), "{}", served.stderr());
+}
