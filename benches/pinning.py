@@ -1,13 +1,15 @@
 """Issue 18's measurement: 80 OTLP/HTTP requests of ~4 MiB, 4 a second, each
 carrying one span of a long-lived trace (no root, a span in every request)
-among ~18 000 one-span traces; `assembler.max_memory_mib: 128`, no models,
-no forwarding. Prints what was taken and refused, the daemon's peak RSS and
-the buffer's own account.
+among ~18 000 one-span traces; beside them, from a second sender, OTLP/JSON
+requests of ~1 MiB, 4 a second; `assembler.max_memory_mib: 128`, no models,
+no forwarding. Prints what was taken and refused, the daemon's peak RSS,
+and the peak of its memory account (`tracecheck_memory_bytes`, summed over
+its parts, sampled every 50 ms; 0 where the build has no account).
 
 Usage: python3 benches/pinning.py path/to/tracecheck HTTP_PORT ADMIN_PORT
 (needs the opentelemetry-proto package; .ci/run installs it). Writes its
 config and the daemon's log under /tmp/tracecheck-pinning/."""
-import os, random, subprocess, sys, time, urllib.request
+import json, os, random, subprocess, sys, threading, time, urllib.request
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as ts
 from opentelemetry.proto.trace.v1 import trace_pb2 as tr
 from opentelemetry.proto.resource.v1 import resource_pb2 as rs
@@ -47,6 +49,9 @@ def metric(name):
         if l.startswith(name + " "):
             return float(l.split()[1])
     return float("nan")
+def account():
+    return sum(float(l.split()[1]) for l in get("/metrics").splitlines()
+               if l.startswith("tracecheck_memory_bytes{"))
 
 long_trace = os.urandom(16)
 rnd = random.Random(7)
@@ -65,6 +70,40 @@ def request(i):
         if req.ByteSize() >= 4 * 1024 * 1024 - 300_000:
             return req.SerializeToString()
 bodies = [request(i) for i in range(4)]  # reused bodies differ only by trace ids: fine
+
+def json_body():
+    spans = [{"traceId": os.urandom(16).hex(), "spanId": os.urandom(8).hex(), "name": "json step",
+              "startTimeUnixNano": str(now), "endTimeUnixNano": str(now + 1000),
+              "attributes": [{"key": f"k{a}", "value": {"stringValue": "v" * 8}} for a in range(8)]}
+             for _ in range(2500)]
+    return json.dumps({"resourceSpans": [{"resource": {"attributes": [
+        {"key": "service.name", "value": {"stringValue": "json-svc"}}]},
+        "scopeSpans": [{"spans": spans}]}]}).encode()
+json_stats = {"taken": 0, "refused": 0}
+done = threading.Event()
+def send_json():
+    body = json_body()
+    while not done.is_set():
+        try:
+            urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{http_port}/v1/traces", data=body,
+                                   headers={"Content-Type": "application/json"}), timeout=30).read()
+            json_stats["taken"] += 1
+        except urllib.error.HTTPError:
+            json_stats["refused"] += 1
+        except Exception:
+            json_stats["errors"] = json_stats.get("errors", 0) + 1
+        time.sleep(0.25)
+peaks = {"account": 0.0}
+def sample():
+    while not done.is_set():
+        try:
+            peaks["account"] = max(peaks["account"], account())
+        except Exception:
+            pass
+        time.sleep(0.05)
+threads = [threading.Thread(target=send_json), threading.Thread(target=sample)]
+for t in threads:
+    t.start()
 rss0 = rss()
 taken = refused = 0
 peak = 0
@@ -84,7 +123,13 @@ for i in range(80):
         refused += 1
     peak = max(peak, rss())
     time.sleep(0.25)
-print(f"requests {len(data)} B each: taken {taken}, refused {refused}; RSS before {rss0} MiB, "
-      f"peak (VmHWM) {hwm()} MiB; buffer account at end {metric('tracecheck_buffer_bytes')/1e6:.1f} MB, "
+done.set()
+for t in threads:
+    t.join()
+print(f"protobuf requests {len(data)} B each: taken {taken}, refused {refused}; "
+      f"JSON requests {len(json_body())} B each: taken {json_stats['taken']}, refused {json_stats['refused']}, "
+      f"failed {json_stats.get('errors', 0)}; "
+      f"RSS before {rss0} MiB, peak (VmHWM) {hwm()} MiB; memory account peak {peaks['account']/2**20:.1f} MiB "
+      f"of 128; buffer account at end {metric('tracecheck_buffer_bytes')/1e6:.1f} MB, "
       f"buffered spans {metric('tracecheck_buffer_spans'):.0f}")
 proc.terminate(); proc.wait()

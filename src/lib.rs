@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod engine;
 pub mod exporter;
 pub mod ids;
+pub mod memory;
 pub mod model;
 pub mod net;
 pub mod otlp;

@@ -469,9 +469,10 @@ async fn above_the_soft_memory_limit_senders_are_told_to_retry() {
     let daemon = util::start_daemon(config).await;
     let mut client = util::grpc_client(&daemon).await;
 
-    // 900 KiB buffered: above 80% of 1 MiB, below 1 MiB.
+    // 450 KiB buffered, and as much reserved to copy it out of its
+    // request: above 80% of 1 MiB, below 1 MiB.
     client
-        .export(request(vec![heavy(1, 900 * KIB)]))
+        .export(request(vec![heavy(1, 450 * KIB)]))
         .await
         .expect("taken below the soft limit");
 
@@ -498,7 +499,7 @@ async fn above_the_soft_memory_limit_senders_are_told_to_retry() {
     let text = util::scrape(daemon.admin_addr).await;
     assert_eq!(refused_spans(&text, "grpc", "memory_limit"), 1.0, "{text}");
     assert_eq!(refused_spans(&text, "http", "memory_limit"), 1.0, "{text}");
-    assert!(sample(&text, "tracecheck_buffer_bytes", &[]) >= (900 * KIB) as f64);
+    assert!(sample(&text, "tracecheck_buffer_bytes", &[]) >= (450 * KIB) as f64);
     // Below the hard limit nothing is evicted.
     assert_eq!(
         sample(
@@ -509,7 +510,8 @@ async fn above_the_soft_memory_limit_senders_are_told_to_retry() {
         0.0
     );
 
-    // Once the big trace completes, the retry goes through and is forwarded.
+    // Once the big span is copied out of its request and the request is
+    // forwarded (or the trace completes), the retry goes through.
     let retried = util::wait_until("a retry to be taken", || {
         let mut client = client.clone();
         async move {
@@ -525,60 +527,47 @@ async fn above_the_soft_memory_limit_senders_are_told_to_retry() {
     daemon.shutdown().await;
 }
 
+/// The memory limit is never passed by a request: one that with its spans'
+/// bookkeeping is larger than the whole limit can never be taken, so it is
+/// refused for good (retrying it would loop forever), on both transports;
+/// one that fits is taken and forwarded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn above_the_hard_memory_limit_the_oldest_traces_are_evicted() {
+async fn a_request_larger_than_the_memory_limit_is_refused_for_good() {
     let sink = util::start_sink(Faults::default()).await;
     let mut config = util::config_forwarding_to(&sink);
     config.assembler.max_memory_mib = 1;
-    config.assembler.idle_timeout = Duration::from_secs(60);
-    config.assembler.max_trace_age = Duration::from_secs(60);
     let daemon = util::start_daemon(config).await;
 
-    // An empty buffer admits one request of 1.2 MiB in four traces: past
-    // the hard limit, so the oldest are completed early.
-    let spans = (1..=4).map(|t| heavy(t, 300 * KIB)).collect();
-    let resp = post(&daemon, PROTOBUF, false, request(spans).encode_to_vec()).await;
-    assert_eq!(resp.status(), StatusCode::OK);
-
-    let admin = daemon.admin_addr;
-    let text = util::wait_until("eviction", || async move {
-        let text = util::scrape(admin).await;
-        let evicted = sample(
-            &text,
-            "tracecheck_traces_completed_total",
-            &[("reason", "evicted")],
-        );
-        if evicted >= 1.0 {
-            Ok(text)
-        } else {
-            Err(format!("evicted {evicted}"))
-        }
-    })
-    .await;
-    let soft = (1024 * KIB) as f64 * 0.8;
+    // 1.2 MiB in four traces.
+    let too_big = || request((1..=4).map(|t| heavy(t, 300 * KIB)).collect());
+    let resp = post(&daemon, PROTOBUF, false, too_big().encode_to_vec()).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let status = RpcStatus::decode(resp.bytes().await.expect("body")).expect("status");
     assert!(
-        sample(&text, "tracecheck_buffer_bytes", &[]) <= soft,
-        "back under the soft limit:\n{text}"
+        status.message.contains("more than the memory limit"),
+        "{status:?}"
     );
-    assert_eq!(
-        sample(
-            &text,
-            "tracecheck_traces_completed_total",
-            &[("reason", "evicted")]
-        ),
-        2.0,
-        "1.2 MiB down to under 0.8 MiB is two traces of 0.3 MiB"
-    );
+    let err = util::grpc_client(&daemon)
+        .await
+        .export(too_big())
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 
-    // Still alive and taking traffic, which is forwarded with the rest.
+    let text = util::scrape(daemon.admin_addr).await;
+    assert_eq!(refused_spans(&text, "http", "too_large"), 4.0, "{text}");
+    assert_eq!(refused_spans(&text, "grpc", "too_large"), 4.0, "{text}");
+    assert_eq!(sample(&text, "tracecheck_buffer_traces", &[]), 0.0);
+
+    // A quarter of it fits, with the room to copy it out of its request.
     let answer = util::grpc_client(&daemon)
         .await
-        .export(request(vec![span(9, 1, None, "after")]))
+        .export(request(vec![heavy(5, 300 * KIB)]))
         .await
-        .expect("taken after eviction")
+        .expect("taken")
         .into_inner();
     assert_eq!(answer.partial_success, None);
-    util::wait_for_sink(&sink, 5).await;
+    util::wait_for_sink(&sink, 1).await;
     daemon.shutdown().await;
 }
 

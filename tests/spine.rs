@@ -15,6 +15,8 @@ mod binary;
 mod faults;
 #[path = "spine/load.rs"]
 mod load;
+#[path = "spine/memory.rs"]
+mod memory;
 #[path = "spine/outage.rs"]
 mod outage;
 #[path = "spine/overload.rs"]

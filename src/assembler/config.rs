@@ -42,8 +42,10 @@ pub struct AssemblerConfig {
     /// a new trace that would be judged on its own.
     #[serde(with = "crate::config::duration")]
     pub late_span_window: Duration,
-    /// Trace IDs remembered for `late_span_window` at most (about 70 bytes
-    /// each). At more settled traces a second than this over the window,
+    /// Trace IDs remembered for `late_span_window` at most (~128 bytes
+    /// each, charged to the memory account; never more than an eighth of
+    /// `max_memory_mib`'s worth). At more settled traces a second than this
+    /// over the window,
     /// the oldest are forgotten sooner: at 10 000 traces/s the default
     /// keeps 100 s. The evaluator keeps the settled traces' spans to merge
     /// late spans into by its own, smaller, byte bound; spans of a trace

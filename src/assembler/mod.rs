@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use self::config::AssemblerConfig;
 use self::shard::{Caps, InsertDelta, Shard};
 use crate::ids::TraceId;
+use crate::memory::{Charge, MemoryAccount, Part};
 use crate::otlp::{KeyedSpan, RawSpan};
 use crate::results::metrics::{
     CompletionReason, Metrics, PanicLabels, TruncateLabels, TruncateReason,
@@ -99,6 +100,26 @@ pub struct CompletedTrace {
     /// When its completion condition was met.
     pub due: Instant,
     pub completed_at: Instant,
+    /// What it is charged to the memory account (`evaluating`) until it is
+    /// dropped: its own bytes, not the request slices among its spans
+    /// (those count as `requests`). `None` on early copies, which share
+    /// the buffer's spans.
+    pub charge: Option<Charge>,
+}
+
+impl CompletedTrace {
+    /// Its accounted bytes that are its own, not slices of requests.
+    pub fn own_bytes(&self) -> usize {
+        self.bytes
+            .saturating_sub(shard::borrowed_bytes(&self.spans, self.own_spans))
+    }
+}
+
+/// Which traces of a refused request [`Assembler::hold`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    All,
+    Buffered,
 }
 
 /// Where completed traces go. Until models exist it only counts.
@@ -122,8 +143,16 @@ pub enum AdmitError {
     /// At `max_traces` or `max_spans`.
     #[error("trace buffer full ({traces} traces, {spans} spans buffered); retry shortly")]
     Full { traces: usize, spans: usize },
-    /// Above the soft memory limit.
-    #[error("trace buffer above its memory limit ({used} of {limit} bytes, refusing above {soft}); retry shortly")]
+    /// The request alone, with its spans' bookkeeping, is larger than the
+    /// memory limit: it can never be taken.
+    #[error("request of {body} bytes needs {needs} bytes of memory to be taken (its body, room to copy its spans out, their bookkeeping), more than the memory limit of {limit} bytes (assembler.max_memory_mib); send smaller batches")]
+    TooLarge {
+        body: usize,
+        needs: usize,
+        limit: usize,
+    },
+    /// The process's memory account above its soft limit.
+    #[error("memory in use above the limit ({used} of {limit} bytes, refusing above {soft}); retry shortly")]
     Memory {
         used: usize,
         soft: usize,
@@ -151,10 +180,16 @@ pub struct Assembler {
     metrics: Arc<Metrics>,
     /// Completed trace IDs remembered per shard (`late_span_window_max_traces`).
     recent_cap: usize,
+    /// What the IDs remembered beyond the buffered traces (completed ones
+    /// for late spans, holds) are charged to the memory account, as of the
+    /// last pass.
+    remembered_charged: AtomicUsize,
     /// Holds kept per shard.
     held_cap: usize,
     /// Whether a model in force can pass early ([`Assembler::early_gate`]).
     early_wanted: Arc<AtomicBool>,
+    /// The process's memory account, whose limit is `max_memory_mib`.
+    memory: Arc<MemoryAccount>,
 }
 
 impl Assembler {
@@ -171,9 +206,30 @@ impl Assembler {
         metrics
             .buffer_max_bytes
             .set(config.max_memory_bytes().min(i64::MAX as usize) as i64);
+        metrics
+            .memory_limit_bytes
+            .set(config.max_memory_bytes().min(i64::MAX as usize) as i64);
+        let memory = Arc::new(MemoryAccount::new(
+            config.max_memory_bytes(),
+            config.soft_memory_bytes(),
+            &metrics.memory_bytes,
+        ));
         Self {
-            recent_cap: config.late_span_window_max_traces / SHARDS + 1,
-            held_cap: config.max_traces / SHARDS + 1,
+            // At most an eighth of the memory limit for remembered IDs and
+            // a sixteenth for holds, whatever the counts allow: the defaults
+            // (1 000 000 IDs, 128 MiB) fit the default limit, and a small
+            // limit (a sidecar's 96 MiB) is not filled by IDs alone.
+            recent_cap: config
+                .late_span_window_max_traces
+                .min(config.max_memory_bytes() / 8 / shard::RECENT_OVERHEAD)
+                / SHARDS
+                + 1,
+            remembered_charged: AtomicUsize::new(0),
+            held_cap: config
+                .max_traces
+                .min(config.max_memory_bytes() / 16 / (2 * shard::HELD_OVERHEAD))
+                / SHARDS
+                + 1,
             config,
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: ahash::RandomState::new(),
@@ -184,7 +240,13 @@ impl Assembler {
             wake: Notify::new(),
             metrics,
             early_wanted: Arc::new(AtomicBool::new(true)),
+            memory,
         }
+    }
+
+    /// The process's memory account; its limit is `max_memory_mib`.
+    pub fn memory(&self) -> &Arc<MemoryAccount> {
+        &self.memory
     }
 
     /// Set to whether any model in force can pass a trace early, by whoever
@@ -200,28 +262,44 @@ impl Assembler {
     }
 
     /// Whether new spans may come in. At a count bound it refuses and asks
-    /// the expiry task to evict, so a retry shortly after succeeds. Above the
-    /// soft memory limit it refuses until traces complete (at the latest
-    /// `max_trace_age` later) or the hard limit makes it evict. A request
-    /// admitted just below a bound may overshoot it by its own size, which
-    /// the receivers' message size limit bounds.
-    pub fn admit(&self) -> Result<(), AdmitError> {
+    /// the expiry task to evict, so a retry shortly after succeeds. With the
+    /// process's memory account (the request's own body already charged)
+    /// at its soft limit it refuses until traces complete (at the latest
+    /// `max_trace_age` later), requests are forwarded, or the buffer's hard
+    /// limit makes it evict. A request admitted just below a count bound
+    /// may overshoot it by its own size, which the receivers' message size
+    /// limit bounds.
+    ///
+    /// `own`: what the account already counts for the request asking (its
+    /// body); `spans`: how many spans it brings, `copies`: their bytes.
+    /// Reserved in one step with the admission, and returned as one charge:
+    /// the spans' bookkeeping (each span's and a new trace's), until
+    /// [`Assembler::insert`] has charged it, and `copies`, room to copy the
+    /// spans out of the body later, which the caller moves into the
+    /// request's [`crate::memory::CopyRoom`].
+    pub fn admit(&self, own: usize, spans: usize, copies: usize) -> Result<Charge, AdmitError> {
+        let bookkeeping = spans.saturating_mul(shard::SPAN_OVERHEAD + shard::TRACE_OVERHEAD);
+        let reserved = bookkeeping.saturating_add(copies);
+        if !self.memory.fits(own.saturating_add(reserved)) {
+            return Err(AdmitError::TooLarge {
+                body: own,
+                needs: own.saturating_add(reserved),
+                limit: self.memory.limit(),
+            });
+        }
         let traces = self.traces.load(Ordering::Relaxed);
         let spans = self.spans.load(Ordering::Relaxed);
         if traces >= self.config.max_traces || spans >= self.config.max_spans {
             self.want_eviction();
             return Err(AdmitError::Full { traces, spans });
         }
-        let used = self.bytes.load(Ordering::Relaxed);
-        let soft = self.config.soft_memory_bytes();
-        if used >= soft {
-            return Err(AdmitError::Memory {
-                used,
-                soft,
-                limit: self.config.max_memory_bytes(),
-            });
-        }
-        Ok(())
+        self.memory
+            .reserve(Part::buffer, own, reserved)
+            .map_err(|e| AdmitError::Memory {
+                used: e.used,
+                soft: e.soft,
+                limit: e.limit,
+            })
     }
 
     /// Holds the completion of these traces until `until`: the receivers
@@ -229,18 +307,24 @@ impl Assembler {
     /// hold a trace whose root was taken would complete (`root_settle`)
     /// before the retry, and the refused spans, perhaps the very ones a
     /// model fails on, would come as a late fragment after its verdict.
-    /// Traces not buffered yet are held too: their first spans may be the
-    /// ones being retried. Each shard is locked once.
-    pub fn hold(&self, mut ids: Vec<TraceId>, now: Instant, until: Instant) {
+    /// Traces not buffered yet are held too (`Held::All`): their first
+    /// spans may be the ones being retried. Refused for memory, only those
+    /// buffered are (`Held::Buffered`): a hold takes memory too, and
+    /// holding every trace of every refused request would keep the account
+    /// at its limit for as long as senders retry. Each shard is locked once.
+    pub fn hold(&self, mut ids: Vec<TraceId>, now: Instant, until: Instant, which: Held) {
         ids.sort_unstable_by_key(|id| (self.shard_of(id), *id));
         ids.dedup();
         let mut iter = ids.into_iter().peekable();
         while let Some(first) = iter.next() {
             let idx = self.shard_of(&first);
             let mut shard = self.shards[idx].lock();
-            shard.hold(first, now, until, self.held_cap);
-            while let Some(next) = iter.next_if(|id| self.shard_of(id) == idx) {
-                shard.hold(next, now, until, self.held_cap);
+            for id in std::iter::once(first).chain(std::iter::from_fn(|| {
+                iter.next_if(|id| self.shard_of(id) == idx)
+            })) {
+                if which == Held::All || shard.buffers(&id) {
+                    shard.hold(id, now, until, self.held_cap);
+                }
             }
         }
     }
@@ -270,6 +354,7 @@ impl Assembler {
                 .fetch_add(delta.new_traces - before.new_traces, Ordering::Relaxed);
             self.bytes
                 .fetch_add(delta.bytes - before.bytes, Ordering::Relaxed);
+            self.memory.add(Part::buffer, delta.bytes - before.bytes);
             drop(shard);
         }
         if delta.new_traces > 0 {
@@ -318,6 +403,12 @@ impl Assembler {
                 .fetch_add(delta.spans - before.spans, Ordering::Relaxed);
             self.bytes
                 .fetch_add(delta.bytes - before.bytes, Ordering::Relaxed);
+            // Span encodings stay in their requests (`requests`) until
+            // compacted.
+            self.memory.add(
+                Part::buffer,
+                (delta.bytes - before.bytes) - (delta.borrowed - before.borrowed),
+            );
             drop(shard);
         }
         if self.bytes() > self.config.max_memory_bytes() {
@@ -362,7 +453,7 @@ impl Assembler {
     pub fn poll_completed(&self, now: Instant) -> Vec<CompletedTrace> {
         let mut out = Vec::new();
         self.poll_into(now, &mut out);
-        self.account(&out);
+        self.account(&mut out);
         out
     }
 
@@ -385,7 +476,7 @@ impl Assembler {
                 shard.lock().reschedule(&self.config);
             }
         }
-        self.account(&out);
+        self.account(&mut out);
         out
     }
 
@@ -395,8 +486,19 @@ impl Assembler {
             held: self.held_cap,
             early: self.early_wanted.load(Ordering::Relaxed),
         };
+        let mut remembered = 0;
         for shard in self.shards.iter() {
-            shard.lock().expire(now, &self.config, caps, out);
+            let mut shard = shard.lock();
+            shard.expire(now, &self.config, caps, out);
+            // Under the lock, as the traces' completion is accounted.
+            self.memory.add(Part::buffer, shard.take_compacted());
+            remembered += shard.remembered_bytes();
+        }
+        let before = self.remembered_charged.swap(remembered, Ordering::Relaxed);
+        if remembered >= before {
+            self.memory.add(Part::buffer, remembered - before);
+        } else {
+            self.memory.sub(Part::buffer, before - remembered);
         }
         if self.evict_wanted.swap(false, Ordering::AcqRel) {
             self.evict(now, out);
@@ -416,7 +518,7 @@ impl Assembler {
         for shard in self.shards.iter() {
             shard.lock().drain(now, &mut out);
         }
-        self.account(&out);
+        self.account(&mut out);
         out
     }
 
@@ -461,21 +563,26 @@ impl Assembler {
 
     /// Takes traces that left the buffer off its counters; early copies
     /// are still buffered.
-    fn account(&self, completed: &[CompletedTrace]) {
-        let mut left = completed.iter().filter(|c| !c.early).peekable();
+    /// Each is charged to the memory account's `evaluating` part instead.
+    fn account(&self, completed: &mut [CompletedTrace]) {
+        let mut left = completed.iter_mut().filter(|c| !c.early).peekable();
         if left.peek().is_none() {
             return;
         }
-        let (mut traces, mut spans, mut bytes) = (0, 0, 0);
-        for c in left.clone() {
+        let (mut traces, mut spans, mut bytes, mut own) = (0, 0, 0, 0);
+        for c in left {
             traces += 1;
             spans += c.spans.len();
             bytes += c.bytes;
+            let charge = self.memory.charge(Part::evaluating, c.own_bytes());
+            own += charge.bytes();
+            c.charge = Some(charge);
         }
         self.traces.fetch_sub(traces, Ordering::Relaxed);
         self.spans.fetch_sub(spans, Ordering::Relaxed);
         self.bytes.fetch_sub(bytes, Ordering::Relaxed);
-        for c in left {
+        self.memory.sub(Part::buffer, own);
+        for c in completed.iter().filter(|c| !c.early) {
             self.metrics.completed(c.reason);
             if c.late {
                 self.metrics.late_fragments.inc();

@@ -28,6 +28,15 @@ pub(super) const SPAN_OVERHEAD: usize = 128;
 /// arrival entries, and hash map slack.
 pub(super) const TRACE_OVERHEAD: usize = 512;
 
+/// Bytes a completed trace's ID takes while it is remembered for late
+/// spans (`late_span_window`): its map entry and its place in the order of
+/// forgetting, with their slack (measured: 126 B, heaptrack on
+/// `benches/pinning.py`). Charged to the memory account's `buffer` part,
+/// not to the buffer's own bound; likewise a hold's entries
+/// ([`Shard::hold`]), 64 B each.
+pub(super) const RECENT_OVERHEAD: usize = 128;
+pub(super) const HELD_OVERHEAD: usize = 64;
+
 pub(super) struct TraceBuf {
     pub spans: Vec<RawSpan>,
     /// The first `own` spans hold their own bytes (compacted at the early
@@ -66,13 +75,16 @@ pub(super) enum Due {
 impl TraceBuf {
     /// Copies the spans that are still slices of their requests into a
     /// buffer of their own (the first `own` already are).
-    fn compact(&mut self, scopes: &mut ScopeInterner) {
+    /// Returns the bytes copied: they now count as the buffer's own.
+    fn compact(&mut self, scopes: &mut ScopeInterner) -> usize {
+        let copied = borrowed_bytes(&self.spans, self.own);
         if self.own < self.spans.len() {
             let spans = std::mem::take(&mut self.spans);
             self.spans = RawSpan::detach_rest(spans, self.own, scopes);
             self.own = self.spans.len();
         }
         self.uncompacted_since = None;
+        copied
     }
 
     /// The earliest of its conditions and which one it is.
@@ -106,6 +118,14 @@ impl TraceBuf {
     }
 }
 
+/// The encoded bytes of `spans` past the first `own`: slices of their
+/// requests, which the memory account counts as `requests`.
+pub(super) fn borrowed_bytes(spans: &[RawSpan], own: usize) -> usize {
+    spans
+        .get(own..)
+        .map_or(0, |rest| rest.iter().map(|s| s.bytes.len()).sum())
+}
+
 /// Stale arrivals tolerated before a sweep, and spare capacity kept.
 const ARRIVALS_SLACK: usize = 1024;
 
@@ -133,6 +153,9 @@ pub(super) struct Shard {
     held_order: VecDeque<(Instant, TraceId)>,
     /// The resources and scopes of compacted traces, shared.
     scopes: ScopeInterner,
+    /// Span bytes copied out of their requests since the assembler last
+    /// took this ([`Shard::take_compacted`]).
+    compacted: usize,
 }
 
 /// Per-call settings of [`Shard::expire`].
@@ -152,6 +175,9 @@ pub(super) struct InsertDelta {
     pub new_traces: usize,
     pub spans: usize,
     pub bytes: usize,
+    /// The part of `bytes` that are spans' encodings still in their
+    /// requests (not the buffer's own memory).
+    pub borrowed: usize,
     /// Spans not buffered because their trace was at `max_spans_per_trace`…
     pub over_span_bound: usize,
     /// …or at `max_bytes_per_trace`.
@@ -215,6 +241,7 @@ impl Shard {
                     self.deadlines.push(now + config.idle_timeout, trace_id);
                 }
             }
+            delta.borrowed += span.bytes.len();
             t.spans.push(span);
             t.bytes += size;
             delta.spans += 1;
@@ -222,6 +249,7 @@ impl Shard {
             return;
         }
         delta.spans += 1;
+        delta.borrowed += span.bytes.len();
         self.start(
             trace_id,
             vec![span],
@@ -326,12 +354,40 @@ impl Shard {
             } else {
                 self.held.get(&id).copied()
             };
-            let due = match held {
-                Some(until) if until > due => until,
-                _ => due,
+            // A hold waits for spans being retried before judging; it never
+            // delays copying spans out of their requests (below: a trace
+            // held by every refused request would otherwise pin them, the
+            // memory they hold would keep the refusals coming, and nothing
+            // would ever be freed), nor the `max_trace_age` bound.
+            let holdable = !matches!(
+                what,
+                Due::Compact | Due::Complete(CompletionReason::max_age)
+            );
+            let age_due = t.first_seen + config.max_trace_age;
+            let (due, what) = match held {
+                Some(until) if until > due && holdable => {
+                    if until >= age_due {
+                        (age_due, Due::Complete(CompletionReason::max_age))
+                    } else {
+                        (until, what)
+                    }
+                }
+                _ => (due, what),
             };
             if due > now {
-                self.deadlines.push(due, id);
+                // Held: spans due to be copied out still are.
+                let mut next = due;
+                if let Some(t) = self.traces.get_mut(&id) {
+                    if let Some(since) = t.uncompacted_since {
+                        let at = since + config.idle_timeout;
+                        if at <= now {
+                            self.compacted += t.compact(&mut self.scopes);
+                        } else {
+                            next = next.min(at);
+                        }
+                    }
+                }
+                self.deadlines.push(next, id);
                 continue;
             }
             match what {
@@ -341,7 +397,7 @@ impl Shard {
                         // It waits for `settle` now, seconds in which the
                         // requests its spans are slices of would stay alive
                         // for its sake: it keeps its own bytes instead.
-                        t.compact(&mut self.scopes);
+                        self.compacted += t.compact(&mut self.scopes);
                         if early_wanted {
                             out.push(CompletedTrace {
                                 trace_id: id,
@@ -358,6 +414,7 @@ impl Shard {
                                 last_seen: t.last_seen,
                                 due,
                                 completed_at: now,
+                                charge: None,
                             });
                         }
                         self.deadlines.push(t.due(config).0, id);
@@ -370,7 +427,7 @@ impl Shard {
                 }
                 Due::Compact => {
                     if let Some(t) = self.traces.get_mut(&id) {
-                        t.compact(&mut self.scopes);
+                        self.compacted += t.compact(&mut self.scopes);
                         self.deadlines.push(t.due(config).0, id);
                     }
                 }
@@ -400,6 +457,22 @@ impl Shard {
             self.arrivals
                 .shrink_to(2 * self.arrivals.len() + ARRIVALS_SLACK);
         }
+    }
+
+    pub fn buffers(&self, id: &TraceId) -> bool {
+        self.traces.contains_key(id)
+    }
+
+    /// Bytes of the IDs it remembers beyond its traces: completed traces'
+    /// for late spans, and holds.
+    pub fn remembered_bytes(&self) -> usize {
+        self.recent_order.len() * RECENT_OVERHEAD
+            + (self.held.len() + self.held_order.len()) * HELD_OVERHEAD
+    }
+
+    /// Span bytes compacted since the last call.
+    pub fn take_compacted(&mut self) -> usize {
+        std::mem::take(&mut self.compacted)
     }
 
     #[cfg(test)]
@@ -483,6 +556,7 @@ impl Shard {
                 last_seen: t.last_seen,
                 due: now,
                 completed_at: now,
+                charge: None,
             });
         }
     }
@@ -515,6 +589,7 @@ impl Shard {
             last_seen: t.last_seen,
             due,
             completed_at: now,
+            charge: None,
         })
     }
 

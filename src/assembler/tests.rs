@@ -35,6 +35,7 @@ fn span(trace: u8, id: u8, root: bool) -> KeyedSpan {
                 resource_schema_url: String::new(),
                 scope: Bytes::new(),
                 scope_schema_url: String::new(),
+                copy_room: None,
             }),
         },
     }
@@ -101,6 +102,7 @@ async fn a_trace_waiting_to_settle_keeps_its_own_bytes_not_its_requests() {
         resource_schema_url: String::new(),
         scope: Bytes::new(),
         scope_schema_url: String::new(),
+        copy_room: None,
     });
     let slice = |id: u8, range: std::ops::Range<usize>, root: bool| KeyedSpan {
         trace_id: TraceId([1; 16]),
@@ -152,6 +154,7 @@ async fn a_long_lived_trace_lets_go_of_its_requests_after_idle_timeout() {
         resource_schema_url: String::new(),
         scope: Bytes::new(),
         scope_schema_url: String::new(),
+        copy_room: None,
     });
     for (i, request) in requests.iter().enumerate() {
         let at = t0 + Duration::from_secs(i as u64);
@@ -294,13 +297,13 @@ async fn bounds_refuse_then_evict_the_oldest() {
     });
     let t0 = Instant::now();
     for i in 0..10u8 {
-        assert!(a.admit().is_ok());
+        assert!(a.admit(0, 0, 0).is_ok());
         a.insert(
             vec![span(i, 1, false)],
             t0 + Duration::from_millis(u64::from(i)),
         );
     }
-    let full = a.admit().unwrap_err();
+    let full = a.admit(0, 0, 0).unwrap_err();
     assert!(
         matches!(full, AdmitError::Full { traces: 10, .. }),
         "{full:?}"
@@ -310,7 +313,7 @@ async fn bounds_refuse_then_evict_the_oldest() {
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].reason, CompletionReason::evicted);
     assert_eq!(done[0].trace_id, TraceId([0; 16]));
-    assert!(a.admit().is_ok());
+    assert!(a.admit(0, 0, 0).is_ok());
 }
 
 #[tokio::test(start_paused = true)]
@@ -419,16 +422,58 @@ async fn above_the_soft_memory_limit_admission_is_refused() {
         ..config()
     });
     let t0 = Instant::now();
-    assert!(a.admit().is_ok());
-    a.insert(vec![sized_span(1, 1, 900 * 1024)], t0);
-    let refused = a.admit().unwrap_err();
+    assert!(a.admit(0, 0, 0).is_ok());
+    // As the receivers hand it over: its request counted by the account.
+    let mut big = sized_span(1, 1, 900 * 1024);
+    big.span.bytes = a.memory().track(big.span.bytes);
+    a.insert(vec![big], t0);
+    let refused = a.admit(0, 0, 0).unwrap_err();
     assert!(matches!(refused, AdmitError::Memory { .. }), "{refused:?}");
     // Below the hard limit nothing is evicted: the trace completes normally.
     assert!(a.poll_completed(t0 + Duration::from_millis(20)).is_empty());
     let done = a.poll_completed(t0 + Duration::from_secs(3));
     assert_eq!(done[0].reason, CompletionReason::idle);
-    assert!(a.admit().is_ok());
+    // Still counted while the evaluators have it…
+    assert!(a.admit(0, 0, 0).is_err());
+    drop(done);
+    // …and not once it is gone.
+    assert!(a.admit(0, 0, 0).is_ok());
     assert_eq!(a.bytes(), 0);
+    // What is left is its ID, remembered for late spans.
+    assert_eq!(a.memory().used(), super::shard::RECENT_OVERHEAD);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_memory_account_follows_spans_from_request_to_buffer_to_evaluation() {
+    use crate::memory::Part;
+    let a = assembler(config());
+    let m = Arc::clone(a.memory());
+    let t0 = Instant::now();
+    let mut keyed = vec![sized_span(1, 1, 1000), sized_span(1, 2, 3000)];
+    keyed[0].is_root = true;
+    for k in &mut keyed {
+        k.span.bytes = m.track(k.span.bytes.clone());
+    }
+    a.insert(keyed, t0);
+    // Slices of their request: the buffer owns only its bookkeeping.
+    assert_eq!(m.get(Part::requests), 4000);
+    assert_eq!(m.get(Part::buffer), a.bytes() - 4000);
+    // The early point copies them out: the request is let go.
+    let early = a.poll_completed(t0 + a.config().root_settle);
+    drop(early);
+    assert_eq!(m.get(Part::requests), 0);
+    assert_eq!(m.get(Part::buffer), a.bytes());
+    // Completed, the trace is charged to evaluation until it is dropped.
+    let done = a.poll_completed(t0 + a.config().settle + Duration::from_secs(1));
+    assert_eq!(done.len(), 1);
+    // Of the buffer, only its ID is left, remembered for late spans.
+    assert_eq!(m.get(Part::buffer), super::shard::RECENT_OVERHEAD);
+    assert_eq!(m.get(Part::evaluating), done[0].bytes);
+    drop(done);
+    assert_eq!(m.used(), super::shard::RECENT_OVERHEAD);
+    // Forgotten after `late_span_window`.
+    drop(a.poll_completed(t0 + a.config().late_span_window + Duration::from_secs(10)));
+    assert_eq!(m.used(), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -454,7 +499,7 @@ async fn above_the_hard_memory_limit_the_oldest_are_evicted_to_the_soft_limit() 
     evicted.sort_unstable();
     assert_eq!(evicted, [0, 1, 2]);
     assert!(a.bytes() <= a.config().soft_memory_bytes());
-    assert!(a.admit().is_ok());
+    assert!(a.admit(0, 0, 0).is_ok());
 }
 
 /// Records which trace IDs it saw and whether it was finished.
@@ -490,6 +535,7 @@ fn completed(id: u8, late: bool, now: Instant) -> CompletedTrace {
         last_seen: now,
         due: now,
         completed_at: now,
+        charge: None,
     }
 }
 
@@ -582,7 +628,12 @@ async fn a_held_trace_waits_for_its_retried_spans() {
     let t0 = Instant::now();
     a.insert(vec![span(1, 1, true)], t0);
     // The request with its child was refused; the sender retries after 1 s.
-    a.hold(vec![TraceId([1; 16])], t0, t0 + Duration::from_secs(2));
+    a.hold(
+        vec![TraceId([1; 16])],
+        t0,
+        t0 + Duration::from_secs(2),
+        Held::All,
+    );
     assert!(a.poll_completed(t0 + Duration::from_secs(1)).is_empty());
     a.insert(vec![span(1, 2, false)], t0 + Duration::from_millis(1100));
     assert!(a
@@ -597,6 +648,64 @@ async fn a_held_trace_waits_for_its_retried_spans() {
     assert_eq!(done[0].due, t0 + Duration::from_secs(2));
 }
 
+/// Holds delay judging, never copying spans out of their requests nor the
+/// `max_trace_age` bound: a long-lived trace with a span in every refused
+/// request would otherwise pin every request body for as long as senders
+/// retry, and the memory pinned would keep them refused.
+#[tokio::test(start_paused = true)]
+async fn holds_delay_neither_compaction_nor_max_age() {
+    use crate::memory::Part;
+    let a = assembler(AssemblerConfig {
+        settle: Duration::from_secs(6),
+        ..config()
+    });
+    let m = Arc::clone(a.memory());
+    let t0 = Instant::now();
+    let mut last = t0;
+    let mut pinned_longest = Duration::ZERO;
+    let mut since = None;
+    let mut done = Vec::new();
+    // A span every second, and a refused request holding the trace every
+    // 300 ms, for 12 s.
+    for step in 0..40u32 {
+        let now = t0 + Duration::from_millis(300) * step;
+        if now >= last + Duration::from_secs(1) || step == 0 {
+            let mut s = sized_span(4, (step % 250) as u8 + 1, 1000);
+            s.span.bytes = m.track(s.span.bytes);
+            a.insert(vec![s], now);
+            last = now;
+        }
+        if step == 0 {
+            // A second trace gets one span and then only holds.
+            a.insert(vec![span(6, 1, false)], now);
+        }
+        a.hold(
+            vec![TraceId([4; 16]), TraceId([6; 16])],
+            now,
+            now + Duration::from_secs(2),
+            Held::All,
+        );
+        done.extend(a.poll_completed(now).into_iter().filter(|c| !c.early));
+        match (m.get(Part::requests) > 0, since) {
+            (true, None) => since = Some(now),
+            (false, Some(s)) => {
+                pinned_longest = pinned_longest.max(now - s);
+                since = None;
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        pinned_longest <= a.config().idle_timeout + Duration::from_millis(300),
+        "a request stayed pinned {pinned_longest:?}"
+    );
+    assert_eq!(done.len(), 2, "{done:?}");
+    assert!(
+        done.iter().all(|c| c.reason == CompletionReason::max_age),
+        "{done:?}"
+    );
+}
+
 /// A trace none of whose spans were buffered yet is held too (its first
 /// spans may be the refused ones); holds run out, and are bounded.
 #[tokio::test(start_paused = true)]
@@ -607,6 +716,7 @@ async fn holds_apply_to_traces_not_yet_seen_and_run_out() {
         vec![TraceId([2; 16]), TraceId([2; 16])],
         t0,
         t0 + Duration::from_secs(2),
+        Held::All,
     );
     a.insert(vec![span(2, 1, true)], t0 + Duration::from_millis(100));
     assert!(a
@@ -617,9 +727,32 @@ async fn holds_apply_to_traces_not_yet_seen_and_run_out() {
     let done = a.poll_completed(t0 + Duration::from_millis(2100));
     assert!(done.len() == 1 && !done[0].early, "{done:?}");
 
+    // Refused for memory, a trace not buffered is not held: the hold
+    // itself would take memory.
+    a.hold(
+        vec![TraceId([5; 16])],
+        t0,
+        t0 + Duration::from_secs(9),
+        Held::Buffered,
+    );
+    a.insert(vec![span(5, 1, true)], t0 + Duration::from_millis(2200));
+    let early = a.poll_completed(t0 + Duration::from_millis(2800));
+    assert!(early.iter().all(|c| c.early), "{early:?}");
+    let done = a.poll_completed(t0 + Duration::from_millis(4300));
+    assert!(
+        done.iter()
+            .any(|c| c.trace_id == TraceId([5; 16]) && !c.early),
+        "{done:?}"
+    );
+
     // Long after the hold ran out, a new trace completes on its own terms.
     let t1 = t0 + Duration::from_secs(10);
-    a.hold(vec![TraceId([3; 16])], t1, t1 + Duration::from_secs(2));
+    a.hold(
+        vec![TraceId([3; 16])],
+        t1,
+        t1 + Duration::from_secs(2),
+        Held::All,
+    );
     assert!(a.poll_completed(t1 + Duration::from_secs(3)).is_empty());
     a.insert(vec![span(3, 1, true)], t1 + Duration::from_secs(3));
     let done = a.poll_completed(t1 + Duration::from_millis(3500));

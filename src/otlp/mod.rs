@@ -27,7 +27,7 @@ use limits::{NotOtlp, Problem, ViolationKind};
 
 /// The resource and instrumentation scope a group of spans was sent with,
 /// shared by every span of that group while they are buffered.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct ScopeContext {
     /// Encoded `Resource`.
     pub resource: Bytes,
@@ -35,6 +35,20 @@ pub struct ScopeContext {
     /// Encoded `InstrumentationScope`.
     pub scope: Bytes,
     pub scope_schema_url: String,
+    /// The memory account's room for copying out the spans of the request
+    /// they came in ([`RawSpan::detach`]); `None` on copies.
+    pub copy_room: Option<Arc<crate::memory::CopyRoom>>,
+}
+
+/// Equal when they say the same: where the bytes are, and the accounting
+/// of their copying, do not matter.
+impl PartialEq for ScopeContext {
+    fn eq(&self, other: &Self) -> bool {
+        self.resource == other.resource
+            && self.resource_schema_url == other.resource_schema_url
+            && self.scope == other.scope
+            && self.scope_schema_url == other.scope_schema_url
+    }
 }
 
 /// One span as received: its encoded bytes (a slice of the request buffer)
@@ -49,8 +63,22 @@ impl RawSpan {
     /// The spans copied out of the request buffers they are slices of, into
     /// one buffer of their own, so that keeping them keeps only their own
     /// bytes: a slice keeps its whole request (hundreds of other spans)
-    /// alive. Their resources and scopes are shared through `scopes`.
+    /// alive. Their resources and scopes are shared through `scopes`. The
+    /// caller charges the copies to the memory account: the room reserved
+    /// for them when their request was admitted is given back
+    /// ([`crate::memory::CopyRoom`]).
     pub fn detach(spans: &[RawSpan], scopes: &mut ScopeInterner) -> Vec<RawSpan> {
+        Self::copy(spans, scopes, true)
+    }
+
+    /// [`RawSpan::detach`] for a copy kept outside the memory account (the
+    /// result store, bounded on its own): the room stays reserved for the
+    /// copy the pipeline makes.
+    pub fn copy_out(spans: &[RawSpan], scopes: &mut ScopeInterner) -> Vec<RawSpan> {
+        Self::copy(spans, scopes, false)
+    }
+
+    fn copy(spans: &[RawSpan], scopes: &mut ScopeInterner, hand_over: bool) -> Vec<RawSpan> {
         let mut buf = bytes::BytesMut::with_capacity(spans.iter().map(|s| s.bytes.len()).sum());
         let mut ranges = Vec::with_capacity(spans.len());
         for s in spans {
@@ -61,17 +89,29 @@ impl RawSpan {
         let buf = buf.freeze();
         // Spans of one request share one context: the pointer finds it
         // again without hashing its bytes.
-        let mut seen: Vec<(*const ScopeContext, Arc<ScopeContext>)> = Vec::new();
-        spans
+        struct Seen<'a> {
+            original: &'a Arc<ScopeContext>,
+            shared: Arc<ScopeContext>,
+            copied: usize,
+        }
+        let mut seen: Vec<Seen<'_>> = Vec::new();
+        let detached = spans
             .iter()
             .zip(ranges)
             .map(|(s, r)| {
-                let at = Arc::as_ptr(&s.scope);
-                let scope = match seen.iter().find(|(p, _)| *p == at) {
-                    Some((_, c)) => Arc::clone(c),
+                let len = r.len();
+                let scope = match seen.iter_mut().find(|k| Arc::ptr_eq(k.original, &s.scope)) {
+                    Some(k) => {
+                        k.copied += len;
+                        Arc::clone(&k.shared)
+                    }
                     None => {
                         let shared = scopes.intern(&s.scope);
-                        seen.push((at, Arc::clone(&shared)));
+                        seen.push(Seen {
+                            original: &s.scope,
+                            shared: Arc::clone(&shared),
+                            copied: len,
+                        });
                         shared
                     }
                 };
@@ -80,7 +120,15 @@ impl RawSpan {
                     scope,
                 }
             })
-            .collect()
+            .collect();
+        if hand_over {
+            for k in &seen {
+                if let Some(room) = &k.original.copy_room {
+                    room.used(k.copied);
+                }
+            }
+        }
+        detached
     }
 
     /// `spans`, every one holding only its own bytes: the first `own`
@@ -152,6 +200,7 @@ impl ScopeInterner {
             resource_schema_url: c.resource_schema_url.clone(),
             scope: Bytes::copy_from_slice(&c.scope),
             scope_schema_url: c.scope_schema_url.clone(),
+            copy_room: None,
         });
         self.by_hash
             .entry(hash)
@@ -284,6 +333,16 @@ fn trace_id_of(bytes: &[u8]) -> Option<TraceId> {
 /// resource or scope does either) are refused and left out of
 /// [`Walked::forward`].
 pub fn walk_with(request: LazyExportRequest, limits: &WalkLimits) -> Result<Walked, WalkError> {
+    walk_into(request, limits, None)
+}
+
+/// [`walk_with`], the spans' contexts carrying `copy_room`: the memory
+/// account's room for copying them out of `request` later.
+pub fn walk_into(
+    request: LazyExportRequest,
+    limits: &WalkLimits,
+    copy_room: Option<Arc<crate::memory::CopyRoom>>,
+) -> Result<Walked, WalkError> {
     let mut out = Walked::default();
     let mut rebuilt: Option<Vec<Bytes>> = None;
     for (ri, rs_bytes) in request.resource_spans.iter().enumerate() {
@@ -336,6 +395,7 @@ pub fn walk_with(request: LazyExportRequest, limits: &WalkLimits) -> Result<Walk
                 resource_schema_url: String::from_utf8_lossy(&rs.schema_url).into_owned(),
                 scope: ss.scope.clone(),
                 scope_schema_url: String::from_utf8_lossy(&ss.schema_url).into_owned(),
+                copy_room: copy_room.clone(),
             });
             let mut kept_spans: Option<Vec<Bytes>> = None;
             for (pi, span_bytes) in ss.spans.iter().enumerate() {

@@ -2,6 +2,15 @@
 //! `application/json` bodies, optionally gzip-compressed. Answers are in the
 //! request's encoding, errors as a `google.rpc.Status` body as the OTLP spec
 //! prescribes.
+//!
+//! Decompressing and decoding JSON cost CPU and memory in proportion to the
+//! body (a JSON body takes 10–35× its size while it is decoded): they run at
+//! most one per core at a time, charged to the memory account
+//! ([`crate::memory`], `decode`) before the expansion happens (gzip by its
+//! trailer's size, JSON by [`json::decode_cost`]), so that over the soft
+//! limit the sender is told to retry instead of the process growing; work
+//! over [`INLINE_DECODE`] runs on the blocking pool, off the runtime's
+//! workers that serve every other request.
 
 use std::sync::Arc;
 
@@ -15,25 +24,37 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prost::Message;
 
+use tokio::sync::Semaphore;
+
 use super::ingest::{Ingest, IngestError};
+use crate::memory::Part;
 use crate::otlp::lazy::{ExportTracePartialSuccess, ExportTraceServiceResponse, RpcStatus};
 use crate::otlp::{json, GunzipError, LazyExportRequest, WalkLimits};
 use crate::results::metrics::{RefuseReason, Transport};
+
+/// Bodies to decompress or decode up to this size are decoded on the
+/// request's own task: handing them to the blocking pool costs more than
+/// decoding them.
+const INLINE_DECODE: usize = 64 * 1024;
 
 #[derive(Clone)]
 struct HttpState {
     ingest: Arc<Ingest>,
     max_body: usize,
     limits: WalkLimits,
+    /// One permit per decode running: as many as there are cores.
+    decodes: Arc<Semaphore>,
 }
 
 pub fn router(ingest: Arc<Ingest>, max_body: usize, limits: WalkLimits) -> Router {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     Router::new()
         .route("/v1/traces", post(export))
         .with_state(HttpState {
             ingest,
             max_body,
             limits,
+            decodes: Arc::new(Semaphore::new(cores)),
         })
 }
 
@@ -55,6 +76,7 @@ impl Encoding {
 // gRPC status codes used in error bodies.
 const INVALID_ARGUMENT: i32 = 3;
 const RESOURCE_EXHAUSTED: i32 = 8;
+const INTERNAL: i32 = 13;
 const UNAVAILABLE: i32 = 14;
 
 async fn export(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
@@ -126,36 +148,15 @@ async fn export(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> R
             );
         }
     };
-    let body = if gzip {
-        match crate::otlp::gunzip_limited(&raw, s.max_body) {
-            Ok(b) => b,
-            Err(GunzipError::TooLarge) => return too_large("decompressed body"),
-            Err(GunzipError::Corrupt(e)) => {
-                metrics.refused(Transport::http, RefuseReason::malformed, 0);
-                let msg = format!("invalid gzip body: {e}");
-                return error(
-                    encoding,
-                    StatusCode::BAD_REQUEST,
-                    INVALID_ARGUMENT,
-                    &msg,
-                    None,
-                );
-            }
+    let request = if gzip || encoding == Encoding::Json {
+        match expand(&s, encoding, gzip, raw).await {
+            Ok(r) => r,
+            Err(refusal) => return refusal.answer(&s, encoding),
         }
     } else {
-        raw
-    };
-    let request = match decode(encoding, body) {
-        Ok(r) => r,
-        Err(msg) => {
-            metrics.refused(Transport::http, RefuseReason::malformed, 0);
-            return error(
-                encoding,
-                StatusCode::BAD_REQUEST,
-                INVALID_ARGUMENT,
-                &msg,
-                None,
-            );
+        match decode(encoding, raw) {
+            Ok(r) => r,
+            Err(msg) => return Refusal::Malformed(msg).answer(&s, encoding),
         }
     };
     match s.ingest.ingest(request, Transport::http, &s.limits).await {
@@ -201,6 +202,161 @@ async fn export(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> R
             &e.to_string(),
             Some(super::ingest::RETRY_AFTER.as_secs().max(1)),
         ),
+    }
+}
+
+/// Why a body was not decoded.
+enum Refusal {
+    Malformed(String),
+    /// Decompressed, larger than the body limit.
+    TooLarge,
+    /// The memory account is above its soft limit: retry.
+    Memory(crate::memory::OverLimit),
+    /// Decoding it would need more memory than the limit leaves: never.
+    NeverFits {
+        needed: usize,
+        limit: usize,
+    },
+    /// The decode panicked (a bug).
+    Internal,
+}
+
+impl Refusal {
+    fn answer(self, s: &HttpState, encoding: Encoding) -> Response {
+        let retry = Some(super::ingest::RETRY_AFTER.as_secs().max(1));
+        let (reason, status, code, msg, retry_after) = match self {
+            Refusal::Malformed(msg) => (
+                Some(RefuseReason::malformed),
+                StatusCode::BAD_REQUEST,
+                INVALID_ARGUMENT,
+                msg,
+                None,
+            ),
+            Refusal::TooLarge => (
+                Some(RefuseReason::too_large),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                RESOURCE_EXHAUSTED,
+                format!(
+                    "decompressed body larger than the limit of {} bytes",
+                    s.max_body
+                ),
+                None,
+            ),
+            Refusal::NeverFits { needed, limit } => (
+                Some(RefuseReason::too_large),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                RESOURCE_EXHAUSTED,
+                format!("decoding this JSON body takes about {needed} bytes, more than the memory limit of {limit} bytes (assembler.max_memory_mib); send smaller batches, or protobuf"),
+                None,
+            ),
+            Refusal::Memory(e) => (
+                Some(RefuseReason::memory_limit),
+                StatusCode::SERVICE_UNAVAILABLE,
+                UNAVAILABLE,
+                e.to_string(),
+                retry,
+            ),
+            Refusal::Internal => (
+                None,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                INTERNAL,
+                "decoding the request failed inside tracecheck (a bug; please report it)".into(),
+                None,
+            ),
+        };
+        if let Some(reason) = reason {
+            s.ingest.metrics().refused(Transport::http, reason, 0);
+        }
+        error(encoding, status, code, &msg, retry_after)
+    }
+}
+
+/// Decompresses and decodes a gzip or JSON body, one per core at a time,
+/// charging what it takes to the memory account before taking it. The
+/// body is charged from the start, also while it waits for its turn; the
+/// work owns its turn and its charges, so a sender that goes away does not
+/// leave a decode running uncounted.
+async fn expand(
+    s: &HttpState,
+    encoding: Encoding,
+    gzip: bool,
+    raw: Bytes,
+) -> Result<LazyExportRequest, Refusal> {
+    let memory = Arc::clone(s.ingest.memory());
+    let body_charge = memory.charge(Part::decode, raw.len());
+    // The semaphore is never closed.
+    let slot = Arc::clone(&s.decodes)
+        .acquire_owned()
+        .await
+        .map_err(|_| Refusal::Internal)?;
+    let max_body = s.max_body;
+    // What inflating will take, by the gzip trailer's own figure, before
+    // any of it is taken; a trailer that lies is caught by `max_body`.
+    let inflated = if gzip {
+        gzip_size(&raw).min(max_body)
+    } else {
+        0
+    };
+    let size = raw.len().max(inflated);
+    let work = move || {
+        let _slot = slot;
+        let mut charge = body_charge;
+        let body = if gzip {
+            let room = memory
+                .reserve(Part::decode, charge.bytes(), inflated)
+                .map_err(Refusal::Memory)?;
+            let body = match crate::otlp::gunzip_limited(&raw, max_body) {
+                Ok(b) => b,
+                Err(GunzipError::TooLarge) => return Err(Refusal::TooLarge),
+                Err(GunzipError::Corrupt(e)) => {
+                    return Err(Refusal::Malformed(format!("invalid gzip body: {e}")))
+                }
+            };
+            drop(raw);
+            charge.set(body.len());
+            drop(room);
+            body
+        } else {
+            raw
+        };
+        let _room = if encoding == Encoding::Json {
+            let needed = json::decode_cost(&body);
+            if !memory.fits(charge.bytes().saturating_add(needed)) {
+                return Err(Refusal::NeverFits {
+                    needed: charge.bytes().saturating_add(needed),
+                    limit: memory.limit(),
+                });
+            }
+            Some(
+                memory
+                    .reserve(Part::decode, charge.bytes(), needed)
+                    .map_err(Refusal::Memory)?,
+            )
+        } else {
+            None
+        };
+        decode(encoding, body).map_err(Refusal::Malformed)
+    };
+    if size <= INLINE_DECODE {
+        return work();
+    }
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        s.ingest
+            .metrics()
+            .internal_panics
+            .get_or_create(&crate::results::metrics::PanicLabels { stage: "receiver" })
+            .inc();
+        tracing::error!(error = %e, "Decoding an OTLP/HTTP body panicked (a bug; please report it).");
+        Err(Refusal::Internal)
+    })
+}
+
+/// The uncompressed size a gzip member's trailer gives (ISIZE, modulo
+/// 4 GiB); 0 if there is no trailer.
+fn gzip_size(raw: &[u8]) -> usize {
+    match raw.len().checked_sub(4).and_then(|at| raw.get(at..)) {
+        Some(&[a, b, c, d]) if raw.len() >= 18 => u32::from_le_bytes([a, b, c, d]) as usize,
+        _ => 0,
     }
 }
 

@@ -21,8 +21,10 @@
 //!   its ID can be read, is marked in the assembler
 //!   ([`Assembler::mark_unreadable`]): its verdicts are `inconclusive`
 //!   (`unreadable`), never a `fail` for a span that was sent but refused;
-//! - buffer at a count bound or above its soft memory limit, forwarding
-//!   queue full: the request is refused whole with a retryable answer;
+//! - buffer at a count bound, the process's memory account
+//!   ([`crate::memory`], this request's body included) above its soft
+//!   limit, forwarding queue full: the request is refused whole with a
+//!   retryable answer;
 //! - a trace at `max_spans_per_trace`/`max_bytes_per_trace`: its further
 //!   spans are taken and forwarded but not evaluated; the sender gets a
 //!   partial-success warning (0 rejected, a message).
@@ -33,9 +35,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::assembler::{AdmitError, Assembler};
+use crate::assembler::{AdmitError, Assembler, Held};
 use crate::exporter::{ForwardItem, ForwardQueue, QueueError};
-use crate::otlp::{walk_with, LazyExportRequest, Rejections, WalkLimits};
+use crate::memory::CopyRoom;
+use crate::otlp::{walk_into, LazyExportRequest, Rejections, WalkLimits};
 use crate::results::metrics::Metrics;
 use crate::results::metrics::{RefuseReason, RefusedLabels, Transport, TransportLabels};
 
@@ -105,6 +108,11 @@ impl Ingest {
         &self.metrics
     }
 
+    /// The process's memory account, which admission consults.
+    pub fn memory(&self) -> &Arc<crate::memory::MemoryAccount> {
+        self.assembler.memory()
+    }
+
     /// Takes a request: everything or nothing, except spans refused through
     /// partial success. With the persistent forwarding queue this waits
     /// until the request is on disk, so that `Ok` may be answered.
@@ -114,7 +122,17 @@ impl Ingest {
         transport: Transport,
         limits: &WalkLimits,
     ) -> Result<Accepted, IngestError> {
-        let walked = walk_with(request, limits).map_err(|e| {
+        let mut request = request;
+        // Counted as long as anything keeps a slice of it: the buffer, the
+        // queue, a trace being evaluated. Admission sees it.
+        let memory = self.assembler.memory();
+        let mut own = 0;
+        for rs in &mut request.resource_spans {
+            own += rs.len();
+            *rs = memory.track(std::mem::take(rs));
+        }
+        let copy_room = Arc::new(CopyRoom::new(memory));
+        let walked = walk_into(request, limits, Some(Arc::clone(&copy_room))).map_err(|e| {
             self.metrics.refused(transport, RefuseReason::malformed, 0);
             IngestError::Invalid(format!("malformed OTLP request: {e}"))
         })?;
@@ -128,25 +146,39 @@ impl Ingest {
             return refuse(RefuseReason::shutting_down, IngestError::ShuttingDown);
         }
         // Marks of traces that lost spans here go into the buffer too.
+        let mut reservation = None;
         if spans > 0 || !walked.refused_traces.is_empty() {
-            if let Err(e) = self.assembler.admit() {
-                let reason = match e {
-                    AdmitError::Full { .. } => RefuseReason::buffer_full,
-                    AdmitError::Memory { .. } => RefuseReason::memory_limit,
-                };
-                self.hold_for_retry(&walked.spans);
-                return refuse(
-                    reason,
-                    IngestError::Overloaded {
+            let span_bytes = walked.spans.iter().map(|s| s.span.bytes.len()).sum();
+            match self.assembler.admit(own, spans, span_bytes) {
+                Ok(mut r) => {
+                    copy_room.take_from(&mut r, span_bytes);
+                    reservation = Some(r);
+                }
+                Err(e) => {
+                    let reason = match e {
+                        AdmitError::Full { .. } => RefuseReason::buffer_full,
+                        AdmitError::Memory { .. } => RefuseReason::memory_limit,
+                        AdmitError::TooLarge { .. } => {
+                            return refuse(
+                                RefuseReason::too_large,
+                                IngestError::Invalid(e.to_string()),
+                            )
+                        }
+                    };
+                    self.hold_for_retry(&walked.spans, reason);
+                    return refuse(
                         reason,
-                        message: e.to_string(),
-                        retry_after: RETRY_AFTER,
-                    },
-                );
+                        IngestError::Overloaded {
+                            reason,
+                            message: e.to_string(),
+                            retry_after: RETRY_AFTER,
+                        },
+                    );
+                }
             }
         }
         let overloaded = |reason: RefuseReason, e: QueueError| {
-            self.hold_for_retry(&walked.spans);
+            self.hold_for_retry(&walked.spans, reason);
             refuse(
                 reason,
                 IngestError::Overloaded {
@@ -194,6 +226,8 @@ impl Ingest {
                 .get_or_create(&TransportLabels { transport })
                 .inc_by(spans as u64);
             let outcome = self.assembler.insert(walked.spans, now);
+            // Charged by the insert now.
+            drop(reservation.take());
             if let (Some((reason, n)), true) = (outcome.truncated, message.is_empty()) {
                 message = format!(
                     "{n} spans accepted and forwarded but not evaluated: their trace is at assembler.{reason:?}; its verdicts will be marked incomplete"
@@ -209,12 +243,18 @@ impl Ingest {
 
     /// The request is refused with "retry after [`RETRY_AFTER`]": its
     /// traces wait for the retry instead of completing without it.
-    fn hold_for_retry(&self, spans: &[crate::otlp::KeyedSpan]) {
+    fn hold_for_retry(&self, spans: &[crate::otlp::KeyedSpan], reason: RefuseReason) {
         let now = Instant::now();
+        let which = if reason == RefuseReason::memory_limit {
+            Held::Buffered
+        } else {
+            Held::All
+        };
         self.assembler.hold(
             spans.iter().map(|s| s.trace_id).collect(),
             now,
             now + RETRY_HOLD,
+            which,
         );
     }
 

@@ -258,6 +258,8 @@ pub struct Evaluator {
     /// them; entries of traces since forgotten or waiting again are stale.
     settled_order: VecDeque<(Instant, TraceId)>,
     settled_bytes: usize,
+    /// `settled_bytes` charged to the process's memory account (`settled`).
+    settled_charge: Option<crate::memory::Charge>,
     /// The part of `settled_bytes` held by traces waiting on `within`: not
     /// forgotten by the byte bound (their verdicts are still to come), so
     /// bounded on their own ([`WAITING_BYTES_FACTOR`]).
@@ -313,6 +315,7 @@ impl Evaluator {
             scopes: ScopeInterner::default(),
             settled_order: VecDeque::new(),
             settled_bytes: 0,
+            settled_charge: None,
             waiting_bytes: 0,
             waiting: std::collections::HashSet::new(),
             keep_bytes: DEFAULT_KEEP_BYTES,
@@ -348,6 +351,12 @@ impl Evaluator {
         self.late_window = window;
         self.keep_bytes = keep_bytes;
         self.settle = settle;
+        self
+    }
+
+    /// Charges the settled traces it keeps to `memory`.
+    pub fn with_memory(mut self, memory: &Arc<crate::memory::MemoryAccount>) -> Self {
+        self.settled_charge = Some(memory.charge(crate::memory::Part::settled, self.settled_bytes));
         self
     }
 
@@ -985,6 +994,12 @@ impl Evaluator {
         self.forget(Instant::now());
     }
 
+    fn charge_settled(&mut self) {
+        if let Some(c) = &mut self.settled_charge {
+            c.set(self.settled_bytes);
+        }
+    }
+
     /// Takes a kept trace out, off the byte counts (`keep` puts it back).
     fn take(&mut self, id: &TraceId) -> Option<Settled> {
         let s = self.settled.remove(id)?;
@@ -992,15 +1007,27 @@ impl Evaluator {
         if !s.waiting.is_empty() {
             self.waiting_bytes -= s.bytes;
         }
+        self.charge_settled();
         Some(s)
     }
 
     /// Forgets settled traces past the late-span window or the byte bound.
+    /// Under memory pressure (the process's account at its soft limit)
+    /// those settled longer than `settle` ago give way too, oldest first:
+    /// the memory is wanted for traces still to be judged. The recently
+    /// settled stay: a sender refused for that very pressure retries within
+    /// seconds, and its spans must still be able to flip a verdict given
+    /// without them.
     fn forget(&mut self, now: Instant) {
         while let Some(&(at, id)) = self.settled_order.front() {
             let expired = now.saturating_duration_since(at) > self.late_window;
             let not_waiting = self.settled_bytes - self.waiting_bytes;
-            if !expired && not_waiting <= self.keep_bytes {
+            let pressed = now.saturating_duration_since(at) > self.settle
+                && self
+                    .settled_charge
+                    .as_ref()
+                    .is_some_and(|c| c.account().used() >= c.account().soft());
+            if !expired && not_waiting <= self.keep_bytes && !pressed {
                 break;
             }
             self.settled_order.pop_front();
@@ -1011,9 +1038,13 @@ impl Evaluator {
             if live {
                 if let Some(s) = self.settled.remove(&id) {
                     self.settled_bytes -= s.bytes;
+                    // The account sees it at once: the pressure test above
+                    // reads the account.
+                    self.charge_settled();
                 }
             }
         }
+        self.charge_settled();
     }
 
     /// Verdicts whose `within` ran out (or all of them, `force`, at
@@ -1670,6 +1701,7 @@ spec:
             last_seen: now,
             due: now,
             completed_at: now,
+            charge: None,
         }
     }
 

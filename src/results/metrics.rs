@@ -209,6 +209,8 @@ pub struct Metrics {
     pub buffer_bytes: Gauge,
     pub buffer_max_bytes: Gauge,
     pub buffer_truncated_spans: Family<TruncateLabels, Counter>,
+    pub memory_bytes: Family<crate::memory::MemoryLabels, Gauge>,
+    pub memory_limit_bytes: Gauge,
     pub traces_completed: Family<ReasonLabels, Counter>,
     pub late_spans: Family<LateLabels, Counter>,
     pub internal_panics: Family<PanicLabels, Counter>,
@@ -255,6 +257,8 @@ impl Metrics {
             buffer_bytes: Gauge::default(),
             buffer_max_bytes: Gauge::default(),
             buffer_truncated_spans: Family::default(),
+            memory_bytes: Family::default(),
+            memory_limit_bytes: Gauge::default(),
             traces_completed: Family::default(),
             late_spans: Family::default(),
             internal_panics: Family::default(),
@@ -332,6 +336,21 @@ impl Metrics {
             "tracecheck_buffer_max_bytes",
             "Configured bound assembler.max_memory_mib, in bytes",
             m.buffer_max_bytes.clone(),
+        );
+        r.register(
+            "tracecheck_memory_bytes",
+            "The process's memory account by part: request bodies still referenced, the buffer's own bytes, traces being evaluated, settled traces kept for late spans, bodies being decoded",
+            m.memory_bytes.clone(),
+        );
+        r.register(
+            "tracecheck_memory_limit_bytes",
+            "Configured limit of the memory account (assembler.max_memory_mib), in bytes; above 80% senders are told to retry",
+            m.memory_limit_bytes.clone(),
+        );
+        r.register(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            ResidentMemory,
         );
         r.register(
             "tracecheck_buffer_truncated_spans",
@@ -561,6 +580,43 @@ impl prometheus_client::encoding::EncodeMetric for VerdictCounter {
 
     fn metric_type(&self) -> prometheus_client::metrics::MetricType {
         prometheus_client::metrics::MetricType::Counter
+    }
+}
+
+/// `process_resident_memory_bytes`, read from `/proc/self/status` when
+/// scraped, so that the memory account can be compared with what the
+/// kernel sees. Absent where there is no procfs.
+#[derive(Debug, Default)]
+pub struct ResidentMemory;
+
+impl ResidentMemory {
+    /// Resident memory now, where the platform says.
+    pub fn read() -> Option<u64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+}
+
+impl prometheus_client::metrics::TypedMetric for ResidentMemory {
+    const TYPE: prometheus_client::metrics::MetricType =
+        prometheus_client::metrics::MetricType::Gauge;
+}
+
+impl prometheus_client::encoding::EncodeMetric for ResidentMemory {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        match Self::read() {
+            Some(bytes) => encoder.encode_gauge(&(bytes as i64)),
+            None => Ok(()),
+        }
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Gauge
     }
 }
 

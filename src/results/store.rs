@@ -167,7 +167,7 @@ impl ResultStore {
             t.verdicts.extend(records);
             let old_bytes = t.bytes;
             if spans.len() > t.spans.len() {
-                t.spans = RawSpan::detach(spans, &mut i.scopes);
+                t.spans = RawSpan::copy_out(spans, &mut i.scopes);
                 t.bytes = bytes;
             }
             let new_bytes = t.bytes;
@@ -190,7 +190,7 @@ impl ResultStore {
         }
         // Copied: the retained traces' bytes are what the bounds count, not
         // whole requests they happen to share.
-        let spans = RawSpan::detach(spans, &mut i.scopes);
+        let spans = RawSpan::copy_out(spans, &mut i.scopes);
         i.traces.insert(
             trace_id,
             Retained {
