@@ -494,7 +494,11 @@ pub enum GunzipError {
 /// as one body, as HTTP allows.
 pub fn gunzip_limited(data: &[u8], limit: usize) -> Result<Bytes, GunzipError> {
     use std::io::Read as _;
-    let mut out = Vec::with_capacity(data.len().saturating_mul(4).min(limit));
+    // Sized for the limit (deflate inflates at most about 1032:1) so that
+    // reading to the end does not double the buffer past what the caller
+    // reserved; handed back no larger than what it holds, as that is
+    // what the caller's account goes on to count.
+    let mut out = Vec::with_capacity(limit.saturating_add(1).min(data.len().saturating_mul(1032)));
     let decoder = flate2::read::MultiGzDecoder::new(data);
     decoder
         .take(limit as u64 + 1)
@@ -502,6 +506,9 @@ pub fn gunzip_limited(data: &[u8], limit: usize) -> Result<Bytes, GunzipError> {
         .map_err(GunzipError::Corrupt)?;
     if out.len() > limit {
         return Err(GunzipError::TooLarge);
+    }
+    if out.capacity() - out.len() > out.len() / 8 + 64 {
+        out.shrink_to_fit();
     }
     Ok(Bytes::from(out))
 }

@@ -154,9 +154,10 @@ async fn export(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> R
             Err(refusal) => return refusal.answer(&s, encoding),
         }
     } else {
-        match decode(encoding, raw) {
-            Ok(r) => r,
-            Err(msg) => return Refusal::Malformed(msg).answer(&s, encoding),
+        match contained(&s, || decode(encoding, raw)) {
+            Ok(Ok(r)) => r,
+            Ok(Err(msg)) => return Refusal::Malformed(msg).answer(&s, encoding),
+            Err(refusal) => return refusal.answer(&s, encoding),
         }
     };
     match s.ingest.ingest(request, Transport::http, &s.limits).await {
@@ -283,72 +284,157 @@ async fn expand(
     raw: Bytes,
 ) -> Result<LazyExportRequest, Refusal> {
     let memory = Arc::clone(s.ingest.memory());
-    let body_charge = memory.charge(Part::decode, raw.len());
+    let charge = memory.charge(Part::decode, raw.len());
     // The semaphore is never closed.
     let slot = Arc::clone(&s.decodes)
         .acquire_owned()
         .await
         .map_err(|_| Refusal::Internal)?;
-    let max_body = s.max_body;
-    // What inflating will take, by the gzip trailer's own figure, before
-    // any of it is taken; a trailer that lies is caught by `max_body`.
-    let inflated = if gzip {
-        gzip_size(&raw).min(max_body)
+    // What inflating will take, by the gzip trailer's own figure, is
+    // reserved before any of it is taken, and inflating stops there.
+    let inflate_limit = if gzip {
+        gzip_size(&raw).min(s.max_body)
     } else {
         0
     };
-    let size = raw.len().max(inflated);
-    let work = move || {
-        let _slot = slot;
-        let mut charge = body_charge;
-        let body = if gzip {
-            let room = memory
-                .reserve(Part::decode, charge.bytes(), inflated)
-                .map_err(Refusal::Memory)?;
-            let body = match crate::otlp::gunzip_limited(&raw, max_body) {
-                Ok(b) => b,
-                Err(GunzipError::TooLarge) => return Err(Refusal::TooLarge),
-                Err(GunzipError::Corrupt(e)) => {
-                    return Err(Refusal::Malformed(format!("invalid gzip body: {e}")))
+    let job = Expansion {
+        size: raw.len().max(inflate_limit),
+        memory,
+        raw,
+        charge,
+        gzip,
+        encoding,
+        inflate_limit,
+        max_body: s.max_body,
+        _slot: slot,
+    };
+    let job = if job.size <= INLINE_DECODE {
+        match contained(s, || job.run(true))? {
+            Step::Done(result) => return result,
+            Step::OffRuntime(job) => job,
+        }
+    } else {
+        Box::new(job)
+    };
+    let step = tokio::task::spawn_blocking(move || job.run(false))
+        .await
+        .map_err(|e| panicked(s, &e))?;
+    match step {
+        Step::Done(result) => result,
+        // Only an inline run hands the work on.
+        Step::OffRuntime(_) => Err(Refusal::Internal),
+    }
+}
+
+/// One body's decompression and decoding, with the memory and the turn it
+/// holds.
+struct Expansion {
+    memory: Arc<crate::memory::MemoryAccount>,
+    raw: Bytes,
+    /// The body as it is now: compressed, then inflated.
+    charge: crate::memory::Charge,
+    gzip: bool,
+    encoding: Encoding,
+    /// The larger of the body and what the trailer says it inflates to.
+    size: usize,
+    /// How far inflating may go: the trailer's figure, then `max_body`.
+    inflate_limit: usize,
+    max_body: usize,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+enum Step {
+    Done(Result<LazyExportRequest, Refusal>),
+    /// The body inflates to more than its trailer said (several gzip
+    /// members, or a trailer that lies): inflating it again, to
+    /// `max_body`, is not for the runtime's workers.
+    OffRuntime(Box<Expansion>),
+}
+
+impl Expansion {
+    fn run(mut self, inline: bool) -> Step {
+        let body = if self.gzip {
+            let room =
+                match self
+                    .memory
+                    .reserve(Part::decode, self.charge.bytes(), self.inflate_limit)
+                {
+                    Ok(room) => room,
+                    Err(e) => return Step::Done(Err(Refusal::Memory(e))),
+                };
+            match crate::otlp::gunzip_limited(&self.raw, self.inflate_limit) {
+                Ok(body) => {
+                    self.raw = Bytes::new();
+                    self.charge.set(body.len());
+                    drop(room);
+                    body
                 }
-            };
-            drop(raw);
-            charge.set(body.len());
-            drop(room);
-            body
+                Err(GunzipError::TooLarge) if self.inflate_limit < self.max_body => {
+                    drop(room);
+                    self.inflate_limit = self.max_body;
+                    self.size = self.max_body;
+                    if inline {
+                        return Step::OffRuntime(Box::new(self));
+                    }
+                    return self.run(false);
+                }
+                Err(GunzipError::TooLarge) => return Step::Done(Err(Refusal::TooLarge)),
+                Err(GunzipError::Corrupt(e)) => {
+                    return Step::Done(Err(Refusal::Malformed(format!("invalid gzip body: {e}"))))
+                }
+            }
         } else {
-            raw
+            std::mem::take(&mut self.raw)
         };
-        let _room = if encoding == Encoding::Json {
-            let needed = json::decode_cost(&body);
-            if !memory.fits(charge.bytes().saturating_add(needed)) {
+        Step::Done(self.decode(body))
+    }
+
+    fn decode(&self, body: Bytes) -> Result<LazyExportRequest, Refusal> {
+        let _room = if self.encoding == Encoding::Json {
+            let needed = self.charge.bytes().saturating_add(json::decode_cost(&body));
+            if !self.memory.fits(needed) {
                 return Err(Refusal::NeverFits {
-                    needed: charge.bytes().saturating_add(needed),
-                    limit: memory.limit(),
+                    needed,
+                    limit: self.memory.limit(),
                 });
             }
             Some(
-                memory
-                    .reserve(Part::decode, charge.bytes(), needed)
+                self.memory
+                    .reserve(
+                        Part::decode,
+                        self.charge.bytes(),
+                        needed - self.charge.bytes(),
+                    )
                     .map_err(Refusal::Memory)?,
             )
         } else {
             None
         };
-        decode(encoding, body).map_err(Refusal::Malformed)
-    };
-    if size <= INLINE_DECODE {
-        return work();
+        decode(self.encoding, body).map_err(Refusal::Malformed)
     }
-    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
-        s.ingest
-            .metrics()
-            .internal_panics
-            .get_or_create(&crate::results::metrics::PanicLabels { stage: "receiver" })
-            .inc();
-        tracing::error!(error = %e, "Decoding an OTLP/HTTP body panicked (a bug; please report it).");
-        Err(Refusal::Internal)
+}
+
+/// Runs decoding work on the request's own task with a panic kept to this
+/// request: answered 500 and counted, the connection and the process live on.
+fn contained<T>(s: &HttpState, work: impl FnOnce() -> T) -> Result<T, Refusal> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|e| {
+        let what = e
+            .downcast_ref::<&str>()
+            .map(|m| (*m).to_owned())
+            .or_else(|| e.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        panicked(s, &what)
     })
+}
+
+fn panicked(s: &HttpState, error: &dyn std::fmt::Display) -> Refusal {
+    s.ingest
+        .metrics()
+        .internal_panics
+        .get_or_create(&crate::results::metrics::PanicLabels { stage: "receiver" })
+        .inc();
+    tracing::error!(error = %error, "Decoding an OTLP/HTTP body panicked (a bug; please report it).");
+    Refusal::Internal
 }
 
 /// The uncompressed size a gzip member's trailer gives (ISIZE, modulo
