@@ -26,8 +26,9 @@
 //! scopes, and the allocator's own overhead; `process_resident_memory_bytes`
 //! beside the account shows the difference.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -81,7 +82,17 @@ pub struct MemoryAccount {
     total: AtomicUsize,
     limit: usize,
     soft: usize,
+    /// The last reservation refused for the limit alone (the account below
+    /// its soft limit, the request too large for what is left), and when,
+    /// in milliseconds since `born`: see [`MemoryAccount::pressed`].
+    wanted: AtomicUsize,
+    wanted_at: AtomicU64,
+    born: Instant,
 }
+
+/// How long a refused reservation keeps the account pressed: a few of the
+/// sender's retries (`Retry-After` is 1 s).
+const WANTED_FOR: Duration = Duration::from_secs(10);
 
 // `MemoryAccount::gauge` indexes by discriminant.
 const _: () = {
@@ -110,6 +121,9 @@ impl MemoryAccount {
             total: AtomicUsize::new(0),
             limit,
             soft,
+            wanted: AtomicUsize::new(0),
+            wanted_at: AtomicU64::new(0),
+            born: Instant::now(),
         }
     }
 
@@ -166,6 +180,11 @@ impl MemoryAccount {
         let mut used = self.total.load(Ordering::Relaxed);
         loop {
             if used.saturating_sub(own) >= self.soft || used.saturating_add(reserved) > self.limit {
+                if used.saturating_sub(own) < self.soft {
+                    self.wanted.store(reserved, Ordering::Relaxed);
+                    self.wanted_at
+                        .store(self.millis_since_born(), Ordering::Relaxed);
+                }
                 return Err(OverLimit {
                     used,
                     soft: self.soft,
@@ -185,11 +204,40 @@ impl MemoryAccount {
         if reserved > 0 {
             self.gauge(part).inc_by(reserved as i64);
         }
+        // What was wanted is taken (or something as large).
+        let wanted = self.wanted.load(Ordering::Relaxed);
+        if wanted != 0 && reserved >= wanted {
+            let _ = self
+                .wanted
+                .compare_exchange(wanted, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
         Ok(Charge {
             account: Arc::clone(self),
             part,
             bytes: reserved,
         })
+    }
+
+    /// Whether memory that can be given up should be: the account is at
+    /// its soft limit, or a request refused in the last seconds would not
+    /// fit beside what is held now. Without the second, a request needing
+    /// more than the room between the soft limit and the limit (a large
+    /// JSON body) would be refused on every retry while the account sat
+    /// just under its soft limit, where nothing gives way.
+    pub fn pressed(&self) -> bool {
+        let used = self.used();
+        if used >= self.soft {
+            return true;
+        }
+        let at = self.wanted_at.load(Ordering::Relaxed);
+        let recent =
+            at != 0 && self.millis_since_born().saturating_sub(at) <= WANTED_FOR.as_millis() as u64;
+        recent && used.saturating_add(self.wanted.load(Ordering::Relaxed)) > self.limit
+    }
+
+    /// At least 1, so that 0 can mean "never".
+    fn millis_since_born(&self) -> u64 {
+        (self.born.elapsed().as_millis() as u64).max(1)
     }
 
     /// Whether a request of `bytes` can ever be admitted.
@@ -210,14 +258,29 @@ impl MemoryAccount {
     /// The same bytes, charged to `requests` until neither they nor any
     /// slice of them is left.
     pub fn track(self: &Arc<Self>, bytes: Bytes) -> Bytes {
-        if bytes.is_empty() {
-            return bytes;
+        let mut one = [bytes];
+        self.track_request(&mut one);
+        let [bytes] = one;
+        bytes
+    }
+
+    /// `parts` of one request body (its `ResourceSpans`, slices of the one
+    /// buffer it was read into), charged to `requests` as one until no
+    /// slice of any of them is left: one part kept keeps the whole body,
+    /// and so the whole body stays counted. Returns the bytes charged.
+    pub fn track_request(self: &Arc<Self>, parts: &mut [Bytes]) -> usize {
+        let bytes: usize = parts.iter().map(Bytes::len).sum();
+        if bytes == 0 {
+            return 0;
         }
-        self.add(Part::requests, bytes.len());
-        Bytes::from_owner(Tracked {
-            bytes,
-            account: Arc::clone(self),
-        })
+        let body = Arc::new(self.charge(Part::requests, bytes));
+        for part in parts.iter_mut() {
+            *part = Bytes::from_owner(Tracked {
+                bytes: std::mem::take(part),
+                _body: Arc::clone(&body),
+            });
+        }
+        bytes
     }
 }
 
@@ -290,7 +353,7 @@ impl CopyRoom {
 
     /// `bytes` of a reservation (charged to `buffer`) become room.
     pub fn take_from(&self, reservation: &mut Charge, bytes: usize) {
-        debug_assert_eq!(reservation.part, Part::buffer);
+        assert_eq!(reservation.part, Part::buffer, "room is buffer memory");
         let bytes = bytes.min(reservation.bytes);
         reservation.bytes -= bytes;
         self.left.fetch_add(bytes, Ordering::Relaxed);
@@ -331,18 +394,13 @@ impl Drop for CopyRoom {
 /// The owner of a tracked body: dropped with the last slice of it.
 struct Tracked {
     bytes: Bytes,
-    account: Arc<MemoryAccount>,
+    /// Returned when the last part of the body goes.
+    _body: Arc<Charge>,
 }
 
 impl AsRef<[u8]> for Tracked {
     fn as_ref(&self) -> &[u8] {
         &self.bytes
-    }
-}
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        self.account.sub(Part::requests, self.bytes.len());
     }
 }
 
@@ -371,6 +429,42 @@ mod tests {
         assert_eq!(&span[..3], &[7, 7, 7]);
         drop(span);
         assert_eq!(a.get(Part::requests), 0);
+
+        // The parts of one body count as the body: one kept keeps it all.
+        let mut parts = [Bytes::from(vec![1u8; 300]), Bytes::from(vec![2u8; 700])];
+        assert_eq!(a.track_request(&mut parts), 1000);
+        let [first, second] = parts;
+        let kept = second.slice(..10);
+        drop(first);
+        drop(second);
+        assert_eq!(a.get(Part::requests), 1000);
+        drop(kept);
+        assert_eq!(a.get(Part::requests), 0);
+    }
+
+    #[test]
+    fn a_request_refused_for_the_limit_alone_presses_the_account() {
+        let a = account(1000);
+        let held = a.charge(Part::settled, 600);
+        assert!(!a.pressed(), "below the soft limit, nothing refused");
+        // Taken: fits beside what is held.
+        drop(a.reserve(Part::decode, 0, 300).expect("fits"));
+        assert!(!a.pressed());
+        // Below the soft limit, but too large for what is left: without the
+        // pressure, nothing would give way and its retries would be refused
+        // for ever.
+        assert!(a.reserve(Part::decode, 0, 500).is_err());
+        assert!(a.pressed());
+        // Once enough was given up, the retry is taken and the pressure
+        // ends.
+        drop(held);
+        assert!(!a.pressed());
+        let _taken = a.reserve(Part::decode, 0, 500).expect("room now");
+        let mut more = a.charge(Part::buffer, 200);
+        assert!(!a.pressed());
+        // At the soft limit, pressed whatever was refused.
+        more.grow(100);
+        assert!(a.pressed());
     }
 
     #[test]

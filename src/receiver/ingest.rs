@@ -126,11 +126,7 @@ impl Ingest {
         // Counted as long as anything keeps a slice of it: the buffer, the
         // queue, a trace being evaluated. Admission sees it.
         let memory = self.assembler.memory();
-        let mut own = 0;
-        for rs in &mut request.resource_spans {
-            own += rs.len();
-            *rs = memory.track(std::mem::take(rs));
-        }
+        let own = memory.track_request(&mut request.resource_spans);
         let copy_room = Arc::new(CopyRoom::new(memory));
         let walked = walk_into(request, limits, Some(Arc::clone(&copy_room))).map_err(|e| {
             self.metrics.refused(transport, RefuseReason::malformed, 0);

@@ -1012,7 +1012,7 @@ impl Evaluator {
     }
 
     /// Forgets settled traces past the late-span window or the byte bound.
-    /// Under memory pressure (the process's account at its soft limit)
+    /// Under memory pressure ([`crate::memory::MemoryAccount::pressed`])
     /// those settled longer than `settle` ago give way too, oldest first:
     /// the memory is wanted for traces still to be judged. The recently
     /// settled stay: a sender refused for that very pressure retries within
@@ -1026,7 +1026,7 @@ impl Evaluator {
                 && self
                     .settled_charge
                     .as_ref()
-                    .is_some_and(|c| c.account().used() >= c.account().soft());
+                    .is_some_and(|c| c.account().pressed());
             if !expired && not_waiting <= self.keep_bytes && !pressed {
                 break;
             }
