@@ -116,6 +116,13 @@ pub struct LoadConfig {
     /// With `split` above 1: from a trace's first fragment to its last,
     /// the one holding the root.
     pub spread: Duration,
+    /// Of the senders, how many send OTLP/HTTP with JSON bodies (to
+    /// `json_endpoint`) instead of `protocol`: the share of a fleet that
+    /// exports JSON (browser SDKs, some languages' defaults). With `split`,
+    /// their fragments belong to the same traces as everybody else's.
+    pub json_senders: usize,
+    /// Where JSON senders post: a URL as for HTTP `endpoint`.
+    pub json_endpoint: String,
 }
 
 /// One chain trace ([`super::traffic::ChainTrace`]: every span the child
@@ -171,6 +178,8 @@ impl LoadConfig {
             chain: None,
             split: 1,
             spread: DEFAULT_SPREAD,
+            json_senders: 0,
+            json_endpoint: DEFAULT_HTTP_ENDPOINT.to_owned(),
         }
     }
 
@@ -182,6 +191,9 @@ impl LoadConfig {
         })
     }
 }
+
+/// Where OTLP/HTTP is usually served.
+pub const DEFAULT_HTTP_ENDPOINT: &str = "http://127.0.0.1:4318/v1/traces";
 
 /// Default of [`LoadConfig::spread`].
 pub const DEFAULT_SPREAD: Duration = Duration::from_millis(300);
@@ -236,6 +248,9 @@ impl LatencySummary {
 pub struct LoadReport {
     pub protocol: Option<Protocol>,
     pub senders: usize,
+    /// Of `senders`, those that sent OTLP/HTTP JSON.
+    #[serde(default)]
+    pub json_senders: usize,
     pub spans_per_request: usize,
     pub elapsed_secs: f64,
     /// Export requests sent (each counted once, however often retried).
@@ -378,11 +393,12 @@ impl fmt::Display for LoadReport {
 /// Runs a load test to completion and reports on it.
 pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
     validate(&config)?;
+    // The JSON senders are the last ones.
     let mut exporters = (0..config.senders)
-        .map(|_| Exporter::new(&config))
+        .map(|i| Exporter::new(&config, i >= config.senders - config.json_senders))
         .collect::<Result<Vec<_>, _>>()?;
     let chain_exporter = match config.chain {
-        Some(_) => Some(Exporter::new(&config)?),
+        Some(_) => Some(Exporter::new(&config, false)?),
         None => None,
     };
     let plan = Arc::new(Plan {
@@ -464,6 +480,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
     Ok(LoadReport {
         protocol: Some(config.protocol),
         senders: config.senders,
+        json_senders: config.json_senders,
         spans_per_request: config.spans_per_request,
         elapsed_secs: elapsed,
         requests: tally.requests,
@@ -511,6 +528,11 @@ fn validate(config: &LoadConfig) -> Result<(), LoadError> {
     config.mix.validate()?;
     if config.split == 0 {
         return Err(LoadError::Setting("split must be at least 1"));
+    }
+    if config.json_senders > config.senders {
+        return Err(LoadError::Setting(
+            "JSON senders are some of the senders: at most --senders",
+        ));
     }
     if config.split > config.senders {
         return Err(LoadError::Setting(
@@ -649,6 +671,8 @@ enum Exporter {
         client: reqwest::Client,
         url: Arc<str>,
         gzip: bool,
+        /// OTLP/JSON bodies, not protobuf.
+        json: bool,
         timeout: Duration,
     },
 }
@@ -690,9 +714,14 @@ mod http_uri {
 }
 
 impl Exporter {
-    fn new(config: &LoadConfig) -> Result<Self, LoadError> {
+    fn new(config: &LoadConfig, json: bool) -> Result<Self, LoadError> {
         let timeout = config.request_timeout;
-        match config.protocol {
+        let protocol = if json {
+            Protocol::Http
+        } else {
+            config.protocol
+        };
+        match protocol {
             Protocol::Grpc => {
                 let url = with_scheme(&config.endpoint);
                 let endpoint = Endpoint::from_shared(url)
@@ -712,7 +741,11 @@ impl Exporter {
                 Ok(Exporter::Grpc { client, timeout })
             }
             Protocol::Http => {
-                let url = http_url(&config.endpoint)?;
+                let url = http_url(if json {
+                    &config.json_endpoint
+                } else {
+                    &config.endpoint
+                })?;
                 let client = reqwest::Client::builder()
                     .no_proxy()
                     .connect_timeout(timeout)
@@ -722,19 +755,24 @@ impl Exporter {
                     client,
                     url: url.into(),
                     gzip: config.gzip,
+                    json,
                     timeout,
                 })
             }
         }
     }
 
-    /// Bytes to send for a batch; the protobuf body (gzipped if asked) for
-    /// HTTP, nothing for gRPC, which encodes the message itself.
+    /// Bytes to send for a batch; the protobuf or JSON body (gzipped if
+    /// asked) for HTTP, nothing for gRPC, which encodes the message itself.
     fn prepare(&self, request: &ExportTraceServiceRequest) -> Option<Bytes> {
         match self {
             Exporter::Grpc { .. } => None,
-            Exporter::Http { gzip, .. } => {
-                let plain = request.encode_to_vec();
+            Exporter::Http { gzip, json, .. } => {
+                let plain = if *json {
+                    crate::otlp::json::encode_export_request(request).into_bytes()
+                } else {
+                    request.encode_to_vec()
+                };
                 if *gzip {
                     let mut encoder =
                         GzEncoder::new(Vec::with_capacity(plain.len() / 4), Compression::fast());
@@ -773,11 +811,17 @@ impl Exporter {
                 client,
                 url,
                 gzip,
+                json,
                 timeout,
             } => {
+                let content_type = if *json {
+                    "application/json"
+                } else {
+                    "application/x-protobuf"
+                };
                 let mut call = client
                     .post(url.as_ref())
-                    .header(CONTENT_TYPE, "application/x-protobuf")
+                    .header(CONTENT_TYPE, content_type)
                     .timeout(*timeout)
                     .body(body.cloned().unwrap_or_default());
                 if *gzip {
@@ -788,7 +832,7 @@ impl Exporter {
                         cause: http_transport_cause(&e),
                         delay: None,
                     },
-                    Ok(response) => http_answer(response).await,
+                    Ok(response) => http_answer(response, *json).await,
                 }
             }
         }
@@ -829,7 +873,7 @@ fn http_transport_cause(e: &reqwest::Error) -> String {
     }
 }
 
-async fn http_answer(response: reqwest::Response) -> Attempt {
+async fn http_answer(response: reqwest::Response, json: bool) -> Attempt {
     let status = response.status();
     if status.is_success() {
         let gzipped = response
@@ -837,6 +881,7 @@ async fn http_answer(response: reqwest::Response) -> Attempt {
             .get(CONTENT_ENCODING)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
         let rejected = match response.bytes().await {
+            Ok(body) if json => json_rejected(&body),
             Ok(body) => decode_http_response(&body, gzipped).map_or(0, |r| rejected_of(&r)),
             Err(_) => 0,
         };
@@ -853,6 +898,18 @@ async fn http_answer(response: reqwest::Response) -> Attempt {
                 .and_then(|v| parse_retry_after(v, SystemTime::now())),
         },
         _ => Attempt::Failed { cause },
+    }
+}
+
+/// `partialSuccess.rejectedSpans` of an OTLP/JSON answer (an int64, so
+/// written as a string, or as a number by some servers).
+fn json_rejected(body: &[u8]) -> u64 {
+    let Ok(answer) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return 0;
+    };
+    match &answer["partialSuccess"]["rejectedSpans"] {
+        serde_json::Value::String(n) => n.parse().unwrap_or(0),
+        n => n.as_u64().unwrap_or(0),
     }
 }
 

@@ -109,6 +109,14 @@ pub struct LoadArgs {
     /// or 5s as SDKs' batching gives.
     #[arg(long, value_parser = parse_duration, default_value = "300ms")]
     pub spread: Duration,
+    /// Of --senders, how many send OTLP/HTTP with JSON bodies to
+    /// --json-endpoint instead of --protocol; with --split, fragments of
+    /// the same traces as the others'.
+    #[arg(long, default_value_t = 0)]
+    pub json_senders: usize,
+    /// Where the JSON senders post.
+    #[arg(long, default_value = loadgen::DEFAULT_HTTP_ENDPOINT)]
+    pub json_endpoint: String,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -151,6 +159,8 @@ impl LoadArgs {
             }),
             split: self.split,
             spread: self.spread,
+            json_senders: self.json_senders,
+            json_endpoint: self.json_endpoint.clone(),
         }
     }
 }

@@ -901,7 +901,7 @@ async fn chains_are_sent_whole_beside_the_traffic_and_counted_apart() {
     .await;
 }
 
-async fn split_delivery(protocol: Protocol, gzip: bool) {
+async fn split_delivery(protocol: Protocol, gzip: bool, json_senders: usize) {
     let sink = start_sink(Faults {
         fail_first: 3,
         ..Faults::default()
@@ -909,6 +909,8 @@ async fn split_delivery(protocol: Protocol, gzip: bool) {
     .await;
     let mut config = load_config(&sink, protocol);
     config.gzip = gzip;
+    config.json_senders = json_senders;
+    config.json_endpoint = sink.http_endpoint().expect("endpoint");
     config.senders = 4;
     config.split = 4;
     config.spread = Duration::from_millis(100);
@@ -933,6 +935,12 @@ async fn split_delivery(protocol: Protocol, gzip: bool) {
     assert!(report.violating_traces_sent > 0, "{report}");
     assert!(split.drain_secs >= 0.09, "{report}");
     assert_eq!(report.latency.count, report.attempts);
+    assert_eq!(report.json_senders, json_senders);
+    // The JSON senders posted, and their bodies were read as JSON.
+    if protocol == Protocol::Grpc {
+        assert_eq!(stats.http_requests > 0, json_senders > 0, "{stats}");
+    }
+    assert_eq!(stats.bad_requests, 0, "{stats}");
     let text = report.to_string();
     assert!(text.contains("split: 4 fragments"), "{text}");
     let json = serde_json::to_string(&report).expect("JSON");
@@ -943,12 +951,17 @@ async fn split_delivery(protocol: Protocol, gzip: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_split_load_arrives_whole_exactly_once() {
-    bounded(split_delivery(Protocol::Grpc, false)).await;
+    bounded(split_delivery(Protocol::Grpc, false, 0)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_split_load_with_json_senders_arrives_whole_exactly_once() {
+    bounded(split_delivery(Protocol::Grpc, false, 1)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_gzip_split_load_arrives_whole_exactly_once() {
-    bounded(split_delivery(Protocol::Http, true)).await;
+    bounded(split_delivery(Protocol::Http, true, 0)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
