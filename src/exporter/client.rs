@@ -242,11 +242,31 @@ impl Client {
         }
     }
 
-    /// Encodes a batch once, for every attempt.
-    pub fn payload(&self, resource_spans: Vec<Bytes>) -> Payload {
+    /// How this client's payloads are made, to make them away from it.
+    pub fn encoding(&self) -> Encoding {
+        match self {
+            Client::Grpc { gzip, .. } => Encoding::Grpc { gzip: *gzip },
+            Client::Http { gzip, .. } => Encoding::Http { gzip: *gzip },
+        }
+    }
+}
+
+/// How a batch becomes what is sent: framed for gRPC or a plain body, and
+/// compressed or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Grpc { gzip: bool },
+    Http { gzip: bool },
+}
+
+impl Encoding {
+    /// Encodes a batch once, for every attempt. CPU in proportion to the
+    /// batch (compression above all): the caller runs large ones off the
+    /// async runtime.
+    pub fn payload(self, resource_spans: Vec<Bytes>) -> Payload {
         let body = LazyExportRequest { resource_spans }.encode_to_vec();
         match self {
-            Client::Grpc { gzip, .. } => {
+            Encoding::Grpc { gzip } => {
                 let (flag, message) = match gzip.then(|| gzip_fast(&body)).flatten() {
                     Some(gz) => (1u8, gz),
                     None => (0u8, body),
@@ -258,7 +278,7 @@ impl Client {
                 framed.extend_from_slice(&message);
                 Payload::Grpc(Bytes::from(framed))
             }
-            Client::Http { gzip, .. } => {
+            Encoding::Http { gzip } => {
                 let (body, gzipped) = match gzip.then(|| gzip_fast(&body)).flatten() {
                     Some(gz) => (gz, true),
                     None => (body, false),
@@ -270,7 +290,9 @@ impl Client {
             }
         }
     }
+}
 
+impl Client {
     pub async fn export(&self, payload: &Payload) -> Result<Exported, ExportError> {
         match (self, payload) {
             (

@@ -44,6 +44,10 @@ use self::client::{Client, ClientError, Refused};
 use self::config::OtlpExporterConfig;
 use crate::results::metrics::{ExporterLabels, Metrics};
 
+/// Batches up to this many bytes are encoded on the sending task: handing
+/// them to the blocking pool costs more than encoding them.
+const ENCODE_INLINE: usize = 64 * 1024;
+
 /// One accepted export request, on its way out.
 #[derive(Debug, Clone)]
 pub struct ForwardItem {
@@ -624,6 +628,25 @@ impl SendCtx {
         self.pending_spans.fetch_sub(spans, Ordering::Relaxed);
     }
 
+    /// The batch encoded and compressed, off the async runtime's workers
+    /// when it is large enough for that to matter (gzip of a 4 MiB batch
+    /// takes milliseconds, which every other request on the worker would
+    /// wait for).
+    async fn payload(&self, resource_spans: &[Bytes]) -> client::Payload {
+        let encoding = self.client.encoding();
+        let bytes: usize = resource_spans.iter().map(Bytes::len).sum();
+        if bytes <= ENCODE_INLINE {
+            return encoding.payload(resource_spans.to_vec());
+        }
+        let batch = resource_spans.to_vec();
+        match tokio::task::spawn_blocking(move || encoding.payload(batch)).await {
+            Ok(payload) => payload,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down: this task is about to end too.
+            Err(_) => encoding.payload(resource_spans.to_vec()),
+        }
+    }
+
     /// Sends until delivered or refused for good: (sent, refused) spans. A
     /// message over the downstream's size limit is sent again in halves; so
     /// is one refused as invalid, while `budget` lasts, so that only the
@@ -639,7 +662,7 @@ impl SendCtx {
             if spans == 0 {
                 return (0, 0);
             }
-            let payload = self.client.payload(resource_spans.clone());
+            let payload = self.payload(&resource_spans).await;
             let mut backoff = self.retry.initial_interval;
             loop {
                 let e = match self.client.export(&payload).await {
