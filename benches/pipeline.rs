@@ -230,6 +230,52 @@ fn assemble(c: &mut Criterion) {
         "assemble: {} requests inserted; {traces} traces / {spans} spans buffered at the end",
         n.get()
     );
+    evict(c, &requests);
+}
+
+/// `assemble/evict`: a buffer full at `max_traces` (20 000 traces) is asked
+/// to make room, and evicts the oldest tenth, 2 000 traces, across its 64
+/// shards.
+fn evict(c: &mut Criterion, requests: &[Vec<KeyedSpan>]) {
+    const MAX_TRACES: usize = 20_000;
+    let config = AssemblerConfig {
+        max_traces: MAX_TRACES,
+        ..AssemblerConfig::default()
+    };
+    let start = Instant::now();
+    let full = || {
+        let assembler = Assembler::new(config.clone(), Arc::new(Metrics::unregistered()));
+        let mut round = 0u64;
+        while assembler.len().0 < MAX_TRACES {
+            let mut spans = requests[(round % requests.len() as u64) as usize].clone();
+            let salt = round / requests.len() as u64 + 1;
+            for s in &mut spans {
+                s.trace_id.0[..8]
+                    .iter_mut()
+                    .zip(salt.to_le_bytes())
+                    .for_each(|(b, r)| *b ^= r);
+            }
+            assembler.insert(spans, start + Duration::from_micros(round));
+            round += 1;
+        }
+        assembler
+    };
+    let mut g = c.benchmark_group("assemble");
+    g.throughput(Throughput::Elements((MAX_TRACES / 10) as u64));
+    g.bench_function("evict", |b| {
+        b.iter_batched(
+            full,
+            |assembler| {
+                // The refusal asks for room; the next pass evicts.
+                let _ = assembler.admit(0, 0, 0);
+                let done = assembler.poll_completed(start + Duration::from_millis(100));
+                assert!(done.len() >= MAX_TRACES / 10, "{}", done.len());
+                (assembler, done)
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
 }
 
 // --------------------------------------------------- build_trace/evaluate

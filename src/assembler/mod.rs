@@ -29,6 +29,8 @@ pub mod config;
 mod deadlines;
 mod shard;
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -540,20 +542,31 @@ impl Assembler {
         } else {
             usize::MAX
         };
+        if traces <= low_traces && spans <= low_spans && bytes <= low_bytes {
+            return;
+        }
+        // Oldest first across the shards: each shard's oldest is read once,
+        // then only the shard just evicted from is asked again, so evicting
+        // n traces takes n + shards locks, not n × shards. Traces arriving
+        // meanwhile are newer than any here, so the order stays right.
+        let mut oldest: BinaryHeap<Reverse<(Instant, usize)>> = self
+            .shards
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.lock().oldest().map(|t| Reverse((t, i))))
+            .collect();
         while traces > low_traces || spans > low_spans || bytes > low_bytes {
-            let oldest = self
-                .shards
-                .iter()
-                .enumerate()
-                .filter_map(|(i, s)| s.lock().oldest().map(|t| (t, i)))
-                .min();
-            let Some((_, idx)) = oldest else { break };
-            let Some(c) = self.shards[idx]
-                .lock()
-                .evict_oldest(now, &self.config, self.recent_cap)
-            else {
+            let Some(Reverse((_, idx))) = oldest.pop() else {
                 break;
             };
+            let mut shard = self.shards[idx].lock();
+            let Some(c) = shard.evict_oldest(now, &self.config, self.recent_cap) else {
+                continue;
+            };
+            if let Some(next) = shard.oldest() {
+                oldest.push(Reverse((next, idx)));
+            }
+            drop(shard);
             traces = traces.saturating_sub(1);
             spans = spans.saturating_sub(c.spans.len());
             bytes = bytes.saturating_sub(c.bytes);

@@ -316,6 +316,34 @@ async fn bounds_refuse_then_evict_the_oldest() {
     assert!(a.admit(0, 0, 0).is_ok());
 }
 
+/// Eviction takes the oldest traces first across every shard, however the
+/// traces' IDs spread over the shards.
+#[tokio::test(start_paused = true)]
+async fn eviction_takes_the_oldest_first_across_shards() {
+    let a = assembler(AssemblerConfig {
+        max_traces: 100,
+        ..config()
+    });
+    let t0 = Instant::now();
+    // Trace i first seen at (i × 37) mod 100 ms: age and ID order differ.
+    let seen = |i: u8| t0 + Duration::from_millis(u64::from(i) * 37 % 100);
+    let mut order: Vec<u8> = (0..100).collect();
+    order.sort_by_key(|&i| seen(i));
+    for &i in &order {
+        a.insert(vec![span(i, 1, false)], seen(i));
+    }
+    // Full: the refusal asks for eviction, down to 90 of 100.
+    assert!(a.admit(0, 0, 0).is_err());
+    let done = a.poll_completed(t0 + Duration::from_millis(150));
+    let evicted: Vec<TraceId> = done
+        .iter()
+        .filter(|c| c.reason == CompletionReason::evicted)
+        .map(|c| c.trace_id)
+        .collect();
+    let oldest: Vec<TraceId> = order[..10].iter().map(|&i| TraceId([i; 16])).collect();
+    assert_eq!(evicted, oldest);
+}
+
 #[tokio::test(start_paused = true)]
 async fn drain_completes_everything_as_shutdown() {
     let a = assembler(config());

@@ -623,7 +623,16 @@ impl SendCtx {
         // Delivered or refused for good: either way it leaves the queue.
         if let Some(q) = &self.disk {
             let done: Vec<disk::Receipt> = acks.into_iter().filter_map(Ack::done).collect();
-            q.ack(&done);
+            // File I/O (the progress record, deleting delivered segments):
+            // on the blocking pool, not the runtime's workers.
+            let queue = q.clone();
+            let receipts = done.clone();
+            match tokio::task::spawn_blocking(move || queue.ack(&receipts)).await {
+                Ok(()) => {}
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // Not run: the runtime is shutting down.
+                Err(_) => q.ack(&done),
+            }
         }
         self.pending_spans.fetch_sub(spans, Ordering::Relaxed);
     }
