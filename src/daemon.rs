@@ -52,6 +52,8 @@ pub struct Stages {
     pub assembler: Arc<Assembler>,
     /// Changes of the scale-out tier announced to this instance.
     pub tier: Arc<crate::tier::Changes>,
+    /// Where workers that die say so.
+    pub workers: Arc<crate::health::Workers>,
 }
 
 /// A running daemon.
@@ -98,10 +100,11 @@ impl<C: TraceConsumer> Daemon<C> {
     ) -> Result<Self, StartError> {
         let mut registry = Registry::default();
         let metrics = Arc::new(Metrics::new(&mut registry));
+        let workers = Arc::new(crate::health::Workers::new(Arc::clone(&metrics)));
 
         let (forward, exporter) = match config.exporters.otlp.clone() {
             Some(c) => {
-                let (q, e) = Exporter::start("otlp", c, Arc::clone(&metrics))?;
+                let (q, e) = Exporter::start("otlp", c, Arc::clone(&metrics), &workers)?;
                 (Some(q), Some(e))
             }
             None => (None, None),
@@ -112,7 +115,7 @@ impl<C: TraceConsumer> Daemon<C> {
             Arc::clone(&metrics),
         ));
         let (completed_tx, completed_rx) = mpsc::channel(COMPLETED_QUEUE);
-        let admin = Arc::new(AdminState::new(registry));
+        let admin = Arc::new(AdminState::new(registry, Arc::clone(&workers)));
         let admin_stop = CancellationToken::new();
         let admin_token = match &config.admin.auth {
             Some(a) => {
@@ -143,11 +146,18 @@ impl<C: TraceConsumer> Daemon<C> {
             metrics: Arc::clone(&metrics),
             assembler: Arc::clone(&assembler),
             tier: Arc::clone(&tier.changes),
+            workers: Arc::clone(&workers),
         });
-        let consumer = spawn_consumer(completed_rx, consumer);
+        let consumer = spawn_consumer(completed_rx, consumer, workers.alive("evaluator"));
         let assembler_stop = CancellationToken::new();
-        let assembler_task =
-            tokio::spawn(Arc::clone(&assembler).run(completed_tx.clone(), assembler_stop.clone()));
+        let assembler_task = crate::health::supervise("assembler", Arc::clone(&workers), {
+            let (assembler, tx, stop) = (
+                Arc::clone(&assembler),
+                completed_tx.clone(),
+                assembler_stop.clone(),
+            );
+            move || Arc::clone(&assembler).run(tx.clone(), stop.clone())
+        });
 
         if !config.admin.endpoint.ip().is_loopback() && config.admin.auth.is_none() {
             tracing::warn!(

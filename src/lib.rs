@@ -18,6 +18,7 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod exporter;
+pub mod health;
 pub mod ids;
 pub mod memory;
 pub mod model;

@@ -672,9 +672,11 @@ impl Assembler {
 pub fn spawn_consumer<C: TraceConsumer>(
     mut rx: mpsc::Receiver<CompletedTrace>,
     mut consumer: C,
+    alive: crate::health::Alive,
 ) -> tokio::task::JoinHandle<C> {
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
+        let _alive = alive;
         let mut last_tick = Instant::now();
         loop {
             let next = match rx.try_recv() {
@@ -727,16 +729,36 @@ impl<C: TraceConsumer> Parallel<C> {
     /// Starts one thread per consumer; panics they survive are counted in
     /// `panics`.
     pub fn counting_panics(consumers: Vec<C>, panics: Counter) -> std::io::Result<Self> {
+        Self::start(consumers, panics, None)
+    }
+
+    /// As [`Parallel::counting_panics`], each thread holding an
+    /// [`crate::health::Alive`] guard of `workers`.
+    pub fn supervised(
+        consumers: Vec<C>,
+        panics: Counter,
+        workers: &Arc<crate::health::Workers>,
+    ) -> std::io::Result<Self> {
+        Self::start(consumers, panics, Some(workers))
+    }
+
+    fn start(
+        consumers: Vec<C>,
+        panics: Counter,
+        workers: Option<&Arc<crate::health::Workers>>,
+    ) -> std::io::Result<Self> {
         let mut senders = Vec::with_capacity(consumers.len());
         let mut threads = Vec::with_capacity(consumers.len());
         for (i, mut consumer) in consumers.into_iter().enumerate() {
             let panics = panics.clone();
+            let alive = workers.map(|w| w.alive("evaluator"));
             let (tx, rx) = std::sync::mpsc::sync_channel::<CompletedTrace>(PARALLEL_QUEUE);
             senders.push(tx);
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("tracecheck-eval-{i}"))
                     .spawn(move || {
+                        let _alive = alive;
                         let mut last_tick = Instant::now();
                         loop {
                             match rx.recv_timeout(CONSUMER_TICK) {

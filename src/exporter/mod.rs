@@ -241,6 +241,7 @@ impl Exporter {
         name: &str,
         config: OtlpExporterConfig,
         metrics: Arc<Metrics>,
+        workers: &Arc<crate::health::Workers>,
     ) -> Result<(ForwardQueue, Exporter), ExporterError> {
         let client = Arc::new(Client::new(&config, &metrics)?);
         let labels = ExporterLabels {
@@ -283,7 +284,7 @@ impl Exporter {
             disk: disk.clone(),
             config: config.clone(),
         };
-        let task = tokio::spawn(runner.run(inbox, drain.clone()));
+        let task = tokio::spawn(runner.run(inbox, drain.clone(), workers.alive("exporter")));
         Ok((
             ForwardQueue {
                 kind,
@@ -436,7 +437,7 @@ fn cut_budget(spans: u64) -> u32 {
 }
 
 impl Runner {
-    async fn run(self, mut inbox: Inbox, drain: CancellationToken) {
+    async fn run(self, mut inbox: Inbox, drain: CancellationToken, _alive: crate::health::Alive) {
         let mut batch = Batch::default();
         let mut deadline: Option<Instant> = None;
         let mut sends = JoinSet::new();
@@ -584,9 +585,28 @@ impl Runner {
             give_up_after: self.give_up_after,
             disk: self.disk.clone(),
         };
+        let spans = batch.spans as u64;
+        let metrics = Arc::clone(&self.metrics);
+        let labels = self.labels.clone();
+        let pending = Arc::clone(&self.pending_spans);
         sends.spawn(async move {
-            ctx.send(batch.resource_spans, batch.spans as u64, batch.acks)
-                .await;
+            // A panic while sending (a bug) loses the batch: counted as
+            // failed spans, never silently.
+            let sent = tokio::spawn(ctx.send(batch.resource_spans, spans, batch.acks)).await;
+            if let Err(e) = sent {
+                if e.is_panic() {
+                    metrics
+                        .internal_panics
+                        .get_or_create(&crate::results::metrics::PanicLabels { stage: "exporter" })
+                        .inc();
+                    metrics
+                        .exporter_failed_spans
+                        .get_or_create(&labels)
+                        .inc_by(spans);
+                    pending.fetch_sub(spans, Ordering::Relaxed);
+                    tracing::error!(spans, "Sending a batch panicked (a bug; please report it); its spans are counted as failed.");
+                }
+            }
             drop(permit);
         });
     }

@@ -20,13 +20,16 @@ pub struct AdminState {
     pub registry: Registry,
     /// Receivers bound and models loaded.
     pub ready: AtomicBool,
+    /// Workers down: not ready while one is, not live while one is dead.
+    pub workers: Arc<crate::health::Workers>,
 }
 
 impl AdminState {
-    pub fn new(registry: Registry) -> Self {
+    pub fn new(registry: Registry, workers: Arc<crate::health::Workers>) -> Self {
         Self {
             registry,
             ready: AtomicBool::new(false),
+            workers,
         }
     }
 }
@@ -34,7 +37,7 @@ impl AdminState {
 pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
 }
@@ -57,10 +60,20 @@ async fn metrics(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Respon
 }
 
 async fn readyz(State(s): State<Arc<AdminState>>) -> Response {
+    if let Some(why) = s.workers.not_ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+    }
     if s.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn healthz(State(s): State<Arc<AdminState>>) -> Response {
+    match s.workers.not_live() {
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+        None => (StatusCode::OK, "ok\n").into_response(),
     }
 }
 

@@ -101,12 +101,13 @@ impl ModelsStage {
             .internal_panics
             .get_or_create(&metrics::PanicLabels { stage: "evaluator" })
             .clone();
-        let evaluator = match crate::assembler::Parallel::counting_panics(evaluators, panics) {
-            Ok(p) => p,
-            // Threads cannot be started only when the process is at its
-            // limits; nothing sensible runs then.
-            Err(e) => panic!("cannot start evaluation threads: {e}"),
-        };
+        let evaluator =
+            match crate::assembler::Parallel::supervised(evaluators, panics, &stages.workers) {
+                Ok(p) => p,
+                // Threads cannot be started only when the process is at its
+                // limits; nothing sensible runs then.
+                Err(e) => panic!("cannot start evaluation threads: {e}"),
+            };
         let runs = crate::testrun::api::Runs::new(crate::testrun::TraceSource::Local {
             waiters: Arc::clone(&self.waiters),
             assembler: Arc::clone(&stages.assembler),
