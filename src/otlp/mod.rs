@@ -489,6 +489,15 @@ pub enum GunzipError {
     Corrupt(std::io::Error),
 }
 
+/// The uncompressed size a gzip member's trailer gives (ISIZE, modulo
+/// 4 GiB); 0 if there is no trailer.
+pub fn gzip_size(raw: &[u8]) -> usize {
+    match raw.len().checked_sub(4).and_then(|at| raw.get(at..)) {
+        Some(&[a, b, c, d]) if raw.len() >= 18 => u32::from_le_bytes([a, b, c, d]) as usize,
+        _ => 0,
+    }
+}
+
 /// Decompresses at most `limit` bytes: a gzip bomb stops at the limit
 /// instead of allocating what it claims. Concatenated gzip members are read
 /// as one body, as HTTP allows.

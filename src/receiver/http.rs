@@ -293,7 +293,7 @@ async fn expand(
     // What inflating will take, by the gzip trailer's own figure, is
     // reserved before any of it is taken, and inflating stops there.
     let inflate_limit = if gzip {
-        gzip_size(&raw).min(s.max_body)
+        crate::otlp::gzip_size(&raw).min(s.max_body)
     } else {
         0
     };
@@ -435,15 +435,6 @@ fn panicked(s: &HttpState, error: &dyn std::fmt::Display) -> Refusal {
         .inc();
     tracing::error!(error = %error, "Decoding an OTLP/HTTP body panicked (a bug; please report it).");
     Refusal::Internal
-}
-
-/// The uncompressed size a gzip member's trailer gives (ISIZE, modulo
-/// 4 GiB); 0 if there is no trailer.
-fn gzip_size(raw: &[u8]) -> usize {
-    match raw.len().checked_sub(4).and_then(|at| raw.get(at..)) {
-        Some(&[a, b, c, d]) if raw.len() >= 18 => u32::from_le_bytes([a, b, c, d]) as usize,
-        _ => 0,
-    }
 }
 
 fn decode(encoding: Encoding, body: Bytes) -> Result<LazyExportRequest, String> {

@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod grpc;
+pub mod grpc_gzip;
 pub mod http;
 pub mod ingest;
 
@@ -101,7 +102,13 @@ impl Receivers {
         if let Some(g) = &config.grpc {
             let listener = bind(g.endpoint, "OTLP gRPC").await?;
             grpc_addr = listener.local_addr().ok();
-            let svc = grpc::service(Arc::clone(&ingest), g.max_recv_msg_size_mib * MIB, limits);
+            let max_message = g.max_recv_msg_size_mib * MIB;
+            let svc = grpc_gzip::Inflate::new(
+                grpc::service(Arc::clone(&ingest), max_message, limits),
+                Arc::clone(ingest.memory()),
+                Arc::clone(&metrics),
+                max_message,
+            );
             let server = tonic::transport::Server::builder()
                 .layer(tower::util::MapResponseLayer::new({
                     let metrics = Arc::clone(&metrics);
