@@ -20,6 +20,9 @@
 #   DURATION=10m RATE=(spans/s; default 3x a 20 s flat-out calibration run)
 #   MODELS=100 SENDERS=4 SPANS_PER_REQUEST=400 MEMORY_MIB=384 QUEUE=200
 #   OVERHEAD_MIB=192 OUT_DIR=target/soak
+#   SPLIT=1 SPREAD=300ms (production's shape: SPLIT=4, each trace's spans
+#   over 4 requests from different senders, the root last, SPREAD apart)
+#   JSON_SENDERS=0 (of SENDERS, how many send OTLP/HTTP JSON)
 #   TRACECHECK=path/to/tracecheck (default: target/release/tracecheck)
 set -euo pipefail
 
@@ -34,6 +37,9 @@ MEMORY_MIB="${MEMORY_MIB:-384}"
 QUEUE="${QUEUE:-200}"
 OVERHEAD_MIB="${OVERHEAD_MIB:-192}"
 OUT_DIR="${OUT_DIR:-$ROOT/target/soak}"
+SPLIT="${SPLIT:-1}"
+SPREAD="${SPREAD:-300ms}"
+JSON_SENDERS="${JSON_SENDERS:-0}"
 TRACECHECK="${TRACECHECK:-$ROOT/target/release/tracecheck}"
 [ -x "$TRACECHECK" ] || cargo build --release --quiet
 mkdir -p "$OUT_DIR"
@@ -63,7 +69,9 @@ admin:
 EOF
 load() { # ARGS... -> JSON on stdout
     "$TRACECHECK" bench load --endpoint "http://127.0.0.1:$GRPC" --protocol grpc --senders "$SENDERS" \
-        --spans-per-request "$SPANS_PER_REQUEST" --retry --max-retries 100000 --retry-backoff 50ms --json "$@"
+        --spans-per-request "$SPANS_PER_REQUEST" --retry --max-retries 100000 --retry-backoff 50ms \
+        --split "$SPLIT" --spread "$SPREAD" \
+        --json-senders "$JSON_SENDERS" --json-endpoint "http://127.0.0.1:$HTTP/v1/traces" --json "$@"
 }
 serve() { # -> TC
     "$TRACECHECK" serve --config "$TMP/config.yaml" >>"$TMP/serve.log" 2>&1 &
@@ -86,7 +94,7 @@ if [ -z "$RATE" ]; then
 fi
 serve
 
-echo "second,rss_mib,buffer_spans,buffer_mib,exporter_queue" >"$OUT_DIR/rss.csv"
+echo "second,rss_mib,buffer_spans,buffer_mib,exporter_queue,account_mib" >"$OUT_DIR/rss.csv"
 (
     start=$SECONDS
     while kill -0 "$TC" 2>/dev/null; do
@@ -95,13 +103,14 @@ echo "second,rss_mib,buffer_spans,buffer_mib,exporter_queue" >"$OUT_DIR/rss.csv"
         buf=$(awk '/^tracecheck_buffer_spans / {print int($2)}' "$TMP/sample.txt")
         bytes=$(awk '/^tracecheck_buffer_bytes / {print int($2 / 1048576)}' "$TMP/sample.txt")
         queue=$(awk '/^tracecheck_exporter_queue_size\{/ {print int($2)}' "$TMP/sample.txt")
-        echo "$((SECONDS - start)),$((rss / 1024)),${buf:-0},${bytes:-0},${queue:-0}" >>"$OUT_DIR/rss.csv"
+        account=$(awk '/^tracecheck_memory_bytes\{/ {s += $2} END {print int(s / 1048576)}' "$TMP/sample.txt")
+        echo "$((SECONDS - start)),$((rss / 1024)),${buf:-0},${bytes:-0},${queue:-0},${account:-0}" >>"$OUT_DIR/rss.csv"
         sleep 1
     done
 ) &
 SAMPLER=$!
 
-echo "==> offering $RATE spans/s for $DURATION ($SENDERS senders, $SPANS_PER_REQUEST spans a request, retrying) into tracecheck with $MODELS models" >&2
+echo "==> offering $RATE spans/s for $DURATION ($SENDERS senders of which $JSON_SENDERS JSON, $SPANS_PER_REQUEST spans a request, traces split in $SPLIT over $SPREAD, retrying) into tracecheck with $MODELS models" >&2
 load --rate "$RATE" --duration "$DURATION" >"$OUT_DIR/load.json"
 
 accepted=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["spans_accepted"])' "$OUT_DIR/load.json")
@@ -137,6 +146,7 @@ rows = list(csv.DictReader(open(sys.argv[3])))
 failed, completed, refused, evicted, models, judged, memory_mib, queue, spans_per_request, overhead_mib, senders, late_fragments = (
     int(x) for x in sys.argv[4:16])
 rss = [int(r["rss_mib"]) for r in rows]
+account = [int(r.get("account_mib") or 0) for r in rows]
 half = rss[len(rss) // 2:] or rss
 # The forwarding queue holds whole received requests: QUEUE of them, at the
 # generator's ~231 B a span encoded.
@@ -152,6 +162,11 @@ checks = [
      load["traces_sent"] <= completed - late_fragments <= load["traces_sent"] + senders),
     (f"peak RSS within max_memory_mib {memory_mib} + queue {queue_mib:.0f} + overhead {overhead_mib} = {bound:.0f} MiB",
      True, max(rss) <= bound),
+    # Sampled once a second; it may pass the limit only by the bodies being
+    # read at that instant, counted before admission refuses them: at most
+    # a request per sender (400 spans: ~0.1 MB protobuf, ~0.2 MB JSON).
+    (f"memory account within its limit {memory_mib} MiB (+{senders} MiB of bodies in flight)",
+     True, max(account) <= memory_mib + senders),
 ]
 if models > 0:
     # Traces still open when the load stopped were sent in part: at most one
@@ -162,7 +177,10 @@ if models > 0:
 print(f"offered {load['spans_sent'] / load['elapsed_secs']:.0f} spans/s over {load['elapsed_secs']:.0f} s, "
       f"accepted {load['accepted_spans_per_sec']:.0f} spans/s; {load['retries']} retries; "
       f"refusals told to retry (spans): {refused}; errors {load['errors']}")
-print(f"RSS: peak {max(rss)} MiB (bound {bound:.0f}), peak in the second half {max(half)} MiB, last {rss[-1]} MiB ({len(rss)} samples); evicted traces: {evicted}")
+print(f"RSS: peak {max(rss)} MiB (bound {bound:.0f}), peak in the second half {max(half)} MiB, last {rss[-1]} MiB ({len(rss)} samples); "
+      f"memory account: peak {max(account)} MiB of its {memory_mib} MiB limit; evicted traces: {evicted}")
+if "split" in load:
+    print(f"split: {load['split']['fragments']} fragments over {load['split']['spread_secs']} s; JSON senders {load.get('json_senders', 0)} of {senders}")
 print(f"verdicts of the overdraft model: {judged} for {load['traces_sent']} traces sent whole; "
       f"traces completed {completed}, of them late fragments {late_fragments}")
 ok = True

@@ -148,16 +148,17 @@ impl<C: TraceConsumer> Daemon<C> {
             tier: Arc::clone(&tier.changes),
             workers: Arc::clone(&workers),
         });
-        let consumer = spawn_consumer(completed_rx, consumer, workers.alive("evaluator"));
+        let consumer = spawn_consumer(completed_rx, consumer, workers.alive("evaluator_feed"));
         let assembler_stop = CancellationToken::new();
-        let assembler_task = crate::health::supervise("assembler", Arc::clone(&workers), {
-            let (assembler, tx, stop) = (
-                Arc::clone(&assembler),
-                completed_tx.clone(),
-                assembler_stop.clone(),
-            );
-            move || Arc::clone(&assembler).run(tx.clone(), stop.clone())
-        });
+        let assembler_task =
+            crate::health::supervise("assembler", Arc::clone(&workers), assembler_stop.clone(), {
+                let (assembler, tx, stop) = (
+                    Arc::clone(&assembler),
+                    completed_tx.clone(),
+                    assembler_stop.clone(),
+                );
+                move || Arc::clone(&assembler).run(tx.clone(), stop.clone())
+            });
 
         if !config.admin.endpoint.ip().is_loopback() && config.admin.auth.is_none() {
             tracing::warn!(

@@ -126,10 +126,12 @@ impl Drop for Alive {
 /// Runs the worker `start` makes, on a task of its own, and starts it
 /// again after [`RESTART_PAUSE`] each time it ends by a panic, the daemon
 /// not ready meanwhile. It ends when the worker returns (its stop was
-/// asked for) or the runtime shuts down.
+/// asked for), when `stop` is cancelled during a pause, or when the
+/// runtime shuts down.
 pub fn supervise<F, Fut>(
     worker: &'static str,
     workers: Arc<Workers>,
+    stop: tokio_util::sync::CancellationToken,
     mut start: F,
 ) -> tokio::task::JoinHandle<()>
 where
@@ -148,7 +150,10 @@ where
                         pause = ?RESTART_PAUSE,
                         "A worker stopped with a panic (a bug; please report it); starting it again. Not ready until then."
                     );
-                    tokio::time::sleep(RESTART_PAUSE).await;
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(RESTART_PAUSE) => {}
+                    }
                     workers.mark(worker, None);
                 }
                 Err(_) => return,
@@ -180,7 +185,7 @@ mod tests {
         let (workers, metrics) = workers();
         let starts = Arc::new(AtomicUsize::new(0));
         let stop = tokio_util::sync::CancellationToken::new();
-        let task = supervise("assembler", Arc::clone(&workers), {
+        let task = supervise("assembler", Arc::clone(&workers), stop.clone(), {
             let starts = Arc::clone(&starts);
             let stop = stop.clone();
             move || {

@@ -181,7 +181,10 @@ impl MemoryAccount {
         loop {
             if used.saturating_sub(own) >= self.soft || used.saturating_add(reserved) > self.limit {
                 if used.saturating_sub(own) < self.soft {
-                    self.wanted.store(reserved, Ordering::Relaxed);
+                    // Its own bytes are given back with the refusal and
+                    // come again with the retry: it needs both.
+                    self.wanted
+                        .store(own.saturating_add(reserved), Ordering::Relaxed);
                     self.wanted_at
                         .store(self.millis_since_born(), Ordering::Relaxed);
                 }
@@ -206,7 +209,7 @@ impl MemoryAccount {
         }
         // What was wanted is taken (or something as large).
         let wanted = self.wanted.load(Ordering::Relaxed);
-        if wanted != 0 && reserved >= wanted {
+        if wanted != 0 && own.saturating_add(reserved) >= wanted {
             let _ = self
                 .wanted
                 .compare_exchange(wanted, 0, Ordering::Relaxed, Ordering::Relaxed);
@@ -460,6 +463,20 @@ mod tests {
         drop(held);
         assert!(!a.pressed());
         let _taken = a.reserve(Part::decode, 0, 500).expect("room now");
+        drop(_taken);
+
+        // A refused request's own bytes come back with its retry: they
+        // count in what it wants.
+        let held = a.charge(Part::settled, 500);
+        let body = a.charge(Part::requests, 100);
+        assert!(a.reserve(Part::buffer, 100, 450).is_err());
+        drop(body);
+        // 500 held + 100 + 450 wanted > 1000, though 500 + 450 would fit.
+        assert!(a.pressed());
+        drop(held);
+        assert!(!a.pressed());
+        let _body = a.charge(Part::requests, 100);
+        let _taken = a.reserve(Part::buffer, 100, 450).expect("fits now");
         let mut more = a.charge(Part::buffer, 200);
         assert!(!a.pressed());
         // At the soft limit, pressed whatever was refused.

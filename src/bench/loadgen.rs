@@ -330,8 +330,15 @@ impl fmt::Display for LoadReport {
             .map_or_else(|| "?".to_owned(), |p| p.to_string());
         writeln!(
             f,
-            "protocol {protocol}, {} senders, {} spans/request, {:.2} s",
-            self.senders, self.spans_per_request, self.elapsed_secs
+            "protocol {protocol}, {} senders{}, {} spans/request, {:.2} s",
+            self.senders,
+            if self.json_senders > 0 {
+                format!(" ({} of them OTLP/HTTP JSON)", self.json_senders)
+            } else {
+                String::new()
+            },
+            self.spans_per_request,
+            self.elapsed_secs
         )?;
         writeln!(
             f,
@@ -881,7 +888,7 @@ async fn http_answer(response: reqwest::Response, json: bool) -> Attempt {
             .get(CONTENT_ENCODING)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
         let rejected = match response.bytes().await {
-            Ok(body) if json => json_rejected(&body),
+            Ok(body) if json => json_rejected(&body, gzipped),
             Ok(body) => decode_http_response(&body, gzipped).map_or(0, |r| rejected_of(&r)),
             Err(_) => 0,
         };
@@ -903,7 +910,20 @@ async fn http_answer(response: reqwest::Response, json: bool) -> Attempt {
 
 /// `partialSuccess.rejectedSpans` of an OTLP/JSON answer (an int64, so
 /// written as a string, or as a number by some servers).
-fn json_rejected(body: &[u8]) -> u64 {
+fn json_rejected(body: &[u8], gzipped: bool) -> u64 {
+    let mut plain = Vec::new();
+    let body = if gzipped {
+        if GzDecoder::new(body)
+            .take(MAX_RESPONSE_BYTES)
+            .read_to_end(&mut plain)
+            .is_err()
+        {
+            return 0;
+        }
+        &plain[..]
+    } else {
+        body
+    };
     let Ok(answer) = serde_json::from_slice::<serde_json::Value>(body) else {
         return 0;
     };

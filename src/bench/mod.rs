@@ -114,9 +114,10 @@ pub struct LoadArgs {
     /// the same traces as the others'.
     #[arg(long, default_value_t = 0)]
     pub json_senders: usize,
-    /// Where the JSON senders post.
-    #[arg(long, default_value = loadgen::DEFAULT_HTTP_ENDPOINT)]
-    pub json_endpoint: String,
+    /// Where the JSON senders post [default: --endpoint with --protocol
+    /// http, else http://127.0.0.1:4318/v1/traces].
+    #[arg(long)]
+    pub json_endpoint: Option<String>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -135,6 +136,13 @@ impl LoadArgs {
             (None, None) => Some(Duration::from_secs(10)),
             (duration, _) => duration,
         };
+        let json_endpoint = self
+            .json_endpoint
+            .clone()
+            .unwrap_or_else(|| match self.protocol {
+                Protocol::Http => endpoint.clone(),
+                Protocol::Grpc => loadgen::DEFAULT_HTTP_ENDPOINT.to_owned(),
+            });
         LoadConfig {
             endpoint,
             protocol: self.protocol,
@@ -160,7 +168,7 @@ impl LoadArgs {
             split: self.split,
             spread: self.spread,
             json_senders: self.json_senders,
-            json_endpoint: self.json_endpoint.clone(),
+            json_endpoint,
         }
     }
 }

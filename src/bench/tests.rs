@@ -936,6 +936,10 @@ async fn split_delivery(protocol: Protocol, gzip: bool, json_senders: usize) {
     assert!(split.drain_secs >= 0.09, "{report}");
     assert_eq!(report.latency.count, report.attempts);
     assert_eq!(report.json_senders, json_senders);
+    assert_eq!(
+        report.to_string().contains("of them OTLP/HTTP JSON"),
+        json_senders > 0
+    );
     // The JSON senders posted, and their bodies were read as JSON.
     if protocol == Protocol::Grpc {
         assert_eq!(stats.http_requests > 0, json_senders > 0, "{stats}");
@@ -962,6 +966,11 @@ async fn grpc_split_load_with_json_senders_arrives_whole_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_gzip_split_load_arrives_whole_exactly_once() {
     bounded(split_delivery(Protocol::Http, true, 0)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_gzip_split_load_with_json_senders_arrives_whole_exactly_once() {
+    bounded(split_delivery(Protocol::Http, true, 2)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -314,30 +314,33 @@ impl Exporter {
             q.close().await;
         }
         let abort = self.task.abort_handle();
-        if tokio::time::timeout(self.drain_timeout, self.task)
-            .await
-            .is_err()
-        {
-            abort.abort();
-            let pending = self.pending_spans.load(Ordering::Relaxed);
-            if self.disk.is_some() {
-                tracing::warn!(
-                    spans = pending,
-                    "Forwarding queue not drained before the deadline; the spans stay in the queue directory and are sent after the next start."
-                );
-                return 0;
+        let why = match tokio::time::timeout(self.drain_timeout, self.task).await {
+            Ok(Ok(())) => return 0,
+            // Already counted (internal_panics, /healthz): what it left
+            // pending is lost all the same.
+            Ok(Err(_)) => "the forwarding worker had stopped",
+            Err(_) => {
+                abort.abort();
+                "not drained before the deadline"
             }
-            self.metrics
-                .exporter_failed_spans
-                .get_or_create(&self.labels)
-                .inc_by(pending);
-            tracing::error!(
+        };
+        let pending = self.pending_spans.load(Ordering::Relaxed);
+        if self.disk.is_some() {
+            tracing::warn!(
                 spans = pending,
-                "Forwarding queue not drained before the deadline; spans not delivered."
+                "Forwarding queue {why}; the spans stay in the queue directory and are sent after the next start."
             );
-            return pending;
+            return 0;
         }
-        0
+        self.metrics
+            .exporter_failed_spans
+            .get_or_create(&self.labels)
+            .inc_by(pending);
+        tracing::error!(
+            spans = pending,
+            "Forwarding queue {why}; spans not delivered."
+        );
+        pending
     }
 }
 
@@ -580,20 +583,22 @@ impl Runner {
             client: Arc::clone(&self.client),
             metrics: Arc::clone(&self.metrics),
             labels: self.labels.clone(),
-            pending_spans: Arc::clone(&self.pending_spans),
             retry: self.config.retry.clone(),
             give_up_after: self.give_up_after,
-            disk: self.disk.clone(),
         };
         let spans = batch.spans as u64;
         let metrics = Arc::clone(&self.metrics);
         let labels = self.labels.clone();
         let pending = Arc::clone(&self.pending_spans);
+        let disk = self.disk.clone();
         sends.spawn(async move {
-            // A panic while sending (a bug) loses the batch: counted as
-            // failed spans, never silently.
-            let sent = tokio::spawn(ctx.send(batch.resource_spans, spans, batch.acks)).await;
-            if let Err(e) = sent {
+            // On a task of its own, so that a panic while sending (a bug)
+            // is seen here: the batch is counted as failed, never lost
+            // silently. Aborted with this task at the drain deadline.
+            let sending = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+                ctx.send(batch.resource_spans, spans),
+            ));
+            if let Err(e) = sending.await {
                 if e.is_panic() {
                     metrics
                         .internal_panics
@@ -603,12 +608,25 @@ impl Runner {
                         .exporter_failed_spans
                         .get_or_create(&labels)
                         .inc_by(spans);
-                    pending.fetch_sub(spans, Ordering::Relaxed);
                     tracing::error!(spans, "Sending a batch panicked (a bug; please report it); its spans are counted as failed.");
                 }
             }
+            leave_queue(disk.as_ref(), batch.acks);
+            pending.fetch_sub(spans, Ordering::Relaxed);
             drop(permit);
         });
+    }
+}
+
+/// A batch delivered or refused for good (or lost to a bug, counted):
+/// either way it leaves the queue. With the persistent queue that is a
+/// 48-byte progress record written to the page cache and now and then a
+/// delivered segment deleted: done here rather than on the blocking pool,
+/// where a shutdown could drop it and have the batch sent again.
+fn leave_queue(disk: Option<&disk::DiskQueue>, acks: Vec<Ack>) {
+    if let Some(q) = disk {
+        let done: Vec<disk::Receipt> = acks.into_iter().filter_map(Ack::done).collect();
+        q.ack(&done);
     }
 }
 
@@ -616,14 +634,14 @@ struct SendCtx {
     client: Arc<Client>,
     metrics: Arc<Metrics>,
     labels: ExporterLabels,
-    pending_spans: Arc<AtomicU64>,
     retry: config::RetryConfig,
     give_up_after: Option<Duration>,
-    disk: Option<disk::DiskQueue>,
 }
 
 impl SendCtx {
-    async fn send(self, resource_spans: Vec<Bytes>, spans: u64, acks: Vec<Ack>) {
+    /// Delivers a batch and counts what became of its spans; the caller
+    /// then takes it off the queue ([`leave_queue`]).
+    async fn send(self, resource_spans: Vec<Bytes>, spans: u64) {
         let mut budget = cut_budget(spans);
         let (sent, failed) = self
             .deliver(resource_spans, spans, Instant::now(), &mut budget)
@@ -640,21 +658,6 @@ impl SendCtx {
                 .get_or_create(&self.labels)
                 .inc_by(failed);
         }
-        // Delivered or refused for good: either way it leaves the queue.
-        if let Some(q) = &self.disk {
-            let done: Vec<disk::Receipt> = acks.into_iter().filter_map(Ack::done).collect();
-            // File I/O (the progress record, deleting delivered segments):
-            // on the blocking pool, not the runtime's workers.
-            let queue = q.clone();
-            let receipts = done.clone();
-            match tokio::task::spawn_blocking(move || queue.ack(&receipts)).await {
-                Ok(()) => {}
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                // Not run: the runtime is shutting down.
-                Err(_) => q.ack(&done),
-            }
-        }
-        self.pending_spans.fetch_sub(spans, Ordering::Relaxed);
     }
 
     /// The batch encoded and compressed, off the async runtime's workers

@@ -489,6 +489,10 @@ pub enum GunzipError {
     Corrupt(std::io::Error),
 }
 
+/// How far deflate can inflate: about 1032 bytes out per byte in. What a
+/// gzip body may claim beyond this is a lie, so nothing is reserved for it.
+pub const MAX_INFLATION: usize = 1032;
+
 /// The uncompressed size a gzip member's trailer gives (ISIZE, modulo
 /// 4 GiB); 0 if there is no trailer.
 pub fn gzip_size(raw: &[u8]) -> usize {

@@ -127,6 +127,8 @@ where
 #[derive(Debug)]
 enum Refusal {
     TooLarge,
+    /// Inflating it would need more than the memory limit: never taken.
+    NeverFits(usize),
     Corrupt(String),
     Memory(OverLimit),
     /// Inflated past what its trailer said (several gzip members, or a
@@ -183,14 +185,19 @@ impl Shared {
             };
             done.map(|b| (b, charge))
         };
-        tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
-            self.metrics
-                .internal_panics
-                .get_or_create(&crate::results::metrics::PanicLabels { stage: "receiver" })
-                .inc();
-            tracing::error!(error = %e, "Inflating an OTLP/gRPC message panicked (a bug; please report it).");
-            Err(Refusal::Internal)
-        })
+        match tokio::task::spawn_blocking(work).await {
+            Ok(done) => done,
+            Err(e) if e.is_panic() => {
+                self.metrics
+                    .internal_panics
+                    .get_or_create(&crate::results::metrics::PanicLabels { stage: "receiver" })
+                    .inc();
+                tracing::error!(error = %e, "Inflating an OTLP/gRPC message panicked (a bug; please report it).");
+                Err(Refusal::Internal)
+            }
+            // Not run: the runtime is shutting down.
+            Err(_) => Err(Refusal::Internal),
+        }
     }
 
     fn answer(&self, refusal: Refusal) -> Status {
@@ -201,6 +208,13 @@ impl Shared {
                 Status::resource_exhausted(format!(
                     "decompressed message larger than the limit of {} bytes",
                     self.max_message
+                ))
+            }
+            Refusal::NeverFits(needed) => {
+                refused(RefuseReason::too_large);
+                Status::resource_exhausted(format!(
+                    "inflating this message takes about {needed} bytes, more than the memory limit of {} bytes (assembler.max_memory_mib); send smaller batches",
+                    self.memory.limit()
                 ))
             }
             Refusal::Corrupt(why) => {
@@ -260,11 +274,14 @@ fn inflate_frames(
     trust_trailer: bool,
 ) -> Result<Bytes, Refusal> {
     let frames = frames(raw)?;
+    // What deflate can make of a message, at most the message limit.
+    let ceiling =
+        |f: &Frame<'_>| max_message.min(f.message.len().saturating_mul(crate::otlp::MAX_INFLATION));
     let limit = |f: &Frame<'_>| {
         if trust_trailer {
-            crate::otlp::gzip_size(f.message).min(max_message)
+            crate::otlp::gzip_size(f.message).min(ceiling(f))
         } else {
-            max_message
+            ceiling(f)
         }
     };
     let expected = frames
@@ -278,6 +295,10 @@ fn inflate_frames(
                 }
         })
         .fold(0usize, usize::saturating_add);
+    let needed = charge.bytes().saturating_add(expected);
+    if !memory.fits(needed) {
+        return Err(Refusal::NeverFits(needed));
+    }
     let room = memory
         .reserve(Part::decode, charge.bytes(), expected)
         .map_err(Refusal::Memory)?;
@@ -288,7 +309,7 @@ fn inflate_frames(
             let limit = limit(f);
             inflated = match crate::otlp::gunzip_limited(f.message, limit) {
                 Ok(m) => m,
-                Err(GunzipError::TooLarge) if limit < max_message => {
+                Err(GunzipError::TooLarge) if limit < ceiling(f) => {
                     return Err(Refusal::Understated)
                 }
                 Err(GunzipError::TooLarge) => return Err(Refusal::TooLarge),
@@ -375,13 +396,25 @@ mod tests {
     }
 
     #[test]
-    fn what_the_account_cannot_hold_is_refused_for_a_retry() {
-        let memory = account(150_000);
+    fn what_the_account_cannot_hold_is_refused_for_a_retry_or_for_good() {
+        let memory = account(250_000);
         let raw = frame(true, &gzip(&[3u8; 180_000]));
+        // Beside what is held now it does not fit: retry.
+        let held = memory.charge(Part::settled, 100_000);
         let mut charge = memory.charge(Part::decode, raw.len());
         assert!(matches!(
             inflate_frames(&raw, &mut charge, &memory, 1 << 20, true),
             Err(Refusal::Memory(_))
+        ));
+        drop(held);
+        assert!(inflate_frames(&raw, &mut charge, &memory, 1 << 20, true).is_ok());
+        drop(charge);
+        // More than the whole limit: never.
+        let small = account(150_000);
+        let mut charge = small.charge(Part::decode, raw.len());
+        assert!(matches!(
+            inflate_frames(&raw, &mut charge, &small, 1 << 20, true),
+            Err(Refusal::NeverFits(_))
         ));
         assert!(matches!(
             frames(&[1, 0, 0, 0, 9, 1]),

@@ -247,7 +247,7 @@ impl Refusal {
                 Some(RefuseReason::too_large),
                 StatusCode::PAYLOAD_TOO_LARGE,
                 RESOURCE_EXHAUSTED,
-                format!("decoding this JSON body takes about {needed} bytes, more than the memory limit of {limit} bytes (assembler.max_memory_mib); send smaller batches, or protobuf"),
+                format!("decoding this body takes about {needed} bytes, more than the memory limit of {limit} bytes (assembler.max_memory_mib); send smaller batches (and protobuf rather than JSON)"),
                 None,
             ),
             Refusal::Memory(e) => (
@@ -293,7 +293,9 @@ async fn expand(
     // What inflating will take, by the gzip trailer's own figure, is
     // reserved before any of it is taken, and inflating stops there.
     let inflate_limit = if gzip {
-        crate::otlp::gzip_size(&raw).min(s.max_body)
+        crate::otlp::gzip_size(&raw)
+            .min(s.max_body)
+            .min(raw.len().saturating_mul(crate::otlp::MAX_INFLATION))
     } else {
         0
     };
@@ -316,9 +318,12 @@ async fn expand(
     } else {
         Box::new(job)
     };
-    let step = tokio::task::spawn_blocking(move || job.run(false))
-        .await
-        .map_err(|e| panicked(s, &e))?;
+    let step = match tokio::task::spawn_blocking(move || job.run(false)).await {
+        Ok(step) => step,
+        Err(e) if e.is_panic() => return Err(panicked(s, &e)),
+        // Not run: the runtime is shutting down.
+        Err(_) => return Err(Refusal::Internal),
+    };
     match step {
         Step::Done(result) => result,
         // Only an inline run hands the work on.
@@ -354,6 +359,13 @@ enum Step {
 impl Expansion {
     fn run(mut self, inline: bool) -> Step {
         let body = if self.gzip {
+            let needed = self.charge.bytes().saturating_add(self.inflate_limit);
+            if !self.memory.fits(needed) {
+                return Step::Done(Err(Refusal::NeverFits {
+                    needed,
+                    limit: self.memory.limit(),
+                }));
+            }
             let room =
                 match self
                     .memory
@@ -369,10 +381,9 @@ impl Expansion {
                     drop(room);
                     body
                 }
-                Err(GunzipError::TooLarge) if self.inflate_limit < self.max_body => {
+                Err(GunzipError::TooLarge) if self.inflate_limit < self.ceiling() => {
                     drop(room);
-                    self.inflate_limit = self.max_body;
-                    self.size = self.max_body;
+                    self.inflate_limit = self.ceiling();
                     if inline {
                         return Step::OffRuntime(Box::new(self));
                     }
@@ -387,6 +398,13 @@ impl Expansion {
             std::mem::take(&mut self.raw)
         };
         Step::Done(self.decode(body))
+    }
+
+    /// The most inflating may give: the body limit, or what deflate can
+    /// make of the body, if less.
+    fn ceiling(&self) -> usize {
+        self.max_body
+            .min(self.raw.len().saturating_mul(crate::otlp::MAX_INFLATION))
     }
 
     fn decode(&self, body: Bytes) -> Result<LazyExportRequest, Refusal> {
