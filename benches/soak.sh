@@ -138,13 +138,22 @@ python3 - "$OUT_DIR/load.json" "$stats" "$OUT_DIR/rss.csv" \
     "$(metric "$OUT_DIR/metrics.txt" tracecheck_traces_completed_total 'reason="evicted"')" "$MODELS" \
     "$(metric "$OUT_DIR/metrics.txt" tracecheck_model_verdicts_total 'model="overdraft-rolls-back"')" \
     "$MEMORY_MIB" "$QUEUE" "$SPANS_PER_REQUEST" "$OVERHEAD_MIB" "$SENDERS" \
-    "$(metric "$OUT_DIR/metrics.txt" tracecheck_late_fragments_total "")" <<'PY'
+    "$(metric "$OUT_DIR/metrics.txt" tracecheck_late_fragments_total "")" \
+    "$(metric "$OUT_DIR/metrics.txt" tracecheck_verdicts_flipped_total 'model="overdraft-rolls-back",from="skip",to="fail"')" \
+    "$(metric "$OUT_DIR/metrics.txt" tracecheck_verdicts_flipped_total 'model="overdraft-rolls-back",from="pass",to="fail"')" \
+    "$(metric "$OUT_DIR/metrics.txt" tracecheck_verdicts_flipped_total 'model="overdraft-rolls-back",from="fail",to="pass"')" \
+    "$(($(metric "$OUT_DIR/metrics.txt" tracecheck_verdicts_flipped_total 'model="overdraft-rolls-back",from="pass",to="inconclusive"') + \
+        $(metric "$OUT_DIR/metrics.txt" tracecheck_verdicts_flipped_total 'model="overdraft-rolls-back",from="skip",to="inconclusive"')))" <<'PY'
 import csv, json, sys
 load = json.load(open(sys.argv[1]))
 stats = json.loads(sys.argv[2])
 rows = list(csv.DictReader(open(sys.argv[3])))
-failed, completed, refused, evicted, models, judged, memory_mib, queue, spans_per_request, overhead_mib, senders, late_fragments = (
-    int(x) for x in sys.argv[4:16])
+failed, completed, refused, evicted, models, judged, memory_mib, queue, spans_per_request, overhead_mib, senders, late_fragments, \
+    to_fail, pass_to_fail, fail_to_pass, to_inconclusive = (int(x) for x in sys.argv[4:20])
+# Late spans merged into their trace can turn its verdict into a failure
+# (or undo one); those that came after it was forgotten make what they
+# could change inconclusive instead.
+to_fail += pass_to_fail
 rss = [int(r["rss_mib"]) for r in rows]
 account = [int(r.get("account_mib") or 0) for r in rows]
 half = rss[len(rss) // 2:] or rss
@@ -173,7 +182,16 @@ if models > 0:
     # per sender is judged beyond `traces_sent`.
     checks.append(("one overdraft-model verdict per trace", True,
                    load["traces_sent"] <= judged <= load["traces_sent"] + senders))
-    checks.append(("violating traces = overdraft failures", load["violating_traces_sent"], failed))
+    # Every violating trace fails, or, when senders' retries split it past
+    # what could be merged, is marked inconclusive: never hidden. And no
+    # more fail than were violating: no false failure.
+    final_failed = failed + to_fail - fail_to_pass
+    checks.append(("failures (after late spans' flips) at most the violating traces sent",
+                   True, final_failed <= load["violating_traces_sent"]))
+    checks.append(("violating traces failed or made inconclusive by late spans (none hidden)",
+                   True, load["violating_traces_sent"] <= final_failed + to_inconclusive))
+    print(f"overdraft: {failed} failed when judged, flips to fail {to_fail}, fail to pass {fail_to_pass}, "
+          f"to inconclusive (late) {to_inconclusive}; violating sent {load['violating_traces_sent']}")
 print(f"offered {load['spans_sent'] / load['elapsed_secs']:.0f} spans/s over {load['elapsed_secs']:.0f} s, "
       f"accepted {load['accepted_spans_per_sec']:.0f} spans/s; {load['retries']} retries; "
       f"refusals told to retry (spans): {refused}; errors {load['errors']}")

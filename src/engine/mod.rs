@@ -291,6 +291,10 @@ pub struct Engine {
     dispatch: FastMap<Arc<str>, Vec<usize>>,
     /// Models without a precondition: every trace wakes them.
     unindexed: Vec<usize>,
+    /// For each span name, the models any alternative of whose
+    /// precondition names it (not only first): the models a span of that
+    /// name may help apply, with spans seen before it.
+    mentions: FastMap<Arc<str>, Vec<usize>>,
     /// Every attribute key the models can read.
     key_set: Arc<KeySet>,
     /// Per model: [`compile::CModel::can_pass_early`].
@@ -344,10 +348,17 @@ impl Engine {
             }
         }
         let mut dispatch: FastMap<Arc<str>, Vec<usize>> = FastMap::default();
+        let mut mentions: FastMap<Arc<str>, Vec<usize>> = FastMap::default();
         let mut unindexed = Vec::new();
         for (i, cm) in compiled.iter().enumerate() {
             if cm.precondition.is_none() {
                 unindexed.push(i);
+            }
+            for name in cm.precondition.iter().flatten().flatten() {
+                let models = mentions.entry(Arc::clone(name)).or_default();
+                if models.last() != Some(&i) {
+                    models.push(i);
+                }
             }
             for first in cm
                 .precondition
@@ -372,6 +383,7 @@ impl Engine {
             by_id,
             dispatch,
             unindexed,
+            mentions,
             key_set,
         })
     }
@@ -446,6 +458,22 @@ impl Engine {
                 Some(verdict::evaluate_model(i, cm, env))
             })
             .collect()
+    }
+
+    /// The models that spans of these names could make apply to a trace,
+    /// whatever other spans it has: those without a precondition and those
+    /// whose precondition names any of them. A superset of what the whole
+    /// trace would wake, for when the rest of it is no longer known.
+    pub fn may_wake<'a>(&self, span_names: impl Iterator<Item = &'a str>) -> Vec<usize> {
+        let mut woken: Vec<usize> = self.unindexed.clone();
+        for name in span_names {
+            if let Some(models) = self.mentions.get(name) {
+                woken.extend_from_slice(models);
+            }
+        }
+        woken.sort_unstable();
+        woken.dedup();
+        woken
     }
 
     /// Whether a pass of this model, once seen, stands whatever spans of the

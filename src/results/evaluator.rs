@@ -127,6 +127,35 @@ struct Waiting {
 const SETTLED_OVERHEAD: usize = 256;
 
 /// A settled trace, kept so that late spans merge into it.
+/// What is kept of a settled trace once its spans are forgotten (past the
+/// byte bound, or under memory pressure, before `late_span_window` ends):
+/// the verdicts it was given. Spans of it that come too late to be merged
+/// make every verdict they could have changed `inconclusive` (`late`)
+/// instead of leaving a pass or a skip that was given without them: under
+/// overload, when senders' retries split traces over many seconds, the
+/// part judged first may lack exactly the span that fails the model.
+struct Forgotten {
+    models: Arc<LoadedModels>,
+    /// As [`Settled::counted`].
+    counted: Vec<(usize, Verdict)>,
+    at: Instant,
+}
+
+/// Bytes a [`Forgotten`] trace holds besides its verdicts: its map and
+/// order entries, the models' `Arc`, the `Vec`'s header.
+const FORGOTTEN_OVERHEAD: usize = 112;
+
+/// Bytes of forgotten traces kept even when no bytes are kept for late
+/// spans (`keep_bytes` smaller): what a trace was judged on is worth
+/// remembering for its window at a fraction of the cost of its spans.
+const MIN_FORGOTTEN_BYTES: usize = 1 << 20;
+
+impl Forgotten {
+    fn bytes(&self) -> usize {
+        FORGOTTEN_OVERHEAD + self.counted.capacity() * std::mem::size_of::<(usize, Verdict)>()
+    }
+}
+
 struct Settled {
     /// Copied out of the request buffers: keeping a trace keeps its own
     /// bytes, not the requests its spans came in.
@@ -266,6 +295,12 @@ pub struct Evaluator {
     waiting_bytes: usize,
     /// Settled traces with verdicts waiting on `within`.
     waiting: std::collections::HashSet<TraceId>,
+    /// Settled traces forgotten before the late window ended, oldest
+    /// first; bounded by `keep_bytes` of their own, charged with
+    /// `settled_bytes`.
+    forgotten: HashMap<TraceId, Forgotten>,
+    forgotten_order: VecDeque<(Instant, TraceId)>,
+    forgotten_bytes: usize,
     keep_bytes: usize,
     late_window: Duration,
     /// `assembler.settle`: a span of a trace that settled comes as a late
@@ -318,6 +353,9 @@ impl Evaluator {
             settled_charge: None,
             waiting_bytes: 0,
             waiting: std::collections::HashSet::new(),
+            forgotten: HashMap::new(),
+            forgotten_order: VecDeque::new(),
+            forgotten_bytes: 0,
             keep_bytes: DEFAULT_KEEP_BYTES,
             late_window: crate::assembler::config::AssemblerConfig::default().late_span_window,
             settle: crate::assembler::config::DEFAULT_SETTLE,
@@ -898,6 +936,7 @@ impl Evaluator {
                 .get_or_create(&LateLabels { merged: "false" })
                 .inc_by(n);
             tracing::debug!(trace_id = %t.trace_id, spans = n, "Late spans for a trace no longer kept; not judged.");
+            self.unsettle_forgotten(&t);
             return;
         };
         self.metrics
@@ -976,6 +1015,64 @@ impl Evaluator {
         self.keep(t.trace_id, s);
     }
 
+    /// Spans of a forgotten trace came: they cannot be merged, so every
+    /// verdict they could have changed becomes `inconclusive` (`late`), a
+    /// counted flip: a pass no span can change and a failure already seen
+    /// stand; a skip of a model these spans may make apply does not.
+    fn unsettle_forgotten(&mut self, t: &CompletedTrace) {
+        let Some(f) = self.forgotten.get_mut(&t.trace_id) else {
+            return;
+        };
+        let engine = &f.models.engine;
+        let mut publish = Vec::new();
+        let late = |model| ModelVerdict {
+            model,
+            verdict: Verdict::Inconclusive,
+            failures: Vec::new(),
+            skip_reason: None,
+            awaiting_spans: false,
+            inconclusive: Some(Inconclusive::Late),
+        };
+        for (model, verdict) in &mut f.counted {
+            if *verdict == Verdict::Pass && !engine.can_pass_early(*model) {
+                publish.push((
+                    late(*model),
+                    Publish::Flip {
+                        from: Verdict::Pass,
+                    },
+                ));
+                *verdict = Verdict::Inconclusive;
+            }
+        }
+        for model in engine.may_wake(span_names(&t.spans)) {
+            if f.counted.iter().all(|(m, _)| *m != model) {
+                publish.push((
+                    late(model),
+                    Publish::Flip {
+                        from: Verdict::Skip,
+                    },
+                ));
+                f.counted.push((model, Verdict::Inconclusive));
+            }
+        }
+        if publish.is_empty() {
+            return;
+        }
+        let models = Arc::clone(&f.models);
+        let completion = Completion::of(t);
+        self.record(
+            &models,
+            On {
+                trace_id: t.trace_id,
+                trace: None,
+                spans: &t.spans,
+            },
+            publish,
+            completion,
+            Some(t.last_seen),
+        );
+    }
+
     /// Keeps a settled trace for late spans, forgetting the oldest beyond
     /// the byte bound. Traces with verdicts waiting on `within` are kept
     /// until those settle.
@@ -996,7 +1093,7 @@ impl Evaluator {
 
     fn charge_settled(&mut self) {
         if let Some(c) = &mut self.settled_charge {
-            c.set(self.settled_bytes);
+            c.set(self.settled_bytes + self.forgotten_bytes);
         }
     }
 
@@ -1038,13 +1135,43 @@ impl Evaluator {
             if live {
                 if let Some(s) = self.settled.remove(&id) {
                     self.settled_bytes -= s.bytes;
+                    if !expired {
+                        self.remember_forgotten(id, s, at);
+                    }
                     // The account sees it at once: the pressure test above
                     // reads the account.
                     self.charge_settled();
                 }
             }
         }
+        while let Some(&(at, id)) = self.forgotten_order.front() {
+            let expired = now.saturating_duration_since(at) > self.late_window;
+            if !expired && self.forgotten_bytes <= self.keep_bytes.max(MIN_FORGOTTEN_BYTES) {
+                break;
+            }
+            self.forgotten_order.pop_front();
+            if self.forgotten.get(&id).is_some_and(|f| f.at == at) {
+                if let Some(f) = self.forgotten.remove(&id) {
+                    self.forgotten_bytes -= f.bytes();
+                }
+            }
+        }
         self.charge_settled();
+    }
+
+    fn remember_forgotten(&mut self, id: TraceId, s: Settled, at: Instant) {
+        let mut counted = s.counted;
+        counted.shrink_to_fit();
+        let f = Forgotten {
+            models: s.models,
+            counted,
+            at,
+        };
+        self.forgotten_bytes += f.bytes();
+        self.forgotten_order.push_back((at, id));
+        if let Some(old) = self.forgotten.insert(id, f) {
+            self.forgotten_bytes -= old.bytes();
+        }
     }
 
     /// Verdicts whose `within` ran out (or all of them, `force`, at
@@ -2030,6 +2157,63 @@ spec:
         };
         assert_eq!(flips("never-release"), 1);
         assert_eq!(flips("charged"), 0);
+    }
+
+    /// Spans that come after their trace's spans were forgotten (past the
+    /// byte bound for late spans: under overload, senders' retries split
+    /// traces over many seconds) cannot be merged; every verdict they could
+    /// have changed becomes inconclusive (`late`), so that a violation in
+    /// them is never hidden behind a pass or a skip given without them.
+    #[test]
+    fn late_spans_of_a_trace_forgotten_early_make_what_they_could_change_inconclusive() {
+        let yaml = format!(
+            "{EXISTS_AND_NEVER}---\ntype: Model\nspec:\n  id: refunds\n  match: span[name = \"refund\"]\n  specs:\n    - selector: span[name = \"ledger\"]\n---\ntype: Model\nspec:\n  id: audits\n  match: span[name = \"audit\"]\n  specs:\n    - selector: span[name = \"ledger\"]\n"
+        );
+        let (e, metrics, _watcher, _dir) = evaluator_for(&yaml);
+        // No bytes kept for late spans: the trace is forgotten as it settles.
+        let mut e = e.with_late_window(Duration::from_secs(300), 0, Duration::from_secs(6));
+        e.consume(completed(
+            trace_named(&["checkout", "charge"]),
+            CompletionReason::root,
+            false,
+            false,
+        ));
+        assert_eq!(count(&metrics, "charged", "pass"), 1);
+        assert_eq!(count(&metrics, "never-release", "pass"), 1);
+        e.consume(completed(
+            trace_named(&["release", "refund"]),
+            CompletionReason::idle,
+            false,
+            true,
+        ));
+        assert_eq!(late(&metrics, "false"), 2);
+        let flips = |model: &str, from: &'static str| {
+            metrics
+                .verdicts_flipped
+                .get_or_create(&FlipLabels {
+                    model: model.into(),
+                    from,
+                    to: "inconclusive",
+                })
+                .get()
+        };
+        // The release would have failed never-release, the refund may make
+        // refunds apply: neither is left standing.
+        assert_eq!(flips("never-release", "pass"), 1);
+        assert_eq!(flips("refunds", "skip"), 1);
+        // A pass no span can change stands; a model these spans cannot make
+        // apply stays a skip.
+        assert_eq!(flips("charged", "pass"), 0);
+        assert_eq!(flips("audits", "skip"), 0);
+        // The same spans again change nothing more.
+        e.consume(completed(
+            trace_named(&["release", "refund"]),
+            CompletionReason::idle,
+            false,
+            true,
+        ));
+        assert_eq!(flips("never-release", "pass"), 1);
+        assert_eq!(flips("refunds", "skip"), 1);
     }
 
     /// Late spans of a trace no longer kept are counted, not judged.
