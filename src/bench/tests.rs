@@ -933,7 +933,11 @@ async fn split_delivery(protocol: Protocol, gzip: bool, json_senders: usize) {
     assert_eq!(report.traces_sent, split.traces_started, "{report}");
     assert_eq!(stats.unique_traces, report.traces_sent, "{stats}");
     assert!(report.violating_traces_sent > 0, "{report}");
-    assert!(split.drain_secs >= 0.09, "{report}");
+    // Fragments were still sent after the senders stopped beginning
+    // traces. (How long after depends on where the last trace begun was in
+    // its 100 ms spread when the run stopped: not a fixed figure on a
+    // loaded machine.)
+    assert!(split.drain_secs > 0.0, "{report}");
     assert_eq!(report.latency.count, report.attempts);
     assert_eq!(report.json_senders, json_senders);
     assert_eq!(
