@@ -50,6 +50,7 @@
 #   ROUNDS=2 (per spread: old, new, old, new, ...)  SPLIT=4 MODELS=100
 #   DURATION=20s SENDERS=4 SPANS_PER_REQUEST=400 SAMPLE=0.5
 #   OUT=target/split.json (each run's files in target/split-runs/)
+#   GZIP=1 (senders compress with gzip)  JSON_SENDERS=0 (of SENDERS, OTLP/HTTP JSON)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -62,6 +63,11 @@ DURATION="${DURATION:-20s}"
 SENDERS="${SENDERS:-4}"
 SPANS_PER_REQUEST="${SPANS_PER_REQUEST:-400}"
 SAMPLE="${SAMPLE:-0.5}"
+# GZIP=1: the senders compress their requests (gRPC gzip, as the
+# Collector's exporters do by default); JSON_SENDERS=N of SENDERS send
+# OTLP/HTTP JSON instead.
+GZIP="${GZIP:-}"
+JSON_SENDERS="${JSON_SENDERS:-0}"
 OUT="${OUT:-$ROOT/target/split.json}"
 NEW="${NEW:-$ROOT/target/release/tracecheck}"
 OLD="${OLD:?OLD=path to the tracecheck built before the verdict-timing change}"
@@ -120,7 +126,7 @@ with open(out, "w") as f:
 PY
 }
 
-echo "==> new: $("$TMP/tc-new" --version); old: $("$TMP/tc-old" --version); $(nproc) CPUs; $MODELS models; load: grpc, $SENDERS senders, ~$SPANS_PER_REQUEST spans/request, --split $SPLIT, spread[@rate] $SPREADS, $DURATION, retrying; $ROUNDS rounds of old, new" >&2
+echo "==> new: $("$TMP/tc-new" --version); old: $("$TMP/tc-old" --version); $(nproc) CPUs; $MODELS models; load: grpc${GZIP:+ gzip}, $SENDERS senders ($JSON_SENDERS JSON), ~$SPANS_PER_REQUEST spans/request, --split $SPLIT, spread[@rate] $SPREADS, $DURATION, retrying; $ROUNDS rounds of old, new" >&2
 : >"$TMP/results.jsonl"
 run=0
 for shape in $SPREADS; do
@@ -157,6 +163,7 @@ for shape in $SPREADS; do
             "$TRACECHECK" bench load --endpoint "http://127.0.0.1:$GRPC" --protocol grpc \
                 --senders "$SENDERS" --spans-per-request "$SPANS_PER_REQUEST" --duration "$DURATION" \
                 --split "$SPLIT" --spread "$spread" ${rate:+--rate "$rate"} --retry --max-retries 1000 \
+                ${GZIP:+--gzip} --json-senders "$JSON_SENDERS" --json-endpoint "http://127.0.0.1:$HTTP/v1/traces" \
                 --json >"$TMP/$name.load.json"
             accepted=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["spans_accepted"])' "$TMP/$name.load.json")
             for _ in $(seq 1 2400); do

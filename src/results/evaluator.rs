@@ -1023,6 +1023,7 @@ impl Evaluator {
         let Some(f) = self.forgotten.get_mut(&t.trace_id) else {
             return;
         };
+        let before = f.bytes();
         let engine = &f.models.engine;
         let mut publish = Vec::new();
         let late = |model| ModelVerdict {
@@ -1055,6 +1056,9 @@ impl Evaluator {
                 f.counted.push((model, Verdict::Inconclusive));
             }
         }
+        // Its bytes as counted, whatever the pushes did to its capacity.
+        let after = f.bytes();
+        self.forgotten_bytes = self.forgotten_bytes + after - before;
         if publish.is_empty() {
             return;
         }
