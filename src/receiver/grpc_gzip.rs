@@ -1,5 +1,6 @@
 //! gzip-compressed OTLP/gRPC messages, inflated before tonic sees them: off
-//! the runtime's workers when large, at most one per core at a time, and
+//! the runtime's workers when large ([`INLINE`]), at most one per core at a
+//! time, and
 //! charged to the memory account (`decode`) before they expand, as
 //! OTLP/HTTP bodies are ([`super::http`]). Left to tonic, every connection
 //! would inflate up to `max_recv_msg_size_mib` on its own task, uncounted;
@@ -32,8 +33,11 @@ use crate::otlp::GunzipError;
 use crate::results::metrics::{Metrics, RefuseReason, Transport};
 
 /// Messages up to this size, compressed and inflated, are inflated on the
-/// request's own task: handing them to the blocking pool costs more.
-const INLINE: usize = 64 * 1024;
+/// request's own task (a millisecond or two at most): handing the usual
+/// ~100 KB request to the blocking pool cost 8 % more CPU per span on
+/// split gzip traffic (BENCHMARKS.md, "gzip gRPC inflated before tonic").
+/// Tonic itself inflated up to `max_recv_msg_size_mib` inline.
+const INLINE: usize = 512 * 1024;
 
 /// The gRPC frame header: a compressed flag and a big-endian length.
 const FRAME_HEADER: usize = 5;
