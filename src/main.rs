@@ -422,9 +422,10 @@ fn check(
 
 fn lint(paths: &[PathBuf]) -> ExitCode {
     let mut diags = Vec::new();
+    let mut warnings = Vec::new();
     let mut docs = 0;
     for p in paths {
-        match tracecheck::model::load_path(p) {
+        match tracecheck::model::load_path_warning(p, &mut warnings) {
             Ok(d) => {
                 if let Err(e) = Engine::compile(tracecheck::model::models(&d)) {
                     diags.extend(e);
@@ -433,6 +434,9 @@ fn lint(paths: &[PathBuf]) -> ExitCode {
             }
             Err(d) => diags.extend(d),
         }
+    }
+    for w in &warnings {
+        eprintln!("{w}");
     }
     if diags.is_empty() {
         println!("ok: {docs} documents");

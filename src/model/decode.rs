@@ -13,8 +13,109 @@ use super::yaml::{Node, NodeKind};
 pub(crate) struct Decoder<'a> {
     pub file: &'a Arc<str>,
     pub diags: &'a mut Vec<Diagnostic>,
+    /// What is accepted but worth saying (keys Tracetest ignores).
+    pub warnings: &'a mut Vec<Diagnostic>,
     /// The last document decoded with errors (parts of it are missing).
     pub partial: bool,
+    /// Decoding a Tracetest document (Test, Transaction, VariableSet):
+    /// unknown keys are ignored with a warning, as Tracetest ignores them,
+    /// unless they look like a misspelt key of the list.
+    pub lenient: bool,
+}
+
+/// Every trigger type Tracetest knows (its `TriggerType`s).
+pub(crate) const TRIGGER_TYPES: &[&str] = &[
+    "http",
+    "grpc",
+    "graphql",
+    "traceid",
+    "kafka",
+    "playwrightengine",
+    "k6",
+    "cypress",
+    "playwright",
+    "artillery",
+];
+
+/// Keys of Tracetest's own resources that only its server reads (or that
+/// its exports carry): accepted without a word wherever they appear in a
+/// Tracetest document.
+const TRACETEST_IGNORED_KEYS: &[&str] = &[
+    "version",
+    "createdAt",
+    "summary",
+    "selectorParsed",
+    "fullSteps",
+    "resources",
+    "agentConfiguration",
+];
+
+/// The key of `allowed` that `key` is most likely a misspelling of: at most
+/// two edits away (one for short keys), ignoring case.
+fn near_key<'k>(key: &str, allowed: &[&'k str]) -> Option<&'k str> {
+    let k = key.to_ascii_lowercase();
+    let limit = if k.chars().count() <= 4 { 1 } else { 2 };
+    allowed
+        .iter()
+        .map(|a| (edit_distance(&k, &a.to_ascii_lowercase()), *a))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, a)| a)
+}
+
+/// Levenshtein distance, with adjacent transpositions counting one.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let w = b.len() + 1;
+    let mut d = vec![0usize; (a.len() + 1) * w];
+    let at = |i: usize, j: usize| i * w + j;
+    for i in 0..=a.len() {
+        if let Some(x) = d.get_mut(at(i, 0)) {
+            *x = i;
+        }
+    }
+    for j in 0..=b.len() {
+        if let Some(x) = d.get_mut(at(0, j)) {
+            *x = j;
+        }
+    }
+    let get = |d: &[usize], i: usize, j: usize| d.get(at(i, j)).copied().unwrap_or(usize::MAX / 2);
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let (ca, cb) = (a.get(i - 1), b.get(j - 1));
+            let cost = usize::from(ca != cb);
+            let mut v = (get(&d, i - 1, j) + 1)
+                .min(get(&d, i, j - 1) + 1)
+                .min(get(&d, i - 1, j - 1) + cost);
+            if i > 1 && j > 1 && ca == b.get(j - 2) && a.get(i - 2) == cb {
+                v = v.min(get(&d, i - 2, j - 2) + 1);
+            }
+            if let Some(x) = d.get_mut(at(i, j)) {
+                *x = v;
+            }
+        }
+    }
+    get(&d, a.len(), b.len())
+}
+
+/// An id made from a name (or a file name): lowercase letters and digits,
+/// every other run of characters one `-`.
+pub(crate) fn slug(text: &str) -> String {
+    let mut out = String::new();
+    let mut dash = false;
+    for c in text.chars() {
+        if c.is_alphanumeric() {
+            if dash && !out.is_empty() {
+                out.push('-');
+            }
+            dash = false;
+            out.extend(c.to_lowercase());
+        } else {
+            dash = true;
+        }
+    }
+    out
 }
 
 /// The entries of a mapping whose keys were checked against a list.
@@ -71,10 +172,27 @@ impl<'a> Decoder<'a> {
                 continue;
             };
             if !allowed.contains(&key) {
+                if self.lenient && TRACETEST_IGNORED_KEYS.contains(&key) {
+                    continue;
+                }
+                let near = near_key(key, allowed);
+                if self.lenient && near.is_none() {
+                    self.warnings.push(Diagnostic {
+                        file: self.file.to_string(),
+                        line: k.pos.line,
+                        column: k.pos.column,
+                        message: format!(
+                            "warning: unknown key '{key}' in {what} is ignored, as Tracetest ignores it (known keys: {})",
+                            allowed.join(", ")
+                        ),
+                    });
+                    continue;
+                }
+                let hint = near.map_or(String::new(), |n| format!(" (did you mean '{n}'?)"));
                 self.error(
                     k.pos,
                     format!(
-                        "unknown key '{key}' in {what}, expected one of: {}",
+                        "unknown key '{key}' in {what}, expected one of: {}{hint}",
                         allowed.join(", ")
                     ),
                 );
@@ -214,6 +332,14 @@ impl<'a> Decoder<'a> {
         if root.is_null() {
             return None;
         }
+        // Tracetest's documents get Tracetest's tolerance of keys it does
+        // not know; tracecheck's own `Model` stays strict.
+        self.lenient = match &root.kind {
+            NodeKind::Map(entries) => entries.iter().any(|(k, v)| {
+                k.as_scalar() == Some("type") && v.as_scalar().is_some_and(|t| t != "Model")
+            }),
+            _ => false,
+        };
         let f = self.fields(root, "document", &["type", "spec"])?;
         let ty = self.required_string(&f, "type", "document");
         let spec = f.get("spec");
@@ -243,6 +369,37 @@ impl<'a> Decoder<'a> {
     fn id_and_position(&mut self, f: &Fields<'_>, what: &str) -> (Option<String>, Position) {
         let pos = f.get("id").map_or(f.pos, |n| n.pos);
         (self.required_string(f, "id", what), pos)
+    }
+
+    /// `spec.id`, or, as Tracetest's CLI makes one up when it is absent, an
+    /// id derived from the name (`Import a Pokemon` → `import-a-pokemon`),
+    /// or from the file's name without a name: the same file gives the same
+    /// id on every run, so results, metric labels and reruns stay stable.
+    fn id_or_derived(&mut self, f: &Fields<'_>, what: &str) -> (Option<String>, Position) {
+        if f.get("id")
+            .is_some_and(|n| n.as_scalar().is_none_or(|s| !s.trim().is_empty()))
+        {
+            return self.id_and_position(f, what);
+        }
+        let from_name = f
+            .get("name")
+            .and_then(Node::as_scalar)
+            .map(slug)
+            .filter(|s| !s.is_empty());
+        let id = from_name.unwrap_or_else(|| {
+            let file: &str = self.file;
+            let stem = std::path::Path::new(file)
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .map(slug)
+                .unwrap_or_default();
+            if stem.is_empty() {
+                what.replace(' ', "-")
+            } else {
+                stem
+            }
+        });
+        (Some(id), f.pos)
     }
 
     fn model(&mut self, node: &Node) -> Option<Model> {
@@ -460,7 +617,7 @@ impl<'a> Decoder<'a> {
         ];
         let f = self.fields(node, "test", KEYS)?;
         let before = self.diags.len();
-        let (id, position) = self.id_and_position(&f, "test");
+        let (id, position) = self.id_or_derived(&f, "test");
         let name = self.optional_string(&f, "name", "test");
         let description = self.optional_string(&f, "description", "test");
         let trigger = f.get("trigger").and_then(|n| self.trigger(n));
@@ -500,7 +657,15 @@ impl<'a> Decoder<'a> {
         let f = self.fields(
             node,
             "'trigger'",
-            &["type", "httpRequest", "grpc", "graphql", "traceid"],
+            &[
+                "type",
+                "httpRequest",
+                "grpc",
+                "graphql",
+                "traceid",
+                "kafka",
+                "playwrightEngine",
+            ],
         )?;
         let ty = self.required_string(&f, "type", "'trigger'")?;
         let ty_pos = f.get("type").map_or(f.pos, |n| n.pos);
@@ -542,10 +707,52 @@ impl<'a> Decoder<'a> {
                 };
                 Some(Trigger::TraceId { id })
             }
+            "kafka" => {
+                if let Some(n) = section("kafka") {
+                    self.fields(
+                        n,
+                        "'kafka'",
+                        &[
+                            "brokerUrls",
+                            "topic",
+                            "headers",
+                            "authentication",
+                            // Tracetest's agent reads this spelling.
+                            "authetication",
+                            "sslVerification",
+                            "messageKey",
+                            "messageValue",
+                        ],
+                    )?;
+                }
+                Some(Trigger::NotSent {
+                    kind: ty.clone(),
+                    position: ty_pos,
+                })
+            }
+            "playwrightengine" => {
+                if let Some(n) = section("playwrightEngine") {
+                    self.fields(n, "'playwrightEngine'", &["target", "method", "script"])?;
+                }
+                Some(Trigger::NotSent {
+                    kind: ty.clone(),
+                    position: ty_pos,
+                })
+            }
+            // Started by Tracetest's integrations (a k6 extension, Cypress
+            // and Playwright plugins, an Artillery engine), which hand over
+            // the trace ID of a request they made: no request to describe.
+            "k6" | "cypress" | "playwright" | "artillery" => Some(Trigger::NotSent {
+                kind: ty.clone(),
+                position: ty_pos,
+            }),
             other => {
                 self.error(
                     ty_pos,
-                    format!("unsupported trigger type '{other}', expected http, grpc, graphql or traceid"),
+                    format!(
+                        "unknown trigger type '{other}', expected one of: {}",
+                        TRIGGER_TYPES.join(", ")
+                    ),
                 );
                 None
             }
@@ -758,7 +965,13 @@ impl<'a> Decoder<'a> {
 
     fn auth(&mut self, node: &Node) -> Option<Auth> {
         let f = self.fields(node, "'auth'", &["type", "apiKey", "basic", "bearer"])?;
-        let ty = self.required_string(&f, "type", "'auth'")?;
+        // Tracetest writes `auth:` without a type (or with an empty one) for
+        // a request without authentication, and ignores what else is there.
+        let ty = match f.get("type") {
+            None => return None,
+            Some(n) if n.as_scalar().is_some_and(|t| t.trim().is_empty()) => return None,
+            Some(_) => self.required_string(&f, "type", "'auth'")?,
+        };
         match ty.as_str() {
             "basic" => {
                 let Some(n) = f.get("basic") else {
@@ -826,7 +1039,7 @@ impl<'a> Decoder<'a> {
         };
         let f = self.fields(node, what, &["id", "name", "description", "steps"])?;
         let before = self.diags.len();
-        let (id, position) = self.id_and_position(&f, what);
+        let (id, position) = self.id_or_derived(&f, what);
         let name = self.optional_string(&f, "name", what);
         let description = self.optional_string(&f, "description", what);
         let mut steps = Vec::new();
@@ -862,7 +1075,7 @@ impl<'a> Decoder<'a> {
         };
         let f = self.fields(node, what, &["id", "name", "description", "values"])?;
         let before = self.diags.len();
-        let (id, position) = self.id_and_position(&f, what);
+        let (id, position) = self.id_or_derived(&f, what);
         let name = self.optional_string(&f, "name", what);
         let description = self.optional_string(&f, "description", what);
         let mut values = Vec::new();

@@ -380,6 +380,14 @@ pub enum Trigger {
     TraceId {
         id: Template,
     },
+    /// A trigger type Tracetest knows that tracecheck does not send
+    /// (`kafka`, `playwrightengine`, and the trace-ID integrations `k6`,
+    /// `cypress`, `playwright`, `artillery`): the file lints and its specs
+    /// serve as a model; `test run` refuses it with what to do instead.
+    NotSent {
+        kind: String,
+        position: Position,
+    },
 }
 
 impl Trigger {
@@ -404,8 +412,29 @@ impl Trigger {
                 }
             }
             Trigger::TraceId { id } => v.push(id),
+            Trigger::NotSent { .. } => {}
         }
         v
+    }
+
+    /// Why `test run` cannot send a trigger of this type, and what to do
+    /// instead; `None` for the types it sends.
+    pub fn not_sent_advice(&self) -> Option<String> {
+        let Trigger::NotSent { kind, .. } = self else {
+            return None;
+        };
+        let instead = "use `type: traceid` with `traceid: { id: ${var:TRACE_ID} }` and pass the trace ID (e.g. TRACE_ID in --vars)";
+        Some(match kind.as_str() {
+            "kafka" => format!(
+                "tracecheck cannot send trigger type 'kafka': publish the message yourself with a W3C traceparent header and {instead}"
+            ),
+            "playwrightengine" => format!(
+                "tracecheck cannot send trigger type 'playwrightengine' (it does not run Playwright scripts): run the script yourself and {instead}"
+            ),
+            other => format!(
+                "tracecheck cannot send trigger type '{other}' (Tracetest's {other} integration starts that trace): {instead} of the request your {other} script made"
+            ),
+        })
     }
 }
 

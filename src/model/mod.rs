@@ -32,7 +32,7 @@ pub use source::{Diagnostic, Position, SourceLoc};
 /// used in diagnostics).
 pub fn load_str(origin: &str, text: &str) -> Result<Vec<Document>, Vec<Diagnostic>> {
     let mut diags = Vec::new();
-    let docs = load_one(origin, text, &mut diags);
+    let docs = load_one(origin, text, &mut diags, &mut Vec::new());
     check_duplicates(&docs, &mut diags);
     if diags.is_empty() {
         Ok(docs)
@@ -44,6 +44,16 @@ pub fn load_str(origin: &str, text: &str) -> Result<Vec<Document>, Vec<Diagnosti
 /// Reads a file, or every `*.yaml`/`*.yml` file under a directory
 /// (recursively, in sorted order).
 pub fn load_path(path: &Path) -> Result<Vec<Document>, Vec<Diagnostic>> {
+    load_path_warning(path, &mut Vec::new())
+}
+
+/// [`load_path`], also collecting what is accepted but worth saying (keys a
+/// Tracetest document carries that Tracetest and tracecheck ignore), each
+/// message starting with `warning:`.
+pub fn load_path_warning(
+    path: &Path,
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<Vec<Document>, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let mut files = Vec::new();
     if path.is_dir() {
@@ -56,7 +66,7 @@ pub fn load_path(path: &Path) -> Result<Vec<Document>, Vec<Diagnostic>> {
     for f in &files {
         let origin = f.display().to_string();
         match std::fs::read_to_string(f) {
-            Ok(text) => docs.extend(load_one(&origin, &text, &mut diags)),
+            Ok(text) => docs.extend(load_one(&origin, &text, &mut diags, warnings)),
             Err(e) => diags.push(file_error(&origin, format!("cannot read file: {e}"))),
         }
     }
@@ -98,7 +108,12 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>, diags: &mut Vec<Diagnostic>
     }
 }
 
-fn load_one(origin: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<Document> {
+fn load_one(
+    origin: &str,
+    text: &str,
+    diags: &mut Vec<Diagnostic>,
+    warnings: &mut Vec<Diagnostic>,
+) -> Vec<Document> {
     let file: Arc<str> = Arc::from(origin);
     let (yaml_docs, syntax_error) = yaml::parse_documents(&file, text);
     let mut out = Vec::new();
@@ -106,7 +121,9 @@ fn load_one(origin: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<Docume
         let mut dec = decode::Decoder {
             file: &file,
             diags: &mut *diags,
+            warnings: &mut *warnings,
             partial: false,
+            lenient: false,
         };
         let doc = dec.document(&d.root);
         let partial = dec.partial;
@@ -145,10 +162,15 @@ fn check_duplicates(docs: &[Document], diags: &mut Vec<Diagnostic>) {
                 line: pos.line,
                 column: pos.column,
                 message: format!(
-                    "duplicate {what} id '{}', first defined at {file}:{}:{}",
+                    "duplicate {what} id '{}', first defined at {file}:{}:{}{}",
                     d.id(),
                     first.line,
-                    first.column
+                    first.column,
+                    if kind == 0 {
+                        ""
+                    } else {
+                        " (without an 'id', the id is made from the name, or else the file name: give one of them an 'id')"
+                    }
                 ),
             }),
             None => {

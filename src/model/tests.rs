@@ -968,3 +968,198 @@ assertion!(
     r#"["number", "string"] contains attr:my_attribute | type"#,
     r#"["number", "string"] contains attr:my_attribute | type"#
 );
+
+// === Tracetest files as Tracetest's repository writes them (issue 21) ===
+
+fn only_test(docs: &[Document]) -> &Test {
+    match docs {
+        [Document::Test(t)] => t,
+        other => panic!("expected one test, got {other:?}"),
+    }
+}
+
+#[test]
+fn test_without_id_gets_a_stable_id_from_its_name() {
+    // Tracetest's getting-started tests have no `spec.id`.
+    let text = "type: Test\nspec:\n  name: Import a Pokemon!\n  trigger:\n    type: http\n    httpRequest:\n      url: http://localhost:8081/pokemon/import\n  specs:\n    - selector: span[name = \"import pokemon\"]\n";
+    let a = load_str("tests/import.yaml", text).unwrap();
+    let b = load_str("tests/import.yaml", text).unwrap();
+    assert_eq!(only_test(&a).id, "import-a-pokemon");
+    assert_eq!(only_test(&a).id, only_test(&b).id, "same file, same id");
+    // No name either: the file's name.
+    let text = "type: Test\nspec:\n  trigger:\n    type: traceid\n    traceid: { id: '${var:TRACE_ID}' }\n";
+    let docs = load_str("dir/My_Test File.yaml", text).unwrap();
+    assert_eq!(only_test(&docs).id, "my-test-file");
+    // An explicit id is kept as written; an empty one is made up too.
+    let docs = load_str("t.yaml", "type: Test\nspec:\n  id: ''\n  name: x\n").unwrap();
+    assert_eq!(only_test(&docs).id, "x");
+}
+
+#[test]
+fn transaction_and_variable_set_without_id_get_one() {
+    let text = "type: Transaction\nspec:\n  name: Pokeshop flow\n  steps: [./add.yaml]\n---\ntype: VariableSet\nspec:\n  name: Local env\n  values: [{ key: A, value: b }]\n";
+    let docs = load_str("t.yaml", text).unwrap();
+    assert_eq!(docs[0].id(), "pokeshop-flow");
+    assert_eq!(docs[1].id(), "local-env");
+}
+
+#[test]
+fn two_tests_deriving_the_same_id_say_how_to_fix_it() {
+    let text = "type: Test\nspec:\n  name: Same\n---\ntype: Test\nspec:\n  name: same\n";
+    let errs = load_err(text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("m.yaml:7:3: duplicate test id 'same'"),
+        "{errs:?}"
+    );
+    assert!(errs[0].contains("give one of them an 'id'"), "{errs:?}");
+}
+
+#[test]
+fn model_still_needs_an_id() {
+    let errs = load_err("type: Model\nspec:\n  name: x\n  specs: [{ selector: span }]\n");
+    assert_eq!(errs, vec!["m.yaml:3:3: missing 'id' in model"]);
+}
+
+#[test]
+fn every_tracetest_trigger_type_lints_and_its_specs_are_checked() {
+    for (ty, section) in [
+        ("http", "    httpRequest: { url: http://x }\n"),
+        ("grpc", "    grpc: { address: x:1, method: a.B/C }\n"),
+        ("graphql", "    graphql: { url: http://x, body: { query: '{ a }' } }\n"),
+        ("traceid", "    traceid: { id: '${var:TRACE_ID}' }\n"),
+        ("kafka", "    kafka:\n      brokerUrls: [kafka:9092]\n      topic: messaging\n      headers: [{ key: a, value: b }]\n      messageKey: k\n      messageValue: '{}'\n      authentication: { type: plain, plain: { username: u, password: p } }\n"),
+        ("playwrightengine", "    playwrightEngine: { target: http://api:8081, script: ./script.js, method: importPokemon }\n"),
+        ("k6", ""),
+        ("cypress", ""),
+        ("playwright", ""),
+        ("artillery", ""),
+    ] {
+        let text = format!("type: Test\nspec:\n  id: t\n  trigger:\n    type: {ty}\n{section}  specs:\n    - selector: span[tracetest.span.type=\"messaging\" name=\"messaging receive\"]\n      assertions:\n        - attr:tracetest.selected_spans.count = 1\n");
+        let docs = load_str("t.yaml", &text).unwrap_or_else(|e| panic!("{ty}: {e:?}"));
+        let t = only_test(&docs);
+        assert_eq!(t.specs.len(), 1, "{ty}");
+        let sent = matches!(ty, "http" | "grpc" | "graphql" | "traceid");
+        assert_eq!(
+            t.trigger.as_ref().unwrap().not_sent_advice().is_none(),
+            sent,
+            "{ty}"
+        );
+        // Its specs are linted like any other.
+        let bad = text.replace("count = 1", "count = = 1");
+        let errs = load_err(&bad);
+        let line = 9 + section.lines().count();
+        assert!(
+            errs[0].starts_with(&format!("m.yaml:{line}:")),
+            "{ty}: {errs:?}"
+        );
+    }
+}
+
+#[test]
+fn integration_triggers_advise_the_traceid_trigger() {
+    let docs = load_str(
+        "t.yaml",
+        "type: Test\nspec:\n  id: t\n  trigger:\n    type: k6\n",
+    )
+    .unwrap();
+    let advice = only_test(&docs)
+        .trigger
+        .as_ref()
+        .unwrap()
+        .not_sent_advice()
+        .unwrap();
+    assert!(!advice.contains('\n'), "{advice}");
+    assert!(
+        advice.contains("'k6'") && advice.contains("type: traceid"),
+        "{advice}"
+    );
+}
+
+#[test]
+fn unknown_trigger_type_lists_every_known_one() {
+    let errs = load_err("type: Test\nspec:\n  id: t\n  trigger:\n    type: smtp\n");
+    assert_eq!(errs, vec!["m.yaml:5:11: unknown trigger type 'smtp', expected one of: http, grpc, graphql, traceid, kafka, playwrightengine, k6, cypress, playwright, artillery"]);
+}
+
+#[test]
+fn keys_tracetest_ignores_are_accepted() {
+    let text = r#"type: Test
+spec:
+  id: t
+  name: n
+  version: 3
+  createdAt: 2024-01-01T00:00:00Z
+  trigger:
+    type: http
+    httpRequest:
+      url: http://x
+      auth:
+        apiKey: {}
+        basic: {}
+        bearer: {}
+  specs:
+    - selector: span
+      selectorParsed: { query: span }
+      assertions: [attr:name != ""]
+  summary: { runs: 2 }
+---
+type: Environment
+spec:
+  id: env
+  name: Cloud env
+  resources: ./resources
+  agentConfiguration: { serverless: true }
+---
+type: Transaction
+spec:
+  id: tx
+  version: 1
+  steps: [t]
+  fullSteps: []
+"#;
+    let docs = load_str("t.yaml", text).unwrap();
+    let t = only_test(&docs[..1]);
+    let Some(Trigger::Http(h)) = &t.trigger else {
+        panic!()
+    };
+    assert!(h.auth.is_none(), "auth without a type is no auth");
+}
+
+#[test]
+fn other_unknown_keys_in_tracetest_files_are_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("t.yaml");
+    std::fs::write(&f, "type: Test\nspec:\n  id: t\n  owner: team-a\n").unwrap();
+    let mut warnings = Vec::new();
+    load_path_warning(&f, &mut warnings).unwrap();
+    let w: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with(&format!(
+            "{}:4:3: warning: unknown key 'owner' in test is ignored",
+            f.display()
+        )),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn misspelt_keys_stay_errors_in_tracetest_files() {
+    let errs = load_err("type: Test\nspec:\n  id: t\n  specs:\n    - selector: span\n      asertions: [attr:name = \"x\"]\n");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("m.yaml:6:7: unknown key 'asertions' in a spec"),
+        "{errs:?}"
+    );
+    assert!(
+        errs[0].ends_with("(did you mean 'assertions'?)"),
+        "{errs:?}"
+    );
+    // And in tracecheck's own models every unknown key is one.
+    let errs = load_err("type: Model\nspec:\n  id: m\n  owner: x\n");
+    assert!(
+        errs[0].starts_with("m.yaml:4:3: unknown key 'owner' in model"),
+        "{errs:?}"
+    );
+}

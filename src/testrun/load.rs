@@ -284,6 +284,13 @@ impl StepCache {
             ));
             return None;
         }
+        if let Some((advice, position)) = t.trigger.as_ref().and_then(|tr| match tr {
+            model::Trigger::NotSent { position, .. } => Some((tr.not_sent_advice()?, *position)),
+            _ => None,
+        }) {
+            diags.push(diag(&t.file, position, advice));
+            return None;
+        }
         match CompiledTest::compile(t) {
             Ok(compiled) => {
                 let step = Arc::new(Step { compiled });

@@ -32,6 +32,9 @@ pub enum TriggerError {
     },
     #[error(transparent)]
     Grpc(#[from] grpc::GrpcError),
+    /// A trigger type tracecheck does not send (loading refuses it first).
+    #[error("{0}")]
+    NotSent(String),
 }
 
 /// What a trigger did: the trace it started, and the response to assert
@@ -116,6 +119,9 @@ pub async fn fire(
             response: None,
             description: format!("traceid {}", trace_id.to_hex()),
         }),
+        Trigger::NotSent { .. } => Err(TriggerError::NotSent(
+            trigger.not_sent_advice().unwrap_or_default(),
+        )),
     }
 }
 

@@ -233,3 +233,66 @@ fn a_terminal_shows_a_progress_line_while_waiting_for_the_trace() {
         piped.stderr
     );
 }
+
+/// Issue 21: a trigger type Tracetest knows but tracecheck cannot send is
+/// exit 2 with one line that says what to do instead; `models lint` accepts
+/// the same file.
+#[test]
+fn integration_trigger_is_exit_2_with_what_to_do_instead() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = "type: Test\nspec:\n  name: K6 import\n  trigger:\n    type: k6\n  specs:\n    - selector: span[tracetest.span.type=\"general\" name=\"import pokemon\"]\n      assertions:\n        - attr:tracetest.selected_spans.count = 1\n";
+    let (out, path) = run(dir.path(), "k6.yaml", text, &[]);
+    assert_eq!(out.code, 2, "{out:?}");
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with(&path))
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", out.stderr);
+    assert!(
+        lines[0].starts_with(&format!(
+            "{path}:5:11: tracecheck cannot send trigger type 'k6'"
+        )),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].contains("type: traceid"), "{}", lines[0]);
+
+    let lint = tracecheck(&["models", "lint", &path]);
+    assert_eq!(lint.code, 0, "{lint:?}");
+
+    // Kafka: publish it yourself.
+    let kafka = "type: Test\nspec:\n  trigger:\n    type: kafka\n    kafka: { brokerUrls: [kafka:9092], topic: t, messageValue: '{}' }\n";
+    let (out, path) = run(dir.path(), "kafka.yaml", kafka, &[]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "{path}:4:11: tracecheck cannot send trigger type 'kafka': publish the message yourself"
+        )),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Issue 21: Tracetest's getting-started tests have no `spec.id` and carry
+/// keys only Tracetest's server reads; lint accepts them (exit 0).
+#[test]
+fn lint_accepts_a_test_without_id_and_with_tracetest_only_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = write(
+        dir.path(),
+        "getting-started.yaml",
+        "type: Test\nspec:\n  name: Get a Pokemon\n  version: 2\n  createdAt: 2023-05-04T10:00:00Z\n  owner: me\n  trigger:\n    type: http\n    httpRequest:\n      method: GET\n      url: http://localhost:8081/pokemon/1\n      auth: {}\n  specs:\n    - selector: span[tracetest.span.type=\"http\"]\n      assertions:\n        - attr:tracetest.span.status_code = \"STATUS_CODE_OK\"\n        - attr:tracetest.span.duration < 200 ms\n",
+    );
+    let out = tracecheck(&["models", "lint", &s(&f)]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // The key neither knows is named, as a warning.
+    assert!(
+        out.stderr.contains(&format!(
+            "{}:6:3: warning: unknown key 'owner' in test is ignored",
+            s(&f)
+        )),
+        "{}",
+        out.stderr
+    );
+}
