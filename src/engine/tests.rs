@@ -780,6 +780,12 @@ check!(
     true
 );
 check!(
+    interp_single_quoted,
+    r#"span[name = "Charge"]"#,
+    r#"attr:status.message = 'card ${"declined"}'"#,
+    true
+);
+check!(
     interp_number,
     r#"span[name = "POST /checkout"]"#,
     r#"attr:http.route = "/${"check"}out""#,
@@ -1330,6 +1336,33 @@ fn outputs_win_over_vars() {
     assert_eq!(
         engine(m).evaluate(&checkout(), &ctx)[0].verdict,
         Verdict::Pass
+    );
+}
+
+/// Issue 21: Tracetest interpolates `${...}` in single-quoted strings too.
+#[test]
+fn single_quoted_strings_interpolate_variables() {
+    let m = "type: Model\nspec:\n  id: m\n  specs:\n    - selector: span[name = \"Charge\"]\n      assertions:\n        - \"attr:app.payment.currency = '${env:CUR}'\"\n        - \"attr:status.message = 'card ${env:WORD}'\"\n";
+    let mut vars = BTreeMap::new();
+    vars.insert("CUR".to_string(), "EUR".to_string());
+    vars.insert("WORD".to_string(), "declined".to_string());
+    let mut ctx = EvalContext {
+        env: &vars,
+        vars: &vars,
+        trigger_response: None,
+        deadline: None,
+    };
+    assert_eq!(
+        engine(m).evaluate(&checkout(), &ctx)[0].verdict,
+        Verdict::Pass
+    );
+    let mut other = vars.clone();
+    other.insert("CUR".to_string(), "USD".to_string());
+    ctx.vars = &other;
+    ctx.env = &other;
+    assert_eq!(
+        engine(m).evaluate(&checkout(), &ctx)[0].verdict,
+        Verdict::Fail
     );
 }
 

@@ -633,25 +633,32 @@ fn primary(i: &mut In<'_>, depth: usize) -> PResult<Expr> {
     }
 }
 
-/// `"..."` (with `${expr}` interpolation) or `'...'` (plain).
+/// `"..."` or `'...'`, both with `${expr}` interpolation, as in Tracetest.
+/// In single quotes only `\'` and `\\` are escapes (everything else is
+/// kept as written, as before interpolation was added to them).
 fn string_literal(i: &mut In<'_>, depth: usize) -> PResult<Expr> {
     let start = pos(i);
     let q = any.parse_next(i)?;
-    if q == '\'' {
-        let s = quoted_text(i, '\'')?;
-        return Ok(Expr::Lit {
-            value: Literal::Str(s),
-            span: start..pos(i),
-        });
-    }
+    let unclosed = if q == '\'' {
+        "\"'\" to close the string"
+    } else {
+        "'\"' to close the string"
+    };
     let mut parts = Vec::new();
     let mut text = String::new();
     loop {
         match opt(any::<_, ErrMode<SyntaxError>>).parse_next(i)? {
-            None => return fail(i, "'\"' to close the string"),
-            Some('"') => break,
+            None => return fail(i, unclosed),
+            Some(c) if c == q => break,
             Some('\\') => match opt(any::<_, ErrMode<SyntaxError>>).parse_next(i)? {
-                None => return fail(i, "'\"' to close the string"),
+                None if q == '\'' => return fail(i, "a character after '\\'"),
+                None => return fail(i, unclosed),
+                Some(c) if q == '\'' => {
+                    if c != q && c != '\\' {
+                        text.push('\\');
+                    }
+                    text.push(c);
+                }
                 Some(c) => push_escape(&mut text, c),
             },
             Some('$') if peek_char(i) == Some('{') => {

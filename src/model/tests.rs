@@ -383,6 +383,16 @@ assertion!(
     r#"attr:url = "${env:HOST}/api""#
 );
 assertion!(
+    as_interp_single_quoted,
+    r#"attr:url = '${env:HOST}/api'"#,
+    r#"attr:url = "${env:HOST}/api""#
+);
+assertion!(
+    as_single_quoted_keeps_backslashes,
+    r#"attr:msg = 'a\d \' b'"#,
+    r#"attr:msg = "a\\d ' b""#
+);
+assertion!(
     as_interp_expr,
     r#"attr:msg = "sum ${1 + 2}!""#,
     r#"attr:msg = "sum ${(1 + 2)}!""#
