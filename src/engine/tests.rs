@@ -1366,6 +1366,83 @@ fn single_quoted_strings_interpolate_variables() {
     );
 }
 
+/// A trace of one span lasting `ns` nanoseconds.
+fn one_span_of(ns: u64) -> Trace {
+    let mut s = sp(1, None, "work", 0, 0);
+    s.end_time_unix_nano = s.start_time_unix_nano + ns;
+    trace_of(vec![rs("svc", vec![s])])
+}
+
+fn duration_holds(ns: u64, assertion: &str) -> bool {
+    let m = spec_model(r#"span[name = "work"]"#, assertion);
+    verdict_of(&m, &one_span_of(ns)).verdict == Verdict::Pass
+}
+
+/// Issue 21: durations compare as Tracetest compares them, each side
+/// rounded to the unit of its size, and `200 ms` is a duration.
+#[test]
+fn durations_compare_rounded_as_tracetest_does() {
+    assert!(duration_holds(
+        120_400_000,
+        "attr:tracetest.span.duration = 120ms"
+    ));
+    assert!(duration_holds(
+        120_000_000,
+        "attr:tracetest.span.duration = 120.4ms"
+    ));
+    assert!(!duration_holds(
+        120_600_000,
+        "attr:tracetest.span.duration = 120ms"
+    ));
+    assert!(duration_holds(
+        120_600_000,
+        "attr:tracetest.span.duration = 121ms"
+    ));
+    assert!(duration_holds(
+        1_040_000_000,
+        "attr:tracetest.span.duration = 1s"
+    ));
+    assert!(!duration_holds(
+        1_060_000_000,
+        "attr:tracetest.span.duration = 1s"
+    ));
+    // Rounded before ordering too: 499.6ms is 500ms.
+    assert!(!duration_holds(
+        499_600_000,
+        "attr:tracetest.span.duration < 500ms"
+    ));
+    assert!(duration_holds(
+        499_400_000,
+        "attr:tracetest.span.duration < 500ms"
+    ));
+    // A space between number and unit.
+    assert!(duration_holds(
+        150_000_000,
+        "attr:tracetest.span.duration < 200 ms"
+    ));
+    assert!(!duration_holds(
+        250_000_000,
+        "attr:tracetest.span.duration < 200 ms"
+    ));
+}
+
+#[test]
+fn tracetest_rounding_of_each_unit() {
+    use super::value::tracetest_rounded;
+    use std::time::Duration;
+    let r = |ns: u64| tracetest_rounded(Duration::from_nanos(ns)).as_nanos() as u64;
+    assert_eq!(r(999), 999);
+    assert_eq!(r(1_499), 1_000);
+    assert_eq!(r(120_400_000), 120_000_000);
+    // Half to even, as Go's formatting.
+    assert_eq!(r(2_500), 2_000);
+    assert_eq!(r(3_500), 4_000);
+    assert_eq!(r(1_540_000_000), 1_500_000_000);
+    assert_eq!(r(61_000_000_000), 60_000_000_000);
+    assert_eq!(r(90_000_000_000), 90_000_000_000);
+    assert_eq!(r(5_400_000_000_000), 5_400_000_000_000);
+}
+
 // === summaries ===
 
 #[test]

@@ -175,6 +175,51 @@ fn duration_of(v: &Value) -> Option<Duration> {
     }
 }
 
+/// A duration as Tracetest compares it: written in the largest unit of
+/// ns, us, ms and s that it reaches, rounded to a whole number of that unit
+/// (to a tenth for seconds, minutes and hours, the unit becoming minutes
+/// from 60 s and hours from 60 min), so that `120.4ms = 120ms` and
+/// `1.04s = 1s` hold. Both sides of a comparison with a duration are
+/// rounded this way (Tracetest's executor, issue kubeshop/tracetest#1203).
+pub fn tracetest_rounded(d: Duration) -> Duration {
+    let ns = d.as_nanos().min(u128::from(u64::MAX)) as u64;
+    const US: u64 = 1_000;
+    const MS: u64 = 1_000_000;
+    const S: u64 = 1_000_000_000;
+    let (x, unit, decimals) = if ns < US {
+        return d;
+    } else if ns < MS {
+        (ns as f64 / US as f64, US as f64, 0)
+    } else if ns < S {
+        (ns as f64 / MS as f64, MS as f64, 0)
+    } else {
+        let secs = ns as f64 / S as f64;
+        if secs < 60.0 {
+            (secs, S as f64, 1)
+        } else if secs / 60.0 < 60.0 {
+            (secs / 60.0, 60.0 * S as f64, 1)
+        } else {
+            (secs / 3600.0, 3600.0 * S as f64, 1)
+        }
+    };
+    // Formatting rounds the exact binary value half to even, as Go's
+    // `%.0f`/`%.1f` do; Tracetest reads the text back.
+    let rounded: f64 = format!("{x:.decimals$}").parse().unwrap_or(x);
+    let out = rounded * unit;
+    if out.is_finite() && out >= 0.0 && out < u64::MAX as f64 {
+        Duration::from_nanos(out as u64)
+    } else {
+        d
+    }
+}
+
+fn rounded_durations(left: &Value, right: &Value) -> Option<(Duration, Duration)> {
+    Some((
+        tracetest_rounded(duration_of(left)?),
+        tracetest_rounded(duration_of(right)?),
+    ))
+}
+
 /// Whether `left == right` under the coercion rules.
 pub fn equals(left: &Value, right: &Value) -> bool {
     match (left, right) {
@@ -184,7 +229,7 @@ pub fn equals(left: &Value, right: &Value) -> bool {
             .trim()
             .eq_ignore_ascii_case(if *b { "true" } else { "false" }),
         (Value::Duration(_), _) | (_, Value::Duration(_)) => {
-            matches!((duration_of(left), duration_of(right)), (Some(a), Some(b)) if a == b)
+            matches!(rounded_durations(left, right), Some((a, b)) if a == b)
         }
         (Value::Array(a), Value::Array(b)) => {
             a.len() == b.len() && a.iter().zip(b).all(|(x, y)| equals(x, y))
@@ -216,7 +261,8 @@ pub fn equals(left: &Value, right: &Value) -> bool {
 pub fn order(left: &Value, right: &Value) -> Option<Ordering> {
     match (left, right) {
         (Value::Duration(_), _) | (_, Value::Duration(_)) => {
-            Some(duration_of(left)?.cmp(&duration_of(right)?))
+            let (a, b) = rounded_durations(left, right)?;
+            Some(a.cmp(&b))
         }
         (Value::Str(a), Value::Str(b)) => match (parse_number(a), parse_number(b)) {
             (Some(x), Some(y)) => x.cmp(y),

@@ -757,6 +757,22 @@ fn number(i: &mut In<'_>) -> PResult<Expr> {
     if int_part.is_empty() && frac.is_none_or(str::is_empty) {
         return fail(i, "a number");
     }
+    // Tracetest also reads `200 ms`: one space between number and unit.
+    if peek_char(i) == Some(' ') {
+        let cp = i.checkpoint();
+        bump(i)?;
+        let word: &str = take_while(0.., |c: char| c.is_alphabetic() || c == 'µ').parse_next(i)?;
+        let ends = peek_char(i).is_none_or(|c| !is_name_char(c));
+        // Not when the word is an attribute a selector filter compares
+        // (`span[a = 5 m = 1]`).
+        ws(i)?;
+        let compared = peek_char(i).is_some_and(|c| matches!(c, '=' | '!' | '<' | '>'));
+        i.reset(&cp);
+        let ends = ends && !compared;
+        if unit_nanos(word).is_some() && ends {
+            bump(i)?;
+        }
+    }
     let unit_start = pos(i);
     let unit: &str = take_while(0.., |c: char| c.is_alphabetic() || c == 'µ').parse_next(i)?;
     let text = match frac {

@@ -393,6 +393,21 @@ assertion!(
     r#"attr:msg = "a\\d ' b""#
 );
 assertion!(
+    as_duration_with_space,
+    "attr:tracetest.span.duration < 200 ms",
+    "attr:tracetest.span.duration < 200ms"
+);
+selector!(
+    sel_number_then_attribute_named_like_a_unit,
+    "span[a = 5 m = 1]",
+    "span[a = 5 m = 1]"
+);
+selector!(
+    sel_duration_with_space,
+    "span[tracetest.span.duration > 5 ms name = \"x\"]",
+    "span[tracetest.span.duration > 5ms name = \"x\"]"
+);
+assertion!(
     as_interp_expr,
     r#"attr:msg = "sum ${1 + 2}!""#,
     r#"attr:msg = "sum ${(1 + 2)}!""#
@@ -437,7 +452,7 @@ assertion_err!(
 );
 assertion_err!(as_err_trailing, "attr:a = 1 2", 11, "unexpected '2' in assertion, expected an arithmetic operator (+, -, *, /), '|' and a filter, or the end of the assertion");
 assertion_err!(as_err_filter_missing, "attr:a | = 1", 9, "unexpected '=' in assertion, expected a filter name (json_path, regex, regex_group, count, get_index, first, last, type, length)");
-assertion_err!(as_err_unit, "attr:tracetest.span.duration < 5 ms", 33, "unexpected 'm' in assertion, expected an arithmetic operator (+, -, *, /), '|' and a filter, or the end of the assertion");
+assertion_err!(as_err_unit, "attr:tracetest.span.duration < 5 sec", 33, "unexpected 's' in assertion, expected an arithmetic operator (+, -, *, /), '|' and a filter, or the end of the assertion");
 assertion_err!(
     as_err_neg_duration,
     "attr:tracetest.span.duration < -5ms",
