@@ -1929,3 +1929,40 @@ fn example_http_and_database_models() {
 }
 
 mod scale;
+
+// Issue 21: Tracetest spells span statuses as OTLP's enum names.
+check!(
+    status_code_tracetest_ok,
+    r#"span[name = "orders process"]"#,
+    r#"attr:tracetest.span.status_code = "STATUS_CODE_OK""#,
+    true
+);
+check!(
+    status_code_tracetest_error,
+    r#"span[name = "Charge"]"#,
+    r#"attr:tracetest.span.status_code = "STATUS_CODE_ERROR""#,
+    true
+);
+check!(
+    status_code_tracetest_unset,
+    r#"span[name = "GetCart"]"#,
+    r#"attr:tracetest.span.status_code = "STATUS_CODE_UNSET""#,
+    true
+);
+check!(
+    status_code_tracetest_not_error,
+    r#"span[name = "GetCart"]"#,
+    r#"attr:tracetest.span.status_code != "STATUS_CODE_ERROR""#,
+    true
+);
+check!(
+    status_code_tracetest_mismatch_fails,
+    r#"span[name = "Charge"]"#,
+    r#"attr:tracetest.span.status_code = "STATUS_CODE_OK""#,
+    false
+);
+selects!(
+    status_code_tracetest_in_selector,
+    r#"span[tracetest.span.status_code = "STATUS_CODE_ERROR"]"#,
+    ["Charge"]
+);

@@ -97,6 +97,22 @@ impl Builtin {
         }
     }
 
+    /// The value an enumerated attribute has for `written`, when it is
+    /// another spelling of one: Tracetest writes span statuses as OTLP's
+    /// enum names (`STATUS_CODE_OK`, `STATUS_CODE_ERROR`,
+    /// `STATUS_CODE_UNSET`), tracecheck as `ok`, `error`, `unset`.
+    pub fn canonical_value(self, written: &str) -> Option<&'static str> {
+        match self {
+            Builtin::Status => match written {
+                "STATUS_CODE_OK" => Some("ok"),
+                "STATUS_CODE_ERROR" => Some("error"),
+                "STATUS_CODE_UNSET" => Some("unset"),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// What the allowed values are, for messages.
     pub fn describe(self) -> &'static str {
         match self {

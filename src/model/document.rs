@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::ast::{AssertionAst, Expr, InterpPart, SelectorAst};
+use super::ast::{AssertionAst, CmpOp, Expr, InterpPart, Literal, SelectorAst};
+use super::builtins::Builtin;
 use super::parse;
 use super::source::{Diagnostic, Position, SourceLoc};
 
@@ -21,9 +22,18 @@ impl Selector {
     /// Parses `text` written at `loc`.
     pub fn parse(text: &str, loc: SourceLoc) -> Result<Selector, Diagnostic> {
         match parse::parse_selector(text) {
-            Ok(ast) => Ok(Selector {
+            Ok(mut ast) => Ok(Selector {
+                ast: {
+                    for st in ast.paths.iter_mut().flat_map(|p| p.steps.iter_mut()) {
+                        for f in &mut st.filters {
+                            if matches!(f.op, CmpOp::Eq | CmpOp::Ne) {
+                                canonical_literal(&f.attr, &mut f.value);
+                            }
+                        }
+                    }
+                    ast
+                },
                 text: text.to_string(),
-                ast,
                 loc,
             }),
             Err(e) => Err(loc.diagnostic(text, e.offset, e.message(text, "selector"))),
@@ -68,12 +78,40 @@ pub struct Assertion {
 impl Assertion {
     pub fn parse(text: &str, loc: SourceLoc) -> Result<Assertion, Diagnostic> {
         match parse::parse_assertion(text) {
-            Ok(ast) => Ok(Assertion {
+            Ok(mut ast) => Ok(Assertion {
+                ast: {
+                    if matches!(ast.op, CmpOp::Eq | CmpOp::Ne) {
+                        if let Expr::Attr { name, .. } = &ast.left {
+                            canonical_literal(name, &mut ast.right);
+                        }
+                        if let Expr::Attr { name, .. } = &ast.right {
+                            canonical_literal(name, &mut ast.left);
+                        }
+                    }
+                    ast
+                },
                 text: text.to_string(),
-                ast,
                 loc,
             }),
             Err(e) => Err(loc.diagnostic(text, e.offset, e.message(text, "assertion"))),
+        }
+    }
+}
+
+/// A string literal compared with an enumerated attribute, written in
+/// Tracetest's spelling (`STATUS_CODE_OK`), becomes the value the engine
+/// has (`ok`), so that lint accepts it and it compares equal.
+fn canonical_literal(attr: &str, value: &mut Expr) {
+    let Some(b) = Builtin::from_name(attr) else {
+        return;
+    };
+    if let Expr::Lit {
+        value: Literal::Str(s),
+        ..
+    } = value
+    {
+        if let Some(c) = b.canonical_value(s) {
+            *s = c.to_string();
         }
     }
 }

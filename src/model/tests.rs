@@ -1188,3 +1188,15 @@ fn misspelt_keys_stay_errors_in_tracetest_files() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn tracetest_status_code_spellings_lint() {
+    let text = "type: Test\nspec:\n  id: t\n  specs:\n    - selector: span[tracetest.span.status_code = \"STATUS_CODE_ERROR\"]\n      assertions:\n        - attr:tracetest.span.status_code = \"STATUS_CODE_OK\"\n        - attr:tracetest.span.status_code != \"STATUS_CODE_UNSET\"\n";
+    load_str("t.yaml", text).unwrap();
+    let errs = load_err("type: Test\nspec:\n  id: t\n  specs:\n    - selector: span\n      assertions: ['attr:tracetest.span.status_code = \"STATUS_CODE_FINE\"']\n");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("\"STATUS_CODE_FINE\" is never a span status"),
+        "{errs:?}"
+    );
+}
