@@ -1966,3 +1966,98 @@ selects!(
     r#"span[tracetest.span.status_code = "STATUS_CODE_ERROR"]"#,
     ["Charge"]
 );
+
+/// Issue 21: `tracetest.span.type` as Tracetest infers it, from attribute
+/// prefixes (span and resource attributes), browser spans `general`.
+fn typed_spans() -> Trace {
+    trace_of(typed_spans_request())
+}
+
+fn typed_spans_request() -> Vec<ResourceSpans> {
+    vec![
+        rs(
+            "svc",
+            vec![
+                sp(1, None, "root", 0, 100).attr("http.target", sv("/x")),
+                sp(2, Some(1), "query", 10, 20).attr("db.statement", sv("SELECT 1")),
+                sp(3, Some(1), "call", 20, 30).attr("rpc.service", sv("Cart")),
+                sp(4, Some(1), "consume", 30, 40).attr("messaging.destination.name", sv("orders")),
+                sp(5, Some(1), "fn", 40, 50).attr("faas.execution", sv("abc")),
+                sp(6, Some(1), "oops", 50, 60).attr("exception.type", sv("Boom")),
+                sp(7, Some(1), "click", 60, 70)
+                    .attr("event_type", sv("click"))
+                    .attr("http.url", sv("http://x")),
+                sp(8, Some(1), "documentLoad", 70, 80).attr("http.url", sv("http://x")),
+                sp(9, Some(1), "plain", 80, 90).attr("app.x", sv("y")),
+                // Two kinds: the order http, db, rpc, messaging, faas,
+                // exception decides.
+                sp(10, Some(1), "both", 90, 95)
+                    .attr("rpc.system", sv("grpc"))
+                    .attr("db.system", sv("redis")),
+            ],
+        ),
+        {
+            // A Lambda's resource says faas for every span of it.
+            let mut r = rs("lambda", vec![sp(11, Some(1), "handler", 95, 99)]);
+            r.resource
+                .as_mut()
+                .unwrap()
+                .attributes
+                .push(kv("faas.name", sv("fn")));
+            r
+        },
+    ]
+}
+
+fn types_select(sel: &str) -> Vec<String> {
+    let t = typed_spans();
+    select_in(&t, sel)
+        .into_iter()
+        .map(|i| t.span_info(i).unwrap().name)
+        .collect()
+}
+
+#[test]
+fn span_type_follows_tracetest_prefixes() {
+    for (ty, names) in [
+        ("http", vec!["root"]),
+        ("database", vec!["query", "both"]),
+        ("rpc", vec!["call"]),
+        ("messaging", vec!["consume"]),
+        ("faas", vec!["fn", "handler"]),
+        ("exception", vec!["oops"]),
+        ("general", vec!["click", "documentLoad", "plain"]),
+    ] {
+        let mut got = types_select(&format!("span[tracetest.span.type = \"{ty}\"]"));
+        got.sort();
+        let mut want: Vec<String> = names.iter().map(ToString::to_string).collect();
+        want.sort();
+        assert_eq!(got, want, "{ty}");
+    }
+}
+
+/// The daemon's path: spans decoded from their bytes, keeping only the
+/// keys a model names (none of the typing ones here), give the same types.
+#[test]
+fn span_type_from_encoded_spans_keeping_no_attribute() {
+    use prost::Message as _;
+    let keep = std::sync::Arc::new(KeySet::new(std::iter::empty()));
+    let mut b = TraceBuilder::keeping(crate::ids::TraceId(TRACE), keep);
+    {
+        for rs in typed_spans_request() {
+            let res = rs.resource.clone().unwrap_or_default().encode_to_vec();
+            for ss in &rs.scope_spans {
+                for s in &ss.spans {
+                    b.add_encoded(&res, &s.encode_to_vec()).unwrap();
+                }
+            }
+        }
+    }
+    let t = b.build();
+    let typed = typed_spans();
+    assert_eq!(t.spans.len(), typed.spans.len());
+    for want in &typed.spans {
+        let got = t.spans.iter().find(|s| s.name == want.name).unwrap();
+        assert_eq!(got.span_type, want.span_type, "{}", want.name);
+    }
+}

@@ -62,12 +62,14 @@ pub enum SpanType {
     Database,
     Messaging,
     Faas,
+    /// Tracetest's type for a span with `exception.*` attributes.
+    Exception,
     Exec,
     General,
 }
 
-fn word_values() -> &'static [Value; 16] {
-    static TABLE: OnceLock<[Value; 16]> = OnceLock::new();
+fn word_values() -> &'static [Value; 17] {
+    static TABLE: OnceLock<[Value; 17]> = OnceLock::new();
     TABLE.get_or_init(|| {
         [
             "unspecified",
@@ -86,6 +88,7 @@ fn word_values() -> &'static [Value; 16] {
             "faas",
             "exec",
             "general",
+            "exception",
         ]
         .map(Value::str)
     })
@@ -151,6 +154,7 @@ impl SpanType {
             SpanType::Database => "database",
             SpanType::Messaging => "messaging",
             SpanType::Faas => "faas",
+            SpanType::Exception => "exception",
             SpanType::Exec => "exec",
             SpanType::General => "general",
         }
@@ -163,46 +167,77 @@ impl SpanType {
             SpanType::Database => &w[11],
             SpanType::Messaging => &w[12],
             SpanType::Faas => &w[13],
+            SpanType::Exception => &w[16],
             SpanType::Exec => &w[14],
             SpanType::General => &w[15],
         }
     }
 
-    /// The attributes whose presence decides the type.
-    pub(crate) const KEYS: [&'static str; 11] = [
-        "http.method",
-        "http.request.method",
-        "rpc.system",
-        "db.system",
-        "db.system.name",
-        "messaging.system",
-        "faas.trigger",
-        "faas.invoked_name",
-        "process.command",
-        "process.executable.name",
-        "process.command_line",
-    ];
-
-    /// Old and new semantic-convention names both count.
-    fn derive(has: impl Fn(&str) -> bool) -> SpanType {
-        if has("http.method") || has("http.request.method") {
-            SpanType::Http
-        } else if has("rpc.system") {
-            SpanType::Rpc
-        } else if has("db.system") || has("db.system.name") {
-            SpanType::Database
-        } else if has("messaging.system") {
-            SpanType::Messaging
-        } else if has("faas.trigger") || has("faas.invoked_name") {
-            SpanType::Faas
-        } else if has("process.command")
-            || has("process.executable.name")
-            || has("process.command_line")
-        {
+    /// The type from what [`type_bits`] found in the span's own
+    /// attributes and in its resource's, with its name: Tracetest's rule
+    /// (`server/traces`: the first attribute whose key starts with `http.`,
+    /// `db.`, `rpc.`, `messaging.`, `faas.` or `exception.`, among span,
+    /// scope and resource attributes; browser spans, with `event_type` or
+    /// named `documentLoad`, are `general`). Tracetest looks at the keys
+    /// in Go's map order, random when a span has two kinds; here the order
+    /// of that list decides. `exec` (a `process.command`,
+    /// `process.executable.name` or `process.command_line` of the span's
+    /// own) is tracecheck's, for spans Tracetest calls `general`.
+    pub(crate) fn from_bits(own: u8, resource: u8, name: &str) -> SpanType {
+        let all = own | resource;
+        if all & TYPE_BROWSER != 0 || name == "documentLoad" {
+            return SpanType::General;
+        }
+        for (bit, ty) in [
+            (TYPE_HTTP, SpanType::Http),
+            (TYPE_DB, SpanType::Database),
+            (TYPE_RPC, SpanType::Rpc),
+            (TYPE_MESSAGING, SpanType::Messaging),
+            (TYPE_FAAS, SpanType::Faas),
+            (TYPE_EXCEPTION, SpanType::Exception),
+        ] {
+            if all & bit != 0 {
+                return ty;
+            }
+        }
+        if own & TYPE_EXEC != 0 {
             SpanType::Exec
         } else {
             SpanType::General
         }
+    }
+}
+
+const TYPE_HTTP: u8 = 1;
+const TYPE_DB: u8 = 1 << 1;
+const TYPE_RPC: u8 = 1 << 2;
+const TYPE_MESSAGING: u8 = 1 << 3;
+const TYPE_FAAS: u8 = 1 << 4;
+const TYPE_EXCEPTION: u8 = 1 << 5;
+const TYPE_EXEC: u8 = 1 << 6;
+const TYPE_BROWSER: u8 = 1 << 7;
+
+/// What an attribute key says about its span's type (see
+/// [`SpanType::from_bits`]). On the path of every attribute of every span:
+/// most keys are told apart by their first byte.
+pub(crate) fn type_bits(key: &[u8]) -> u8 {
+    match key.first() {
+        Some(b'h') if key.starts_with(b"http.") => TYPE_HTTP,
+        Some(b'd') if key.starts_with(b"db.") => TYPE_DB,
+        Some(b'r') if key.starts_with(b"rpc.") => TYPE_RPC,
+        Some(b'm') if key.starts_with(b"messaging.") => TYPE_MESSAGING,
+        Some(b'f') if key.starts_with(b"faas.") => TYPE_FAAS,
+        Some(b'e') if key.starts_with(b"exception.") => TYPE_EXCEPTION,
+        Some(b'e') if key == b"event_type" => TYPE_BROWSER,
+        Some(b'p')
+            if matches!(
+                key,
+                b"process.command" | b"process.executable.name" | b"process.command_line"
+            ) =>
+        {
+            TYPE_EXEC
+        }
+        _ => 0,
     }
 }
 
@@ -596,11 +631,11 @@ impl KeySet {
             let next = set.len() as KeyId;
             set.entry(Arc::clone(n)).or_insert(next);
         }
-        for k in SpanType::KEYS.into_iter().chain(["service.name"]) {
-            if !set.contains_key(k) {
-                let next = set.len() as KeyId;
-                set.insert(Arc::from(k), next);
-            }
+        // The span type is decided from every key's prefix as it is read
+        // (`type_bits`), kept or not; `service.name` names spans in results.
+        if !set.contains_key("service.name") {
+            let next = set.len() as KeyId;
+            set.insert(Arc::from("service.name"), next);
         }
         KeySet {
             lengths: set.keys().fold(0, |bits, k| bits | length_bit(k.len())),
@@ -649,6 +684,8 @@ pub struct TraceBuilder {
     spans: Vec<SpanData>,
     attrs: Vec<(KeyId, Value)>,
     resources: Vec<Vec<(KeyId, Value)>>,
+    /// [`type_bits`] of each resource's keys, by resource index.
+    resource_types: Vec<u8>,
     /// The last resource seen, so that the spans of one `ResourceSpans`
     /// share one copy of its attributes.
     last_resource: Option<(Option<Resource>, u32)>,
@@ -667,6 +704,7 @@ impl TraceBuilder {
             spans: Vec::new(),
             attrs: Vec::new(),
             resources: Vec::new(),
+            resource_types: Vec::new(),
             last_resource: None,
             last_encoded_resource: None,
             keys: KeyTable::default(),
@@ -697,8 +735,13 @@ impl TraceBuilder {
     /// An encoded `KeyValue` with its key's id, unless the builder keeps
     /// only some keys and this is not one of them (then its value is not
     /// decoded at all).
-    fn kept_key_value(&mut self, buf: &[u8]) -> Result<Option<(KeyId, Value)>, Malformed> {
+    fn kept_key_value(
+        &mut self,
+        buf: &[u8],
+        types: &mut u8,
+    ) -> Result<Option<(KeyId, Value)>, Malformed> {
         let (key, value) = key_value_parts(buf, 0)?;
+        *types |= type_bits(key);
         let id = match &self.keep {
             // A key of the set is UTF-8 (it is a `str` there); one that is
             // not in it is never read, so whether it is does not matter.
@@ -720,7 +763,12 @@ impl TraceBuilder {
             self.attrs.push((id, any_to_value(kv.value.as_ref())));
         }
         let attrs = self.seal_attrs(start_attr);
-        let span_type = SpanType::derive(|name| span.attributes.iter().any(|kv| kv.key == name));
+        let own_types = span
+            .attributes
+            .iter()
+            .fold(0, |bits, kv| bits | type_bits(kv.key.as_bytes()));
+        let resource_types = self.resource_types.get(res_idx as usize).copied();
+        let span_type = SpanType::from_bits(own_types, resource_types.unwrap_or(0), &span.name);
         debug_assert!(self.keep.is_none(), "add_span decodes every attribute");
         let (status, status_message) = match &span.status {
             Some(st) => (
@@ -772,6 +820,7 @@ impl TraceBuilder {
         let (mut name, mut kind, mut start, mut end) = ("", 0i32, 0u64, 0u64);
         let (mut status, mut status_message) = (StatusCode::Unset, "");
         let start_attr = self.attrs.len();
+        let mut own_types = 0u8;
         let mut events = Vec::new();
         while !r.is_empty() {
             let (field, wire) = r.key()?;
@@ -804,7 +853,7 @@ impl TraceBuilder {
                 }
                 9 => {
                     expect(wire, LEN)?;
-                    if let Some(kv) = self.kept_key_value(r.len_delimited()?)? {
+                    if let Some(kv) = self.kept_key_value(r.len_delimited()?, &mut own_types)? {
                         self.attrs.push(kv);
                     }
                 }
@@ -845,15 +894,8 @@ impl TraceBuilder {
             }
         }
         let attrs = self.seal_attrs(start_attr);
-        let own = self
-            .attrs
-            .get(attrs.0 as usize..attrs.1 as usize)
-            .unwrap_or(&[]);
-        let span_type = SpanType::derive(|key| {
-            self.keys
-                .get(key)
-                .is_some_and(|id| own.binary_search_by_key(&id, |(k, _)| *k).is_ok())
-        });
+        let resource_types = self.resource_types.get(res_idx as usize).copied();
+        let span_type = SpanType::from_bits(own_types, resource_types.unwrap_or(0), name);
         let name = SmolStr::new(name);
         self.spans.push(SpanData {
             id,
@@ -884,12 +926,13 @@ impl TraceBuilder {
             }
         }
         let mut attrs: Vec<(KeyId, Value)> = Vec::new();
+        let mut types = 0;
         let mut r = Reader::new(resource);
         while !r.is_empty() {
             let (field, wire) = r.key()?;
             if field == 1 {
                 expect(wire, LEN)?;
-                if let Some(kv) = self.kept_key_value(r.len_delimited()?)? {
+                if let Some(kv) = self.kept_key_value(r.len_delimited()?, &mut types)? {
                     attrs.push(kv);
                 }
             } else {
@@ -900,6 +943,7 @@ impl TraceBuilder {
         attrs.sort_by_key(|(k, _)| *k);
         attrs.dedup_by_key(|(k, _)| *k);
         self.resources.push(attrs);
+        self.resource_types.push(types);
         let idx = (self.resources.len() - 1) as u32;
         self.last_encoded_resource = Some((here, idx));
         Ok(idx)
@@ -912,8 +956,10 @@ impl TraceBuilder {
             }
         }
         let mut attrs: Vec<(KeyId, Value)> = Vec::new();
+        let mut types = 0;
         if let Some(r) = resource {
             for kv in &r.attributes {
+                types |= type_bits(kv.key.as_bytes());
                 let id = self.keys.intern(&kv.key);
                 attrs.push((id, any_to_value(kv.value.as_ref())));
             }
@@ -922,6 +968,7 @@ impl TraceBuilder {
         attrs.sort_by_key(|(k, _)| *k);
         attrs.dedup_by_key(|(k, _)| *k);
         self.resources.push(attrs);
+        self.resource_types.push(types);
         let idx = (self.resources.len() - 1) as u32;
         self.last_resource = Some((resource.cloned(), idx));
         idx

@@ -90,6 +90,7 @@ impl Builtin {
                 "database",
                 "messaging",
                 "faas",
+                "exception",
                 "exec",
                 "general",
             ]),
