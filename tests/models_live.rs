@@ -1246,3 +1246,50 @@ async fn a_model_file_rewritten_during_traffic_loses_no_verdict() {
     })
     .await;
 }
+
+/// Issue 21: a Tracetest test as Tracetest's docs write it — no `spec.id`,
+/// a k6 trigger, status in Tracetest's spelling, span types from attribute
+/// prefixes, a duration compared at its unit — is a model `check` judges,
+/// under an id made from its name.
+#[test]
+fn check_judges_a_tracetest_file_as_tracetest_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = dir.path().join("get-pokemon.yaml");
+    std::fs::write(
+        &test,
+        "type: Test\nspec:\n  name: Get a Pokemon\n  version: 1\n  trigger:\n    type: k6\n  specs:\n    - selector: span[tracetest.span.type = \"http\"]\n      assertions:\n        - attr:tracetest.span.status_code = \"STATUS_CODE_OK\"\n        - attr:tracetest.span.duration = 120ms\n    - selector: span[tracetest.span.type = \"database\"]\n      assertions:\n        - attr:tracetest.selected_spans.count = 1\n",
+    )
+    .unwrap();
+    let span = |id: &str, parent: &str, name: &str, end: &str, status: u8, attr: &str| {
+        format!(
+            r#"{{"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"{id}","parentSpanId":"{parent}","name":"{name}","kind":2,"startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"{end}","status":{{"code":{status}}},"attributes":[{{"key":"{attr}","value":{{"stringValue":"x"}}}}]}}"#
+        )
+    };
+    let trace = format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"api"}}}}]}},"scopeSpans":[{{"spans":[{},{}]}}]}}]}}"#,
+        // 120.4 ms, an http.* attribute that is not http.method.
+        span(
+            "b7ad6b7169203331",
+            "",
+            "GET /pokemon/1",
+            "1700000000120400000",
+            1,
+            "http.route"
+        ),
+        span(
+            "b7ad6b7169203332",
+            "b7ad6b7169203331",
+            "SELECT pokemon",
+            "1700000000010000000",
+            0,
+            "db.statement"
+        ),
+    );
+    let traces = dir.path().join("trace.jsonl");
+    std::fs::write(&traces, format!("{trace}\n")).unwrap();
+    let (code, lines, err) = check_json(&test, &traces);
+    assert_eq!(code, Some(0), "{err} {lines:?}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(str_field(&lines[0], "model"), "get-a-pokemon");
+    assert_eq!(str_field(&lines[0], "verdict"), "pass", "{lines:?}");
+}
