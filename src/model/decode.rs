@@ -375,11 +375,12 @@ impl<'a> Decoder<'a> {
     /// id derived from the name (`Import a Pokemon` → `import-a-pokemon`),
     /// or from the file's name without a name: the same file gives the same
     /// id on every run, so results, metric labels and reruns stay stable.
-    fn id_or_derived(&mut self, f: &Fields<'_>, what: &str) -> (Option<String>, Position) {
+    fn id_or_derived(&mut self, f: &Fields<'_>, what: &str) -> (Option<String>, Position, bool) {
         if f.get("id")
             .is_some_and(|n| n.as_scalar().is_none_or(|s| !s.trim().is_empty()))
         {
-            return self.id_and_position(f, what);
+            let (id, pos) = self.id_and_position(f, what);
+            return (id, pos, false);
         }
         let from_name = f
             .get("name")
@@ -399,7 +400,7 @@ impl<'a> Decoder<'a> {
                 stem
             }
         });
-        (Some(id), f.pos)
+        (Some(id), f.pos, true)
     }
 
     fn model(&mut self, node: &Node) -> Option<Model> {
@@ -617,7 +618,7 @@ impl<'a> Decoder<'a> {
         ];
         let f = self.fields(node, "test", KEYS)?;
         let before = self.diags.len();
-        let (id, position) = self.id_or_derived(&f, "test");
+        let (id, position, id_derived) = self.id_or_derived(&f, "test");
         let name = self.optional_string(&f, "name", "test");
         let description = self.optional_string(&f, "description", "test");
         let trigger = f.get("trigger").and_then(|n| self.trigger(n));
@@ -642,6 +643,7 @@ impl<'a> Decoder<'a> {
         Some(Test {
             name: name.unwrap_or_else(|| id.clone()),
             id,
+            id_derived,
             description,
             trigger,
             specs,
@@ -1039,7 +1041,7 @@ impl<'a> Decoder<'a> {
         };
         let f = self.fields(node, what, &["id", "name", "description", "steps"])?;
         let before = self.diags.len();
-        let (id, position) = self.id_or_derived(&f, what);
+        let (id, position, id_derived) = self.id_or_derived(&f, what);
         let name = self.optional_string(&f, "name", what);
         let description = self.optional_string(&f, "description", what);
         let mut steps = Vec::new();
@@ -1060,6 +1062,7 @@ impl<'a> Decoder<'a> {
         Some(Transaction {
             name: name.unwrap_or_else(|| id.clone()),
             id,
+            id_derived,
             description,
             steps,
             file: self.file.to_string(),
@@ -1075,7 +1078,7 @@ impl<'a> Decoder<'a> {
         };
         let f = self.fields(node, what, &["id", "name", "description", "values"])?;
         let before = self.diags.len();
-        let (id, position) = self.id_or_derived(&f, what);
+        let (id, position, id_derived) = self.id_or_derived(&f, what);
         let name = self.optional_string(&f, "name", what);
         let description = self.optional_string(&f, "description", what);
         let mut values = Vec::new();
@@ -1104,6 +1107,7 @@ impl<'a> Decoder<'a> {
         Some(VariableSet {
             name: name.unwrap_or_else(|| id.clone()),
             id,
+            id_derived,
             description,
             values,
             file: self.file.to_string(),

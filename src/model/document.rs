@@ -168,6 +168,16 @@ impl Document {
         }
     }
 
+    /// Whether the id was made up (no `spec.id` in the file).
+    pub fn id_derived(&self) -> bool {
+        match self {
+            Document::Model(_) => false,
+            Document::Test(t) => t.id_derived,
+            Document::Transaction(t) => t.id_derived,
+            Document::VariableSet(v) => v.id_derived,
+        }
+    }
+
     /// The file the document was read from.
     pub fn file(&self) -> &str {
         match self {
@@ -369,6 +379,9 @@ pub struct Alert {
 #[derive(Debug, Clone)]
 pub struct Test {
     pub id: String,
+    /// The file has no `spec.id`: `id` was made from the name (or the
+    /// file name).
+    pub id_derived: bool,
     pub name: String,
     pub description: Option<String>,
     pub trigger: Option<Trigger>,
@@ -546,6 +559,9 @@ pub enum ApiKeyLocation {
 #[derive(Debug, Clone)]
 pub struct Transaction {
     pub id: String,
+    /// The file has no `spec.id`: `id` was made from the name (or the
+    /// file name).
+    pub id_derived: bool,
     pub name: String,
     pub description: Option<String>,
     pub steps: Vec<TransactionStep>,
@@ -564,6 +580,9 @@ pub struct TransactionStep {
 #[derive(Debug, Clone)]
 pub struct VariableSet {
     pub id: String,
+    /// The file has no `spec.id`: `id` was made from the name (or the
+    /// file name).
+    pub id_derived: bool,
     pub name: String,
     pub description: Option<String>,
     pub values: Vec<Variable>,

@@ -148,7 +148,7 @@ fn load_one(
 
 /// Two documents of the same kind may not share an id within one load.
 fn check_duplicates(docs: &[Document], diags: &mut Vec<Diagnostic>) {
-    let mut seen: HashMap<(u8, &str), (&str, Position)> = HashMap::new();
+    let mut seen: HashMap<(u8, &str), (&str, Position, bool)> = HashMap::new();
     for d in docs {
         let (kind, what, pos) = match d {
             Document::Model(m) => (0, "model", m.position),
@@ -157,7 +157,7 @@ fn check_duplicates(docs: &[Document], diags: &mut Vec<Diagnostic>) {
             Document::VariableSet(v) => (3, "variable set", v.position),
         };
         match seen.get(&(kind, d.id())) {
-            Some((file, first)) => diags.push(Diagnostic {
+            Some((file, first, first_derived)) => diags.push(Diagnostic {
                 file: d.file().to_string(),
                 line: pos.line,
                 column: pos.column,
@@ -166,15 +166,15 @@ fn check_duplicates(docs: &[Document], diags: &mut Vec<Diagnostic>) {
                     d.id(),
                     first.line,
                     first.column,
-                    if kind == 0 {
-                        ""
+                    if *first_derived || d.id_derived() {
+                        " (a document without 'id' gets one made from its name, or else its file name: give one of them an 'id')"
                     } else {
-                        " (without an 'id', the id is made from the name, or else the file name: give one of them an 'id')"
+                        ""
                     }
                 ),
             }),
             None => {
-                seen.insert((kind, d.id()), (d.file(), pos));
+                seen.insert((kind, d.id()), (d.file(), pos, d.id_derived()));
             }
         }
     }

@@ -1038,6 +1038,12 @@ fn two_tests_deriving_the_same_id_say_how_to_fix_it() {
         "{errs:?}"
     );
     assert!(errs[0].contains("give one of them an 'id'"), "{errs:?}");
+    // With ids written, the hint is not given.
+    let errs = load_err("type: Test\nspec:\n  id: a\n---\ntype: Test\nspec:\n  id: a\n");
+    assert_eq!(
+        errs,
+        vec!["m.yaml:7:7: duplicate test id 'a', first defined at m.yaml:3:7"]
+    );
 }
 
 #[test]

@@ -178,6 +178,7 @@ async fn submit(
     // Variables posted alongside count as the variable set.
     let set = (!req.variables.is_empty()).then(|| crate::model::VariableSet {
         id: "request".into(),
+        id_derived: false,
         name: "request".into(),
         description: None,
         values: req

@@ -13,6 +13,7 @@ use crate::model::{Position, Variable, VariableSet};
 fn set(pairs: &[(&str, &str)]) -> VariableSet {
     VariableSet {
         id: "vs".into(),
+        id_derived: false,
         name: "vs".into(),
         description: None,
         values: pairs
