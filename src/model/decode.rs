@@ -55,8 +55,12 @@ const TRACETEST_IGNORED_KEYS: &[&str] = &[
 fn near_key<'k>(key: &str, allowed: &[&'k str]) -> Option<&'k str> {
     let k = key.to_ascii_lowercase();
     let limit = if k.chars().count() <= 4 { 1 } else { 2 };
+    let len = k.chars().count();
     allowed
         .iter()
+        // Lengths further apart than the limit cannot be near: a long key
+        // from the outside costs nothing to compare.
+        .filter(|a| a.len().abs_diff(len) <= limit)
         .map(|a| (edit_distance(&k, &a.to_ascii_lowercase()), *a))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
