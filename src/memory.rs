@@ -243,6 +243,12 @@ impl MemoryAccount {
         (self.born.elapsed().as_millis() as u64).max(1)
     }
 
+    /// An account of its own, its soft limit at 80 %, for tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(limit: usize) -> Arc<Self> {
+        Arc::new(Self::new(limit, limit / 10 * 8, &Family::default()))
+    }
+
     /// Whether a request of `bytes` can ever be admitted.
     pub fn fits(&self, bytes: usize) -> bool {
         bytes <= self.limit
@@ -412,11 +418,7 @@ mod tests {
     use super::*;
 
     fn account(limit: usize) -> Arc<MemoryAccount> {
-        Arc::new(MemoryAccount::new(
-            limit,
-            limit / 10 * 8,
-            &Family::default(),
-        ))
+        MemoryAccount::for_tests(limit)
     }
 
     #[test]

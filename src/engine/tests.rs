@@ -259,8 +259,11 @@ fn select_in(t: &Trace, selector: &str) -> Vec<SpanIndex> {
 }
 
 fn selected_names(selector: &str) -> Vec<String> {
-    let t = checkout();
-    select_in(&t, selector)
+    names_selected_in(&checkout(), selector)
+}
+
+fn names_selected_in(t: &Trace, selector: &str) -> Vec<String> {
+    select_in(t, selector)
         .into_iter()
         .map(|i| t.span_info(i).unwrap().name)
         .collect()
@@ -2010,11 +2013,7 @@ fn typed_spans_request() -> Vec<ResourceSpans> {
 }
 
 fn types_select(sel: &str) -> Vec<String> {
-    let t = typed_spans();
-    select_in(&t, sel)
-        .into_iter()
-        .map(|i| t.span_info(i).unwrap().name)
-        .collect()
+    names_selected_in(&typed_spans(), sel)
 }
 
 #[test]

@@ -337,8 +337,6 @@ fn inflate_frames(
 mod tests {
     use std::io::Write as _;
 
-    use prometheus_client::metrics::family::Family;
-
     use super::*;
 
     fn gzip(data: &[u8]) -> Vec<u8> {
@@ -355,11 +353,7 @@ mod tests {
     }
 
     fn account(limit: usize) -> Arc<MemoryAccount> {
-        Arc::new(MemoryAccount::new(
-            limit,
-            limit / 10 * 8,
-            &Family::default(),
-        ))
+        MemoryAccount::for_tests(limit)
     }
 
     #[test]
