@@ -299,7 +299,7 @@ pub struct Evaluator {
     /// Settled traces with verdicts waiting on `within`.
     waiting: std::collections::HashSet<TraceId>,
     /// Settled traces forgotten before the late window ended, oldest
-    /// first; bounded by `keep_bytes` of their own, charged with
+    /// first; bounded by [`Evaluator::forgotten_bound`], charged with
     /// `settled_bytes`.
     forgotten: HashMap<TraceId, Forgotten>,
     forgotten_order: VecDeque<(Instant, TraceId)>,
@@ -1153,7 +1153,7 @@ impl Evaluator {
         }
         while let Some(&(at, id)) = self.forgotten_order.front() {
             let expired = now.saturating_duration_since(at) > self.late_window;
-            if !expired && self.forgotten_bytes <= self.keep_bytes.max(MIN_FORGOTTEN_BYTES) {
+            if !expired && self.forgotten_bytes <= self.forgotten_bound() {
                 break;
             }
             self.forgotten_order.pop_front();
@@ -1164,6 +1164,12 @@ impl Evaluator {
             }
         }
         self.charge_settled();
+    }
+
+    /// Half the bytes kept for late spans: settled traces and what is left
+    /// of forgotten ones together stay within 1.5 times `keep_bytes`.
+    fn forgotten_bound(&self) -> usize {
+        (self.keep_bytes / 2).max(MIN_FORGOTTEN_BYTES)
     }
 
     fn remember_forgotten(&mut self, id: TraceId, s: Settled, at: Instant) {

@@ -91,7 +91,10 @@ impl ModelsStage {
                 .with_evaluation_budget(budget)
                 .with_late_window(
                     stages.assembler.config().late_span_window,
-                    evaluator::DEFAULT_KEEP_BYTES / threads.max(1),
+                    // At most a quarter of the memory limit, so that a small
+                    // limit is not mostly settled traces.
+                    evaluator::DEFAULT_KEEP_BYTES.min(stages.assembler.memory().limit() / 4)
+                        / threads.max(1),
                     stages.assembler.config().settle,
                 )
             })
