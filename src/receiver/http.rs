@@ -299,8 +299,8 @@ async fn expand(
     } else {
         0
     };
+    let size = raw.len().max(inflate_limit);
     let job = Expansion {
-        size: raw.len().max(inflate_limit),
         memory,
         raw,
         charge,
@@ -310,7 +310,7 @@ async fn expand(
         max_body: s.max_body,
         _slot: slot,
     };
-    let job = if job.size <= INLINE_DECODE {
+    let job = if size <= INLINE_DECODE {
         match contained(s, || job.run(true))? {
             Step::Done(result) => return result,
             Step::OffRuntime(job) => job,
@@ -340,8 +340,6 @@ struct Expansion {
     charge: crate::memory::Charge,
     gzip: bool,
     encoding: Encoding,
-    /// The larger of the body and what the trailer says it inflates to.
-    size: usize,
     /// How far inflating may go: the trailer's figure, then `max_body`.
     inflate_limit: usize,
     max_body: usize,

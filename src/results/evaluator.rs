@@ -1862,6 +1862,17 @@ spec:
             .get()
     }
 
+    fn flipped(metrics: &Metrics, model: &str, from: &'static str, to: &'static str) -> u64 {
+        metrics
+            .verdicts_flipped
+            .get_or_create(&FlipLabels {
+                model: model.into(),
+                from,
+                to,
+            })
+            .get()
+    }
+
     fn late(metrics: &Metrics, merged: &'static str) -> u64 {
         metrics
             .late_spans
@@ -1942,14 +1953,7 @@ spec:
         ));
         assert_eq!(count(&metrics, "never-release", "pass"), 1);
         assert_eq!(count(&metrics, "never-release", "fail"), 0);
-        let flips = metrics
-            .verdicts_flipped
-            .get_or_create(&FlipLabels {
-                model: "never-release".into(),
-                from: "pass",
-                to: "fail",
-            })
-            .get();
+        let flips = flipped(&metrics, "never-release", "pass", "fail");
         assert_eq!(flips, 1);
         assert_eq!(late(&metrics, "true"), 1);
         let mut seen = Vec::new();
@@ -2037,14 +2041,7 @@ spec:
             false,
             true,
         ));
-        let flips = metrics
-            .verdicts_flipped
-            .get_or_create(&FlipLabels {
-                model: "never-release".into(),
-                from: "skip",
-                to: "fail",
-            })
-            .get();
+        let flips = flipped(&metrics, "never-release", "skip", "fail");
         assert_eq!(flips, 1);
         let mut failed = Vec::new();
         while let Ok(r) = watcher.try_recv() {
@@ -2158,16 +2155,7 @@ spec:
         let mut mark = completed(Vec::new(), CompletionReason::idle, false, true);
         mark.unreadable = true;
         e.consume(mark);
-        let flips = |model: &str| {
-            metrics
-                .verdicts_flipped
-                .get_or_create(&FlipLabels {
-                    model: model.into(),
-                    from: "pass",
-                    to: "inconclusive",
-                })
-                .get()
-        };
+        let flips = |model: &str| flipped(&metrics, model, "pass", "inconclusive");
         assert_eq!(flips("never-release"), 1);
         assert_eq!(flips("charged"), 0);
     }
@@ -2200,16 +2188,7 @@ spec:
             true,
         ));
         assert_eq!(late(&metrics, "false"), 2);
-        let flips = |model: &str, from: &'static str| {
-            metrics
-                .verdicts_flipped
-                .get_or_create(&FlipLabels {
-                    model: model.into(),
-                    from,
-                    to: "inconclusive",
-                })
-                .get()
-        };
+        let flips = |model: &str, from| flipped(&metrics, model, from, "inconclusive");
         // The release would have failed never-release, the refund may make
         // refunds apply: neither is left standing.
         assert_eq!(flips("never-release", "pass"), 1);

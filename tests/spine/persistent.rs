@@ -38,6 +38,24 @@ fn config_text(
     )
 }
 
+/// The daemon with its persistent queue in `queue`, forwarding to
+/// `downstream`, ready; and its config file, to start it again.
+async fn serve_queued(
+    dir: &Path,
+    [grpc, http, admin]: [SocketAddr; 3],
+    downstream: &str,
+    queue: &Path,
+) -> (Served, String) {
+    let config = write_config(
+        dir,
+        "tracecheck.yaml",
+        &config_text(grpc, http, admin, downstream, Some(queue)),
+    );
+    let mut served = Served::spawn(&["serve", "--config", &config]);
+    served.ready(admin).await;
+    (served, config)
+}
+
 /// A sender that keeps retrying through refusals, refused connections and
 /// timeouts: what an SDK or Collector in front of tracecheck does.
 fn retrying_load(grpc: SocketAddr, requests: u64, spans: usize) -> loadgen::LoadConfig {
@@ -64,19 +82,13 @@ async fn a_downstream_outage_then_kill_9_loses_nothing_acknowledged() {
     let [grpc, http, admin, downstream] = free_addrs::<4>();
     let dir = tempfile::tempdir().expect("tempdir");
     let queue = dir.path().join("queue");
-    let config = write_config(
+    let (mut served, config) = serve_queued(
         dir.path(),
-        "tracecheck.yaml",
-        &config_text(
-            grpc,
-            http,
-            admin,
-            &format!("http://{downstream}"),
-            Some(&queue),
-        ),
-    );
-    let mut served = Served::spawn(&["serve", "--config", &config]);
-    served.ready(admin).await;
+        [grpc, http, admin],
+        &format!("http://{downstream}"),
+        &queue,
+    )
+    .await;
     let report = bounded(
         "load",
         loadgen::run(util::load(
@@ -141,19 +153,13 @@ async fn kill_9_under_traffic_delivers_every_acknowledged_span() {
     .await;
     let [grpc, http, admin] = free_addrs::<3>();
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(
+    let (mut served, config) = serve_queued(
         dir.path(),
-        "tracecheck.yaml",
-        &config_text(
-            grpc,
-            http,
-            admin,
-            &sink.grpc_endpoint().expect("sink gRPC"),
-            Some(&dir.path().join("queue")),
-        ),
-    );
-    let mut served = Served::spawn(&["serve", "--config", &config]);
-    served.ready(admin).await;
+        [grpc, http, admin],
+        &sink.grpc_endpoint().expect("sink gRPC"),
+        &dir.path().join("queue"),
+    )
+    .await;
 
     let (senders, spans_per_request) = (2u64, 100usize);
     let load = tokio::spawn(loadgen::run(retrying_load(grpc, 400, spans_per_request)));
@@ -330,19 +336,13 @@ async fn a_full_queue_filesystem_then_kill_9_forwards_exactly_what_was_acknowled
         eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); the full-filesystem case is not exercised");
         return;
     };
-    let config = write_config(
+    let (mut served, config) = serve_queued(
         dir.path(),
-        "tracecheck.yaml",
-        &config_text(
-            grpc,
-            http,
-            admin,
-            &format!("http://{downstream}"),
-            Some(&queue),
-        ),
-    );
-    let mut served = Served::spawn(&["serve", "--config", &config]);
-    served.ready(admin).await;
+        [grpc, http, admin],
+        &format!("http://{downstream}"),
+        &queue,
+    )
+    .await;
     // ~6 MB offered to a 3 MiB filesystem; refused requests are not retried,
     // so that a refused span reaching the downstream would show.
     let report = bounded(
