@@ -1,10 +1,16 @@
-//! Helpers every in-process integration test needs: bounded waits, polling
-//! and repository paths. Included by the per-suite util modules.
+//! Helpers every in-process integration test needs: bounded waits, polling,
+//! repository paths, and spans and requests to send. Included by the
+//! per-suite util modules.
 #![allow(dead_code)]
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
 /// Fails the test instead of hanging it.
 pub async fn bounded<T>(limit: Duration, f: impl Future<Output = T>) -> T {
@@ -86,4 +92,53 @@ pub fn python_with(test: &str, imports: &str, pkgs: &[&str]) -> bool {
         &format!("pip install {}", pkgs.join(" ")),
     );
     false
+}
+
+pub fn str_attr(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_owned())),
+        }),
+        key_strindex: 0,
+    }
+}
+
+pub fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos() as u64
+}
+
+/// A span of `trace`, starting now and lasting 5 ms.
+pub fn span(trace: [u8; 16], id: [u8; 8], parent: Option<[u8; 8]>, name: &str, kind: i32) -> Span {
+    let start = now_nanos();
+    Span {
+        trace_id: trace.to_vec(),
+        span_id: id.to_vec(),
+        parent_span_id: parent.map(|p| p.to_vec()).unwrap_or_default(),
+        name: name.to_owned(),
+        kind,
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + 5_000_000,
+        ..Span::default()
+    }
+}
+
+/// One export request carrying `spans` from `service`.
+pub fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![str_attr("service.name", service)],
+                ..Resource::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..ScopeSpans::default()
+            }],
+            ..ResourceSpans::default()
+        }],
+    }
 }

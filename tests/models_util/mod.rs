@@ -8,7 +8,10 @@
 mod common;
 // Each suite uses a different subset of these.
 #[allow(unused_imports)]
-pub use common::{bounded, hex, poll_until, python_with, repo_path, tool_missing};
+pub use common::{
+    bounded, hex, now_nanos, poll_until, python_with, repo_path, request, span, str_attr,
+    tool_missing,
+};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,9 +21,6 @@ use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use serde_json::Value;
 use tracecheck::config::Config;
 use tracecheck::daemon::Daemon;
@@ -277,57 +277,8 @@ fn parse_labels(s: &str) -> Option<(BTreeMap<String, String>, &str)> {
 // ---------------------------------------------------------------------------
 // Hand-made spans (for shapes the traffic generator does not make).
 
-pub fn str_attr(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.to_owned())),
-        }),
-        key_strindex: 0,
-    }
-}
-
-pub fn now_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_nanos() as u64
-}
-
 pub fn now_ms() -> u64 {
     now_nanos() / 1_000_000
-}
-
-/// A span of `trace`, starting now and lasting 5 ms.
-pub fn span(trace: [u8; 16], id: [u8; 8], parent: Option<[u8; 8]>, name: &str, kind: i32) -> Span {
-    let start = now_nanos();
-    Span {
-        trace_id: trace.to_vec(),
-        span_id: id.to_vec(),
-        parent_span_id: parent.map(|p| p.to_vec()).unwrap_or_default(),
-        name: name.to_owned(),
-        kind,
-        start_time_unix_nano: start,
-        end_time_unix_nano: start + 5_000_000,
-        ..Span::default()
-    }
-}
-
-/// One export request carrying `spans` from `service`.
-pub fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![str_attr("service.name", service)],
-                ..Resource::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..ScopeSpans::default()
-            }],
-            ..ResourceSpans::default()
-        }],
-    }
 }
 
 /// Writes `text` to `path` whole (via a rename), so that a watcher polling
