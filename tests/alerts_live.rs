@@ -553,3 +553,128 @@ async fn a_down_receiver_does_not_flood_the_healthy_one() {
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------
+// 4. Failures undone by late spans.
+
+const CHECKOUT_MODEL: &str = "checkout-charges";
+
+/// A model whose failure a late span can undo: no `within`, so a checkout
+/// without its charge fails once the trace settles.
+fn checkout_model(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("checkout.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "type: Model\nspec:\n  id: {CHECKOUT_MODEL}\n  name: Every checkout charges the card\n  \
+             match: span[name = \"POST /checkout\" kind = \"server\"]\n  specs:\n    \
+             - name: card charged\n      selector: span[name = \"charge-card\"]\n"
+        ),
+    )
+    .expect("write the model");
+    path
+}
+
+fn firing_trace(post: &Post) -> (String, bool) {
+    let alerts = post
+        .body
+        .as_array()
+        .unwrap_or_else(|| panic!("{:?}", post.body));
+    assert_eq!(alerts.len(), 1, "one alert per post: {:?}", post.body);
+    let a = &alerts[0];
+    assert_eq!(a["labels"]["model"], CHECKOUT_MODEL);
+    let id = a["annotations"]["trace_id"].as_str().unwrap_or_default();
+    (id.to_owned(), a.get("endsAt").is_none())
+}
+
+/// Two checkouts fail when their traces settle without a charge; the alert
+/// fires. The charge of one comes late: its failure flips to a pass and the
+/// alert names the other, still firing. The other's charge comes: the
+/// alert resolves at once, not after `resolve_after` (60s), since nothing
+/// it paged for stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_undone_by_late_spans_are_withdrawn_from_the_alert() {
+    bounded(Duration::from_secs(40), async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let hook = Webhook::start(0).await;
+        let live = Live::start_with_model(
+            config(&AlertSettings {
+                alertmanager: None,
+                webhooks: vec![hook.url()],
+                group_interval: "1s",
+                resend_interval: "60s",
+                resolve_after: "60s",
+            }),
+            checkout_model(dir.path()),
+        )
+        .await;
+        let (a, b) = ([0xa1; 16], [0xb2; 16]);
+        let root = [1; 8];
+        for t in [a, b] {
+            live.export(request(
+                "shop",
+                vec![span(t, root, None, "POST /checkout", 2)],
+            ))
+            .await;
+        }
+        poll_until(Duration::from_secs(10), "both checkouts failed", || async {
+            (live.metrics().await.verdicts(CHECKOUT_MODEL).1 == 2).then_some(())
+        })
+        .await;
+        let fired = poll_until(Duration::from_secs(5), "the alert fired", || async {
+            hook.posts().last().map(firing_trace)
+        })
+        .await;
+        assert!(fired.1, "firing: {fired:?}");
+
+        // The late charge of the trace the alert names.
+        let (first, other) = if fired.0 == hex(&a) { (a, b) } else { (b, a) };
+        assert_eq!(fired.0, hex(&first), "names one of the two failures");
+        live.export(request(
+            "payments",
+            vec![span(first, [2; 8], Some(root), "charge-card", 3)],
+        ))
+        .await;
+        let renamed = poll_until(
+            Duration::from_secs(5),
+            "the alert names the other trace",
+            || async {
+                let last = hook.posts().last().map(firing_trace)?;
+                (last.0 == hex(&other)).then_some(last)
+            },
+        )
+        .await;
+        assert!(
+            renamed.1,
+            "still firing while the other failure stands: {renamed:?}"
+        );
+
+        let before = hook.posts().len();
+        let sent = Instant::now();
+        live.export(request(
+            "payments",
+            vec![span(other, [2; 8], Some(root), "charge-card", 3)],
+        ))
+        .await;
+        poll_until(Duration::from_secs(5), "the alert resolved", || async {
+            hook.posts()[before..]
+                .iter()
+                .any(|p| !firing_trace(p).1)
+                .then_some(())
+        })
+        .await;
+        eprintln!("resolved {:?} after the last late charge", sent.elapsed());
+        let m = live.metrics().await;
+        assert_eq!(
+            m.get(
+                "tracecheck_verdicts_flipped_total",
+                &[("model", CHECKOUT_MODEL), ("from", "fail"), ("to", "pass")]
+            ),
+            2.0
+        );
+        // One verdict per trace and model: the flips do not count again.
+        assert_eq!(m.verdicts(CHECKOUT_MODEL), (0, 2, 0));
+        live.stop().await;
+    })
+    .await;
+}

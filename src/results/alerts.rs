@@ -7,8 +7,13 @@
 //! most every `group_interval`, it is re-sent every `resend_interval` while
 //! failures go on, and it resolves (`endsAt`) after `resolve_after` without
 //! failures. Posts that fail are retried on the next tick.
+//!
+//! A failure that late spans turned into another verdict is *retracted*:
+//! the alert no longer names its trace, and an alert whose every failure
+//! was retracted resolves at once, not after `resolve_after` (the page
+//! was false; it should not stay up for minutes).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -20,10 +25,18 @@ use tokio_util::sync::CancellationToken;
 use super::config::AlertsConfig;
 use super::metrics::{AlertLabels, Metrics};
 use super::store::VerdictRecord;
+use crate::ids::TraceId;
 
 /// Failures waiting for the alert task; beyond it notifications are dropped.
 const QUEUE: usize = 1024;
 const TICK: Duration = Duration::from_millis(500);
+/// The latest failures an alert keeps, to name another trace when the one
+/// it names is retracted.
+const RECENT: usize = 16;
+/// Failures of one alert remembered by trace ID for retraction. Beyond it
+/// (a long incident) the alert can no longer know that every failure was
+/// retracted and resolves only after `resolve_after`, as before.
+const STANDING: usize = 4096;
 
 /// One failing verdict, with what the alert needs from its model.
 #[derive(Debug, Clone)]
@@ -33,16 +46,36 @@ pub struct AlertEvent {
     pub model_labels: BTreeMap<String, String>,
 }
 
+/// What the alert task is told.
+#[derive(Debug)]
+enum Note {
+    Failed(AlertEvent),
+    /// Late spans changed this failure into another verdict.
+    Retracted {
+        model: Arc<str>,
+        trace_id: TraceId,
+    },
+}
+
 /// The evaluator's end.
 #[derive(Clone)]
 pub struct AlertSender {
-    tx: mpsc::Sender<AlertEvent>,
+    tx: mpsc::Sender<Note>,
     metrics: Arc<Metrics>,
 }
 
 impl AlertSender {
     pub fn send(&self, event: AlertEvent) {
-        if self.tx.try_send(event).is_err() {
+        self.tell(Note::Failed(event));
+    }
+
+    /// The failure of `model` on `trace_id` no longer stands.
+    pub fn retract(&self, model: Arc<str>, trace_id: TraceId) {
+        self.tell(Note::Retracted { model, trace_id });
+    }
+
+    fn tell(&self, note: Note) {
+        if self.tx.try_send(note).is_err() {
             self.metrics
                 .alerts_sent
                 .get_or_create(&AlertLabels {
@@ -70,7 +103,16 @@ pub struct Alert {
 struct ModelAlert {
     labels: BTreeMap<String, String>,
     starts_at: SystemTime,
+    /// The failure the alert names: the latest one not retracted.
     latest: Arc<VerdictRecord>,
+    /// The latest failures, oldest first, `latest` among them while any is.
+    recent: VecDeque<Arc<VerdictRecord>>,
+    /// Traces of this alert's failures not retracted, up to [`STANDING`].
+    standing: HashSet<TraceId>,
+    /// More failures came than `standing` holds.
+    untracked: bool,
+    /// Every failure was retracted: resolve now.
+    withdrawn: bool,
     last_failure: Instant,
     last_sent: Option<Instant>,
     /// A failure arrived since the last successful post.
@@ -80,6 +122,20 @@ struct ModelAlert {
     retry: Vec<usize>,
     /// The resolution went out to every target but those in `retry`.
     resolve_sent: bool,
+}
+
+impl ModelAlert {
+    fn remember(&mut self, record: &Arc<VerdictRecord>) {
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(Arc::clone(record));
+        if self.standing.len() < STANDING {
+            self.standing.insert(record.trace_id);
+        } else if !self.standing.contains(&record.trace_id) {
+            self.untracked = true;
+        }
+    }
 }
 
 /// Starts the alert task when a receiver is configured.
@@ -128,15 +184,16 @@ struct AlertTask {
 }
 
 impl AlertTask {
-    async fn run(mut self, mut rx: mpsc::Receiver<AlertEvent>, stop: CancellationToken) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Note>, stop: CancellationToken) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => return,
-                ev = rx.recv() => match ev {
-                    Some(ev) => self.note(ev),
+                note = rx.recv() => match note {
+                    Some(Note::Failed(ev)) => self.note(ev),
+                    Some(Note::Retracted { model, trace_id }) => self.retract(&model, trace_id),
                     None => return,
                 },
                 _ = tick.tick() => self.flush(Instant::now()).await,
@@ -149,10 +206,12 @@ impl AlertTask {
         let model = ev.record.model.to_string();
         match self.alerts.get_mut(&model) {
             Some(a) => {
+                a.remember(&ev.record);
                 a.latest = ev.record;
                 a.last_failure = now;
                 a.dirty = true;
                 a.resolve_sent = false;
+                a.withdrawn = false;
             }
             None => {
                 let mut labels = ev.model_labels;
@@ -164,19 +223,47 @@ impl AlertTask {
                 if let Some(service) = ev.record.failures.iter().find_map(|f| f.service.clone()) {
                     labels.insert("service".into(), service);
                 }
-                self.alerts.insert(
-                    model,
-                    ModelAlert {
-                        labels,
-                        starts_at: SystemTime::now(),
-                        latest: ev.record,
-                        last_failure: now,
-                        last_sent: None,
-                        dirty: true,
-                        retry: Vec::new(),
-                        resolve_sent: false,
-                    },
-                );
+                let mut alert = ModelAlert {
+                    labels,
+                    starts_at: SystemTime::now(),
+                    latest: Arc::clone(&ev.record),
+                    recent: VecDeque::new(),
+                    standing: HashSet::new(),
+                    untracked: false,
+                    withdrawn: false,
+                    last_failure: now,
+                    last_sent: None,
+                    dirty: true,
+                    retry: Vec::new(),
+                    resolve_sent: false,
+                };
+                alert.remember(&ev.record);
+                self.alerts.insert(model, alert);
+            }
+        }
+    }
+
+    fn retract(&mut self, model: &str, trace_id: TraceId) {
+        let Some(a) = self.alerts.get_mut(model) else {
+            return;
+        };
+        // A failure this alert never counted (dropped on a full queue, or
+        // of an alert already resolved) changes nothing.
+        if !a.standing.remove(&trace_id) {
+            return;
+        }
+        a.recent.retain(|r| r.trace_id != trace_id);
+        if a.standing.is_empty() && !a.untracked {
+            a.withdrawn = true;
+            return;
+        }
+        if a.latest.trace_id == trace_id {
+            // With none of the recent ones left standing, the alert keeps
+            // naming the retracted trace: older failures stand, and which
+            // is not known any more.
+            if let Some(r) = a.recent.back() {
+                a.latest = Arc::clone(r);
+                a.dirty = true;
             }
         }
     }
@@ -184,7 +271,8 @@ impl AlertTask {
     async fn flush(&mut self, now: Instant) {
         let mut due: Vec<(String, Alert, bool, Vec<usize>)> = Vec::new();
         for (model, a) in &self.alerts {
-            let quiet = now.duration_since(a.last_failure) >= self.config.resolve_after;
+            let quiet =
+                a.withdrawn || now.duration_since(a.last_failure) >= self.config.resolve_after;
             let since_sent = a.last_sent.map(|t| now.duration_since(t));
             // A round goes to every target; between rounds only the targets
             // whose post failed are retried.

@@ -630,6 +630,12 @@ impl Evaluator {
                             to: v.verdict.as_str(),
                         })
                         .inc();
+                    // The page was false: the alert must stop saying so.
+                    if let (Verdict::Fail, Some(alerts), Some((id, _))) =
+                        (from, &self.alerts, models.names.get(v.model))
+                    {
+                        alerts.retract(Arc::clone(id), trace_id);
+                    }
                 }
             }
             if v.verdict == Verdict::Skip {

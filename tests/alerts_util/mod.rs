@@ -7,7 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 #[allow(unused_imports)]
-pub use common::{bounded, hex, poll_until, repo_path};
+pub use common::{bounded, hex, poll_until, repo_path, request, span};
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
@@ -410,8 +410,13 @@ pub struct Live {
 
 impl Live {
     pub async fn start(config: Config) -> Live {
+        Live::start_with_model(config, repo_path("config/models/bank.yaml")).await
+    }
+
+    /// A daemon with the one model in `model` (a file).
+    pub async fn start_with_model(config: Config, model: PathBuf) -> Live {
         let sources = vec![ModelSource::Path {
-            path: repo_path("config/models/bank.yaml"),
+            path: model,
             optional: false,
         }];
         let (daemon, models) = tracecheck::results::start_daemon(config, sources)
@@ -420,7 +425,7 @@ impl Live {
         assert_eq!(
             models.initial_load.models.len(),
             1,
-            "bank model loaded: {:?}",
+            "model loaded: {:?}",
             models.initial_load.errors
         );
         Live {
