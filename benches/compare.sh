@@ -23,6 +23,24 @@
 # model's failures against the violating traces the generator sent (each
 # must fail exactly once).
 #
+# The traffic's shape and the forwarding's compression are the same for
+# every case:
+#   COMPRESSION=none|gzip  what both sides send to the sink with (rotel:
+#                  --otlp-exporter-compression; tracecheck: exporters.otlp.
+#                  compression). gzip levels differ: rotel's is its
+#                  library's default, tracecheck's 1 (BENCHMARKS.md says
+#                  what that is worth), so `none` is the fair default.
+#   SPLIT=1        production's shape with SPLIT=4: each trace's spans over
+#                  4 requests from different senders, the root last,
+#                  SPREAD (300ms) from first to last (`bench load --split`).
+#   JSON_SENDERS=0 of the senders, how many send OTLP/HTTP JSON.
+#   MATCHING=10    of each tc-N case's models, how many match every trace
+#                  and are evaluated (the bank model among them); the rest
+#                  match nothing.
+# CPU is read once the sink holds every span and, for tracecheck with
+# models, every trace has its verdict: the evaluation of the last traces
+# is part of the cost.
+#
 # Usage: bash benches/compare.sh [CASE...]      (default: all five)
 #   DURATION=20s SENDERS=4 SPANS_PER_REQUEST=400 RATE= (flat out; or spans/s)
 #   TRACECHECK=path/to/tracecheck (default: target/release/tracecheck, built
@@ -38,6 +56,12 @@ SENDERS="${SENDERS:-4}"
 # steady load, and the CPU column compares cost per span at equal work.
 RATE="${RATE:-}"
 SPANS_PER_REQUEST="${SPANS_PER_REQUEST:-400}"
+COMPRESSION="${COMPRESSION:-none}"
+SPLIT="${SPLIT:-1}"
+SPREAD="${SPREAD:-300ms}"
+JSON_SENDERS="${JSON_SENDERS:-0}"
+MATCHING="${MATCHING:-10}"
+case "$COMPRESSION" in none|gzip) ;; *) echo "COMPRESSION must be none or gzip" >&2; exit 2 ;; esac
 OUT="${OUT:-$ROOT/target/compare.json}"
 WAIT_SECS=120
 CASES=("$@")
@@ -88,12 +112,12 @@ start_case() { # CASE -> sets CASE_PID
         "$ROTEL_BIN" start --pid-file "$TMP/rotel.pid" \
             --otlp-grpc-endpoint "127.0.0.1:$RX_GRPC" --otlp-http-endpoint "127.0.0.1:$RX_HTTP" \
             --exporter otlp --otlp-exporter-endpoint "http://127.0.0.1:$SINK_GRPC" \
-            --otlp-exporter-protocol grpc >"$TMP/$case.log" 2>&1 &
+            --otlp-exporter-protocol grpc --otlp-exporter-compression "$COMPRESSION" >"$TMP/$case.log" 2>&1 &
         CASE_PID=$!
     else
         local n=${case#tc-}
         mkdir -p "$TMP/models-$n"
-        [ "$n" -eq 0 ] || "$TRACECHECK" bench models --count "$n" >"$TMP/models-$n/models.yaml"
+        [ "$n" -eq 0 ] || "$TRACECHECK" bench models --count "$n" --matching "$MATCHING" >"$TMP/models-$n/models.yaml"
         cat >"$TMP/$case.yaml" <<EOF
 receivers:
   otlp:
@@ -105,6 +129,7 @@ exporters:
   otlp:
     endpoint: http://127.0.0.1:$SINK_GRPC
     protocol: grpc
+    compression: $COMPRESSION
 admin:
   endpoint: "127.0.0.1:$ADMIN"
 EOF
@@ -129,7 +154,9 @@ EOF
 
 MODE="flat out"
 [ -z "$RATE" ] || MODE="at $RATE spans/s"
-echo "==> $("$TRACECHECK" --version), $("$ROTEL_BIN" --version 2>&1 | head -1); $(nproc) CPUs; load: grpc, $SENDERS senders, $SPANS_PER_REQUEST spans/request, $DURATION $MODE, retrying" >&2
+SHAPE="whole traces"
+[ "$SPLIT" -le 1 ] || SHAPE="traces split in $SPLIT over $SPREAD"
+echo "==> $("$TRACECHECK" --version), $("$ROTEL_BIN" --version 2>&1 | head -1); $(nproc) CPUs; load: grpc ($JSON_SENDERS of them HTTP JSON), $SENDERS senders, $SPANS_PER_REQUEST spans/request, $SHAPE, $DURATION $MODE, retrying; forwarding compression: $COMPRESSION; models matching every trace: $MATCHING" >&2
 : >"$TMP/results.jsonl"
 for case in "${CASES[@]}"; do
     echo "==> $case" >&2
@@ -139,7 +166,9 @@ for case in "${CASES[@]}"; do
     t0=$(date +%s.%N)
     "$TRACECHECK" bench load --endpoint "http://127.0.0.1:$RX_GRPC" --protocol grpc \
         --senders "$SENDERS" --spans-per-request "$SPANS_PER_REQUEST" --duration "$DURATION" \
-        ${RATE:+--rate "$RATE"} --retry --max-retries 1000 --json >"$TMP/$case.load.json"
+        ${RATE:+--rate "$RATE"} --retry --max-retries 1000 --split "$SPLIT" --spread "$SPREAD" \
+        --json-senders "$JSON_SENDERS" --json-endpoint "http://127.0.0.1:$RX_HTTP/v1/traces" \
+        --json >"$TMP/$case.load.json"
     accepted=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["spans_accepted"])' "$TMP/$case.load.json")
     # Drain: until the sink holds every accepted span (or the wait runs out).
     deadline=$((SECONDS + WAIT_SECS))
@@ -150,8 +179,6 @@ for case in "${CASES[@]}"; do
         sleep 0.05
     done
     t1=$(date +%s.%N)
-    cpu1=$(cpu_ticks "$CASE_PID")
-    rss=$(rss_peak_kib "$CASE_PID")
     failed_verdicts=null
     if [ "$case" != rotel ] && [ "${case#tc-}" -gt 0 ]; then
         # Every trace gets exactly one verdict of the bank model (pass, fail
@@ -165,6 +192,7 @@ for case in "${CASES[@]}"; do
             [ $SECONDS -lt $deadline ] || break
             sleep 0.2
         done
+        cpu1=$(cpu_ticks "$CASE_PID")
         sleep 0.5
         http GET "http://127.0.0.1:$ADMIN/metrics" >"$TMP/scrape.txt"
         judged=$(metric "$TMP/scrape.txt" tracecheck_model_verdicts_total 'model="overdraft-rolls-back"')
@@ -179,12 +207,14 @@ print(len(ids), len(set(ids)))' "$TMP/$case.fails.jsonl")"
         evicted=$(metric "$TMP/scrape.txt" tracecheck_traces_completed_total 'reason="evicted"')
         delays=$(delay_quantiles "$TMP/scrape.txt")
     else
+        cpu1=$(cpu_ticks "$CASE_PID")
         evicted=null
         judged=null
         watched=null
         watched_unique=null
         delays="nan nan nan"
     fi
+    rss=$(rss_peak_kib "$CASE_PID")
     kill -TERM "$CASE_PID" 2>/dev/null || true
     wait "$CASE_PID" 2>/dev/null || true
     stats=$(http GET "http://127.0.0.1:$SINK_STATS/stats")

@@ -27,11 +27,16 @@ pub enum BenchCommand {
     /// Receive OTLP traces and count them.
     Sink(SinkArgs),
     /// Print the benchmarks' model set as YAML: the bank model, nine models
-    /// matching every generated trace, the rest matching nothing.
+    /// (or `--matching`) matching every generated trace, the rest matching
+    /// nothing.
     Models {
         /// How many models.
         #[arg(long, default_value_t = 100)]
         count: usize,
+        /// How many of them (the bank model included) match every
+        /// generated trace; the rest match nothing.
+        #[arg(long, default_value_t = 10)]
+        matching: usize,
         /// Add the two verdict-timing models: `verdict-early` (can pass
         /// early) and `verdict-settled` (waits for the trace to settle).
         #[arg(long)]
@@ -252,10 +257,11 @@ pub async fn run(command: BenchCommand) -> Result<(), BenchError> {
         }
         BenchCommand::Models {
             count,
+            matching,
             timing,
             chain,
         } => {
-            let mut set = models::model_set(count);
+            let mut set = models::model_set_matching(count, matching);
             for (wanted, extra) in [
                 (timing, models::TIMING_MODELS),
                 (chain, models::CHAIN_MODEL),

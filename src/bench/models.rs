@@ -142,12 +142,19 @@ spec:
 /// `count` models as one YAML stream: the bank model, then up to nine
 /// matching models, then idle ones.
 pub fn model_set(count: usize) -> String {
+    model_set_matching(count, 10)
+}
+
+/// `count` models of which `matching` (the bank model among them) match
+/// every generated trace and have to be evaluated; the rest are idle.
+pub fn model_set_matching(count: usize, matching: usize) -> String {
+    let matching = matching.clamp(1, count.max(1));
     let mut docs = Vec::with_capacity(count);
     if count > 0 {
         docs.push(BANK_MODEL.to_owned());
     }
-    docs.extend((1..count.min(10)).map(matching_model));
-    docs.extend((10..count).map(idle_model));
+    docs.extend((1..matching.min(count)).map(matching_model));
+    docs.extend((matching..count).map(idle_model));
     docs.join("\n---\n")
 }
 
@@ -164,6 +171,29 @@ mod tests {
             assert_eq!(models.len(), count);
             crate::engine::Engine::compile(models)
                 .unwrap_or_else(|d| panic!("{count} models: {d:#?}"));
+        }
+    }
+
+    #[test]
+    fn a_set_with_more_matching_models_wakes_them_on_every_trace() {
+        use crate::bench::traffic::{Rng, TrafficGenerator, TrafficMix};
+        use crate::engine::{EvalContext, Trace};
+        let yaml = model_set_matching(1000, 100);
+        let docs = crate::model::load_str("set.yaml", &yaml).unwrap_or_else(|d| panic!("{d:#?}"));
+        let engine = crate::engine::Engine::compile(crate::model::models(&docs))
+            .unwrap_or_else(|d| panic!("{d:#?}"));
+        assert_eq!(engine.models().len(), 1000);
+        let mut g = TrafficGenerator::new(TrafficMix::default(), Rng::new(3));
+        for _ in 0..20 {
+            let request = g.next_trace().to_request();
+            let traces = Trace::from_resource_spans(&request.resource_spans);
+            let verdicts = engine.evaluate_woken(&traces[0], &EvalContext::default());
+            // The bank model skips web traces but is woken on bank ones.
+            assert!(
+                (99..=100).contains(&verdicts.len()),
+                "{} models evaluated",
+                verdicts.len()
+            );
         }
     }
 
