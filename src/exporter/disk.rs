@@ -123,6 +123,9 @@ struct Shared {
     /// Tests: the writer's next `fdatasync` fails.
     #[cfg(test)]
     fail_next_sync: AtomicBool,
+    /// Tests: the writer panics on its next record.
+    #[cfg(test)]
+    panic_next_append: AtomicBool,
 }
 
 impl Shared {
@@ -156,10 +159,13 @@ pub struct Reservation {
 impl DiskQueue {
     /// Opens (or creates) the directory, recovers what a previous process
     /// left, and starts the writer thread.
+    /// `alive` goes with the writer thread: should it die, the daemon
+    /// reports itself not live, for every append after it is refused.
     pub fn open(
         config: &DiskQueueConfig,
         metrics: Arc<Metrics>,
         labels: ExporterLabels,
+        alive: Option<crate::health::Alive>,
     ) -> Result<(DiskQueue, Reader), DiskQueueError> {
         let dir = config.directory.clone();
         if config.max_size_mib < MIN_SIZE_MIB {
@@ -224,6 +230,8 @@ impl DiskQueue {
             _lock: lock,
             #[cfg(test)]
             fail_next_sync: AtomicBool::new(false),
+            #[cfg(test)]
+            panic_next_append: AtomicBool::new(false),
         });
         shared.acks.lock().persist();
         shared.set_bytes_gauge();
@@ -251,7 +259,10 @@ impl DiskQueue {
             .saturating_mul(MIB);
         std::thread::Builder::new()
             .name("tracecheck-queue-writer".into())
-            .spawn(move || writer_loop(writer_shared, rx, segment, segment_max, policy))
+            .spawn(move || {
+                let _alive = alive;
+                writer_loop(writer_shared, rx, segment, segment_max, policy)
+            })
             .map_err(io_err("cannot start its writer thread"))?;
 
         let reader = Reader {
@@ -516,6 +527,10 @@ fn writer_loop(
         for msg in batch {
             match msg {
                 WriterMsg::Append { record, done } => {
+                    #[cfg(test)]
+                    if shared.panic_next_append.swap(false, Ordering::AcqRel) {
+                        panic!("injected queue writer panic");
+                    }
                     let r = segment.append(&record, segment_max, &shared.used);
                     if r.is_ok() {
                         dirty = true;

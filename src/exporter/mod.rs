@@ -268,7 +268,12 @@ impl Exporter {
                 (QueueKind::Memory(tx, bytes), Inbox::Memory(rx), None)
             }
             Some(dq) => {
-                let (q, reader) = disk::DiskQueue::open(dq, Arc::clone(&metrics), labels.clone())?;
+                let (q, reader) = disk::DiskQueue::open(
+                    dq,
+                    Arc::clone(&metrics),
+                    labels.clone(),
+                    Some(workers.alive("queue_writer")),
+                )?;
                 pending_spans.store(reader.backlog_spans(), Ordering::Relaxed);
                 (QueueKind::Disk(q.clone()), Inbox::Disk(reader), Some(q))
             }

@@ -66,7 +66,7 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
 /// A queue in `cfg`'s directory holding records `tags` of `size` bytes
 /// each, closed as a process leaves it.
 async fn write_closed(cfg: &DiskQueueConfig, tags: std::ops::Range<u32>, size: usize) {
-    let (q, _r) = DiskQueue::open(cfg, metrics(), labels()).unwrap();
+    let (q, _r) = DiskQueue::open(cfg, metrics(), labels(), None).unwrap();
     for tag in tags {
         append(&q, &item(tag, size)).await;
     }
@@ -97,7 +97,8 @@ async fn records_come_back_in_order_and_delivered_segments_are_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let m = metrics();
     // 1 MiB segments, ~100 KiB records: several segments.
-    let (q, mut r) = DiskQueue::open(&config(dir.path(), 64, 1), Arc::clone(&m), labels()).unwrap();
+    let (q, mut r) =
+        DiskQueue::open(&config(dir.path(), 64, 1), Arc::clone(&m), labels(), None).unwrap();
     for tag in 0..40 {
         append(&q, &item(tag, 100 * 1024)).await;
     }
@@ -135,7 +136,7 @@ async fn a_restart_resumes_at_the_delivered_prefix_and_counts_what_it_replays() 
     let sent_before: u64;
     {
         let m = metrics();
-        let (q, mut r) = DiskQueue::open(&cfg, Arc::clone(&m), labels()).unwrap();
+        let (q, mut r) = DiskQueue::open(&cfg, Arc::clone(&m), labels(), None).unwrap();
         for tag in 0..30 {
             append(&q, &item(tag, 64 * 1024)).await;
         }
@@ -149,7 +150,7 @@ async fn a_restart_resumes_at_the_delivered_prefix_and_counts_what_it_replays() 
         q.close().await;
     }
     let m = metrics();
-    let (q, mut r) = DiskQueue::open(&cfg, Arc::clone(&m), labels()).unwrap();
+    let (q, mut r) = DiskQueue::open(&cfg, Arc::clone(&m), labels(), None).unwrap();
     assert_eq!(counter(&m.exporter_queue_replayed_spans), sent_before);
     let backlog: u64 = (10u32..30).map(|t| u64::from(t % 7 + 1)).sum();
     assert_eq!(r.backlog_spans(), backlog);
@@ -183,7 +184,7 @@ async fn a_torn_record_at_the_end_is_cut_off_and_the_rest_delivered() {
     drop(f);
 
     let m = metrics();
-    let (q, mut r) = DiskQueue::open(&cfg, Arc::clone(&m), labels()).unwrap();
+    let (q, mut r) = DiskQueue::open(&cfg, Arc::clone(&m), labels(), None).unwrap();
     assert_eq!(counter(&m.exporter_queue_corrupt_segments), 1);
     assert_eq!(fs::metadata(&last).unwrap().len(), whole);
     for want in 0..5 {
@@ -212,7 +213,7 @@ async fn a_restart_keeps_the_records_after_damage_in_the_newest_segment() {
     flip_byte(&newest, third + HEADER + 100);
 
     let m = metrics();
-    let (q, mut r) = DiskQueue::open(&cfg, Arc::clone(&m), labels()).unwrap();
+    let (q, mut r) = DiskQueue::open(&cfg, Arc::clone(&m), labels(), None).unwrap();
     assert_eq!(fs::metadata(&newest).unwrap().len(), whole, "nothing cut");
     let mut tags = Vec::new();
     for _ in 0..4 {
@@ -233,7 +234,7 @@ async fn a_record_whose_fdatasync_failed_is_refused_and_never_forwarded() {
     let mut cfg = config(dir.path(), 64, 16);
     cfg.fsync = FsyncPolicy::Always;
     let m = metrics();
-    let (q, mut r) = DiskQueue::open(&cfg, Arc::clone(&m), labels()).unwrap();
+    let (q, mut r) = DiskQueue::open(&cfg, Arc::clone(&m), labels(), None).unwrap();
     append(&q, &item(0, 1000)).await;
     q.shared.fail_next_sync.store(true, Ordering::Release);
     let refused = item(1, 1000);
@@ -262,7 +263,7 @@ async fn a_damaged_record_is_skipped_counted_and_the_rest_still_sent() {
     flip_byte(&first, record + HEADER + 100);
 
     let m = metrics();
-    let (q, mut r) = DiskQueue::open(&cfg, Arc::clone(&m), labels()).unwrap();
+    let (q, mut r) = DiskQueue::open(&cfg, Arc::clone(&m), labels(), None).unwrap();
     let (it, _) = next(&mut r).await;
     assert_eq!(tag_of(&it), 0);
     // Only the damaged record is lost: reading goes on at the next whole
@@ -279,7 +280,7 @@ async fn a_damaged_record_is_skipped_counted_and_the_rest_still_sent() {
 #[tokio::test]
 async fn a_full_queue_refuses_and_room_comes_back_on_delivery() {
     let dir = tempfile::tempdir().unwrap();
-    let (q, mut r) = DiskQueue::open(&config(dir.path(), 8, 1), metrics(), labels()).unwrap();
+    let (q, mut r) = DiskQueue::open(&config(dir.path(), 8, 1), metrics(), labels(), None).unwrap();
     let mut appended = 0;
     while let Some(res) = q.reserve(200 * 1024) {
         res.append(&item(appended, 200 * 1024)).await.unwrap();
@@ -304,8 +305,8 @@ async fn a_full_queue_refuses_and_room_comes_back_on_delivery() {
 async fn one_process_per_directory() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), 64, 1);
-    let (q, _r) = DiskQueue::open(&cfg, metrics(), labels()).unwrap();
-    match DiskQueue::open(&cfg, metrics(), labels()) {
+    let (q, _r) = DiskQueue::open(&cfg, metrics(), labels(), None).unwrap();
+    match DiskQueue::open(&cfg, metrics(), labels(), None) {
         Err(DiskQueueError::Locked(d)) => assert_eq!(d, dir.path()),
         Err(e) => panic!("expected Locked, got {e}"),
         Ok(_) => panic!("a second queue opened the same directory"),
@@ -335,7 +336,7 @@ async fn damage_in_the_segment_being_written_skips_the_record_without_deleting_i
     let dir = tempfile::tempdir().unwrap();
     let m = metrics();
     let (q, mut r) =
-        DiskQueue::open(&config(dir.path(), 64, 16), Arc::clone(&m), labels()).unwrap();
+        DiskQueue::open(&config(dir.path(), 64, 16), Arc::clone(&m), labels(), None).unwrap();
     for tag in 0..3 {
         append(&q, &item(tag, 1000)).await;
     }
@@ -373,7 +374,7 @@ async fn damage_in_the_segment_being_written_skips_the_record_without_deleting_i
 #[test]
 fn a_queue_smaller_than_8_mib_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    match DiskQueue::open(&config(dir.path(), 2, 1), metrics(), labels()) {
+    match DiskQueue::open(&config(dir.path(), 2, 1), metrics(), labels(), None) {
         Err(DiskQueueError::TooSmall(_, 2)) => {}
         Err(e) => panic!("expected TooSmall, got {e}"),
         Ok(_) => panic!("a 2 MiB queue was opened"),
@@ -388,7 +389,7 @@ async fn new_segments_are_numbered_past_a_stale_ack_file() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), 64, 16);
     {
-        let (q, mut r) = DiskQueue::open(&cfg, metrics(), labels()).unwrap();
+        let (q, mut r) = DiskQueue::open(&cfg, metrics(), labels(), None).unwrap();
         append(&q, &item(1, 100)).await;
         let (_, rc) = next(&mut r).await;
         q.ack(&[rc]);
@@ -401,7 +402,7 @@ async fn new_segments_are_numbered_past_a_stale_ack_file() {
     for s in segments(dir.path()) {
         fs::remove_file(s).unwrap();
     }
-    let (q, mut r) = DiskQueue::open(&cfg, metrics(), labels()).unwrap();
+    let (q, mut r) = DiskQueue::open(&cfg, metrics(), labels(), None).unwrap();
     let live = segments(dir.path());
     assert_eq!(live.len(), 1);
     assert!(
@@ -412,4 +413,46 @@ async fn new_segments_are_numbered_past_a_stale_ack_file() {
     append(&q, &item(2, 100)).await;
     assert_eq!(tag_of(&next(&mut r).await.0), 2);
     q.close().await;
+}
+
+/// A writer that dies is not silent: the append waiting on it and every one
+/// after it are refused (the sender retries elsewhere or later), and the
+/// daemon reports itself not live, so that it is restarted and recovers
+/// the queue from disk.
+#[tokio::test]
+async fn a_dead_writer_refuses_appends_and_marks_the_daemon_not_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = metrics();
+    let workers = Arc::new(crate::health::Workers::new(Arc::clone(&m)));
+    let (q, mut r) = DiskQueue::open(
+        &config(dir.path(), 64, 1),
+        Arc::clone(&m),
+        labels(),
+        Some(workers.alive("queue_writer")),
+    )
+    .unwrap();
+    append(&q, &item(1, 100)).await;
+    assert_eq!(tag_of(&next(&mut r).await.0), 1);
+    assert!(workers.not_live().is_none());
+
+    q.shared.panic_next_append.store(true, Ordering::Release);
+    for tag in [2, 3] {
+        let it = item(tag, 100);
+        let bytes = crate::exporter::split::request_len(&it.resource_spans);
+        let answer = q.reserve(bytes).expect("room").append(&it).await;
+        assert!(answer.is_err(), "record {tag} taken by a dead writer");
+    }
+    // The guard drops as the writer's thread unwinds, just after the
+    // channels that refused the appends.
+    let mut why = None;
+    for _ in 0..100 {
+        why = workers.not_live();
+        if why.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let why = why.expect("not live after the writer died");
+    assert!(why.contains("queue_writer"), "{why}");
+    assert!(workers.not_ready().is_some());
 }
