@@ -1,4 +1,5 @@
-//! Durations as users write them: `500ms`, `2s`, `1.5m`, `1h`.
+//! Durations as users write them: `500ms`, `2s`, `1.5m`, `1h`, and Go's
+//! compound form the Collector's configs use (`1m30s`).
 
 use std::time::Duration;
 
@@ -15,31 +16,45 @@ pub enum DurationError {
     Invalid(String),
 }
 
-/// Parses `<number><unit>` with unit `ns`, `us`, `ms`, `s`, `m` or `h`.
+/// Parses a duration as Go writes it (the Collector's form): one or more
+/// `<number><unit>` parts, unit `ns`, `us` (`µs`), `ms`, `s`, `m` or `h`,
+/// e.g. `500ms`, `1.5m`, `1m30s`, `2h45m`; a bare `0` is zero.
 pub fn parse(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
     if s.is_empty() {
         return Err(DurationError::Empty);
     }
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(|| DurationError::NoUnit(s.to_owned()))?;
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| DurationError::Invalid(s.to_owned()))?;
-    let nanos_per_unit = match unit.trim() {
-        "ns" => 1.0,
-        "us" | "µs" => 1e3,
-        "ms" => 1e6,
-        "s" => 1e9,
-        "m" => 60e9,
-        "h" => 3600e9,
-        _ => return Err(DurationError::Invalid(s.to_owned())),
-    };
-    let nanos = value * nanos_per_unit;
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let invalid = || DurationError::Invalid(s.to_owned());
+    let mut rest = s;
+    let mut nanos = 0.0;
+    while !rest.is_empty() {
+        let split = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| DurationError::NoUnit(s.to_owned()))?;
+        let (num, tail) = rest.split_at(split);
+        let value: f64 = num.parse().map_err(|_| invalid())?;
+        let tail = tail.trim_start();
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.' || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_len);
+        let nanos_per_unit = match unit {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(invalid()),
+        };
+        nanos += value * nanos_per_unit;
+        rest = next.trim_start();
+    }
     if !nanos.is_finite() || nanos > u64::MAX as f64 {
-        return Err(DurationError::Invalid(s.to_owned()));
+        return Err(invalid());
     }
     Ok(Duration::from_nanos(nanos.round() as u64))
 }
@@ -101,6 +116,19 @@ mod tests {
         assert_eq!(parse("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse("10us"), Ok(Duration::from_micros(10)));
+    }
+
+    #[test]
+    fn go_durations_as_the_collector_writes_them() {
+        assert_eq!(parse("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse("2h45m"), Ok(Duration::from_secs(2 * 3600 + 45 * 60)));
+        assert_eq!(parse("1h0m0.5s"), Ok(Duration::from_millis(3_600_500)));
+        assert_eq!(parse("1s500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse("0"), Ok(Duration::ZERO));
+        assert_eq!(parse("200 ms"), Ok(Duration::from_millis(200)));
+        assert_eq!(parse("1m30"), Err(DurationError::NoUnit("1m30".into())));
+        assert_eq!(parse("1m-30s"), Err(DurationError::Invalid("1m-30s".into())));
+        assert_eq!(parse("m"), Err(DurationError::Invalid("m".into())));
     }
 
     #[test]
