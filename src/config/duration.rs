@@ -127,7 +127,10 @@ mod tests {
         assert_eq!(parse("0"), Ok(Duration::ZERO));
         assert_eq!(parse("200 ms"), Ok(Duration::from_millis(200)));
         assert_eq!(parse("1m30"), Err(DurationError::NoUnit("1m30".into())));
-        assert_eq!(parse("1m-30s"), Err(DurationError::Invalid("1m-30s".into())));
+        assert_eq!(
+            parse("1m-30s"),
+            Err(DurationError::Invalid("1m-30s".into()))
+        );
         assert_eq!(parse("m"), Err(DurationError::Invalid("m".into())));
     }
 

@@ -1,10 +1,16 @@
 //! `${env:NAME}` and `${env:NAME:-default}` expansion, as the Collector does it.
 //!
-//! Expansion runs on the file's text before YAML parsing, one line at a time,
-//! so line numbers in later errors still point at the user's file. `$$` is a
+//! The Collector expands references in parsed values. Here expansion runs
+//! on the file's text, one line at a time, so that line numbers in later
+//! errors still point at the user's file, but it keeps the Collector's
+//! meaning: comments are left alone (a `${x}` there is no error and no
+//! warning), and a value is taken as it is, whatever YAML would make of
+//! it: inside quotes it is escaped for them, and a value that is a whole
+//! plain scalar and would not read back as itself (`a: b`, `#`, a leading
+//! `*`, a line break) is written as a double-quoted string. `$$` is a
 //! literal `$`. An unset variable without a default expands to the empty
-//! string (the Collector's rule), and the name is reported so the caller can
-//! warn about it.
+//! string (the Collector's rule), and the name is reported so the caller
+//! can warn about it.
 
 /// Why expansion failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,7 +49,8 @@ pub fn expand(
         unset: Vec::new(),
     };
     for (line_idx, line) in text.split_inclusive('\n').enumerate() {
-        let mut rest = line;
+        let code = &line[..comment_start(line)];
+        let mut rest = code;
         let mut col = 1;
         while let Some(pos) = rest.find('$') {
             out.text.push_str(&rest[..pos]);
@@ -83,18 +90,127 @@ pub fn expand(
             if !valid {
                 return Err(err(ExpandErrorKind::BadName(name.to_owned())));
             }
-            match (lookup(name), default) {
-                (Some(v), _) if !(v.is_empty() && default.is_some()) => out.text.push_str(&v),
-                (_, Some(d)) => out.text.push_str(d),
-                (_, None) => out.unset.push(name.to_owned()),
-            }
+            let value = match (lookup(name), default) {
+                (Some(v), _) if !(v.is_empty() && default.is_some()) => v,
+                (_, Some(d)) => d.to_owned(),
+                (_, None) => {
+                    out.unset.push(name.to_owned());
+                    String::new()
+                }
+            };
             let consumed = 2 + end + 1;
+            let offset = code.len() - rest.len() + pos;
+            let whole = whole_plain_scalar(&code[..offset], &code[offset + consumed..]);
+            push_value(&mut out.text, &value, quoting(&code[..offset]), whole);
             col += body.chars().count() + 3;
             rest = &rest[pos + consumed..];
         }
         out.text.push_str(rest);
+        out.text.push_str(&line[code.len()..]);
     }
     Ok(out)
+}
+
+/// The quotes a position on a line is inside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quotes {
+    None,
+    Single,
+    Double,
+}
+
+/// Which quotes are open at the end of `before` (a line's start).
+fn quoting(before: &str) -> Quotes {
+    let mut q = Quotes::None;
+    let mut chars = before.chars().peekable();
+    while let Some(c) = chars.next() {
+        q = match (q, c) {
+            (Quotes::None, '\'') => Quotes::Single,
+            (Quotes::None, '"') => Quotes::Double,
+            // `''` inside single quotes is one quote.
+            (Quotes::Single, '\'') if chars.peek() == Some(&'\'') => {
+                chars.next();
+                Quotes::Single
+            }
+            (Quotes::Single, '\'') | (Quotes::Double, '"') => Quotes::None,
+            (Quotes::Double, '\\') => {
+                chars.next();
+                Quotes::Double
+            }
+            (q, _) => q,
+        };
+    }
+    q
+}
+
+/// Where a line's comment begins (its length if it has none): a `#` outside
+/// quotes, at the start or after white space.
+fn comment_start(line: &str) -> usize {
+    let mut prev_space = true;
+    let mut i = 0;
+    while i < line.len() {
+        let Some(c) = line[i..].chars().next() else {
+            break;
+        };
+        if c == '#' && prev_space && quoting(&line[..i]) == Quotes::None {
+            return i;
+        }
+        prev_space = c.is_whitespace();
+        i += c.len_utf8();
+    }
+    line.len()
+}
+
+/// Whether a reference between `before` and `after` on its line is a whole
+/// plain scalar: after `key: `, `- ` or a flow's `[`/`{`/`,`, and followed
+/// only by the end, a flow's `,`/`]`/`}`, or white space.
+fn whole_plain_scalar(before: &str, after: &str) -> bool {
+    let b = before.trim_end();
+    let starts = before.len() > b.len() || before.is_empty();
+    let opens = b.is_empty()
+        || b.ends_with(':')
+        || b.trim_start() == "-"
+        || b.ends_with(" -")
+        || b.ends_with(['[', '{', ',']);
+    let a = after.trim_start();
+    let ends = a.is_empty() || a.starts_with([',', ']', '}']);
+    (starts || b.ends_with(['[', '{', ','])) && opens && ends
+}
+
+/// Whether YAML reads `v`, written plain, back as the same string (or the
+/// number or boolean it spells, as the Collector's typed fields take it).
+fn reads_back_plain(v: &str) -> bool {
+    v.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._-/:@+=~%()".contains(c))
+        && !v.contains(": ")
+        && !v.ends_with(':')
+        && !v.starts_with(['-', '%', '@', ':'])
+}
+
+fn push_value(out: &mut String, v: &str, quotes: Quotes, whole: bool) {
+    match quotes {
+        Quotes::Single => out.push_str(&v.replace('\'', "''")),
+        Quotes::Double => push_escaped(out, v),
+        Quotes::None if whole && !v.is_empty() && !reads_back_plain(v) => {
+            out.push('"');
+            push_escaped(out, v);
+            out.push('"');
+        }
+        Quotes::None => out.push_str(v),
+    }
+}
+
+fn push_escaped(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -129,5 +245,47 @@ mod tests {
         assert_eq!(e.kind, ExpandErrorKind::Unterminated);
         let e = expand("x: ${env:1A}", env).unwrap_err();
         assert_eq!(e.kind, ExpandErrorKind::BadName("1A".into()));
+    }
+
+    #[test]
+    fn comments_are_left_alone() {
+        let e = expand(
+            "# set ${env:TOKEN} or ${bad}\na: ${env:TOKEN} # not ${env:NOPE}\nb: \"x # ${env:TOKEN}\"\nc: d#${env:TOKEN}\n",
+            env,
+        )
+        .unwrap();
+        assert_eq!(
+            e.text,
+            "# set ${env:TOKEN} or ${bad}\na: s3cret # not ${env:NOPE}\nb: \"x # s3cret\"\nc: d#s3cret\n"
+        );
+        assert!(e.unset.is_empty(), "{:?}", e.unset);
+    }
+
+    #[test]
+    fn values_are_taken_as_they_are() {
+        let lookup = |name: &str| match name {
+            "COLON" => Some("a: b".to_owned()),
+            "HASH" => Some("x #y".to_owned()),
+            "QUOTE" => Some("it's \"q\"\\".to_owned()),
+            "STAR" => Some("*alias".to_owned()),
+            "PORT" => Some("4317".to_owned()),
+            "HOST" => Some("jaeger.example:4317".to_owned()),
+            _ => None,
+        };
+        let text = "a: ${env:COLON}\nb: ${env:HASH}\nc: \"${env:QUOTE}\"\nd: '${env:QUOTE}'\ne: ${env:STAR}\nf: ${env:PORT}\ng: http://${env:HOST}/x\nh: { k: ${env:COLON}, n: ${env:PORT} }\ni:\n  - ${env:HASH}\n";
+        let e = expand(text, lookup).unwrap();
+        let v: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&e.text).unwrap_or_else(|err| panic!("{err}\n{}", e.text));
+        let s = |k: &str| v[k].as_str().map(str::to_owned);
+        assert_eq!(s("a").as_deref(), Some("a: b"));
+        assert_eq!(s("b").as_deref(), Some("x #y"));
+        assert_eq!(s("c").as_deref(), Some("it's \"q\"\\"));
+        assert_eq!(s("d").as_deref(), Some("it's \"q\"\\"));
+        assert_eq!(s("e").as_deref(), Some("*alias"));
+        assert_eq!(v["f"].as_u64(), Some(4317));
+        assert_eq!(s("g").as_deref(), Some("http://jaeger.example:4317/x"));
+        assert_eq!(v["h"]["k"].as_str(), Some("a: b"));
+        assert_eq!(v["h"]["n"].as_u64(), Some(4317));
+        assert_eq!(v["i"][0].as_str(), Some("x #y"));
     }
 }
