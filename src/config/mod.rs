@@ -160,6 +160,15 @@ impl Config {
             serde_yaml_ng::from_str::<Config>(&expanded.text)
                 .map_err(|e| yaml_error(origin, &expanded.text, &e))?
         };
+        let mut config = config;
+        config
+            .receivers
+            .otlp
+            .normalize()
+            .map_err(|message| ConfigError::Unpositioned {
+                file: origin.to_owned(),
+                message,
+            })?;
         config.validate(origin)?;
         Ok(Loaded {
             config,
@@ -232,8 +241,17 @@ impl Config {
                 ));
             }
         }
+        let otlp = &self.receivers.otlp;
         for (key, auth) in [
-            ("receivers.otlp.auth", &self.receivers.otlp.auth),
+            ("receivers.otlp.auth", &otlp.auth),
+            (
+                "receivers.otlp.protocols.grpc.auth",
+                &otlp.grpc.as_ref().and_then(|g| g.auth.clone()),
+            ),
+            (
+                "receivers.otlp.protocols.http.auth",
+                &otlp.http.as_ref().and_then(|h| h.auth.clone()),
+            ),
             ("admin.auth", &self.admin.auth),
             (
                 "exporters.otlp.auth",

@@ -71,6 +71,47 @@ fn listed_protocols_only() {
     );
 }
 
+/// A Collector's receiver section, pasted in.
+#[test]
+fn the_collectors_receiver_section() {
+    let c = parse(
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: localhost:4317\n        auth: { bearer_token: \"${env:TOKEN}\" }\n      http:\n        endpoint: \"[::]:4318\"\n",
+    )
+    .unwrap();
+    let otlp = &c.receivers.otlp;
+    let grpc = otlp.grpc.as_ref().unwrap();
+    assert!(grpc.endpoint.ip().is_loopback());
+    assert_eq!(grpc.endpoint.port(), 4317);
+    assert!(grpc.auth.is_some());
+    assert_eq!(
+        otlp.http.as_ref().unwrap().endpoint.to_string(),
+        "[::]:4318"
+    );
+    assert!(otlp.protocols.is_none(), "moved into place");
+
+    // Listed without settings: on, on the defaults.
+    let c = parse("receivers:\n  otlp:\n    protocols:\n      grpc:\n").unwrap();
+    assert_eq!(
+        c.receivers.otlp.grpc.unwrap().endpoint.to_string(),
+        "127.0.0.1:4317"
+    );
+    assert!(c.receivers.otlp.http.is_none(), "not listed: off");
+
+    let msg = parse(
+        "receivers:\n  otlp:\n    protocols: { grpc: }\n    http: { endpoint: 0.0.0.0:4318 }\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(msg.contains("not both"), "{msg}");
+    let msg = parse("receivers:\n  otlp:\n    protocols: { grpc: { auth: {} } }\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("receivers.otlp.protocols.grpc.auth: set exactly one"),
+        "{msg}"
+    );
+}
+
 #[test]
 fn relations_are_checked() {
     assert!(parse("assembler: { max_spans: 0 }\n").is_err());

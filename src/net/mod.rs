@@ -5,12 +5,14 @@
 //! - [`TlsIncoming`]: the accept loop of a TLS listener, feeding both tonic
 //!   (as a stream) and axum (as a listener);
 //! - [`auth`]: bearer tokens, checked on headers before a body is read;
-//! - [`secret`]: [`Secret`](secret::Secret), which never prints its value.
+//! - [`secret`]: [`Secret`](secret::Secret), which never prints its value;
+//! - [`listen`]: listen addresses in the Collector's `host:port` forms.
 //!
 //! Without `tls:` the listeners do not come through here at all: plain TCP
 //! is served exactly as before.
 
 pub mod auth;
+pub mod listen;
 pub mod secret;
 pub mod tls;
 mod watch;

@@ -15,6 +15,7 @@ impl Default for ReceiversConfig {
     fn default() -> Self {
         Self {
             otlp: OtlpReceiverConfig {
+                protocols: None,
                 grpc: Some(GrpcConfig::default()),
                 http: Some(HttpConfig::default()),
                 tls: None,
@@ -26,23 +27,69 @@ impl Default for ReceiversConfig {
 }
 
 /// `receivers.otlp`: a protocol that is not listed is not started, as in the
-/// Collector. Both are on in the embedded defaults.
+/// Collector; one listed with no settings (`grpc:`) is started on its
+/// defaults. Both are on in the embedded defaults. The protocols go under
+/// `protocols:` as in the Collector; written directly under `otlp:` (the
+/// short form) they mean the same.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpReceiverConfig {
+    /// The Collector's nesting; moved into `grpc` and `http` once read
+    /// ([`OtlpReceiverConfig::normalize`]).
+    #[serde(default, skip_serializing)]
+    pub protocols: Option<ProtocolsConfig>,
+    #[serde(default, deserialize_with = "listed")]
     pub grpc: Option<GrpcConfig>,
+    #[serde(default, deserialize_with = "listed")]
     pub http: Option<HttpConfig>,
     /// TLS on both receivers (the Collector's configtls server keys);
-    /// absent → plain TCP.
+    /// absent → plain TCP. A protocol's own `tls` takes its place.
     #[serde(default)]
     pub tls: Option<crate::net::tls::ServerTlsConfig>,
     /// Senders must send `Authorization: Bearer <token>` (the Collector's
-    /// bearertokenauth); absent → no authentication.
+    /// bearertokenauth); absent → no authentication. A protocol's own
+    /// `auth` takes its place.
     #[serde(default)]
     pub auth: Option<crate::net::auth::AuthConfig>,
     /// Per-span input limits, on both protocols.
     #[serde(default)]
     pub limits: LimitsConfig,
+}
+
+/// `receivers.otlp.protocols`
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProtocolsConfig {
+    #[serde(default, deserialize_with = "listed")]
+    pub grpc: Option<GrpcConfig>,
+    #[serde(default, deserialize_with = "listed")]
+    pub http: Option<HttpConfig>,
+}
+
+/// A protocol listed with no settings (`grpc:`, YAML's null) is on with
+/// its defaults, as in the Collector; one not listed stays off.
+fn listed<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Option::<T>::deserialize(d).map(|t| Some(t.unwrap_or_default()))
+}
+
+impl OtlpReceiverConfig {
+    /// Moves `protocols:` into place. Both forms at once would leave it
+    /// unclear which was meant.
+    pub fn normalize(&mut self) -> Result<(), String> {
+        let Some(p) = self.protocols.take() else {
+            return Ok(());
+        };
+        if self.grpc.is_some() || self.http.is_some() {
+            return Err("receivers.otlp: write grpc and http under protocols: (the Collector's form) or directly under otlp:, not both".into());
+        }
+        self.grpc = p.grpc;
+        self.http = p.http;
+        Ok(())
+    }
 }
 
 /// `receivers.otlp.limits`: spans beyond them are rejected through OTLP
@@ -83,16 +130,26 @@ impl LimitsConfig {
     }
 }
 
-/// `receivers.otlp.grpc`
+/// `receivers.otlp.protocols.grpc`
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GrpcConfig {
-    /// Address to listen on; loopback unless configured.
-    #[serde(default = "default_grpc_endpoint")]
+    /// Address to listen on (`host:port`, a hostname resolved once);
+    /// loopback unless configured.
+    #[serde(
+        default = "default_grpc_endpoint",
+        deserialize_with = "crate::net::listen::deserialize"
+    )]
     pub endpoint: SocketAddr,
     /// Largest accepted message, after decompression, in MiB.
     #[serde(default = "default_max_recv_msg_size_mib")]
     pub max_recv_msg_size_mib: usize,
+    /// TLS on this receiver, in place of `receivers.otlp.tls`.
+    #[serde(default)]
+    pub tls: Option<crate::net::tls::ServerTlsConfig>,
+    /// A bearer token on this receiver, in place of `receivers.otlp.auth`.
+    #[serde(default)]
+    pub auth: Option<crate::net::auth::AuthConfig>,
 }
 
 impl Default for GrpcConfig {
@@ -100,21 +157,33 @@ impl Default for GrpcConfig {
         Self {
             endpoint: default_grpc_endpoint(),
             max_recv_msg_size_mib: default_max_recv_msg_size_mib(),
+            tls: None,
+            auth: None,
         }
     }
 }
 
-/// `receivers.otlp.http`
+/// `receivers.otlp.protocols.http`
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Address to listen on; loopback unless configured.
-    #[serde(default = "default_http_endpoint")]
+    /// Address to listen on (`host:port`, a hostname resolved once);
+    /// loopback unless configured.
+    #[serde(
+        default = "default_http_endpoint",
+        deserialize_with = "crate::net::listen::deserialize"
+    )]
     pub endpoint: SocketAddr,
     /// Largest accepted body, after decompression, in MiB (the Collector's
     /// default is 20).
     #[serde(default = "default_max_request_body_size_mib")]
     pub max_request_body_size_mib: usize,
+    /// TLS on this receiver, in place of `receivers.otlp.tls`.
+    #[serde(default)]
+    pub tls: Option<crate::net::tls::ServerTlsConfig>,
+    /// A bearer token on this receiver, in place of `receivers.otlp.auth`.
+    #[serde(default)]
+    pub auth: Option<crate::net::auth::AuthConfig>,
 }
 
 impl Default for HttpConfig {
@@ -122,6 +191,8 @@ impl Default for HttpConfig {
         Self {
             endpoint: default_http_endpoint(),
             max_request_body_size_mib: default_max_request_body_size_mib(),
+            tls: None,
+            auth: None,
         }
     }
 }

@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use self::config::OtlpReceiverConfig;
 use self::ingest::Ingest;
-use crate::net::auth::{AuthError, BearerToken};
-use crate::net::tls::{ServerTls, TlsError};
+use crate::net::auth::{AuthConfig, AuthError, BearerToken};
+use crate::net::tls::{ServerTls, ServerTlsConfig, TlsError};
 use crate::net::TlsIncoming;
 use crate::results::metrics::{Metrics, RefuseReason, Transport};
 
@@ -79,25 +79,52 @@ impl Receivers {
         let mut tasks = Vec::new();
         let mut grpc_addr = None;
         let mut http_addr = None;
-        let token = match &config.auth {
+        // A protocol's own `auth` and `tls` take the place of the shared ones.
+        let token = |own: Option<&AuthConfig>, key: &'static str| match own {
             Some(a) => {
-                let t = BearerToken::load(a, "receivers.otlp.auth")?;
+                let t = BearerToken::load(a, key)?;
                 t.spawn_watch(stop.clone());
-                Some(t)
+                Ok::<_, ReceiverError>(Some(t))
             }
-            None => None,
+            None => match &config.auth {
+                Some(a) => {
+                    let t = BearerToken::load(a, "receivers.otlp.auth")?;
+                    t.spawn_watch(stop.clone());
+                    Ok(Some(t))
+                }
+                None => Ok(None),
+            },
         };
         // Loaded before anything is bound, so that a bad certificate stops
         // the start with nothing half running.
-        let tls = |alpn| {
-            config
-                .tls
-                .as_ref()
-                .map(|t| ServerTls::load(t, "receivers.otlp.tls", alpn))
-                .transpose()
+        let tls = |own: Option<&ServerTlsConfig>, key: &'static str, alpn| {
+            match own {
+                Some(t) => Some((t, key)),
+                None => config.tls.as_ref().map(|t| (t, "receivers.otlp.tls")),
+            }
+            .map(|(t, key)| ServerTls::load(t, key, alpn))
+            .transpose()
         };
-        let grpc_tls = tls(ALPN_H2)?;
-        let http_tls = tls(ALPN_H2_HTTP1)?;
+        let grpc = config.grpc.as_ref();
+        let http = config.http.as_ref();
+        let grpc_tls = tls(
+            grpc.and_then(|g| g.tls.as_ref()),
+            "receivers.otlp.protocols.grpc.tls",
+            ALPN_H2,
+        )?;
+        let http_tls = tls(
+            http.and_then(|h| h.tls.as_ref()),
+            "receivers.otlp.protocols.http.tls",
+            ALPN_H2_HTTP1,
+        )?;
+        let grpc_token = token(
+            grpc.and_then(|g| g.auth.as_ref()),
+            "receivers.otlp.protocols.grpc.auth",
+        )?;
+        let http_token = token(
+            http.and_then(|h| h.auth.as_ref()),
+            "receivers.otlp.protocols.http.auth",
+        )?;
         let limits = config.limits.walk_limits();
         if let Some(g) = &config.grpc {
             let listener = bind(g.endpoint, "OTLP gRPC").await?;
@@ -114,7 +141,7 @@ impl Receivers {
                     let metrics = Arc::clone(&metrics);
                     move |r| refusal_status(r, &metrics)
                 }))
-                .layer(grpc::BearerAuth::layer(token.clone(), Arc::clone(&metrics)))
+                .layer(grpc::BearerAuth::layer(grpc_token, Arc::clone(&metrics)))
                 .add_service(svc);
             let shutdown = stop.clone().cancelled_owned();
             let stopped = |e: tonic::transport::Error| {
@@ -146,7 +173,7 @@ impl Receivers {
                 h.max_request_body_size_mib * MIB,
                 limits,
             );
-            let app = http::with_auth(app, token.clone(), Arc::clone(&metrics));
+            let app = http::with_auth(app, http_token, Arc::clone(&metrics));
             let shutdown = stop.clone().cancelled_owned();
             let stopped = |e: std::io::Error| {
                 tracing::error!(error = %e, "OTLP HTTP receiver stopped.");

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
-    /// Loopback unless configured: the API can reload models.
+    /// Loopback unless configured: the API can reload models. `host:port`
+    /// as the receivers' endpoints.
+    #[serde(deserialize_with = "crate::net::listen::deserialize")]
     pub endpoint: SocketAddr,
     /// TLS on the admin port (HTTP and the gRPC API alike); absent → plain.
     pub tls: Option<crate::net::tls::ServerTlsConfig>,

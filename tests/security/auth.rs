@@ -141,6 +141,51 @@ async fn http_receiver_refuses_missing_and_wrong_tokens() {
     daemon.shutdown().await;
 }
 
+/// A protocol's own `auth` (the Collector's place for it,
+/// `receivers.otlp.protocols.http.auth`) guards that protocol alone: the
+/// HTTP receiver wants the token, the gRPC one beside it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocols_own_token_guards_that_protocol_alone() {
+    use prost::Message as _;
+    let mut config = util::config();
+    if let Some(http) = config.receivers.otlp.http.as_mut() {
+        http.auth = auth();
+    }
+    let daemon = util::start_daemon(config).await;
+    let body = util::request_of(3, 5).encode_to_vec();
+    let post = |token: Option<&str>| {
+        let mut req = util::http_client()
+            .post(util::http_url(&daemon))
+            .header("content-type", "application/x-protobuf")
+            .body(body.clone());
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        req.send()
+    };
+    let resp = bounded("POST", post(None)).await.expect("answered");
+    assert_eq!(resp.status(), 401);
+    let resp = bounded("POST", post(Some(TOKEN))).await.expect("answered");
+    assert_eq!(resp.status(), 200);
+    let mut client = util::grpc_client(&daemon).await;
+    bounded(
+        "export",
+        client.export(with_token(util::request_of(4, 6), None)),
+    )
+    .await
+    .expect("gRPC has no token to ask for");
+    assert_eq!(
+        util::metric(
+            daemon.admin_addr,
+            "tracecheck_receiver_accepted_spans_total",
+            &[]
+        )
+        .await,
+        7.0
+    );
+    daemon.shutdown().await;
+}
+
 /// A token file is re-read when it changes: the new token is taken, the
 /// old one refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
