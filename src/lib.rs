@@ -14,6 +14,7 @@
 pub mod assembler;
 pub mod bench;
 pub mod check;
+pub mod civil;
 pub mod config;
 pub mod daemon;
 pub mod engine;

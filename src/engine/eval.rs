@@ -242,6 +242,7 @@ impl<'a> Env<'a> {
                 }),
                 Builtin::TraceId => Cow::Owned(Value::str(&self.trace.trace_id().to_string())),
                 Builtin::Events => Cow::Owned(self.trace.events_value(span?)),
+                Builtin::SpanEvents => Cow::Owned(self.trace.span_events_text(span?)),
                 Builtin::SelectedSpansCount
                 | Builtin::ResponseStatus
                 | Builtin::ResponseBody

@@ -562,6 +562,91 @@ check!(
     "attr:events | count = 1",
     true
 );
+// Tracetest's `span.events` is JSON text (server/traces/span_entitiess.go):
+// the Pokeshop quick start's `not-contains "exception"` is a text search.
+check!(
+    span_events_not_contains_passes_without_events,
+    r#"span[name = "Charge"]"#,
+    r#"attr:span.events not-contains "exception""#,
+    true
+);
+check!(
+    span_events_not_contains_fails_on_an_exception,
+    r#"span[name = "orders process"]"#,
+    r#"attr:span.events not-contains "exception""#,
+    false
+);
+check!(
+    span_events_empty_is_an_empty_json_array,
+    r#"span[name = "Charge"]"#,
+    r#"attr:span.events = "[]""#,
+    true
+);
+check!(
+    span_events_json_path_name,
+    r#"span[name = "orders process"]"#,
+    r#"attr:span.events | json_path '$[0].name' = "exception""#,
+    true
+);
+check!(
+    span_events_json_path_attribute,
+    r#"span[name = "orders process"]"#,
+    r#"attr:span.events | json_path '$[0].attributes["exception.message"]' = "boom""#,
+    true
+);
+check!(
+    span_events_in_a_selector,
+    r#"span[span.events contains "boom"]"#,
+    r#"attr:name = "orders process""#,
+    true
+);
+
+#[test]
+fn span_events_text_is_tracetests() {
+    // TestEventsAreInjectedIntoAttributes (server/traces/traces_test.go),
+    // with the timestamp Tracetest writes and values as strings.
+    let mut s = sp(1, None, "Root", 0, 10);
+    for (name, key, time) in [
+        ("event 1", "attribute1", 1_700_000_000_000_000_000),
+        ("event 2", "attribute2", 0),
+    ] {
+        s.events.push(Event {
+            name: name.to_string(),
+            time_unix_nano: time,
+            attributes: vec![kv(key, sv("value")), kv("n", iv(3)), kv("n", iv(4))],
+            ..Default::default()
+        });
+    }
+    let t = trace_of(vec![rs("svc", vec![s, sp(2, Some(1), "child", 1, 2)])]);
+    assert_eq!(
+        t.span_events_text(0),
+        Value::str(concat!(
+            r#"[{"name":"event 1","timestamp":"2023-11-14T22:13:20Z","attributes":{"attribute1":"value","n":"4"}},"#,
+            r#"{"name":"event 2","timestamp":"0001-01-01T00:00:00Z","attributes":{"attribute2":"value","n":"4"}}]"#
+        ))
+    );
+    assert_eq!(t.span_events_text(1), Value::str("[]"));
+}
+
+#[test]
+fn span_events_kept_for_an_engine_that_reads_them() {
+    use prost::Message as _;
+    let e = engine(&spec_model(
+        r#"span[name = "orders process"]"#,
+        r#"attr:span.events contains "boom""#,
+    ));
+    let mut b = TraceBuilder::keeping(crate::ids::TraceId(TRACE), e.key_set().clone());
+    let mut s = sp(7, None, "orders process", 0, 1);
+    s.events.push(Event {
+        name: "exception".to_string(),
+        attributes: vec![kv("exception.message", sv("boom"))],
+        ..Default::default()
+    });
+    b.add_encoded(&[], &s.encode_to_vec()).unwrap();
+    let v = e.evaluate(&b.build(), &EvalContext::default());
+    assert_eq!(v[0].verdict, Verdict::Pass);
+}
+
 check!(
     attr_selected_count,
     "span[tracetest.span.type = \"database\"]",

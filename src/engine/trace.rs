@@ -9,7 +9,7 @@
 //! table of a trace built for an engine is the engine's, shared.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Maps keyed by span names and ids are looked up for every model on every
 /// trace; SipHash's DoS resistance buys nothing for data already inside the
@@ -493,6 +493,49 @@ impl Trace {
         )
     }
 
+    /// The events as the JSON text Tracetest's `span.events` holds
+    /// (`server/traces/span_entitiess.go`): `[{"name":…,"timestamp":…,
+    /// "attributes":{…}}]`, `[]` for none. A timestamp is RFC 3339 in UTC
+    /// (Go's zero time for an event without one), attribute values are
+    /// strings with their keys in order, as a Go map marshals them; a
+    /// repeated key keeps its last value, as Tracetest's `Set` does.
+    pub(crate) fn span_events_text(&self, index: SpanIndex) -> Value {
+        let Some(s) = self.spans.get(index as usize) else {
+            return Value::str("[]");
+        };
+        let mut out = String::from("[");
+        for (i, e) in s.events.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let timestamp = if e.time == 0 {
+                "0001-01-01T00:00:00Z".to_string()
+            } else {
+                crate::civil::Utc::from_unix_nanos(e.time).rfc3339_nano()
+            };
+            let mut attrs: BTreeMap<&str, String> = BTreeMap::new();
+            for (k, v) in &e.attrs {
+                attrs.insert(k, v.to_string());
+            }
+            out.push_str("{\"name\":");
+            out.push_str(&json_string(&e.name));
+            out.push_str(",\"timestamp\":");
+            out.push_str(&json_string(&timestamp));
+            out.push_str(",\"attributes\":{");
+            for (j, (k, v)) in attrs.iter().enumerate() {
+                if j > 0 {
+                    out.push(',');
+                }
+                out.push_str(&json_string(k));
+                out.push(':');
+                out.push_str(&json_string(v));
+            }
+            out.push_str("}}");
+        }
+        out.push(']');
+        Value::Str(out.into())
+    }
+
     pub(crate) fn duration(&self, index: SpanIndex) -> Option<Duration> {
         let s = self.spans.get(index as usize)?;
         Some(Duration::from_nanos(s.end.saturating_sub(s.start)))
@@ -860,8 +903,12 @@ impl TraceBuilder {
                 11 => {
                     expect(wire, LEN)?;
                     let event = r.len_delimited()?;
-                    // Only `attr:events` reads them.
-                    if self.keep.as_ref().is_none_or(|k| k.contains("events")) {
+                    // Only `attr:events` and `attr:span.events` read them.
+                    if self
+                        .keep
+                        .as_ref()
+                        .is_none_or(|k| k.contains("events") || k.contains("span.events"))
+                    {
                         events.push(encoded_event(event)?);
                     }
                 }
@@ -1207,6 +1254,11 @@ fn encoded_event(buf: &[u8]) -> Result<EventData, Malformed> {
         time,
         attrs,
     })
+}
+
+fn json_string(s: &str) -> String {
+    // Serialising a `str` cannot fail.
+    serde_json::to_string(s).unwrap_or_default()
 }
 
 fn kv_list(kvs: &[KeyValue]) -> Vec<(Arc<str>, Value)> {

@@ -16,6 +16,9 @@ pub enum Builtin {
     ParentId,
     TraceId,
     Events,
+    /// Tracetest's `span.events`: the events as the JSON text Tracetest
+    /// stores in that attribute, which its files test with `contains`.
+    SpanEvents,
     SelectedSpansCount,
     ResponseStatus,
     ResponseBody,
@@ -51,6 +54,7 @@ impl Builtin {
             "parent_id" | "tracetest.span.parent_id" => Builtin::ParentId,
             "trace_id" | "tracetest.trace.id" => Builtin::TraceId,
             "events" => Builtin::Events,
+            "span.events" => Builtin::SpanEvents,
             "tracetest.selected_spans.count" => Builtin::SelectedSpansCount,
             "tracetest.response.status" => Builtin::ResponseStatus,
             "tracetest.response.body" => Builtin::ResponseBody,
