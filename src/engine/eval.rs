@@ -764,10 +764,13 @@ pub(crate) fn apply_filter(f: &CFilter, v: &Value) -> Result<Value, EvalError> {
             .last()
             .cloned()
             .ok_or_else(|| EvalError::Invalid("last: empty list".to_string()))?,
-        CFilter::Type => Value::str(v.type_name()),
-        // Tracetest: "the size of the input array; a single value is 1".
+        CFilter::Type => Value::str(v.tracetest_type()),
+        // Tracetest (`server/expression/filters/length.go`): the items of a
+        // list, the bytes of a string. Tracetest refuses other values; here
+        // a single one counts 1.
         CFilter::Length => Value::Int(match v {
             Value::Array(a) => a.len(),
+            Value::Str(s) => s.len(),
             _ => 1,
         } as i64),
     })

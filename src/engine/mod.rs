@@ -198,14 +198,15 @@ pub struct TriggerResponse {
 
 impl TriggerResponse {
     fn headers_value(&self) -> Value {
-        // Tracetest's shape: a list of {Key, Value}.
+        // Tracetest's shape: a list of {key, value}, its trigger's
+        // `HTTPHeader` in JSON (`agent/workers/trigger/http.go`).
         Value::Array(
             self.headers
                 .iter()
                 .map(|(k, v)| {
                     Value::Map(vec![
-                        (Arc::from("Key"), Value::str(k)),
-                        (Arc::from("Value"), Value::str(v)),
+                        (Arc::from("key"), Value::str(k)),
+                        (Arc::from("value"), Value::str(v)),
                     ])
                 })
                 .collect(),

@@ -983,11 +983,47 @@ check!(
     r#"attr:app.items | type = "array""#,
     true
 );
-// Tracetest's `length` counts items: a single value is one.
+// Tracetest's `length` counts the items of a list, the bytes of a string.
 check!(
     filter_length_string,
     r#"span[name = "Charge"]"#,
-    "attr:app.payment.currency | length = 1",
+    "attr:app.payment.currency | length = 3",
+    true
+);
+check!(
+    filter_length_single_number,
+    r#"span[name = "Charge"]"#,
+    "attr:app.payment.amount | length = 1",
+    true
+);
+check!(
+    filter_type_json_text,
+    r#"span[name = "Charge"]"#,
+    r#"attr:app.body | type = "json""#,
+    true
+);
+check!(
+    filter_type_map,
+    r#"span[name = "Charge"]"#,
+    r#"attr:app.meta | type = "json""#,
+    true
+);
+check!(
+    json_contains_subset_of_attribute,
+    r#"span[name = "Charge"]"#,
+    r#"attr:app.body contains '{"name": "pikachu", "tags": ["x", "y"]}'"#,
+    true
+);
+check!(
+    json_not_contains_is_the_negation,
+    r#"span[name = "Charge"]"#,
+    r#"attr:app.body not-contains '{"name": "raichu"}'"#,
+    true
+);
+check!(
+    json_contains_of_a_map_attribute,
+    r#"span[name = "Charge"]"#,
+    r#"attr:app.meta contains '{"region": "eu"}'"#,
     true
 );
 check!(
@@ -996,6 +1032,216 @@ check!(
     "attr:app.items | length = 3",
     true
 );
+
+/// Whether `statement` holds on one span with string attributes `attrs`,
+/// as Tracetest's executor tests give them.
+fn statement_holds(statement: &str, attrs: &[(&str, &str)]) -> bool {
+    let mut s = sp(1, None, "s", 0, 1);
+    for (k, v) in attrs {
+        s = s.attr(k, sv(v));
+    }
+    let v = verdict_of(
+        &spec_model(r#"span[name = "s"]"#, statement),
+        &trace_of(vec![rs("svc", vec![s])]),
+    );
+    v.verdict == Verdict::Pass
+}
+
+/// String attributes of a span, as Tracetest's executor tests give them.
+type Attrs = &'static [(&'static str, &'static str)];
+
+/// Tracetest's own expression tests (`server/expression/executor_test.go`,
+/// `filters/*_test.go`), as data: statement, attributes of the span,
+/// whether it holds.
+const TRACETEST_EXECUTOR_CASES: &[(&str, Attrs, bool)] = &[
+    // TestBasicExpressionExecution
+    ("1 = 1", &[], true),
+    ("1 = 2", &[], false),
+    (r#""matheus" != "jorge""#, &[], true),
+    ("999 < 1000", &[], true),
+    ("13 > 12", &[], true),
+    ("100ms < 200 ms", &[], true),
+    (
+        r#"'This should be workin\'' = "This should be workin'""#,
+        &[],
+        true,
+    ),
+    (
+        r#"'{ "message": "this should \"work\"", "anotherValue": 12 }' | json_path '$.message' = 'this should "work"'"#,
+        &[],
+        true,
+    ),
+    // TestBasicOperationExecution
+    ("1 + 1 = 2", &[], true),
+    ("8 - 3 > 0", &[], true),
+    ("15 * 10 = 150", &[], true),
+    ("8 / 2 = 4", &[], true),
+    ("100ms + 200ms = 300ms", &[], true),
+    // TestAttributeExecution
+    ("attr:my_attribute = 42", &[("my_attribute", "42")], true),
+    ("attr:dapr-app-id = 42", &[("dapr-app-id", "42")], true),
+    ("attr:dapr-app-id = 43", &[], false),
+    // TestStringInterpolationExecution
+    (
+        r#"attr:text = 'this run took ${"25ms"}'"#,
+        &[("text", "this run took 25ms")],
+        true,
+    ),
+    // TestFilterExecution
+    (
+        "attr:tracetest.response.body | json_path '.id' = 8",
+        &[(
+            "tracetest.response.body",
+            r#"{"id": 8, "name": "john doe"}"#,
+        )],
+        true,
+    ),
+    (
+        r#"'{ "name": "john", "age": 37 }' | regex_group '"age": (\d+)' = 37"#,
+        &[],
+        true,
+    ),
+    (
+        r#"'{ "array": [{ "name": "john", "age": 37 }, { "name": "jonas", "age": 38 }]}' | regex_group '"age": (\d+)' | get_index 1 = 38"#,
+        &[],
+        true,
+    ),
+    (
+        r#"'{ "array": [1, 2, 3] }' | json_path '$.array[*]' | length = 3"#,
+        &[],
+        true,
+    ),
+    (
+        r#"'{ "array": [1, 2, 5] }' | json_path '$.array[*]' | get_index 'last' = 5"#,
+        &[],
+        true,
+    ),
+    (
+        r#"attr:tracetest.response.body | json_path '$.results[0][\'count(*)\'].result' = 3"#,
+        &[(
+            "tracetest.response.body",
+            r#"{"results":[{"count(*)":{"result":3}}]}"#,
+        )],
+        true,
+    ),
+    // TestArrayExecution
+    ("[] = []", &[], true),
+    ("[1, 2, 3] = [1, 2, 3]", &[], true),
+    ("[1, 2, 3] = [3, 2, 1]", &[], false),
+    ("[1, 2, 3] | length = 3", &[], true),
+    (
+        r#"["this", "is", "sparta"] | get_index 2 | length = 6"#,
+        &[],
+        true,
+    ),
+    (r#"["this", "is", "sparta"] | type = "array""#, &[], true),
+    ("[1,2,3] = [1, 2]", &[], false),
+    (
+        r#"'{ "array": [{ "name": "john", "age": 37 }, { "name": "jonas", "age": 38 }]}' | json_path '$.array[*].age' = [37, 38]"#,
+        &[],
+        true,
+    ),
+    (
+        r#"'[{ "name": "john", "age": 37 }, { "name": "jonas", "age": 38 }]' | json_path '$[?(@.name == "john")].age' = 37"#,
+        &[],
+        true,
+    ),
+    ("[31,35,39] contains 35", &[], true),
+    ("[31,35,39] contains 42", &[], false),
+    (r#"["{}", "{}", "{}"] | type = "array""#, &[], true),
+    // TestJSONExecution
+    (
+        r#"'{"name": "john", "age": 32, "email": "john@company.com"}' | type = "json""#,
+        &[],
+        true,
+    ),
+    (
+        r#"'{"name": "john", "age": 32, "email": "john@company.com"}' contains '{"email": "john@company.com", "name": "john"}'"#,
+        &[],
+        true,
+    ),
+    (
+        r#"'{"name": "john", "age": 32, "email": "john@company.com"}' contains '{"email": "john@company.com", "name": "john", "age": 32}'"#,
+        &[],
+        true,
+    ),
+    (
+        r#"'{"name": "john", "age": 32, "email": "john@company.com", "company": {"name": "Company", "address": "1234 Agora Street"}}' contains '{"email": "john@company.com", "name": "john", "company": {"name": "Company"}}'"#,
+        &[],
+        true,
+    ),
+    (
+        r#"'[{"name": "john", "age": 32}, {"name": "Maria", "age": 63}]' contains '[{"age": 63}, {"age": 32}]'"#,
+        &[],
+        true,
+    ),
+    (
+        r#"'{"numbers": [0,1,2,3,4]}' contains '{"numbers": [0,1,2,3,4]}'"#,
+        &[],
+        true,
+    ),
+    (
+        r#"'{"numbers": [0,1,2,3,4]}' contains '{"numbers": [0,1]}'"#,
+        &[],
+        false,
+    ),
+    (
+        r#"'{"numbers": [0,1,2,3,4]}' contains '{"numbers": [0,1,"2","3",4]}'"#,
+        &[],
+        false,
+    ),
+    (
+        r#"'{"name": "john", "age": 32, "email": "john@company.com", "company": {"name": "Company", "address": "1234 Agora Street", "telephones": ["01", "02", "03"]}}' contains '{"email": "john@company.com", "name": "john", "company": {"name": "Company", "telephones": ["01", "02", "03"]}}'"#,
+        &[],
+        true,
+    ),
+    (
+        r#"attr:tracetest.response.body contains '{"name": "john"}'"#,
+        &[(
+            "tracetest.response.body",
+            r#"{"name": "john", "age": 32, "email": "john@company.com"}"#,
+        )],
+        true,
+    ),
+];
+
+#[test]
+fn tracetest_executor_cases_agree() {
+    let disagree: Vec<_> = TRACETEST_EXECUTOR_CASES
+        .iter()
+        .filter(|(statement, attrs, pass)| statement_holds(statement, attrs) != *pass)
+        .map(|(statement, _, pass)| format!("{statement} (Tracetest: {pass})"))
+        .collect();
+    assert!(disagree.is_empty(), "{disagree:#?}");
+}
+
+/// The rule of Tracetest's `jsonContains` (`server/assertions/comparator/
+/// basic.go`, which has no unit test of its own), case by case: (actual,
+/// expected, what Tracetest answers).
+const TRACETEST_JSON_CONTAINS_CASES: &[(&str, &str, bool)] = &[
+    (r#"{"a": 1, "b": 2}"#, r#"{"a": 1}"#, true),
+    (r#"{"a": 1}"#, r#"{"a": 1, "b": 2}"#, false),
+    (r#"{"a": {"b": 1, "c": 2}}"#, r#"{"a": {"c": 2}}"#, true),
+    (r#"[{"a": 1}, {"b": 2}]"#, r#"{"b": 2}"#, true),
+    (r#"[{"a": 1}, {"b": 2}]"#, r#"[{"a": 1}, {"c": 3}]"#, false),
+    (r#"{"a": 1.0}"#, r#"{"a": 1}"#, true),
+    (
+        r#"{"a": [{"x": 1, "y": 2}]}"#,
+        r#"{"a": [{"y": 2, "x": 1}]}"#,
+        true,
+    ),
+];
+
+#[test]
+fn tracetest_json_contains_cases_agree() {
+    for (actual, expected, holds) in TRACETEST_JSON_CONTAINS_CASES {
+        assert_eq!(
+            value::contains(&Value::str(actual), &Value::str(expected)),
+            *holds,
+            "{actual} contains {expected}"
+        );
+    }
+}
 
 // === selectors ===
 selects!(
@@ -1958,7 +2204,7 @@ spec:
     name: "Trigger answered quickly"
     assertions:
     - attr:tracetest.span.duration < 200ms
-    - attr:tracetest.response.headers | json_path '$[?(@.Key == "Content-Type")].Value' = "application/json"
+    - attr:tracetest.response.headers | json_path '$[?(@.key == "Content-Type")].value' = "application/json"
 "#;
     let docs = model::load_str("tt.yaml", text).unwrap_or_else(|e| panic!("{e:#?}"));
     let model::Document::Test(t) = &docs[0] else {

@@ -4,7 +4,7 @@
 
 use std::cmp::Ordering;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use smol_str::SmolStr;
@@ -52,6 +52,18 @@ impl Value {
             Value::Duration(_) => "duration",
             Value::Array(_) => "array",
             Value::Map(_) => "object",
+        }
+    }
+
+    /// What `| type` answers, as Tracetest types a value
+    /// (`server/expression/types/types.go`): a string by what it holds
+    /// (`"42"` a number, `"5ms"` a duration, a JSON object or list of
+    /// objects `json`, other bracketed text an `array`), a map `json`.
+    pub fn tracetest_type(&self) -> &'static str {
+        match self {
+            Value::Str(s) => type_of_text(s),
+            Value::Map(_) => "json",
+            other => other.type_name(),
         }
     }
 
@@ -278,9 +290,116 @@ pub fn order(left: &Value, right: &Value) -> Option<Ordering> {
     }
 }
 
-/// `left contains right`: substring for strings, membership for arrays,
+/// Tracetest's type of a text (`GetType`): its number and duration
+/// patterns, then JSON, then its array pattern, which is unanchored.
+fn type_of_text(s: &str) -> &'static str {
+    static PATTERNS: OnceLock<Option<[regex::Regex; 3]>> = OnceLock::new();
+    let Some([number, duration, array]) = PATTERNS
+        .get_or_init(|| {
+            Some([
+                regex::Regex::new(r"^[0-9]+(\.[0-9]+)?$").ok()?,
+                regex::Regex::new(r"^[0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h)$").ok()?,
+                regex::Regex::new(r"\[[^,]*(,[^\],]+)*\]").ok()?,
+            ])
+        })
+        .as_ref()
+    else {
+        return "string";
+    };
+    if number.is_match(s) {
+        "number"
+    } else if duration.is_match(s) {
+        "duration"
+    } else if json_objects_of_text(s).is_some() {
+        "json"
+    } else if array.is_match(s) {
+        "array"
+    } else {
+        "string"
+    }
+}
+
+/// The objects of a JSON text that is an object or a list of objects,
+/// which is what Tracetest calls JSON (`jsonContains.parseJson`).
+fn json_objects_of_text(s: &str) -> Option<Vec<serde_json::Value>> {
+    let t = s.trim_start();
+    if !(t.starts_with('{') || t.starts_with('[')) {
+        return None;
+    }
+    objects_of(serde_json::from_str(t).ok()?)
+}
+
+fn objects_of(j: serde_json::Value) -> Option<Vec<serde_json::Value>> {
+    match j {
+        serde_json::Value::Object(_) => Some(vec![j]),
+        serde_json::Value::Array(items) if items.iter().all(serde_json::Value::is_object) => {
+            Some(items)
+        }
+        _ => None,
+    }
+}
+
+/// The objects of a left side for a JSON `contains`: a JSON text, a map,
+/// or a list of maps.
+fn json_objects_of(v: &Value) -> Option<Vec<serde_json::Value>> {
+    match v {
+        Value::Str(s) => json_objects_of_text(s),
+        Value::Map(_) | Value::Array(_) => objects_of(v.to_json()),
+        _ => None,
+    }
+}
+
+/// Tracetest's `json-contains` (`server/assertions/comparator/basic.go`):
+/// every expected object is a subset of some actual object. A subset has
+/// each of its keys, nested objects compared as subsets again, anything
+/// else (arrays too: same items, same order) equal.
+fn json_subset(actual: &[serde_json::Value], expected: &[serde_json::Value]) -> bool {
+    expected
+        .iter()
+        .all(|e| actual.iter().any(|a| object_subset(a, e)))
+}
+
+fn object_subset(actual: &serde_json::Value, expected: &serde_json::Value) -> bool {
+    let (Some(actual), Some(expected)) = (actual.as_object(), expected.as_object()) else {
+        return false;
+    };
+    expected.iter().all(|(k, e)| match actual.get(k) {
+        Some(a @ serde_json::Value::Object(_)) => object_subset(a, e),
+        Some(a) => json_same(a, e),
+        None => false,
+    })
+}
+
+/// JSON equality as Go's round trip sees it: numbers by value (`1` is
+/// `1.0`), objects whatever their key order.
+fn json_same(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value as J;
+    match (a, b) {
+        (J::Number(x), J::Number(y)) => x == y || x.as_f64() == y.as_f64(),
+        (J::Array(x), J::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_same(p, q))
+        }
+        (J::Object(x), J::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// `left contains right`: with a right side that is a JSON object or list
+/// of objects and a left side that is JSON too, Tracetest's subset match
+/// ([`json_subset`]); else substring for strings, membership for arrays,
 /// key for maps.
 pub fn contains(left: &Value, right: &Value) -> bool {
+    if let Value::Str(r) = right {
+        if let Some(expected) = json_objects_of_text(r) {
+            if let Some(actual) = json_objects_of(left) {
+                return json_subset(&actual, &expected);
+            }
+        }
+    }
     match left {
         Value::Array(items) => items.iter().any(|x| equals(x, right)),
         Value::Map(entries) => {

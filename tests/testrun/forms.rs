@@ -349,9 +349,9 @@ spec:
         - attr:tracetest.response.body | json_path '$.tags' | first = "math"
         - attr:tracetest.response.body | json_path '$.tags' | last = "poetry"
         - attr:tracetest.response.body | json_path '$.name' | regex 'Ada' = "Ada"
-        - attr:tracetest.response.body | json_path '$.name' | length = 1
+        - attr:tracetest.response.body | json_path '$.name' | length = 12
         - attr:tracetest.response.body | json_path '$.id' | type = "number"
-        - attr:tracetest.response.headers | json_path '$[?(@.Key == "x-request-id")].Value' = "req-1"
+        - attr:tracetest.response.headers | json_path '$[?(@.key == "x-request-id")].value' = "req-1"
 ---
 # Documented forms of concepts/selectors: filters without spaces around the
 # operator, filters separated by a comma (parent-child section), `contains`
@@ -399,7 +399,7 @@ spec:
         - |-
           '{ "array": [1, 2, 3] }' | json_path '$.array[*]' | length = 3
         - |-
-          "my string" | length = 1
+          "my string" | length = 9
         - 2 | type = "number"
         - 2s | type = "duration"
         - |-
