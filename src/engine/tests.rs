@@ -562,44 +562,53 @@ check!(
     "attr:events | count = 1",
     true
 );
-// Tracetest's `span.events` is JSON text (server/traces/span_entitiess.go):
-// the Pokeshop quick start's `not-contains "exception"` is a text search.
-check!(
-    span_events_not_contains_passes_without_events,
-    r#"span[name = "Charge"]"#,
-    r#"attr:span.events not-contains "exception""#,
-    true
-);
-check!(
-    span_events_not_contains_fails_on_an_exception,
-    r#"span[name = "orders process"]"#,
-    r#"attr:span.events not-contains "exception""#,
-    false
-);
-check!(
-    span_events_empty_is_an_empty_json_array,
-    r#"span[name = "Charge"]"#,
-    r#"attr:span.events = "[]""#,
-    true
-);
-check!(
-    span_events_json_path_name,
-    r#"span[name = "orders process"]"#,
-    r#"attr:span.events | json_path '$[0].name' = "exception""#,
-    true
-);
-check!(
-    span_events_json_path_attribute,
-    r#"span[name = "orders process"]"#,
-    r#"attr:span.events | json_path '$[0].attributes["exception.message"]' = "boom""#,
-    true
-);
-check!(
-    span_events_in_a_selector,
-    r#"span[span.events contains "boom"]"#,
-    r#"attr:name = "orders process""#,
-    true
-);
+/// `attr:span.events` is Tracetest's JSON text (server/traces/
+/// span_entitiess.go): the Pokeshop quick start's `not-contains
+/// "exception"` is a text search. (selector, assertion, holds) on the
+/// checkout trace, whose `orders process` has an exception event.
+const SPAN_EVENTS_CASES: &[(&str, &str, bool)] = &[
+    (
+        r#"span[name = "Charge"]"#,
+        r#"attr:span.events not-contains "exception""#,
+        true,
+    ),
+    (
+        r#"span[name = "orders process"]"#,
+        r#"attr:span.events not-contains "exception""#,
+        false,
+    ),
+    (
+        r#"span[name = "Charge"]"#,
+        r#"attr:span.events = "[]""#,
+        true,
+    ),
+    (
+        r#"span[name = "orders process"]"#,
+        r#"attr:span.events | json_path '$[0].name' = "exception""#,
+        true,
+    ),
+    (
+        r#"span[name = "orders process"]"#,
+        r#"attr:span.events | json_path '$[0].attributes["exception.message"]' = "boom""#,
+        true,
+    ),
+    (
+        r#"span[span.events contains "boom"]"#,
+        r#"attr:name = "orders process""#,
+        true,
+    ),
+];
+
+#[test]
+fn span_events_as_tracetest_reads_them() {
+    for (selector, assertion, pass) in SPAN_EVENTS_CASES {
+        assert_eq!(
+            holds(selector, assertion),
+            *pass,
+            "{assertion} on {selector}"
+        );
+    }
+}
 
 #[test]
 fn span_events_text_is_tracetests() {
