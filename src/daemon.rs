@@ -40,8 +40,11 @@ pub enum StartError {
     Tls(#[from] crate::net::tls::TlsError),
     #[error(transparent)]
     Auth(#[from] crate::net::auth::AuthError),
-    #[error(transparent)]
-    Exporter(#[from] crate::exporter::ExporterError),
+    #[error("exporters.{name}: {source}")]
+    Exporter {
+        name: String,
+        source: crate::exporter::ExporterError,
+    },
     #[error("tier.peers with admin.tls: tier announcements are sent over plain HTTP, which a TLS admin endpoint refuses; not supported yet")]
     TierOverTls,
 }
@@ -71,7 +74,7 @@ pub struct Daemon<C: TraceConsumer> {
     assembler_task: JoinHandle<()>,
     completed_tx: mpsc::Sender<CompletedTrace>,
     consumer: JoinHandle<C>,
-    exporter: Option<Exporter>,
+    exporters: Vec<Exporter>,
     admin_stop: CancellationToken,
     admin_task: JoinHandle<()>,
 }
@@ -102,13 +105,17 @@ impl<C: TraceConsumer> Daemon<C> {
         let metrics = Arc::new(Metrics::new(&mut registry));
         let workers = Arc::new(crate::health::Workers::new(Arc::clone(&metrics)));
 
-        let (forward, exporter) = match config.exporters.otlp.clone() {
-            Some(c) => {
-                let (q, e) = Exporter::start("otlp", c, Arc::clone(&metrics), &workers)?;
-                (Some(q), Some(e))
-            }
-            None => (None, None),
-        };
+        let mut forward = Vec::with_capacity(config.exporters.list.len());
+        let mut exporters = Vec::with_capacity(config.exporters.list.len());
+        for e in &config.exporters.list {
+            let (q, x) = Exporter::start(&e.name, e.config.clone(), Arc::clone(&metrics), &workers)
+                .map_err(|source| StartError::Exporter {
+                    name: e.name.clone(),
+                    source,
+                })?;
+            forward.push(q);
+            exporters.push(x);
+        }
 
         let assembler = Arc::new(Assembler::new(
             config.assembler.clone(),
@@ -244,7 +251,7 @@ impl<C: TraceConsumer> Daemon<C> {
             assembler_task,
             completed_tx,
             consumer,
-            exporter,
+            exporters,
             admin_stop,
             admin_task,
         })
@@ -272,10 +279,17 @@ impl<C: TraceConsumer> Daemon<C> {
         }
         drop(self.completed_tx);
         let consumer = self.consumer.await.ok();
-        let undelivered_spans = match self.exporter {
-            Some(e) => e.shutdown().await,
-            None => 0,
-        };
+        // Drained side by side: each has its own drain deadline, and one
+        // slow downstream must not eat another's.
+        let drains: Vec<_> = self
+            .exporters
+            .into_iter()
+            .map(|e| tokio::spawn(e.shutdown()))
+            .collect();
+        let mut undelivered_spans = 0;
+        for d in drains {
+            undelivered_spans += d.await.unwrap_or(0);
+        }
         self.admin_stop.cancel();
         let mut admin_task = self.admin_task;
         if tokio::time::timeout(ADMIN_DRAIN, &mut admin_task)

@@ -18,7 +18,7 @@ use anyhow::Context;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand, ValueEnum};
-use tracecheck::config::{Config, DEFAULT_MODELS_DIR};
+use tracecheck::config::{Config, LogEncoding, LogsConfig, DEFAULT_MODELS_DIR};
 use tracecheck::daemon::Daemon;
 use tracecheck::engine::{Engine, Verdict};
 use tracecheck::results::registry::ModelSource;
@@ -192,8 +192,11 @@ enum Format {
 }
 
 fn main() -> ExitCode {
-    init_logging();
     let cli = Cli::parse();
+    // `serve` logs as its config says, so it starts logging once that is read.
+    if !matches!(cli.command, Command::Serve { .. }) {
+        init_logging(&LogsConfig::default());
+    }
     let result = match cli.command {
         Command::Serve { config } => serve(config),
         Command::Demo { rate } => demo::run(rate),
@@ -228,20 +231,26 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(logs: &LogsConfig) {
     use tracing_subscriber::EnvFilter;
     // Quiet by default: tracecheck's own start/stop lines and every warning.
+    let level = logs.level.map_or("info", |l| l.as_str());
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("warn,tracecheck=info"));
-    // Colours only on a terminal: escape codes in a file or a log
-    // collector's input make the lines hard to read and to grep.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn,tracecheck={level}")));
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
+        .with_writer(std::io::stderr);
+    match logs.encoding {
+        // One JSON object a line, for a log pipeline.
+        LogEncoding::Json => fmt.json().flatten_event(true).init(),
+        LogEncoding::Console => {
+            // Colours only on a terminal: escape codes in a file or a log
+            // collector's input make the lines hard to read and to grep.
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none();
+            fmt.with_ansi(ansi).init()
+        }
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -253,12 +262,17 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn load_config(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
     let Some(path) = path else {
+        init_logging(&LogsConfig::default());
         return Ok(Config::default());
     };
     match Config::load(path) {
         Ok(loaded) => {
+            init_logging(&loaded.config.service.telemetry.logs);
             for name in &loaded.unset_env {
                 tracing::warn!(variable = %name, "Config references an unset environment variable; it expands to an empty string.");
+            }
+            for note in &loaded.notes {
+                tracing::info!("{note}");
             }
             Ok(loaded.config)
         }

@@ -345,11 +345,13 @@ fn pod_specs_agree_with_the_configs_they_mount() {
                 wait + config.tier.announce_timeout.as_secs() + 1
             });
         let pre_stop = slept.or(left).unwrap_or(0);
+        // Exporters drain side by side: the longest deadline counts.
         let drain = config
             .exporters
-            .otlp
-            .as_ref()
-            .map(|e| e.drain_timeout)
+            .list
+            .iter()
+            .map(|e| e.config.drain_timeout)
+            .max()
             .unwrap_or_default();
         assert!(
             Duration::from_secs(grace) > Duration::from_secs(pre_stop) + drain + Duration::from_secs(5),

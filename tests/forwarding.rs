@@ -61,7 +61,7 @@ async fn forwarded_whole(protocol: &str, sink_limit: usize, max_request_bytes: O
     if let Some(max) = max_request_bytes {
         exporter.max_request_bytes = max;
     }
-    config.exporters.otlp = Some(exporter);
+    config.exporters.set_otlp(exporter);
     let daemon = start_daemon(config).await;
 
     let (request, spans) = request_of_at_least(15 * MIB, 17);
@@ -144,7 +144,7 @@ async fn a_cut_record_leaves_the_persistent_queue_once_all_its_parts_are_deliver
             ))
             .expect("queue config"),
         );
-        config.exporters.otlp = Some(exporter);
+        config.exporters.set_otlp(exporter);
         config
     };
     let daemon = start_daemon(daemon_config()).await;
@@ -188,7 +188,7 @@ async fn the_in_memory_queue_is_bounded_in_bytes() {
     exporter.queue_max_mib = 1;
     exporter.max_in_flight = 1;
     exporter.batch.max_bytes = 256 << 10;
-    config.exporters.otlp = Some(exporter);
+    config.exporters.set_otlp(exporter);
     let daemon = start_daemon(config).await;
     let admin = daemon.admin_addr;
 
@@ -245,7 +245,7 @@ async fn a_batch_the_downstream_refuses_for_one_span_loses_only_that_span() {
         let mut exporter = forward_to(&endpoint, protocol);
         // One batch for everything sent below.
         exporter.batch.timeout = Duration::from_secs(1);
-        config.exporters.otlp = Some(exporter);
+        config.exporters.set_otlp(exporter);
         let daemon = start_daemon(config).await;
 
         let mut sent = 0u64;
@@ -293,4 +293,58 @@ async fn a_batch_the_downstream_refuses_for_one_span_loses_only_that_span() {
         assert!(refusals <= 2 * 13, "{protocol}: {refusals} refusals");
         daemon.shutdown().await;
     }
+}
+
+/// Two exporters written as in a Collector config (`otlp/jaeger` over gRPC
+/// with an endpoint without a scheme and `tls.insecure`, `otlphttp/tempo`
+/// over HTTP, a pipeline naming both): every span reaches each downstream
+/// once, and each exporter counts its own under its name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_span_goes_to_every_exporter_of_the_pipeline() {
+    let jaeger = start_sink(Faults::default()).await;
+    let tempo = start_sink(Faults::default()).await;
+    let jaeger_at = jaeger.grpc_endpoint().expect("sink gRPC");
+    let text = format!(
+        "receivers:\n  otlp:\n    protocols:\n      grpc: {{ endpoint: \"127.0.0.1:0\" }}\n      http: {{ endpoint: \"127.0.0.1:0\" }}\n\
+         models: {{ paths: [] }}\nadmin: {{ endpoint: \"127.0.0.1:0\" }}\n\
+         exporters:\n  otlp/jaeger:\n    endpoint: {}\n    tls: {{ insecure: true }}\n    retry_on_failure: {{ initial_interval: 50ms, max_interval: 200ms }}\n\
+         \x20 otlphttp/tempo:\n    endpoint: {}\n\
+         processors:\n  batch: {{ timeout: 20ms }}\n\
+         service:\n  pipelines:\n    traces: {{ receivers: [otlp], processors: [batch], exporters: [otlp/jaeger, otlphttp/tempo] }}\n",
+        jaeger_at.trim_start_matches("http://"),
+        tempo.http_endpoint().expect("sink HTTP"),
+    );
+    let config = tracecheck::config::Config::from_yaml("collector.yaml", &text, |_| None)
+        .unwrap_or_else(|e| panic!("{e}\n{text}"))
+        .config;
+    let daemon = start_daemon(config).await;
+    let mut sent = 0;
+    for seed in 0..5 {
+        let body = request_of(200, 100 + seed).encode_to_vec();
+        let resp = post(&daemon, "application/x-protobuf", false, body).await;
+        assert!(resp.status().is_success(), "{:?}", resp.status());
+        sent += 200;
+    }
+    for (sink, name) in [(&jaeger, "otlp/jaeger"), (&tempo, "otlphttp/tempo")] {
+        let stats = wait_for_sink(sink, sent).await;
+        assert_eq!(stats.unique_spans, sent, "{name}: {stats}");
+        assert_eq!(stats.duplicate_spans, 0, "{name}: {stats}");
+        // Counted once the downstream's answer is read, just after the
+        // sink counted them.
+        wait_until(&format!("{name} counts {sent} spans sent"), || async {
+            let n = metric(
+                daemon.admin_addr,
+                "tracecheck_exporter_sent_spans_total",
+                &[("exporter", name)],
+            )
+            .await;
+            if n == sent as f64 {
+                Ok(())
+            } else {
+                Err(format!("{n} counted"))
+            }
+        })
+        .await;
+    }
+    daemon.shutdown().await;
 }

@@ -253,7 +253,7 @@ async fn start_with_models(
     sink: &tracecheck::bench::sink::SinkHandle,
     models: &str,
 ) -> tracecheck::daemon::Daemon<tracecheck::results::EvaluatorPool> {
-    config.exporters.otlp = Some(util::forward_to(
+    config.exporters.set_otlp(util::forward_to(
         &sink.grpc_endpoint().expect("sink gRPC"),
         "grpc",
     ));

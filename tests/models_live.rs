@@ -1171,7 +1171,7 @@ async fn a_model_file_rewritten_during_traffic_loses_no_verdict() {
             "  settle: 300ms\n  idle_timeout: 300ms\n  root_settle: 30s\n",
             None,
         );
-        config.exporters.otlp = Some(
+        config.exporters.set_otlp(
             serde_yaml_ng::from_str(&format!(
                 "endpoint: {}\nbatch: {{ timeout: 20ms }}\n",
                 sink.grpc_endpoint().expect("sink gRPC")

@@ -88,7 +88,7 @@ const LIMITS: WalkLimits = WalkLimits {
 /// every trace completed, rebuilt for the engine and evaluated.
 fn ingest_and_evaluate(request: LazyExportRequest, transport: Transport) {
     let assembler = assembler();
-    let ingest = Ingest::new(Arc::clone(&assembler), None, metrics());
+    let ingest = Ingest::new(Arc::clone(&assembler), Vec::new(), metrics());
     if ready(ingest.ingest(request, transport, &LIMITS)).is_err() {
         return;
     }

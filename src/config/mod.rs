@@ -34,6 +34,15 @@ pub struct Config {
     pub admin: AdminConfig,
     pub service: ServiceConfig,
     pub tier: crate::tier::TierConfig,
+    /// The Collector's processors: `batch` and `memory_limiter` are mapped
+    /// onto tracecheck's own settings ([`Config::adopt_collector`]); any
+    /// other is an error.
+    #[serde(skip_serializing)]
+    pub processors: std::collections::BTreeMap<String, serde_yaml_ng::Value>,
+    /// The Collector's extensions: none is needed (health, metrics and the
+    /// API are on `admin.endpoint`); each is noted and ignored.
+    #[serde(skip_serializing)]
+    pub extensions: std::collections::BTreeMap<String, serde_yaml_ng::Value>,
 }
 
 /// `service:` — the process as a whole.
@@ -48,14 +57,93 @@ pub struct ServiceConfig {
     /// `preStop`.
     #[serde(with = "crate::config::duration")]
     pub shutdown_timeout: std::time::Duration,
+    /// The Collector's `service.pipelines`: only `traces`, from `otlp`, to
+    /// the exporters it lists.
+    #[serde(skip_serializing)]
+    pub pipelines: Option<PipelinesConfig>,
+    /// The Collector's `service.extensions`: noted and ignored.
+    #[serde(skip_serializing)]
+    pub extensions: Vec<String>,
+    pub telemetry: TelemetryConfig,
 }
 
 impl Default for ServiceConfig {
     fn default() -> Self {
         Self {
             shutdown_timeout: std::time::Duration::from_secs(20),
+            pipelines: None,
+            extensions: Vec::new(),
+            telemetry: TelemetryConfig::default(),
         }
     }
+}
+
+/// `service.pipelines`
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PipelinesConfig {
+    pub traces: Option<TracesPipeline>,
+}
+
+/// `service.pipelines.traces`
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracesPipeline {
+    pub receivers: Vec<String>,
+    pub processors: Vec<String>,
+    /// Absent: every exporter defined.
+    pub exporters: Option<Vec<String>>,
+}
+
+/// `service.telemetry`: the daemon's own logs.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    pub logs: LogsConfig,
+    /// The Collector's own metrics settings: tracecheck serves its metrics
+    /// on `admin.endpoint`; noted and ignored.
+    #[serde(skip_serializing)]
+    pub metrics: Option<serde_yaml_ng::Value>,
+}
+
+/// `service.telemetry.logs`
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// tracecheck's own level (`debug`, `info`, `warn`, `error`); its
+    /// libraries stay at `warn`. `RUST_LOG`, when set, wins.
+    pub level: Option<LogLevel>,
+    pub encoding: LogEncoding,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// How log lines are written: for a person, or one JSON object a line for
+/// a log pipeline.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogEncoding {
+    #[default]
+    Console,
+    Json,
 }
 
 /// `models:`
@@ -124,6 +212,8 @@ pub struct Loaded {
     pub config: Config,
     /// `${env:NAME}` references without default whose variable was unset.
     pub unset_env: Vec<String>,
+    /// What was made of the Collector's components (to log at start).
+    pub notes: Vec<String>,
 }
 
 impl Config {
@@ -161,19 +251,109 @@ impl Config {
                 .map_err(|e| yaml_error(origin, &expanded.text, &e))?
         };
         let mut config = config;
-        config
-            .receivers
-            .otlp
-            .normalize()
-            .map_err(|message| ConfigError::Unpositioned {
-                file: origin.to_owned(),
-                message,
-            })?;
+        let unpositioned = |message| ConfigError::Unpositioned {
+            file: origin.to_owned(),
+            message,
+        };
+        config.receivers.otlp.normalize().map_err(unpositioned)?;
+        let notes = config.adopt_collector().map_err(unpositioned)?;
         config.validate(origin)?;
         Ok(Loaded {
             config,
             unset_env: expanded.unset,
+            notes,
         })
+    }
+
+    /// Takes the Collector's components into tracecheck's settings: the
+    /// traces pipeline (its receivers must be `otlp`; its exporters are
+    /// the ones used), the `batch` and `memory_limiter` processors, the
+    /// extensions. Returns a line for each thing mapped or ignored.
+    fn adopt_collector(&mut self) -> Result<Vec<String>, String> {
+        let mut notes = Vec::new();
+        let pipeline = self
+            .service
+            .pipelines
+            .take()
+            .and_then(|p| p.traces)
+            .unwrap_or_default();
+        for r in &pipeline.receivers {
+            if r != "otlp" {
+                return Err(format!(
+                    "service.pipelines.traces.receivers: {r:?} is not a receiver tracecheck has; it takes OTLP (gRPC and HTTP) on receivers.otlp: list otlp"
+                ));
+            }
+        }
+        let kind = |name: &str| name.split('/').next().unwrap_or_default().to_owned();
+        for name in pipeline.processors.iter().chain(self.processors.keys()) {
+            let k = kind(name);
+            if k != "batch" && k != "memory_limiter" {
+                return Err(format!(
+                    "processor {name:?}: tracecheck has no processors but batch and memory_limiter (mapped onto its own settings); it forwards every span unchanged. Remove it, or keep a Collector for it behind tracecheck's exporter"
+                ));
+            }
+            if pipeline.processors.contains(name) && !self.processors.contains_key(name) {
+                return Err(format!(
+                    "service.pipelines.traces.processors lists {name}, which processors: does not define"
+                ));
+            }
+        }
+        let number = |v: &serde_yaml_ng::Value, key: &str| v.get(key).and_then(|x| x.as_u64());
+        let duration = |v: &serde_yaml_ng::Value, key: &str| {
+            v.get(key)
+                .and_then(|x| x.as_str())
+                .map(duration::parse)
+                .transpose()
+                .map_err(|e| format!("{key}: {e}"))
+        };
+        for (name, v) in &self.processors {
+            match kind(name).as_str() {
+                "batch" => {
+                    let size = number(v, "send_batch_max_size").or(number(v, "send_batch_size"));
+                    let timeout =
+                        duration(v, "timeout").map_err(|e| format!("processors.{name}.{e}"))?;
+                    for e in &mut self.exporters.list {
+                        if let Some(n) = size {
+                            e.config.batch.max_spans = n as usize;
+                        }
+                        if let Some(t) = timeout {
+                            e.config.batch.timeout = t;
+                        }
+                    }
+                    notes.push(format!(
+                        "processor {name}: tracecheck batches per exporter (exporters.NAME.batch); taken as batch.max_spans {} and batch.timeout {}",
+                        size.map_or("unchanged".into(), |n| n.to_string()),
+                        timeout.map_or("unchanged".into(), duration::format)
+                    ));
+                }
+                _ => {
+                    if let Some(mib) = number(v, "limit_mib") {
+                        self.assembler.max_memory_mib = mib as usize;
+                        notes.push(format!(
+                            "processor {name}: taken as assembler.max_memory_mib {mib} (one memory account for the process; over 80 % of it senders are told to retry)"
+                        ));
+                    } else {
+                        notes.push(format!(
+                            "processor {name}: only limit_mib is mapped (onto assembler.max_memory_mib); the limit stays {} MiB",
+                            self.assembler.max_memory_mib
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(names) = &pipeline.exporters {
+            self.exporters.select(names)?;
+        }
+        for name in self.extensions.keys().chain(self.service.extensions.iter()) {
+            notes.push(format!(
+                "extension {name}: not needed and ignored (health, metrics and the API are on admin.endpoint; bearer tokens are receivers' and exporters' auth:)"
+            ));
+        }
+        notes.dedup();
+        if self.service.telemetry.metrics.take().is_some() {
+            notes.push("service.telemetry.metrics: ignored; tracecheck's metrics are served on admin.endpoint at /metrics".into());
+        }
+        Ok(notes)
     }
 
     /// Checks what types cannot: relations between values.
@@ -212,33 +392,45 @@ impl Config {
         if l.max_attributes == 0 || l.max_attribute_value_bytes == 0 {
             return bad("receivers.otlp.limits.max_attributes and max_attribute_value_bytes must be at least 1".into());
         }
-        if let Some(e) = &self.exporters.otlp {
+        for named in &self.exporters.list {
+            let (n, e) = (&named.name, &named.config);
             if e.queue_size == 0
                 || e.queue_max_mib == 0
                 || e.max_in_flight == 0
                 || e.batch.max_spans == 0
             {
-                return bad("exporters.otlp.queue_size, queue_max_mib, max_in_flight and batch.max_spans must be at least 1".into());
+                return bad(format!("exporters.{n}: queue_size, queue_max_mib, max_in_flight and batch.max_spans must be at least 1"));
             }
             if e.max_request_bytes < MIN_MAX_REQUEST_BYTES {
                 return bad(format!(
-                    "exporters.otlp.max_request_bytes: {} is below {MIN_MAX_REQUEST_BYTES} (64 KiB); it is the largest message the downstream takes, 4194304 for the Collector's receivers",
+                    "exporters.{n}.max_request_bytes: {} is below {MIN_MAX_REQUEST_BYTES} (64 KiB); it is the largest message the downstream takes, 4194304 for the Collector's receivers",
                     e.max_request_bytes
                 ));
             }
             if !(e.endpoint.starts_with("http://") || e.endpoint.starts_with("https://")) {
                 return bad(format!(
-                    "exporters.otlp.endpoint: {:?} must start with http:// or https://",
+                    "exporters.{n}.endpoint: {:?} must start with http:// or https://",
                     e.endpoint
                 ));
             }
-        }
-        if let Some(e) = &self.exporters.otlp {
             if e.tls.is_some() && !e.endpoint.to_ascii_lowercase().starts_with("https://") {
                 return bad(format!(
-                    "exporters.otlp.tls: the endpoint {:?} is http://, which is plain text; use https:// or remove tls",
+                    "exporters.{n}.tls: the endpoint {:?} is http://, which is plain text; use https://, or tls: {{ insecure: true }} alone",
                     e.endpoint
                 ));
+            }
+            let dirs = self
+                .exporters
+                .list
+                .iter()
+                .filter_map(|o| o.config.queue.as_ref().map(|q| &q.directory));
+            if let Some(q) = &e.queue {
+                if dirs.filter(|d| **d == q.directory).count() > 1 {
+                    return bad(format!(
+                        "exporters.{n}: its queue directory {} is another exporter's too; each needs its own",
+                        q.directory.display()
+                    ));
+                }
             }
         }
         let otlp = &self.receivers.otlp;
@@ -253,11 +445,15 @@ impl Config {
                 &otlp.http.as_ref().and_then(|h| h.auth.clone()),
             ),
             ("admin.auth", &self.admin.auth),
-            (
-                "exporters.otlp.auth",
-                &self.exporters.otlp.as_ref().and_then(|e| e.auth.clone()),
-            ),
-        ] {
+        ]
+        .into_iter()
+        .map(|(k, a)| (k.to_owned(), a.clone()))
+        .chain(
+            self.exporters
+                .list
+                .iter()
+                .map(|e| (format!("exporters.{}.auth", e.name), e.config.auth.clone())),
+        ) {
             if let Some(a) = auth {
                 if a.bearer_token.is_some() == a.bearer_token_file.is_some() {
                     return bad(format!(

@@ -21,7 +21,7 @@ fn empty_file_is_the_embedded_defaults() {
         otlp.http.as_ref().unwrap().endpoint.to_string(),
         "127.0.0.1:4318"
     );
-    assert!(c.exporters.otlp.is_none());
+    assert!(c.exporters.is_empty());
 }
 
 #[test]
@@ -33,7 +33,7 @@ fn durations_and_env() {
     assert_eq!(c.assembler.idle_timeout, Duration::from_millis(250));
     assert_eq!(c.assembler.max_trace_age, Duration::from_secs(120));
     assert_eq!(c.assembler.root_settle, Duration::from_millis(500));
-    let e = c.exporters.otlp.unwrap();
+    let e = c.exporters.get("otlp").unwrap();
     assert_eq!(e.headers["api-key"], "abc");
     assert_eq!(e.retry.max_elapsed_time, Some(Duration::from_secs(3600)));
 }
@@ -112,11 +112,85 @@ fn the_collectors_receiver_section() {
     );
 }
 
+/// A Collector's exporter section, pasted in: named exporters, an
+/// endpoint without a scheme (TLS unless `tls.insecure`), its retry and
+/// queue keys; a pipeline choosing among them.
+#[test]
+fn the_collectors_exporter_section() {
+    let c = parse(
+        "exporters:\n  otlp/jaeger:\n    endpoint: jaeger-collector:4317\n    tls: { insecure: true }\n    compression: gzip\n    headers: { X-Scope-OrgID: team-a }\n    timeout: 5s\n    retry_on_failure: { enabled: true, initial_interval: 1s, max_interval: 30s, max_elapsed_time: 5m }\n    sending_queue: { enabled: true, num_consumers: 2, queue_size: 10000, storage: /var/lib/tracecheck/queue }\n  otlphttp/tempo:\n    endpoint: https://tempo.example.com:4318\n  otlp/secure:\n    endpoint: collector:4317\n",
+    )
+    .unwrap();
+    let names: Vec<&str> = c.exporters.list.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["otlp/jaeger", "otlphttp/tempo", "otlp/secure"]);
+    let j = c.exporters.get("otlp/jaeger").unwrap();
+    assert_eq!(j.endpoint, "http://jaeger-collector:4317");
+    assert!(j.tls.is_none(), "insecure: plain text");
+    assert_eq!(j.protocol, crate::exporter::config::Protocol::Grpc);
+    assert_eq!(j.headers["X-Scope-OrgID"], "team-a");
+    assert_eq!(j.retry.max_elapsed_time, Some(Duration::from_secs(300)));
+    assert_eq!(j.max_in_flight, 2);
+    assert_eq!(j.queue_size, 10000);
+    assert_eq!(
+        j.queue.as_ref().unwrap().directory,
+        Path::new("/var/lib/tracecheck/queue")
+    );
+    let t = c.exporters.get("otlphttp/tempo").unwrap();
+    assert_eq!(t.protocol, crate::exporter::config::Protocol::HttpProtobuf);
+    assert_eq!(
+        c.exporters.get("otlp/secure").unwrap().endpoint,
+        "https://collector:4317",
+        "no scheme, no insecure: TLS, as in the Collector"
+    );
+
+    let c = parse(
+        "exporters:\n  otlp/a: { endpoint: \"a:4317\", tls: { insecure: true } }\n  otlp/b: { endpoint: \"b:4317\", tls: { insecure: true } }\nprocessors:\n  batch: { send_batch_size: 1000, timeout: 1s }\n  memory_limiter: { check_interval: 1s, limit_mib: 512 }\nextensions:\n  health_check: {}\nservice:\n  extensions: [health_check]\n  pipelines:\n    traces: { receivers: [otlp], processors: [memory_limiter, batch], exporters: [otlp/b] }\n  telemetry:\n    logs: { level: debug, encoding: json }\n",
+    )
+    .unwrap();
+    let names: Vec<&str> = c.exporters.list.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["otlp/b"], "the pipeline's exporters only");
+    let b = c.exporters.get("otlp/b").unwrap();
+    assert_eq!(b.batch.max_spans, 1000);
+    assert_eq!(b.batch.timeout, Duration::from_secs(1));
+    assert_eq!(c.assembler.max_memory_mib, 512);
+    assert_eq!(c.service.telemetry.logs.encoding, LogEncoding::Json);
+    assert_eq!(c.service.telemetry.logs.level, Some(LogLevel::Debug));
+
+    for (text, says) in [
+        ("exporters:\n  jaeger: { endpoint: x:14250 }\n", "use otlp"),
+        ("exporters:\n  debug: {}\n", "no debug exporter"),
+        ("exporters:\n  otlphttp: { endpoint: tempo:4318 }\n", "needs its scheme"),
+        (
+            "exporters:\n  otlp: { endpoint: \"https://x:4317\", tls: { insecure: true } }\n",
+            "is https://",
+        ),
+        (
+            "exporters:\n  otlp: { endpoint: \"x:4317\", sending_queue: { enabled: false } }\n",
+            "always queues",
+        ),
+        (
+            "exporters:\n  otlp: { endpoint: \"http://x:4317\" }\nservice:\n  pipelines:\n    traces: { exporters: [otlp/nope] }\n",
+            "does not define",
+        ),
+        (
+            "exporters:\n  otlp: { endpoint: \"http://x:4317\" }\nservice:\n  pipelines:\n    traces: { processors: [tail_sampling] }\n",
+            "tail_sampling",
+        ),
+        (
+            "exporters:\n  otlp: { endpoint: \"http://x:4317\" }\nservice:\n  pipelines:\n    traces: { receivers: [kafka] }\n",
+            "kafka",
+        ),
+    ] {
+        let msg = parse(text).unwrap_err().to_string();
+        assert!(msg.contains(says), "{text}: {msg}");
+    }
+}
+
 #[test]
 fn relations_are_checked() {
     assert!(parse("assembler: { max_spans: 0 }\n").is_err());
     assert!(parse("links: { trace_url: http://jaeger/trace }\n").is_err());
-    assert!(parse("exporters: { otlp: { endpoint: jaeger:4317 } }\n").is_err());
+    assert!(parse("exporters: { otlphttp: { endpoint: jaeger:4318 } }\n").is_err());
 }
 
 #[test]
@@ -124,7 +198,7 @@ fn shipped_example_config_loads() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tracecheck.yaml");
     let loaded = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let c = loaded.config;
-    assert!(c.exporters.otlp.is_some(), "the example shows forwarding");
+    assert!(!c.exporters.is_empty(), "the example shows forwarding");
     assert!(c.links.trace_url.is_some());
     assert!(c.alerts.alertmanager.is_some());
 }

@@ -4,11 +4,180 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// `exporters:` — only `otlp` exists; absent means no forwarding.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+/// `exporters:` — named as in the Collector: `otlp` and `otlp/NAME` send
+/// over gRPC, `otlphttp` and `otlphttp/NAME` over HTTP/protobuf. Every
+/// span goes to every one (of `service.pipelines.traces.exporters`, when
+/// that is written), each with its own queue, retries and `exporter`
+/// metrics label. None: no forwarding.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ExportersConfig {
-    pub otlp: Option<OtlpExporterConfig>,
+    /// In the file's order.
+    pub list: Vec<NamedExporter>,
+}
+
+/// One exporter and its component name (`otlp/jaeger`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedExporter {
+    pub name: String,
+    pub config: OtlpExporterConfig,
+}
+
+impl ExportersConfig {
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Sets the exporter named `otlp` (tests, programs building a config).
+    pub fn set_otlp(&mut self, config: OtlpExporterConfig) {
+        self.list.retain(|e| e.name != "otlp");
+        self.list.push(NamedExporter {
+            name: "otlp".into(),
+            config,
+        });
+    }
+
+    /// The exporter named `name`.
+    pub fn get(&self, name: &str) -> Option<&OtlpExporterConfig> {
+        self.list.iter().find(|e| e.name == name).map(|e| &e.config)
+    }
+
+    /// Keeps the exporters `names` lists, in its order (a pipeline's); a
+    /// name not defined is an error.
+    pub fn select(&mut self, names: &[String]) -> Result<(), String> {
+        let mut kept = Vec::with_capacity(names.len());
+        for n in names {
+            match self.list.iter().position(|e| &e.name == n) {
+                Some(i) => kept.push(self.list.remove(i)),
+                None if kept.iter().any(|e: &NamedExporter| &e.name == n) => {
+                    return Err(format!(
+                        "service.pipelines.traces.exporters lists {n} twice"
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "service.pipelines.traces.exporters lists {n}, which exporters: does not define"
+                    ))
+                }
+            }
+        }
+        self.list = kept;
+        Ok(())
+    }
+}
+
+/// What tracecheck says of a Collector exporter it does not have.
+fn unsupported_exporter(kind: &str) -> String {
+    let instead = match kind {
+        "jaeger" | "jaeger_thrift" => "Jaeger takes OTLP: use otlp (gRPC, port 4317) or otlphttp (port 4318)",
+        "zipkin" | "kafka" | "file" | "loadbalancing" => {
+            "tracecheck forwards over OTLP only: put a Collector behind an otlp exporter for it"
+        }
+        "debug" | "logging" | "nop" => "tracecheck has no debug exporter: its verdicts are in the admin API and `tracecheck watch`",
+        _ => "tracecheck forwards over OTLP only: use otlp (gRPC) or otlphttp (HTTP)",
+    };
+    format!("exporter type {kind:?} is not one tracecheck has. {instead}")
+}
+
+impl<'de> Deserialize<'de> for ExportersConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = ExportersConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("exporters by name: otlp, otlp/NAME, otlphttp, otlphttp/NAME")
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+                Ok(ExportersConfig::default())
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                use serde::de::Error;
+                let mut list: Vec<NamedExporter> = Vec::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    let (kind, suffix) = match name.split_once('/') {
+                        Some((k, n)) => (k, Some(n)),
+                        None => (name.as_str(), None),
+                    };
+                    if suffix.is_some_and(|n| n.is_empty()) {
+                        return Err(A::Error::custom(format!(
+                            "exporter {name:?}: the name after / is empty"
+                        )));
+                    }
+                    let http = match kind {
+                        "otlp" => false,
+                        "otlphttp" => true,
+                        other => return Err(A::Error::custom(unsupported_exporter(other))),
+                    };
+                    if list.iter().any(|e| e.name == name) {
+                        return Err(A::Error::custom(format!(
+                            "exporter {name} is defined twice"
+                        )));
+                    }
+                    let mut config: OtlpExporterConfig = map.next_value()?;
+                    config
+                        .adopt_collector_keys(http)
+                        .map_err(|e| A::Error::custom(format!("exporters.{name}: {e}")))?;
+                    list.push(NamedExporter { name, config });
+                }
+                Ok(ExportersConfig { list })
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+impl Serialize for ExportersConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.list.len()))?;
+        for e in &self.list {
+            m.serialize_entry(&e.name, &e.config)?;
+        }
+        m.end()
+    }
+}
+
+/// The Collector's `retry_on_failure`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorRetry {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default, with = "crate::config::duration::option")]
+    pub initial_interval: Option<Duration>,
+    #[serde(default, with = "crate::config::duration::option")]
+    pub max_interval: Option<Duration>,
+    #[serde(default, with = "crate::config::duration::option")]
+    pub max_elapsed_time: Option<Duration>,
+    /// Accepted for pasted configs; tracecheck's backoff doubles.
+    #[serde(default)]
+    pub multiplier: Option<f64>,
+    /// Accepted for pasted configs; tracecheck adds no jitter.
+    #[serde(default)]
+    pub randomization_factor: Option<f64>,
+}
+
+/// The Collector's `sending_queue`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SendingQueue {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Batches sent at once (tracecheck's `max_in_flight`).
+    #[serde(default)]
+    pub num_consumers: Option<usize>,
+    #[serde(default)]
+    pub queue_size: Option<usize>,
+    /// A directory: the persistent queue (the Collector names a storage
+    /// extension here; tracecheck has the queue built in).
+    #[serde(default)]
+    pub storage: Option<std::path::PathBuf>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Wire protocol to the downstream.
@@ -87,9 +256,91 @@ pub struct OtlpExporterConfig {
     /// Trust and client certificate for an `https://` endpoint (the
     /// Collector's configtls client keys `ca_file`, `cert_file`,
     /// `key_file`). `https://` without it trusts the system's CA
-    /// certificates; `http://` is plain text and takes no `tls`.
+    /// certificates; `http://` is plain text and takes no `tls` but
+    /// `insecure: true`.
     #[serde(default)]
     pub tls: Option<crate::net::tls::ClientTlsConfig>,
+    /// The Collector's name for `retry`; folded into it once read.
+    #[serde(default, skip_serializing)]
+    pub retry_on_failure: Option<CollectorRetry>,
+    /// The Collector's `sending_queue`; folded into `queue_size`,
+    /// `max_in_flight` and `queue` once read.
+    #[serde(default, skip_serializing)]
+    pub sending_queue: Option<SendingQueue>,
+}
+
+impl OtlpExporterConfig {
+    /// Takes the Collector's spellings into tracecheck's own settings:
+    /// `otlphttp` is HTTP/protobuf; an endpoint without a scheme is TLS
+    /// unless `tls.insecure: true` (the Collector's rule for gRPC);
+    /// `retry_on_failure` and `sending_queue`.
+    pub fn adopt_collector_keys(&mut self, http: bool) -> Result<(), String> {
+        if http {
+            self.protocol = Protocol::HttpProtobuf;
+        }
+        let insecure = self.tls.as_ref().is_some_and(|t| t.insecure);
+        if insecure {
+            let t = self.tls.take().unwrap_or_default();
+            if t.ca_file.is_some() || t.cert_file.is_some() || t.key_file.is_some() {
+                return Err("tls.insecure: true sends plain text; it takes no ca_file, cert_file or key_file".into());
+            }
+        }
+        if !self.endpoint.contains("://") {
+            if http {
+                return Err(format!(
+                    "endpoint {:?} needs its scheme, as in the Collector: https://{0} or http://{0}",
+                    self.endpoint
+                ));
+            }
+            let scheme = if insecure { "http" } else { "https" };
+            self.endpoint = format!("{scheme}://{}", self.endpoint);
+        } else if insecure && self.endpoint.to_ascii_lowercase().starts_with("https://") {
+            return Err(format!(
+                "tls.insecure: true, but the endpoint {:?} is https://",
+                self.endpoint
+            ));
+        }
+        if let Some(r) = self.retry_on_failure.take() {
+            if !r.enabled {
+                // One try, then the batch is given up and counted.
+                self.retry.max_elapsed_time = Some(Duration::from_nanos(1));
+            }
+            if let Some(d) = r.initial_interval {
+                self.retry.initial_interval = d;
+            }
+            if let Some(d) = r.max_interval {
+                self.retry.max_interval = d;
+            }
+            if let Some(d) = r.max_elapsed_time {
+                self.retry.max_elapsed_time = Some(d);
+            }
+        }
+        if let Some(q) = self.sending_queue.take() {
+            if !q.enabled {
+                return Err("sending_queue.enabled: false is not available: tracecheck always queues what it forwards, so that a slow downstream pushes back on senders instead of losing spans".into());
+            }
+            if let Some(n) = q.num_consumers {
+                self.max_in_flight = n;
+            }
+            if let Some(n) = q.queue_size {
+                self.queue_size = n;
+            }
+            if let Some(dir) = q.storage {
+                if self.queue.is_some() {
+                    return Err(
+                        "sending_queue.storage and queue both name a directory; keep one".into(),
+                    );
+                }
+                self.queue = Some(DiskQueueConfig {
+                    directory: dir,
+                    max_size_mib: default_queue_max_size_mib(),
+                    segment_size_mib: default_segment_size_mib(),
+                    fsync: FsyncPolicy::default(),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `exporters.otlp.batch`

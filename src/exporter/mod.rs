@@ -187,6 +187,11 @@ impl ForwardQueue {
 }
 
 impl ForwardPermit<'_> {
+    /// Whether it is room in a persistent queue, whose write can fail.
+    pub fn is_persistent(&self) -> bool {
+        matches!(self.kind, PermitKind::Disk(_))
+    }
+
     /// Queues the request. In memory this cannot fail; on disk it resolves
     /// once the request is written as the fsync policy promises, and only
     /// then may the sender be told it was taken.

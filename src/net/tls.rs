@@ -58,6 +58,10 @@ pub struct ClientTlsConfig {
     /// what loaded last (a change that does not load keeps the old ones).
     #[serde(default = "default_reload_interval", with = "crate::config::duration")]
     pub reload_interval: Duration,
+    /// The Collector's `insecure: true`: plain text, no TLS at all (taken
+    /// into the endpoint's scheme when the config is read).
+    #[serde(default, skip_serializing)]
+    pub insecure: bool,
 }
 
 impl Default for ClientTlsConfig {
@@ -67,6 +71,7 @@ impl Default for ClientTlsConfig {
             cert_file: None,
             key_file: None,
             reload_interval: default_reload_interval(),
+            insecure: false,
         }
     }
 }

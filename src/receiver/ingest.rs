@@ -80,7 +80,8 @@ pub enum IngestError {
 /// Shared by the gRPC and HTTP receivers.
 pub struct Ingest {
     assembler: Arc<Assembler>,
-    forward: Option<ForwardQueue>,
+    /// One queue per exporter: a request is taken once every one has it.
+    forward: Vec<ForwardQueue>,
     metrics: Arc<Metrics>,
     closed: AtomicBool,
 }
@@ -88,7 +89,7 @@ pub struct Ingest {
 impl Ingest {
     pub fn new(
         assembler: Arc<Assembler>,
-        forward: Option<ForwardQueue>,
+        forward: Vec<ForwardQueue>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
@@ -128,7 +129,7 @@ impl Ingest {
         let memory = self.assembler.memory();
         let own = memory.track_request(&mut request.resource_spans);
         let copy_room = Arc::new(CopyRoom::new(memory));
-        let walked = walk_into(request, limits, Some(Arc::clone(&copy_room))).map_err(|e| {
+        let mut walked = walk_into(request, limits, Some(Arc::clone(&copy_room))).map_err(|e| {
             self.metrics.refused(transport, RefuseReason::malformed, 0);
             IngestError::Invalid(format!("malformed OTLP request: {e}"))
         })?;
@@ -185,25 +186,46 @@ impl Ingest {
             )
         };
         let bytes = crate::exporter::split::request_len(&walked.forward);
-        let permit = match (&self.forward, spans) {
-            (Some(q), 1..) => match q.reserve(bytes) {
-                Ok(p) => Some(p),
-                Err(QueueError::Closed) => {
-                    return refuse(RefuseReason::shutting_down, IngestError::ShuttingDown)
+        let mut permits = Vec::with_capacity(self.forward.len());
+        if spans > 0 {
+            for q in &self.forward {
+                match q.reserve(bytes) {
+                    Ok(p) => permits.push(p),
+                    Err(QueueError::Closed) => {
+                        return refuse(RefuseReason::shutting_down, IngestError::ShuttingDown)
+                    }
+                    Err(e) => return overloaded(RefuseReason::exporter_queue_full, e),
                 }
-                Err(e) => return overloaded(RefuseReason::exporter_queue_full, e),
-            },
-            _ => None,
-        };
+            }
+        }
         // Queued first: if a persistent queue cannot write it, the request
-        // is refused whole, before the buffer has taken any of it.
-        if let Some(permit) = permit {
-            match permit.send(ForwardItem::new(walked.forward, spans)).await {
-                Ok(()) => {}
+        // is refused whole, before the buffer has taken any of it; and
+        // persistent queues before in-memory ones, which cannot fail, so
+        // that a refusal leaves it in as few queues as can be.
+        permits.sort_by_key(|p| !p.is_persistent());
+        let mut permits = permits.into_iter().peekable();
+        let mut queued = 0;
+        while let Some(permit) = permits.next() {
+            let resource_spans = if permits.peek().is_some() {
+                walked.forward.clone()
+            } else {
+                std::mem::take(&mut walked.forward)
+            };
+            match permit.send(ForwardItem::new(resource_spans, spans)).await {
+                Ok(()) => queued += 1,
                 Err(QueueError::Closed) => {
                     return refuse(RefuseReason::shutting_down, IngestError::ShuttingDown)
                 }
-                Err(e) => return overloaded(RefuseReason::exporter_queue_unwritable, e),
+                Err(e) => {
+                    if queued > 0 {
+                        // Already on its way to the exporters before this
+                        // one: they forward it now and again on the retry.
+                        self.metrics
+                            .exporter_duplicated_spans
+                            .inc_by((spans * queued) as u64);
+                    }
+                    return overloaded(RefuseReason::exporter_queue_unwritable, e);
+                }
             }
         }
         if walked.rejected > 0 {

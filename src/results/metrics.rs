@@ -221,6 +221,10 @@ pub struct Metrics {
     pub tier_notices: Family<TierLabels, Counter>,
     pub exporter_sent_spans: Family<ExporterLabels, Counter>,
     pub exporter_failed_spans: Family<ExporterLabels, Counter>,
+    /// Spans queued for some exporters of a request then refused because
+    /// another exporter's persistent queue could not write it: those
+    /// exporters forward them again when the sender retries.
+    pub exporter_duplicated_spans: Counter,
     pub exporter_retries: Family<ExporterLabels, Counter>,
     pub exporter_queue_size: Family<ExporterLabels, Gauge>,
     pub exporter_queue_capacity: Family<ExporterLabels, Gauge>,
@@ -269,6 +273,7 @@ impl Metrics {
             tier_notices: Family::default(),
             exporter_sent_spans: Family::default(),
             exporter_failed_spans: Family::default(),
+            exporter_duplicated_spans: Counter::default(),
             exporter_retries: Family::default(),
             exporter_queue_size: Family::default(),
             exporter_queue_capacity: Family::default(),
@@ -406,6 +411,11 @@ impl Metrics {
             "tracecheck_exporter_failed_spans",
             "Spans given up on (downstream refused them or retries ran out)",
             m.exporter_failed_spans.clone(),
+        );
+        r.register(
+            "tracecheck_exporter_duplicated_spans",
+            "Spans forwarded twice by some exporters: their request was refused (and is retried) because another exporter's persistent queue could not write it",
+            m.exporter_duplicated_spans.clone(),
         );
         r.register(
             "tracecheck_exporter_retries",

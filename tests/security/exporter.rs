@@ -39,7 +39,7 @@ async fn forwards_over_mtls(protocol: &str) {
         bearer_token: Some(Secret::new(TOKEN)),
         bearer_token_file: None,
     });
-    up.exporters.otlp = Some(exporter);
+    up.exporters.set_otlp(exporter);
     let upstream = util::start_daemon(up).await;
 
     let mut client = util::grpc_client(&upstream).await;
@@ -121,8 +121,9 @@ async fn exporter_certificates_reload_when_their_files_change() {
         cert_file: Some(files.path().join("client.pem")),
         key_file: Some(files.path().join("client.key")),
         reload_interval: std::time::Duration::from_millis(100),
+        ..ClientTlsConfig::default()
     });
-    up.exporters.otlp = Some(exporter);
+    up.exporters.set_otlp(exporter);
     let upstream = util::start_daemon(up).await;
     let mut client = util::grpc_client(&upstream).await;
     let accepted = |d: std::net::SocketAddr, n: f64| async move {

@@ -387,3 +387,46 @@ async fn a_second_sigterm_exits_at_once() {
     );
     assert!(stderr.contains("a second signal came"), "stderr:\n{stderr}");
 }
+
+/// `service.telemetry.logs.encoding: json`, as a log pipeline wants: every
+/// line the daemon writes, from start to stop, is one JSON object; what
+/// was made of the Collector's processors is among them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_json_lines_when_the_config_asks() {
+    let [grpc, admin] = free_addrs::<2>();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        "collector.yaml",
+        &format!(
+            "receivers:\n  otlp:\n    protocols:\n      grpc: {{ endpoint: \"{grpc}\" }}\n\
+             processors:\n  batch:\n\
+             models:\n  paths: []\n\
+             admin:\n  endpoint: \"{admin}\"\n\
+             service:\n  pipelines:\n    traces: {{ receivers: [otlp], processors: [batch] }}\n  telemetry:\n    logs: {{ encoding: json }}\n"
+        ),
+    );
+    let mut served = Served::spawn(&["serve", "--config", &config]);
+    served.ready(admin).await;
+    served.sigterm();
+    let status = served.exit().await;
+    let stderr = served.stderr();
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() >= 2, "start and stop lines at least:\n{stderr}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string()),
+        "{stderr}"
+    );
+    assert!(
+        lines.iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("processor batch"))),
+        "the batch processor's note:\n{stderr}"
+    );
+}

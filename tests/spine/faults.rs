@@ -73,7 +73,7 @@ impl FaultyProxy {
 
 async fn forward_through(proxy: SocketAddr, timeout: &str) -> util::TestDaemon {
     let mut config = util::config();
-    config.exporters.otlp = Some(
+    config.exporters.set_otlp(
         serde_yaml_ng::from_str(&format!(
             "endpoint: http://{proxy}\nprotocol: grpc\ntimeout: {timeout}\nbatch: {{ timeout: 20ms }}\n\
              retry: {{ initial_interval: 50ms, max_interval: 200ms }}\n"

@@ -19,7 +19,7 @@ async fn downstream_down_then_up_gets_every_span_once() {
     // in the queue while the first batch is retried.
     export.max_in_flight = 1;
     export.batch.max_spans = 100;
-    config.exporters.otlp = Some(export);
+    config.exporters.set_otlp(export);
     let daemon = util::start_daemon(config).await;
     let admin = daemon.admin_addr;
 
@@ -98,7 +98,7 @@ async fn downstream_refusals_are_retried_over_http_protobuf() {
     })
     .await;
     let mut config = util::config();
-    config.exporters.otlp = Some(util::forward_to(
+    config.exporters.set_otlp(util::forward_to(
         &sink.http_endpoint().expect("sink HTTP"),
         "http/protobuf",
     ));
@@ -130,7 +130,7 @@ async fn shutdown_with_the_downstream_down_counts_every_undelivered_span() {
     export.max_in_flight = 1;
     export.batch.max_spans = 100;
     export.drain_timeout = std::time::Duration::from_millis(300);
-    config.exporters.otlp = Some(export);
+    config.exporters.set_otlp(export);
     let daemon = util::start_daemon(config).await;
     let admin = daemon.admin_addr;
     let report = bounded(

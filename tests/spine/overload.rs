@@ -136,7 +136,7 @@ async fn full_forwarding_queue_asks_senders_to_retry_until_downstream_is_back() 
     export.queue_size = 1;
     export.max_in_flight = 1;
     export.batch.max_spans = 1;
-    config.exporters.otlp = Some(export);
+    config.exporters.set_otlp(export);
     let daemon = util::start_daemon(config).await;
     let admin = daemon.admin_addr;
 

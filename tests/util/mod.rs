@@ -75,7 +75,7 @@ pub fn forward_to(endpoint: &str, protocol: &str) -> OtlpExporterConfig {
 /// [`config`] forwarding to the sink's gRPC endpoint.
 pub fn config_forwarding_to(sink: &SinkHandle) -> Config {
     let mut c = config();
-    c.exporters.otlp = Some(forward_to(
+    c.exporters.set_otlp(forward_to(
         &sink.grpc_endpoint().expect("sink has gRPC"),
         "grpc",
     ));
