@@ -35,6 +35,30 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
+/// Bytes a hash map holds in slots it has room for but no entry in: what
+/// an account that charges per entry does not see. Tables under churn sit
+/// at 2–3.5 times their entries and never shrink on their own (heaptrack on
+/// the split soak, RELIABILITY.md), so those charged per entry also charge
+/// this. A slot is the entry plus hashbrown's control byte, at its 7/8
+/// load factor. The room for `floor` entries, which [`shrink_idle`] always
+/// keeps, is fixed overhead like the runtime's, and not counted.
+pub fn map_slack<K, V, S>(map: &std::collections::HashMap<K, V, S>, floor: usize) -> usize {
+    map.capacity().saturating_sub(map.len().max(floor)) * (std::mem::size_of::<(K, V)>() + 1) * 8
+        / 7
+}
+
+/// Gives back a hash map's room once it holds under a quarter of it
+/// (after a burst), keeping twice what it holds so that it does not grow
+/// again at once. `floor` entries' room is always kept.
+pub fn shrink_idle<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
+    map: &mut std::collections::HashMap<K, V, S>,
+    floor: usize,
+) {
+    if map.capacity() > floor && map.len() < map.capacity() / 4 {
+        map.shrink_to((map.len() * 2).max(floor));
+    }
+}
+
 /// A part of the account: the `part` label of `tracecheck_memory_bytes`.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
@@ -558,5 +582,29 @@ mod tests {
         assert_eq!(a.used(), 900_000);
         drop(taken);
         assert_eq!(a.used(), 0);
+    }
+
+    #[test]
+    fn a_tables_empty_room_is_counted_and_given_back_after_a_burst() {
+        let mut m: std::collections::HashMap<u64, [u8; 56]> = std::collections::HashMap::new();
+        assert_eq!(map_slack(&m, 64), 0);
+        for i in 0..10_000 {
+            m.insert(i, [0; 56]);
+        }
+        let full = map_slack(&m, 64);
+        for i in 0..9_900 {
+            m.remove(&i);
+        }
+        // Removing entries frees no room: all of it is now empty room.
+        let empty = map_slack(&m, 64);
+        assert!(empty > full + 9_000 * 64, "{full} -> {empty}");
+        shrink_idle(&mut m, 64);
+        assert!(m.capacity() < 1_000, "capacity {}", m.capacity());
+        assert_eq!(m.len(), 100);
+        assert!(map_slack(&m, 64) < empty / 10);
+        // Below a quarter of a small table, or at the floor: kept.
+        let cap = m.capacity();
+        shrink_idle(&mut m, cap);
+        assert_eq!(m.capacity(), cap);
     }
 }

@@ -35,6 +35,10 @@ pub(super) const TRACE_OVERHEAD: usize = 512;
 /// not to the buffer's own bound; likewise a hold's entries
 /// ([`Shard::hold`]), 64 B each.
 pub(super) const RECENT_OVERHEAD: usize = 128;
+
+/// Trace table room a shard keeps however few traces it holds: shrinking
+/// below it saves little and would rehash on every quiet spell.
+const TRACES_ROOM: usize = 256;
 pub(super) const HELD_OVERHEAD: usize = 64;
 
 pub(super) struct TraceBuf {
@@ -340,6 +344,7 @@ impl Shard {
             held: held_cap,
             early: early_wanted,
         } = caps;
+        crate::memory::shrink_idle(&mut self.traces, TRACES_ROOM);
         let mut taken = std::mem::take(&mut self.due);
         self.deadlines.take_due(now, &mut taken);
         for (_, id) in taken.drain(..) {
@@ -463,11 +468,13 @@ impl Shard {
         self.traces.contains_key(id)
     }
 
-    /// Bytes of the IDs it remembers beyond its traces: completed traces'
-    /// for late spans, and holds.
+    /// Bytes it holds beyond what its traces are charged: the IDs it
+    /// remembers (completed traces' for late spans, and holds), and its
+    /// trace table's empty room.
     pub fn remembered_bytes(&self) -> usize {
         self.recent_order.len() * RECENT_OVERHEAD
             + (self.held.len() + self.held_order.len()) * HELD_OVERHEAD
+            + crate::memory::map_slack(&self.traces, TRACES_ROOM)
     }
 
     /// Span bytes compacted since the last call.

@@ -126,6 +126,9 @@ struct Waiting {
 /// (those marked at ingest) are bounded by `keep_bytes` too.
 const SETTLED_OVERHEAD: usize = 256;
 
+/// Room the kept traces' tables keep however few they hold.
+const KEPT_ROOM: usize = 1024;
+
 /// A settled trace, kept so that late spans merge into it.
 /// What is kept of a settled trace once its spans are forgotten (past the
 /// byte bound, or under memory pressure, before `late_span_window` ends):
@@ -1106,7 +1109,9 @@ impl Evaluator {
 
     fn charge_settled(&mut self) {
         if let Some(c) = &mut self.settled_charge {
-            c.set(self.settled_bytes + self.forgotten_bytes);
+            let room = crate::memory::map_slack(&self.settled, KEPT_ROOM)
+                + crate::memory::map_slack(&self.forgotten, KEPT_ROOM);
+            c.set(self.settled_bytes + self.forgotten_bytes + room);
         }
     }
 
@@ -1169,6 +1174,8 @@ impl Evaluator {
                 }
             }
         }
+        crate::memory::shrink_idle(&mut self.settled, KEPT_ROOM);
+        crate::memory::shrink_idle(&mut self.forgotten, KEPT_ROOM);
         self.charge_settled();
     }
 
