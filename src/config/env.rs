@@ -119,16 +119,26 @@ enum Quotes {
     Double,
 }
 
-/// Which quotes are open at the end of `before` (a line's start).
+/// Which quotes are open at the end of `before` (a line's start). A quote
+/// opens a quoted scalar only where a scalar begins (at the line's start,
+/// after `:`, `-`, `?` or a flow's `[`, `{`, `,`); inside a plain scalar
+/// (`it's`) it is a character like any other.
 fn quoting(before: &str) -> Quotes {
     let mut q = Quotes::None;
-    let mut chars = before.chars().peekable();
-    while let Some(c) = chars.next() {
+    let mut chars = before.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
         q = match (q, c) {
-            (Quotes::None, '\'') => Quotes::Single,
-            (Quotes::None, '"') => Quotes::Double,
+            (Quotes::None, '\'' | '"') => {
+                let lead = before[..i].trim_end();
+                let starts = lead.is_empty() || lead.ends_with([':', '-', '?', '[', '{', ',']);
+                match (starts, c) {
+                    (true, '\'') => Quotes::Single,
+                    (true, _) => Quotes::Double,
+                    (false, _) => Quotes::None,
+                }
+            }
             // `''` inside single quotes is one quote.
-            (Quotes::Single, '\'') if chars.peek() == Some(&'\'') => {
+            (Quotes::Single, '\'') if chars.peek().is_some_and(|&(_, n)| n == '\'') => {
                 chars.next();
                 Quotes::Single
             }
@@ -258,6 +268,10 @@ mod tests {
             e.text,
             "# set ${env:TOKEN} or ${bad}\na: s3cret # not ${env:NOPE}\nb: \"x # s3cret\"\nc: d#s3cret\n"
         );
+        assert!(e.unset.is_empty(), "{:?}", e.unset);
+        // An apostrophe inside a plain value opens no quotes.
+        let e = expand("a: it's ${env:TOKEN} # ${env:NOPE}\n", env).unwrap();
+        assert_eq!(e.text, "a: it's s3cret # ${env:NOPE}\n");
         assert!(e.unset.is_empty(), "{:?}", e.unset);
     }
 

@@ -344,12 +344,16 @@ impl Config {
         if let Some(names) = &pipeline.exporters {
             self.exporters.select(names)?;
         }
-        for name in self.extensions.keys().chain(self.service.extensions.iter()) {
+        let extensions: std::collections::BTreeSet<&String> = self
+            .extensions
+            .keys()
+            .chain(self.service.extensions.iter())
+            .collect();
+        for name in extensions {
             notes.push(format!(
                 "extension {name}: not needed and ignored (health, metrics and the API are on admin.endpoint; bearer tokens are receivers' and exporters' auth:)"
             ));
         }
-        notes.dedup();
         if self.service.telemetry.metrics.take().is_some() {
             notes.push("service.telemetry.metrics: ignored; tracecheck's metrics are served on admin.endpoint at /metrics".into());
         }
