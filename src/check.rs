@@ -117,7 +117,11 @@ pub fn check(
     trace_url: Option<&str>,
 ) -> Vec<CheckResult> {
     let traces = Trace::from_resource_spans(resource_spans);
-    let ctx = EvalContext::default();
+    let ctx = EvalContext {
+        now_unix_nanos: crate::civil::now_unix_nanos(),
+        seed: fastrand::u64(..),
+        ..EvalContext::default()
+    };
     let mut out = Vec::new();
     for trace in &traces {
         let id = trace.trace_id();

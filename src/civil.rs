@@ -1,6 +1,13 @@
 //! Calendar dates in UTC from Unix time, without a date-time dependency:
 //! alert timestamps, Tracetest's `span.events` and its `date()` read them.
 
+/// The system clock in nanoseconds since the Unix epoch (0 before it).
+pub fn now_unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 /// A moment as a UTC calendar date and time of day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Utc {

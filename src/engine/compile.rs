@@ -71,6 +71,7 @@ pub(crate) enum CExpr {
     Binary(ArithOp, Box<CExpr>, Box<CExpr>),
     Pipe(Box<CExpr>, CFilter),
     Array(Vec<CExpr>),
+    Call(Function, Vec<CExpr>),
 }
 
 #[derive(Debug)]
@@ -271,6 +272,10 @@ impl Compiler<'_> {
             Expr::Array { items, .. } => {
                 CExpr::Array(items.iter().map(|e| self.expr(e, loc, text)).collect())
             }
+            Expr::Call { function, args, .. } => CExpr::Call(
+                *function,
+                args.iter().map(|e| self.expr(e, loc, text)).collect(),
+            ),
         }
     }
 

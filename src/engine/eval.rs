@@ -8,6 +8,7 @@ use std::time::Instant;
 use smallvec::{smallvec, SmallVec};
 
 use super::compile::*;
+use super::generate::{generate, Draw};
 use super::trace::{SpanIndex, Trace, ValueRef};
 use super::value::{arith, compare, Value};
 use super::EvalContext;
@@ -120,6 +121,8 @@ pub(crate) struct KeyCache {
     slots: Vec<Cell<u32>>,
     selections: std::cell::RefCell<Vec<(u32, Selection)>>,
     pub budget: Budget,
+    /// Generator function calls made so far in this evaluation.
+    calls: Cell<u64>,
 }
 
 impl KeyCache {
@@ -134,6 +137,7 @@ impl KeyCache {
             slots: vec![Cell::new(UNRESOLVED); len],
             selections: std::cell::RefCell::new(Vec::new()),
             budget: Budget::new(deadline),
+            calls: Cell::new(0),
         }
     }
 
@@ -286,12 +290,34 @@ impl<'a> Env<'a> {
                 let v = self.eval(input, span)?;
                 apply_filter(f, &v).map(Cow::Owned)
             }
-            CExpr::Array(items) => items
-                .iter()
-                .map(|e| self.eval(e, span).map(Cow::into_owned))
-                .collect::<Result<Vec<_>, _>>()
+            CExpr::Array(items) => self
+                .eval_all(items, span)
                 .map(|v| Cow::Owned(Value::Array(v))),
+            CExpr::Call(function, args) => {
+                let args = self.eval_all(args, span)?;
+                let call = self.cache.calls.get();
+                self.cache.calls.set(call.wrapping_add(1));
+                let draw = Draw {
+                    now_unix_nanos: self.ctx.now_unix_nanos,
+                    seed: self.ctx.seed,
+                    call,
+                };
+                generate(*function, &args, draw)
+                    .map(Cow::Owned)
+                    .map_err(EvalError::Invalid)
+            }
         }
+    }
+
+    fn eval_all(
+        &self,
+        items: &'a [CExpr],
+        span: Option<SpanIndex>,
+    ) -> Result<Vec<Value>, EvalError> {
+        items
+            .iter()
+            .map(|e| self.eval(e, span).map(Cow::into_owned))
+            .collect()
     }
 
     pub fn render(&self, parts: &'a [CPart], span: Option<SpanIndex>) -> Result<String, EvalError> {

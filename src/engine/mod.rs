@@ -6,6 +6,7 @@
 
 mod compile;
 mod eval;
+mod generate;
 mod testrun;
 mod trace;
 mod value;
@@ -251,6 +252,13 @@ pub struct EvalContext<'a> {
     /// still running then, and every model after it, gives
     /// [`Verdict::Inconclusive`] ([`Inconclusive::Budget`]).
     pub deadline: Option<std::time::Instant>,
+    /// The moment `date()` and `dateTime()` format, in nanoseconds since
+    /// the Unix epoch: the engine reads no clock, so the caller does.
+    pub now_unix_nanos: u64,
+    /// Where the generator functions (`uuid()`, `firstName()`, ...) draw
+    /// from; each call of one evaluation draws something else. The caller
+    /// picks it at random; tests fix it.
+    pub seed: u64,
 }
 
 impl Default for EvalContext<'_> {
@@ -260,6 +268,8 @@ impl Default for EvalContext<'_> {
             vars: &EMPTY_VARS,
             trigger_response: None,
             deadline: None,
+            now_unix_nanos: 0,
+            seed: 0,
         }
     }
 }

@@ -1252,6 +1252,114 @@ fn tracetest_json_contains_cases_agree() {
     }
 }
 
+/// The moment the generator tests run at: 2026-03-07T09:05:03.120Z.
+const GENERATOR_NOW: u64 = 1_772_874_303_120_000_000;
+
+/// Whether `statement` holds on one span at [`GENERATOR_NOW`] for every
+/// seed of a few dozen: generated values must not pass by luck.
+fn holds_for_every_seed(statement: &str) -> Result<(), String> {
+    let e = engine(&spec_model(r#"span[name = "s"]"#, statement));
+    let trace = trace_of(vec![rs("svc", vec![sp(1, None, "s", 0, 1)])]);
+    for seed in 0..64u64 {
+        let ctx = EvalContext {
+            now_unix_nanos: GENERATOR_NOW,
+            seed: seed.wrapping_mul(0x1234_5678_9abc_def1),
+            ..EvalContext::default()
+        };
+        let v = e.evaluate(&trace, &ctx).remove(0);
+        if v.verdict != Verdict::Pass {
+            return Err(format!("seed {seed}: {:?}", v.failures));
+        }
+    }
+    Ok(())
+}
+
+/// Tracetest's `TestFunctionExecution` (`server/expression/executor_test.go`)
+/// and `TestFunctionWithArgs` (`functions/function_registry_test.go`), as
+/// data: the statement and whether it holds, its date expectations
+/// written for [`GENERATOR_NOW`] where Tracetest formats `time.Now()`.
+const TRACETEST_FUNCTION_CASES: &[(&str, bool)] = &[
+    ("firstName() | length > 0", true),
+    ("firstName() != firstName()", true),
+    ("randomInt(0,10) <= 10", true),
+    ("randomInt(10,20) < 10", false),
+    (r#"date() = "2026-03-07""#, true),
+    (r#"date("DD/MM/YYYY") = "07/03/2026""#, true),
+    (r#"dateTime() = "2026-03-07T09:05:03Z""#, true),
+    (r#"dateTime("DD/MM/YYYY hh:mm") = "07/03/2026 09:05""#, true),
+    ("uuid() != uuid()", true),
+    ("randomInt(1, 100) >= 1", true),
+    ("randomInt(1, 100) <= 100", true),
+];
+
+#[test]
+fn tracetest_function_cases_agree() {
+    for (statement, pass) in TRACETEST_FUNCTION_CASES {
+        let got = holds_for_every_seed(statement);
+        if *pass {
+            assert_eq!(got, Ok(()), "{statement}");
+        } else {
+            assert!(got.is_err(), "{statement} should fail");
+        }
+    }
+}
+
+/// Every generator function, with the shape of what it gives (the values
+/// are random, so only their form is checked, as in Tracetest's tests).
+const GENERATOR_SHAPES: &[(&str, &str)] = &[
+    (
+        "uuid()",
+        "^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$",
+    ),
+    ("firstName()", "^[A-Z][a-z]+$"),
+    ("lastName()", "^[A-Z][a-z]+$"),
+    ("fullName()", "^[A-Z][a-z]+ [A-Z][a-z]+$"),
+    ("email()", r"^[a-z]+@[a-z]+\.[a-z]+$"),
+    ("phone()", r"^\d{10}$"),
+    ("date()", r"^\d{4}-\d{2}-\d{2}$"),
+    ("dateTime()", r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"),
+    (r#"date("DD/MM/YYYY")"#, r"^\d{2}/\d{2}/\d{4}$"),
+    (
+        r#"dateTime("YYYY-MM-DD hh:mm:ss")"#,
+        r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$",
+    ),
+    ("creditCard()", r"^(4\d{15}|5[1-5]\d{14}|3[47]\d{13})$"),
+    ("creditCardCvv()", r"^\d{3}$"),
+    ("creditCardExpDate()", r"^(0[1-9]|1[0-2])/(2[7-9]|3[0-6])$"),
+    ("randomInt(1, 100)", r"^([1-9]|[1-9]\d|100)$"),
+    ("randomInt(-5, -5)", r"^-5$"),
+    (r#""id-${uuid()}" | length"#, "^39$"),
+];
+
+#[test]
+fn generator_functions_give_values_of_their_shape() {
+    for (expr, shape) in GENERATOR_SHAPES {
+        let statement = format!("{expr} matches \"{}\"", shape.replace('\\', "\\\\"));
+        assert_eq!(holds_for_every_seed(&statement), Ok(()), "{statement}");
+    }
+}
+
+/// The triggers of `test run` render `${...}` with the same functions.
+#[test]
+fn templates_call_generator_functions() {
+    let doc = "type: Test\nspec:\n  name: t\n  trigger:\n    type: http\n    httpRequest:\n      url: http://localhost/${uuid()}/${randomInt(3, 3)}\n      method: GET\n";
+    let docs = model::load_str("t.yaml", doc).unwrap_or_else(|e| panic!("{e:#?}"));
+    let Some(model::Document::Test(t)) = docs.first() else {
+        panic!("not a test: {docs:#?}");
+    };
+    let Some(model::Trigger::Http(h)) = &t.trigger else {
+        panic!("not an http trigger");
+    };
+    let ctx = EvalContext {
+        seed: 9,
+        ..EvalContext::default()
+    };
+    let url = render_template(&h.url, &ctx).unwrap_or_else(|e| panic!("{e}"));
+    let re =
+        regex::Regex::new("^http://localhost/[0-9a-f-]{36}/3$").unwrap_or_else(|e| panic!("{e}"));
+    assert!(re.is_match(&url), "{url}");
+}
+
 // === selectors ===
 selects!(
     sel_all_empty,
@@ -1646,7 +1754,7 @@ fn env_and_vars_are_read_in_order() {
         env: &env,
         vars: &vars,
         trigger_response: None,
-        deadline: None,
+        ..EvalContext::default()
     };
     assert_eq!(e.evaluate(&checkout(), &ctx)[0].verdict, Verdict::Pass);
     vars.insert("CUR".to_string(), "USD".to_string());
@@ -1654,7 +1762,7 @@ fn env_and_vars_are_read_in_order() {
         env: &env,
         vars: &vars,
         trigger_response: None,
-        deadline: None,
+        ..EvalContext::default()
     };
     assert_eq!(
         e.evaluate(&checkout(), &ctx)[0].verdict,
@@ -1674,7 +1782,7 @@ fn outputs_win_over_vars() {
         env: &vars,
         vars: &vars,
         trigger_response: None,
-        deadline: None,
+        ..EvalContext::default()
     };
     assert_eq!(
         engine(m).evaluate(&checkout(), &ctx)[0].verdict,
@@ -1693,7 +1801,7 @@ fn single_quoted_strings_interpolate_variables() {
         env: &vars,
         vars: &vars,
         trigger_response: None,
-        deadline: None,
+        ..EvalContext::default()
     };
     assert_eq!(
         engine(m).evaluate(&checkout(), &ctx)[0].verdict,

@@ -5,6 +5,8 @@ use std::fmt;
 use std::ops::Range;
 use std::time::Duration;
 
+pub use super::builtins::Function;
+
 /// Byte range into the parsed text.
 pub type Span = Range<usize>;
 
@@ -113,6 +115,13 @@ pub enum Expr {
         items: Vec<Expr>,
         span: Span,
     },
+    /// `uuid()`, `randomInt(1, 10)`: a generator function, its arity
+    /// checked when parsed.
+    Call {
+        function: Function,
+        args: Vec<Expr>,
+        span: Span,
+    },
 }
 
 impl Expr {
@@ -125,7 +134,8 @@ impl Expr {
             | Expr::Interp { span, .. }
             | Expr::Binary { span, .. }
             | Expr::Pipe { span, .. }
-            | Expr::Array { span, .. } => span,
+            | Expr::Array { span, .. }
+            | Expr::Call { span, .. } => span,
         }
     }
 
@@ -145,7 +155,7 @@ impl Expr {
                 right.walk(f);
             }
             Expr::Pipe { input, .. } => input.walk(f),
-            Expr::Array { items, .. } => {
+            Expr::Array { items, .. } | Expr::Call { args: items, .. } => {
                 for e in items {
                     e.walk(f);
                 }
@@ -264,6 +274,16 @@ fn write_quoted(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
     f.write_str("\"")
 }
 
+fn write_list(f: &mut fmt::Formatter<'_>, items: &[Expr]) -> fmt::Result {
+    for (i, e) in items.iter().enumerate() {
+        if i > 0 {
+            f.write_str(", ")?;
+        }
+        write!(f, "{e}")?;
+    }
+    Ok(())
+}
+
 impl fmt::Display for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -289,13 +309,13 @@ impl fmt::Display for Expr {
             } => write!(f, "({left} {} {right})", op.as_str()),
             Expr::Array { items, .. } => {
                 f.write_str("[")?;
-                for (i, e) in items.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(", ")?;
-                    }
-                    write!(f, "{e}")?;
-                }
+                write_list(f, items)?;
                 f.write_str("]")
+            }
+            Expr::Call { function, args, .. } => {
+                write!(f, "{}(", function.name())?;
+                write_list(f, args)?;
+                f.write_str(")")
             }
             Expr::Pipe { input, filter, .. } => {
                 write!(f, "{input} | {}", filter.name)?;

@@ -128,3 +128,90 @@ impl Builtin {
         }
     }
 }
+
+/// Tracetest's generator functions (`server/expression/functions`), which
+/// expressions call as `uuid()`, `date("DD/MM/YYYY")`, `randomInt(1, 10)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Function {
+    Uuid,
+    FirstName,
+    LastName,
+    FullName,
+    Email,
+    Phone,
+    Date,
+    DateTime,
+    CreditCard,
+    CreditCardCvv,
+    CreditCardExpDate,
+    RandomInt,
+}
+
+/// For messages: every function, as called.
+pub const FUNCTION_NAMES: &str = "uuid(), firstName(), lastName(), fullName(), email(), phone(), \
+     date([format]), dateTime([format]), creditCard(), creditCardCvv(), creditCardExpDate(), \
+     randomInt(min, max)";
+
+impl Function {
+    pub fn from_name(name: &str) -> Option<Function> {
+        Some(match name {
+            "uuid" => Function::Uuid,
+            "firstName" => Function::FirstName,
+            "lastName" => Function::LastName,
+            "fullName" => Function::FullName,
+            "email" => Function::Email,
+            "phone" => Function::Phone,
+            "date" => Function::Date,
+            "dateTime" => Function::DateTime,
+            "creditCard" => Function::CreditCard,
+            "creditCardCvv" => Function::CreditCardCvv,
+            "creditCardExpDate" => Function::CreditCardExpDate,
+            "randomInt" => Function::RandomInt,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::Uuid => "uuid",
+            Function::FirstName => "firstName",
+            Function::LastName => "lastName",
+            Function::FullName => "fullName",
+            Function::Email => "email",
+            Function::Phone => "phone",
+            Function::Date => "date",
+            Function::DateTime => "dateTime",
+            Function::CreditCard => "creditCard",
+            Function::CreditCardCvv => "creditCardCvv",
+            Function::CreditCardExpDate => "creditCardExpDate",
+            Function::RandomInt => "randomInt",
+        }
+    }
+
+    /// The parameters' types; the optional ones are last (Tracetest's
+    /// registry refuses any other order).
+    pub fn params(self) -> &'static [(Ty, bool)] {
+        const OPTIONAL_FORMAT: &[(Ty, bool)] = &[(Ty::Str, true)];
+        match self {
+            Function::Date | Function::DateTime => OPTIONAL_FORMAT,
+            Function::RandomInt => &[(Ty::Int, false), (Ty::Int, false)],
+            _ => &[],
+        }
+    }
+
+    /// How many arguments a call may have: (required, at most).
+    pub fn arity(self) -> (usize, usize) {
+        let params = self.params();
+        let required = params.iter().filter(|(_, optional)| !optional).count();
+        (required, params.len())
+    }
+
+    /// What the call gives: Tracetest types a function's text by what it
+    /// holds, so a random integer is a number and the rest are strings.
+    pub fn ty(self) -> Ty {
+        match self {
+            Function::RandomInt => Ty::Int,
+            _ => Ty::Str,
+        }
+    }
+}

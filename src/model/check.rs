@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use super::ast::*;
-use super::builtins::{Builtin, Ty};
+use super::builtins::{Builtin, Function, Ty};
 use super::document::*;
 use super::parse::{parse_duration, FILTER_NAMES};
 use super::source::{Diagnostic, SourceLoc};
@@ -248,8 +248,41 @@ impl Checker<'_> {
                 }
             }
             Expr::Pipe { filter, .. } => self.filter(filter, at),
+            Expr::Call { function, args, .. } => self.call_args(*function, args, at),
             _ => {}
         });
+    }
+
+    /// Arguments of a type the function cannot take, when known before a
+    /// trace (Tracetest refuses them when the function runs).
+    fn call_args(&mut self, function: Function, args: &[Expr], at: &At<'_>) {
+        for (n, (arg, (want, _))) in args.iter().zip(function.params()).enumerate() {
+            let fits = match (want, static_type(arg)) {
+                (_, Ty::Unknown) => true,
+                (Ty::Int, Ty::Int) => true,
+                (Ty::Int, Ty::Str) => matches!(
+                    arg,
+                    Expr::Lit { value: Literal::Str(s), .. } if s.trim().parse::<i64>().is_ok()
+                ),
+                (Ty::Str, got) => got == Ty::Str,
+                _ => false,
+            };
+            if !fits {
+                let wanted = match want {
+                    Ty::Int => "an integer",
+                    _ => "a string, such as \"DD/MM/YYYY\"",
+                };
+                self.error(
+                    at,
+                    arg.span().start,
+                    format!(
+                        "argument {} of {}() must be {wanted}, not {arg}",
+                        n + 1,
+                        function.name()
+                    ),
+                );
+            }
+        }
     }
 
     fn filter(&mut self, f: &FilterCall, at: &At<'_>) {
@@ -339,6 +372,7 @@ pub fn static_type(e: &Expr) -> Ty {
         Expr::Attr { name, .. } => Builtin::from_name(name).map_or(Ty::Unknown, Builtin::ty),
         Expr::Interp { .. } => Ty::Str,
         Expr::Array { .. } => Ty::Array,
+        Expr::Call { function, .. } => function.ty(),
         Expr::Env { .. } | Expr::Var { .. } => Ty::Unknown,
         Expr::Binary {
             op, left, right, ..

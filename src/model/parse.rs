@@ -13,6 +13,7 @@ use winnow::stream::{LocatingSlice, Location, Stream};
 use winnow::token::{any, literal, take_while};
 
 use super::ast::*;
+use super::builtins::FUNCTION_NAMES;
 
 type In<'a> = LocatingSlice<&'a str>;
 type PResult<T> = Result<T, ErrMode<SyntaxError>>;
@@ -95,7 +96,7 @@ impl<'a> ParserError<In<'a>> for SyntaxError {
 
 const OPERATORS: &str = "an operator (=, !=, <, <=, >, >=, contains, not-contains, matches)";
 const EXPRESSION: &str =
-    "an expression (attr:NAME, env:NAME, var:NAME, a string, a number, a duration, true/false or [an, array])";
+    "an expression (attr:NAME, env:NAME, var:NAME, a string, a number, a duration, true/false, [an, array] or a function such as uuid())";
 pub(crate) const FILTER_NAMES: &str =
     "json_path, regex, regex_group, count, get_index, first, last, type, length";
 
@@ -587,30 +588,7 @@ fn primary(i: &mut In<'_>, depth: usize) -> PResult<Expr> {
         // Tracetest's array literal: `[1, 2s, "text"] | type = "array"`.
         Some('[') => {
             bump(i)?;
-            if depth >= MAX_NESTING {
-                return fail_at(pos(i), "expression nested too deeply".to_string());
-            }
-            let mut items = Vec::new();
-            ws(i)?;
-            if peek_char(i) == Some(']') {
-                bump(i)?;
-            } else {
-                loop {
-                    items.push(expr(i, depth + 1)?);
-                    ws(i)?;
-                    match peek_char(i) {
-                        Some(',') => {
-                            bump(i)?;
-                            ws(i)?;
-                        }
-                        Some(']') => {
-                            bump(i)?;
-                            break;
-                        }
-                        _ => return fail(i, "',' or ']' in the array"),
-                    }
-                }
-            }
+            let items = expr_list(i, depth, ']', "',' or ']' in the array")?;
             Ok(Expr::Array {
                 items,
                 span: start..pos(i),
@@ -627,10 +605,87 @@ fn primary(i: &mut In<'_>, depth: usize) -> PResult<Expr> {
             }
             match opt(variable_ref).parse_next(i)? {
                 Some(e) => Ok(e),
-                None => fail(i, EXPRESSION),
+                None => call(i, depth),
             }
         }
     }
+}
+
+/// Expressions separated by commas up to `close`, after the opening
+/// bracket: an array's items, a function's arguments.
+fn expr_list(
+    i: &mut In<'_>,
+    depth: usize,
+    close: char,
+    expected: &'static str,
+) -> PResult<Vec<Expr>> {
+    if depth >= MAX_NESTING {
+        return fail_at(pos(i), "expression nested too deeply".to_string());
+    }
+    let mut items = Vec::new();
+    ws(i)?;
+    if peek_char(i) == Some(close) {
+        bump(i)?;
+        return Ok(items);
+    }
+    loop {
+        items.push(expr(i, depth + 1)?);
+        ws(i)?;
+        match peek_char(i) {
+            Some(',') => {
+                bump(i)?;
+                ws(i)?;
+            }
+            Some(c) if c == close => {
+                bump(i)?;
+                return Ok(items);
+            }
+            _ => return fail(i, expected),
+        }
+    }
+}
+
+/// `name(args)`: a generator function. Tracetest's lexer reads a name as
+/// letters, digits and `_` starting with a letter; unknown names and wrong
+/// argument counts are refused here so the file's position is kept.
+fn call(i: &mut In<'_>, depth: usize) -> PResult<Expr> {
+    let start = pos(i);
+    let cp = i.checkpoint();
+    let fname: &str =
+        take_while(0.., |c: char| c.is_ascii_alphanumeric() || c == '_').parse_next(i)?;
+    let name_end = pos(i);
+    ws(i)?;
+    if !fname.starts_with(|c: char| c.is_ascii_alphabetic()) || peek_char(i) != Some('(') {
+        i.reset(&cp);
+        return fail(i, EXPRESSION);
+    }
+    let Some(function) = Function::from_name(fname) else {
+        return fail_at(
+            start,
+            format!("unknown function '{fname}', expected one of: {FUNCTION_NAMES}"),
+        );
+    };
+    bump(i)?;
+    let args = expr_list(i, depth, ')', "',' or ')' in the function's arguments")?;
+    let (required, most) = function.arity();
+    if args.len() < required || args.len() > most {
+        let takes = match (required, most) {
+            (0, 0) => "no arguments".to_string(),
+            (r, m) if r == m => format!("{r} arguments"),
+            (0, m) => format!("at most {m} argument{}", if m == 1 { "" } else { "s" }),
+            (r, m) => format!("{r} to {m} arguments"),
+        };
+        let at = args.get(most).map_or(name_end, |extra| extra.span().start);
+        return fail_at(
+            at,
+            format!("{}() takes {takes}, got {}", function.name(), args.len()),
+        );
+    }
+    Ok(Expr::Call {
+        function,
+        args,
+        span: start..pos(i),
+    })
 }
 
 /// `"..."` or `'...'`, both with `${expr}` interpolation, as in Tracetest.

@@ -437,7 +437,7 @@ expression!(ex_negative_float, "-1.5", "-1.5");
 
 assertion_err!(as_err_missing_op, "attr:a 5", 7, "unexpected '5' in assertion, expected an operator (=, !=, <, <=, >, >=, contains, not-contains, matches), an arithmetic operator or '|'");
 assertion_err!(as_err_no_op, "attr:a", 6, "unexpected end of input in assertion, expected an operator (=, !=, <, <=, >, >=, contains, not-contains, matches)");
-assertion_err!(as_err_bad_term, "attr:a = @", 9, "unexpected '@' in assertion, expected an expression (attr:NAME, env:NAME, var:NAME, a string, a number, a duration, true/false or [an, array])");
+assertion_err!(as_err_bad_term, "attr:a = @", 9, "unexpected '@' in assertion, expected an expression (attr:NAME, env:NAME, var:NAME, a string, a number, a duration, true/false, [an, array] or a function such as uuid())");
 assertion_err!(
     as_err_attr_no_name,
     "attr: = 1",
@@ -471,7 +471,7 @@ assertion_err!(
     9,
     "number 99999999999999999999 is too large"
 );
-expression_err!(ex_err_empty, "", 0, "unexpected end of input in expression, expected an expression (attr:NAME, env:NAME, var:NAME, a string, a number, a duration, true/false or [an, array])");
+expression_err!(ex_err_empty, "", 0, "unexpected end of input in expression, expected an expression (attr:NAME, env:NAME, var:NAME, a string, a number, a duration, true/false, [an, array] or a function such as uuid())");
 expression_err!(ex_err_op, "attr:a = 1", 7, "unexpected '=' in expression, expected an arithmetic operator (+, -, *, /), '|' and a filter, or the end of the expression");
 
 #[test]
@@ -717,7 +717,7 @@ fn error_in_assertion_points_into_the_file() {
     let text = "type: Model\nspec:\n  id: m\n  specs:\n    - selector: span\n      assertions:\n        - attr:a = @\n";
     assert_eq!(
         load_err(text),
-        vec!["m.yaml:7:20: unexpected '@' in assertion, expected an expression (attr:NAME, env:NAME, var:NAME, a string, a number, a duration, true/false or [an, array])"]
+        vec!["m.yaml:7:20: unexpected '@' in assertion, expected an expression (attr:NAME, env:NAME, var:NAME, a string, a number, a duration, true/false, [an, array] or a function such as uuid())"]
     );
 }
 
@@ -1205,4 +1205,104 @@ fn tracetest_status_code_spellings_lint() {
         errs[0].contains("\"STATUS_CODE_FINE\" is never a span status"),
         "{errs:?}"
     );
+}
+
+// === generator functions (Tracetest's `server/expression/functions`) ===
+
+expression!(ex_call_no_args, "uuid()", "uuid()");
+expression!(ex_call_spaced, "randomInt( 1 ,10 )", "randomInt(1, 10)");
+expression!(
+    ex_call_in_string,
+    r#""user-${firstName()}" | length"#,
+    r#""user-${firstName()}" | length"#
+);
+expression!(
+    ex_call_format,
+    r#"dateTime("DD/MM/YYYY hh:mm")"#,
+    r#"dateTime("DD/MM/YYYY hh:mm")"#
+);
+expression_err!(
+    ex_err_unknown_function,
+    "thisShouldNotExist()",
+    0,
+    "unknown function 'thisShouldNotExist', expected one of: uuid(), firstName(), lastName(), fullName(), email(), phone(), date([format]), dateTime([format]), creditCard(), creditCardCvv(), creditCardExpDate(), randomInt(min, max)"
+);
+expression_err!(
+    ex_err_missing_args,
+    "randomInt()",
+    9,
+    "randomInt() takes 2 arguments, got 0"
+);
+expression_err!(
+    ex_err_extra_arg,
+    r#"date("YYYY", "MM")"#,
+    13,
+    "date() takes at most 1 argument, got 2"
+);
+expression_err!(
+    ex_err_args_to_uuid,
+    "uuid(1)",
+    5,
+    "uuid() takes no arguments, got 1"
+);
+expression_err!(
+    ex_err_unclosed_call,
+    "randomInt(1, 2",
+    14,
+    "unexpected end of input in expression, expected ',' or ')' in the function's arguments"
+);
+
+/// Tracetest's registry refuses a required parameter after an optional one
+/// (`TestFunctionValidation`): none of the functions has one.
+#[test]
+fn function_parameters_put_optional_ones_last() {
+    use crate::model::builtins::Function;
+    for name in [
+        "uuid",
+        "firstName",
+        "lastName",
+        "fullName",
+        "email",
+        "phone",
+        "date",
+        "dateTime",
+        "creditCard",
+        "creditCardCvv",
+        "creditCardExpDate",
+        "randomInt",
+    ] {
+        let f = Function::from_name(name).unwrap_or_else(|| panic!("{name} unknown"));
+        assert_eq!(f.name(), name);
+        let params = f.params();
+        assert!(
+            params.windows(2).all(|w| !w[0].1 || w[1].1),
+            "{name}: a required parameter after an optional one"
+        );
+    }
+}
+
+/// `TestFunctionWithWrongArgNumber`, `TestFunctionWithWrongArgType` and
+/// `TestInexistentFunction`, as lint errors at their place in the file.
+#[test]
+fn function_errors_point_into_the_file() {
+    let file = |assertion: &str| {
+        format!("type: Model\nspec:\n  id: m\n  specs:\n    - selector: span\n      assertions:\n        - '{assertion}'\n")
+    };
+    assert_eq!(
+        load_err(&file("randomInt() > 0")),
+        vec!["m.yaml:7:21: randomInt() takes 2 arguments, got 0"]
+    );
+    assert_eq!(
+        load_err(&file(r#"randomInt(1, "string") > 0"#)),
+        vec!["m.yaml:7:25: argument 2 of randomInt() must be an integer, not \"string\""]
+    );
+    assert_eq!(
+        load_err(&file("date(5) != \"\"")),
+        vec!["m.yaml:7:17: argument 1 of date() must be a string, such as \"DD/MM/YYYY\", not 5"]
+    );
+    assert_eq!(
+        load_err(&file("nope() = 1")),
+        vec!["m.yaml:7:12: unknown function 'nope', expected one of: uuid(), firstName(), lastName(), fullName(), email(), phone(), date([format]), dateTime([format]), creditCard(), creditCardCvv(), creditCardExpDate(), randomInt(min, max)"]
+    );
+    assert!(load_str("m.yaml", &file(r#"randomInt(1, "7") = 1"#)).is_ok());
 }

@@ -497,6 +497,8 @@ impl Evaluator {
     fn context(&self) -> EvalContext<'static> {
         EvalContext {
             deadline: Some(std::time::Instant::now() + self.budget),
+            now_unix_nanos: crate::civil::now_unix_nanos(),
+            seed: fastrand::u64(..),
             ..EvalContext::default()
         }
     }

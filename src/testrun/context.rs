@@ -62,13 +62,17 @@ impl RunContext {
         self.outputs.contains_key(name) || self.env.contains_key(name)
     }
 
-    /// What the engine reads: outputs first, then the variable set.
+    /// What the engine reads: outputs first, then the variable set. Each
+    /// context draws a new seed, so generator functions in two templates
+    /// of a trigger (`${uuid()}` in the URL and in the body) differ.
     pub fn eval<'a>(&'a self, response: Option<&'a TriggerResponse>) -> EvalContext<'a> {
         EvalContext {
             env: &self.env,
             vars: &self.outputs,
             trigger_response: response,
             deadline: None,
+            now_unix_nanos: crate::civil::now_unix_nanos(),
+            seed: fastrand::u64(..),
         }
     }
 }
