@@ -543,10 +543,134 @@ impl<'a> Env<'a> {
         self.trace.spans.get(i as usize).and_then(|s| s.parent)
     }
 
+    /// The spans a path selects when a step after the first has a
+    /// pseudo-class, by Tracetest's rule (`server/assertions/selectors/
+    /// search.go`): that step's pseudo-class picks, for each span of the
+    /// step before, among what the rest of the path selects from it, not
+    /// once among them all. Worked from the last step back: `below` holds,
+    /// per span of the step before the one being worked, what the path
+    /// selects from it. None past the deadline.
+    fn select_path_per_parent(&self, p: &'a CPath) -> Selection {
+        let Some((first, rest)) = p.steps.split_first() else {
+            return Selection::new();
+        };
+        let top = apply_pseudo(self.candidates(first), first.pseudo);
+        if top.is_empty() {
+            return top;
+        }
+        let cands: Vec<Selection> = rest.iter().map(|s| self.candidates(s)).collect();
+        if self.out_of_budget() {
+            return Selection::new();
+        }
+        let mut below: Option<Vec<Selection>> = None;
+        for (k, step) in rest.iter().enumerate().rev() {
+            let parents = match k.checked_sub(1) {
+                None => &top,
+                Some(before) => match cands.get(before) {
+                    Some(c) => c,
+                    None => return Selection::new(),
+                },
+            };
+            let Some(found) = cands.get(k) else {
+                return Selection::new();
+            };
+            let Ok(mut groups) = self.related(step.combinator, parents, found) else {
+                return Selection::new();
+            };
+            if let Some(b) = &below {
+                for &s in parents {
+                    if let Some(g) = groups.get_mut(s as usize) {
+                        *g = union_of(g, b);
+                    }
+                }
+            }
+            for &s in parents {
+                if let Some(g) = groups.get_mut(s as usize) {
+                    *g = apply_pseudo(std::mem::take(g), step.pseudo);
+                }
+            }
+            below = Some(groups);
+        }
+        match &below {
+            Some(b) => union_of(&top, b),
+            None => top,
+        }
+    }
+
+    /// For each span of `parents` (by index), the spans of `cands` that
+    /// `combinator` relates to it, in start-time order.
+    fn related(
+        &self,
+        combinator: Combinator,
+        parents: &Selection,
+        cands: &Selection,
+    ) -> Result<Vec<Selection>, Exceeded> {
+        let n = self.trace.spans.len();
+        self.spend_per_span()?;
+        let mut is_parent: SpanFlags = smallvec![false; n];
+        for &s in parents {
+            if let Some(f) = is_parent.get_mut(s as usize) {
+                *f = true;
+            }
+        }
+        let mut groups: Vec<Selection> = vec![Selection::new(); n];
+        let mut add = |to: SpanIndex, c: SpanIndex| {
+            if let Some(g) = groups.get_mut(to as usize) {
+                g.push(c);
+            }
+        };
+        match combinator {
+            Combinator::Child => {
+                for &c in cands {
+                    if let Some(p) = self.parent(c).filter(|&p| is_set(&is_parent, p)) {
+                        add(p, c);
+                    }
+                }
+            }
+            Combinator::Descendant => {
+                for &c in cands {
+                    let mut up = self.parent(c);
+                    // `break_cycles` left none; the bound keeps a walk
+                    // finite whatever the trace.
+                    for _ in 0..n {
+                        let Some(a) = up else { break };
+                        self.tick()?;
+                        if is_set(&is_parent, a) {
+                            add(a, c);
+                        }
+                        up = self.parent(a);
+                    }
+                }
+            }
+            Combinator::Sibling => {
+                let mut children: Vec<Selection> = vec![Selection::new(); n];
+                for &s in parents {
+                    if let Some(kids) = self.parent(s).and_then(|pp| children.get_mut(pp as usize))
+                    {
+                        kids.push(s);
+                    }
+                }
+                for &c in cands {
+                    let Some(kids) = self.parent(c).and_then(|pp| children.get(pp as usize)) else {
+                        continue;
+                    };
+                    for &s in kids.iter().filter(|&&s| s != c) {
+                        self.tick()?;
+                        add(s, c);
+                    }
+                }
+            }
+        }
+        Ok(groups)
+    }
+
     /// The spans a path selects; none past the deadline (an empty step
     /// ends the path).
     fn select_path(&self, p: &'a CPath) -> Selection {
         let n = self.trace.spans.len();
+        if p.steps.iter().skip(1).any(|s| s.pseudo.is_some()) {
+            return self.select_path_per_parent(p);
+        }
         let mut current = Selection::new();
         for (k, step) in p.steps.iter().enumerate() {
             let cands = self.candidates(step);
@@ -687,6 +811,20 @@ impl<'a> Env<'a> {
             })
             .collect()
     }
+}
+
+/// The spans `below` holds for the spans of `of`, each once, in start-time
+/// order.
+fn union_of(of: &Selection, below: &[Selection]) -> Selection {
+    let mut out: Selection = of
+        .iter()
+        .filter_map(|&s| below.get(s as usize))
+        .flatten()
+        .copied()
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 fn is_set(flags: &SpanFlags, i: SpanIndex) -> bool {

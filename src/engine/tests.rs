@@ -1492,6 +1492,118 @@ selects!(
 );
 selects!(sel_env_value, r#"span[name = env:NOPE]"#, []);
 
+/// R > A1 > {B1, B2 > C2}, R > A2 > {B3 > C3, B4}, children starting in
+/// that order: two parents with two children each, where the first child
+/// under A1 has none of its own.
+fn nested_parents() -> Trace {
+    trace_of(vec![rs(
+        "svc",
+        vec![
+            sp(1, None, "R", 0, 100),
+            sp(2, Some(1), "A1", 1, 50),
+            sp(3, Some(2), "B1", 2, 10),
+            sp(4, Some(2), "B2", 5, 20),
+            sp(8, Some(4), "C2", 8, 9),
+            sp(5, Some(1), "A2", 3, 60),
+            sp(6, Some(5), "B3", 4, 30),
+            sp(9, Some(6), "C3", 9, 10),
+            sp(7, Some(5), "B4", 6, 40),
+        ],
+    )])
+}
+
+/// A pseudo-class after the first step picks per span of the step before,
+/// as Tracetest's `filterSpans` (`server/assertions/selectors/search.go`)
+/// does: its recursion applies a step's pseudo-class to what the rest of
+/// the path finds under one parent span. Expected spans worked out by
+/// hand with that algorithm.
+#[test]
+fn pseudo_classes_pick_per_parent() {
+    let t = nested_parents();
+    for (selector, want) in [
+        (
+            r#"span[name contains "A"] span[name contains "B"]:first"#,
+            vec!["B1", "B3"],
+        ),
+        (
+            r#"span[name contains "A"] span[name contains "B"]:last"#,
+            vec!["B2", "B4"],
+        ),
+        (
+            r#"span[name contains "A"] span[name contains "B"]:nth_child(2)"#,
+            vec!["B2", "B4"],
+        ),
+        (
+            r#"span[name contains "A"] span[name contains "B"]:nth_child(3)"#,
+            vec![],
+        ),
+        // One parent: the same as across all.
+        (
+            r#"span[name = "R"] span[name contains "B"]:first"#,
+            vec!["B1"],
+        ),
+        // The first step's pseudo-class still picks among its own spans.
+        (
+            r#"span[name contains "A"]:first span[name contains "B"]:last"#,
+            vec!["B2"],
+        ),
+        // Tracetest applies B's :first to the C spans found under each A
+        // (through any B), not to the Bs: B1 has no C, yet A1 gives C2.
+        (
+            r#"span[name contains "A"] span[name contains "B"]:first span[name contains "C"]"#,
+            vec!["C2", "C3"],
+        ),
+        (
+            r#"span[name contains "A"] span[name contains "B"] span[name contains "C"]:last"#,
+            vec!["C2", "C3"],
+        ),
+        // Per span under R, the first span below it: A1 gives B1, B2
+        // gives C2, A2 gives B3, B3 gives C3. (Tracetest's search starts
+        // at the parent itself, so its :first is the parent, removed: none.)
+        (
+            r#"span[name = "R"] span span:first"#,
+            vec!["B1", "B3", "C2", "C3"],
+        ),
+        (r#"span[name = "R"] > span > span:last"#, vec!["B2", "B4"]),
+        // The middle :first picks among what the path finds under R (B1
+        // to B4), not among R's children.
+        (r#"span[name = "R"] > span:first > span"#, vec!["B1"]),
+        (
+            r#"span[name contains "B"] ~ span:first"#,
+            vec!["B1", "B3", "B2", "B4"],
+        ),
+        (r#"span[name = "B1"] ~ span:first"#, vec!["B2"]),
+        (
+            r#"span[name contains "A"] > span[name contains "C"]:first"#,
+            vec![],
+        ),
+    ] {
+        assert_eq!(names_selected_in(&t, selector), want, "{selector}");
+    }
+}
+
+/// A walk up the ancestors of the per-parent evaluation accounts for its
+/// hops: past the deadline the selection is empty, never partial.
+#[test]
+fn per_parent_selection_stops_at_the_deadline() {
+    let t = nested_parents();
+    let yaml = "type: Model\nspec:\n  id: m\n  specs:\n    - selector: 'span[name = \"R\"] span span:first'\n";
+    let e = engine(yaml);
+    let cache = eval::KeyCache::expiring_after(e.keys.names.len(), 3);
+    let ctx = EvalContext::default();
+    let env = Env {
+        trace: &t,
+        names: &e.keys.names,
+        cache: &cache,
+        ctx: &ctx,
+        outputs: &[],
+        selected: 0,
+    };
+    let spec = &e.compiled[0].specs[0];
+    assert!(env.select(&spec.selector).is_empty());
+    assert!(env.out_of_budget());
+}
+
 // === verdict table (spec §4) ===
 
 const WITHDRAW: &str = r#"type: Model
