@@ -11,6 +11,9 @@
 //! with a message, unless `CI` is set, where it fails.
 
 mod alerts_util;
+#[path = "security/pki.rs"]
+#[allow(dead_code)]
+mod pki;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -674,6 +677,63 @@ async fn failures_undone_by_late_spans_are_withdrawn_from_the_alert() {
         );
         // One verdict per trace and model: the flips do not count again.
         assert_eq!(m.verdicts(CHECKOUT_MODEL), (0, 2, 0));
+        live.stop().await;
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// 5. HTTPS receivers.
+
+/// A webhook at an `https://` URL whose certificate the given `ca_file`
+/// signed gets the alert (before, the alert client had no TLS: every post
+/// failed and the config was taken without a word); one at an https URL
+/// with a certificate nobody trusts gets nothing, and its failures are
+/// counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_reach_https_webhooks_trusting_their_ca_file() {
+    bounded(Duration::from_secs(30), async {
+        let pki = pki::Pki::new("webhook");
+        let trusted = Webhook::start_with(0, Some(pki.server_tls(false))).await;
+        let untrusted = Webhook::start_with(0, Some(pki.server_tls(false))).await;
+        let mut config = config(&AlertSettings {
+            alertmanager: None,
+            webhooks: vec![trusted.url(), untrusted.url()],
+            group_interval: "1s",
+            resend_interval: "30s",
+            resolve_after: "60s",
+        });
+        config.alerts.webhooks[0].tls = Some(tracecheck::net::tls::ClientTlsConfig {
+            ca_file: Some(pki.path("ca.pem")),
+            ..tracecheck::net::tls::ClientTlsConfig::default()
+        });
+        let live = Live::start(config).await;
+        let mut g = generator(61);
+        let violation = g.trace_of(TraceShape::BankViolation);
+        live.export(violation.to_request()).await;
+        let post = poll_until(Duration::from_secs(10), "the alert over https", || async {
+            trusted.posts().first().cloned()
+        })
+        .await;
+        let alerts = post.body.as_array().cloned().unwrap_or_default();
+        assert_eq!(alerts.len(), 1, "{:?}", post.body);
+        assert_eq!(alerts[0]["labels"]["model"], BANK_MODEL);
+        assert_eq!(
+            alerts[0]["annotations"]["trace_id"],
+            hex(&violation.trace_id)
+        );
+        poll_until(
+            Duration::from_secs(5),
+            "the untrusted one's failures counted",
+            || async {
+                (live.metrics().await.alerts_sent("webhook", "failure") >= 1.0).then_some(())
+            },
+        )
+        .await;
+        assert!(
+            untrusted.posts().is_empty(),
+            "no post past an untrusted certificate"
+        );
         live.stop().await;
     })
     .await;

@@ -753,7 +753,8 @@ impl Exporter {
                 } else {
                     &config.endpoint
                 })?;
-                let client = reqwest::Client::builder()
+                let client = crate::net::client::builder(None, "bench load")
+                    .map_err(|e| LoadError::Client(e.to_string()))?
                     .no_proxy()
                     .connect_timeout(timeout)
                     .build()

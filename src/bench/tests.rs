@@ -1110,7 +1110,8 @@ async fn invalid_load_settings_are_refused() {
 async fn sink_http_speaks_json_protobuf_and_stats() {
     bounded(async {
         let sink = start_sink(Faults::default()).await;
-        let client = reqwest::Client::builder()
+        let client = crate::net::client::builder(None, "test client")
+            .expect("TLS config")
             .no_proxy()
             .build()
             .expect("client");
@@ -1205,7 +1206,8 @@ async fn sink_json_answers_carry_partial_success() {
             ..Faults::default()
         })
         .await;
-        let client = reqwest::Client::builder()
+        let client = crate::net::client::builder(None, "test client")
+            .expect("TLS config")
             .no_proxy()
             .build()
             .expect("client");

@@ -471,6 +471,42 @@ impl Config {
                 }
             }
         }
+        let a = &self.alerts;
+        let mut alert_targets: Vec<(String, &String, Option<&crate::net::tls::ClientTlsConfig>)> =
+            Vec::new();
+        if let Some(am) = &a.alertmanager {
+            if am.all_urls().next().is_none() {
+                return bad("alerts.alertmanager: set url or urls".into());
+            }
+            for u in am.all_urls() {
+                alert_targets.push(("alerts.alertmanager".into(), u, am.tls.as_ref()));
+            }
+        }
+        for (i, w) in a.webhooks.iter().enumerate() {
+            alert_targets.push((format!("alerts.webhooks[{i}]"), &w.url, w.tls.as_ref()));
+        }
+        for (key, url, tls) in alert_targets {
+            let lower = url.to_ascii_lowercase();
+            if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+                return bad(format!(
+                    "{key}: {url:?} must start with http:// or https://"
+                ));
+            }
+            if let Some(t) = tls {
+                if !lower.starts_with("https://") {
+                    return bad(format!(
+                        "{key}.tls: {url:?} is http://, which is plain text; use https:// or remove tls"
+                    ));
+                }
+                // Read now, so that a wrong path stops the start with its name.
+                let _ = crate::net::client::builder(Some(t), "alerts tls").map_err(|e| {
+                    ConfigError::Unpositioned {
+                        file: origin.to_owned(),
+                        message: format!("{key}.tls: {e}"),
+                    }
+                })?;
+            }
+        }
         if let Some(url) = &self.links.trace_url {
             if !url.contains("{trace_id}") {
                 return bad(format!(

@@ -187,6 +187,32 @@ fn the_collectors_exporter_section() {
 }
 
 #[test]
+fn alert_receivers_several_alertmanagers_and_https() {
+    let c = parse(
+        "alerts:\n  alertmanager:\n    urls: [http://am-0:9093, http://am-1:9093]\n  webhooks: [{ url: https://hooks.example/t }]\n",
+    )
+    .unwrap();
+    let am = c.alerts.alertmanager.unwrap();
+    let urls: Vec<&String> = am.all_urls().collect();
+    assert_eq!(urls, ["http://am-0:9093", "http://am-1:9093"]);
+    for (text, says) in [
+        ("alerts: { alertmanager: {} }\n", "set url or urls"),
+        ("alerts: { webhooks: [{ url: hooks.example/t }] }\n", "must start with http"),
+        (
+            "alerts: { webhooks: [{ url: \"http://h/t\", tls: { ca_file: /x.pem } }] }\n",
+            "webhooks[0].tls",
+        ),
+        (
+            "alerts: { alertmanager: { url: \"https://am:9093\", tls: { ca_file: /no/such/ca.pem } } }\n",
+            "/no/such/ca.pem",
+        ),
+    ] {
+        let msg = parse(text).unwrap_err().to_string();
+        assert!(msg.contains(says), "{text}: {msg}");
+    }
+}
+
+#[test]
 fn relations_are_checked() {
     assert!(parse("assembler: { max_spans: 0 }\n").is_err());
     assert!(parse("links: { trace_url: http://jaeger/trace }\n").is_err());

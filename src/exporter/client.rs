@@ -222,7 +222,7 @@ impl Client {
                     ))
                 } else {
                     HttpBackend::Plain(
-                        reqwest::Client::builder()
+                        crate::net::client::builder(None, "exporters.otlp")?
                             .timeout(c.timeout)
                             .build()
                             .map_err(|e| {

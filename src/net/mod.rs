@@ -6,12 +6,14 @@
 //!   (as a stream) and axum (as a listener);
 //! - [`auth`]: bearer tokens, checked on headers before a body is read;
 //! - [`secret`]: [`Secret`](secret::Secret), which never prints its value;
-//! - [`listen`]: listen addresses in the Collector's `host:port` forms.
+//! - [`listen`]: listen addresses in the Collector's `host:port` forms;
+//! - [`client`]: every outbound HTTP client, `https://` included.
 //!
 //! Without `tls:` the listeners do not come through here at all: plain TCP
 //! is served exactly as before.
 
 pub mod auth;
+pub mod client;
 pub mod listen;
 pub mod secret;
 pub mod tls;

@@ -559,6 +559,19 @@ fn trust_roots(c: &ClientTlsConfig, key: &'static str) -> Result<RootCertStore, 
     }
 }
 
+/// A rustls client config trusting nothing: for a machine without CA
+/// certificates, where `http://` must still work.
+pub fn client_config_without_roots(alpn: &[&[u8]]) -> Result<ClientConfig, TlsError> {
+    let key = "outbound HTTP client";
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(invalid(key))?
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
 /// A rustls client config: `ca_file` or else the system's roots, and the
 /// client certificate when both `cert_file` and `key_file` are set.
 pub fn client_config(

@@ -147,13 +147,16 @@ pub fn start(
 ) -> Option<AlertSender> {
     let mut targets = Vec::new();
     if let Some(am) = &config.alertmanager {
-        targets.push((
-            "alertmanager".to_owned(),
-            format!("{}/api/v2/alerts", am.url.trim_end_matches('/')),
-        ));
+        for url in am.all_urls() {
+            targets.push(Target::new(
+                "alertmanager",
+                format!("{}/api/v2/alerts", url.trim_end_matches('/')),
+                am.tls.as_ref(),
+            ));
+        }
     }
     for w in &config.webhooks {
-        targets.push(("webhook".to_owned(), w.url.clone()));
+        targets.push(Target::new("webhook", w.url.clone(), w.tls.as_ref()));
     }
     if targets.is_empty() {
         return None;
@@ -164,22 +167,52 @@ pub fn start(
         external_url,
         metrics: Arc::clone(&metrics),
         targets,
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default(),
         alerts: HashMap::new(),
     };
     tokio::spawn(task.run(rx, stop));
     Some(AlertSender { tx, metrics })
 }
 
+/// Where alerts are posted, each with its own client (its own TLS).
+struct Target {
+    receiver: &'static str,
+    url: String,
+    client: reqwest::Client,
+}
+
+/// A post that does not answer in this time failed, and is retried.
+const POST_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Target {
+    fn new(
+        receiver: &'static str,
+        url: String,
+        tls: Option<&crate::net::tls::ClientTlsConfig>,
+    ) -> Self {
+        // The files were read when the config was (`Config::validate`);
+        // gone since, the target trusts the system's CA certificates and
+        // its posts fail visibly (counted, logged).
+        let client = match crate::net::client::builder(tls, "alerts tls") {
+            Ok(b) => b.timeout(POST_TIMEOUT).build().ok(),
+            Err(e) => {
+                tracing::error!(receiver, url = %origin_of(&url), error = %e, "Alert receiver's TLS files cannot be used; its posts will fail.");
+                None
+            }
+        }
+        .unwrap_or_else(|| crate::net::client::plain(POST_TIMEOUT));
+        Self {
+            receiver,
+            url,
+            client,
+        }
+    }
+}
+
 struct AlertTask {
     config: AlertsConfig,
     external_url: String,
     metrics: Arc<Metrics>,
-    targets: Vec<(String, String)>,
-    client: reqwest::Client,
+    targets: Vec<Target>,
     alerts: HashMap<String, ModelAlert>,
 }
 
@@ -354,11 +387,15 @@ impl AlertTask {
         };
         let mut failed = Vec::new();
         for &i in targets {
-            let Some((receiver, url)) = self.targets.get(i) else {
+            let Some(Target {
+                receiver,
+                url,
+                client,
+            }) = self.targets.get(i)
+            else {
                 continue;
             };
-            let result = self
-                .client
+            let result = client
                 .post(url)
                 .header(http::header::CONTENT_TYPE, "application/json")
                 .body(body.clone())
@@ -378,7 +415,7 @@ impl AlertTask {
             self.metrics
                 .alerts_sent
                 .get_or_create(&AlertLabels {
-                    receiver: receiver.clone(),
+                    receiver: (*receiver).to_owned(),
                     outcome: if ok { "success" } else { "failure" }.into(),
                 })
                 .inc();

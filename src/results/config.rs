@@ -83,14 +83,35 @@ impl Default for AlertsConfig {
     }
 }
 
+/// `alerts.alertmanager`: every alert goes to each URL, as Prometheus
+/// sends to each Alertmanager of a cluster.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AlertmanagerConfig {
-    pub url: String,
+    /// One Alertmanager (the short form of `urls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// For `https://` URLs: `ca_file` (else the system's CA certificates),
+    /// `cert_file` and `key_file` for a client certificate.
+    #[serde(default)]
+    pub tls: Option<crate::net::tls::ClientTlsConfig>,
 }
 
+impl AlertmanagerConfig {
+    /// `url` and `urls` together, in that order.
+    pub fn all_urls(&self) -> impl Iterator<Item = &String> {
+        self.url.iter().chain(self.urls.iter())
+    }
+}
+
+/// `alerts.webhooks[]`
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub url: String,
+    /// As for Alertmanager.
+    #[serde(default)]
+    pub tls: Option<crate::net::tls::ClientTlsConfig>,
 }

@@ -115,7 +115,7 @@ impl Embedded {
 /// A source reading a running daemon's admin endpoint.
 pub fn remote(server: &str) -> TraceSource {
     TraceSource::Remote {
-        client: reqwest::Client::new(),
+        client: crate::net::client::plain(std::time::Duration::ZERO),
         base: server.trim_end_matches('/').to_string(),
     }
 }

@@ -246,10 +246,7 @@ impl Tier {
         let instance = config.instance_name();
         Self {
             changes: Arc::new(Changes::new(horizon)),
-            client: reqwest::Client::builder()
-                .timeout(config.announce_timeout)
-                .build()
-                .unwrap_or_default(),
+            client: crate::net::client::plain(config.announce_timeout),
             config,
             instance,
             admin,
@@ -418,7 +415,7 @@ pub async fn request_leave(
     token: Option<HeaderValue>,
     timeout: Duration,
 ) -> Result<(), reqwest::Error> {
-    let client = reqwest::Client::builder().timeout(timeout).build()?;
+    let client = crate::net::client::plain(timeout);
     let request = client.post(format!("{}{LEAVE_PATH}", server.trim_end_matches('/')));
     let request = match token {
         Some(v) => request.header(reqwest::header::AUTHORIZATION, v),

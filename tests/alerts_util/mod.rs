@@ -304,10 +304,19 @@ pub struct Webhook {
     pub addr: SocketAddr,
     pub posts: Arc<Mutex<Vec<Post>>>,
     stop: tokio_util::sync::CancellationToken,
+    https: bool,
 }
 
 impl Webhook {
     pub async fn start(refuse_first: usize) -> Webhook {
+        Webhook::start_with(refuse_first, None).await
+    }
+
+    /// Over TLS with `tls`' certificate when given (`https://`).
+    pub async fn start_with(
+        refuse_first: usize,
+        tls: Option<tracecheck::net::tls::ServerTlsConfig>,
+    ) -> Webhook {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind webhook");
@@ -334,16 +343,54 @@ impl Webhook {
         let app = axum::Router::new().fallback(axum::routing::post(handler));
         let stop = tokio_util::sync::CancellationToken::new();
         let stop_in = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(stop_in.cancelled_owned())
-                .await;
-        });
-        Webhook { addr, posts, stop }
+        let https = tls.is_some();
+        match tls {
+            None => {
+                tokio::spawn(async move {
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(stop_in.cancelled_owned())
+                        .await;
+                });
+            }
+            Some(t) => {
+                let tls = tracecheck::net::tls::ServerTls::load(
+                    &t,
+                    "webhook",
+                    tracecheck::receiver::ALPN_H2_HTTP1,
+                )
+                .expect("webhook certificate");
+                let metrics = Arc::new(tracecheck::results::metrics::Metrics::new(
+                    &mut prometheus_client::registry::Registry::default(),
+                ));
+                let incoming = tracecheck::net::TlsIncoming::start(
+                    listener,
+                    tls,
+                    "webhook",
+                    metrics,
+                    stop.clone(),
+                )
+                .expect("TLS listener");
+                tokio::spawn(async move {
+                    let _ = axum::serve(incoming, app)
+                        .with_graceful_shutdown(stop_in.cancelled_owned())
+                        .await;
+                });
+            }
+        }
+        Webhook {
+            addr,
+            posts,
+            stop,
+            https,
+        }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
+        // `localhost`: the name the test certificate is for.
+        match self.https {
+            true => format!("https://localhost:{}/hook", self.addr.port()),
+            false => format!("http://{}/hook", self.addr),
+        }
     }
 
     pub fn posts(&self) -> Vec<Post> {
@@ -491,7 +538,8 @@ pub async fn export_to(grpc: SocketAddr, request: ExportTraceServiceRequest) {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    tracecheck::net::client::builder(None, "test client")
+        .expect("TLS config")
         .no_proxy()
         .timeout(Duration::from_secs(10))
         .build()

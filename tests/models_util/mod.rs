@@ -130,7 +130,8 @@ impl Live {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    tracecheck::net::client::builder(None, "test client")
+        .expect("TLS config")
         .no_proxy()
         .timeout(Duration::from_secs(10))
         .build()

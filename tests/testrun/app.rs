@@ -317,7 +317,7 @@ async fn runs_api_runs_a_test_through_the_daemon() {
     }
     let served = Served::start("100ms").await;
     let shop = Pokeshop::start(served.otlp_http, false, 300);
-    let client = reqwest::Client::new();
+    let client = tracecheck::net::client::plain(std::time::Duration::ZERO);
     let file = std::fs::read_to_string(repo_path("examples/pokeshop/tracetest/add-pokemon.yaml"))
         .expect("example test");
     let body = serde_json::json!({

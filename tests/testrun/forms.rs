@@ -702,7 +702,7 @@ async fn trace_api_wait_answers_once_the_trace_is_complete() {
     let served = Served::start("30s").await;
     let reporter = Reporter::new(served.otlp_http);
     let trace_id = format!("{:016x}{:016x}", fastrand::u64(1..), fastrand::u64(1..));
-    let client = reqwest::Client::new();
+    let client = tracecheck::net::client::plain(std::time::Duration::ZERO);
     let url = format!("{}/api/v1/traces/{trace_id}", served.admin);
     let r = client
         .get(format!("{url}?wait=0s"))

@@ -207,7 +207,7 @@ impl Reporter {
     pub fn new(otlp_http: SocketAddr) -> Self {
         Self {
             url: format!("http://{otlp_http}/v1/traces"),
-            client: reqwest::Client::new(),
+            client: tracecheck::net::client::plain(std::time::Duration::ZERO),
         }
     }
 

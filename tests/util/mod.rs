@@ -148,7 +148,8 @@ pub fn request_of(spans: usize, seed: u64) -> ExportTraceServiceRequest {
 }
 
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
+    tracecheck::net::client::builder(None, "test client")
+        .expect("TLS config")
         .no_proxy()
         .timeout(Duration::from_secs(20))
         .build()
