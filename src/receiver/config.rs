@@ -184,6 +184,27 @@ pub struct HttpConfig {
     /// A bearer token on this receiver, in place of `receivers.otlp.auth`.
     #[serde(default)]
     pub auth: Option<crate::net::auth::AuthConfig>,
+    /// Cross-origin requests from browsers (the OpenTelemetry JS SDK in a
+    /// page): off unless origins are listed, as in the Collector.
+    #[serde(default)]
+    pub cors: Option<CorsConfig>,
+}
+
+/// `receivers.otlp.protocols.http.cors`, the Collector's keys.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Origins allowed to send, e.g. `https://*.example.com`: `*` stands
+    /// for any characters; `*` alone allows every origin.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Request headers allowed beyond the CORS-safelisted ones and
+    /// `Content-Type`, `Content-Encoding`, `Authorization`; `*` allows any.
+    #[serde(default)]
+    pub allowed_headers: Vec<String>,
+    /// How long, in seconds, a browser may keep a preflight's answer.
+    #[serde(default)]
+    pub max_age: Option<u64>,
 }
 
 impl Default for HttpConfig {
@@ -193,6 +214,7 @@ impl Default for HttpConfig {
             max_request_body_size_mib: default_max_request_body_size_mib(),
             tls: None,
             auth: None,
+            cors: None,
         }
     }
 }

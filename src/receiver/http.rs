@@ -502,6 +502,72 @@ fn error(
 /// `receivers.otlp.auth` on HTTP: a request without the right bearer token
 /// is answered 401 from its headers alone; its body is never read. Without
 /// a token the router is returned untouched.
+/// Answers browsers' preflights and marks answers for the origins
+/// `cors` allows. Outermost: a preflight carries no token, and must not be
+/// refused for want of one.
+pub fn with_cors(app: Router, cors: Option<&super::config::CorsConfig>) -> Router {
+    use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+    let Some(c) = cors.filter(|c| !c.allowed_origins.is_empty()) else {
+        return app;
+    };
+    let patterns = c.allowed_origins.clone();
+    let origin = if patterns.iter().any(|p| p == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::predicate(move |origin, _| {
+            origin
+                .to_str()
+                .is_ok_and(|o| patterns.iter().any(|p| glob_match(p, o)))
+        })
+    };
+    let headers = if c.allowed_headers.iter().any(|h| h == "*") {
+        AllowHeaders::mirror_request()
+    } else {
+        let mut names = vec![
+            header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
+            header::AUTHORIZATION,
+            header::ACCEPT,
+        ];
+        names.extend(
+            c.allowed_headers
+                .iter()
+                .filter_map(|h| header::HeaderName::from_bytes(h.as_bytes()).ok()),
+        );
+        AllowHeaders::list(names)
+    };
+    let mut layer = CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods([http::Method::POST, http::Method::OPTIONS])
+        .allow_headers(headers);
+    if let Some(secs) = c.max_age {
+        layer = layer.max_age(std::time::Duration::from_secs(secs));
+    }
+    app.layer(layer)
+}
+
+/// `*` matches any run of characters (the Collector's origin patterns).
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let Some(first) = parts.next() else {
+        return pattern == text;
+    };
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for p in middle {
+        match rest.find(p) {
+            Some(i) => rest = &rest[i + p.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
 pub fn with_auth(
     app: Router,
     token: Option<Arc<crate::net::auth::BearerToken>>,
@@ -544,3 +610,29 @@ pub fn with_auth(
 }
 
 const UNAUTHENTICATED: i32 = 16;
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn origin_patterns_as_the_collector_writes_them() {
+        for (pattern, origin, allowed) in [
+            ("https://*.example.com", "https://app.example.com", true),
+            ("https://*.example.com", "https://a.b.example.com", true),
+            ("https://*.example.com", "https://example.com", false),
+            ("https://*.example.com", "http://app.example.com", false),
+            (
+                "https://*.example.com",
+                "https://app.example.com.evil.test",
+                false,
+            ),
+            ("http://localhost:*", "http://localhost:3000", true),
+            ("https://app.example.com", "https://app.example.com", true),
+            ("https://app.example.com", "https://app.example.co", false),
+            ("*", "https://anything", true),
+        ] {
+            assert_eq!(glob_match(pattern, origin), allowed, "{pattern} {origin}");
+        }
+    }
+}

@@ -174,6 +174,7 @@ impl Receivers {
                 limits,
             );
             let app = http::with_auth(app, http_token, Arc::clone(&metrics));
+            let app = http::with_cors(app, h.cors.as_ref());
             let shutdown = stop.clone().cancelled_owned();
             let stopped = |e: std::io::Error| {
                 tracing::error!(error = %e, "OTLP HTTP receiver stopped.");

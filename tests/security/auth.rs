@@ -186,6 +186,85 @@ async fn a_protocols_own_token_guards_that_protocol_alone() {
     daemon.shutdown().await;
 }
 
+/// A browser SDK on an allowed origin (`cors.allowed_origins`, the
+/// Collector's key) can send: its preflight is answered without a token
+/// (browsers send none on it), its post with the token is taken and
+/// marked for that origin. Another origin's preflight gets no permission.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_on_allowed_origins_pass_cors_and_still_need_the_token() {
+    use prost::Message as _;
+    let mut config = util::config();
+    if let Some(http) = config.receivers.otlp.http.as_mut() {
+        http.auth = auth();
+        http.cors = Some(tracecheck::receiver::config::CorsConfig {
+            allowed_origins: vec!["https://*.example.com".into()],
+            allowed_headers: vec!["X-Custom".into()],
+            max_age: Some(600),
+        });
+    }
+    let daemon = util::start_daemon(config).await;
+    let preflight = |origin: &'static str| {
+        util::http_client()
+            .request(reqwest::Method::OPTIONS, util::http_url(&daemon))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "content-type,authorization,x-custom",
+            )
+            .send()
+    };
+    let resp = bounded("preflight", preflight("https://shop.example.com"))
+        .await
+        .expect("answered");
+    assert!(resp.status().is_success(), "{:?}", resp.status());
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase)
+    };
+    assert_eq!(
+        header(&resp, "access-control-allow-origin").as_deref(),
+        Some("https://shop.example.com")
+    );
+    let allowed = header(&resp, "access-control-allow-headers").unwrap_or_default();
+    assert!(
+        allowed.contains("authorization") && allowed.contains("x-custom"),
+        "{allowed}"
+    );
+    assert_eq!(
+        header(&resp, "access-control-max-age").as_deref(),
+        Some("600")
+    );
+
+    let resp = bounded("preflight", preflight("https://evil.test"))
+        .await
+        .expect("answered");
+    assert!(header(&resp, "access-control-allow-origin").is_none());
+
+    let post = |token: Option<&str>| {
+        let mut req = util::http_client()
+            .post(util::http_url(&daemon))
+            .header("origin", "https://shop.example.com")
+            .header("content-type", "application/x-protobuf")
+            .body(util::request_of(2, 9).encode_to_vec());
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        req.send()
+    };
+    let resp = bounded("POST", post(None)).await.expect("answered");
+    assert_eq!(resp.status(), 401, "CORS does not stand in for the token");
+    let resp = bounded("POST", post(Some(TOKEN))).await.expect("answered");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        header(&resp, "access-control-allow-origin").as_deref(),
+        Some("https://shop.example.com")
+    );
+    daemon.shutdown().await;
+}
+
 /// A token file is re-read when it changes: the new token is taken, the
 /// old one refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
