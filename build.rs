@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    revision();
     let protos = collect_protos(PathBuf::from("proto"))?;
     for p in &protos {
         println!("cargo:rerun-if-changed={}", p.display());
@@ -29,6 +30,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".opentelemetry.proto.collector.trace.v1")
         .compile_fds(fds)?;
     Ok(())
+}
+
+/// `TRACECHECK_REVISION` for `tracecheck_build_info`: the environment's
+/// (an image build without `.git`), else `git describe`, else `unknown`.
+fn revision() {
+    println!("cargo:rerun-if-env-changed=TRACECHECK_REVISION");
+    println!("cargo:rerun-if-changed=.git/HEAD");
+    println!("cargo:rerun-if-changed=.git/refs/heads");
+    let rev = std::env::var("TRACECHECK_REVISION").ok().or_else(|| {
+        let out = std::process::Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+            .filter(|r| !r.is_empty())
+    });
+    println!(
+        "cargo:rustc-env=TRACECHECK_REVISION={}",
+        rev.unwrap_or_else(|| "unknown".into())
+    );
 }
 
 fn collect_protos(dir: PathBuf) -> std::io::Result<Vec<PathBuf>> {

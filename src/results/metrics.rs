@@ -357,6 +357,47 @@ impl Metrics {
             "Resident memory size in bytes",
             ResidentMemory,
         );
+        for (name, help, which) in [
+            (
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds",
+                Process::CpuSeconds,
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors",
+                Process::OpenFds,
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                Process::MaxFds,
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes",
+                Process::VirtualMemory,
+            ),
+            (
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds",
+                Process::StartTime,
+            ),
+        ] {
+            r.register(name, help, which);
+        }
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+                revision: env!("TRACECHECK_REVISION").into(),
+            })
+            .set(1);
+        r.register(
+            "tracecheck_build_info",
+            "The running build: version and revision (always 1)",
+            build,
+        );
         r.register(
             "tracecheck_buffer_truncated_spans",
             "Spans forwarded but not buffered for evaluation because their trace was at a per-trace bound (its verdicts are marked incomplete)",
@@ -593,6 +634,86 @@ impl prometheus_client::encoding::EncodeMetric for VerdictCounter {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+    pub revision: String,
+}
+
+/// The standard `process_*` metrics (Prometheus' client conventions), read
+/// from procfs when scraped; absent where there is none.
+#[derive(Debug, Clone, Copy)]
+pub enum Process {
+    CpuSeconds,
+    OpenFds,
+    MaxFds,
+    VirtualMemory,
+    StartTime,
+}
+
+/// `/proc` counts CPU time and start time in these (`USER_HZ`, fixed at
+/// 100 by Linux's ABI whatever the kernel's own tick).
+const USER_HZ: f64 = 100.0;
+
+impl Process {
+    /// Fields of `/proc/self/stat` after the command name (which may hold
+    /// spaces): field 3 of the man page is index 0.
+    fn stat() -> Option<Vec<String>> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let after = stat.rsplit_once(')')?.1;
+        Some(after.split_whitespace().map(str::to_owned).collect())
+    }
+
+    pub fn read(self) -> Option<f64> {
+        let field = |i: usize| -> Option<f64> { Self::stat()?.get(i)?.parse().ok() };
+        match self {
+            // utime and stime: fields 14 and 15.
+            Process::CpuSeconds => Some((field(11)? + field(12)?) / USER_HZ),
+            Process::VirtualMemory => field(20),
+            Process::StartTime => {
+                let stat = std::fs::read_to_string("/proc/stat").ok()?;
+                let boot: f64 = stat
+                    .lines()
+                    .find_map(|l| l.strip_prefix("btime "))?
+                    .trim()
+                    .parse()
+                    .ok()?;
+                Some(boot + field(19)? / USER_HZ)
+            }
+            Process::OpenFds => Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as f64),
+            Process::MaxFds => {
+                let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+                let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+                line.split_whitespace().nth(3)?.parse().ok()
+            }
+        }
+    }
+}
+
+impl prometheus_client::metrics::TypedMetric for Process {}
+
+impl prometheus_client::encoding::EncodeMetric for Process {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        match (self.read(), self.metric_type()) {
+            (Some(v), prometheus_client::metrics::MetricType::Counter) => {
+                encoder.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&v, None)
+            }
+            (Some(v), _) => encoder.encode_gauge(&v),
+            (None, _) => Ok(()),
+        }
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        match self {
+            Process::CpuSeconds => prometheus_client::metrics::MetricType::Counter,
+            _ => prometheus_client::metrics::MetricType::Gauge,
+        }
+    }
+}
+
 /// `process_resident_memory_bytes`, read from `/proc/self/status` when
 /// scraped, so that the memory account can be compared with what the
 /// kernel sees. Absent where there is no procfs.
@@ -633,6 +754,55 @@ impl prometheus_client::encoding::EncodeMetric for ResidentMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_metrics_and_build_info_are_exposed() {
+        let mut registry = Registry::default();
+        let _m = Metrics::new(&mut registry);
+        // Some CPU time for the counter to show (it counts in 10 ms ticks).
+        let spin = std::time::Instant::now();
+        let mut x = 0u64;
+        while spin.elapsed() < std::time::Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        };
+        assert!(
+            text.contains("# TYPE process_cpu_seconds counter"),
+            "{text}"
+        );
+        assert!(value("process_cpu_seconds_total") > 0.0);
+        assert!(value("process_open_fds") >= 3.0);
+        assert!(value("process_max_fds") >= value("process_open_fds"));
+        assert!(value("process_virtual_memory_bytes") > 1e6);
+        assert!(value("process_resident_memory_bytes") > 1e6);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        let started = value("process_start_time_seconds");
+        assert!(
+            started <= now + 1.0 && started > now - 86_400.0,
+            "{started} vs {now}"
+        );
+        let build = text
+            .lines()
+            .find(|l| l.starts_with("tracecheck_build_info{"))
+            .unwrap_or_else(|| panic!("no build info in\n{text}"));
+        assert!(
+            build.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))),
+            "{build}"
+        );
+        assert!(build.contains("revision=\""), "{build}");
+        assert!(build.ends_with(" 1"), "{build}");
+    }
 
     #[test]
     fn verdict_counter_sums_plain_and_exemplar_increments() {
