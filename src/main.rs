@@ -192,6 +192,10 @@ enum Format {
 }
 
 fn main() -> ExitCode {
+    // Every client of ours gets its TLS config from src/net/client.rs;
+    // this is for any a library makes, which reqwest would make panic
+    // without a process-wide provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     // `serve` logs as its config says, so it starts logging once that is read.
     if !matches!(cli.command, Command::Serve { .. }) {

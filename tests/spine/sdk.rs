@@ -101,6 +101,9 @@ async fn sdk_http_protobuf_exporter_delivers_every_span_once() {
         // The SDK's default set-up for HTTP: batch processor on its own
         // thread, blocking reqwest client, no async runtime around it.
         let app = std::thread::spawn(move || {
+            // reqwest has TLS without a provider of its own in this build
+            // (src/net/client.rs): the SDK's client takes the process's.
+            let _ = rustls::crypto::ring::default_provider().install_default();
             let exporter = SpanExporter::builder()
                 .with_http()
                 .with_protocol(Protocol::HttpBinary)
