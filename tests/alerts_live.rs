@@ -738,3 +738,59 @@ async fn alerts_reach_https_webhooks_trusting_their_ca_file() {
     })
     .await;
 }
+
+/// Two Alertmanagers (`urls`), each behind basic auth and a tenant header
+/// (a hosted or proxied Alertmanager): each gets the alert, with the
+/// credentials and the header, at Alertmanager's v2 path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_alertmanager_gets_the_alert_with_its_credentials_and_headers() {
+    bounded(Duration::from_secs(30), async {
+        let (am0, am1) = (Webhook::start(0).await, Webhook::start(0).await);
+        let mut config = config(&AlertSettings {
+            alertmanager: Some(format!("http://{}", am0.addr)),
+            webhooks: Vec::new(),
+            group_interval: "1s",
+            resend_interval: "30s",
+            resolve_after: "60s",
+        });
+        let am = config.alerts.alertmanager.as_mut().expect("alertmanager");
+        am.urls.push(format!("http://{}", am1.addr));
+        am.auth = Some(tracecheck::results::config::AlertAuth {
+            bearer_token: None,
+            basic: Some(tracecheck::results::config::BasicAuth {
+                username: "tc".into(),
+                password: tracecheck::net::secret::Secret::new("s3cret"),
+            }),
+        });
+        am.headers.insert(
+            "X-Scope-OrgID".into(),
+            tracecheck::net::secret::Secret::new("team-a"),
+        );
+        let live = Live::start(config).await;
+        let mut g = generator(71);
+        live.export(g.trace_of(TraceShape::BankViolation).to_request())
+            .await;
+        for am in [&am0, &am1] {
+            let post = poll_until(Duration::from_secs(10), "the alert", || async {
+                am.posts().first().cloned()
+            })
+            .await;
+            assert_eq!(post.path, "/api/v2/alerts");
+            let header = |name: &str| {
+                post.headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            // base64("tc:s3cret")
+            assert_eq!(
+                header("authorization").as_deref(),
+                Some("Basic dGM6czNjcmV0")
+            );
+            assert_eq!(header("x-scope-orgid").as_deref(), Some("team-a"));
+            assert_eq!(post.body[0]["labels"]["model"], BANK_MODEL);
+        }
+        live.stop().await;
+    })
+    .await;
+}

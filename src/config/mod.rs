@@ -478,6 +478,21 @@ impl Config {
             if am.all_urls().next().is_none() {
                 return bad("alerts.alertmanager: set url or urls".into());
             }
+            if let Some(auth) = &am.auth {
+                if auth.bearer_token.is_some() == auth.basic.is_some() {
+                    return bad(
+                        "alerts.alertmanager.auth: set exactly one of bearer_token and basic"
+                            .into(),
+                    );
+                }
+            }
+            for name in am.headers.keys() {
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    return bad(format!(
+                        "alerts.alertmanager.headers: {name:?} is not a valid header name"
+                    ));
+                }
+            }
             for u in am.all_urls() {
                 alert_targets.push(("alerts.alertmanager".into(), u, am.tls.as_ref()));
             }

@@ -148,11 +148,14 @@ pub fn start(
     let mut targets = Vec::new();
     if let Some(am) = &config.alertmanager {
         for url in am.all_urls() {
-            targets.push(Target::new(
+            let mut t = Target::new(
                 "alertmanager",
                 format!("{}/api/v2/alerts", url.trim_end_matches('/')),
                 am.tls.as_ref(),
-            ));
+            );
+            t.auth = am.auth.clone();
+            t.headers = am.headers.clone();
+            targets.push(t);
         }
     }
     for w in &config.webhooks {
@@ -178,6 +181,8 @@ struct Target {
     receiver: &'static str,
     url: String,
     client: reqwest::Client,
+    auth: Option<super::config::AlertAuth>,
+    headers: BTreeMap<String, crate::net::secret::Secret>,
 }
 
 /// A post that does not answer in this time failed, and is retried.
@@ -204,6 +209,29 @@ impl Target {
             receiver,
             url,
             client,
+            auth: None,
+            headers: BTreeMap::new(),
+        }
+    }
+
+    fn post(&self, body: Vec<u8>) -> reqwest::RequestBuilder {
+        let mut request = self
+            .client
+            .post(&self.url)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        for (name, value) in &self.headers {
+            request = request.header(name.as_str(), value.expose());
+        }
+        match &self.auth {
+            Some(super::config::AlertAuth {
+                bearer_token: Some(t),
+                ..
+            }) => request.bearer_auth(t.expose()),
+            Some(super::config::AlertAuth { basic: Some(b), .. }) => {
+                request.basic_auth(&b.username, Some(b.password.expose()))
+            }
+            _ => request,
         }
     }
 }
@@ -387,20 +415,11 @@ impl AlertTask {
         };
         let mut failed = Vec::new();
         for &i in targets {
-            let Some(Target {
-                receiver,
-                url,
-                client,
-            }) = self.targets.get(i)
-            else {
+            let Some(target) = self.targets.get(i) else {
                 continue;
             };
-            let result = client
-                .post(url)
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(body.clone())
-                .send()
-                .await;
+            let (receiver, url) = (&target.receiver, &target.url);
+            let result = target.post(body.clone()).send().await;
             let ok = matches!(&result, Ok(r) if r.status().is_success());
             if !ok {
                 failed.push(i);

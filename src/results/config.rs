@@ -97,6 +97,32 @@ pub struct AlertmanagerConfig {
     /// `cert_file` and `key_file` for a client certificate.
     #[serde(default)]
     pub tls: Option<crate::net::tls::ClientTlsConfig>,
+    /// Credentials for an Alertmanager behind a proxy or a hosted one.
+    #[serde(default)]
+    pub auth: Option<AlertAuth>,
+    /// Extra request headers (a tenant header such as `X-Scope-OrgID`).
+    /// Values are secrets: never logged.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, crate::net::secret::Secret>,
+}
+
+/// `alerts.alertmanager.auth`: one of the two.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertAuth {
+    /// Sent as `Authorization: Bearer <token>`; write `${env:NAME}`.
+    #[serde(default)]
+    pub bearer_token: Option<crate::net::secret::Secret>,
+    #[serde(default)]
+    pub basic: Option<BasicAuth>,
+}
+
+/// HTTP basic authentication.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password: crate::net::secret::Secret,
 }
 
 impl AlertmanagerConfig {

@@ -296,6 +296,8 @@ pub struct Post {
     pub at: Instant,
     pub status: u16,
     pub body: Value,
+    pub path: String,
+    pub headers: axum::http::HeaderMap,
 }
 
 /// An HTTP server taking alert posts on any path: answers 503 to the first
@@ -324,7 +326,9 @@ impl Webhook {
         let posts: Arc<Mutex<Vec<Post>>> = Arc::default();
         let seen = Arc::new(AtomicUsize::new(0));
         let posts_in = Arc::clone(&posts);
-        let handler = move |body: bytes::Bytes| {
+        let handler = move |uri: axum::http::Uri,
+                            headers: axum::http::HeaderMap,
+                            body: bytes::Bytes| {
             let posts = Arc::clone(&posts_in);
             let seen = Arc::clone(&seen);
             async move {
@@ -336,6 +340,8 @@ impl Webhook {
                     at: Instant::now(),
                     status,
                     body,
+                    path: uri.path().to_owned(),
+                    headers,
                 });
                 axum::http::StatusCode::from_u16(status).expect("status code")
             }
