@@ -159,6 +159,12 @@ struct TestRunArgs {
     /// Per test: from the trigger to the last span a spec waits for.
     #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
     timeout: std::time::Duration,
+    /// Trace context formats the http and grpc triggers send, comma-separated:
+    /// w3c (traceparent), b3 (single header), b3multi (X-B3-*), jaeger
+    /// (uber-trace-id), xray (X-Amzn-Trace-Id), or all. Every header names
+    /// the same trace, the one the run waits for.
+    #[arg(long, default_value = "w3c")]
+    propagation: tracecheck::testrun::Propagation,
     /// Trace URL template with {trace_id}, shown with each step.
     #[arg(long)]
     trace_url: Option<String>,
@@ -594,6 +600,7 @@ fn test_run(args: TestRunArgs) -> anyhow::Result<ExitCode> {
     let opts = testrun::RunOptions {
         timeout: args.timeout,
         progress,
+        propagation: args.propagation.clone(),
     };
     let links = tracecheck::results::config::LinksConfig {
         trace_url: args.trace_url.clone(),

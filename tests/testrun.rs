@@ -12,5 +12,7 @@ mod bad_files;
 mod forms;
 #[path = "testrun/https.rs"]
 mod https;
+#[path = "testrun/propagation.rs"]
+mod propagation;
 #[path = "testrun/util.rs"]
 mod util;

@@ -20,6 +20,7 @@ use tokio::sync::{watch, Semaphore};
 
 use super::context::RunContext;
 use super::load::load_text;
+use super::propagation::Propagation;
 use super::report::SuiteReport;
 use super::runner::{run_suite, RunOptions, DEFAULT_TIMEOUT};
 use super::wait::TraceSource;
@@ -121,7 +122,8 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// `POST /api/v1/runs`: JSON `{"file": "<YAML of the Test or Transaction
 /// and the tests its steps name>", "variables": {"K": "V"}, "timeout":
-/// "30s"}`; or the YAML itself with a YAML content type.
+/// "30s", "propagation": "w3c,b3"}`; or the YAML itself with a YAML
+/// content type.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Submit {
@@ -129,6 +131,8 @@ struct Submit {
     #[serde(default)]
     variables: BTreeMap<String, String>,
     timeout: Option<String>,
+    /// As `test run --propagation`.
+    propagation: Option<String>,
 }
 
 async fn submit(
@@ -151,6 +155,7 @@ async fn submit(
             file: String::from_utf8_lossy(&body).into_owned(),
             variables: BTreeMap::new(),
             timeout: None,
+            propagation: None,
         }
     } else {
         match serde_json::from_slice::<Submit>(&body) {
@@ -158,7 +163,7 @@ async fn submit(
             Err(e) => {
                 return error(
                     StatusCode::BAD_REQUEST,
-                    format!("expected JSON {{\"file\": \"<yaml>\", \"variables\": {{…}}, \"timeout\": \"30s\"}}: {e}"),
+                    format!("expected JSON {{\"file\": \"<yaml>\", \"variables\": {{…}}, \"timeout\": \"30s\", \"propagation\": \"w3c\"}}: {e}"),
                 )
             }
         }
@@ -173,6 +178,13 @@ async fn submit(
                     format!("timeout {t:?}: expected a duration up to 10m such as 30s"),
                 )
             }
+        },
+    };
+    let propagation = match req.propagation.as_deref() {
+        None => Propagation::default(),
+        Some(p) => match p.parse() {
+            Ok(p) => p,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("propagation: {e}")),
         },
     };
     // Variables posted alongside count as the variable set.
@@ -250,6 +262,7 @@ async fn submit(
         let opts = RunOptions {
             timeout,
             progress: None,
+            propagation,
         };
         let result = run_suite(&suite, &base, &task_runs.source, &opts)
             .await

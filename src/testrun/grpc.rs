@@ -20,7 +20,8 @@ use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse
 use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as V1AlphaClient;
 
 use super::context::RunContext;
-use super::trigger::{auth_parts, error_chain, render, traceparent, TriggerError};
+use super::propagation::Propagation;
+use super::trigger::{auth_parts, error_chain, new_span_id, render, TriggerError};
 use crate::engine::TriggerResponse;
 use crate::ids::TraceId;
 use crate::model::GrpcRequest;
@@ -46,6 +47,7 @@ pub enum GrpcError {
 pub(crate) async fn call(
     g: &GrpcRequest,
     trace_id: TraceId,
+    propagation: &Propagation,
     ctx: &RunContext,
     base_dir: &Path,
     timeout: Duration,
@@ -116,7 +118,9 @@ pub(crate) async fn call(
     for (k, v) in auth_parts(g.auth.as_ref(), ctx)?.headers {
         put(&k, &v)?;
     }
-    put("traceparent", &traceparent(trace_id))?;
+    for (k, v) in propagation.headers(trace_id, new_span_id()) {
+        put(k, &v)?;
+    }
 
     let path = http::uri::PathAndQuery::try_from(format!("/{service}/{method_name}"))
         .map_err(|e| call_err(e.to_string()))?;

@@ -14,6 +14,7 @@ pub mod api;
 pub mod context;
 pub mod grpc;
 pub mod load;
+pub mod propagation;
 pub mod report;
 pub mod runner;
 pub mod trigger;
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 pub use context::RunContext;
 pub use load::{load_files, load_text, RunKind, Runnable, Suite};
+pub use propagation::Propagation;
 pub use report::{render_junit, render_text, RunReport, StepReport, StepStatus, SuiteReport};
 pub use runner::{run, run_suite, RunOptions, DEFAULT_TIMEOUT};
 pub use wait::{TapConsumer, TraceSource, TraceWaiters};

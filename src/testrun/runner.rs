@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::context::RunContext;
 use super::load::{Runnable, Step, Suite};
+use super::propagation::Propagation;
 use super::report::{RunReport, StepReport, StepStatus, SuiteReport};
 use super::trigger;
 use super::wait::{TraceSource, WaitError};
@@ -30,6 +31,8 @@ pub struct RunOptions {
     /// From sending the trigger to the last span a spec waits for.
     pub timeout: Duration,
     pub progress: Option<Progress>,
+    /// Trace context formats the `http` and `grpc` triggers send.
+    pub propagation: Propagation,
 }
 
 impl Default for RunOptions {
@@ -37,6 +40,7 @@ impl Default for RunOptions {
         Self {
             timeout: DEFAULT_TIMEOUT,
             progress: None,
+            propagation: Propagation::default(),
         }
     }
 }
@@ -102,7 +106,7 @@ async fn run_step(
         );
         return Ok(report);
     };
-    let trace_id = match trigger::trace_id_for(trig, ctx) {
+    let trace_id = match trigger::trace_id_for(trig, ctx, &opts.propagation) {
         Ok(id) => id,
         Err(e) => {
             report.finish(StepStatus::Error, Some(e.to_string()), started);
@@ -115,7 +119,16 @@ async fn run_step(
         false => Some(source.prepare(trace_id).await?),
     };
     let deadline = Instant::now() + opts.timeout;
-    let triggered = match trigger::fire(trig, trace_id, ctx, &step.base_dir(), opts.timeout).await {
+    let triggered = match trigger::fire(
+        trig,
+        trace_id,
+        &opts.propagation,
+        ctx,
+        &step.base_dir(),
+        opts.timeout,
+    )
+    .await
+    {
         Ok(t) => t,
         Err(e) => {
             report.finish(

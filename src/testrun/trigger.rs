@@ -1,7 +1,8 @@
 //! Triggers: what starts a test's trace. `http` and `grpc` send the request
-//! themselves with a fresh W3C `traceparent`, so the trace ID is known
-//! before the system under test sees the request; `traceid` waits for a
-//! trace started elsewhere, its ID read from a variable.
+//! themselves with fresh trace context headers (W3C `traceparent` unless
+//! the run chose other formats, see [`super::propagation`]), so the trace
+//! ID is known before the system under test sees the request; `traceid`
+//! waits for a trace started elsewhere, its ID read from a variable.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use base64::Engine as _;
 
 use super::context::RunContext;
 use super::grpc;
+use super::propagation::Propagation;
 use crate::engine::{render_template, TriggerResponse};
 use crate::ids::{SpanId, TraceId};
 use crate::model::{ApiKeyLocation, Auth, HttpRequest, Template, Trigger};
@@ -60,18 +62,13 @@ pub fn new_trace_id() -> TraceId {
     }
 }
 
-fn new_span_id() -> SpanId {
+pub(crate) fn new_span_id() -> SpanId {
     loop {
         let id = SpanId(fastrand::u64(..).to_be_bytes());
         if id.is_valid() {
             return id;
         }
     }
-}
-
-/// The W3C `traceparent` of a sampled request in trace `id`.
-pub fn traceparent(id: TraceId) -> String {
-    format!("00-{}-{}-01", id.to_hex(), new_span_id().to_hex())
 }
 
 pub(crate) fn render(t: &Template, ctx: &RunContext) -> Result<String, TriggerError> {
@@ -82,8 +79,12 @@ pub(crate) fn render(t: &Template, ctx: &RunContext) -> Result<String, TriggerEr
 }
 
 /// The trace the trigger will start (known before sending: `traceid`
-/// reads it, the others make one up).
-pub fn trace_id_for(trigger: &Trigger, ctx: &RunContext) -> Result<TraceId, TriggerError> {
+/// reads it, the others make one up that suits every format sent).
+pub fn trace_id_for(
+    trigger: &Trigger,
+    ctx: &RunContext,
+    propagation: &Propagation,
+) -> Result<TraceId, TriggerError> {
     match trigger {
         Trigger::TraceId { id } => {
             let value = render(id, ctx)?;
@@ -92,22 +93,25 @@ pub fn trace_id_for(trigger: &Trigger, ctx: &RunContext) -> Result<TraceId, Trig
                 .filter(TraceId::is_valid)
                 .ok_or(TriggerError::BadTraceId { value })
         }
-        _ => Ok(new_trace_id()),
+        _ => Ok(propagation.new_trace_id()),
     }
 }
 
-/// Sends the trigger's request in trace `trace_id`.
+/// Sends the trigger's request in trace `trace_id`, its context in each
+/// of `propagation`'s formats.
 pub async fn fire(
     trigger: &Trigger,
     trace_id: TraceId,
+    propagation: &Propagation,
     ctx: &RunContext,
     base_dir: &Path,
     timeout: Duration,
 ) -> Result<Triggered, TriggerError> {
     match trigger {
-        Trigger::Http(h) => http(h, trace_id, ctx, timeout).await,
+        Trigger::Http(h) => http(h, trace_id, propagation, ctx, timeout).await,
         Trigger::Grpc(g) => {
-            let (description, response) = grpc::call(g, trace_id, ctx, base_dir, timeout).await?;
+            let (description, response) =
+                grpc::call(g, trace_id, propagation, ctx, base_dir, timeout).await?;
             Ok(Triggered {
                 trace_id,
                 response: Some(response),
@@ -169,6 +173,7 @@ pub(crate) fn auth_parts(auth: Option<&Auth>, ctx: &RunContext) -> Result<AuthPa
 async fn http(
     h: &HttpRequest,
     trace_id: TraceId,
+    propagation: &Propagation,
     ctx: &RunContext,
     timeout: Duration,
 ) -> Result<Triggered, TriggerError> {
@@ -196,7 +201,9 @@ async fn http(
     for (k, v) in &auth.headers {
         req = req.header(k.as_str(), v.as_str());
     }
-    req = req.header("traceparent", traceparent(trace_id));
+    for (k, v) in propagation.headers(trace_id, new_span_id()) {
+        req = req.header(k, v);
+    }
     let body = match &h.body {
         Some(b) => bytes::Bytes::from(render(b, ctx)?),
         None => bytes::Bytes::new(),

@@ -100,15 +100,7 @@ async fn http_sut(reporter: Reporter) -> SocketAddr {
         )
             .into_response()
     }
-    let app = axum::Router::new().fallback(handle).with_state(reporter);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    addr
+    serve(axum::Router::new().fallback(handle).with_state(reporter)).await
 }
 
 /// A gRPC service (tracecheck's own `VerdictService` definition, with

@@ -24,6 +24,18 @@ pub fn free_addr() -> SocketAddr {
         .expect("a free loopback port")
 }
 
+/// Serves `app` on an ephemeral loopback port for the rest of the test.
+pub async fn serve(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
 /// What a run of the binary printed, and its exit code.
 #[derive(Debug)]
 pub struct Output {
