@@ -14,5 +14,7 @@ mod forms;
 mod https;
 #[path = "testrun/propagation.rs"]
 mod propagation;
+#[path = "testrun/tracetest_files.rs"]
+mod tracetest_files;
 #[path = "testrun/util.rs"]
 mod util;

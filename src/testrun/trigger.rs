@@ -184,10 +184,18 @@ async fn http(
         url: url.clone(),
         message,
     };
-    let m = http::Method::from_bytes(h.method.as_bytes())
+    // Tracetest upper-cases the method and reads a URL without a scheme
+    // (`url: facebook.com` in its run-groups documentation) as http://, as
+    // its urlx.Parse does (agent/workers/trigger/http.go).
+    let m = http::Method::from_bytes(h.method.to_ascii_uppercase().as_bytes())
         .map_err(|_| fail(format!("invalid HTTP method {:?}", h.method)))?;
     let auth = auth_parts(h.auth.as_ref(), ctx)?;
-    let mut target = reqwest::Url::parse(&url).map_err(|e| fail(format!("invalid URL: {e}")))?;
+    let absolute = match url.contains("://") {
+        true => url.clone(),
+        false => format!("http://{url}"),
+    };
+    let mut target =
+        reqwest::Url::parse(&absolute).map_err(|e| fail(format!("invalid URL: {e}")))?;
     if !auth.query.is_empty() {
         let mut q = target.query_pairs_mut();
         for (k, v) in &auth.query {
