@@ -577,25 +577,32 @@ fn writer_loop(
             }
             _ => Ok(()),
         };
-        // Readable as soon as written: sending before the sync is harmless
-        // (with `always`, records whose sync failed were cut off above).
-        shared.written.send_replace(segment.pos());
-        let mut records = 0i64;
-        for (done, r, seq) in answers {
-            let r = match (&r, &synced) {
-                (Ok(()), Err(e)) if seq == segment.seq => {
-                    Err(io::Error::new(e.kind(), format!("fdatasync: {e}")))
-                }
-                _ => r,
-            };
-            records += i64::from(r.is_ok());
-            let _ = done.send(r);
-        }
+        let answers: Vec<_> = answers
+            .into_iter()
+            .map(|(done, r, seq)| {
+                let r = match (&r, &synced) {
+                    (Ok(()), Err(e)) if seq == segment.seq => {
+                        Err(io::Error::new(e.kind(), format!("fdatasync: {e}")))
+                    }
+                    _ => r,
+                };
+                (done, r)
+            })
+            .collect();
+        // Counted before they can be read: a reader that delivered and
+        // acknowledged one first took the gauge below zero.
+        let records = answers.iter().filter(|(_, r)| r.is_ok()).count() as i64;
         shared
             .metrics
             .exporter_queue_size
             .get_or_create(&shared.labels)
             .inc_by(records);
+        // Readable as soon as written: sending before the sync is harmless
+        // (with `always`, records whose sync failed were cut off above).
+        shared.written.send_replace(segment.pos());
+        for (done, r) in answers {
+            let _ = done.send(r);
+        }
         shared.set_bytes_gauge();
         if let Some(done) = close {
             if dirty && policy != FsyncPolicy::Never {
