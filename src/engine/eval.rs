@@ -325,7 +325,13 @@ impl<'a> Env<'a> {
         for p in parts {
             match p {
                 CPart::Text(t) => out.push_str(t),
-                CPart::Expr(e) => out.push_str(&self.eval(e, span)?.to_string()),
+                // A duration is written as whole nanoseconds, as
+                // Tracetest's executor writes its value (`${1ms + 1ns}`
+                // is `1000001`).
+                CPart::Expr(e) => match self.eval(e, span)?.as_ref() {
+                    Value::Duration(d) => out.push_str(&d.as_nanos().to_string()),
+                    v => out.push_str(&v.to_string()),
+                },
             }
         }
         Ok(out)

@@ -1086,6 +1086,11 @@ const TRACETEST_EXECUTOR_CASES: &[(&str, Attrs, bool)] = &[
     ("15 * 10 = 150", &[], true),
     ("8 / 2 = 4", &[], true),
     ("100ms + 200ms = 300ms", &[], true),
+    (
+        r#"attr:response = '"text \"quoted\" and another \"quote\"",'"#,
+        &[("response", r#""text \"quoted\" and another \"quote\"","#)],
+        true,
+    ),
     // TestAttributeExecution
     ("attr:my_attribute = 42", &[("my_attribute", "42")], true),
     ("attr:dapr-app-id = 42", &[("dapr-app-id", "42")], true),
@@ -1094,6 +1099,11 @@ const TRACETEST_EXECUTOR_CASES: &[(&str, Attrs, bool)] = &[
     (
         r#"attr:text = 'this run took ${"25ms"}'"#,
         &[("text", "this run took 25ms")],
+        true,
+    ),
+    (
+        r#"'${1} is a number, ${"dog"} is a string, and ${1ms + 1ns} is a duration' = '1 is a number, dog is a string, and 1000001 is a duration'"#,
+        &[],
         true,
     ),
     // TestFilterExecution
