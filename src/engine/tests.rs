@@ -1234,6 +1234,30 @@ fn tracetest_executor_cases_agree() {
     assert!(disagree.is_empty(), "{disagree:#?}");
 }
 
+/// Tracetest's `TestMetaAttributesExecution` (`server/expression/
+/// executor_test.go`), as data: statement, how many spans the selector
+/// selects, whether it holds.
+const TRACETEST_META_ATTRIBUTE_CASES: &[(&str, u8, bool)] = &[
+    ("attr:tracetest.selected_spans.count = 3", 3, true),
+    (
+        r#""Selected matched ${attr:tracetest.selected_spans.count} spans" = "Selected matched 2 spans""#,
+        2,
+        true,
+    ),
+];
+
+#[test]
+fn tracetest_meta_attribute_cases_agree() {
+    for (statement, n, pass) in TRACETEST_META_ATTRIBUTE_CASES {
+        let spans = (1..=*n).map(|i| sp(i, None, "s", 0, 1)).collect();
+        let v = verdict_of(
+            &spec_model(r#"span[name = "s"]"#, statement),
+            &trace_of(vec![rs("svc", spans)]),
+        );
+        assert_eq!(v.verdict == Verdict::Pass, *pass, "{statement}");
+    }
+}
+
 /// The rule of Tracetest's `jsonContains` (`server/assertions/comparator/
 /// basic.go`, which has no unit test of its own), case by case: (actual,
 /// expected, what Tracetest answers).
