@@ -689,22 +689,28 @@ async fn failures_undone_by_late_spans_are_withdrawn_from_the_alert() {
 /// signed gets the alert (before, the alert client had no TLS: every post
 /// failed and the config was taken without a word); one at an https URL
 /// with a certificate nobody trusts gets nothing, and its failures are
-/// counted.
+/// counted; one with `insecure_skip_verify` gets it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_reach_https_webhooks_trusting_their_ca_file() {
     bounded(Duration::from_secs(30), async {
         let pki = pki::Pki::new("webhook");
         let trusted = Webhook::start_with(0, Some(pki.server_tls(false))).await;
         let untrusted = Webhook::start_with(0, Some(pki.server_tls(false))).await;
+        let unchecked = Webhook::start_with(0, Some(pki.server_tls(false))).await;
         let mut config = config(&AlertSettings {
             alertmanager: None,
-            webhooks: vec![trusted.url(), untrusted.url()],
+            webhooks: vec![trusted.url(), untrusted.url(), unchecked.url()],
             group_interval: "1s",
             resend_interval: "30s",
             resolve_after: "60s",
         });
         config.alerts.webhooks[0].tls = Some(tracecheck::net::tls::ClientTlsConfig {
             ca_file: Some(pki.path("ca.pem")),
+            ..tracecheck::net::tls::ClientTlsConfig::default()
+        });
+        // The Collector's insecure_skip_verify: taken, whatever signed it.
+        config.alerts.webhooks[2].tls = Some(tracecheck::net::tls::ClientTlsConfig {
+            insecure_skip_verify: true,
             ..tracecheck::net::tls::ClientTlsConfig::default()
         });
         let live = Live::start(config).await;
@@ -734,6 +740,12 @@ async fn alerts_reach_https_webhooks_trusting_their_ca_file() {
             untrusted.posts().is_empty(),
             "no post past an untrusted certificate"
         );
+        poll_until(
+            Duration::from_secs(5),
+            "the alert past an unchecked certificate",
+            || async { unchecked.posts().first().cloned() },
+        )
+        .await;
         live.stop().await;
     })
     .await;

@@ -312,7 +312,11 @@ async fn every_span_goes_to_every_exporter_of_the_pipeline() {
          processors:\n  batch: {{ timeout: 20ms }}\n\
          service:\n  pipelines:\n    traces: {{ receivers: [otlp], processors: [batch], exporters: [otlp/jaeger, otlphttp/tempo] }}\n",
         jaeger_at.trim_start_matches("http://"),
-        tempo.http_endpoint().expect("sink HTTP"),
+        // A base URL: otlphttp adds /v1/traces, as in the Collector.
+        tempo
+            .http_endpoint()
+            .expect("sink HTTP")
+            .trim_end_matches("/v1/traces"),
     );
     let config = tracecheck::config::Config::from_yaml("collector.yaml", &text, |_| None)
         .unwrap_or_else(|e| panic!("{e}\n{text}"))

@@ -191,7 +191,7 @@ fn whole_plain_scalar(before: &str, after: &str) -> bool {
 /// number or boolean it spells, as the Collector's typed fields take it).
 fn reads_back_plain(v: &str) -> bool {
     v.chars()
-        .all(|c| c.is_ascii_alphanumeric() || "._-/:@+=~%()".contains(c))
+        .all(|c| c.is_ascii_alphanumeric() || "._-/:@+=%()".contains(c))
         && !v.contains(": ")
         && !v.ends_with(':')
         && !v.starts_with(['-', '%', '@', ':'])

@@ -64,6 +64,10 @@ pub struct ServiceConfig {
     /// The Collector's `service.extensions`: noted and ignored.
     #[serde(skip_serializing)]
     pub extensions: Vec<String>,
+    /// A traces pipeline was written (its processors are then the ones in
+    /// use).
+    #[serde(skip)]
+    pub pipelines_given: bool,
     pub telemetry: TelemetryConfig,
 }
 
@@ -73,6 +77,7 @@ impl Default for ServiceConfig {
             shutdown_timeout: std::time::Duration::from_secs(20),
             pipelines: None,
             extensions: Vec::new(),
+            pipelines_given: false,
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -271,12 +276,9 @@ impl Config {
     /// extensions. Returns a line for each thing mapped or ignored.
     fn adopt_collector(&mut self) -> Result<Vec<String>, String> {
         let mut notes = Vec::new();
-        let pipeline = self
-            .service
-            .pipelines
-            .take()
-            .and_then(|p| p.traces)
-            .unwrap_or_default();
+        let pipeline = self.service.pipelines.take().and_then(|p| p.traces);
+        self.service.pipelines_given = pipeline.is_some();
+        let pipeline = pipeline.unwrap_or_default();
         for r in &pipeline.receivers {
             if r != "otlp" {
                 return Err(format!(
@@ -307,9 +309,19 @@ impl Config {
                 .map_err(|e| format!("{key}: {e}"))
         };
         for (name, v) in &self.processors {
+            // Defined but left out of the pipeline: not in use, as in the
+            // Collector.
+            if self.service.pipelines_given && !pipeline.processors.contains(name) {
+                notes.push(format!(
+                    "processor {name}: not in service.pipelines.traces; ignored"
+                ));
+                continue;
+            }
             match kind(name).as_str() {
                 "batch" => {
-                    let size = number(v, "send_batch_max_size").or(number(v, "send_batch_size"));
+                    // 0 is the Collector's "no limit".
+                    let nonzero = |key| number(v, key).filter(|n| *n > 0);
+                    let size = nonzero("send_batch_max_size").or(nonzero("send_batch_size"));
                     let timeout =
                         duration(v, "timeout").map_err(|e| format!("processors.{name}.{e}"))?;
                     for e in &mut self.exporters.list {
@@ -343,6 +355,38 @@ impl Config {
         }
         if let Some(names) = &pipeline.exporters {
             self.exporters.select(names)?;
+        }
+        // The Collector's sending_queue.storage names a file_storage
+        // extension: its directory, a folder per exporter in it.
+        for e in &mut self.exporters.list {
+            let Some(q) = e.config.queue.as_mut() else {
+                continue;
+            };
+            let Some(name) = q.directory.to_str().map(str::to_owned) else {
+                continue;
+            };
+            if let Some(ext) = self.extensions.get(&name) {
+                let dir = ext
+                    .get("directory")
+                    .and_then(|d| d.as_str())
+                    .ok_or_else(|| {
+                        format!(
+                            "exporters.{}: sending_queue.storage names extension {name}, which has no directory",
+                            e.name
+                        )
+                    })?;
+                q.directory = std::path::Path::new(dir).join(e.name.replace('/', "_"));
+                notes.push(format!(
+                    "exporters.{}: the persistent queue is in {} (extension {name}'s directory)",
+                    e.name,
+                    q.directory.display()
+                ));
+            } else if kind(&name) == "file_storage" {
+                return Err(format!(
+                    "exporters.{}: sending_queue.storage names {name}, which extensions: does not define",
+                    e.name
+                ));
+            }
         }
         let extensions: std::collections::BTreeSet<&String> = self
             .extensions
@@ -486,12 +530,36 @@ impl Config {
                     );
                 }
             }
-            for name in am.headers.keys() {
+            for (name, value) in &am.headers {
                 if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
                     return bad(format!(
                         "alerts.alertmanager.headers: {name:?} is not a valid header name"
                     ));
                 }
+                if http::HeaderValue::from_str(value.expose()).is_err() {
+                    return bad(format!(
+                        "alerts.alertmanager.headers.{name}: its value is not a valid header value (a line break?)"
+                    ));
+                }
+                if am.auth.is_some() && name.eq_ignore_ascii_case("authorization") {
+                    return bad(
+                        "alerts.alertmanager: auth and an Authorization header both set; keep one"
+                            .into(),
+                    );
+                }
+            }
+            let credentials = am.auth.as_ref().and_then(|a| {
+                a.bearer_token
+                    .as_ref()
+                    .map(|t| t.expose().to_owned())
+                    .or_else(|| {
+                        a.basic
+                            .as_ref()
+                            .map(|b| format!("{}{}", b.username, b.password.expose()))
+                    })
+            });
+            if credentials.is_some_and(|c| http::HeaderValue::from_str(&c).is_err()) {
+                return bad("alerts.alertmanager.auth: the credentials hold a character a header cannot (a line break?)".into());
             }
             for u in am.all_urls() {
                 alert_targets.push(("alerts.alertmanager".into(), u, am.tls.as_ref()));
@@ -508,6 +576,11 @@ impl Config {
                 ));
             }
             if let Some(t) = tls {
+                if t.insecure {
+                    return bad(format!(
+                        "{key}.tls.insecure: an exporter's key; write the URL as http:// for plain text"
+                    ));
+                }
                 if !lower.starts_with("https://") {
                     return bad(format!(
                         "{key}.tls: {url:?} is http://, which is plain text; use https:// or remove tls"

@@ -137,6 +137,7 @@ fn the_collectors_exporter_section() {
     );
     let t = c.exporters.get("otlphttp/tempo").unwrap();
     assert_eq!(t.protocol, crate::exporter::config::Protocol::HttpProtobuf);
+    assert_eq!(t.endpoint, "https://tempo.example.com:4318/v1/traces");
     assert_eq!(
         c.exporters.get("otlp/secure").unwrap().endpoint,
         "https://collector:4317",
@@ -155,6 +156,46 @@ fn the_collectors_exporter_section() {
     assert_eq!(c.assembler.max_memory_mib, 512);
     assert_eq!(c.service.telemetry.logs.encoding, LogEncoding::Json);
     assert_eq!(c.service.telemetry.logs.level, Some(LogLevel::Debug));
+
+    // otlphttp's endpoint is a base URL (a gateway's path kept), or
+    // traces_endpoint exact; retry_on_failure.enabled: false wins over its
+    // other keys.
+    let c = parse(
+        "exporters:\n  otlphttp/cloud: { endpoint: \"https://otlp.example.net/otlp/\", retry_on_failure: { enabled: false, max_elapsed_time: 300s } }\n  otlphttp/exact: { endpoint: \"https://x\", traces_endpoint: \"https://y/custom/traces\" }\n",
+    )
+    .unwrap();
+    // sending_queue.storage naming a file_storage extension, as the
+    // Collector writes it: that directory, a folder per exporter.
+    let c2 = parse(
+        "extensions:\n  file_storage: { directory: /var/lib/otelcol/fs }\nexporters:\n  otlp/a: { endpoint: \"http://a:4317\", sending_queue: { storage: file_storage } }\n  otlp/b: { endpoint: \"http://b:4317\", sending_queue: { storage: file_storage } }\n",
+    )
+    .unwrap();
+    for (name, dir) in [
+        ("otlp/a", "/var/lib/otelcol/fs/otlp_a"),
+        ("otlp/b", "/var/lib/otelcol/fs/otlp_b"),
+    ] {
+        assert_eq!(
+            c2.exporters
+                .get(name)
+                .unwrap()
+                .queue
+                .as_ref()
+                .unwrap()
+                .directory,
+            Path::new(dir)
+        );
+    }
+    let msg = parse("exporters:\n  otlp: { endpoint: \"http://a:4317\", sending_queue: { storage: file_storage/x } }\n")
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("does not define"), "{msg}");
+    let cloud = c.exporters.get("otlphttp/cloud").unwrap();
+    assert_eq!(cloud.endpoint, "https://otlp.example.net/otlp/v1/traces");
+    assert_eq!(cloud.retry.max_elapsed_time, Some(Duration::from_nanos(1)));
+    assert_eq!(
+        c.exporters.get("otlphttp/exact").unwrap().endpoint,
+        "https://y/custom/traces"
+    );
 
     for (text, says) in [
         ("exporters:\n  jaeger: { endpoint: x:14250 }\n", "use otlp"),

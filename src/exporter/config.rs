@@ -263,6 +263,10 @@ pub struct OtlpExporterConfig {
     /// The Collector's name for `retry`; folded into it once read.
     #[serde(default, skip_serializing)]
     pub retry_on_failure: Option<CollectorRetry>,
+    /// `otlphttp`'s exact URL for traces, in place of `endpoint` +
+    /// `/v1/traces`.
+    #[serde(default, skip_serializing)]
+    pub traces_endpoint: Option<String>,
     /// The Collector's `sending_queue`; folded into `queue_size`,
     /// `max_in_flight` and `queue` once read.
     #[serde(default, skip_serializing)]
@@ -285,6 +289,22 @@ impl OtlpExporterConfig {
                 return Err("tls.insecure: true sends plain text; it takes no ca_file, cert_file or key_file".into());
             }
         }
+        if http {
+            // The Collector's otlphttp endpoint is a base URL to which the
+            // signal's path is always added (tracecheck's own form adds it
+            // only to a URL without a path), or traces_endpoint is exact.
+            match self.traces_endpoint.take() {
+                Some(exact) => self.endpoint = exact,
+                None if self.endpoint.contains("://") => {
+                    self.endpoint = format!("{}/v1/traces", self.endpoint.trim_end_matches('/'));
+                }
+                None => {}
+            }
+        } else if self.traces_endpoint.is_some() {
+            return Err(
+                "traces_endpoint is otlphttp's; an otlp (gRPC) exporter takes endpoint".into(),
+            );
+        }
         if !self.endpoint.contains("://") {
             if http {
                 return Err(format!(
@@ -301,10 +321,6 @@ impl OtlpExporterConfig {
             ));
         }
         if let Some(r) = self.retry_on_failure.take() {
-            if !r.enabled {
-                // One try, then the batch is given up and counted.
-                self.retry.max_elapsed_time = Some(Duration::from_nanos(1));
-            }
             if let Some(d) = r.initial_interval {
                 self.retry.initial_interval = d;
             }
@@ -313,6 +329,11 @@ impl OtlpExporterConfig {
             }
             if let Some(d) = r.max_elapsed_time {
                 self.retry.max_elapsed_time = Some(d);
+            }
+            if !r.enabled {
+                // One try, then the batch is given up and counted; after
+                // the other keys, which must not undo it.
+                self.retry.max_elapsed_time = Some(Duration::from_nanos(1));
             }
         }
         if let Some(q) = self.sending_queue.take() {

@@ -1,7 +1,8 @@
 //! Listen addresses as the Collector's configs write them: `host:port`
 //! with an IP address, a hostname (`localhost:4317`), `[::]:4317`, or no
 //! host at all (`:4317`, every interface). A hostname is resolved once,
-//! when the config is read; its first address is bound.
+//! when the config is read; its first IPv4 address is bound, else its
+//! first.
 
 use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 
@@ -35,11 +36,18 @@ pub fn parse(s: &str) -> Result<SocketAddr, ListenError> {
     if host.contains([':', '[', ']', '/']) || host.contains(char::is_whitespace) {
         return Err(form());
     }
-    let mut addrs = (host, port)
+    let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
-        .map_err(|e| ListenError::Resolve(s.to_owned(), e.to_string()))?;
+        .map_err(|e| ListenError::Resolve(s.to_owned(), e.to_string()))?
+        .collect();
+    // IPv4 first, as the Collector (Go) does for `localhost`: glibc may
+    // list ::1 first, which a container without IPv6 cannot bind, and
+    // senders on 127.0.0.1 would not reach.
     addrs
-        .next()
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
         .ok_or_else(|| ListenError::Resolve(s.to_owned(), "the name has no address".into()))
 }
 
@@ -60,6 +68,10 @@ mod tests {
         assert_eq!(p("[::]:4318").to_string(), "[::]:4318");
         assert_eq!(p(":4317"), SocketAddr::from(([0, 0, 0, 0], 4317)));
         assert!(p("localhost:4317").ip().is_loopback());
+        assert!(
+            p("localhost:4317").is_ipv4(),
+            "IPv4 first, as the Collector"
+        );
         assert_eq!(p("localhost:4317").port(), 4317);
     }
 

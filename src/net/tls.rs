@@ -59,9 +59,14 @@ pub struct ClientTlsConfig {
     #[serde(default = "default_reload_interval", with = "crate::config::duration")]
     pub reload_interval: Duration,
     /// The Collector's `insecure: true`: plain text, no TLS at all (taken
-    /// into the endpoint's scheme when the config is read).
+    /// into the endpoint's scheme when the config is read; exporters only).
     #[serde(default, skip_serializing)]
     pub insecure: bool,
+    /// TLS without checking the server's certificate (the Collector's key;
+    /// a test set-up's self-signed downstream). Logged at start: anyone on
+    /// the path can read and change what is sent.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
 }
 
 impl Default for ClientTlsConfig {
@@ -72,6 +77,7 @@ impl Default for ClientTlsConfig {
             key_file: None,
             reload_interval: default_reload_interval(),
             insecure: false,
+            insecure_skip_verify: false,
         }
     }
 }
@@ -119,6 +125,10 @@ pub fn trigger_client_config(verify: bool) -> Result<ClientConfig, TlsError> {
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
         .with_no_client_auth())
+}
+
+fn warn_unverified(key: &'static str) {
+    tracing::warn!(key, "insecure_skip_verify: the server's certificate is not checked; anyone on the path can read and change what is sent.");
 }
 
 /// `sslVerification: false`: signatures are still checked to be well-formed
@@ -384,8 +394,13 @@ impl ClientTls {
         let builder = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(invalid(self.key))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(CurrentVerifier(Arc::clone(self))));
+            .dangerous();
+        let builder = if self.config.insecure_skip_verify {
+            warn_unverified(self.key);
+            builder.with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
+        } else {
+            builder.with_custom_certificate_verifier(Arc::new(CurrentVerifier(Arc::clone(self))))
+        };
         Ok(if self.config.cert_file.is_some() {
             builder.with_client_cert_resolver(Arc::new(CurrentCert(Arc::clone(self))))
         } else {
@@ -579,11 +594,17 @@ pub fn client_config(
     key: &'static str,
     alpn: &[&[u8]],
 ) -> Result<ClientConfig, TlsError> {
-    let roots = trust_roots(c, key)?;
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(invalid(key))?
-        .with_root_certificates(roots);
+        .map_err(invalid(key))?;
+    let builder = if c.insecure_skip_verify {
+        warn_unverified(key);
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
+    } else {
+        builder.with_root_certificates(trust_roots(c, key)?)
+    };
     let mut config = match (&c.cert_file, &c.key_file) {
         (Some(cert), Some(k)) => builder
             .with_client_auth_cert(certs(key, cert)?, private_key(key, k)?)

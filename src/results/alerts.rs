@@ -315,7 +315,12 @@ impl AlertTask {
         }
         a.recent.retain(|r| r.trace_id != trace_id);
         if a.standing.is_empty() && !a.untracked {
-            a.withdrawn = true;
+            if a.last_sent.is_none() && a.retry.is_empty() {
+                // Never posted: nobody was paged, so nothing to resolve.
+                self.alerts.remove(model);
+            } else {
+                a.withdrawn = true;
+            }
             return;
         }
         if a.latest.trace_id == trace_id {
