@@ -16,6 +16,27 @@ fn auth() -> Option<AuthConfig> {
     })
 }
 
+/// An OTLP/HTTP protobuf post, with a bearer token and a browser's
+/// `Origin` when given.
+fn post_protobuf(
+    daemon: &util::TestDaemon,
+    body: Vec<u8>,
+    token: Option<&str>,
+    origin: Option<&str>,
+) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> {
+    let mut req = util::http_client()
+        .post(util::http_url(daemon))
+        .header("content-type", "application/x-protobuf")
+        .body(body);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    if let Some(o) = origin {
+        req = req.header("origin", o);
+    }
+    req.send()
+}
+
 fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
     let mut r = tonic::Request::new(message);
     if let Some(t) = token {
@@ -94,16 +115,7 @@ async fn http_receiver_refuses_missing_and_wrong_tokens() {
     config.receivers.otlp.auth = auth();
     let daemon = util::start_daemon(config).await;
     let body = util::request_of(6, 3).encode_to_vec();
-    let post = |token: Option<&str>| {
-        let mut req = util::http_client()
-            .post(util::http_url(&daemon))
-            .header("content-type", "application/x-protobuf")
-            .body(body.clone());
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        req.send()
-    };
+    let post = |token: Option<&str>| post_protobuf(&daemon, body.clone(), token, None);
     for token in [None, Some("wrong")] {
         let resp = bounded("POST", post(token)).await.expect("answered");
         assert_eq!(resp.status(), 401, "{token:?}");
@@ -153,16 +165,7 @@ async fn a_protocols_own_token_guards_that_protocol_alone() {
     }
     let daemon = util::start_daemon(config).await;
     let body = util::request_of(3, 5).encode_to_vec();
-    let post = |token: Option<&str>| {
-        let mut req = util::http_client()
-            .post(util::http_url(&daemon))
-            .header("content-type", "application/x-protobuf")
-            .body(body.clone());
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        req.send()
-    };
+    let post = |token: Option<&str>| post_protobuf(&daemon, body.clone(), token, None);
     let resp = bounded("POST", post(None)).await.expect("answered");
     assert_eq!(resp.status(), 401);
     let resp = bounded("POST", post(Some(TOKEN))).await.expect("answered");
@@ -243,16 +246,14 @@ async fn browsers_on_allowed_origins_pass_cors_and_still_need_the_token() {
         .expect("answered");
     assert!(header(&resp, "access-control-allow-origin").is_none());
 
+    let body = util::request_of(2, 9).encode_to_vec();
     let post = |token: Option<&str>| {
-        let mut req = util::http_client()
-            .post(util::http_url(&daemon))
-            .header("origin", "https://shop.example.com")
-            .header("content-type", "application/x-protobuf")
-            .body(util::request_of(2, 9).encode_to_vec());
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        req.send()
+        post_protobuf(
+            &daemon,
+            body.clone(),
+            token,
+            Some("https://shop.example.com"),
+        )
     };
     let resp = bounded("POST", post(None)).await.expect("answered");
     assert_eq!(resp.status(), 401, "CORS does not stand in for the token");
