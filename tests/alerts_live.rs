@@ -806,3 +806,51 @@ async fn every_alertmanager_gets_the_alert_with_its_credentials_and_headers() {
     })
     .await;
 }
+
+/// An Alertmanager of a pair that hangs (accepts, never answers) does not
+/// hold the alert back from the other receivers: posts go to every target
+/// at once, so the healthy webhook has the alert well before the hanging
+/// post's 5 s timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_receiver_does_not_delay_the_others() {
+    bounded(Duration::from_secs(30), async {
+        let hole = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind black hole");
+        let hole_addr = hole.local_addr().expect("black hole addr");
+        let held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok((c, _)) = hole.accept().await {
+                conns.push(c);
+            }
+        });
+        let hook = Webhook::start(0).await;
+        let live = Live::start(config(&AlertSettings {
+            alertmanager: Some(format!("http://{hole_addr}")),
+            webhooks: vec![hook.url()],
+            group_interval: "1s",
+            resend_interval: "30s",
+            resolve_after: "60s",
+        }))
+        .await;
+        let mut g = generator(83);
+        live.export(g.trace_of(TraceShape::BankViolation).to_request())
+            .await;
+        let (_, fail, _) = settled_verdicts(&live, 1, Duration::from_secs(4)).await;
+        assert_eq!(fail, 1);
+        let failed_at = Instant::now();
+        poll_until(Duration::from_secs(10), "the webhook's alert", || async {
+            hook.posts().first().cloned()
+        })
+        .await;
+        let waited = failed_at.elapsed();
+        eprintln!("webhook had the alert {waited:?} after the failure was counted");
+        assert!(
+            waited < Duration::from_secs(3),
+            "the webhook waited {waited:?} behind the hanging Alertmanager"
+        );
+        live.stop().await;
+        held.abort();
+    })
+    .await;
+}

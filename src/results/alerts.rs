@@ -418,19 +418,32 @@ impl AlertTask {
             Ok(b) => b,
             Err(_) => return targets.to_vec(),
         };
+        // To every target at once: a receiver that does not answer holds
+        // the others (and the failures queued meanwhile) up for one post
+        // timeout, not one per target.
+        let sends: Vec<_> = targets
+            .iter()
+            .filter_map(|&i| {
+                let target = self.targets.get(i)?;
+                Some((i, tokio::spawn(target.post(body.clone()).send())))
+            })
+            .collect();
         let mut failed = Vec::new();
-        for &i in targets {
+        for (i, send) in sends {
             let Some(target) = self.targets.get(i) else {
                 continue;
             };
             let (receiver, url) = (&target.receiver, &target.url);
-            let result = target.post(body.clone()).send().await;
+            let result = match send.await {
+                Ok(r) => r.map_err(|e| e.without_url().to_string()),
+                Err(e) => Err(format!("post task ended: {e}")),
+            };
             let ok = matches!(&result, Ok(r) if r.status().is_success());
             if !ok {
                 failed.push(i);
                 let why = match result {
                     Ok(r) => format!("HTTP {}", r.status()),
-                    Err(e) => e.without_url().to_string(),
+                    Err(e) => e,
                 };
                 // Webhook URLs often carry their secret (Slack's path,
                 // a token in the query): only the origin is logged.
