@@ -482,6 +482,15 @@ impl Config {
             }
         }
         let otlp = &self.receivers.otlp;
+        if let Some(cors) = otlp.http.as_ref().and_then(|h| h.cors.as_ref()) {
+            for h in cors.allowed_headers.iter().filter(|h| *h != "*") {
+                if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                    return bad(format!(
+                        "receivers.otlp.protocols.http.cors.allowed_headers: {h:?} is not a header name"
+                    ));
+                }
+            }
+        }
         for (key, auth) in [
             ("receivers.otlp.auth", &otlp.auth),
             (

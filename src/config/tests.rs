@@ -103,6 +103,12 @@ fn the_collectors_receiver_section() {
     .unwrap_err()
     .to_string();
     assert!(msg.contains("not both"), "{msg}");
+    let msg = parse(
+        "receivers:\n  otlp:\n    protocols: { http: { cors: { allowed_origins: [\"*\"], allowed_headers: [\"X Bad\"] } } }\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(msg.contains("\"X Bad\" is not a header name"), "{msg}");
     let msg = parse("receivers:\n  otlp:\n    protocols: { grpc: { auth: {} } }\n")
         .unwrap_err()
         .to_string();

@@ -308,12 +308,20 @@ impl AlertTask {
         let Some(a) = self.alerts.get_mut(model) else {
             return;
         };
-        // A failure this alert never counted (dropped on a full queue, or
-        // of an alert already resolved) changes nothing.
-        if !a.standing.remove(&trace_id) {
+        let counted = a.standing.remove(&trace_id);
+        a.recent.retain(|r| r.trace_id != trace_id);
+        // Not among the failures it counts by ID (dropped on a full queue,
+        // of an alert already resolved, or past `STANDING`): the alert
+        // stands, but must not go on naming a trace that now passes.
+        if !counted {
+            if a.latest.trace_id == trace_id {
+                if let Some(r) = a.recent.back() {
+                    a.latest = Arc::clone(r);
+                    a.dirty = true;
+                }
+            }
             return;
         }
-        a.recent.retain(|r| r.trace_id != trace_id);
         if a.standing.is_empty() && !a.untracked {
             if a.last_sent.is_none() && a.retry.is_empty() {
                 // Never posted: nobody was paged, so nothing to resolve.
@@ -484,6 +492,83 @@ pub fn rfc3339(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn failure(id: u8) -> AlertEvent {
+        AlertEvent {
+            record: Arc::new(VerdictRecord {
+                seq: u64::from(id),
+                trace_id: TraceId([id; 16]),
+                model: "m".into(),
+                model_name: "M".into(),
+                verdict: crate::engine::Verdict::Fail,
+                failures: Vec::new(),
+                trace_url: None,
+                summary: None,
+                evaluated_at_unix_ms: 0,
+                incomplete: false,
+                completion_reason: crate::results::metrics::CompletionReason::idle,
+                waited_for_late_spans: false,
+                early: false,
+                flipped_from: None,
+                inconclusive: None,
+            }),
+            severity: "warning".into(),
+            model_labels: BTreeMap::new(),
+        }
+    }
+
+    fn task() -> AlertTask {
+        AlertTask {
+            config: AlertsConfig::default(),
+            external_url: String::new(),
+            metrics: Arc::new(Metrics::new(
+                &mut prometheus_client::registry::Registry::default(),
+            )),
+            targets: Vec::new(),
+            alerts: HashMap::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retraction_past_the_counted_failures_still_renames_the_alert() {
+        let mut t = task();
+        t.note(failure(1));
+        // More failures than the alert counts by ID: the last ones untracked.
+        if let Some(a) = t.alerts.get_mut("m") {
+            for i in 0..STANDING as u32 {
+                let mut id = [9u8; 16];
+                id[..4].copy_from_slice(&i.to_le_bytes());
+                a.standing.insert(TraceId(id));
+            }
+        }
+        t.note(failure(2));
+        t.note(failure(3));
+        t.retract("m", TraceId([3; 16]));
+        let a = t.alerts.get("m").expect("the alert stands");
+        assert!(!a.withdrawn, "other failures stand");
+        assert_eq!(
+            a.latest.trace_id,
+            TraceId([2; 16]),
+            "no longer names the passing trace"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_alert_retracted_before_it_was_posted_is_dropped_not_resolved() {
+        let mut t = task();
+        t.note(failure(1));
+        t.retract("m", TraceId([1; 16]));
+        assert!(t.alerts.is_empty(), "nobody was paged: nothing to resolve");
+        t.note(failure(2));
+        t.alerts.get_mut("m").expect("alert").last_sent = Some(Instant::now());
+        t.retract("m", TraceId([2; 16]));
+        assert!(
+            t.alerts
+                .get("m")
+                .expect("posted: kept to resolve")
+                .withdrawn
+        );
+    }
 
     #[test]
     fn logged_urls_keep_only_their_origin() {
