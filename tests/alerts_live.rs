@@ -464,16 +464,7 @@ async fn receivers_down_do_not_slow_verdicts_and_alerts_arrive_once_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_alertmanager_does_not_slow_verdicts() {
     bounded(Duration::from_secs(30), async {
-        let hole = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind black hole");
-        let hole_addr = hole.local_addr().expect("black hole addr");
-        let held = tokio::spawn(async move {
-            let mut conns = Vec::new();
-            while let Ok((c, _)) = hole.accept().await {
-                conns.push(c);
-            }
-        });
+        let (hole_addr, held) = black_hole().await;
         let live = Live::start(config(&AlertSettings {
             alertmanager: Some(format!("http://{hole_addr}")),
             webhooks: Vec::new(),
@@ -814,16 +805,7 @@ async fn every_alertmanager_gets_the_alert_with_its_credentials_and_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_receiver_does_not_delay_the_others() {
     bounded(Duration::from_secs(30), async {
-        let hole = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind black hole");
-        let hole_addr = hole.local_addr().expect("black hole addr");
-        let held = tokio::spawn(async move {
-            let mut conns = Vec::new();
-            while let Ok((c, _)) = hole.accept().await {
-                conns.push(c);
-            }
-        });
+        let (hole_addr, held) = black_hole().await;
         let hook = Webhook::start(0).await;
         let live = Live::start(config(&AlertSettings {
             alertmanager: Some(format!("http://{hole_addr}")),

@@ -645,3 +645,19 @@ impl MetricsText {
         )
     }
 }
+
+/// A receiver that accepts connections and never answers: each post to it
+/// hangs until the client's timeout. Abort the task to close it.
+pub async fn black_hole() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind black hole");
+    let addr = hole.local_addr().expect("black hole addr");
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = hole.accept().await {
+            conns.push(c);
+        }
+    });
+    (addr, held)
+}

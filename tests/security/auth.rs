@@ -94,15 +94,7 @@ async fn grpc_receiver_refuses_missing_and_wrong_tokens() {
     )
     .await
     .expect("the right token is served");
-    assert_eq!(
-        util::metric(
-            daemon.admin_addr,
-            "tracecheck_receiver_accepted_spans_total",
-            &[]
-        )
-        .await,
-        4.0
-    );
+    assert_eq!(util::accepted_spans(&daemon).await, 4.0);
     daemon.shutdown().await;
 }
 
@@ -141,15 +133,7 @@ async fn http_receiver_refuses_missing_and_wrong_tokens() {
     );
     let resp = bounded("POST", post(Some(TOKEN))).await.expect("answered");
     assert_eq!(resp.status(), 200);
-    assert_eq!(
-        util::metric(
-            daemon.admin_addr,
-            "tracecheck_receiver_accepted_spans_total",
-            &[]
-        )
-        .await,
-        6.0
-    );
+    assert_eq!(util::accepted_spans(&daemon).await, 6.0);
     daemon.shutdown().await;
 }
 
@@ -177,15 +161,7 @@ async fn a_protocols_own_token_guards_that_protocol_alone() {
     )
     .await
     .expect("gRPC has no token to ask for");
-    assert_eq!(
-        util::metric(
-            daemon.admin_addr,
-            "tracecheck_receiver_accepted_spans_total",
-            &[]
-        )
-        .await,
-        7.0
-    );
+    assert_eq!(util::accepted_spans(&daemon).await, 7.0);
     daemon.shutdown().await;
 }
 

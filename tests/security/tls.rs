@@ -170,15 +170,7 @@ async fn mtls_refuses_clients_without_a_certificate() {
         .await
         .expect("HTTP export with a client certificate");
     assert_eq!(answer.status, 200);
-    assert_eq!(
-        util::metric(
-            daemon.admin_addr,
-            "tracecheck_receiver_accepted_spans_total",
-            &[]
-        )
-        .await,
-        10.0
-    );
+    assert_eq!(util::accepted_spans(&daemon).await, 10.0);
     daemon.shutdown().await;
 }
 
@@ -200,15 +192,7 @@ async fn plain_text_on_a_tls_port_is_refused() {
     })
     .await;
     assert!(result.is_err(), "plain text was answered: {result:?}");
-    assert_eq!(
-        util::metric(
-            daemon.admin_addr,
-            "tracecheck_receiver_accepted_spans_total",
-            &[]
-        )
-        .await,
-        0.0
-    );
+    assert_eq!(util::accepted_spans(&daemon).await, 0.0);
     daemon.shutdown().await;
 }
 

@@ -235,6 +235,16 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 /// [`sample`] from a fresh scrape.
+/// Spans the daemon's receivers took, both transports.
+pub async fn accepted_spans(d: &TestDaemon) -> f64 {
+    metric(
+        d.admin_addr,
+        "tracecheck_receiver_accepted_spans_total",
+        &[],
+    )
+    .await
+}
+
 pub async fn metric(admin: SocketAddr, name: &str, labels: &[(&str, &str)]) -> f64 {
     sample(&scrape(admin).await, name, labels)
 }
