@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::assembler::{spawn_consumer, Assembler, CompletedTrace, TraceConsumer};
 use crate::config::Config;
+use crate::exporter::config::TraceSelection;
 use crate::exporter::Exporter;
 use crate::receiver::ingest::Ingest;
 use crate::receiver::{self, Receivers};
@@ -57,6 +58,8 @@ pub struct Stages {
     pub tier: Arc<crate::tier::Changes>,
     /// Where workers that die say so.
     pub workers: Arc<crate::health::Workers>,
+    /// Exporters fed by verdicts (`traces: failing`).
+    pub verdict_exports: crate::exporter::by_verdict::VerdictExports,
 }
 
 /// A running daemon.
@@ -75,6 +78,7 @@ pub struct Daemon<C: TraceConsumer> {
     completed_tx: mpsc::Sender<CompletedTrace>,
     consumer: JoinHandle<C>,
     exporters: Vec<Exporter>,
+    verdict_pumps: crate::exporter::by_verdict::Pumps,
     admin_stop: CancellationToken,
     admin_task: JoinHandle<()>,
 }
@@ -106,6 +110,7 @@ impl<C: TraceConsumer> Daemon<C> {
         let workers = Arc::new(crate::health::Workers::new(Arc::clone(&metrics)));
 
         let mut forward = Vec::with_capacity(config.exporters.list.len());
+        let mut by_verdict = Vec::new();
         let mut exporters = Vec::with_capacity(config.exporters.list.len());
         for e in &config.exporters.list {
             let (q, x) = Exporter::start(&e.name, e.config.clone(), Arc::clone(&metrics), &workers)
@@ -113,9 +118,19 @@ impl<C: TraceConsumer> Daemon<C> {
                     name: e.name.clone(),
                     source,
                 })?;
-            forward.push(q);
+            match e.config.traces {
+                TraceSelection::All => forward.push(q),
+                selection => by_verdict.push(crate::exporter::by_verdict::Feed {
+                    name: e.name.clone(),
+                    selection,
+                    attributes: e.config.verdict_attributes,
+                    queue: q,
+                }),
+            }
             exporters.push(x);
         }
+        let (verdict_exports, verdict_pumps) =
+            crate::exporter::by_verdict::VerdictExports::start(by_verdict, &metrics);
 
         let assembler = Arc::new(Assembler::new(
             config.assembler.clone(),
@@ -154,6 +169,7 @@ impl<C: TraceConsumer> Daemon<C> {
             assembler: Arc::clone(&assembler),
             tier: Arc::clone(&tier.changes),
             workers: Arc::clone(&workers),
+            verdict_exports,
         });
         let consumer = spawn_consumer(completed_rx, consumer, workers.alive("evaluator_feed"));
         let assembler_stop = CancellationToken::new();
@@ -252,6 +268,7 @@ impl<C: TraceConsumer> Daemon<C> {
             completed_tx,
             consumer,
             exporters,
+            verdict_pumps,
             admin_stop,
             admin_task,
         })
@@ -279,6 +296,9 @@ impl<C: TraceConsumer> Daemon<C> {
         }
         drop(self.completed_tx);
         let consumer = self.consumer.await.ok();
+        // What the evaluators selected while finishing, into the queues
+        // before those drain.
+        self.verdict_pumps.finish().await;
         // Drained side by side: each has its own drain deadline, and one
         // slow downstream must not eat another's.
         let drains: Vec<_> = self

@@ -352,3 +352,238 @@ async fn every_span_goes_to_every_exporter_of_the_pipeline() {
     }
     daemon.shutdown().await;
 }
+
+/// An OTLP/HTTP downstream that keeps every span it is sent, by trace.
+#[derive(Clone, Default)]
+struct Recorder {
+    spans: std::sync::Arc<std::sync::Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>,
+}
+
+impl Recorder {
+    async fn start(&self) -> String {
+        use axum::http::{HeaderMap, StatusCode};
+        let kept = self.clone();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                let kept = kept.clone();
+                async move {
+                    let gzip = headers
+                        .get("content-encoding")
+                        .is_some_and(|v| v.as_bytes() == b"gzip");
+                    let body = if gzip {
+                        let mut out = Vec::new();
+                        std::io::Read::read_to_end(
+                            &mut flate2::read::GzDecoder::new(&body[..]),
+                            &mut out,
+                        )
+                        .expect("gzip body");
+                        out
+                    } else {
+                        body.to_vec()
+                    };
+                    let request = ExportTraceServiceRequest::decode(&body[..]).expect("OTLP");
+                    let mut spans = kept.spans.lock().expect("not poisoned");
+                    for rs in request.resource_spans {
+                        for ss in rs.scope_spans {
+                            spans.extend(ss.spans);
+                        }
+                    }
+                    (
+                        StatusCode::OK,
+                        [("content-type", "application/x-protobuf")],
+                        Vec::new(),
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let at = listener.local_addr().expect("bound");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{at}")
+    }
+
+    fn spans(&self) -> Vec<opentelemetry_proto::tonic::trace::v1::Span> {
+        self.spans.lock().expect("not poisoned").clone()
+    }
+}
+
+/// Tail sampling by verdict: beside an exporter that gets every span, an
+/// `otlphttp/failing` exporter with `traces: failing` gets exactly the
+/// traces the model failed, each whole and once, its root span marked with
+/// the verdict and the model. Each trace comes as production sends it: the
+/// children first, the root in a later request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_traces_exporter_gets_exactly_the_violating_traces_whole() {
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    let all = start_sink(Faults::default()).await;
+    let failing = Recorder::default();
+    let failing_at = failing.start().await;
+    let text = format!(
+        "receivers:\n  otlp:\n    protocols:\n      grpc: {{ endpoint: \"127.0.0.1:0\" }}\n      http: {{ endpoint: \"127.0.0.1:0\" }}\n\
+         admin: {{ endpoint: \"127.0.0.1:0\" }}\n\
+         assembler: {{ settle: 400ms, root_settle: 100ms }}\n\
+         exporters:\n  otlp/all:\n    endpoint: {}\n    tls: {{ insecure: true }}\n\
+         \x20 otlphttp/failing:\n    endpoint: {failing_at}\n    traces: failing\n    verdict_attributes: true\n\
+         \x20   retry_on_failure: {{ initial_interval: 50ms, max_interval: 200ms }}\n\
+         processors:\n  batch: {{ timeout: 20ms }}\n\
+         service:\n  pipelines:\n    traces: {{ receivers: [otlp], processors: [batch], exporters: [otlp/all, otlphttp/failing] }}\n",
+        all.grpc_endpoint()
+            .expect("sink gRPC")
+            .trim_start_matches("http://"),
+    );
+    let config = tracecheck::config::Config::from_yaml("collector.yaml", &text, |_| None)
+        .unwrap_or_else(|e| panic!("{e}\n{text}"))
+        .config;
+    let model = "type: Model\nspec:\n  id: checkout-paid\n  match: span[name = \"checkout\"]\n  specs:\n    - name: payment charged\n      selector: span[name = \"charge\"]\n";
+    let (daemon, _models) = tracecheck::results::start_daemon(
+        config,
+        vec![tracecheck::results::registry::ModelSource::Embedded {
+            name: "checkout.yaml".into(),
+            text: model.into(),
+        }],
+    )
+    .await
+    .expect("daemon starts");
+
+    // Begun after the daemon started: earlier would be judged as cut by a
+    // restart (inconclusive).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_nanos() as u64;
+    let span = |trace: u8, id: u8, parent: Option<u8>, name: &str| Span {
+        trace_id: vec![trace; 16],
+        span_id: vec![trace, id, 0, 0, 0, 0, 0, 1],
+        parent_span_id: parent.map_or(Vec::new(), |p| vec![trace, p, 0, 0, 0, 0, 0, 1]),
+        name: name.into(),
+        start_time_unix_nano: now,
+        end_time_unix_nano: now + 1_000_000,
+        ..Default::default()
+    };
+    let request = |spans: Vec<Span>| ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    // 20 traces; every third lacks its charge.
+    let traces: Vec<u8> = (1..=20).collect();
+    let violating: BTreeSet<u8> = traces.iter().copied().filter(|t| t % 3 == 0).collect();
+    let mut children = Vec::new();
+    let mut roots = Vec::new();
+    let mut sizes = BTreeMap::new();
+    for &t in &traces {
+        children.push(span(t, 2, Some(1), "reserve"));
+        if !violating.contains(&t) {
+            children.push(span(t, 3, Some(1), "charge"));
+        }
+        roots.push(span(t, 1, None, "checkout"));
+        sizes.insert(t, if violating.contains(&t) { 2 } else { 3 });
+    }
+    let sent: usize = sizes.values().sum();
+    for part in [children, roots] {
+        let resp = post(
+            &daemon,
+            "application/x-protobuf",
+            false,
+            request(part).encode_to_vec(),
+        )
+        .await;
+        assert!(resp.status().is_success(), "{:?}", resp.status());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let stats = wait_for_sink(&all, sent as u64).await;
+    assert_eq!(stats.unique_spans, sent as u64, "otlp/all: {stats}");
+    let want: usize = violating.iter().map(|t| sizes[t]).sum();
+    wait_until("the failing traces reach otlphttp/failing", || async {
+        let n = failing.spans().len();
+        if n >= want {
+            Ok(())
+        } else {
+            Err(format!("{n} of {want} spans"))
+        }
+    })
+    .await;
+    // Anything sent twice, or a passing trace, would come within this.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let got = failing.spans();
+    let mut by_trace: BTreeMap<u8, Vec<&Span>> = BTreeMap::new();
+    for s in &got {
+        by_trace.entry(s.trace_id[0]).or_default().push(s);
+    }
+    assert_eq!(
+        by_trace.keys().copied().collect::<BTreeSet<_>>(),
+        violating,
+        "exactly the violating traces"
+    );
+    for (t, spans) in &by_trace {
+        assert_eq!(spans.len(), sizes[t], "trace {t} whole and once");
+        let root = spans
+            .iter()
+            .find(|s| s.parent_span_id.is_empty())
+            .expect("its root");
+        let attr = |key: &str| {
+            root.attributes
+                .iter()
+                .find(|kv| kv.key == key)
+                .and_then(|kv| kv.value.as_ref()?.value.clone())
+        };
+        use opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue;
+        assert_eq!(attr("tracecheck.verdict"), Some(StringValue("fail".into())));
+        assert_eq!(
+            attr("tracecheck.model"),
+            Some(StringValue("checkout-paid".into()))
+        );
+    }
+    daemon.shutdown().await;
+}
+
+/// The "Coming from the OpenTelemetry Collector" section of
+/// `docs/operations.md` shows a tracecheck config beside a Collector's; it
+/// must be one that tracecheck reads as written, with the exporters it says.
+#[test]
+fn the_operations_guides_side_by_side_config_runs() {
+    let guide = include_str!("../docs/operations.md");
+    let block = guide
+        .split("```yaml\n# tracecheck.yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/operations.md has the tracecheck.yaml block");
+    let config = tracecheck::config::Config::from_yaml("operations.md", block, |_| None)
+        .unwrap_or_else(|e| panic!("{e}\n{block}"))
+        .config;
+    let exporters: Vec<(&str, tracecheck::exporter::config::TraceSelection)> = config
+        .exporters
+        .list
+        .iter()
+        .map(|e| (e.name.as_str(), e.config.traces))
+        .collect();
+    use tracecheck::exporter::config::TraceSelection::{All, Failing};
+    assert_eq!(
+        exporters,
+        [("otlphttp/store", All), ("otlp/jaeger", Failing)]
+    );
+    assert_eq!(config.assembler.max_memory_mib, 512);
+
+    // The Collector's own file, pasted unchanged, is refused for its
+    // tail_sampling, with what to write instead.
+    let collector = guide
+        .split("```yaml\n# otelcol.yaml (the OpenTelemetry Collector)\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/operations.md has the Collector's block");
+    let refused = match tracecheck::config::Config::from_yaml("otelcol.yaml", collector, |_| None) {
+        Ok(_) => panic!("tail_sampling taken"),
+        Err(e) => e.to_string(),
+    };
+    assert!(refused.contains("traces: failing"), "{refused}");
+}

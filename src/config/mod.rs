@@ -289,6 +289,11 @@ impl Config {
         let kind = |name: &str| name.split('/').next().unwrap_or_default().to_owned();
         for name in pipeline.processors.iter().chain(self.processors.keys()) {
             let k = kind(name);
+            if k == "tail_sampling" {
+                return Err(format!(
+                    "processor {name:?}: tracecheck samples by verdict instead: give an exporter `traces: failing` (or failing_or_inconclusive) and it gets only the traces the models failed, whole; other exporters still get every span"
+                ));
+            }
             if k != "batch" && k != "memory_limiter" {
                 return Err(format!(
                     "processor {name:?}: tracecheck has no processors but batch and memory_limiter (mapped onto its own settings); it forwards every span unchanged. Remove it, or keep a Collector for it behind tracecheck's exporter"

@@ -221,7 +221,15 @@ fn the_collectors_exporter_section() {
         ),
         (
             "exporters:\n  otlp: { endpoint: \"http://x:4317\" }\nservice:\n  pipelines:\n    traces: { processors: [tail_sampling] }\n",
-            "tail_sampling",
+            "traces: failing",
+        ),
+        (
+            "exporters:\n  otlp: { endpoint: \"http://x:4317\", verdict_attributes: true }\n",
+            "verdict_attributes needs traces: failing",
+        ),
+        (
+            "exporters:\n  otlp: { endpoint: \"http://x:4317\", traces: failed }\n",
+            "failing_or_inconclusive",
         ),
         (
             "exporters:\n  otlp: { endpoint: \"http://x:4317\" }\nservice:\n  pipelines:\n    traces: { receivers: [kafka] }\n",

@@ -271,6 +271,31 @@ pub struct OtlpExporterConfig {
     /// `max_in_flight` and `queue` once read.
     #[serde(default, skip_serializing)]
     pub sending_queue: Option<SendingQueue>,
+    /// Which traces this exporter gets ([`TraceSelection`]): every span as
+    /// it comes (`all`), or, for tail sampling by verdict, only the traces
+    /// the models failed ([`super::by_verdict`]).
+    #[serde(default)]
+    pub traces: TraceSelection,
+    /// With `traces: failing…`: the root span of each trace sent carries
+    /// `tracecheck.verdict` and `tracecheck.model` (the models that gave
+    /// it, comma-separated), so the trace can be searched for downstream.
+    #[serde(default)]
+    pub verdict_attributes: bool,
+}
+
+/// `exporters.<name>.traces`
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TraceSelection {
+    /// Every span, unchanged, as it arrives (before any verdict).
+    #[default]
+    All,
+    /// Only traces with a counted `fail`, whole, once the verdict is
+    /// counted (when the trace settles, or after `within`), and any span of
+    /// them that comes later.
+    Failing,
+    /// As `failing`, and traces with an `inconclusive` verdict too.
+    FailingOrInconclusive,
 }
 
 impl OtlpExporterConfig {
@@ -279,6 +304,9 @@ impl OtlpExporterConfig {
     /// unless `tls.insecure: true` (the Collector's rule for gRPC);
     /// `retry_on_failure` and `sending_queue`.
     pub fn adopt_collector_keys(&mut self, http: bool) -> Result<(), String> {
+        if self.verdict_attributes && self.traces == TraceSelection::All {
+            return Err("verdict_attributes needs traces: failing (or failing_or_inconclusive): with traces: all, spans are forwarded unchanged as they arrive, before any verdict".into());
+        }
         if http {
             self.protocol = Protocol::HttpProtobuf;
         }

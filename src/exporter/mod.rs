@@ -21,7 +21,11 @@
 //! unless `exporters.otlp.queue.directory` is set: then requests are
 //! written to disk before their senders are answered ([`disk`]), and a
 //! record leaves the disk only once its batch was delivered.
+//!
+//! An exporter with `traces: failing` is fed by the evaluator instead of
+//! the receivers, with the traces the models failed ([`by_verdict`]).
 
+pub mod by_verdict;
 pub mod client;
 pub mod config;
 pub mod disk;

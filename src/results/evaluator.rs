@@ -141,6 +141,8 @@ struct Forgotten {
     models: Arc<LoadedModels>,
     /// As [`Settled::counted`].
     counted: Vec<(usize, Verdict)>,
+    /// As [`Settled::exported`].
+    exported: u64,
     at: Instant,
 }
 
@@ -184,6 +186,9 @@ struct Settled {
     /// waited on `within` is checked against tier changes again.
     first_seen: Instant,
     rootless: bool,
+    /// The exporters fed by verdicts that have the trace (a bit each):
+    /// spans that come later follow it there.
+    exported: u64,
 }
 
 impl Settled {
@@ -211,6 +216,7 @@ impl Settled {
             last_seen: t.last_seen,
             first_seen: t.first_seen,
             rootless: t.rootless,
+            exported: 0,
         }
     }
 }
@@ -329,6 +335,8 @@ pub struct Evaluator {
     slow_logged: Cell<Option<std::time::Instant>>,
     slow_unlogged: Cell<u64>,
     skips: Option<SkipBacklog>,
+    /// Exporters fed by verdicts (`traces: failing`).
+    exports: crate::exporter::by_verdict::VerdictExports,
 }
 
 fn unix_nanos(t: SystemTime) -> u64 {
@@ -374,7 +382,32 @@ impl Evaluator {
             slow_logged: Cell::new(None),
             slow_unlogged: Cell::new(0),
             skips: None,
+            exports: Default::default(),
         }
+    }
+
+    /// Hands the traces with verdicts they select to `exports`.
+    pub fn with_exports(mut self, exports: crate::exporter::by_verdict::VerdictExports) -> Self {
+        self.exports = exports;
+        self
+    }
+
+    /// Offers a trace to the exporters fed by verdicts: `whole` to those
+    /// its counted verdicts now select, `fragment` (spans just merged) to
+    /// those that have it already.
+    fn export(
+        &self,
+        exported: &mut u64,
+        models: &LoadedModels,
+        counted: &[(usize, Verdict)],
+        whole: &[RawSpan],
+        fragment: &[RawSpan],
+    ) {
+        if self.exports.is_empty() {
+            return;
+        }
+        let id = |m: usize| models.names.get(m).map(|(id, _)| Arc::clone(id));
+        self.exports.offer(exported, counted, id, whole, fragment);
     }
 
     /// Sets `models.evaluation_budget`.
@@ -885,12 +918,14 @@ impl Evaluator {
         if !waiting.is_empty() {
             self.store.hold(t.trace_id, &t.spans);
         }
+        let mut exported = 0;
+        self.export(&mut exported, &models, &counted, &t.spans, &[]);
         // Nothing comes after a shutdown.
         if t.reason == CompletionReason::shutdown {
             return;
         }
         let id = t.trace_id;
-        let s = Settled::new(
+        let mut s = Settled::new(
             t,
             &mut self.scopes,
             models,
@@ -899,6 +934,7 @@ impl Evaluator {
             began_elsewhere,
             now,
         );
+        s.exported = exported;
         self.keep(id, s);
     }
 
@@ -910,22 +946,22 @@ impl Evaluator {
         let woken = models.engine.woken_by(span_names(&t.spans));
         tracing::warn!(trace_id = %t.trace_id, models = woken.len(), "A span of this trace could not be decoded for evaluation; its verdicts are inconclusive.");
         self.note_woken(models, woken.iter().copied());
-        let verdicts = woken
-            .into_iter()
-            .filter(|m| !early.contains(m))
-            .map(|model| {
-                (
-                    ModelVerdict {
-                        model,
-                        verdict: Verdict::Inconclusive,
-                        failures: Vec::new(),
-                        skip_reason: None,
-                        awaiting_spans: false,
-                        inconclusive: Some(Inconclusive::Unreadable),
-                    },
-                    Publish::SETTLED,
-                )
-            });
+        let judged: Vec<usize> = woken.into_iter().filter(|m| !early.contains(m)).collect();
+        let counted: Vec<(usize, Verdict)> =
+            judged.iter().map(|&m| (m, Verdict::Inconclusive)).collect();
+        let verdicts = judged.into_iter().map(|model| {
+            (
+                ModelVerdict {
+                    model,
+                    verdict: Verdict::Inconclusive,
+                    failures: Vec::new(),
+                    skip_reason: None,
+                    awaiting_spans: false,
+                    inconclusive: Some(Inconclusive::Unreadable),
+                },
+                Publish::SETTLED,
+            )
+        });
         self.record(
             models,
             On {
@@ -937,6 +973,7 @@ impl Evaluator {
             Completion::of(t),
             Some(t.last_seen),
         );
+        self.export(&mut 0, models, &counted, &t.spans, &[]);
     }
 
     /// Spans of a trace that settled: merged into it, every model evaluated
@@ -958,6 +995,7 @@ impl Evaluator {
             .get_or_create(&LateLabels { merged: "true" })
             .inc_by(n);
         let added = span_bytes(&t.spans);
+        let merged_from = s.spans.len();
         s.spans
             .extend(RawSpan::detach_rest(t.spans, t.own_spans, &mut self.scopes));
         s.bytes += added;
@@ -967,6 +1005,10 @@ impl Evaluator {
 
         let Some(trace) = build_trace_for(&s.models.engine, &s.spans) else {
             tracing::warn!(trace_id = %t.trace_id, "Late spans could not be decoded; the verdicts given stand.");
+            let mut exported = s.exported;
+            let fragment = &s.spans[merged_from..];
+            self.export(&mut exported, &s.models, &s.counted, &s.spans, fragment);
+            s.exported = exported;
             self.keep(t.trace_id, s);
             return;
         };
@@ -1023,6 +1065,10 @@ impl Evaluator {
             s.completion,
             Some(t.last_seen),
         );
+        let mut exported = s.exported;
+        let fragment = &s.spans[merged_from..];
+        self.export(&mut exported, &models, &s.counted, &s.spans, fragment);
+        s.exported = exported;
         if !s.waiting.is_empty() {
             self.store.hold(t.trace_id, &s.spans);
         }
@@ -1072,11 +1118,19 @@ impl Evaluator {
         }
         // Its bytes as counted, whatever the pushes did to its capacity.
         let after = f.bytes();
+        let mut exported = f.exported;
+        let counted = f.counted.clone();
+        let models = Arc::clone(&f.models);
         self.forgotten_bytes = self.forgotten_bytes + after - before;
+        // Only these spans are left to send: the rest went, if selected,
+        // while the trace was kept.
+        self.export(&mut exported, &models, &counted, &t.spans, &t.spans);
+        if let Some(f) = self.forgotten.get_mut(&t.trace_id) {
+            f.exported = exported;
+        }
         if publish.is_empty() {
             return;
         }
-        let models = Arc::clone(&f.models);
         let completion = Completion::of(t);
         self.record(
             &models,
@@ -1193,6 +1247,7 @@ impl Evaluator {
         let f = Forgotten {
             models: s.models,
             counted,
+            exported: s.exported,
             at,
         };
         self.forgotten_bytes += f.bytes();
@@ -1247,6 +1302,9 @@ impl Evaluator {
                 s.completion,
                 Some(s.last_seen),
             );
+            let mut exported = s.exported;
+            self.export(&mut exported, &models, &s.counted, &s.spans, &[]);
+            s.exported = exported;
         }
         s.waiting = still;
         if !force {
@@ -1979,6 +2037,33 @@ spec:
             seen.contains(&("never-release".into(), Verdict::Fail, Some(Verdict::Pass))),
             "{seen:?}"
         );
+    }
+
+    /// An exporter with `traces: failing` gets nothing of a passing trace;
+    /// once late spans make it fail, the whole trace as merged, once; and
+    /// after that each fragment that comes.
+    #[test]
+    fn a_trace_failed_by_late_spans_is_exported_whole_then_its_fragments() {
+        use crate::exporter::config::TraceSelection;
+        let (e, metrics, _watcher, _dir) = evaluator_for(EXISTS_AND_NEVER);
+        let (exports, mut sent) =
+            crate::exporter::by_verdict::VerdictExports::channel(TraceSelection::Failing, false, 8);
+        let mut e = e.with_exports(exports);
+        let all = trace_named(&["checkout", "charge", "release", "refund"]);
+        let fragment = |spans: &[RawSpan], reason| completed(spans.to_vec(), reason, false, true);
+        e.consume(completed(
+            all[..2].to_vec(),
+            CompletionReason::root,
+            false,
+            false,
+        ));
+        assert!(sent.try_recv().is_err(), "a passing trace is not exported");
+        e.consume(fragment(&all[2..3], CompletionReason::idle));
+        assert_eq!(flipped(&metrics, "never-release", "pass", "fail"), 1);
+        assert_eq!(sent.try_recv().expect("the trace, now failing").spans, 3);
+        e.consume(fragment(&all[3..], CompletionReason::idle));
+        assert_eq!(sent.try_recv().expect("the later fragment").spans, 1);
+        assert!(sent.try_recv().is_err(), "nothing sent twice");
     }
 
     /// A trace cut short by shutdown is never a failure: its missing span

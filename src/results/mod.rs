@@ -87,6 +87,7 @@ impl ModelsStage {
                 )
                 .with_tap(Arc::clone(&self.waiters))
                 .with_tier(Arc::clone(&stages.tier))
+                .with_exports(stages.verdict_exports.clone())
                 .with_memory(stages.assembler.memory())
                 .with_evaluation_budget(budget)
                 .with_late_window(

@@ -113,7 +113,7 @@ pub fn grpc_endpoint(d: &TestDaemon) -> String {
     format!("http://{}", d.grpc_addr.expect("gRPC receiver"))
 }
 
-pub fn http_url(d: &TestDaemon) -> String {
+pub fn http_url<C: tracecheck::assembler::TraceConsumer>(d: &Daemon<C>) -> String {
     format!("http://{}/v1/traces", d.http_addr.expect("HTTP receiver"))
 }
 
@@ -158,8 +158,8 @@ pub fn http_client() -> reqwest::Client {
 
 /// `POST /v1/traces` with a body as given, `Content-Encoding: gzip` if
 /// `gzip` (the body must then be compressed already).
-pub async fn post(
-    daemon: &TestDaemon,
+pub async fn post<C: tracecheck::assembler::TraceConsumer>(
+    daemon: &Daemon<C>,
     content_type: &str,
     gzip: bool,
     body: Vec<u8>,
