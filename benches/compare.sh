@@ -72,14 +72,24 @@ if [ ! -x "$TRACECHECK" ]; then
     echo "==> building $TRACECHECK" >&2
     cargo build --release --quiet
 fi
+# rotel is a pip package: found on PATH, in python3's packages, or
+# installed into the test suites' virtual environment (target/python),
+# never into the system's Python.
+VENV="${CARGO_TARGET_DIR:-$ROOT/target}/python"
 find_rotel() {
     if [ -n "${ROTEL:-}" ]; then echo "$ROTEL"; return; fi
     if command -v rotel-agent >/dev/null 2>&1; then command -v rotel-agent; return; fi
-    python3 -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))' 2>/dev/null
+    local py
+    for py in python3 "$VENV/bin/python"; do
+        "$py" -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))' 2>/dev/null && return
+    done
+    return 1
 }
 ROTEL_BIN="$(find_rotel || true)"
 if [ -z "$ROTEL_BIN" ] || [ ! -x "$ROTEL_BIN" ]; then
-    python3 -m pip install --quiet rotel || python3 -m pip install --quiet --break-system-packages rotel
+    echo "==> installing rotel into $VENV" >&2
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check rotel
     ROTEL_BIN="$(find_rotel)"
 fi
 

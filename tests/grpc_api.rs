@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use grpc_util::*;
-use models_util::{bounded, config, export, poll_until, repo_path, Live, Metrics};
+use models_util::{bounded, config, export, poll_until, python, repo_path, Live, Metrics};
 use prost::Message as _;
 use serde_json::Value;
 use tracecheck::bench::traffic::{GeneratedTrace, TraceShape};
@@ -131,7 +131,7 @@ async fn python_grpcio_client_lists_evaluates_and_watches() {
         let violating = ids_of(&watched, TraceShape::BankViolation);
 
         let mut py = Proc::spawn(
-            std::process::Command::new("python3")
+            std::process::Command::new(python())
                 .arg(script())
                 .args(["api", &live.admin.to_string()])
                 .arg("--otlp")
@@ -502,7 +502,7 @@ async fn reflection_and_health() {
         if python_ready() {
             let admin = live.admin.to_string();
             let out = tokio::task::spawn_blocking(move || {
-                std::process::Command::new("python3")
+                std::process::Command::new(python())
                     .arg(script())
                     .args(["reflection", &admin])
                     .output()

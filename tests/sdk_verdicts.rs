@@ -210,7 +210,7 @@ fn collect(pipe: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>>
 
 impl Service {
     fn spawn(role: &'static str, otlp_url: &str) -> Service {
-        let mut cmd = Command::new("python3");
+        let mut cmd = Command::new(common::python());
         cmd.arg(script()).arg(role).arg(otlp_url);
         // The SDK's defaults, whatever the environment says: no OTEL_*
         // (OTEL_BSP_SCHEDULE_DELAY would change the batching under test),

@@ -59,37 +59,89 @@ pub fn tool_missing(test: &str, what: &str, install: &str) {
     eprintln!("SKIPPED {test}: {what} not available ({install}); under CI=true this fails");
 }
 
-/// `python3 -m pip install PKGS`, retried with `--break-system-packages`
-/// for Debian's externally managed Python (PEP 668).
-pub fn pip_install(pkgs: &[&str]) -> bool {
-    let run = |extra: &[&str]| {
-        std::process::Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet"])
-            .args(extra)
-            .args(pkgs)
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    run(&[]) || run(&["--break-system-packages"])
+/// The Python the suites run their helpers with (OpenTelemetry SDK
+/// services, the gRPC client): a virtual environment in `target/python`,
+/// made on first use, so that `cargo test` never installs into the
+/// system's Python. `.ci/run` makes the same one and puts it first on
+/// `PATH` for its scripts.
+pub fn python() -> PathBuf {
+    venv().join("bin").join("python")
 }
 
-/// Whether `python3 -c IMPORTS` succeeds, installing `pkgs` once if not.
+/// `target/python` (beside `target/tmp`, wherever `CARGO_TARGET_DIR` is).
+fn venv() -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent().unwrap_or(tmp).join("python")
+}
+
+/// Makes the virtual environment unless it is there. Made beside its
+/// place and renamed into it, so that two test processes starting at once
+/// never use a half-made one (`python -m` does not need the venv's path).
+fn make_venv() -> Result<(), String> {
+    let dir = venv();
+    if dir.join("bin").join("python").exists() {
+        return Ok(());
+    }
+    let building = dir.with_file_name(format!("python.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_dir_all(&building);
+    let made = std::process::Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&building)
+        .output()
+        .map_err(|e| format!("python3: {e}"))?;
+    if !made.status.success() {
+        let _ = std::fs::remove_dir_all(&building);
+        return Err(format!(
+            "python3 -m venv failed: {}",
+            String::from_utf8_lossy(&made.stderr).trim()
+        ));
+    }
+    if std::fs::rename(&building, &dir).is_err() {
+        // Another process made it first.
+        let _ = std::fs::remove_dir_all(&building);
+    }
+    Ok(())
+}
+
+/// Whether [`python`] can `IMPORTS`, installing `pkgs` into its virtual
+/// environment (made first if need be) once if not.
 pub fn python_with(test: &str, imports: &str, pkgs: &[&str]) -> bool {
+    // Tests of one binary run on parallel threads; one installs at a time.
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
     let has = || {
-        std::process::Command::new("python3")
+        std::process::Command::new(python())
             .args(["-c", imports])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
     };
-    if has() || (pip_install(pkgs) && has()) {
+    let install = || {
+        std::process::Command::new(python())
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(pkgs)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let made = make_venv();
+    if made.is_ok() && (has() || (install() && has())) {
         return true;
     }
+    let why = match made {
+        Err(e) => format!("a virtual environment in {} ({e})", venv().display()),
+        Ok(()) => format!("{} with {}", python().display(), pkgs.join(", ")),
+    };
     tool_missing(
         test,
-        &format!("python3 with {}", pkgs.join(", ")),
-        &format!("pip install {}", pkgs.join(" ")),
+        &why,
+        "python3 with venv (Debian: apt-get install python3-venv) and network access to PyPI",
     );
     false
 }

@@ -36,18 +36,24 @@ if [ ! -x "$TRACECHECK" ]; then
     cargo build --release --quiet
 fi
 
+# rotel is a pip package: found on PATH, in python3's packages, or
+# installed into the test suites' virtual environment (target/python),
+# never into the system's Python.
+VENV="${CARGO_TARGET_DIR:-$ROOT/target}/python"
 find_rotel() {
     if [ -n "${ROTEL:-}" ]; then echo "$ROTEL"; return; fi
     if command -v rotel-agent >/dev/null 2>&1; then command -v rotel-agent; return; fi
-    python3 - <<'PY' 2>/dev/null
-import os, rotel
-print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))
-PY
+    local py
+    for py in python3 "$VENV/bin/python"; do
+        "$py" -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))' 2>/dev/null && return
+    done
+    return 1
 }
 ROTEL_BIN="$(find_rotel || true)"
 if [ -z "$ROTEL_BIN" ] || [ ! -x "$ROTEL_BIN" ]; then
-    echo "==> installing rotel (pip)"
-    python3 -m pip install --quiet rotel
+    echo "==> installing rotel into $VENV" >&2
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check rotel
     ROTEL_BIN="$(find_rotel)"
 fi
 echo "==> $("$TRACECHECK" --version), $("$ROTEL_BIN" --version)"

@@ -9,7 +9,7 @@ mod common;
 // Each suite uses a different subset of these.
 #[allow(unused_imports)]
 pub use common::{
-    bounded, hex, now_nanos, poll_until, python_with, repo_path, request, span, str_attr,
+    bounded, hex, now_nanos, poll_until, python, python_with, repo_path, request, span, str_attr,
     tool_missing,
 };
 

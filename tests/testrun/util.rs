@@ -112,7 +112,7 @@ pub struct Pokeshop {
 impl Pokeshop {
     pub fn start(otlp_http: SocketAddr, bug: bool, import_delay_ms: u64) -> Pokeshop {
         let port = free_addr().port();
-        let child = Command::new("python3")
+        let child = Command::new(common::python())
             .arg(repo_path("examples/pokeshop/app.py"))
             .env("PORT", port.to_string())
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp_http}"))
