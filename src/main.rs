@@ -69,9 +69,13 @@ enum Command {
     /// Live tail of verdicts from a running daemon (its gRPC API on the
     /// admin port); reconnects when the daemon restarts.
     Watch {
-        /// The daemon's admin URL.
+        /// The daemon's admin URL (`https://` when it has `admin.tls`).
         #[arg(long, default_value = "http://127.0.0.1:9464")]
         server: String,
+        /// PEM CA certificate(s) to trust for an `https://` server, instead
+        /// of the system's (which honour SSL_CERT_FILE).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
         /// Only these model ids (repeatable).
         #[arg(long = "model")]
         models: Vec<String>,
@@ -151,6 +155,10 @@ struct TestRunArgs {
     /// embedded receiver listens on the OTLP ports for the run.
     #[arg(long)]
     server: Option<String>,
+    /// PEM CA certificate(s) to trust for an `https://` `--server`, instead
+    /// of the system's (which honour SSL_CERT_FILE).
+    #[arg(long, requires = "server")]
+    ca_file: Option<PathBuf>,
     /// Write JUnit XML here (one testcase per step).
     #[arg(long)]
     junit: Option<PathBuf>,
@@ -219,10 +227,11 @@ fn main() -> ExitCode {
         Command::Models(ModelsCommand::Lint { paths }) => Ok(lint(&paths)),
         Command::Watch {
             server,
+            ca_file,
             models,
             verdicts,
             format,
-        } => watch::run(server, models, verdicts, format),
+        } => watch::run(server, ca_file, models, verdicts, format),
         Command::Bench(cmd) => bench(cmd),
         Command::Health { url } => health(&url),
         Command::Tier(TierCommand::Leave {
@@ -610,7 +619,8 @@ fn test_run(args: TestRunArgs) -> anyhow::Result<ExitCode> {
     let outcome = rt.block_on(async {
         match &args.server {
             Some(server) => {
-                let source = testrun::remote(server);
+                let source = testrun::remote(server, args.ca_file.as_deref())
+                    .map_err(|e| e.to_string())?;
                 testrun::run_suite(&suite, &base, &source, &opts)
                     .await
                     .map_err(|e| e.to_string())

@@ -5,6 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use tracecheck::net::tls::ClientTlsConfig;
 use tracecheck::results::grpc_api::pb;
 use tracecheck::results::grpc_api::pb::verdict_service_client::VerdictServiceClient;
 
@@ -23,6 +24,7 @@ pub enum WatchFormat {
 
 pub fn run(
     server: String,
+    ca_file: Option<std::path::PathBuf>,
     models: Vec<String>,
     verdicts: Vec<WatchVerdict>,
     format: WatchFormat,
@@ -40,10 +42,17 @@ pub fn run(
         labels: Default::default(),
     };
     let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let tls = ca_file.map(|ca| ClientTlsConfig {
+        ca_file: Some(ca),
+        ..ClientTlsConfig::default()
+    });
     super::runtime()?.block_on(async move {
+        // Made once (its files read once); it reconnects by itself.
+        let channel =
+            tracecheck::net::client::grpc_channel(&server, tls.as_ref(), "--ca-file", |e| e)?;
         let mut backoff = Duration::from_millis(200);
         loop {
-            match stream(&server, request.clone(), format, colour).await {
+            match stream(channel.clone(), request.clone(), format, colour).await {
                 Ok(()) => eprintln!("tracecheck watch: stream ended; reconnecting"),
                 Err(e) => eprintln!("tracecheck watch: {e}; reconnecting in {:?}", backoff),
             }
@@ -57,12 +66,12 @@ pub fn run(
 }
 
 async fn stream(
-    server: &str,
+    channel: tonic::transport::Channel,
     request: pb::WatchRequest,
     format: WatchFormat,
     colour: bool,
 ) -> anyhow::Result<()> {
-    let mut client = VerdictServiceClient::connect(server.to_owned()).await?;
+    let mut client = VerdictServiceClient::new(channel);
     let mut stream = client.watch(request).await?.into_inner();
     let stdout = std::io::stdout();
     loop {

@@ -798,6 +798,87 @@ async fn every_alertmanager_gets_the_alert_with_its_credentials_and_headers() {
     .await;
 }
 
+/// Two real Alertmanagers (Debian's), as hosted ones are set up: one
+/// serving HTTPS with a certificate of a private CA, one requiring basic
+/// auth. With `urls`, `tls.ca_file` and `auth.basic`, each has the alert
+/// in its own API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_alertmanagers_behind_tls_and_basic_auth_get_the_alert() {
+    let Some((_, am_bin)) = binaries("real_alertmanagers_behind_tls_and_basic_auth") else {
+        return;
+    };
+    bounded(Duration::from_secs(60), async {
+        let pki = pki::Pki::new("alertmanager");
+        let (tls_dir, auth_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let secured = Alertmanager::start_secured(
+            &am_bin,
+            tls_dir.path(),
+            WebSecurity {
+                tls: Some((
+                    pki.path("server.pem"),
+                    pki.path("server.key"),
+                    pki.path("ca.pem"),
+                )),
+                basic: None,
+            },
+        )
+        .await;
+        let guarded = Alertmanager::start_secured(
+            &am_bin,
+            auth_dir.path(),
+            WebSecurity {
+                tls: None,
+                basic: Some(("tc".into(), "s3cret".into())),
+            },
+        )
+        .await;
+        let mut config = config(&AlertSettings {
+            alertmanager: Some(secured.url.clone()),
+            webhooks: Vec::new(),
+            group_interval: "1s",
+            resend_interval: "30s",
+            resolve_after: "60s",
+        });
+        let am = config.alerts.alertmanager.as_mut().expect("alertmanager");
+        am.urls.push(guarded.url.clone());
+        am.tls = Some(tracecheck::net::tls::ClientTlsConfig {
+            ca_file: Some(pki.path("ca.pem")),
+            ..Default::default()
+        });
+        am.auth = Some(tracecheck::results::config::AlertAuth {
+            bearer_token: None,
+            basic: Some(tracecheck::results::config::BasicAuth {
+                username: "tc".into(),
+                password: tracecheck::net::secret::Secret::new("s3cret"),
+            }),
+        });
+        let live = Live::start(config).await;
+        let mut g = generator(73);
+        let bad = g.trace_of(TraceShape::BankViolation);
+        let id = hex(&bad.trace_id);
+        live.export(bad.to_request()).await;
+        for am in [&secured, &guarded] {
+            let alert = poll_until(
+                Duration::from_secs(20),
+                "the alert in Alertmanager",
+                || async { bank_alerts(&am.alerts().await).into_iter().next() },
+            )
+            .await;
+            assert_eq!(alert["labels"]["model"], BANK_MODEL, "{}: {alert}", am.url);
+            assert!(
+                alert["generatorURL"]
+                    .as_str()
+                    .is_some_and(|u| u.contains(&id))
+                    || alert["annotations"].to_string().contains(&id),
+                "{}: the alert names the failing trace {id}: {alert}",
+                am.url
+            );
+        }
+        live.stop().await;
+    })
+    .await;
+}
+
 /// An Alertmanager of a pair that hangs (accepts, never answers) does not
 /// hold the alert back from the other receivers: posts go to every target
 /// at once, so the healthy webhook has the alert well before the hanging

@@ -10,6 +10,8 @@ mod util;
 
 #[path = "security/auth.rs"]
 mod auth;
+#[path = "security/cli.rs"]
+mod cli;
 #[path = "security/exporter.rs"]
 mod exporter;
 #[path = "security/pki.rs"]

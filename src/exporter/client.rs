@@ -27,6 +27,7 @@ use tonic::transport::Channel;
 
 use super::config::{Compression, OtlpExporterConfig, Protocol};
 use crate::net::auth::{AuthError, BearerToken};
+use crate::net::client::error_chain;
 use crate::net::tls::{self, TlsError};
 use crate::otlp::lazy::{ExportTraceServiceResponse, RpcStatus};
 use crate::otlp::LazyExportRequest;
@@ -157,9 +158,8 @@ impl Client {
         match c.protocol {
             Protocol::Grpc => {
                 // With TLS, tonic is given the endpoint as http:// and the
-                // connector below puts https back: tonic built with its own
-                // TLS feature (the test SDK turns it on) refuses an https://
-                // URI whose TLS it does not do itself.
+                // connector puts https back (`net::client::grpc_channel`
+                // says why); here the TLS config reloads its files.
                 let uri = if https {
                     format!("http://{}", &c.endpoint[8..])
                 } else {
@@ -180,18 +180,8 @@ impl Client {
                     .keep_alive_while_idle(false);
                 let channel = if https {
                     let config = client_tls(&tls_config, metrics)?;
-                    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-                        .with_tls_config(config)
-                        .https_only()
-                        .enable_http2()
-                        .wrap_connector(tcp_connector(connect_timeout));
-                    let connector = tower::ServiceExt::map_request(connector, |uri: http::Uri| {
-                        let mut parts = uri.clone().into_parts();
-                        parts.scheme = Some(http::uri::Scheme::HTTPS);
-                        // Cannot fail for a URI that has an authority; if it
-                        // did, https_only refuses the original with a message.
-                        http::Uri::from_parts(parts).unwrap_or(uri)
-                    });
+                    let connector =
+                        crate::net::client::https_connector(config, tcp_connector(connect_timeout));
                     endpoint.connect_with_connector_lazy(connector)
                 } else {
                     endpoint.connect_lazy()
@@ -664,17 +654,6 @@ fn says_too_large(message: &str) -> bool {
     ]
     .iter()
     .any(|p| m.contains(p))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// `http://host:4318` → `http://host:4318/v1/traces`; a URL with a path is

@@ -48,6 +48,89 @@ pub fn plain(timeout: Duration) -> reqwest::Client {
         .expect("an HTTP client with a preconfigured rustls backend")
 }
 
+/// A gRPC channel to `uri` (lazy: it connects on the first call), made by
+/// `tune` from its endpoint. `https://` goes over rustls with `tls` (or
+/// the system's CA certificates), whatever TLS tonic was built with: the
+/// endpoint is given to tonic as `http://` and [`https_connector`] puts
+/// https back, since tonic built with its own TLS feature (the SDK the
+/// tests use turns it on) refuses an `https://` URI whose TLS it does not
+/// do itself.
+pub fn grpc_channel(
+    uri: &str,
+    tls: Option<&ClientTlsConfig>,
+    key: &'static str,
+    tune: impl FnOnce(tonic::transport::Endpoint) -> tonic::transport::Endpoint,
+) -> Result<tonic::transport::Channel, GrpcChannelError> {
+    let endpoint = |u: String| {
+        tonic::transport::Endpoint::from_shared(u).map_err(|e| GrpcChannelError::Uri {
+            uri: uri.to_owned(),
+            detail: e.to_string(),
+        })
+    };
+    match uri.get(..8).filter(|s| s.eq_ignore_ascii_case("https://")) {
+        None => Ok(tune(endpoint(uri.to_owned())?).connect_lazy()),
+        Some(_) => {
+            // No ALPN here: the connector offers h2 itself (and panics
+            // on a config that has some already).
+            let config = tls::client_config(tls.unwrap_or(&ClientTlsConfig::default()), key, &[])?;
+            let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+            tcp.enforce_http(false);
+            tcp.set_nodelay(true);
+            let e = tune(endpoint(format!("http://{}", &uri[8..]))?);
+            Ok(e.connect_with_connector_lazy(https_connector(config, tcp)))
+        }
+    }
+}
+
+/// A connector for a tonic endpoint given as `http://` that connects over
+/// TLS ([`grpc_channel`]).
+pub fn https_connector(
+    config: rustls::ClientConfig,
+    tcp: hyper_util::client::legacy::connect::HttpConnector,
+) -> tower::util::MapRequest<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    fn(http::Uri) -> http::Uri,
+> {
+    fn to_https(uri: http::Uri) -> http::Uri {
+        let mut parts = uri.clone().into_parts();
+        parts.scheme = Some(http::uri::Scheme::HTTPS);
+        // Cannot fail for a URI that has an authority; if it did,
+        // https_only refuses the original with a message.
+        http::Uri::from_parts(parts).unwrap_or(uri)
+    }
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only()
+        .enable_http2()
+        .wrap_connector(tcp);
+    tower::ServiceExt::map_request(connector, to_https as fn(http::Uri) -> http::Uri)
+}
+
+/// An error with its causes, as reqwest and hyper keep the useful part
+/// (the certificate refused, the connection reset) in them.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(c) = source {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        source = c.source();
+    }
+    s
+}
+
+/// A gRPC channel cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcChannelError {
+    #[error("{uri:?} is not a gRPC URL: {detail}")]
+    Uri { uri: String, detail: String },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -66,13 +66,11 @@ pub(crate) async fn call(
         method: g.method.clone(),
         message: "expected package.Service/Method (or package.Service.Method)".into(),
     })?;
-    let channel = tonic::transport::Endpoint::from_shared(uri)
-        .map_err(|e| call_err(e.to_string()))?
-        .connect_timeout(timeout)
-        .timeout(timeout)
-        .connect()
-        .await
-        .map_err(|e| call_err(error_chain(&e)))?;
+    // An https:// address trusts the system's CA certificates.
+    let channel = crate::net::client::grpc_channel(&uri, None, "grpc trigger", |e| {
+        e.connect_timeout(timeout).timeout(timeout)
+    })
+    .map_err(|e| call_err(e.to_string()))?;
     let pool = match &g.protobuf_file {
         Some(p) => compile_proto(p, base_dir)?,
         None => reflect(channel.clone(), &service)

@@ -114,10 +114,29 @@ impl Embedded {
     }
 }
 
-/// A source reading a running daemon's admin endpoint.
-pub fn remote(server: &str) -> TraceSource {
-    TraceSource::Remote {
-        client: crate::net::client::plain(std::time::Duration::ZERO),
+/// A source reading a running daemon's admin endpoint, over `https://`
+/// trusting `ca_file` (else the system's CA certificates).
+pub fn remote(
+    server: &str,
+    ca_file: Option<&std::path::Path>,
+) -> Result<TraceSource, crate::net::tls::TlsError> {
+    let client = match ca_file {
+        None => crate::net::client::plain(std::time::Duration::ZERO),
+        Some(ca) => {
+            let tls = crate::net::tls::ClientTlsConfig {
+                ca_file: Some(ca.to_owned()),
+                ..Default::default()
+            };
+            crate::net::client::builder(Some(&tls), "--ca-file")?
+                .build()
+                .map_err(|e| crate::net::tls::TlsError::Invalid {
+                    key: "--ca-file",
+                    detail: e.to_string(),
+                })?
+        }
+    };
+    Ok(TraceSource::Remote {
+        client,
         base: server.trim_end_matches('/').to_string(),
-    }
+    })
 }

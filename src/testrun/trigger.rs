@@ -305,17 +305,4 @@ async fn send(
     Ok((status, headers, body))
 }
 
-/// An error with its causes, as reqwest hides the useful part in them.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(c) = source {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        source = c.source();
-    }
-    s
-}
+pub(crate) use crate::net::client::error_chain;

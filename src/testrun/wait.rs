@@ -355,7 +355,12 @@ impl TraceSource {
             .timeout(wait + Duration::from_secs(15))
             .send()
             .await
-            .map_err(|e| err(format!("cannot reach it: {e}")))?;
+            .map_err(|e| {
+                err(format!(
+                    "cannot reach it: {}",
+                    crate::net::client::error_chain(&e)
+                ))
+            })?;
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);

@@ -183,10 +183,29 @@ pub async fn wait_ready(guard: &mut ChildGuard, addr: SocketAddr, limit: Duratio
 pub struct Alertmanager {
     pub addr: SocketAddr,
     pub guard: ChildGuard,
+    /// `http://addr` or `https://localhost:port`.
+    pub url: String,
+    client: reqwest::Client,
+    basic: Option<(String, String)>,
+}
+
+/// How an Alertmanager's own web server is secured (its
+/// `--web.config.file`, Prometheus' exporter-toolkit format).
+#[derive(Default)]
+pub struct WebSecurity {
+    /// Serve HTTPS with this certificate and key (PEM files); clients
+    /// trust `ca_file`.
+    pub tls: Option<(PathBuf, PathBuf, PathBuf)>,
+    /// Require this user and password (stored as a bcrypt hash).
+    pub basic: Option<(String, String)>,
 }
 
 impl Alertmanager {
     pub async fn start(bin: &Path, dir: &Path) -> Alertmanager {
+        Alertmanager::start_secured(bin, dir, WebSecurity::default()).await
+    }
+
+    pub async fn start_secured(bin: &Path, dir: &Path, web: WebSecurity) -> Alertmanager {
         let config = dir.join("alertmanager.yml");
         std::fs::write(
             &config,
@@ -201,15 +220,77 @@ impl Alertmanager {
             .arg(format!("--storage.path={}", storage.display()))
             .arg(format!("--web.listen-address={addr}"))
             .arg("--cluster.listen-address=");
+        let mut web_config = String::new();
+        let mut client = tracecheck::net::client::builder(None, "test client").expect("TLS config");
+        let mut url = format!("http://{addr}");
+        if let Some((cert, key, ca)) = &web.tls {
+            web_config.push_str(&format!(
+                "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
+                cert.display(),
+                key.display()
+            ));
+            let trust = tracecheck::net::tls::ClientTlsConfig {
+                ca_file: Some(ca.clone()),
+                ..Default::default()
+            };
+            client = tracecheck::net::client::builder(Some(&trust), "test client").expect("CA");
+            url = format!("https://localhost:{}", addr.port());
+        }
+        if let Some((user, password)) = &web.basic {
+            let hash = bcrypt::hash(password, 4).expect("bcrypt");
+            web_config.push_str(&format!("basic_auth_users:\n  {user}: {hash}\n"));
+        }
+        if !web_config.is_empty() {
+            let file = dir.join("web.yml");
+            std::fs::write(&file, web_config).expect("write web config");
+            cmd.arg(format!("--web.config.file={}", file.display()));
+        }
+        let client = client
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("http client");
         let mut guard = ChildGuard::spawn("alertmanager", cmd, dir.join("alertmanager.log"));
-        wait_ready(&mut guard, addr, Duration::from_secs(20)).await;
-        Alertmanager { addr, guard }
+        let am = async {
+            let start = Instant::now();
+            loop {
+                guard.assert_running();
+                let mut ready = client.get(format!("{url}/-/ready"));
+                if let Some((u, p)) = &web.basic {
+                    ready = ready.basic_auth(u, Some(p));
+                }
+                if ready.send().await.is_ok_and(|r| r.status().is_success()) {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "alertmanager not ready on {url}:\n{}",
+                    guard.log_tail(30)
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        am.await;
+        Alertmanager {
+            addr,
+            guard,
+            url,
+            client,
+            basic: web.basic,
+        }
     }
 
     /// `GET /api/v2/alerts` (active, silenced, inhibited, unprocessed;
     /// resolved alerts are not listed).
     pub async fn alerts(&self) -> Vec<Value> {
-        let (status, body) = get_json(self.addr, "/api/v2/alerts").await;
+        let mut get = self.client.get(format!("{}/api/v2/alerts", self.url));
+        if let Some((u, p)) = &self.basic {
+            get = get.basic_auth(u, Some(p));
+        }
+        let resp = get.send().await.expect("alertmanager /api/v2/alerts");
+        let status = resp.status();
+        let bytes = resp.bytes().await.unwrap_or_default();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         assert_eq!(status, 200, "alertmanager /api/v2/alerts: {body}");
         body.as_array().cloned().unwrap_or_default()
     }
