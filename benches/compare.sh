@@ -88,7 +88,7 @@ find_rotel() {
 ROTEL_BIN="$(find_rotel || true)"
 if [ -z "$ROTEL_BIN" ] || [ ! -x "$ROTEL_BIN" ]; then
     echo "==> installing rotel into $VENV" >&2
-    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+    [ -x "$VENV/bin/python" ] || python3 -m venv --system-site-packages "$VENV"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check rotel
     ROTEL_BIN="$(find_rotel)"
 fi

@@ -84,8 +84,11 @@ fn make_venv() -> Result<(), String> {
     }
     let building = dir.with_file_name(format!("python.{}.tmp", std::process::id()));
     let _ = std::fs::remove_dir_all(&building);
+    // With the system's site packages: what the machine has already (a
+    // Debian python3-grpcio, or what an older run installed) is used, and
+    // only what is missing is downloaded, into the venv.
     let made = std::process::Command::new("python3")
-        .args(["-m", "venv"])
+        .args(["-m", "venv", "--system-site-packages"])
         .arg(&building)
         .output()
         .map_err(|e| format!("python3: {e}"))?;
