@@ -31,9 +31,10 @@ pub enum Down {
     Dead,
 }
 
-/// The workers that are down, by name.
+/// The workers that are down, by name (the stage, and for one of several,
+/// which: `exporter otlp/jaeger`).
 pub struct Workers {
-    down: Mutex<BTreeMap<&'static str, Down>>,
+    down: Mutex<BTreeMap<String, Down>>,
     metrics: Arc<Metrics>,
 }
 
@@ -55,6 +56,17 @@ impl Workers {
         Alive {
             workers: Arc::clone(self),
             worker,
+            name: None,
+        }
+    }
+
+    /// [`Workers::alive`] for one of several workers of a stage (an
+    /// exporter): reported down as `worker name`, counted under `worker`.
+    pub fn alive_named(self: &Arc<Self>, worker: &'static str, name: &str) -> Alive {
+        Alive {
+            workers: Arc::clone(self),
+            worker,
+            name: Some(format!("{worker} {name}")),
         }
     }
 
@@ -72,11 +84,11 @@ impl Workers {
             .then(|| describe(&down, |d| d == Down::Dead))
     }
 
-    fn mark(&self, worker: &'static str, down: Option<Down>) {
+    fn mark(&self, worker: &str, down: Option<Down>) {
         let mut map = self.down.lock();
         match down {
             Some(d) => {
-                map.insert(worker, d);
+                map.insert(worker.to_owned(), d);
             }
             None => {
                 map.remove(worker);
@@ -92,7 +104,7 @@ impl Workers {
     }
 }
 
-fn describe(down: &BTreeMap<&'static str, Down>, which: impl Fn(Down) -> bool) -> String {
+fn describe(down: &BTreeMap<String, Down>, which: impl Fn(Down) -> bool) -> String {
     let names: Vec<String> = down
         .iter()
         .filter(|(_, d)| which(**d))
@@ -108,15 +120,17 @@ fn describe(down: &BTreeMap<&'static str, Down>, which: impl Fn(Down) -> bool) -
 pub struct Alive {
     workers: Arc<Workers>,
     worker: &'static str,
+    name: Option<String>,
 }
 
 impl Drop for Alive {
     fn drop(&mut self) {
         if std::thread::panicking() {
+            let name = self.name.as_deref().unwrap_or(self.worker);
             self.workers.count_panic(self.worker);
-            self.workers.mark(self.worker, Some(Down::Dead));
+            self.workers.mark(name, Some(Down::Dead));
             tracing::error!(
-                worker = self.worker,
+                worker = name,
                 "A worker stopped with a panic (a bug; please report it). The daemon reports itself not live and not ready until restarted."
             );
         }
@@ -225,6 +239,14 @@ mod tests {
         drop(workers.alive("exporter"));
         assert_eq!(workers.not_live(), None);
         let guard = workers.alive("evaluator");
+        let exporter = workers.alive_named("exporter", "otlp/jaeger");
+        let _other = workers.alive_named("exporter", "otlphttp/tempo");
+        assert!(std::thread::spawn(move || {
+            let _guard = exporter;
+            panic!("a bug in one exporter");
+        })
+        .join()
+        .is_err());
         let died = std::thread::spawn(move || {
             let _guard = guard;
             panic!("a bug in the thread");
@@ -233,7 +255,10 @@ mod tests {
         assert!(died.is_err());
         let why = workers.not_live().expect("not live");
         assert!(why.contains("evaluator (stopped by a panic"), "{why}");
+        assert!(why.contains("exporter otlp/jaeger (stopped"), "{why}");
+        assert!(!why.contains("tempo"), "only the dead exporter: {why}");
         assert_eq!(workers.not_ready(), Some(why));
         assert_eq!(panics(&metrics, "evaluator"), 1);
+        assert_eq!(panics(&metrics, "exporter"), 1);
     }
 }

@@ -281,7 +281,7 @@ impl Exporter {
                     dq,
                     Arc::clone(&metrics),
                     labels.clone(),
-                    Some(workers.alive("queue_writer")),
+                    Some(workers.alive_named("queue_writer", name)),
                 )?;
                 pending_spans.store(reader.backlog_spans(), Ordering::Relaxed);
                 (QueueKind::Disk(q.clone()), Inbox::Disk(reader), Some(q))
@@ -298,7 +298,7 @@ impl Exporter {
             disk: disk.clone(),
             config: config.clone(),
         };
-        let task = tokio::spawn(runner.run(inbox, drain.clone(), workers.alive("exporter")));
+        let task = tokio::spawn(runner.run(inbox, drain.clone(), workers.alive_named("exporter", name)));
         Ok((
             ForwardQueue {
                 kind,
