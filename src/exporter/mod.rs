@@ -298,7 +298,8 @@ impl Exporter {
             disk: disk.clone(),
             config: config.clone(),
         };
-        let task = tokio::spawn(runner.run(inbox, drain.clone(), workers.alive_named("exporter", name)));
+        let task =
+            tokio::spawn(runner.run(inbox, drain.clone(), workers.alive_named("exporter", name)));
         Ok((
             ForwardQueue {
                 kind,

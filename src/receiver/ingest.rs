@@ -77,6 +77,43 @@ pub enum IngestError {
     ShuttingDown,
 }
 
+/// A request queued for some exporters but not answered yet. Dropped
+/// unanswered — refused after some queues took it, or its sender gone
+/// (the request future cancelled while a persistent queue wrote it) — it
+/// counts what will be forwarded twice: the sender retries, and the queues
+/// that have it (and a write in flight, which the queue's writer finishes)
+/// forward it again. Answered, it is forgotten.
+struct Unanswered<'a> {
+    metrics: &'a Metrics,
+    spans: usize,
+    queued: usize,
+    writing: bool,
+}
+
+impl Unanswered<'_> {
+    /// Refused by the queue being written: that one does not have it.
+    fn refused(&mut self) {
+        self.writing = false;
+    }
+
+    /// Taken: the sender is told so, and will not send it again.
+    fn answered(mut self) {
+        self.queued = 0;
+        self.writing = false;
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        let copies = self.queued + usize::from(self.writing);
+        if copies > 0 {
+            self.metrics
+                .exporter_duplicated_spans
+                .inc_by((self.spans * copies) as u64);
+        }
+    }
+}
+
 /// Shared by the gRPC and HTTP receivers.
 pub struct Ingest {
     assembler: Arc<Assembler>,
@@ -204,30 +241,35 @@ impl Ingest {
         // that a refusal leaves it in as few queues as can be.
         permits.sort_by_key(|p| !p.is_persistent());
         let mut permits = permits.into_iter().peekable();
-        let mut queued = 0;
+        let mut unanswered = Unanswered {
+            metrics: &self.metrics,
+            spans,
+            queued: 0,
+            writing: false,
+        };
         while let Some(permit) = permits.next() {
             let resource_spans = if permits.peek().is_some() {
                 walked.forward.clone()
             } else {
                 std::mem::take(&mut walked.forward)
             };
-            match permit.send(ForwardItem::new(resource_spans, spans)).await {
-                Ok(()) => queued += 1,
+            unanswered.writing = permit.is_persistent();
+            let sent = permit.send(ForwardItem::new(resource_spans, spans)).await;
+            unanswered.writing = false;
+            match sent {
+                Ok(()) => unanswered.queued += 1,
                 Err(QueueError::Closed) => {
-                    return refuse(RefuseReason::shutting_down, IngestError::ShuttingDown)
+                    unanswered.refused();
+                    return refuse(RefuseReason::shutting_down, IngestError::ShuttingDown);
                 }
                 Err(e) => {
-                    if queued > 0 {
-                        // Already on its way to the exporters before this
-                        // one: they forward it now and again on the retry.
-                        self.metrics
-                            .exporter_duplicated_spans
-                            .inc_by((spans * queued) as u64);
-                    }
+                    unanswered.refused();
                     return overloaded(RefuseReason::exporter_queue_unwritable, e);
                 }
             }
         }
+        // No await from here on: the request is answered as it stands.
+        unanswered.answered();
         if walked.rejected > 0 {
             self.count_rejected(transport, &walked.rejected_by);
         }
@@ -291,5 +333,60 @@ impl Ingest {
                     .inc_by(n as u64);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message as _;
+
+    /// A sender that goes away while its request is written to a
+    /// persistent queue gets no answer and sends it again; the record the
+    /// queue's writer finishes is forwarded too. That second copy is
+    /// counted, not lost from sight; the buffer has not taken it (the
+    /// retry is what gets evaluated).
+    #[tokio::test]
+    async fn a_request_cancelled_during_a_persistent_write_counts_its_duplicate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Arc::new(Metrics::unregistered());
+        let workers = Arc::new(crate::health::Workers::new(Arc::clone(&metrics)));
+        let config: crate::exporter::config::OtlpExporterConfig =
+            serde_yaml_ng::from_str(&format!(
+                "endpoint: http://127.0.0.1:9\ndrain_timeout: 10ms\nqueue: {{ directory: {} }}\n",
+                dir.path().display()
+            ))
+            .expect("exporter config");
+        let (disk, exporter) =
+            crate::exporter::Exporter::start("otlp", config, Arc::clone(&metrics), &workers)
+                .expect("exporter starts");
+        let assembler = Arc::new(Assembler::new(Default::default(), Arc::clone(&metrics)));
+        let ingest = Ingest::new(Arc::clone(&assembler), vec![disk], Arc::clone(&metrics));
+        let request = crate::bench::traffic::TrafficGenerator::new(
+            Default::default(),
+            crate::bench::traffic::Rng::new(3),
+        )
+        .next_batch(10)
+        .request;
+        let spans: usize = request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        let lazy = LazyExportRequest::decode(bytes::Bytes::from(request.encode_to_vec()))
+            .expect("encoded by prost");
+        // Polled once: it gets as far as waiting for the write (an fsync
+        // away), then its sender is gone.
+        let limits = WalkLimits::default();
+        let mut taking = Box::pin(ingest.ingest(lazy, Transport::grpc, &limits));
+        use std::future::Future as _;
+        let first =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(taking.as_mut().poll(cx))).await;
+        assert!(first.is_pending(), "answered before the write: {first:?}");
+        drop(taking);
+        assert_eq!(metrics.exporter_duplicated_spans.get(), spans as u64);
+        assert_eq!(assembler.len().1, 0, "not buffered");
+        exporter.shutdown().await;
     }
 }

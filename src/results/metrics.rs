@@ -455,7 +455,7 @@ impl Metrics {
         );
         r.register(
             "tracecheck_exporter_duplicated_spans",
-            "Spans forwarded twice by some exporters: their request was refused (and is retried) because another exporter's persistent queue could not write it",
+            "Spans forwarded twice by some exporters: their request was queued for them but not answered (another exporter's persistent queue could not write it, or its sender went away during a persistent write), and the sender sends it again",
             m.exporter_duplicated_spans.clone(),
         );
         r.register(
