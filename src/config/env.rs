@@ -29,6 +29,9 @@ pub enum ExpandErrorKind {
     Unsupported(String),
     #[error("invalid environment variable name {0:?}")]
     BadName(String),
+    /// The value is not printed: it may be a secret.
+    #[error("the value of {name} contains {what}, which would change the YAML around this unquoted value; put the whole value in double quotes (key: \"...${{env:{name}}}...\"), and it is taken as written")]
+    BreaksPlain { name: String, what: &'static str },
 }
 
 /// The result of expanding a text.
@@ -100,8 +103,18 @@ pub fn expand(
             };
             let consumed = 2 + end + 1;
             let offset = code.len() - rest.len() + pos;
-            let whole = whole_plain_scalar(&code[..offset], &code[offset + consumed..]);
-            push_value(&mut out.text, &value, quoting(&code[..offset]), whole);
+            let (before, after) = (&code[..offset], &code[offset + consumed..]);
+            let whole = whole_plain_scalar(before, after);
+            let quotes = quoting(before);
+            if quotes == Quotes::None && !whole {
+                if let Some(what) = breaks_plain(&value, before, begins_scalar(before)) {
+                    return Err(err(ExpandErrorKind::BreaksPlain {
+                        name: name.to_owned(),
+                        what,
+                    }));
+                }
+            }
+            push_value(&mut out.text, &value, quotes, whole);
             col += body.chars().count() + 3;
             rest = &rest[pos + consumed..];
         }
@@ -171,10 +184,9 @@ fn comment_start(line: &str) -> usize {
     line.len()
 }
 
-/// Whether a reference between `before` and `after` on its line is a whole
-/// plain scalar: after `key: `, `- ` or a flow's `[`/`{`/`,`, and followed
-/// only by the end, a flow's `,`/`]`/`}`, or white space.
-fn whole_plain_scalar(before: &str, after: &str) -> bool {
+/// Whether a reference after `before` on its line begins a scalar: after
+/// `key: `, `- ` or a flow's `[`/`{`/`,`.
+fn begins_scalar(before: &str) -> bool {
     let b = before.trim_end();
     let starts = before.len() > b.len() || before.is_empty();
     let opens = b.is_empty()
@@ -182,9 +194,43 @@ fn whole_plain_scalar(before: &str, after: &str) -> bool {
         || b.trim_start() == "-"
         || b.ends_with(" -")
         || b.ends_with(['[', '{', ',']);
+    (starts || b.ends_with(['[', '{', ','])) && opens
+}
+
+/// What in `v`, pasted into part of a plain scalar, would change what YAML
+/// reads (a line break, `: `, ` #`; in a flow, its punctuation; at the
+/// scalar's start, an indicator), if anything.
+fn breaks_plain(v: &str, before: &str, at_start: bool) -> Option<&'static str> {
+    if v.contains(['\n', '\r']) {
+        return Some("a line break");
+    }
+    if v.contains(": ") || v.contains(":\t") {
+        return Some("\": \"");
+    }
+    if v.contains(" #") || v.contains("\t#") {
+        return Some("\" #\"");
+    }
+    let depth = before.chars().fold(0i32, |d, c| match c {
+        '[' | '{' => d + 1,
+        ']' | '}' => d - 1,
+        _ => d,
+    });
+    if depth > 0 && v.contains([',', '[', ']', '{', '}']) {
+        return Some("a flow's punctuation (, [ ] { })");
+    }
+    if at_start && v.starts_with(['*', '&', '!', '|', '>', '%', '@', '`', '"', '\'', '#', '[', '{', '?']) {
+        return Some("a YAML indicator at its start");
+    }
+    None
+}
+
+/// Whether a reference between `before` and `after` on its line is a whole
+/// plain scalar: after `key: `, `- ` or a flow's `[`/`{`/`,`, and followed
+/// only by the end, a flow's `,`/`]`/`}`, or white space.
+fn whole_plain_scalar(before: &str, after: &str) -> bool {
     let a = after.trim_start();
     let ends = a.is_empty() || a.starts_with([',', ']', '}']);
-    (starts || b.ends_with(['[', '{', ','])) && opens && ends
+    begins_scalar(before) && ends
 }
 
 /// Whether YAML reads `v`, written plain, back as the same string (or the
@@ -301,5 +347,45 @@ mod tests {
         assert_eq!(v["h"]["k"].as_str(), Some("a: b"));
         assert_eq!(v["h"]["n"].as_u64(), Some(4317));
         assert_eq!(v["i"][0].as_str(), Some("x #y"));
+    }
+
+    /// A reference that is only part of an unquoted value: a value that
+    /// stays inside it is pasted; one that would change the YAML around
+    /// it (end the value early, start a comment, open a flow) is an error
+    /// at the reference that says to quote the value, and never shows the
+    /// value itself (it may be a secret).
+    #[test]
+    fn part_of_a_plain_value_is_pasted_only_when_it_stays_inside() {
+        let lookup = |name: &str| match name {
+            "HOST" => Some("jaeger.example".to_owned()),
+            "COLON" => Some("k: v".to_owned()),
+            "HASH" => Some("a #b".to_owned()),
+            "COMMA" => Some("a,b".to_owned()),
+            "STAR" => Some("*x".to_owned()),
+            "LINES" => Some("a\nb".to_owned()),
+            _ => None,
+        };
+        let e = expand("a: http://${env:HOST}:4317/x\nb: [x-${env:HOST}]\n", lookup).unwrap();
+        assert_eq!(e.text, "a: http://jaeger.example:4317/x\nb: [x-jaeger.example]\n");
+        for (text, what) in [
+            ("a: x${env:COLON}\n", "\": \""),
+            ("a: x ${env:HASH}\n", "\" #\""),
+            ("a: x${env:LINES}\n", "a line break"),
+            ("a: { b: x${env:COMMA} }\n", "flow"),
+            ("a: ${env:STAR}/y\n", "indicator"),
+        ] {
+            let err = expand(text, lookup).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains(what) && msg.contains("double quotes"), "{text}: {msg}");
+            assert_eq!(err.line, 1, "{text}");
+            for secret in ["k: v", "a #b", "a,b", "*x"] {
+                assert!(!msg.contains(secret), "{text}: the value shown: {msg}");
+            }
+        }
+        // Quoted, the same values are taken as written.
+        let e = expand("a: \"x${env:COLON}\"\nb: \"{ ${env:COMMA} }\"\n", lookup).unwrap();
+        let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&e.text).unwrap();
+        assert_eq!(v["a"].as_str(), Some("xk: v"));
+        assert_eq!(v["b"].as_str(), Some("{ a,b }"));
     }
 }
