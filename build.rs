@@ -36,8 +36,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// (an image build without `.git`), else `git describe`, else `unknown`.
 fn revision() {
     println!("cargo:rerun-if-env-changed=TRACECHECK_REVISION");
-    println!("cargo:rerun-if-changed=.git/HEAD");
-    println!("cargo:rerun-if-changed=.git/refs/heads");
+    // Where git keeps HEAD and the branches: `.git/` in a clone, elsewhere
+    // in a worktree (where `.git` is a file). Only paths that exist: cargo
+    // reruns a build script on every build for one that does not.
+    let git = |arg: &str| {
+        let out = std::process::Command::new("git")
+            .args(["rev-parse", "--path-format=absolute", arg])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    };
+    let watched = [
+        git("--git-dir").map(|d| d.join("HEAD")),
+        git("--git-common-dir").map(|d| d.join("refs/heads")),
+        git("--git-common-dir").map(|d| d.join("packed-refs")),
+    ];
+    for path in watched.into_iter().flatten().filter(|p| p.exists()) {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
     let rev = std::env::var("TRACECHECK_REVISION").ok().or_else(|| {
         let out = std::process::Command::new("git")
             .args(["rev-parse", "--short=12", "HEAD"])

@@ -680,6 +680,8 @@ impl Process {
                     .ok()?;
                 Some(boot + field(19)? / USER_HZ)
             }
+            // The listing's own directory handle is counted, as the Go and
+            // Python clients count it: the figure compares with theirs.
             Process::OpenFds => Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as f64),
             Process::MaxFds => {
                 let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
