@@ -218,7 +218,11 @@ fn breaks_plain(v: &str, before: &str, at_start: bool) -> Option<&'static str> {
     if depth > 0 && v.contains([',', '[', ']', '{', '}']) {
         return Some("a flow's punctuation (, [ ] { })");
     }
-    if at_start && v.starts_with(['*', '&', '!', '|', '>', '%', '@', '`', '"', '\'', '#', '[', '{', '?']) {
+    if at_start
+        && v.starts_with([
+            '*', '&', '!', '|', '>', '%', '@', '`', '"', '\'', '#', '[', '{', '?',
+        ])
+    {
         return Some("a YAML indicator at its start");
     }
     None
@@ -366,7 +370,10 @@ mod tests {
             _ => None,
         };
         let e = expand("a: http://${env:HOST}:4317/x\nb: [x-${env:HOST}]\n", lookup).unwrap();
-        assert_eq!(e.text, "a: http://jaeger.example:4317/x\nb: [x-jaeger.example]\n");
+        assert_eq!(
+            e.text,
+            "a: http://jaeger.example:4317/x\nb: [x-jaeger.example]\n"
+        );
         for (text, what) in [
             ("a: x${env:COLON}\n", "\": \""),
             ("a: x ${env:HASH}\n", "\" #\""),
@@ -376,7 +383,10 @@ mod tests {
         ] {
             let err = expand(text, lookup).unwrap_err();
             let msg = err.to_string();
-            assert!(msg.contains(what) && msg.contains("double quotes"), "{text}: {msg}");
+            assert!(
+                msg.contains(what) && msg.contains("double quotes"),
+                "{text}: {msg}"
+            );
             assert_eq!(err.line, 1, "{text}");
             for secret in ["k: v", "a #b", "a,b", "*x"] {
                 assert!(!msg.contains(secret), "{text}: the value shown: {msg}");

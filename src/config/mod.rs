@@ -478,7 +478,7 @@ impl Config {
                 .iter()
                 .filter_map(|o| o.config.queue.as_ref().map(|q| &q.directory));
             if let Some(q) = &e.queue {
-                if dirs.filter(|d| **d == q.directory).count() > 1 {
+                if dirs.filter(|d| same_dir(d, &q.directory)).count() > 1 {
                     return bad(format!(
                         "exporters.{n}: its queue directory {} is another exporter's too; each needs its own",
                         q.directory.display()
@@ -663,6 +663,17 @@ fn key_at(text: &str, line: usize, column: usize) -> Option<&str> {
     let (key, _) = rest.split_once(':')?;
     let key = key.trim();
     (!key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')).then_some(key)
+}
+
+/// Whether two paths name one directory: the same once written alike
+/// (`q/` and `./q`), or, where they exist, the same place (a symbolic
+/// link, `..`).
+fn same_dir(a: &std::path::Path, b: &std::path::Path) -> bool {
+    a.components().eq(b.components())
+        || matches!(
+            (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+            (Ok(x), Ok(y)) if x == y
+        )
 }
 
 #[cfg(test)]

@@ -283,3 +283,32 @@ fn shipped_example_config_loads() {
     assert!(c.links.trace_url.is_some());
     assert!(c.alerts.alertmanager.is_some());
 }
+
+/// Two exporters cannot share a persistent queue's directory, however the
+/// path is written: a trailing slash, `./`, or a symbolic link to it.
+#[test]
+fn two_exporters_naming_one_queue_directory_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let real = dir.path().join("q");
+    std::fs::create_dir(&real).expect("mkdir");
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).expect("symlink");
+    let text = |a: String, b: String| {
+        format!(
+            "exporters:\n  otlp/a: {{ endpoint: \"http://x:4317\", queue: {{ directory: \"{a}\" }} }}\n  otlp/b: {{ endpoint: \"http://y:4317\", queue: {{ directory: \"{b}\" }} }}\n"
+        )
+    };
+    let r = real.display().to_string();
+    for other in [
+        format!("{r}/"),
+        format!("{}/./q", dir.path().display()),
+        link.display().to_string(),
+    ] {
+        let err = parse(&text(r.clone(), other.clone()))
+            .expect_err(&other)
+            .to_string();
+        assert!(err.contains("each needs its own"), "{other}: {err}");
+    }
+    let apart = dir.path().join("other");
+    parse(&text(r, apart.display().to_string())).expect("two directories");
+}
