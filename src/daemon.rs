@@ -46,8 +46,8 @@ pub enum StartError {
         name: String,
         source: crate::exporter::ExporterError,
     },
-    #[error("tier.peers with admin.tls: tier announcements are sent over plain HTTP, which a TLS admin endpoint refuses; not supported yet")]
-    TierOverTls,
+    #[error(transparent)]
+    TierTls(crate::net::tls::TlsError),
 }
 
 /// The running stages a consumer may need.
@@ -147,23 +147,22 @@ impl<C: TraceConsumer> Daemon<C> {
             }
             None => None,
         };
-        if !config.tier.peers.is_empty() {
-            if config.admin.tls.is_some() {
-                return Err(StartError::TierOverTls);
-            }
-            if config.admin.auth.is_none() {
-                tracing::warn!("tier.peers without admin.auth: anyone who reaches the admin port can announce tier changes (making verdicts inconclusive) or make this instance leave.");
-            }
+        if !config.tier.peers.is_empty() && config.admin.auth.is_none() {
+            tracing::warn!("tier.peers without admin.auth: anyone who reaches the admin port can announce tier changes (making verdicts inconclusive) or make this instance leave.");
         }
         // A change matters while a trace it split can still be buffered.
         let horizon = config.assembler.max_trace_age + config.assembler.settle;
-        let tier = Arc::new(Tier::new(
-            config.tier.clone(),
-            horizon,
-            Arc::clone(&admin),
-            Arc::clone(&metrics),
-            admin_token.clone(),
-        ));
+        let tier = Arc::new(
+            Tier::new(
+                config.tier.clone(),
+                horizon,
+                Arc::clone(&admin),
+                Arc::clone(&metrics),
+                admin_token.clone(),
+                config.admin.tls.is_some(),
+            )
+            .map_err(StartError::TierTls)?,
+        );
         let (consumer, routes) = build(&Stages {
             metrics: Arc::clone(&metrics),
             assembler: Arc::clone(&assembler),

@@ -113,9 +113,13 @@ enum TierCommand {
     /// the balancers take it out of their rings before SIGTERM. Meant for
     /// a Kubernetes `preStop` hook (the image has no shell).
     Leave {
-        /// The daemon's admin URL.
+        /// The daemon's admin URL (`https://` when it has `admin.tls`).
         #[arg(long, default_value = "http://127.0.0.1:9464")]
         server: String,
+        /// PEM CA certificate(s) to trust for an `https://` server, instead
+        /// of the system's.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
         /// File holding the admin bearer token (`admin.auth`).
         #[arg(long)]
         token_file: Option<PathBuf>,
@@ -236,9 +240,10 @@ fn main() -> ExitCode {
         Command::Health { url } => health(&url),
         Command::Tier(TierCommand::Leave {
             server,
+            ca_file,
             token_file,
             wait,
-        }) => tier_leave(&server, token_file.as_deref(), wait),
+        }) => tier_leave(&server, ca_file.as_deref(), token_file.as_deref(), wait),
         Command::Test(TestCommand::Run(args)) => test_run(args),
     };
     match result {
@@ -496,6 +501,7 @@ fn bench(cmd: tracecheck::bench::BenchCommand) -> anyhow::Result<ExitCode> {
 /// neither hang nor need a runtime, TLS or a resolver cache.
 fn tier_leave(
     server: &str,
+    ca_file: Option<&std::path::Path>,
     token_file: Option<&std::path::Path>,
     wait: std::time::Duration,
 ) -> anyhow::Result<ExitCode> {
@@ -512,9 +518,13 @@ fn tier_leave(
     runtime()?.block_on(async {
         // The daemon's own announce_timeout bounds the call; this one only
         // guards against a daemon that does not answer at all.
-        let asked =
-            tracecheck::tier::request_leave(server, token, std::time::Duration::from_secs(10))
-                .await;
+        let asked = tracecheck::tier::request_leave(
+            server,
+            ca_file,
+            token,
+            std::time::Duration::from_secs(10),
+        )
+        .await;
         // Waits whatever happened: the hook's other job is to hold SIGTERM
         // back until the balancers have stopped sending here, and a failed
         // announcement must not make the receivers close under traffic.

@@ -18,6 +18,12 @@ pub struct TierConfig {
     /// How long an announcement may take in all, resolution included.
     #[serde(with = "crate::config::duration")]
     pub announce_timeout: std::time::Duration,
+    /// With `admin.tls`, announcements go over HTTPS to each address of a
+    /// peer, its certificate checked against the peer's host name: this
+    /// says what to trust (`ca_file`, else the system's CA certificates)
+    /// and the client certificate for peers whose admin endpoint wants one
+    /// (`admin.tls.client_ca_file`).
+    pub tls: Option<crate::net::tls::ClientTlsConfig>,
 }
 
 impl Default for TierConfig {
@@ -26,6 +32,7 @@ impl Default for TierConfig {
             peers: Vec::new(),
             instance: None,
             announce_timeout: std::time::Duration::from_secs(2),
+            tls: None,
         }
     }
 }

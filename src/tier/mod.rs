@@ -229,6 +229,9 @@ pub struct Tier {
     metrics: Arc<Metrics>,
     token: Option<Arc<crate::net::auth::BearerToken>>,
     client: reqwest::Client,
+    /// The peers' admin endpoints are on TLS (`admin.tls`): announcements
+    /// go over HTTPS with `tier.tls`, a client per address.
+    https: bool,
     joined: AtomicBool,
     left: AtomicBool,
     /// When this instance first got spans.
@@ -236,17 +239,25 @@ pub struct Tier {
 }
 
 impl Tier {
+    /// With `https` (the admin endpoints are on TLS), `config.tls` must
+    /// load: a file it names that cannot be read is an error at start, not
+    /// at the first announcement.
     pub fn new(
         config: TierConfig,
         horizon: Duration,
         admin: Arc<AdminState>,
         metrics: Arc<Metrics>,
         token: Option<Arc<crate::net::auth::BearerToken>>,
-    ) -> Self {
+        https: bool,
+    ) -> Result<Self, crate::net::tls::TlsError> {
         let instance = config.instance_name();
-        Self {
+        if https {
+            let _ = crate::net::client::builder(config.tls.as_ref(), "tier.tls")?;
+        }
+        Ok(Self {
             changes: Arc::new(Changes::new(horizon)),
             client: crate::net::client::plain(config.announce_timeout),
+            https,
             config,
             instance,
             admin,
@@ -255,7 +266,7 @@ impl Tier {
             joined: AtomicBool::new(false),
             left: AtomicBool::new(false),
             serving_since: std::sync::OnceLock::new(),
-        }
+        })
     }
 
     pub fn is_configured(&self) -> bool {
@@ -304,9 +315,12 @@ impl Tier {
                     }
                 };
                 for addr in addrs {
-                    let request = self
-                        .client
-                        .post(format!("http://{addr}{CHANGES_PATH}"))
+                    let Some((client, url)) = self.target(peer, addr) else {
+                        self.count(change, "failed");
+                        continue;
+                    };
+                    let request = client
+                        .post(url)
                         .header(reqwest::header::CONTENT_TYPE, "application/json")
                         .body(body.clone());
                     let request = match &auth {
@@ -355,6 +369,29 @@ impl Tier {
                 0
             }
         }
+    }
+
+    /// The client and URL for one address of `peer`: plain HTTP to the
+    /// address, or HTTPS to the peer's host name pinned to the address, so
+    /// that its certificate is checked against the name it has.
+    fn target(&self, peer: &str, addr: std::net::SocketAddr) -> Option<(reqwest::Client, String)> {
+        if !self.https {
+            return Some((self.client.clone(), format!("http://{addr}{CHANGES_PATH}")));
+        }
+        let host = match peer.rsplit_once(':') {
+            Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
+            None => peer,
+        };
+        let url = format!("https://{peer}{CHANGES_PATH}");
+        let client = crate::net::client::builder(self.config.tls.as_ref(), "tier.tls")
+            .map_err(|e| tracing::warn!(error = %e, "Cannot load tier.tls; peers are not told."))
+            .ok()?
+            .resolve(host, addr)
+            .timeout(self.config.announce_timeout)
+            .build()
+            .map_err(|e| tracing::warn!(error = %e, "Cannot make a client for a tier peer."))
+            .ok()?;
+        Some((client, url))
     }
 
     fn count(&self, change: ChangeKind, outcome: &'static str) {
@@ -412,16 +449,38 @@ async fn leave(State(tier): State<Arc<Tier>>) -> Response {
 /// leave the tier.
 pub async fn request_leave(
     server: &str,
+    ca_file: Option<&std::path::Path>,
     token: Option<HeaderValue>,
     timeout: Duration,
-) -> Result<(), reqwest::Error> {
-    let client = crate::net::client::plain(timeout);
+) -> Result<(), LeaveError> {
+    let client = match ca_file {
+        None => crate::net::client::plain(timeout),
+        Some(ca) => {
+            let tls = crate::net::tls::ClientTlsConfig {
+                ca_file: Some(ca.to_owned()),
+                ..Default::default()
+            };
+            crate::net::client::builder(Some(&tls), "--ca-file")?
+                .timeout(timeout)
+                .build()?
+        }
+    };
     let request = client.post(format!("{}{LEAVE_PATH}", server.trim_end_matches('/')));
     let request = match token {
         Some(v) => request.header(reqwest::header::AUTHORIZATION, v),
         None => request,
     };
-    request.send().await?.error_for_status().map(drop)
+    request.send().await?.error_for_status()?;
+    Ok(())
+}
+
+/// `tracecheck tier leave` could not ask.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaveError {
+    #[error(transparent)]
+    Tls(#[from] crate::net::tls::TlsError),
+    #[error("{}", crate::net::client::error_chain(.0))]
+    Http(#[from] reqwest::Error),
 }
 
 #[cfg(test)]

@@ -247,3 +247,69 @@ async fn admin_endpoint_with_mtls_refuses_clients_without_a_certificate() {
     assert_eq!(answer.status, 200);
     daemon.shutdown().await;
 }
+
+/// A scale-out tier whose admin endpoints are on TLS (`admin.tls`): an
+/// instance announces to its peer over HTTPS, the certificate checked
+/// against the peer's host name, trusting `tier.tls.ca_file`; without that
+/// CA the peer is not told, and that is counted, never sent in plain text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tier_announcements_reach_peers_whose_admin_is_on_tls() {
+    use tracecheck::tier::ChangeKind;
+    let pki = Pki::new("tier");
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port()
+        })
+        .collect();
+    let start = |admin: u16, peer: u16, ca: bool| {
+        let mut config = util::config();
+        config.admin.endpoint = std::net::SocketAddr::from(([127, 0, 0, 1], admin));
+        config.admin.tls = Some(pki.server_tls(false));
+        // By name: the certificate is checked against it.
+        config.tier.peers = vec![format!("localhost:{peer}")];
+        config.tier.tls = ca.then(|| tracecheck::net::tls::ClientTlsConfig {
+            ca_file: Some(pki.path("ca.pem")),
+            ..Default::default()
+        });
+        util::start_daemon(config)
+    };
+    let a = start(ports[0], ports[1], true).await;
+    let b = start(ports[1], ports[0], false).await;
+    // localhost may also resolve to ::1, where nothing listens.
+    let told = a.tier.announce(ChangeKind::Leaving).await;
+    assert_eq!(told, 1, "a told b over TLS");
+    let client = crate::https_client(&pki.ca_pem, None);
+    let notices = |daemon: std::net::SocketAddr, outcome: &'static str| {
+        let client = client.clone();
+        async move {
+            let url = format!("{}/metrics", https(daemon));
+            let page = crate::send(
+                &client,
+                http::Request::get(url)
+                    .body(Default::default())
+                    .expect("request"),
+            )
+            .await
+            .expect("GET /metrics over TLS");
+            let text = String::from_utf8_lossy(&page.body).into_owned();
+            let line = format!(
+                "tracecheck_tier_notices_total{{change=\"leaving\",outcome=\"{outcome}\"}} "
+            );
+            text.lines()
+                .find_map(|l| l.strip_prefix(line.as_str()))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        }
+    };
+    assert_eq!(notices(b.admin_addr, "received").await, 1.0);
+    // b trusts only the system's CAs: a's certificate is refused.
+    assert_eq!(b.tier.announce(ChangeKind::Leaving).await, 0);
+    let failed = notices(b.admin_addr, "failed").await;
+    assert!(failed >= 1.0, "counted: {failed}");
+    assert_eq!(notices(a.admin_addr, "received").await, 0.0, "not told");
+    a.shutdown().await;
+    b.shutdown().await;
+}
