@@ -85,6 +85,25 @@ enum Command {
         #[arg(long, value_enum, default_value_t = watch::WatchFormat::Text)]
         format: watch::WatchFormat,
     },
+    /// Writes a failing trace from a running daemon as a regression test:
+    /// the trace as OTLP JSON beside the models that failed on it, in
+    /// OUT/trace-TRACE_ID/ (run it with the `check` command it prints).
+    Promote {
+        /// The trace, 32 hex digits.
+        trace_id: String,
+        /// The daemon's admin URL.
+        #[arg(long, default_value = "http://127.0.0.1:9464")]
+        server: String,
+        /// Where to write the test's folder.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// PEM CA certificate(s) to trust for an `https://` server.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// File holding the admin bearer token (`admin.auth`).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
     /// Model files.
     #[command(subcommand)]
     Models(ModelsCommand),
@@ -237,6 +256,19 @@ fn main() -> ExitCode {
             format,
         } => watch::run(server, ca_file, models, verdicts, format),
         Command::Bench(cmd) => bench(cmd),
+        Command::Promote {
+            trace_id,
+            server,
+            out,
+            ca_file,
+            token_file,
+        } => promote(
+            &trace_id,
+            &server,
+            &out,
+            ca_file.as_deref(),
+            token_file.as_deref(),
+        ),
         Command::Health { url } => health(&url),
         Command::Tier(TierCommand::Leave {
             server,
@@ -406,6 +438,71 @@ fn print_diagnostics(diags: &[tracecheck::model::Diagnostic]) {
     for d in diags {
         eprintln!("{d}");
     }
+}
+
+fn promote(
+    trace_id: &str,
+    server: &str,
+    out: &std::path::Path,
+    ca_file: Option<&std::path::Path>,
+    token_file: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let id = tracecheck::ids::TraceId::parse_hex(trace_id)
+        .map_err(|e| anyhow::anyhow!("trace id {trace_id:?}: {e}"))?;
+    let tls = ca_file.map(|ca| tracecheck::net::tls::ClientTlsConfig {
+        ca_file: Some(ca.to_owned()),
+        ..Default::default()
+    });
+    let client = tracecheck::net::client::builder(tls.as_ref(), "--ca-file")?
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
+    let token = match token_file {
+        Some(path) => {
+            let auth = tracecheck::net::auth::AuthConfig {
+                bearer_token: None,
+                bearer_token_file: Some(path.to_path_buf()),
+            };
+            Some(tracecheck::net::auth::BearerToken::load(&auth, "--token-file")?.header_value())
+        }
+        None => None,
+    };
+    let url = format!(
+        "{}/api/v1/traces/{}/test.tar.gz",
+        server.trim_end_matches('/'),
+        id.to_hex()
+    );
+    let bytes = runtime()?.block_on(async {
+        let mut request = client.get(&url);
+        if let Some(t) = token {
+            request = request.header(reqwest::header::AUTHORIZATION, t);
+        }
+        let resp = request
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{url}: {}", tracecheck::net::client::error_chain(&e)))?;
+        let status = resp.status();
+        let body = resp.bytes().await?;
+        if !status.is_success() {
+            // The API's errors are {"error": "..."}.
+            let why = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            anyhow::bail!("{url}: {status}: {why}");
+        }
+        Ok(body)
+    })?;
+    let written = tracecheck::results::promote::unpack(&bytes, out)?;
+    for f in &written {
+        println!("wrote {}", f.display());
+    }
+    let dir = out.join(tracecheck::results::promote::folder(&id));
+    println!(
+        "reproduce: tracecheck check --models {} --traces {}",
+        dir.join("models").display(),
+        dir.join("trace.json").display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn check(

@@ -1293,3 +1293,98 @@ fn check_judges_a_tracetest_file_as_tracetest_would() {
     assert_eq!(str_field(&lines[0], "model"), "get-a-pokemon");
     assert_eq!(str_field(&lines[0], "verdict"), "pass", "{lines:?}");
 }
+
+// ---------------------------------------------------------------------------
+// 5. A failure promoted to a regression test.
+
+/// `tracecheck promote` writes a failing trace beside the model that failed
+/// on it; `check` on what it wrote gives the daemon's failure again (exit
+/// 1, the same specs, observed and expected values), and the same model
+/// passes (exit 0) the trace a fixed service sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_failure_reproduces_with_check_and_passes_once_fixed() {
+    bounded(Duration::from_secs(60), async {
+        let live = Live::start(
+            config(
+                "  settle: 300ms\n  idle_timeout: 300ms\n  root_settle: 100ms\n",
+                None,
+            ),
+            vec![path_source(&repo_path("config/models/bank.yaml"))],
+        )
+        .await;
+        let mut g = generator(91);
+        let bad = g.trace_of(TraceShape::BankViolation);
+        let id = hex(&bad.trace_id);
+        live.export(bad.to_request()).await;
+        let failure = poll_until(Duration::from_secs(20), "the failure", || async {
+            live.results(BANK_MODEL, Some("fail"))
+                .await
+                .into_iter()
+                .find(|r| r["trace_id"] == id.as_str())
+        })
+        .await;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let promoted = run(bin()
+            .args([
+                "promote",
+                &id,
+                "--server",
+                &format!("http://{}", live.admin),
+            ])
+            .arg("--out")
+            .arg(dir.path()));
+        assert!(
+            promoted.status.success(),
+            "{}\n{}",
+            text(&promoted.stdout),
+            text(&promoted.stderr)
+        );
+        let folder = dir.path().join(format!("trace-{id}"));
+        assert!(text(&promoted.stdout).contains("reproduce: tracecheck check"));
+        let check = |traces: &Path| {
+            run(bin()
+                .args(["check", "--format", "json", "--models"])
+                .arg(folder.join("models"))
+                .arg("--traces")
+                .arg(traces))
+        };
+        let again = check(&folder.join("trace.json"));
+        assert_eq!(again.status.code(), Some(1), "{}", text(&again.stderr));
+        let results: Vec<Value> = text(&again.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect();
+        assert_eq!(results.len(), 1, "one model, one trace: {results:?}");
+        assert_eq!(results[0]["model"], BANK_MODEL);
+        assert_eq!(results[0]["verdict"], "fail");
+        assert_eq!(results[0]["trace_id"], id.as_str());
+        assert_eq!(
+            results[0]["failures"], failure["failures"],
+            "the daemon's failure, spec for spec"
+        );
+
+        let fixed = dir.path().join("fixed.json");
+        let rolled_back = g.trace_of(TraceShape::BankRollback);
+        std::fs::write(&fixed, encode_export_request(&rolled_back.to_request()))
+            .expect("write the fixed trace");
+        let passes = check(&fixed);
+        assert_eq!(passes.status.code(), Some(0), "{}", text(&passes.stdout));
+
+        // Nothing to promote: a trace with no failure is refused, saying so.
+        let none = run(bin().args([
+            "promote",
+            &"0".repeat(32),
+            "--server",
+            &format!("http://{}", live.admin),
+        ]));
+        assert_ne!(none.status.code(), Some(0));
+        assert!(
+            text(&none.stderr).contains("not retained"),
+            "{}",
+            text(&none.stderr)
+        );
+        live.stop().await;
+    })
+    .await;
+}

@@ -35,6 +35,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/models/reload", post(reload))
         .route("/api/v1/results", get(results))
         .route("/api/v1/traces/{trace_id}", get(trace))
+        .route("/api/v1/traces/{trace_id}/test.tar.gz", get(promoted))
         .with_state(api)
 }
 
@@ -216,6 +217,79 @@ async fn trace(
         }
     }
     Json(answer).into_response()
+}
+
+/// `GET /api/v1/traces/{id}/test.tar.gz`: the trace and the models that
+/// failed on it, as a regression test ([`super::promote`]).
+async fn promoted(State(api): State<Arc<Api>>, Path(trace_id): Path<String>) -> Response {
+    let id = match TraceId::parse_hex(&trace_id) {
+        Ok(id) => id,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("trace id {trace_id:?}: {e}"),
+            )
+        }
+    };
+    let Some(stored) = api.store.trace(&id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("trace {id} is not retained (failing traces are kept while the result store has room)"),
+        );
+    };
+    // Late spans the store did not keep are in the watched copy.
+    let spans = match api.waiters.collected(&id) {
+        Some(c) if c.spans.len() > stored.spans.len() => c.spans,
+        _ => stored.spans,
+    };
+    let loaded = api.registry.current();
+    let mut failed: Vec<super::promote::FailedModel<'_>> = Vec::new();
+    // The latest verdict of each model counts: a failure late spans undid
+    // is no failure to reproduce.
+    let mut latest: Vec<&super::store::VerdictRecord> = Vec::new();
+    for v in stored.verdicts.iter().rev() {
+        if latest.iter().all(|l| l.model != v.model) {
+            latest.push(v);
+        }
+    }
+    for v in latest.iter().rev().filter(|v| v.verdict == Verdict::Fail) {
+        let Some(i) = loaded.index(&v.model) else {
+            continue;
+        };
+        let mut specs: Vec<&str> = v.failures.iter().map(|f| f.spec.as_str()).collect();
+        specs.dedup();
+        failed.push(super::promote::FailedModel {
+            id: &v.model,
+            source: &loaded.sources[i],
+            specs,
+        });
+    }
+    if failed.is_empty() {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("trace {id} has no failure of a model in force to promote"),
+        );
+    }
+    match super::promote::bundle(&id, &spans, &failed) {
+        Ok(bytes) => (
+            [
+                (
+                    axum::http::header::CONTENT_TYPE,
+                    "application/gzip".to_owned(),
+                ),
+                (
+                    axum::http::header::CONTENT_DISPOSITION,
+                    format!(
+                        "attachment; filename=\"{}.tar.gz\"",
+                        super::promote::folder(&id)
+                    ),
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 /// Spans as a tree: roots (no parent, or a parent not in the trace) with

@@ -11,6 +11,7 @@ pub mod exposition;
 pub mod feed;
 pub mod grpc_api;
 pub mod metrics;
+pub mod promote;
 pub mod registry;
 pub mod store;
 

@@ -6,6 +6,7 @@
 //! reload is all or nothing: if any file is bad, the whole previous set
 //! stays in force and the answer says which file and why.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -81,7 +82,17 @@ pub struct LoadedModels {
     pub counters: Vec<ModelCounters>,
     /// Each model's id and name, shared by every verdict record of it.
     pub names: Vec<(Arc<str>, Arc<str>)>,
+    /// Each model's YAML document as it was loaded (`---` to `---` of its
+    /// file), for a failure promoted to a test and for the trace page.
+    pub sources: Vec<Arc<str>>,
     pub loaded_at_unix_ms: u64,
+}
+
+impl LoadedModels {
+    /// The index of the model `id`.
+    pub fn index(&self, id: &str) -> Option<usize> {
+        self.names.iter().position(|(m, _)| &**m == id)
+    }
 }
 
 /// What a load or reload did; the answer of `POST /api/v1/models/reload`.
@@ -135,7 +146,7 @@ impl ModelRegistry {
                 Engine::compile(good).unwrap_or_else(|_| empty_engine())
             }
         };
-        let loaded = Arc::new(counters_for(engine, &metrics));
+        let loaded = Arc::new(counters_for(engine, &files.texts, &metrics));
         let report = ReloadReport {
             models: ids(&loaded),
             errors,
@@ -172,7 +183,7 @@ impl ModelRegistry {
         };
         let report = match compiled {
             Some(engine) => {
-                let loaded = Arc::new(counters_for(engine, &self.metrics));
+                let loaded = Arc::new(counters_for(engine, &files.texts, &self.metrics));
                 let report = ReloadReport {
                     models: ids(&loaded),
                     errors: Vec::new(),
@@ -256,7 +267,11 @@ fn empty_engine() -> Engine {
     }
 }
 
-fn counters_for(engine: Engine, metrics: &Metrics) -> LoadedModels {
+fn counters_for(
+    engine: Engine,
+    texts: &HashMap<String, Arc<str>>,
+    metrics: &Metrics,
+) -> LoadedModels {
     let counters = engine
         .models()
         .iter()
@@ -289,10 +304,21 @@ fn counters_for(engine: Engine, metrics: &Metrics) -> LoadedModels {
         .iter()
         .map(|m| (Arc::from(m.id.as_str()), Arc::from(m.name.as_str())))
         .collect();
+    let sources = engine
+        .models()
+        .iter()
+        .map(|m| {
+            texts
+                .get(&m.file)
+                .map(|t| Arc::from(document_at(t, m.position.line)))
+                .unwrap_or_else(|| Arc::from(""))
+        })
+        .collect();
     LoadedModels {
         engine,
         counters,
         names,
+        sources,
         loaded_at_unix_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -305,6 +331,8 @@ type FileModels = Result<Vec<Model>, Vec<Diagnostic>>;
 
 struct SourceFiles {
     files: Vec<(String, FileModels)>,
+    /// Each file's text, by the name its models carry.
+    texts: HashMap<String, Arc<str>>,
     /// Problems with the sources themselves (a configured path missing).
     errors: Vec<Diagnostic>,
 }
@@ -312,6 +340,7 @@ struct SourceFiles {
 fn read_sources(sources: &[ModelSource]) -> SourceFiles {
     let mut out = SourceFiles {
         files: Vec::new(),
+        texts: HashMap::new(),
         errors: Vec::new(),
     };
     for s in sources {
@@ -321,6 +350,7 @@ fn read_sources(sources: &[ModelSource]) -> SourceFiles {
                     name.clone(),
                     model::load_str(name, text).map(|d| as_models(&d)),
                 ));
+                out.texts.insert(name.clone(), Arc::from(text.as_str()));
             }
             ModelSource::Path { path, optional } => {
                 if !path.exists() {
@@ -336,13 +366,42 @@ fn read_sources(sources: &[ModelSource]) -> SourceFiles {
                 }
                 for f in model_files(path) {
                     let name = f.display().to_string();
-                    out.files
-                        .push((name, model::load_path(&f).map(|d| as_models(&d))));
+                    // Read once, parsed from the same text that is kept.
+                    let loaded = match std::fs::read_to_string(&f) {
+                        Ok(text) => {
+                            let models = model::load_str(&name, &text).map(|d| as_models(&d));
+                            out.texts.insert(name.clone(), Arc::from(text));
+                            models
+                        }
+                        // Its diagnostic, as the loader words it.
+                        Err(_) => model::load_path(&f).map(|d| as_models(&d)),
+                    };
+                    out.files.push((name, loaded));
                 }
             }
         }
     }
     out
+}
+
+/// The YAML document of `text` that holds line `line` (1-based): from the
+/// `---` before it (or the start) to the next `---` or `...` (or the end).
+fn document_at(text: &str, line: usize) -> &str {
+    let mut start = 0;
+    let mut end = text.len();
+    let mut offset = 0;
+    for (number, l) in (1..).zip(text.split_inclusive('\n')) {
+        let marker = l.trim_end();
+        let separator = marker == "---" || marker.starts_with("--- ");
+        if number <= line && separator {
+            start = offset + l.len();
+        } else if number > line && (separator || marker == "...") {
+            end = offset;
+            break;
+        }
+        offset += l.len();
+    }
+    &text[start.min(end)..end]
 }
 
 /// Models, and tests registered as models (their trigger ignored).
@@ -450,6 +509,28 @@ mod tests {
             optional: false,
         }];
         ModelRegistry::load(sources, metrics)
+    }
+
+    /// Each model keeps the YAML document it was written in, alone: the
+    /// other documents of its file are not part of it, and a comment above
+    /// its `type:` stays with it.
+    #[test]
+    fn each_model_keeps_its_own_document() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "# first\ntype: Model\nspec:\n  id: a\n  specs:\n    - selector: span[name = \"x\"]\n---\n# second\ntype: Model\nspec:\n  id: b\n  specs:\n    - selector: span[name = \"y\"]\n...\n";
+        std::fs::write(dir.path().join("two.yaml"), text).unwrap();
+        let (registry, report) = load_dir(dir.path());
+        assert!(report.is_ok(), "{report:?}");
+        let loaded = registry.current();
+        let source = |id: &str| loaded.sources[loaded.index(id).unwrap()].to_string();
+        assert_eq!(
+            source("a"),
+            "# first\ntype: Model\nspec:\n  id: a\n  specs:\n    - selector: span[name = \"x\"]\n"
+        );
+        assert_eq!(
+            source("b"),
+            "# second\ntype: Model\nspec:\n  id: b\n  specs:\n    - selector: span[name = \"y\"]\n"
+        );
     }
 
     /// The assembler hands on early copies only while a model in force can
