@@ -204,8 +204,18 @@ impl<C: TraceConsumer> Daemon<C> {
             if let Some(routes) = routes {
                 app = app.merge(routes);
             }
+            let gate = admin_token.map(|t| {
+                Arc::new(crate::results::signin::Gate::new(
+                    t,
+                    config.admin.tls.is_some(),
+                    config.admin.protect_metrics,
+                ))
+            });
+            if let Some(g) = &gate {
+                app = app.merge(crate::results::signin::router(Arc::clone(g)));
+            }
             // Last, so that it covers every route merged above.
-            let app = admin::guard(app, admin_token, Arc::clone(&metrics));
+            let app = admin::guard(app, gate, Arc::clone(&metrics));
             let shutdown = admin_stop.clone().cancelled_owned();
             let stopped = |e: std::io::Error| {
                 tracing::error!(error = %e, "Admin endpoint stopped.");

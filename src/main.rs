@@ -76,6 +76,9 @@ enum Command {
         /// of the system's (which honour SSL_CERT_FILE).
         #[arg(long)]
         ca_file: Option<PathBuf>,
+        /// File holding the admin bearer token (`admin.auth`).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         /// Only these model ids (repeatable).
         #[arg(long = "model")]
         models: Vec<String>,
@@ -182,6 +185,9 @@ struct TestRunArgs {
     /// of the system's (which honour SSL_CERT_FILE).
     #[arg(long, requires = "server")]
     ca_file: Option<PathBuf>,
+    /// File holding the admin bearer token of `--server` (`admin.auth`).
+    #[arg(long, requires = "server")]
+    token_file: Option<PathBuf>,
     /// Write JUnit XML here (one testcase per step).
     #[arg(long)]
     junit: Option<PathBuf>,
@@ -251,10 +257,12 @@ fn main() -> ExitCode {
         Command::Watch {
             server,
             ca_file,
+            token_file,
             models,
             verdicts,
             format,
-        } => watch::run(server, ca_file, models, verdicts, format),
+        } => token_from(token_file.as_deref())
+            .and_then(|token| watch::run(server, ca_file, token, models, verdicts, format)),
         Command::Bench(cmd) => bench(cmd),
         Command::Promote {
             trace_id,
@@ -440,6 +448,22 @@ fn print_diagnostics(diags: &[tracecheck::model::Diagnostic]) {
     }
 }
 
+/// `Authorization: Bearer …` from `--token-file`, if given.
+fn token_from(
+    token_file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<reqwest::header::HeaderValue>> {
+    let Some(path) = token_file else {
+        return Ok(None);
+    };
+    let auth = tracecheck::net::auth::AuthConfig {
+        bearer_token: None,
+        bearer_token_file: Some(path.to_path_buf()),
+    };
+    Ok(Some(
+        tracecheck::net::auth::BearerToken::load(&auth, "--token-file")?.header_value(),
+    ))
+}
+
 fn promote(
     trace_id: &str,
     server: &str,
@@ -456,16 +480,7 @@ fn promote(
     let client = tracecheck::net::client::builder(tls.as_ref(), "--ca-file")?
         .timeout(std::time::Duration::from_secs(30))
         .build()?;
-    let token = match token_file {
-        Some(path) => {
-            let auth = tracecheck::net::auth::AuthConfig {
-                bearer_token: None,
-                bearer_token_file: Some(path.to_path_buf()),
-            };
-            Some(tracecheck::net::auth::BearerToken::load(&auth, "--token-file")?.header_value())
-        }
-        None => None,
-    };
+    let token = token_from(token_file)?;
     let url = format!(
         "{}/api/v1/traces/{}/test.tar.gz",
         server.trim_end_matches('/'),
@@ -602,16 +617,7 @@ fn tier_leave(
     token_file: Option<&std::path::Path>,
     wait: std::time::Duration,
 ) -> anyhow::Result<ExitCode> {
-    let token = match token_file {
-        Some(path) => {
-            let auth = tracecheck::net::auth::AuthConfig {
-                bearer_token: None,
-                bearer_token_file: Some(path.to_path_buf()),
-            };
-            Some(tracecheck::net::auth::BearerToken::load(&auth, "--token-file")?.header_value())
-        }
-        None => None,
-    };
+    let token = token_from(token_file)?;
     runtime()?.block_on(async {
         // The daemon's own announce_timeout bounds the call; this one only
         // guards against a daemon that does not answer at all.
@@ -726,7 +732,8 @@ fn test_run(args: TestRunArgs) -> anyhow::Result<ExitCode> {
     let outcome = rt.block_on(async {
         match &args.server {
             Some(server) => {
-                let source = testrun::remote(server, args.ca_file.as_deref())
+                let token = token_from(args.token_file.as_deref()).map_err(|e| format!("{e:#}"))?;
+                let source = testrun::remote(server, args.ca_file.as_deref(), token)
                     .map_err(|e| e.to_string())?;
                 testrun::run_suite(&suite, &base, &source, &opts)
                     .await

@@ -25,6 +25,7 @@ pub enum WatchFormat {
 pub fn run(
     server: String,
     ca_file: Option<std::path::PathBuf>,
+    token: Option<reqwest::header::HeaderValue>,
     models: Vec<String>,
     verdicts: Vec<WatchVerdict>,
     format: WatchFormat,
@@ -52,7 +53,15 @@ pub fn run(
             tracecheck::net::client::grpc_channel(&server, tls.as_ref(), "--ca-file", |e| e)?;
         let mut backoff = Duration::from_millis(200);
         loop {
-            match stream(channel.clone(), request.clone(), format, colour).await {
+            match stream(
+                channel.clone(),
+                token.clone(),
+                request.clone(),
+                format,
+                colour,
+            )
+            .await
+            {
                 Ok(()) => eprintln!("tracecheck watch: stream ended; reconnecting"),
                 Err(e) => eprintln!("tracecheck watch: {e}; reconnecting in {:?}", backoff),
             }
@@ -67,11 +76,17 @@ pub fn run(
 
 async fn stream(
     channel: tonic::transport::Channel,
+    token: Option<reqwest::header::HeaderValue>,
     request: pb::WatchRequest,
     format: WatchFormat,
     colour: bool,
 ) -> anyhow::Result<()> {
     let mut client = VerdictServiceClient::new(channel);
+    let mut request = tonic::Request::new(request);
+    if let Some(t) = token {
+        let value = tonic::metadata::MetadataValue::try_from(t.as_bytes())?;
+        request.metadata_mut().insert("authorization", value);
+    }
     let mut stream = client.watch(request).await?.into_inner();
     let stdout = std::io::stdout();
     loop {

@@ -101,7 +101,17 @@ impl BearerToken {
         if !scheme.eq_ignore_ascii_case(b"bearer ") {
             return false;
         }
-        let offered = value[7..].trim_ascii();
+        self.matches(value[7..].trim_ascii())
+    }
+
+    /// The token in force now.
+    pub fn secret(&self) -> Secret {
+        self.current.read().clone()
+    }
+
+    /// Whether `offered` is the token, in the same time wherever they
+    /// differ (a password typed into a form or basic auth).
+    pub fn matches(&self, offered: &[u8]) -> bool {
         let expected = self.current.read();
         bool::from(offered.ct_eq(expected.expose().as_bytes()))
     }

@@ -77,92 +77,200 @@ async fn healthz(State(s): State<Arc<AdminState>>) -> Response {
     }
 }
 
-/// `admin.auth`: every request that may change something needs the bearer
-/// token — HTTP methods other than GET, HEAD and OPTIONS, and gRPC methods
-/// not in [`READ_ONLY_METHODS`](super::grpc_api::READ_ONLY_METHODS) (gRPC
-/// calls are all POSTs, so the method tells nothing there). Decided by
-/// method and path, not per route, so that routes added later are guarded
-/// without anyone remembering to. Apply it to the finished router (axum
-/// layers only cover the routes present when they are added).
+/// `admin.auth`: every request but the open ones ([`Gate::is_open`]) must
+/// show the token ([`super::signin`]). Decided by path, not per route, so
+/// that routes added later are guarded without anyone remembering to.
+/// Apply it to the finished router (axum layers only cover the routes
+/// present when they are added).
+///
+/// [`Gate::is_open`]: super::signin::Gate::is_open
 pub fn guard(
     app: Router,
-    token: Option<Arc<crate::net::auth::BearerToken>>,
+    gate: Option<Arc<super::signin::Gate>>,
     metrics: Arc<super::metrics::Metrics>,
 ) -> Router {
-    let Some(token) = token else {
+    let Some(gate) = gate else {
         return app;
     };
     app.layer(axum::middleware::from_fn(
         move |request: axum::extract::Request, next: axum::middleware::Next| {
-            let grpc = crate::net::auth::is_grpc(request.headers());
-            let refused = needs_token(grpc, request.method(), request.uri().path())
-                && !token.admits(request.headers());
+            let refusal = refusal(&gate, &request);
             let metrics = Arc::clone(&metrics);
             async move {
-                if !refused {
-                    return next.run(request).await;
+                match refusal {
+                    None => next.run(request).await,
+                    Some(r) => {
+                        metrics.admin_unauthenticated.inc();
+                        tracing::info!(method = %request.method(), path = request.uri().path(), "Admin request refused: {}.", r.why());
+                        r.into_response()
+                    }
                 }
-                metrics.admin_unauthenticated.inc();
-                tracing::info!(method = %request.method(), path = request.uri().path(), "Admin request refused: missing or wrong bearer token.");
-                if grpc {
-                    return crate::net::auth::grpc_unauthenticated().into_http::<axum::body::Body>();
-                }
-                (
-                    StatusCode::UNAUTHORIZED,
-                    [(header::WWW_AUTHENTICATE, "Bearer")],
-                    axum::Json(serde_json::json!({ "error": crate::net::auth::REFUSAL })),
-                )
-                    .into_response()
             }
         },
     ))
 }
 
-fn needs_token(grpc: bool, method: &axum::http::Method, path: &str) -> bool {
-    use axum::http::Method;
-    if grpc {
-        return !super::grpc_api::READ_ONLY_METHODS.iter().any(|m| {
-            if m.ends_with('/') {
-                path.starts_with(m)
-            } else {
-                path == *m
-            }
-        });
+/// Why a request is not answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Refusal {
+    /// No credentials, or wrong ones.
+    Unauthenticated { grpc: bool, page: Option<String> },
+    /// A change asked on the session cookie's say-so from another site.
+    CrossSite,
+}
+
+impl Refusal {
+    fn why(&self) -> &'static str {
+        match self {
+            Refusal::Unauthenticated { .. } => "missing or wrong credentials",
+            Refusal::CrossSite => "a change asked from another site",
+        }
     }
-    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Unauthenticated { grpc: true, .. } => {
+                crate::net::auth::grpc_unauthenticated().into_http::<axum::body::Body>()
+            }
+            // A person at a page: to the sign-in form, and back after.
+            Refusal::Unauthenticated {
+                page: Some(path), ..
+            } => (
+                StatusCode::SEE_OTHER,
+                [(
+                    header::LOCATION,
+                    format!("{}?next={path}", super::signin::LOGIN_PATH),
+                )],
+            )
+                .into_response(),
+            Refusal::Unauthenticated { .. } => (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer, Basic realm=\"tracecheck\"")],
+                axum::Json(serde_json::json!({ "error": crate::net::auth::REFUSAL })),
+            )
+                .into_response(),
+            Refusal::CrossSite => (
+                StatusCode::FORBIDDEN,
+                axum::Json(serde_json::json!({ "error": "changes are taken only from this site's own pages" })),
+            )
+                .into_response(),
+        }
+    }
+}
+
+fn refusal(gate: &super::signin::Gate, request: &axum::extract::Request) -> Option<Refusal> {
+    use super::signin::Shown;
+    let headers = request.headers();
+    let grpc = crate::net::auth::is_grpc(headers);
+    let method = request.method();
+    let path = request.uri().path();
+    if gate.is_open(grpc, method, path) {
+        return None;
+    }
+    let safe = matches!(
+        *method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    match gate.shown(headers) {
+        Some(Shown::Header) => None,
+        Some(Shown::Cookie)
+            if grpc || safe || super::signin::same_origin(headers, request.uri()) =>
+        {
+            None
+        }
+        Some(Shown::Cookie) => Some(Refusal::CrossSite),
+        None => Some(Refusal::Unauthenticated {
+            grpc,
+            page: (!grpc && safe && path.starts_with("/ui/")).then(|| {
+                request
+                    .uri()
+                    .path_and_query()
+                    .map_or(path, |p| p.as_str())
+                    .replace('&', "%26")
+            }),
+        }),
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::needs_token;
-    use axum::http::Method;
+    use super::*;
+    use crate::results::signin::Gate;
+
+    fn gate() -> Gate {
+        let token = crate::net::auth::BearerToken::load(
+            &crate::net::auth::AuthConfig {
+                bearer_token: Some(crate::net::secret::Secret::new("s3cret")),
+                bearer_token_file: None,
+            },
+            "admin.auth",
+        )
+        .expect("token");
+        Gate::new(token, false, false)
+    }
+
+    fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> axum::extract::Request {
+        let mut b = axum::http::Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(axum::body::Body::empty()).expect("request")
+    }
+
+    /// With `admin.auth`, reading trace data needs the token as much as
+    /// changing something: results, traces, pages, gRPC Watch and
+    /// Evaluate. Health and metrics stay open.
+    #[test]
+    fn reads_of_trace_data_need_the_token_too() {
+        let g = gate();
+        for (method, path) in [
+            ("GET", "/api/v1/results"),
+            ("GET", "/api/v1/traces/0123"),
+            ("GET", "/api/v1/models"),
+            ("POST", "/api/v1/models/reload"),
+            ("POST", "/api/v1/runs"),
+        ] {
+            let r = refusal(&g, &request(method, path, &[]));
+            assert!(
+                matches!(
+                    r,
+                    Some(Refusal::Unauthenticated {
+                        grpc: false,
+                        page: None
+                    })
+                ),
+                "{method} {path}: {r:?}"
+            );
+            let bearer = request(method, path, &[("authorization", "Bearer s3cret")]);
+            assert_eq!(refusal(&g, &bearer), None, "{method} {path} with the token");
+        }
+        for path in [
+            "/tracecheck.v1.VerdictService/Watch",
+            "/tracecheck.v1.VerdictService/Evaluate",
+        ] {
+            let r = refusal(
+                &g,
+                &request("POST", path, &[("content-type", "application/grpc")]),
+            );
+            assert!(
+                matches!(r, Some(Refusal::Unauthenticated { grpc: true, .. })),
+                "{path}"
+            );
+        }
+        for path in ["/metrics", "/healthz", "/readyz"] {
+            assert_eq!(refusal(&g, &request("GET", path, &[])), None, "{path}");
+        }
+    }
 
     #[test]
-    fn writes_need_the_token_reads_do_not() {
-        assert!(needs_token(false, &Method::POST, "/api/v1/models/reload"));
-        assert!(needs_token(false, &Method::POST, "/api/v1/runs"));
-        assert!(needs_token(false, &Method::DELETE, "/api/v1/anything"));
-        assert!(!needs_token(false, &Method::GET, "/api/v1/models"));
-        assert!(!needs_token(false, &Method::GET, "/metrics"));
-        assert!(needs_token(
-            true,
-            &Method::POST,
-            "/tracecheck.v1.ModelService/Reload"
-        ));
-        assert!(needs_token(
-            true,
-            &Method::POST,
-            "/tracecheck.v1.NewService/Start"
-        ));
-        assert!(!needs_token(
-            true,
-            &Method::POST,
-            "/tracecheck.v1.ModelService/List"
-        ));
-        assert!(!needs_token(
-            true,
-            &Method::POST,
-            "/grpc.health.v1.Health/Check"
-        ));
+    fn a_page_without_a_session_goes_to_sign_in_and_back() {
+        let r = refusal(&gate(), &request("GET", "/ui/trace/ab?x=1&y=2", &[]));
+        assert_eq!(
+            r,
+            Some(Refusal::Unauthenticated {
+                grpc: false,
+                page: Some("/ui/trace/ab?x=1%26y=2".into())
+            })
+        );
     }
 }

@@ -15,11 +15,14 @@ pub struct AdminConfig {
     pub endpoint: SocketAddr,
     /// TLS on the admin port (HTTP and the gRPC API alike); absent → plain.
     pub tls: Option<crate::net::tls::ServerTlsConfig>,
-    /// Guards every request that changes something: HTTP methods other than
-    /// GET/HEAD/OPTIONS, and gRPC methods other than the read-only ones
-    /// (`grpc_api::READ_ONLY_METHODS`). Reads stay open, so that Prometheus
-    /// and health checks need no token.
+    /// Guards everything that shows trace data or changes something: the
+    /// API, the pages, the gRPC API ([`super::signin`] says how a request
+    /// shows the token). Health and `/metrics` stay open, so that probes
+    /// and Prometheus need no token.
     pub auth: Option<crate::net::auth::AuthConfig>,
+    /// With `auth`: `/metrics` needs the token too (Prometheus then sends
+    /// it with `authorization: { credentials_file: … }`).
+    pub protect_metrics: bool,
 }
 
 impl Default for AdminConfig {
@@ -28,6 +31,7 @@ impl Default for AdminConfig {
             endpoint: SocketAddr::from(([127, 0, 0, 1], 9464)),
             tls: None,
             auth: None,
+            protect_metrics: false,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod grpc_api;
 pub mod metrics;
 pub mod promote;
 pub mod registry;
+pub mod signin;
 pub mod store;
 
 use std::sync::Arc;

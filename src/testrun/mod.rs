@@ -115,26 +115,28 @@ impl Embedded {
 }
 
 /// A source reading a running daemon's admin endpoint, over `https://`
-/// trusting `ca_file` (else the system's CA certificates).
+/// trusting `ca_file` (else the system's CA certificates), showing `token`
+/// (`admin.auth`).
 pub fn remote(
     server: &str,
     ca_file: Option<&std::path::Path>,
+    token: Option<reqwest::header::HeaderValue>,
 ) -> Result<TraceSource, crate::net::tls::TlsError> {
-    let client = match ca_file {
-        None => crate::net::client::plain(std::time::Duration::ZERO),
-        Some(ca) => {
-            let tls = crate::net::tls::ClientTlsConfig {
-                ca_file: Some(ca.to_owned()),
-                ..Default::default()
-            };
-            crate::net::client::builder(Some(&tls), "--ca-file")?
-                .build()
-                .map_err(|e| crate::net::tls::TlsError::Invalid {
-                    key: "--ca-file",
-                    detail: e.to_string(),
-                })?
-        }
-    };
+    let tls = ca_file.map(|ca| crate::net::tls::ClientTlsConfig {
+        ca_file: Some(ca.to_owned()),
+        ..Default::default()
+    });
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        headers.insert(reqwest::header::AUTHORIZATION, t);
+    }
+    let client = crate::net::client::builder(tls.as_ref(), "--ca-file")?
+        .default_headers(headers)
+        .build()
+        .map_err(|e| crate::net::tls::TlsError::Invalid {
+            key: "--ca-file",
+            detail: e.to_string(),
+        })?;
     Ok(TraceSource::Remote {
         client,
         base: server.trim_end_matches('/').to_string(),

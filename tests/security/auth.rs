@@ -4,6 +4,7 @@ use tracecheck::net::auth::AuthConfig;
 use tracecheck::net::secret::Secret;
 use tracecheck::results::grpc_api::pb;
 use tracecheck::results::grpc_api::pb::model_service_client::ModelServiceClient;
+use tracecheck::results::grpc_api::pb::verdict_service_client::VerdictServiceClient;
 
 use crate::util::{self, bounded};
 
@@ -283,10 +284,12 @@ async fn a_changed_token_file_takes_effect() {
     daemon.shutdown().await;
 }
 
-/// `admin.auth`: POST /api/v1/models/reload and gRPC ModelService/Reload
-/// need the token; GETs, `/metrics` and read-only gRPC calls stay open.
+/// `admin.auth`: everything that changes something or shows trace data
+/// needs the token — the API's writes and reads, gRPC Reload, List and
+/// Watch — shown as a bearer token or as basic auth's password; health and
+/// `/metrics` stay open for probes and Prometheus.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_writes_need_the_token_and_reads_do_not() {
+async fn admin_auth_guards_trace_data_and_writes_not_health_or_metrics() {
     let mut config = util::config();
     config.admin.auth = auth();
     let (daemon, _models) = tracecheck::results::start_daemon(config, Vec::new())
@@ -308,7 +311,7 @@ async fn admin_writes_need_the_token_and_reads_do_not() {
             resp.headers()
                 .get("www-authenticate")
                 .and_then(|v| v.to_str().ok()),
-            Some("Bearer")
+            Some("Bearer, Basic realm=\"tracecheck\"")
         );
         assert!(!resp.text().await.unwrap_or_default().contains(TOKEN));
     }
@@ -324,11 +327,51 @@ async fn admin_writes_need_the_token_and_reads_do_not() {
         .await
         .expect("answered");
     assert_eq!(resp.status(), 200);
-    for path in ["/metrics", "/healthz", "/api/v1/models", "/api/v1/results"] {
+    for path in ["/metrics", "/healthz"] {
         let resp = bounded("GET", client.get(format!("{base}{path}")).send())
             .await
             .expect("answered");
         assert_eq!(resp.status(), 200, "GET {path} needs no token");
+    }
+    // Trace data: refused without the token, given with it (either way).
+    for path in [
+        "/api/v1/models",
+        "/api/v1/results",
+        "/api/v1/traces/0123456789abcdef0123456789abcdef",
+    ] {
+        let resp = bounded("GET", client.get(format!("{base}{path}")).send())
+            .await
+            .expect("answered");
+        assert_eq!(resp.status(), 401, "GET {path} without the token");
+        let body = resp.text().await.unwrap_or_default();
+        assert!(
+            !body.contains("\"results\"") && !body.contains("\"models\""),
+            "{path}: {body}"
+        );
+        let resp = bounded(
+            "GET",
+            client
+                .get(format!("{base}{path}"))
+                .basic_auth("anyone", Some(TOKEN))
+                .send(),
+        )
+        .await
+        .expect("answered");
+        assert_ne!(
+            resp.status(),
+            401,
+            "GET {path} with the token as basic auth"
+        );
+        let resp = bounded(
+            "GET",
+            client
+                .get(format!("{base}{path}"))
+                .bearer_auth(TOKEN)
+                .send(),
+        )
+        .await
+        .expect("answered");
+        assert_ne!(resp.status(), 401, "GET {path} with the bearer token");
     }
     assert_eq!(
         util::metric(
@@ -337,15 +380,29 @@ async fn admin_writes_need_the_token_and_reads_do_not() {
             &[]
         )
         .await,
-        3.0
+        6.0
     );
 
     let mut models = ModelServiceClient::connect(base.clone())
         .await
         .expect("connect");
-    bounded("List", models.list(pb::ListModelsRequest::default()))
+    let status = bounded("List", models.list(pb::ListModelsRequest::default()))
         .await
-        .expect("List needs no token");
+        .expect_err("List without a token");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    bounded(
+        "List",
+        models.list(with_token(pb::ListModelsRequest::default(), Some(TOKEN))),
+    )
+    .await
+    .expect("List with the token");
+    let mut verdicts = VerdictServiceClient::connect(base.clone())
+        .await
+        .expect("connect");
+    let status = bounded("Watch", verdicts.watch(pb::WatchRequest::default()))
+        .await
+        .expect_err("Watch without a token");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
     let status = bounded(
         "Reload",
         models.reload(with_token(pb::ReloadModelsRequest::default(), None)),
@@ -369,5 +426,148 @@ async fn admin_writes_need_the_token_and_reads_do_not() {
     )
     .await
     .expect("Reload with the token");
+    daemon.shutdown().await;
+}
+
+/// A browser signs in once at `/ui/login` with the admin token (over the
+/// admin endpoint's TLS): a page asked for without it goes to the form and
+/// back; the session cookie is HTTP-only, `SameSite=Strict` and `Secure`,
+/// and reads trace data; a change on the cookie's say-so from another site
+/// is refused, as is a sign-in posted from another site; signing out ends
+/// the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_signs_in_once_and_other_sites_cannot_use_its_session() {
+    let pki = crate::pki::Pki::new("signin");
+    let mut config = util::config();
+    config.admin.auth = auth();
+    config.admin.tls = Some(pki.server_tls(false));
+    let (daemon, _models) = tracecheck::results::start_daemon(config, Vec::new())
+        .await
+        .expect("daemon starts");
+    let origin = format!("https://localhost:{}", daemon.admin_addr.port());
+    let trust = tracecheck::net::tls::ClientTlsConfig {
+        ca_file: Some(pki.path("ca.pem")),
+        ..Default::default()
+    };
+    // Redirects are read, not followed, as a test of what the browser is told.
+    let client = tracecheck::net::client::builder(Some(&trust), "test")
+        .expect("TLS")
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let page = bounded(
+        "GET a page",
+        client.get(format!("{origin}/ui/failures?model=m")).send(),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(page.status(), 303);
+    assert_eq!(
+        page.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some("/ui/login?next=/ui/failures?model=m")
+    );
+    let form = bounded(
+        "GET the form",
+        client.get(format!("{origin}/ui/login")).send(),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(form.status(), 200);
+    assert!(form
+        .text()
+        .await
+        .unwrap_or_default()
+        .contains("type=\"password\""));
+
+    let sign_in = |origin_header: &str, token: &str| {
+        client
+            .post(format!("{origin}/ui/login"))
+            .header("origin", origin_header)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={token}&next=%2Fui%2Ffailures"))
+            .send()
+    };
+    let elsewhere = bounded("sign in", sign_in("https://evil.example", TOKEN))
+        .await
+        .expect("answered");
+    assert_eq!(
+        elsewhere.status(),
+        403,
+        "a sign-in posted from another site"
+    );
+    let wrong = bounded("sign in", sign_in(&origin, "wrong"))
+        .await
+        .expect("answered");
+    assert_eq!(wrong.status(), 303);
+    assert!(wrong.headers().get("set-cookie").is_none());
+    let signed = bounded("sign in", sign_in(&origin, TOKEN))
+        .await
+        .expect("answered");
+    assert_eq!(signed.status(), 303);
+    assert_eq!(
+        signed
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok()),
+        Some("/ui/failures")
+    );
+    let set = signed
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .expect("a session cookie")
+        .to_owned();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
+        assert!(set.contains(attribute), "{attribute} in {set}");
+    }
+    let cookie = set.split(';').next().expect("name=value").to_owned();
+
+    let results = bounded(
+        "GET with the session",
+        client
+            .get(format!("{origin}/api/v1/results"))
+            .header("cookie", &cookie)
+            .send(),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(results.status(), 200);
+    let reload = |from: &str| {
+        client
+            .post(format!("{origin}/api/v1/models/reload"))
+            .header("cookie", &cookie)
+            .header("origin", from)
+            .send()
+    };
+    let forged = bounded("reload from elsewhere", reload("https://evil.example"))
+        .await
+        .expect("answered");
+    assert_eq!(forged.status(), 403);
+    let own = bounded("reload from our page", reload(&origin))
+        .await
+        .expect("answered");
+    assert_eq!(own.status(), 200);
+
+    let out = bounded(
+        "sign out",
+        client
+            .post(format!("{origin}/ui/logout"))
+            .header("cookie", &cookie)
+            .header("origin", &origin)
+            .send(),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(out.status(), 303);
+    let after = bounded(
+        "GET after signing out",
+        client
+            .get(format!("{origin}/api/v1/results"))
+            .header("cookie", &cookie)
+            .send(),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(after.status(), 401);
     daemon.shutdown().await;
 }
