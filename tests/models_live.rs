@@ -1388,3 +1388,117 @@ async fn a_promoted_failure_reproduces_with_check_and_passes_once_fixed() {
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------
+// 6. Canary vs stable: verdicts per service version.
+
+/// Each verdict carries its root service's `service.version`, and
+/// `/api/v1/versions` puts the versions side by side: the stable version
+/// passes the model, the canary fails it. The Prometheus family with the
+/// version label appears only with `metrics.version_label: true`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_canary_fails_what_the_stable_version_passes_side_by_side() {
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    bounded(Duration::from_secs(60), async {
+        for label in [true, false] {
+            let mut config = config(
+                "  settle: 300ms\n  idle_timeout: 300ms\n  root_settle: 100ms\n",
+                None,
+            );
+            config.metrics.version_label = label;
+            let live = Live::start(
+                config,
+                vec![path_source(&repo_path("config/models/bank.yaml"))],
+            )
+            .await;
+            let versioned = |t: &GeneratedTrace, version: &str| {
+                let mut r = t.to_request();
+                for rs in &mut r.resource_spans {
+                    rs.resource
+                        .get_or_insert_with(Default::default)
+                        .attributes
+                        .push(KeyValue {
+                            key: "service.version".into(),
+                            value: Some(AnyValue {
+                                value: Some(any_value::Value::StringValue(version.into())),
+                            }),
+                            ..Default::default()
+                        });
+                }
+                r
+            };
+            let mut g = generator(93);
+            let stable: Vec<GeneratedTrace> = (0..6)
+                .map(|_| g.trace_of(TraceShape::BankRollback))
+                .collect();
+            let canary: Vec<GeneratedTrace> = (0..4)
+                .map(|_| g.trace_of(TraceShape::BankViolation))
+                .collect();
+            for t in &stable {
+                live.export(versioned(t, "1.4.0")).await;
+            }
+            for t in &canary {
+                live.export(versioned(t, "1.5.0-rc1")).await;
+            }
+            let rows = poll_until(Duration::from_secs(20), "every verdict tallied", || async {
+                let (status, body) = live
+                    .get_json(&format!("/api/v1/versions?model={BANK_MODEL}"))
+                    .await;
+                assert_eq!(status, 200, "{body}");
+                let rows = body["versions"].as_array().cloned().unwrap_or_default();
+                let total: u64 = rows
+                    .iter()
+                    .map(|r| r["pass"].as_u64().unwrap_or(0) + r["fail"].as_u64().unwrap_or(0))
+                    .sum();
+                (total == 10).then_some(rows)
+            })
+            .await;
+            let got: Vec<(String, u64, u64)> = rows
+                .iter()
+                .map(|r| {
+                    (
+                        str_field(r, "version").to_owned(),
+                        r["pass"].as_u64().unwrap_or(0),
+                        r["fail"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                got,
+                [("1.4.0".to_owned(), 6, 0), ("1.5.0-rc1".to_owned(), 0, 4)],
+                "{rows:?}"
+            );
+            let service = str_field(&rows[0], "service").to_owned();
+            let failures = live.results(BANK_MODEL, Some("fail")).await;
+            assert!(!failures.is_empty());
+            for f in &failures {
+                assert_eq!(f["service_version"], "1.5.0-rc1", "{f}");
+                assert_eq!(f["service"], service.as_str(), "{f}");
+            }
+            let m = live.metrics().await;
+            let series = |version: &str, verdict: &str| {
+                m.get(
+                    "tracecheck_model_verdicts_by_version_total",
+                    &[
+                        ("model", BANK_MODEL),
+                        ("service", service.as_str()),
+                        ("version", version),
+                        ("verdict", verdict),
+                    ],
+                )
+            };
+            if label {
+                assert_eq!(series("1.4.0", "pass"), 6.0);
+                assert_eq!(series("1.5.0-rc1", "fail"), 4.0);
+            } else {
+                let (_, text) = live.get("/metrics").await;
+                assert!(
+                    !text.contains("tracecheck_model_verdicts_by_version_total{"),
+                    "a series per version without version_label"
+                );
+            }
+            live.stop().await;
+        }
+    })
+    .await;
+}

@@ -34,6 +34,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub service: ServiceConfig,
     pub tier: crate::tier::TierConfig,
+    pub metrics: MetricsConfig,
     /// The Collector's processors: `batch` and `memory_limiter` are mapped
     /// onto tracecheck's own settings ([`Config::adopt_collector`]); any
     /// other is an error.
@@ -43,6 +44,17 @@ pub struct Config {
     /// API are on `admin.endpoint`); each is noted and ignored.
     #[serde(skip_serializing)]
     pub extensions: std::collections::BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+/// `metrics:` — what the Prometheus exposition carries beyond the default.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Also count verdicts by the version of each trace's root service
+    /// (`tracecheck_model_verdicts_by_version_total{model,service,version,
+    /// verdict}`): a series per model, service and version, so off unless
+    /// asked for. `GET /api/v1/versions` has the same figures either way.
+    pub version_label: bool,
 }
 
 /// `service:` — the process as a whole.

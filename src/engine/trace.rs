@@ -455,6 +455,20 @@ impl Trace {
         self.lookup(index, key).cloned()
     }
 
+    /// The service of the trace's root span (the first span without a
+    /// parent) and its `service.version`, as a verdict is labelled.
+    pub fn root_service(&self) -> Option<(&str, Option<&str>)> {
+        let root = self
+            .spans
+            .iter()
+            .position(|s| s.parent_id == SpanId([0; 8]))? as SpanIndex;
+        let version = match self.lookup(root, self.keys.get("service.version")) {
+            Some(Value::Str(v)) => Some(&**v),
+            _ => None,
+        };
+        Some((self.service_name(root)?, version))
+    }
+
     pub(crate) fn service_name(&self, index: SpanIndex) -> Option<&str> {
         match self.lookup(index, self.service_key)? {
             Value::Str(s) => Some(s),
@@ -675,10 +689,13 @@ impl KeySet {
             set.entry(Arc::clone(n)).or_insert(next);
         }
         // The span type is decided from every key's prefix as it is read
-        // (`type_bits`), kept or not; `service.name` names spans in results.
-        if !set.contains_key("service.name") {
-            let next = set.len() as KeyId;
-            set.insert(Arc::from("service.name"), next);
+        // (`type_bits`), kept or not; `service.name` names spans in results,
+        // and `service.version` a verdict's version of its root service.
+        for always in ["service.name", "service.version"] {
+            if !set.contains_key(always) {
+                let next = set.len() as KeyId;
+                set.insert(Arc::from(always), next);
+            }
         }
         KeySet {
             lengths: set.keys().fold(0, |bits, k| bits | length_bit(k.len())),

@@ -511,6 +511,8 @@ mod tests {
                 early: false,
                 flipped_from: None,
                 inconclusive: None,
+                service: None,
+                service_version: None,
             }),
             severity: "warning".into(),
             model_labels: BTreeMap::new(),

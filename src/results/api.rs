@@ -34,6 +34,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/models", get(models))
         .route("/api/v1/models/reload", post(reload))
         .route("/api/v1/results", get(results))
+        .route("/api/v1/versions", get(versions))
         .route("/api/v1/traces/{trace_id}", get(trace))
         .route("/api/v1/traces/{trace_id}/test.tar.gz", get(promoted))
         .with_state(api)
@@ -115,6 +116,23 @@ async fn results(State(api): State<Arc<Api>>, Query(q): Query<ResultsQuery>) -> 
     let limit = q.limit.unwrap_or(100).min(10_000);
     let results = api.store.results(q.model.as_deref(), verdict, limit);
     Json(json!({ "results": results })).into_response()
+}
+
+#[derive(Deserialize)]
+struct VersionsQuery {
+    service: Option<String>,
+    model: Option<String>,
+}
+
+/// `GET /api/v1/versions[?service=S][&model=M]`: counted verdicts per
+/// model and version of each root service, versions side by side
+/// ([`super::versions`]): does the canary fail what the stable passes?
+async fn versions(State(api): State<Arc<Api>>, Query(q): Query<VersionsQuery>) -> Response {
+    let rows = api
+        .store
+        .versions
+        .table(q.service.as_deref(), q.model.as_deref());
+    Json(json!({ "versions": rows })).into_response()
 }
 
 /// Longest `?wait=` on a trace.

@@ -54,6 +54,7 @@ use crate::engine::{EvalContext, Inconclusive, ModelVerdict, Trace, TraceBuilder
 use crate::ids::TraceId;
 use crate::otlp::{RawSpan, ScopeInterner};
 use crate::results::metrics::CompletionReason;
+use crate::results::versions::Counted;
 
 /// The default of `models.evaluation_budget`.
 pub const DEFAULT_EVALUATION_BUDGET: Duration = Duration::from_millis(100);
@@ -337,6 +338,8 @@ pub struct Evaluator {
     skips: Option<SkipBacklog>,
     /// Exporters fed by verdicts (`traces: failing`).
     exports: crate::exporter::by_verdict::VerdictExports,
+    /// `metrics.version_label`: counted verdicts also by service version.
+    version_label: bool,
 }
 
 fn unix_nanos(t: SystemTime) -> u64 {
@@ -383,6 +386,39 @@ impl Evaluator {
             slow_unlogged: Cell::new(0),
             skips: None,
             exports: Default::default(),
+            version_label: false,
+        }
+    }
+
+    /// Also counts verdicts in `tracecheck_model_verdicts_by_version_total`
+    /// (`metrics.version_label`).
+    pub fn with_version_label(mut self, on: bool) -> Self {
+        self.version_label = on;
+        self
+    }
+
+    /// Tallies a trace's counted verdicts (flips taking back what they
+    /// replace) under its root service's version.
+    fn count_versions(&self, root: Option<(&str, Option<&str>)>, counted: &[Counted<'_>]) {
+        let Some((service, Some(version))) = root else {
+            return;
+        };
+        if counted.is_empty() {
+            return;
+        }
+        self.store.versions.count(service, version, counted);
+        if self.version_label {
+            for c in counted.iter().filter(|c| c.verdict != Verdict::Skip) {
+                self.metrics
+                    .model_verdicts_by_version
+                    .get_or_create(&super::metrics::VersionLabels {
+                        model: c.model.to_owned(),
+                        service: service.to_owned(),
+                        version: version.to_owned(),
+                        verdict: c.verdict.as_str(),
+                    })
+                    .inc();
+            }
         }
     }
 
@@ -636,6 +672,8 @@ impl Evaluator {
         // admit_pass) or for a watcher that asked for them; failures always.
         let watching_passes = self.verdicts.wants(Verdict::Pass);
         let mut pass_admitted: Option<bool> = None;
+        let root = trace.and_then(|t| t.root_service());
+        let mut tallied: Vec<Counted<'_>> = Vec::new();
         for (v, how) in verdicts {
             let Some(counters) = models.counters.get(v.model) else {
                 continue;
@@ -643,6 +681,17 @@ impl Evaluator {
             let Some(model) = models.engine.models().get(v.model) else {
                 continue;
             };
+            let versioned = root.is_some_and(|(_, version)| version.is_some());
+            if let (true, Some((id, _))) = (versioned, models.names.get(v.model)) {
+                tallied.push(Counted {
+                    model: id,
+                    verdict: v.verdict,
+                    undo: match how {
+                        Publish::Flip { from } => Some(from),
+                        Publish::Count { .. } => None,
+                    },
+                });
+            }
             match how {
                 Publish::Count { .. } => {
                     counters.record(v.verdict, &trace_id);
@@ -728,6 +777,8 @@ impl Evaluator {
                 waited_for_late_spans: waited,
                 early,
                 flipped_from,
+                service: root.map(|(s, _)| Arc::from(s)),
+                service_version: root.and_then(|(_, v)| v.map(Arc::from)),
             });
             if self.verdicts.wants(record.verdict) {
                 self.verdicts.send(Arc::clone(&record));
@@ -749,6 +800,7 @@ impl Evaluator {
                 records.push(record);
             }
         }
+        self.count_versions(root, &tallied);
         self.store.record(trace_id, spans, records);
     }
 

@@ -117,6 +117,16 @@ pub struct VerdictLabels {
     pub verdict: String,
 }
 
+/// `tracecheck_model_verdicts_by_version_total` (opt-in,
+/// `metrics.version_label`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    pub model: String,
+    pub service: String,
+    pub version: String,
+    pub verdict: &'static str,
+}
+
 /// Buckets of `tracecheck_verdict_delay_seconds`: from the milliseconds of
 /// an early pass to the seconds of `settle` and the minutes of `within`.
 /// Fine just above the defaults of `root_settle` (0.5 s) and `settle`
@@ -233,6 +243,7 @@ pub struct Metrics {
     pub exporter_queue_corrupt_segments: Family<ExporterLabels, Counter>,
     pub exporter_queue_replayed_spans: Family<ExporterLabels, Counter>,
     pub model_verdicts: Family<VerdictLabels, VerdictCounter>,
+    pub model_verdicts_by_version: Family<VersionLabels, Counter>,
     pub spec_failures: Family<SpecLabels, Counter>,
     pub model_errors: Family<ModelLabels, Counter>,
     pub model_slow_evaluations: Family<ModelLabels, Counter>,
@@ -282,6 +293,7 @@ impl Metrics {
             exporter_queue_corrupt_segments: Family::default(),
             exporter_queue_replayed_spans: Family::default(),
             model_verdicts: Family::default(),
+            model_verdicts_by_version: Family::default(),
             spec_failures: Family::default(),
             model_errors: Family::default(),
             model_slow_evaluations: Family::default(),
@@ -497,6 +509,11 @@ impl Metrics {
             "tracecheck_model_verdicts",
             "Verdicts per model: pass, fail or skip",
             m.model_verdicts.clone(),
+        );
+        r.register(
+            "tracecheck_model_verdicts_by_version",
+            "Counted verdicts per model and version of the trace's root service (service.version); only with metrics.version_label: true. Flips count here as the verdict they became",
+            m.model_verdicts_by_version.clone(),
         );
         r.register(
             "tracecheck_spec_failures",

@@ -15,6 +15,7 @@ pub mod promote;
 pub mod registry;
 pub mod signin;
 pub mod store;
+pub mod versions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,15 +61,15 @@ impl ModelsStage {
 
     /// The evaluator and the API routes, wired to the running stages, and a
     /// task that reloads when model files change.
-    pub fn build(
-        &self,
-        stages: &Stages,
-        links: LinksConfig,
-        alerts: config::AlertsConfig,
-        admin_url: String,
-        threads: usize,
-        budget: std::time::Duration,
-    ) -> (EvaluatorPool, axum::Router) {
+    pub fn build(&self, stages: &Stages, settings: Settings) -> (EvaluatorPool, axum::Router) {
+        let Settings {
+            links,
+            alerts,
+            admin_url,
+            threads,
+            budget,
+            version_label,
+        } = settings;
         let external = alerts.external_url.clone().unwrap_or(admin_url);
         let alert_sender = alerts::start(
             alerts,
@@ -90,6 +91,7 @@ impl ModelsStage {
                 .with_tap(Arc::clone(&self.waiters))
                 .with_tier(Arc::clone(&stages.tier))
                 .with_exports(stages.verdict_exports.clone())
+                .with_version_label(version_label)
                 .with_memory(stages.assembler.memory())
                 .with_evaluation_budget(budget)
                 .with_late_window(
@@ -153,6 +155,21 @@ impl ModelsStage {
     }
 }
 
+/// What of the config the models stage takes ([`ModelsStage::build`]).
+pub struct Settings {
+    pub links: LinksConfig,
+    pub alerts: config::AlertsConfig,
+    /// The admin endpoint's URL, for alerts' links unless
+    /// `alerts.external_url` says otherwise.
+    pub admin_url: String,
+    /// `models.evaluation_threads`, resolved.
+    pub threads: usize,
+    /// `models.evaluation_budget`.
+    pub budget: std::time::Duration,
+    /// `metrics.version_label`.
+    pub version_label: bool,
+}
+
 /// Unknown paths: 404 for HTTP, UNIMPLEMENTED for gRPC (the admin port
 /// serves both).
 async fn not_found(headers: axum::http::HeaderMap) -> axum::response::Response {
@@ -185,16 +202,19 @@ pub async fn start_daemon(
             "assembler.settle is shorter than the OpenTelemetry SDKs' default export interval (5s): spans of one trace exported by different services may arrive after it settled, as late spans that flip verdicts (tracecheck_verdicts_flipped_total)."
         );
     }
-    let links = config.links.clone();
-    let alerts = config.alerts.clone();
-    let budget = config.models.evaluation_budget;
-    let threads = config.models.threads();
-    let admin_url = format!("http://{}", config.admin.endpoint);
+    let settings = Settings {
+        links: config.links.clone(),
+        alerts: config.alerts.clone(),
+        admin_url: format!("http://{}", config.admin.endpoint),
+        threads: config.models.threads(),
+        budget: config.models.evaluation_budget,
+        version_label: config.metrics.version_label,
+    };
     let slot: Arc<std::sync::OnceLock<Arc<ModelsStage>>> = Arc::new(std::sync::OnceLock::new());
     let slot_in = Arc::clone(&slot);
     let daemon = crate::daemon::Daemon::start_with(config, move |stages| {
         let models = Arc::new(ModelsStage::load(sources, Arc::clone(&stages.metrics)));
-        let (evaluator, routes) = models.build(stages, links, alerts, admin_url, threads, budget);
+        let (evaluator, routes) = models.build(stages, settings);
         let _ = slot_in.set(models);
         (evaluator, Some(routes))
     })

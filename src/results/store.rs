@@ -61,6 +61,11 @@ pub struct VerdictRecord {
     /// Late spans changed the verdict counted before, which was this.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flipped_from: Option<Verdict>,
+    /// The service of the trace's root span, and its `service.version`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<Arc<str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_version: Option<Arc<str>>,
 }
 
 struct Retained {
@@ -103,6 +108,8 @@ impl Default for Inner {
 pub struct ResultStore {
     seq: std::sync::atomic::AtomicU64,
     inner: Mutex<Inner>,
+    /// Counted verdicts per version of each trace's root service.
+    pub versions: super::versions::Versions,
 }
 
 /// A retained trace and every verdict recorded on it.
@@ -306,6 +313,8 @@ mod tests {
             early: false,
             flipped_from: None,
             inconclusive: None,
+            service: None,
+            service_version: None,
         })
     }
 
