@@ -168,6 +168,19 @@ pub struct ModelVerdict {
 }
 
 impl ModelVerdict {
+    /// `inconclusive` for `reason`, with nothing seen: the model was not
+    /// run, or what it would have seen is missing.
+    pub fn inconclusive(model: usize, reason: Inconclusive) -> Self {
+        Self {
+            model,
+            verdict: Verdict::Inconclusive,
+            failures: Vec::new(),
+            skip_reason: None,
+            awaiting_spans: false,
+            inconclusive: Some(reason),
+        }
+    }
+
     /// This verdict made inconclusive for `reason`, unless it is a skip (a
     /// model that does not apply stays so) or a pass that no span could
     /// have changed (`final_pass`). Its failures are kept: they say what

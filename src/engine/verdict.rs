@@ -34,14 +34,7 @@ pub(crate) fn skip(model: usize, reason: Cow<'static, str>) -> ModelVerdict {
 /// Without failures: those found before the deadline may rest on a
 /// selection that was cut short, and the model was not seen to apply.
 pub(crate) fn out_of_budget(model: usize) -> ModelVerdict {
-    ModelVerdict {
-        model,
-        verdict: Verdict::Inconclusive,
-        failures: Vec::new(),
-        skip_reason: None,
-        awaiting_spans: false,
-        inconclusive: Some(Inconclusive::Budget),
-    }
+    ModelVerdict::inconclusive(model, Inconclusive::Budget)
 }
 
 /// Computes outputs in order; an output whose selector selects nothing or

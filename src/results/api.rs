@@ -40,6 +40,11 @@ pub fn router(api: Arc<Api>) -> Router {
         .with_state(api)
 }
 
+/// A trace ID from a path, or what is wrong with it.
+fn parse_trace_id(text: &str) -> Result<TraceId, String> {
+    TraceId::parse_hex(text).map_err(|e| format!("trace id {text:?}: {e}"))
+}
+
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
@@ -153,14 +158,9 @@ async fn trace(
     Path(trace_id): Path<String>,
     Query(q): Query<TraceQuery>,
 ) -> Response {
-    let id = match TraceId::parse_hex(&trace_id) {
+    let id = match parse_trace_id(&trace_id) {
         Ok(id) => id,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("trace id {trace_id:?}: {e}"),
-            )
-        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let otlp = match q.format.as_deref() {
         None | Some("tree") => false,
@@ -240,14 +240,9 @@ async fn trace(
 /// `GET /api/v1/traces/{id}/test.tar.gz`: the trace and the models that
 /// failed on it, as a regression test ([`super::promote`]).
 async fn promoted(State(api): State<Arc<Api>>, Path(trace_id): Path<String>) -> Response {
-    let id = match TraceId::parse_hex(&trace_id) {
+    let id = match parse_trace_id(&trace_id) {
         Ok(id) => id,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("trace id {trace_id:?}: {e}"),
-            )
-        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let Some(stored) = api.store.trace(&id) else {
         return error(

@@ -1003,14 +1003,7 @@ impl Evaluator {
             judged.iter().map(|&m| (m, Verdict::Inconclusive)).collect();
         let verdicts = judged.into_iter().map(|model| {
             (
-                ModelVerdict {
-                    model,
-                    verdict: Verdict::Inconclusive,
-                    failures: Vec::new(),
-                    skip_reason: None,
-                    awaiting_spans: false,
-                    inconclusive: Some(Inconclusive::Unreadable),
-                },
+                ModelVerdict::inconclusive(model, Inconclusive::Unreadable),
                 Publish::SETTLED,
             )
         });
@@ -1138,14 +1131,7 @@ impl Evaluator {
         let before = f.bytes();
         let engine = &f.models.engine;
         let mut publish = Vec::new();
-        let late = |model| ModelVerdict {
-            model,
-            verdict: Verdict::Inconclusive,
-            failures: Vec::new(),
-            skip_reason: None,
-            awaiting_spans: false,
-            inconclusive: Some(Inconclusive::Late),
-        };
+        let late = |model| ModelVerdict::inconclusive(model, Inconclusive::Late);
         for (model, verdict) in &mut f.counted {
             if *verdict == Verdict::Pass && !engine.can_pass_early(*model) {
                 publish.push((

@@ -522,16 +522,14 @@ async fn a_browser_signs_in_once_and_other_sites_cannot_use_its_session() {
     }
     let cookie = set.split(';').next().expect("name=value").to_owned();
 
-    let results = bounded(
-        "GET with the session",
-        client
+    let results = |what: &'static str| {
+        let request = client
             .get(format!("{origin}/api/v1/results"))
             .header("cookie", &cookie)
-            .send(),
-    )
-    .await
-    .expect("answered");
-    assert_eq!(results.status(), 200);
+            .send();
+        async move { bounded(what, request).await.expect("answered").status() }
+    };
+    assert_eq!(results("GET with the session").await, 200);
     let reload = |from: &str| {
         client
             .post(format!("{origin}/api/v1/models/reload"))
@@ -559,15 +557,6 @@ async fn a_browser_signs_in_once_and_other_sites_cannot_use_its_session() {
     .await
     .expect("answered");
     assert_eq!(out.status(), 303);
-    let after = bounded(
-        "GET after signing out",
-        client
-            .get(format!("{origin}/api/v1/results"))
-            .header("cookie", &cookie)
-            .send(),
-    )
-    .await
-    .expect("answered");
-    assert_eq!(after.status(), 401);
+    assert_eq!(results("GET after signing out").await, 401);
     daemon.shutdown().await;
 }

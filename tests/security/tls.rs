@@ -196,6 +196,27 @@ async fn plain_text_on_a_tls_port_is_refused() {
     daemon.shutdown().await;
 }
 
+/// `GET /metrics` of the admin endpoint at `addr`, over TLS, answered 200.
+async fn metrics_over_tls(
+    client: &hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        http_body_util::Full<bytes::Bytes>,
+    >,
+    addr: std::net::SocketAddr,
+) -> String {
+    let url = format!("{}/metrics", https(addr));
+    let page = crate::send(
+        client,
+        http::Request::get(url)
+            .body(Default::default())
+            .expect("request"),
+    )
+    .await
+    .expect("GET /metrics over TLS");
+    assert_eq!(page.status, 200);
+    String::from_utf8_lossy(&page.body).into_owned()
+}
+
 /// `admin.tls`: metrics and the API over HTTPS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoint_serves_over_tls() {
@@ -204,17 +225,8 @@ async fn admin_endpoint_serves_over_tls() {
     config.admin.tls = Some(pki.server_tls(false));
     let daemon = util::start_daemon(config).await;
     let client = crate::https_client(&pki.ca_pem, None);
-    let url = format!("{}/metrics", https(daemon.admin_addr));
-    let answer = crate::send(
-        &client,
-        http::Request::get(url)
-            .body(Default::default())
-            .expect("request"),
-    )
-    .await
-    .expect("GET /metrics over TLS");
-    assert_eq!(answer.status, 200);
-    assert!(String::from_utf8_lossy(&answer.body).contains("tracecheck_buffer_traces"));
+    let text = metrics_over_tls(&client, daemon.admin_addr).await;
+    assert!(text.contains("tracecheck_buffer_traces"));
     daemon.shutdown().await;
 }
 
@@ -285,16 +297,7 @@ async fn tier_announcements_reach_peers_whose_admin_is_on_tls() {
     let notices = |daemon: std::net::SocketAddr, outcome: &'static str| {
         let client = client.clone();
         async move {
-            let url = format!("{}/metrics", https(daemon));
-            let page = crate::send(
-                &client,
-                http::Request::get(url)
-                    .body(Default::default())
-                    .expect("request"),
-            )
-            .await
-            .expect("GET /metrics over TLS");
-            let text = String::from_utf8_lossy(&page.body).into_owned();
+            let text = metrics_over_tls(&client, daemon).await;
             let line = format!(
                 "tracecheck_tier_notices_total{{change=\"leaving\",outcome=\"{outcome}\"}} "
             );
