@@ -27,9 +27,10 @@
 # every case:
 #   COMPRESSION=none|gzip  what both sides send to the sink with (rotel:
 #                  --otlp-exporter-compression; tracecheck: exporters.otlp.
-#                  compression). gzip levels differ: rotel's is its
-#                  library's default, tracecheck's 1 (BENCHMARKS.md says
-#                  what that is worth), so `none` is the fair default.
+#                  compression). With gzip both compress at the same level:
+#                  rotel at its library's default (flate2's, 6), which it
+#                  has no setting for, tracecheck at GZIP_LEVEL (default 6,
+#                  its compression_params.level; its own default is 1).
 #   SPLIT=1        production's shape with SPLIT=4: each trace's spans over
 #                  4 requests from different senders, the root last,
 #                  SPREAD (300ms) from first to last (`bench load --split`).
@@ -57,6 +58,7 @@ SENDERS="${SENDERS:-4}"
 RATE="${RATE:-}"
 SPANS_PER_REQUEST="${SPANS_PER_REQUEST:-400}"
 COMPRESSION="${COMPRESSION:-none}"
+GZIP_LEVEL="${GZIP_LEVEL:-6}"
 SPLIT="${SPLIT:-1}"
 SPREAD="${SPREAD:-300ms}"
 JSON_SENDERS="${JSON_SENDERS:-0}"
@@ -140,6 +142,7 @@ exporters:
     endpoint: http://127.0.0.1:$SINK_GRPC
     protocol: grpc
     compression: $COMPRESSION
+    compression_params: { level: $GZIP_LEVEL }
 admin:
   endpoint: "127.0.0.1:$ADMIN"
 EOF
@@ -166,7 +169,7 @@ MODE="flat out"
 [ -z "$RATE" ] || MODE="at $RATE spans/s"
 SHAPE="whole traces"
 [ "$SPLIT" -le 1 ] || SHAPE="traces split in $SPLIT over $SPREAD"
-echo "==> $("$TRACECHECK" --version), $("$ROTEL_BIN" --version 2>&1 | head -1); $(nproc) CPUs; load: grpc ($JSON_SENDERS of them HTTP JSON), $SENDERS senders, $SPANS_PER_REQUEST spans/request, $SHAPE, $DURATION $MODE, retrying; forwarding compression: $COMPRESSION; models matching every trace: $MATCHING" >&2
+echo "==> $("$TRACECHECK" --version), $("$ROTEL_BIN" --version 2>&1 | head -1); $(nproc) CPUs; load: grpc ($JSON_SENDERS of them HTTP JSON), $SENDERS senders, $SPANS_PER_REQUEST spans/request, $SHAPE, $DURATION $MODE, retrying; forwarding compression: $COMPRESSION (tracecheck's gzip level $GZIP_LEVEL); models matching every trace: $MATCHING" >&2
 : >"$TMP/results.jsonl"
 for case in "${CASES[@]}"; do
     echo "==> $case" >&2

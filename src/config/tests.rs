@@ -232,6 +232,10 @@ fn the_collectors_exporter_section() {
             "failing_or_inconclusive",
         ),
         (
+            "exporters:\n  otlp: { endpoint: \"http://x:4317\", compression_params: { level: 12 } }\n",
+            "gzip takes 1 (fastest) to 9",
+        ),
+        (
             "exporters:\n  otlp: { endpoint: \"http://x:4317\" }\nservice:\n  pipelines:\n    traces: { receivers: [kafka] }\n",
             "kafka",
         ),

@@ -2,7 +2,8 @@
 //! its answer means for retrying.
 //!
 //! gRPC is framed here rather than by a generated tonic client: a batch is
-//! encoded, gzip-compressed (at the fast level) and framed once, and every
+//! encoded, gzip-compressed (at the fast level unless `compression_params`
+//! says otherwise) and framed once, and every
 //! attempt sends the same bytes over tonic's `Channel`. tonic's own
 //! compression runs at level 6 on every attempt and was ~40% of the
 //! daemon's CPU (BENCHMARKS.md, "Profile").
@@ -82,7 +83,8 @@ pub enum ClientError {
 pub enum Client {
     Grpc {
         channel: Channel,
-        gzip: bool,
+        /// The gzip level, if compressed.
+        gzip: Option<u32>,
         headers: Vec<(http::HeaderName, http::HeaderValue)>,
         auth: Option<Arc<BearerToken>>,
         timeout: Duration,
@@ -90,7 +92,7 @@ pub enum Client {
     Http {
         backend: HttpBackend,
         url: String,
-        gzip: bool,
+        gzip: Option<u32>,
         headers: Vec<(http::HeaderName, http::HeaderValue)>,
         auth: Option<Arc<BearerToken>>,
         timeout: Duration,
@@ -188,7 +190,7 @@ impl Client {
                 };
                 Ok(Client::Grpc {
                     channel,
-                    gzip: c.compression == Compression::Gzip,
+                    gzip: (c.compression == Compression::Gzip).then(|| c.gzip_level()),
                     headers: header_list(c)?,
                     auth,
                     timeout: c.timeout,
@@ -223,7 +225,7 @@ impl Client {
                 Ok(Client::Http {
                     backend,
                     url,
-                    gzip: c.compression == Compression::Gzip,
+                    gzip: (c.compression == Compression::Gzip).then(|| c.gzip_level()),
                     headers: header_list(c)?,
                     auth,
                     timeout: c.timeout,
@@ -245,8 +247,9 @@ impl Client {
 /// compressed or not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
-    Grpc { gzip: bool },
-    Http { gzip: bool },
+    /// `gzip`: the level, if compressed.
+    Grpc { gzip: Option<u32> },
+    Http { gzip: Option<u32> },
 }
 
 impl Encoding {
@@ -257,7 +260,7 @@ impl Encoding {
         let body = LazyExportRequest { resource_spans }.encode_to_vec();
         match self {
             Encoding::Grpc { gzip } => {
-                let (flag, message) = match gzip.then(|| gzip_fast(&body)).flatten() {
+                let (flag, message) = match gzip.and_then(|level| gzip_at(&body, level)) {
                     Some(gz) => (1u8, gz),
                     None => (0u8, body),
                 };
@@ -269,7 +272,7 @@ impl Encoding {
                 Payload::Grpc(Bytes::from(framed))
             }
             Encoding::Http { gzip } => {
-                let (body, gzipped) = match gzip.then(|| gzip_fast(&body)).flatten() {
+                let (body, gzipped) = match gzip.and_then(|level| gzip_at(&body, level)) {
                     Some(gz) => (gz, true),
                     None => (body, false),
                 };
@@ -295,7 +298,14 @@ impl Client {
                 },
                 Payload::Grpc(framed),
             ) => {
-                let call = grpc_call(channel, *gzip, headers, auth.as_deref(), framed, *timeout);
+                let call = grpc_call(
+                    channel,
+                    gzip.is_some(),
+                    headers,
+                    auth.as_deref(),
+                    framed,
+                    *timeout,
+                );
                 match tokio::time::timeout(*timeout, call).await {
                     Ok(Ok(answer)) => Ok(exported(answer)),
                     Ok(Err(status)) => Err(grpc_error(&status)),
@@ -407,26 +417,36 @@ fn header_list(
         .collect()
 }
 
-/// gzip at the fast level: OTLP's repeated keys and IDs compress nearly as
-/// well at level 1 as at level 6, for a fraction of the CPU.
+/// gzip at `level` (1, the fast level, unless `compression_params.level`
+/// says otherwise: OTLP's repeated keys and IDs compress nearly as well at
+/// level 1 as at level 6, for a fraction of the CPU).
 ///
 /// The deflate state (a few hundred KiB of window and hash tables) is kept
 /// per thread and reset between bodies: allocating and zeroing it for every
-/// batch cost more than compressing a small one.
+/// batch cost more than compressing a small one. A thread that meets
+/// another level (exporters configured apart) makes a new one.
 ///
 /// `None` if deflate failed, which it does not on a valid state: the body
 /// then goes uncompressed and says so.
-fn gzip_fast(body: &[u8]) -> Option<Vec<u8>> {
+fn gzip_at(body: &[u8], level: u32) -> Option<Vec<u8>> {
     thread_local! {
-        static DEFLATE: std::cell::RefCell<flate2::Compress> =
-            std::cell::RefCell::new(flate2::Compress::new(flate2::Compression::fast(), false));
+        static DEFLATE: std::cell::RefCell<(u32, flate2::Compress)> =
+            std::cell::RefCell::new((1, flate2::Compress::new(flate2::Compression::fast(), false)));
     }
-    // RFC 1952: magic, CM=deflate, no flags, no mtime, XFL=fastest, OS=unknown.
-    const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 4, 255];
-    let mut out = Vec::with_capacity(HEADER.len() + body.len() / 4 + 64);
-    out.extend_from_slice(&HEADER);
-    let deflated = DEFLATE.with(|d| {
-        let mut d = d.borrow_mut();
+    // RFC 1952: magic, CM=deflate, no flags, no mtime, XFL, OS=unknown.
+    let xfl = if level <= 1 { 4 } else { 0 };
+    let header: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255];
+    let mut out = Vec::with_capacity(header.len() + body.len() / 4 + 64);
+    out.extend_from_slice(&header);
+    let deflated = DEFLATE.with(|cell| {
+        let mut state = cell.borrow_mut();
+        if state.0 != level {
+            *state = (
+                level,
+                flate2::Compress::new(flate2::Compression::new(level), false),
+            );
+        }
+        let d = &mut state.1;
         d.reset();
         loop {
             let consumed = d.total_in() as usize;
@@ -690,14 +710,21 @@ mod tests {
             *b = x as u8;
         }
         for body in [&text[..], &noise[..], &[][..], &text[..]] {
-            let gz = gzip_fast(body).expect("deflate");
+            let gz = gzip_at(body, 1).expect("deflate");
             let mut back = Vec::new();
             flate2::read::GzDecoder::new(&gz[..])
                 .read_to_end(&mut back)
                 .expect("a valid gzip member");
             assert_eq!(back, body);
         }
-        assert!(gzip_fast(&text).expect("deflate").len() < text.len() / 10);
+        assert!(gzip_at(&text, 1).expect("deflate").len() < text.len() / 10);
+        // Another level on the same thread: still a valid member, smaller.
+        let six = gzip_at(&text, 6).expect("deflate");
+        let mut back = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&six[..]), &mut back)
+            .expect("a valid gzip member");
+        assert_eq!(back, text);
+        assert!(six.len() <= gzip_at(&text, 1).expect("deflate").len());
     }
 
     #[test]
