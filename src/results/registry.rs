@@ -225,6 +225,29 @@ impl ModelRegistry {
         self.last_report.read().clone()
     }
 
+    /// The text of `file` as now on disk (or embedded), when it is one of
+    /// the sources' model files: for showing a model as written. Only those
+    /// files are read, so a name taken from a request reads nothing else.
+    pub fn source_text(&self, file: &str) -> Option<String> {
+        for s in &self.sources {
+            match s {
+                ModelSource::Embedded { name, text } if name == file => {
+                    return Some(text.clone());
+                }
+                ModelSource::Embedded { .. } => {}
+                ModelSource::Path { path, .. } => {
+                    if let Some(f) = model_files(path)
+                        .into_iter()
+                        .find(|f| f.display().to_string() == file)
+                    {
+                        return std::fs::read_to_string(f).ok();
+                    }
+                }
+            }
+        }
+        None
+    }
+
     /// Whether any model file was added, removed or changed since the last
     /// (re)load. Cheap enough to poll every few seconds.
     pub fn changed_on_disk(&self) -> bool {

@@ -243,6 +243,36 @@ impl ResultStore {
         out
     }
 
+    /// One page of recent verdicts, newest first: at most `size` of those
+    /// `keep` accepts with a sequence number below `before`, and whether
+    /// more follow. Only the page is cloned and sorted, not every match,
+    /// so a page costs one pass over the store whatever it holds.
+    pub fn page(
+        &self,
+        model: Option<&str>,
+        before: Option<u64>,
+        size: usize,
+        keep: impl Fn(&VerdictRecord) -> bool,
+    ) -> (Vec<Arc<VerdictRecord>>, bool) {
+        let i = self.inner.lock();
+        let rings: Vec<&VecDeque<Arc<VerdictRecord>>> = match model {
+            Some(m) => i.per_model.get(m).into_iter().collect(),
+            None => i.per_model.values().collect(),
+        };
+        let mut matching: Vec<&Arc<VerdictRecord>> = rings
+            .into_iter()
+            .flatten()
+            .filter(|r| before.is_none_or(|b| r.seq < b) && keep(r))
+            .collect();
+        let more = matching.len() > size;
+        if more {
+            matching.select_nth_unstable_by_key(size, |r| std::cmp::Reverse(r.seq));
+            matching.truncate(size);
+        }
+        matching.sort_unstable_by_key(|r| std::cmp::Reverse(r.seq));
+        (matching.into_iter().cloned().collect(), more)
+    }
+
     pub fn trace(&self, id: &TraceId) -> Option<StoredTrace> {
         let i = self.inner.lock();
         i.traces.get(id).map(|t| StoredTrace {
@@ -316,6 +346,41 @@ mod tests {
             service: None,
             service_version: None,
         })
+    }
+
+    /// Pages of the failures page: newest first, each page starting below
+    /// the last one's oldest, none lost or repeated, the filter applied.
+    #[test]
+    fn pages_walk_every_match_once_newest_first() {
+        let store = ResultStore::default();
+        let mut fails = Vec::new();
+        for id in 0..60u8 {
+            let v = if id % 3 == 0 {
+                Verdict::Pass
+            } else {
+                Verdict::Fail
+            };
+            let r = record(&store, id, v);
+            if v == Verdict::Fail {
+                fails.push(r.seq);
+            }
+            store.record(TraceId([id; 16]), &[], vec![r]);
+        }
+        fails.reverse();
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let (page, more) = store.page(Some("m"), before, 7, |r| r.verdict == Verdict::Fail);
+            assert!(page.len() <= 7);
+            seen.extend(page.iter().map(|r| r.seq));
+            before = page.last().map(|r| r.seq);
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(seen, fails);
+        let (none, more) = store.page(Some("other"), None, 7, |_| true);
+        assert!(none.is_empty() && !more);
     }
 
     #[test]

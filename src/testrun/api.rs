@@ -44,15 +44,16 @@ pub enum RunState {
     Error,
 }
 
+/// One run as `GET /api/v1/runs/{id}` answers it (and the UI shows it).
 #[derive(Debug, Clone, Serialize)]
-struct RunRecord {
-    id: String,
-    state: RunState,
-    submitted_at_unix_ms: u64,
+pub struct RunRecord {
+    pub id: String,
+    pub state: RunState,
+    pub submitted_at_unix_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
+    pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    report: Option<SuiteReport>,
+    pub report: Option<SuiteReport>,
 }
 
 struct Entry {
@@ -80,6 +81,23 @@ impl Runs {
             slots: Arc::new(Semaphore::new(MAX_RUNNING)),
             inner: Mutex::new(Inner::default()),
         })
+    }
+
+    /// The runs kept (running and finished), newest first.
+    pub fn recent(&self) -> Vec<RunRecord> {
+        let mut out: Vec<RunRecord> = self
+            .inner
+            .lock()
+            .runs
+            .values()
+            .map(|e| e.record.clone())
+            .collect();
+        out.sort_by(|a, b| {
+            b.submitted_at_unix_ms
+                .cmp(&a.submitted_at_unix_ms)
+                .then_with(|| b.id.cmp(&a.id))
+        });
+        out
     }
 
     fn finish(&self, id: &str, result: Result<SuiteReport, String>) {

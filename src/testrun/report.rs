@@ -33,7 +33,7 @@ impl StepStatus {
         matches!(self, StepStatus::NoTrace | StepStatus::Error)
     }
 
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             StepStatus::Passed => "PASS",
             StepStatus::Failed => "FAIL",
