@@ -726,6 +726,7 @@ fn test_run(args: TestRunArgs) -> anyhow::Result<ExitCode> {
     };
     let links = tracecheck::results::config::LinksConfig {
         trace_url: args.trace_url.clone(),
+        ..Default::default()
     };
     let base = testrun::RunContext::new(suite.variables.as_ref());
     let rt = runtime()?;

@@ -180,7 +180,7 @@ async fn prometheus_and_alertmanager_see_failures_exemplars_and_resolution() {
         assert!(
             alert["generatorURL"]
                 .as_str()
-                .is_some_and(|u| u.ends_with(&format!("/api/v1/traces/{id}"))),
+                .is_some_and(|u| u.ends_with(&format!("/ui/trace/{id}"))),
             "{alert}"
         );
 

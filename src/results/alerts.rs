@@ -412,8 +412,9 @@ impl AlertTask {
             annotations,
             starts_at: rfc3339(a.starts_at),
             ends_at: ends_at.map(rfc3339),
+            // The daemon's page of the trace: what failed, on which span.
             generator_url: format!(
-                "{}/api/v1/traces/{}",
+                "{}/ui/trace/{}",
                 self.external_url.trim_end_matches('/'),
                 r.trace_id
             ),

@@ -42,14 +42,44 @@ impl Default for AdminConfig {
 pub struct LinksConfig {
     /// URL of a trace in the tracing UI; `{trace_id}` is replaced by the
     /// 32-digit hex ID. Put into alerts and API answers.
+    /// `{span_id}` is replaced by a span's 16-digit hex ID (the first
+    /// failing one where there is one; else nothing), for Jaeger's `uiFind`.
     pub trace_url: Option<String>,
+    /// The daemon's own admin URL, as people reach it (not configured
+    /// here: set from `alerts.external_url` or `admin.endpoint`). Without a
+    /// `trace_url`, traces link to its trace page, `/ui/trace/{trace_id}`.
+    #[serde(skip)]
+    pub admin_url: Option<String>,
 }
 
 impl LinksConfig {
+    /// The trace's link: the tracing UI's when configured, else the
+    /// daemon's own trace page.
     pub fn trace_url(&self, trace_id: &crate::ids::TraceId) -> Option<String> {
-        self.trace_url
+        self.external_trace_url(trace_id, None)
+            .or_else(|| self.ui_trace_url(trace_id))
+    }
+
+    /// The configured tracing UI's link to the trace, pointing at `span`
+    /// when the template has `{span_id}`.
+    pub fn external_trace_url(
+        &self,
+        trace_id: &crate::ids::TraceId,
+        span: Option<&crate::ids::SpanId>,
+    ) -> Option<String> {
+        self.trace_url.as_ref().map(|t| {
+            t.replace("{trace_id}", &trace_id.to_hex()).replace(
+                "{span_id}",
+                &span.map(crate::ids::SpanId::to_hex).unwrap_or_default(),
+            )
+        })
+    }
+
+    /// The daemon's trace page for the trace, when its URL is known.
+    pub fn ui_trace_url(&self, trace_id: &crate::ids::TraceId) -> Option<String> {
+        self.admin_url
             .as_ref()
-            .map(|t| t.replace("{trace_id}", &trace_id.to_hex()))
+            .map(|u| format!("{}/ui/trace/{}", u.trim_end_matches('/'), trace_id))
     }
 }
 

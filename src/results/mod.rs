@@ -1,6 +1,6 @@
 //! Results: what tracecheck tells operators — verdicts from the models in
 //! force (evaluator), Prometheus metrics, a bounded store of recent results
-//! with their traces, and the admin HTTP endpoint with its API.
+//! with their traces, and the admin HTTP endpoint with its API and pages.
 
 pub mod admin;
 pub mod alerts;
@@ -15,6 +15,7 @@ pub mod promote;
 pub mod registry;
 pub mod signin;
 pub mod store;
+pub mod ui;
 pub mod versions;
 
 use std::sync::Arc;
@@ -63,7 +64,7 @@ impl ModelsStage {
     /// task that reloads when model files change.
     pub fn build(&self, stages: &Stages, settings: Settings) -> (EvaluatorPool, axum::Router) {
         let Settings {
-            links,
+            mut links,
             alerts,
             admin_url,
             threads,
@@ -71,6 +72,8 @@ impl ModelsStage {
             version_label,
         } = settings;
         let external = alerts.external_url.clone().unwrap_or(admin_url);
+        // Without a tracing UI, traces link to the daemon's own page.
+        links.admin_url = Some(external.clone());
         let alert_sender = alerts::start(
             alerts,
             external,
@@ -121,6 +124,13 @@ impl ModelsStage {
             assembler: Arc::clone(&stages.assembler),
             links: links.clone(),
         });
+        let ui = ui::Ui::new(
+            Arc::clone(&self.registry),
+            Arc::clone(&self.store),
+            self.verdicts.clone(),
+            Arc::clone(&runs),
+            links.clone(),
+        );
         let api = Arc::new(api::Api {
             registry: Arc::clone(&self.registry),
             store: Arc::clone(&self.store),
@@ -149,6 +159,7 @@ impl ModelsStage {
         }));
         let routes = api::router(api)
             .merge(crate::testrun::api::router(runs))
+            .merge(ui::router(ui))
             .merge(grpc)
             .fallback(not_found);
         (evaluator, routes)
@@ -202,10 +213,15 @@ pub async fn start_daemon(
             "assembler.settle is shorter than the OpenTelemetry SDKs' default export interval (5s): spans of one trace exported by different services may arrive after it settled, as late spans that flip verdicts (tracecheck_verdicts_flipped_total)."
         );
     }
+    let scheme = if config.admin.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let settings = Settings {
         links: config.links.clone(),
         alerts: config.alerts.clone(),
-        admin_url: format!("http://{}", config.admin.endpoint),
+        admin_url: format!("{scheme}://{}", config.admin.endpoint),
         threads: config.models.threads(),
         budget: config.models.evaluation_budget,
         version_label: config.metrics.version_label,
