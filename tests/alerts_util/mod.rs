@@ -7,7 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 #[allow(unused_imports)]
-pub use common::{bounded, hex, poll_until, repo_path, request, span};
+pub use common::{bounded, hex, poll_until, repo_path, request, span, str_attr, tool_missing};
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
