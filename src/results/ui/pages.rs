@@ -298,7 +298,10 @@ pub fn render_failures(
         |r| {
             verdicts.contains(&r.verdict)
                 && since.is_none_or(|s| r.evaluated_at_unix_ms >= s)
-                && (q.service.is_empty() || services(r).contains(&q.service.as_str()))
+                && (q.service.is_empty()
+                    || r.failures
+                        .iter()
+                        .any(|f| f.service.as_deref() == Some(q.service.as_str())))
         },
     );
 
