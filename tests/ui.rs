@@ -80,7 +80,7 @@ impl Browser {
                     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                     "--no-first-run", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync",
-                    "--window-size=1400,1000",
+                    "--window-size=1400,1600",
                     format!("--user-data-dir={}", profile.display()),
                 ],
             },
