@@ -937,6 +937,56 @@ mod tests {
         assert!(render_failures(&store, &q, &["m"], 10_000).contains("No failing"));
     }
 
+    /// Each step of a run links to its trace's page; a step without a
+    /// trace says why, and names are text.
+    #[test]
+    fn runs_link_each_step_to_its_trace() {
+        use crate::testrun::{RunKind, RunReport, StepReport, StepStatus, SuiteReport};
+        let step = |n: usize, status, trace: Option<TraceId>, message: Option<&str>| StepReport {
+            step: n,
+            test_id: format!("t{n}"),
+            name: format!("<i>step {n}</i>"),
+            file: "tx.yaml".into(),
+            status,
+            message: message.map(str::to_owned),
+            trigger: None,
+            response_status: None,
+            trace_id: trace,
+            trace_url: None,
+            span_count: 4,
+            trace_complete: true,
+            specs: Vec::new(),
+            outputs: Default::default(),
+            duration_ms: 10,
+        };
+        let run = RunRecord {
+            id: "0123456789abcdef".into(),
+            state: crate::testrun::api::RunState::Failed,
+            submitted_at_unix_ms: 0,
+            error: None,
+            report: Some(SuiteReport::new(vec![RunReport {
+                kind: RunKind::Transaction,
+                id: "tx".into(),
+                name: "withdrawals".into(),
+                file: "tx.yaml".into(),
+                passed: false,
+                steps: vec![
+                    step(1, StepStatus::Failed, Some(TraceId([0xab; 16])), None),
+                    step(2, StepStatus::NoTrace, None, Some("no span arrived in 30s")),
+                ],
+                duration_ms: 20,
+            }])),
+        };
+        let page = runs(&[run]);
+        let trace = TraceId([0xab; 16]);
+        assert!(page.contains(&format!("href=\"/ui/trace/{trace}\"")));
+        assert_eq!(page.matches("href=\"/ui/trace/").count(), 1);
+        assert!(page.contains("<td>FAIL</td>") && page.contains("<td>NO TRACE</td>"));
+        assert!(page.contains("no span arrived in 30s"));
+        assert!(page.contains("&lt;i&gt;step 1&lt;/i&gt;") && !page.contains("<i>step"));
+        assert!(page.contains("<span class=\"state failed\">failed</span>"));
+    }
+
     #[test]
     fn a_failing_spec_is_found_in_its_document() {
         let text = "type: Model\nspec:\n  id: other\n  specs:\n    - name: rollback happens\n      selector: x\n---\n\
