@@ -248,8 +248,12 @@ impl Client {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
     /// `gzip`: the level, if compressed.
-    Grpc { gzip: Option<u32> },
-    Http { gzip: Option<u32> },
+    Grpc {
+        gzip: Option<u32>,
+    },
+    Http {
+        gzip: Option<u32>,
+    },
 }
 
 impl Encoding {
