@@ -69,6 +69,8 @@ fn store(models: &[String]) -> ResultStore {
                 waited_for_late_spans: false,
                 early: false,
                 flipped_from: None,
+                service: None,
+                service_version: None,
             });
             store.record(TraceId(id), &[], vec![record]);
         }

@@ -11,6 +11,9 @@
 //! where it fails (`.ci/run` installs it).
 
 mod alerts_util;
+#[path = "security/pki.rs"]
+#[allow(dead_code)]
+mod pki;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -49,6 +52,15 @@ struct Browser {
 
 impl Browser {
     async fn start(chromium: &std::path::Path, driver: &std::path::Path) -> Browser {
+        Browser::start_with(chromium, driver, &[]).await
+    }
+
+    /// With `extra` Chromium flags.
+    async fn start_with(
+        chromium: &std::path::Path,
+        driver: &std::path::Path,
+        extra: &[&str],
+    ) -> Browser {
         let port = free_port();
         let mut cmd = Command::new(driver);
         cmd.arg(format!("--port={port}"));
@@ -72,17 +84,27 @@ impl Browser {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let profile = tempfile::tempdir().expect("profile dir").keep();
+        let mut args: Vec<String> = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1400,1600",
+        ]
+        .iter()
+        .chain(extra)
+        .map(|a| a.to_string())
+        .collect();
+        args.push(format!("--user-data-dir={}", profile.display()));
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": chromium,
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync",
-                    "--window-size=1400,1600",
-                    format!("--user-data-dir={}", profile.display()),
-                ],
+                "args": args,
             },
         }}});
         let answer = http
@@ -605,4 +627,110 @@ async fn browse(
         said.as_str().is_some_and(|s| s.contains("No run")),
         "{said}"
     );
+}
+
+/// With `admin.auth` on an admin endpoint with TLS: a page asked for
+/// without signing in goes to the sign-in form, and neither the pages nor
+/// the API show trace data; once signed in with the token, every page
+/// works and shows the failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_works_once_signed_in_over_tls_and_none_before() {
+    let (Some(chromium), Some(driver)) = (
+        find("CHROMIUM_BIN", "/usr/bin/chromium"),
+        find("CHROMEDRIVER_BIN", "/usr/bin/chromedriver"),
+    ) else {
+        tool_missing(
+            "every_page_works_once_signed_in_over_tls_and_none_before",
+            "chromium and chromedriver (/usr/bin, or CHROMIUM_BIN and CHROMEDRIVER_BIN)",
+            "Debian: apt-get install chromium chromium-driver",
+        );
+        return;
+    };
+    const TOKEN: &str = "ui-s3cret";
+    bounded(Duration::from_secs(150), async {
+        let pki = pki::Pki::new("ui");
+        let mut config = config();
+        config.admin.tls = Some(pki.server_tls(false));
+        config.admin.auth = Some(tracecheck::net::auth::AuthConfig {
+            bearer_token: Some(tracecheck::net::secret::Secret::new(TOKEN)),
+            bearer_token_file: None,
+        });
+        let live = Live::start(config).await;
+        let base = format!("https://localhost:{}", live.admin.port());
+        let trust = tracecheck::net::tls::ClientTlsConfig {
+            ca_file: Some(pki.path("ca.pem")),
+            ..Default::default()
+        };
+        let api = tracecheck::net::client::builder(Some(&trust), "test")
+            .expect("TLS")
+            .build()
+            .expect("client");
+        let mut g = TrafficGenerator::new(TrafficMix::default(), Rng::new(21));
+        let (id, request) = violation(&mut g);
+        live.export(request).await;
+        poll_until(Duration::from_secs(20), "the violation's verdict", || async {
+            let r = api
+                .get(format!("{base}/api/v1/results?verdict=fail"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .ok()?;
+            r.text().await.ok()?.contains(&id).then_some(())
+        })
+        .await;
+
+        // The browser does not know the test CA.
+        let b = Arc::new(Browser::start_with(&chromium, &driver, &["--ignore-certificate-errors"]).await);
+        let steps = {
+            let b = Arc::clone(&b);
+            let id = id.clone();
+            tokio::spawn(async move {
+                let text = "document.body ? document.body.innerText : ''";
+                for path in ["/ui/", "/ui/failures", &format!("/ui/trace/{id}"), "/ui/live", "/ui/runs", "/api/v1/results"] {
+                    b.go(&format!("{base}{path}")).await;
+                    let url = b.url().await;
+                    let shown = b.run(&format!("return {text};")).await;
+                    if path.starts_with("/ui/") {
+                        assert!(url.contains("/ui/login?next="), "{path} without signing in: {url}");
+                    }
+                    assert!(!shown.as_str().unwrap_or("").contains(&id), "{path} showed the trace before sign-in");
+                }
+                b.go(&format!("{base}/ui/failures")).await;
+                b.screenshot("signin").await;
+                b.run(&format!(
+                    "document.querySelector('input[name=token]').value = '{TOKEN}'; document.querySelector('form').submit(); return 0;"
+                ))
+                .await;
+                wait_for(&b, "the failures page after signing in", &format!(
+                    "return location.pathname === '/ui/failures' && document.body.innerText.includes('{id}');"
+                ), Duration::from_secs(15)).await;
+                for (path, heading) in [
+                    ("/ui/".to_owned(), "Overview"),
+                    (format!("/ui/trace/{id}"), &id[..8]),
+                    ("/ui/live".to_owned(), "Live"),
+                    ("/ui/runs".to_owned(), "runs"),
+                ] {
+                    b.go(&format!("{base}{path}")).await;
+                    let url = b.url().await;
+                    assert!(!url.contains("/ui/login"), "{path} signed in: {url}");
+                    let shown = b.run(&format!("return {text};")).await;
+                    assert!(
+                        shown.as_str().unwrap_or("").contains(heading),
+                        "{path} signed in shows {heading:?}: {shown}"
+                    );
+                }
+                b.screenshot("signed-in-trace").await;
+            })
+        };
+        let outcome = steps.await;
+        if outcome.is_err() {
+            b.screenshot("failed-signin").await;
+        }
+        b.quit().await;
+        live.stop().await;
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    })
+    .await;
 }

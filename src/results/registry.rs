@@ -83,8 +83,10 @@ pub struct LoadedModels {
     /// Each model's id and name, shared by every verdict record of it.
     pub names: Vec<(Arc<str>, Arc<str>)>,
     /// Each model's YAML document as it was loaded (`---` to `---` of its
-    /// file), for a failure promoted to a test and for the trace page.
+    /// file), for a failure promoted to a test.
     pub sources: Vec<Arc<str>>,
+    /// Each source file's text as loaded, by the name its models carry.
+    pub files: HashMap<String, Arc<str>>,
     pub loaded_at_unix_ms: u64,
 }
 
@@ -225,27 +227,12 @@ impl ModelRegistry {
         self.last_report.read().clone()
     }
 
-    /// The text of `file` as now on disk (or embedded), when it is one of
-    /// the sources' model files: for showing a model as written. Only those
-    /// files are read, so a name taken from a request reads nothing else.
+    /// The text of `file` as the models in force were loaded from it (one
+    /// of the sources' files, embedded ones included): for showing a model
+    /// as written. Nothing is read from disk, so a name taken from a
+    /// request reads nothing, and the text is the one the model came from.
     pub fn source_text(&self, file: &str) -> Option<String> {
-        for s in &self.sources {
-            match s {
-                ModelSource::Embedded { name, text } if name == file => {
-                    return Some(text.clone());
-                }
-                ModelSource::Embedded { .. } => {}
-                ModelSource::Path { path, .. } => {
-                    if let Some(f) = model_files(path)
-                        .into_iter()
-                        .find(|f| f.display().to_string() == file)
-                    {
-                        return std::fs::read_to_string(f).ok();
-                    }
-                }
-            }
-        }
-        None
+        self.current().files.get(file).map(|t| t.to_string())
     }
 
     /// Whether any model file was added, removed or changed since the last
@@ -342,6 +329,7 @@ fn counters_for(
         counters,
         names,
         sources,
+        files: texts.clone(),
         loaded_at_unix_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)

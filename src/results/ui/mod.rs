@@ -227,7 +227,8 @@ async fn overview(State(ui): State<Arc<Ui>>) -> Html<String> {
             }
         })
         .collect();
-    Html(pages::overview(&models, &report))
+    let versions = ui.store.versions.table(None, None);
+    Html(pages::overview(&models, &report, &versions))
 }
 
 async fn failures(State(ui): State<Arc<Ui>>, Query(q): Query<FailuresQuery>) -> Html<String> {

@@ -158,7 +158,11 @@ fn chart(minutes: &[[u64; 3]]) -> String {
     out
 }
 
-pub fn overview(models: &[ModelRow<'_>], report: &ReloadReport) -> String {
+pub fn overview(
+    models: &[ModelRow<'_>],
+    report: &ReloadReport,
+    versions: &[crate::results::versions::Row],
+) -> String {
     let mut b = String::from("<h1>Models in force</h1>");
     if !report.errors.is_empty() {
         b.push_str("<section class=\"errors\"><h2>Model load errors</h2>");
@@ -180,6 +184,8 @@ pub fn overview(models: &[ModelRow<'_>], report: &ReloadReport) -> String {
     }
     if models.is_empty() {
         b.push_str("<p class=\"message\">No model is in force.</p>");
+        // Tallies of models since unloaded still answer the canary question.
+        versions_table(&mut b, versions);
         return layout("Overview", "overview", &b);
     }
     b.push_str(
@@ -212,7 +218,37 @@ pub fn overview(models: &[ModelRow<'_>], report: &ReloadReport) -> String {
         );
     }
     b.push_str("</tbody></table>");
+    versions_table(&mut b, versions);
     layout("Overview", "overview", &b)
+}
+
+/// Canary vs stable: each model's verdicts per version of the root
+/// service, the versions of one service and model on adjacent rows, the
+/// fail rate beside each (`GET /api/v1/versions` has the same figures).
+fn versions_table(b: &mut String, rows: &[crate::results::versions::Row]) {
+    if rows.is_empty() {
+        return;
+    }
+    b.push_str(
+        "<h2>Versions side by side</h2><table class=\"versions\"><thead><tr><th>Service</th><th>Model</th>\
+         <th>Version</th><th>Pass</th><th>Fail</th><th>Inconclusive</th><th>Fail rate</th></tr></thead><tbody>",
+    );
+    for r in rows {
+        let rate = r
+            .fail_rate
+            .map_or_else(|| "—".to_owned(), |f| format!("{:.1} %", f * 100.0));
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{rate}</td></tr>",
+            escape(&r.service),
+            escape(&r.model),
+            escape(&r.version),
+            r.tally.pass,
+            r.tally.fail,
+            r.tally.inconclusive,
+        );
+    }
+    b.push_str("</tbody></table>");
 }
 
 // ---------------------------------------------------------------------------
@@ -224,7 +260,7 @@ pub fn overview(models: &[ModelRow<'_>], report: &ReloadReport) -> String {
 pub struct FailuresQuery {
     /// A model's id; empty: every model.
     pub model: String,
-    /// A service named by a failure; empty: any.
+    /// The trace's root service or one a failure names; empty: any.
     pub service: String,
     /// `fail` or `inconclusive`; empty: both.
     pub verdict: String,
@@ -265,10 +301,12 @@ fn select(name: &str, current: &str, options: &[(&str, &str)]) -> String {
     s
 }
 
-/// The services a verdict's failures name, in order, once each.
+/// The trace's root service, then the services its failures name, in
+/// order, once each.
 fn services(r: &VerdictRecord) -> Vec<&str> {
     let mut out: Vec<&str> = Vec::new();
-    for s in r.failures.iter().filter_map(|f| f.service.as_deref()) {
+    let named = r.failures.iter().filter_map(|f| f.service.as_deref());
+    for s in r.service.as_deref().into_iter().chain(named) {
         if !out.contains(&s) {
             out.push(s);
         }
@@ -298,10 +336,7 @@ pub fn render_failures(
         |r| {
             verdicts.contains(&r.verdict)
                 && since.is_none_or(|s| r.evaluated_at_unix_ms >= s)
-                && (q.service.is_empty()
-                    || r.failures
-                        .iter()
-                        .any(|f| f.service.as_deref() == Some(q.service.as_str())))
+                && (q.service.is_empty() || services(r).contains(&q.service.as_str()))
         },
     );
 
@@ -870,6 +905,8 @@ mod tests {
             waited_for_late_spans: false,
             early: false,
             flipped_from: None,
+            service: None,
+            service_version: None,
         })
     }
 
@@ -935,6 +972,49 @@ mod tests {
             ..FailuresQuery::default()
         };
         assert!(render_failures(&store, &q, &["m"], 10_000).contains("No failing"));
+    }
+
+    /// An inconclusive verdict names no failing span, but its trace's root
+    /// service still finds it; the overview puts a service's versions side
+    /// by side with their fail rates.
+    #[test]
+    fn the_root_service_filters_and_versions_sit_side_by_side() {
+        let store = ResultStore::default();
+        let mut r = (*failure(&store, 1, "bank-db")).clone();
+        r.failures.clear();
+        r.verdict = Verdict::Inconclusive;
+        r.service = Some("checkout".into());
+        store.record(TraceId([1; 16]), &[], vec![Arc::new(r)]);
+        let q = FailuresQuery {
+            service: "checkout".into(),
+            ..FailuresQuery::default()
+        };
+        let page = render_failures(&store, &q, &["m"], 2_000);
+        assert!(page.contains("data-seq=\"1\""), "{page}");
+
+        let counted = |verdict| crate::results::versions::Counted {
+            model: "paid",
+            verdict,
+            undo: None,
+        };
+        store
+            .versions
+            .count("checkout", "1.4.0", &[counted(Verdict::Pass)]);
+        store
+            .versions
+            .count("checkout", "<1.5>", &[counted(Verdict::Fail)]);
+        let report = crate::results::registry::ReloadReport {
+            models: Vec::new(),
+            errors: Vec::new(),
+            kept_previous: false,
+        };
+        let page = overview(&[], &report, &store.versions.table(None, None));
+        let stable = page.find("<td>1.4.0</td>").expect("the stable version");
+        let canary = page
+            .find("<td>&lt;1.5&gt;</td>")
+            .expect("the canary, escaped");
+        assert!(stable < canary, "side by side, in version order");
+        assert!(page.contains("<td>0.0 %</td>") && page.contains("<td>100.0 %</td>"));
     }
 
     /// Each step of a run links to its trace's page; a step without a
