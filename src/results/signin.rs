@@ -225,16 +225,8 @@ fn safe_next(next: Option<&str>) -> &str {
     }
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
 async fn login_page(Query(q): Query<Next>) -> Response {
-    let next = escape(safe_next(q.next.as_deref()));
+    let next = super::ui::pages::escape(safe_next(q.next.as_deref()));
     let failed = if q.failed.is_some() {
         "<p role=\"alert\">That is not the admin token.</p>"
     } else {

@@ -7,7 +7,7 @@
 //! Owns the per-minute verdict counts the overview charts; reads everything
 //! else from the registry, the result store, the verdict feed and the runs.
 
-mod pages;
+pub(crate) mod pages;
 
 pub use pages::{escape, render_failures, FailuresQuery};
 
