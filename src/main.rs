@@ -496,6 +496,13 @@ fn promote(
             .await
             .map_err(|e| anyhow::anyhow!("{url}: {}", tracecheck::net::client::error_chain(&e)))?;
         let status = resp.status();
+        let limit = tracecheck::results::promote::MAX_UNPACKED;
+        if resp.content_length().is_some_and(|n| n > limit) {
+            anyhow::bail!(
+                "{url}: the answer is over {} MiB; not a promoted test",
+                limit >> 20
+            );
+        }
         let body = resp.bytes().await?;
         if !status.is_success() {
             // The API's errors are {"error": "..."}.
@@ -507,7 +514,7 @@ fn promote(
         }
         Ok(body)
     })?;
-    let written = tracecheck::results::promote::unpack(&bytes, out)?;
+    let written = tracecheck::results::promote::unpack(&bytes, out, &id)?;
     for f in &written {
         println!("wrote {}", f.display());
     }

@@ -107,7 +107,7 @@ pub fn expand(
             let whole = whole_plain_scalar(before, after);
             let quotes = quoting(before);
             if quotes == Quotes::None && !whole {
-                if let Some(what) = breaks_plain(&value, before, begins_scalar(before)) {
+                if let Some(what) = breaks_plain(&value, before, after, begins_scalar(before)) {
                     return Err(err(ExpandErrorKind::BreaksPlain {
                         name: name.to_owned(),
                         what,
@@ -200,15 +200,26 @@ fn begins_scalar(before: &str) -> bool {
 /// What in `v`, pasted into part of a plain scalar, would change what YAML
 /// reads (a line break, `: `, ` #`; in a flow, its punctuation; at the
 /// scalar's start, an indicator), if anything.
-fn breaks_plain(v: &str, before: &str, at_start: bool) -> Option<&'static str> {
+fn breaks_plain(v: &str, before: &str, after: &str, at_start: bool) -> Option<&'static str> {
     if v.contains(['\n', '\r']) {
         return Some("a line break");
     }
-    if v.contains(": ") || v.contains(":\t") {
+    // With the characters on either side, which can complete an indicator
+    // (`x:` before a space, a `#` after one).
+    let left = before
+        .chars()
+        .next_back()
+        .map_or(" ".to_owned(), String::from);
+    let right = after.chars().next().map_or(" ".to_owned(), String::from);
+    let around = format!("{left}{v}{right}");
+    if around.contains(": ") || around.contains(":\t") {
         return Some("\": \"");
     }
-    if v.contains(" #") || v.contains("\t#") {
+    if around.contains(" #") || around.contains("\t#") {
         return Some("\" #\"");
+    }
+    if at_start && (v.starts_with("- ") || v.starts_with("-\t") || format!("{v}{right}") == "- ") {
+        return Some("a YAML indicator at its start");
     }
     let depth = before.chars().fold(0i32, |d, c| match c {
         '[' | '{' => d + 1,
@@ -367,6 +378,9 @@ mod tests {
             "COMMA" => Some("a,b".to_owned()),
             "STAR" => Some("*x".to_owned()),
             "LINES" => Some("a\nb".to_owned()),
+            "SHARP" => Some("#b".to_owned()),
+            "TRAILING" => Some("k:".to_owned()),
+            "DASH" => Some("- y".to_owned()),
             _ => None,
         };
         let e = expand("a: http://${env:HOST}:4317/x\nb: [x-${env:HOST}]\n", lookup).unwrap();
@@ -380,6 +394,9 @@ mod tests {
             ("a: x${env:LINES}\n", "a line break"),
             ("a: { b: x${env:COMMA} }\n", "flow"),
             ("a: ${env:STAR}/y\n", "indicator"),
+            ("a: x ${env:SHARP}\n", "\" #\""),
+            ("a: ${env:TRAILING} y\n", "\": \""),
+            ("- ${env:DASH}x\n", "indicator"),
         ] {
             let err = expand(text, lookup).unwrap_err();
             let msg = err.to_string();
@@ -388,7 +405,7 @@ mod tests {
                 "{text}: {msg}"
             );
             assert_eq!(err.line, 1, "{text}");
-            for secret in ["k: v", "a #b", "a,b", "*x"] {
+            for secret in ["k: v", "a #b", "a,b", "*x", "#b", "- y"] {
                 assert!(!msg.contains(secret), "{text}: the value shown: {msg}");
             }
         }

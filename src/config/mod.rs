@@ -484,6 +484,18 @@ impl Config {
                     e.endpoint
                 ));
             }
+            let by_verdict = self
+                .exporters
+                .list
+                .iter()
+                .filter(|o| o.config.traces != crate::exporter::config::TraceSelection::All)
+                .count();
+            if by_verdict > crate::exporter::by_verdict::MAX_EXPORTERS {
+                return bad(format!(
+                    "exporters: {by_verdict} have traces: failing…; at most {} can",
+                    crate::exporter::by_verdict::MAX_EXPORTERS
+                ));
+            }
             let dirs = self
                 .exporters
                 .list

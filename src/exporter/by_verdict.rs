@@ -31,6 +31,10 @@ use crate::engine::Verdict;
 use crate::otlp::RawSpan;
 use crate::results::metrics::{ExporterLabels, Metrics};
 
+/// Exporters fed by verdicts a daemon can have: which have a trace is one
+/// bit each of a `u64` kept with it.
+pub const MAX_EXPORTERS: usize = 64;
+
 /// Traces waiting between the evaluators and one exporter's queue. Failing
 /// traces are few; this absorbs a burst while the queue is full.
 const CHANNEL: usize = 1024;
@@ -128,12 +132,13 @@ impl VerdictExports {
         whole: &[RawSpan],
         fragment: &[RawSpan],
     ) {
-        for (i, t) in self.targets.iter().enumerate().take(64) {
+        // At most [`MAX_EXPORTERS`]: the config refuses more.
+        for (i, t) in self.targets.iter().enumerate().take(MAX_EXPORTERS) {
             let bit = 1u64 << i;
-            let spans = if *exported & bit != 0 {
+            let has_it = *exported & bit != 0;
+            let spans = if has_it {
                 fragment
             } else if verdicts.iter().any(|(_, v)| t.selection.selects(*v)) {
-                *exported |= bit;
                 whole
             } else {
                 continue;
@@ -142,7 +147,12 @@ impl VerdictExports {
                 continue;
             }
             let marks = t.attributes.then(|| Marks::of(verdicts, &model_id));
-            t.send(spans, marks.as_ref());
+            // Marked as sent only once it is: a trace dropped at a full
+            // channel is offered whole again with its next fragment or
+            // verdict, not followed by fragments of a trace never sent.
+            if t.send(spans, marks.as_ref()) && !has_it {
+                *exported |= bit;
+            }
         }
     }
 }
@@ -221,7 +231,8 @@ impl Marks {
 }
 
 impl Target {
-    fn send(&self, spans: &[RawSpan], marks: Option<&Marks>) {
+    /// Whether the spans were handed on.
+    fn send(&self, spans: &[RawSpan], marks: Option<&Marks>) -> bool {
         let item = match encode(spans, marks) {
             Ok(item) => item,
             Err(e) => {
@@ -229,13 +240,15 @@ impl Target {
                 // this is a bug, not a sender's error.
                 tracing::error!(exporter = %self.labels.exporter, error = %e, "Cannot re-encode a selected trace; not exported.");
                 self.dropped(spans.len());
-                return;
+                return false;
             }
         };
         let n = item.spans;
         if self.tx.try_send(item).is_err() {
             self.dropped(n);
+            return false;
         }
+        true
     }
 
     fn dropped(&self, spans: usize) {
@@ -307,6 +320,10 @@ async fn pump(
     labels: ExporterLabels,
 ) {
     let failed = metrics.exporter_failed_spans.get_or_create(&labels).clone();
+    let mut stopping = Stopping {
+        stop,
+        deadline: None,
+    };
     loop {
         let item = tokio::select! {
             biased;
@@ -314,28 +331,55 @@ async fn pump(
                 Some(item) => item,
                 None => return,
             },
-            _ = stop.cancelled() => break,
+            _ = stopping.stop.cancelled() => break,
         };
-        if let Err(lost) = enqueue(&queue, item, None).await {
+        if let Err(lost) = enqueue(&queue, item, &mut stopping).await {
             failed.inc_by(lost as u64);
         }
     }
     // Stopping: what the evaluators handed on before they finished still
     // goes, for a bounded time.
-    let deadline = tokio::time::Instant::now() + STOP_GRACE;
     while let Ok(item) = rx.try_recv() {
-        if let Err(lost) = enqueue(&queue, item, Some(deadline)).await {
+        if let Err(lost) = enqueue(&queue, item, &mut stopping).await {
             failed.inc_by(lost as u64);
         }
     }
 }
 
-/// Queues `item`, retrying while the queue is full (until `deadline`, if
-/// any). Err: the spans that could not be queued.
+/// The daemon's stop, and once it came, how long a full queue is waited
+/// for ([`STOP_GRACE`] in all).
+struct Stopping {
+    stop: CancellationToken,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Stopping {
+    /// Waits `backoff` (less if the stop comes); false once the grace after
+    /// the stop would pass.
+    async fn wait(&mut self, backoff: Duration) -> bool {
+        if !self.stop.is_cancelled() {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => return true,
+                _ = self.stop.cancelled() => {}
+            }
+        }
+        let now = tokio::time::Instant::now();
+        let deadline = *self.deadline.get_or_insert(now + STOP_GRACE);
+        if now + backoff > deadline {
+            return false;
+        }
+        tokio::time::sleep(backoff).await;
+        true
+    }
+}
+
+/// Queues `item`, retrying while the queue is full (and, once the daemon
+/// stops, for at most [`STOP_GRACE`]). Err: the spans that could not be
+/// queued.
 async fn enqueue(
     queue: &ForwardQueue,
     item: ForwardItem,
-    deadline: Option<tokio::time::Instant>,
+    stopping: &mut Stopping,
 ) -> Result<(), usize> {
     let bytes = super::split::request_len(&item.resource_spans);
     let mut backoff = Duration::from_millis(10);
@@ -346,10 +390,9 @@ async fn enqueue(
                 return permit.send(item).await.map_err(|_| n);
             }
             Err(QueueError::Full) => {
-                if deadline.is_some_and(|d| tokio::time::Instant::now() + backoff > d) {
+                if !stopping.wait(backoff).await {
                     return Err(item.spans);
                 }
-                tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
             Err(QueueError::Unwritable | QueueError::Closed) => return Err(item.spans),
@@ -502,6 +545,80 @@ mod tests {
             ]
         );
         assert!(attrs(&sent[1]).is_empty(), "only the root is marked");
+    }
+
+    /// A queue that takes one request and is never read: full after it.
+    fn stuck_queue(metrics: &Arc<Metrics>) -> (ForwardQueue, impl Send) {
+        let (tx, rx) = mpsc::channel(1);
+        let labels = ExporterLabels {
+            exporter: "otlp/failing".into(),
+        };
+        let bytes = Arc::new(super::super::QueueBytes {
+            used: AtomicU64::new(0),
+            max: u64::MAX,
+            gauge: Default::default(),
+        });
+        let queue = ForwardQueue {
+            kind: super::super::QueueKind::Memory(tx, bytes),
+            metrics: Arc::clone(metrics),
+            labels,
+            pending_spans: Arc::new(AtomicU64::new(0)),
+        };
+        (queue, rx)
+    }
+
+    /// A downstream that takes nothing does not hold shutdown: a pump
+    /// waiting for room in a full queue gives up [`STOP_GRACE`] after the
+    /// stop, counting what it could not queue.
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_does_not_hold_shutdown_up() {
+        let metrics = Arc::new(Metrics::new(
+            &mut prometheus_client::registry::Registry::default(),
+        ));
+        let (queue, _unread) = stuck_queue(&metrics);
+        let (x, pumps) = VerdictExports::start(
+            vec![Feed {
+                name: "otlp/failing".into(),
+                selection: TraceSelection::Failing,
+                attributes: false,
+                queue,
+            }],
+            &metrics,
+        );
+        let first = spans(&[("root", true)]);
+        let second = spans(&[("root", true), ("charge", false)]);
+        x.offer(&mut 0, &[(0, Verdict::Fail)], id, &first, &[]);
+        x.offer(&mut 0, &[(0, Verdict::Fail)], id, &second, &[]);
+        // The pump takes the first, then waits for room for the second.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let stopped = tokio::time::timeout(STOP_GRACE * 2, pumps.finish()).await;
+        assert!(stopped.is_ok(), "shutdown waited on a full queue");
+        let failed = metrics
+            .exporter_failed_spans
+            .get_or_create(&ExporterLabels {
+                exporter: "otlp/failing".into(),
+            })
+            .get();
+        assert_eq!(failed, 2, "the trace that found no room is counted");
+    }
+
+    /// A trace dropped at a full channel is not marked as sent: it goes
+    /// whole once there is room, not as a headless fragment.
+    #[test]
+    fn a_trace_dropped_at_a_full_channel_goes_whole_later() {
+        let (x, mut rx) = VerdictExports::channel(TraceSelection::Failing, false, 1);
+        let filler = spans(&[("other", true)]);
+        x.offer(&mut 0, &[(0, Verdict::Fail)], id, &filler, &[]);
+        let whole = spans(&[("root", true), ("charge", false)]);
+        let mut exported = 0;
+        x.offer(&mut exported, &[(0, Verdict::Fail)], id, &whole, &[]);
+        assert_eq!(exported, 0, "dropped, so not marked");
+        assert_eq!(rx.try_recv().expect("the filler").spans, 1);
+        let late = spans(&[("worker", false)]);
+        let mut merged = whole.clone();
+        merged.extend(late.iter().cloned());
+        x.offer(&mut exported, &[(0, Verdict::Fail)], id, &merged, &late);
+        assert_eq!(rx.try_recv().expect("the trace, whole").spans, 3);
     }
 
     #[test]

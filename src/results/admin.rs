@@ -159,7 +159,6 @@ impl Refusal {
 }
 
 fn refusal(gate: &super::signin::Gate, request: &axum::extract::Request) -> Option<Refusal> {
-    use super::signin::Shown;
     let headers = request.headers();
     let grpc = crate::net::auth::is_grpc(headers);
     let method = request.method();
@@ -171,25 +170,28 @@ fn refusal(gate: &super::signin::Gate, request: &axum::extract::Request) -> Opti
         *method,
         axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
     );
-    match gate.shown(headers) {
-        Some(Shown::Header) => None,
-        Some(Shown::Cookie)
-            if grpc || safe || super::signin::same_origin(headers, request.uri()) =>
-        {
-            None
-        }
-        Some(Shown::Cookie) => Some(Refusal::CrossSite),
-        None => Some(Refusal::Unauthenticated {
+    if gate.shown(headers).is_none() {
+        let wants_html = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"));
+        return Some(Refusal::Unauthenticated {
             grpc,
-            page: (!grpc && safe && path.starts_with("/ui/")).then(|| {
-                request
-                    .uri()
-                    .path_and_query()
-                    .map_or(path, |p| p.as_str())
-                    .replace('&', "%26")
+            // A person at a page, not a script (the live page's events).
+            page: (!grpc && safe && wants_html && path.starts_with("/ui/")).then(|| {
+                let target = request.uri().path_and_query().map_or(path, |p| p.as_str());
+                super::signin::url_encode(target)
             }),
-        }),
+        });
     }
+    // A change must come from this origin however it showed the token: a
+    // browser adds basic auth it once typed to any site's request, as it
+    // adds the cookie. Tools send no `Origin` and pass; gRPC needs a
+    // content type no cross-site form or simple fetch can send.
+    if !grpc && !safe && !super::signin::same_origin(headers, request.uri()) {
+        return Some(Refusal::CrossSite);
+    }
+    None
 }
 
 #[cfg(test)]
@@ -264,13 +266,57 @@ mod tests {
 
     #[test]
     fn a_page_without_a_session_goes_to_sign_in_and_back() {
-        let r = refusal(&gate(), &request("GET", "/ui/trace/ab?x=1&y=2", &[]));
+        let html = [("accept", "text/html,*/*")];
+        let r = refusal(&gate(), &request("GET", "/ui/trace/ab?x=1&y=a%2Bb", &html));
         assert_eq!(
             r,
             Some(Refusal::Unauthenticated {
                 grpc: false,
-                page: Some("/ui/trace/ab?x=1%26y=2".into())
+                page: Some("/ui/trace/ab%3Fx%3D1%26y%3Da%252Bb".into())
             })
         );
+        // The live page's event stream is a script's request: a 401.
+        let events = [("accept", "text/event-stream")];
+        let r = refusal(&gate(), &request("GET", "/ui/live/events", &events));
+        assert_eq!(
+            r,
+            Some(Refusal::Unauthenticated {
+                grpc: false,
+                page: None
+            })
+        );
+    }
+
+    /// Basic auth a browser once typed goes with any site's request: a
+    /// change needs this origin whatever showed the token.
+    #[test]
+    fn a_change_from_another_site_is_refused_with_basic_auth_too() {
+        use base64::Engine as _;
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("me:s3cret")
+        );
+        let from = |origin: &str| {
+            refusal(
+                &gate(),
+                &request(
+                    "POST",
+                    "/api/v1/runs",
+                    &[
+                        ("authorization", &basic),
+                        ("host", "tc:9464"),
+                        ("origin", origin),
+                    ],
+                ),
+            )
+        };
+        assert_eq!(from("https://evil.example"), Some(Refusal::CrossSite));
+        assert_eq!(from("https://tc:9464"), None);
+        let tool = request(
+            "POST",
+            "/api/v1/runs",
+            &[("authorization", "Bearer s3cret")],
+        );
+        assert_eq!(refusal(&gate(), &tool), None, "a tool sends no Origin");
     }
 }

@@ -408,16 +408,25 @@ impl Evaluator {
         }
         self.store.versions.count(service, version, counted);
         if self.version_label {
+            use std::sync::atomic::Ordering::Relaxed;
+            let family = &self.metrics.model_verdicts_by_version;
             for c in counted.iter().filter(|c| c.verdict != Verdict::Skip) {
-                self.metrics
-                    .model_verdicts_by_version
-                    .get_or_create(&super::metrics::VersionLabels {
-                        model: c.model.to_owned(),
-                        service: service.to_owned(),
-                        version: version.to_owned(),
-                        verdict: c.verdict.as_str(),
-                    })
-                    .inc();
+                let labels = super::metrics::VersionLabels {
+                    model: c.model.to_owned(),
+                    service: service.to_owned(),
+                    version: version.to_owned(),
+                    verdict: c.verdict.as_str(),
+                };
+                // A new series only while under the bound: the labels are
+                // the senders' to choose.
+                if family.get(&labels).is_none()
+                    && self.metrics.version_series.fetch_add(1, Relaxed)
+                        >= super::metrics::MAX_VERSION_SERIES
+                {
+                    self.metrics.version_series.fetch_sub(1, Relaxed);
+                    continue;
+                }
+                family.get_or_create(&labels).inc();
             }
         }
     }

@@ -117,6 +117,10 @@ pub struct VerdictLabels {
     pub verdict: String,
 }
 
+/// Series `tracecheck_model_verdicts_by_version_total` may have; past it
+/// new versions are in `GET /api/v1/versions` only.
+pub const MAX_VERSION_SERIES: usize = 2048;
+
 /// `tracecheck_model_verdicts_by_version_total` (opt-in,
 /// `metrics.version_label`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -244,6 +248,10 @@ pub struct Metrics {
     pub exporter_queue_replayed_spans: Family<ExporterLabels, Counter>,
     pub model_verdicts: Family<VerdictLabels, VerdictCounter>,
     pub model_verdicts_by_version: Family<VersionLabels, Counter>,
+    /// Series made in `model_verdicts_by_version`: its labels come from
+    /// senders' data, so their number is bounded
+    /// ([`MAX_VERSION_SERIES`]).
+    pub version_series: std::sync::atomic::AtomicUsize,
     pub spec_failures: Family<SpecLabels, Counter>,
     pub model_errors: Family<ModelLabels, Counter>,
     pub model_slow_evaluations: Family<ModelLabels, Counter>,
@@ -294,6 +302,7 @@ impl Metrics {
             exporter_queue_replayed_spans: Family::default(),
             model_verdicts: Family::default(),
             model_verdicts_by_version: Family::default(),
+            version_series: std::sync::atomic::AtomicUsize::new(0),
             spec_failures: Family::default(),
             model_errors: Family::default(),
             model_slow_evaluations: Family::default(),

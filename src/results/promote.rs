@@ -28,8 +28,10 @@ pub enum PromoteError {
     Span(#[from] prost::DecodeError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("the archive holds {0:?}, which is not a file of a promoted test")]
+    #[error("the archive holds {0:?}, which is not a file of this trace's promoted test")]
     Unexpected(PathBuf),
+    #[error("the archive unpacks to more than {} MiB; not a promoted test", MAX_UNPACKED >> 20)]
+    TooLarge,
 }
 
 /// The folder a trace's test is unpacked into, under the chosen directory.
@@ -72,11 +74,18 @@ pub fn bundle(
         tar.append_data(&mut header, path, data)
     };
     add(format!("{dir}/trace.json"), trace.as_bytes())?;
+    // Ids that map to one file name (`a/b`, `a b`) each keep a file.
+    let mut names: Vec<String> = Vec::with_capacity(failed.len());
     for m in failed {
-        add(
-            format!("{dir}/models/{}.yaml", file_name(m.id)),
-            m.source.as_bytes(),
-        )?;
+        let base = file_name(m.id);
+        let mut name = base.clone();
+        let mut n = 1;
+        while names.contains(&name) {
+            n += 1;
+            name = format!("{base}-{n}");
+        }
+        add(format!("{dir}/models/{name}.yaml"), m.source.as_bytes())?;
+        names.push(name);
     }
     add(format!("{dir}/README.md"), readme.as_bytes())?;
     let mut gz = tar.into_inner()?;
@@ -97,10 +106,21 @@ fn file_name(id: &str) -> String {
         .collect()
 }
 
-/// Unpacks a bundle into `out`; the files written. Only what a bundle
-/// holds is taken: a path leaving `out`, a link or anything but
-/// `trace-ID/…` files is refused before anything is written.
-pub fn unpack(archive: &[u8], out: &Path) -> Result<Vec<PathBuf>, PromoteError> {
+/// Bytes a bundle may unpack to: a trace and a few models are far less.
+pub const MAX_UNPACKED: u64 = 256 << 20;
+
+/// Unpacks the bundle of `trace_id` into `out`; the files written. Only
+/// what that bundle holds is taken: a path leaving `out`, a link, anything
+/// but `trace-ID/…` files, or more than [`MAX_UNPACKED`] bytes is refused
+/// before anything is written. The models of an earlier promote of the
+/// same trace are replaced, not mixed with these.
+pub fn unpack(
+    archive: &[u8],
+    out: &Path,
+    trace_id: &TraceId,
+) -> Result<Vec<PathBuf>, PromoteError> {
+    let dir = folder(trace_id);
+    let mut total = 0u64;
     let mut files = Vec::new();
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
     for entry in tar.entries()? {
@@ -113,13 +133,22 @@ pub fn unpack(archive: &[u8], out: &Path) -> Result<Vec<PathBuf>, PromoteError> 
             .components()
             .next()
             .and_then(|c| c.as_os_str().to_str())
-            .is_some_and(|c| c.starts_with("trace-"));
+            .is_some_and(|c| c == dir);
         if !plain || !ours || !entry.header().entry_type().is_file() {
             return Err(PromoteError::Unexpected(path));
         }
         let mut data = Vec::new();
-        std::io::Read::read_to_end(&mut entry, &mut data)?;
+        let left = MAX_UNPACKED.saturating_sub(total);
+        std::io::Read::read_to_end(&mut std::io::Read::take(&mut entry, left + 1), &mut data)?;
+        total += data.len() as u64;
+        if total > MAX_UNPACKED {
+            return Err(PromoteError::TooLarge);
+        }
         files.push((path, data));
+    }
+    let models = out.join(&dir).join("models");
+    if models.is_dir() {
+        std::fs::remove_dir_all(&models)?;
     }
     let mut written = Vec::with_capacity(files.len());
     for (path, data) in files {
@@ -163,7 +192,7 @@ mod tests {
         }];
         let bytes = bundle(&id, &[], &failed).expect("bundle");
         let dir = tempfile::tempdir().expect("tempdir");
-        let written = unpack(&bytes, dir.path()).expect("unpack");
+        let written = unpack(&bytes, dir.path(), &id).expect("unpack");
         let root = dir.path().join(folder(&id));
         assert_eq!(
             written,
@@ -177,12 +206,49 @@ mod tests {
         assert!(readme.contains("`checkout/paid`: charged"), "{readme}");
     }
 
+    /// Model ids that make one file name each keep a file; a second
+    /// promote of the trace replaces the models of the first.
+    #[test]
+    fn models_never_overwrite_each_other() {
+        let id = TraceId([0xcd; 16]);
+        let model = |id: &'static str| FailedModel {
+            id,
+            source: id,
+            specs: vec!["s"],
+        };
+        let bytes = bundle(&id, &[], &[model("a/b"), model("a b")]).expect("bundle");
+        let dir = tempfile::tempdir().expect("tempdir");
+        unpack(&bytes, dir.path(), &id).expect("unpack");
+        let models = dir.path().join(folder(&id)).join("models");
+        let read = |f: &str| std::fs::read_to_string(models.join(f)).expect(f);
+        assert_eq!(
+            (read("a_b.yaml"), read("a_b-2.yaml")),
+            ("a/b".into(), "a b".into())
+        );
+        let again = bundle(&id, &[], &[model("c")]).expect("bundle");
+        unpack(&again, dir.path(), &id).expect("unpack");
+        let mut left: Vec<String> = std::fs::read_dir(&models)
+            .expect("models")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["c.yaml"]);
+    }
+
     #[test]
     fn an_archive_that_leaves_its_folder_writes_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        for path in ["trace-1/../../escape.txt", "/etc/x", "other/trace.json"] {
-            let bytes = archive(&[("trace-1/trace.json", b"{}"), (path, b"x")]);
-            let err = unpack(&bytes, dir.path()).expect_err(path);
+        let ours = format!("{}/trace.json", folder(&TraceId([1; 16])));
+        let escape = format!("{}/../../escape.txt", folder(&TraceId([1; 16])));
+        let another = format!("{}/trace.json", folder(&TraceId([2; 16])));
+        for path in [
+            escape.as_str(),
+            "/etc/x",
+            "other/trace.json",
+            another.as_str(),
+        ] {
+            let bytes = archive(&[(ours.as_str(), b"{}"), (path, b"x")]);
+            let err = unpack(&bytes, dir.path(), &TraceId([1; 16])).expect_err(path);
             assert!(matches!(err, PromoteError::Unexpected(_)), "{path}: {err}");
         }
         assert_eq!(

@@ -12,9 +12,10 @@
 //! and it holds no span data).
 //!
 //! Cross-site requests: the cookie is `SameSite=Strict`, so another site
-//! cannot make a browser send it; and a request that changes something on
-//! the cookie's say-so must also come from this origin (`Origin` or
-//! `Sec-Fetch-Site`), as must the sign-in form.
+//! cannot make a browser send it; but a browser adds basic auth it was once
+//! given to any site's request, so every request that changes something
+//! must also come from this origin (`Origin` or `Sec-Fetch-Site`), however
+//! it showed the token, as must the sign-in form.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,12 +58,14 @@ struct Session {
     token: Secret,
 }
 
-/// How a request showed who it is.
+/// How a request showed who it is. A browser may add either by itself (the
+/// cookie, or basic auth typed once at its prompt), which is why a change
+/// must come from this origin whichever it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shown {
-    /// A header (bearer or basic): not something a browser adds by itself.
+    /// A header: bearer or basic.
     Header,
-    /// The session cookie, which a browser adds to every request to us.
+    /// The session cookie.
     Cookie,
 }
 
@@ -217,10 +220,18 @@ struct LoginForm {
     next: Option<String>,
 }
 
-/// Where to go after signing in: a path of ours, never another site.
+/// Where to go after signing in: a path of ours, never another site. Only
+/// printable ASCII without spaces: browsers drop tabs and line breaks from
+/// a URL, so `/\t/evil.example` would become `//evil.example`.
 fn safe_next(next: Option<&str>) -> &str {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n,
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
+            n
+        }
         _ => "/ui/",
     }
 }
@@ -297,7 +308,8 @@ async fn logout(State(gate): State<Arc<Gate>>, headers: HeaderMap) -> Response {
         .into_response()
 }
 
-fn url_encode(s: &str) -> String {
+/// `s` percent-encoded for a query value (`/` kept, for legible paths).
+pub fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
@@ -426,7 +438,15 @@ mod tests {
     #[test]
     fn after_sign_in_only_our_own_paths() {
         assert_eq!(safe_next(Some("/ui/trace/ab")), "/ui/trace/ab");
-        for bad in ["https://evil.example/", "//evil.example/", "/\\evil", "ui"] {
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/",
+            "/\\evil",
+            "ui",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/ /x",
+        ] {
             assert_eq!(safe_next(Some(bad)), "/ui/", "{bad}");
         }
     }

@@ -14,7 +14,9 @@ use serde::Serialize;
 
 use crate::engine::Verdict;
 
-/// (model, service, version) tallies kept; past it new ones are not.
+/// (model, service, version) tallies kept; past it the one updated least
+/// recently gives way, so that a new release is always counted (and
+/// versions sent by an outside sender cannot pin the table).
 const MAX_KEYS: usize = 4096;
 
 /// Tallies of one model on one version of one service.
@@ -23,6 +25,9 @@ pub struct Tally {
     pub pass: u64,
     pub fail: u64,
     pub inconclusive: u64,
+    /// When it last counted (the table's own clock), for giving way.
+    #[serde(skip)]
+    last: u64,
 }
 
 impl Tally {
@@ -49,7 +54,44 @@ type Tallies = HashMap<Arc<str>, HashMap<Arc<str>, HashMap<Arc<str>, Tally>>>;
 /// Every tally, by service, model and version.
 #[derive(Default)]
 pub struct Versions {
-    tallies: Mutex<(Tallies, usize)>,
+    tallies: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    tallies: Tallies,
+    keys: usize,
+    /// Counts so far: the clock tallies' `last` is read on.
+    clock: u64,
+}
+
+impl Table {
+    /// Drops the tally updated least recently (a scan: only when full).
+    fn give_way(&mut self) {
+        let oldest = self
+            .tallies
+            .iter()
+            .flat_map(|(s, models)| {
+                models.iter().flat_map(move |(m, versions)| {
+                    versions.iter().map(move |(v, t)| (t.last, s, m, v))
+                })
+            })
+            .min_by_key(|(last, ..)| *last)
+            .map(|(_, s, m, v)| (Arc::clone(s), Arc::clone(m), Arc::clone(v)));
+        let Some((s, m, v)) = oldest else { return };
+        if let Some(models) = self.tallies.get_mut(&s) {
+            if let Some(versions) = models.get_mut(&m) {
+                versions.remove(&v);
+                if versions.is_empty() {
+                    models.remove(&m);
+                }
+            }
+            if models.is_empty() {
+                self.tallies.remove(&s);
+            }
+        }
+        self.keys -= 1;
+    }
 }
 
 /// One counted verdict of a trace: its model, what it is, and what it
@@ -63,27 +105,30 @@ pub struct Counted<'a> {
 impl Versions {
     /// Counts a trace's verdicts under `service`@`version`, in one go.
     pub fn count(&self, service: &str, version: &str, verdicts: &[Counted<'_>]) {
-        let mut guard = self.tallies.lock();
-        let (tallies, keys) = &mut *guard;
+        let mut table = self.tallies.lock();
         for c in verdicts {
-            let slot = tallies
-                .get_mut(service)
-                .and_then(|m| m.get_mut(c.model))
-                .and_then(|v| v.get_mut(version));
-            let tally = match slot {
-                Some(t) => t,
-                None if *keys < MAX_KEYS => {
-                    *keys += 1;
-                    tallies
-                        .entry(Arc::from(service))
-                        .or_default()
-                        .entry(Arc::from(c.model))
-                        .or_default()
-                        .entry(Arc::from(version))
-                        .or_default()
+            table.clock += 1;
+            let known = table
+                .tallies
+                .get(service)
+                .and_then(|m| m.get(c.model))
+                .is_some_and(|v| v.contains_key(version));
+            if !known {
+                if table.keys >= MAX_KEYS {
+                    table.give_way();
                 }
-                None => continue,
-            };
+                table.keys += 1;
+            }
+            let clock = table.clock;
+            let tally = table
+                .tallies
+                .entry(Arc::from(service))
+                .or_default()
+                .entry(Arc::from(c.model))
+                .or_default()
+                .entry(Arc::from(version))
+                .or_default();
+            tally.last = clock;
             if let Some(n) = c.undo.and_then(|u| tally.slot(u)) {
                 *n = n.saturating_sub(1);
             }
@@ -96,9 +141,9 @@ impl Versions {
     /// The tallies of `service` (every service if `None`), of `model` if
     /// given, ordered by service, model and version.
     pub fn table(&self, service: Option<&str>, model: Option<&str>) -> Vec<Row> {
-        let guard = self.tallies.lock();
-        let mut rows: Vec<Row> = guard
-            .0
+        let table = self.tallies.lock();
+        let mut rows: Vec<Row> = table
+            .tallies
             .iter()
             .filter(|(s, _)| service.is_none_or(|x| &***s == x))
             .flat_map(|(s, models)| {
@@ -116,6 +161,8 @@ impl Versions {
                     })
             })
             .collect();
+        // Sorted after the lock is let go: evaluators count under it.
+        drop(table);
         rows.sort_by(|a, b| {
             (&a.service, &a.model, &a.version).cmp(&(&b.service, &b.model, &b.version))
         });
@@ -164,30 +211,47 @@ mod tests {
             ],
         );
         let rows = v.table(Some("checkout"), None);
-        let got: Vec<(&str, Tally)> = rows.iter().map(|r| (&*r.version, r.tally)).collect();
-        assert_eq!(
-            got,
-            [
+        let got: Vec<(&str, [u64; 3])> = rows
+            .iter()
+            .map(|r| {
                 (
-                    "1.4.0",
-                    Tally {
-                        pass: 9,
-                        fail: 1,
-                        inconclusive: 0
-                    }
-                ),
-                (
-                    "1.5.0-rc1",
-                    Tally {
-                        pass: 2,
-                        fail: 2,
-                        inconclusive: 0
-                    }
-                ),
-            ]
-        );
+                    &*r.version,
+                    [r.tally.pass, r.tally.fail, r.tally.inconclusive],
+                )
+            })
+            .collect();
+        assert_eq!(got, [("1.4.0", [9, 1, 0]), ("1.5.0-rc1", [2, 2, 0])]);
         assert_eq!(rows[0].fail_rate, Some(0.1));
         assert_eq!(rows[1].fail_rate, Some(0.5));
         assert!(v.table(Some("other"), None).is_empty());
+    }
+
+    /// A full table makes room for a new version by dropping the one
+    /// counted least recently: the next release is always counted.
+    #[test]
+    fn a_new_version_is_counted_when_the_table_is_full() {
+        let v = Versions::default();
+        let pass = [Counted {
+            model: "m",
+            verdict: Verdict::Pass,
+            undo: None,
+        }];
+        for i in 0..MAX_KEYS {
+            v.count("svc", &format!("0.{i}"), &pass);
+        }
+        v.count("svc", "0.0", &pass);
+        v.count("svc", "2.0", &pass);
+        let versions: Vec<String> = v
+            .table(None, None)
+            .into_iter()
+            .map(|r| r.version.to_string())
+            .collect();
+        assert_eq!(versions.len(), MAX_KEYS);
+        assert!(versions.contains(&"2.0".to_owned()), "the new release");
+        assert!(versions.contains(&"0.0".to_owned()), "counted again lately");
+        assert!(
+            !versions.contains(&"0.1".to_owned()),
+            "the stalest gave way"
+        );
     }
 }

@@ -457,14 +457,17 @@ async fn a_browser_signs_in_once_and_other_sites_cannot_use_its_session() {
         .expect("client");
     let page = bounded(
         "GET a page",
-        client.get(format!("{origin}/ui/failures?model=m")).send(),
+        client
+            .get(format!("{origin}/ui/failures?model=m"))
+            .header("accept", "text/html")
+            .send(),
     )
     .await
     .expect("answered");
     assert_eq!(page.status(), 303);
     assert_eq!(
         page.headers().get("location").and_then(|v| v.to_str().ok()),
-        Some("/ui/login?next=/ui/failures?model=m")
+        Some("/ui/login?next=/ui/failures%3Fmodel%3Dm")
     );
     let form = bounded(
         "GET the form",

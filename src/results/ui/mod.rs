@@ -163,7 +163,8 @@ pub fn router(ui: Arc<Ui>) -> Router {
 }
 
 /// Every UI answer: nothing from elsewhere, no inline script or style, not
-/// framed by another site, no referrer (trace IDs) sent on with links.
+/// framed by another site, no referrer (trace IDs) sent on with links, not
+/// stored by the browser.
 async fn secure(mut r: Response) -> Response {
     let h = r.headers_mut();
     h.insert(
@@ -180,6 +181,11 @@ async fn secure(mut r: Response) -> Response {
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
+    // Pages show span data: not kept where the back button finds it once
+    // signed out (the embedded assets set their own caching).
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     r
 }
 
