@@ -321,6 +321,7 @@ async fn live_events(State(ui): State<Arc<Ui>>, Query(q): Query<LiveQuery>) -> R
     let mut rx = ui.verdicts.subscribe(wanted.contains(&Verdict::Pass));
     let (tx, out) = mpsc::channel::<Result<Event, std::convert::Infallible>>(LIVE_BUFFER);
     tokio::spawn(async move {
+        let mut dropped = 0u64;
         loop {
             // A page gone unsubscribes at once, not at the next verdict
             // (a pass listener costs the evaluator a record per pass).
@@ -342,9 +343,19 @@ async fn live_events(State(ui): State<Arc<Ui>>, Query(q): Query<LiveQuery>) -> R
                 Err(RecvError::Closed) => return,
             };
             // A full buffer is a page not keeping up: it misses this one
-            // rather than slow the feed; a closed one has gone.
+            // rather than slow the feed, and is told how many once there
+            // is room again; a closed one has gone.
+            if dropped > 0 {
+                let told = Event::default().event("missed").data(dropped.to_string());
+                match tx.try_send(Ok(told)) {
+                    Ok(()) => dropped = 0,
+                    Err(mpsc::error::TrySendError::Full(_)) => {}
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                }
+            }
             match tx.try_send(Ok(event)) {
-                Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => dropped += 1,
                 Err(mpsc::error::TrySendError::Closed(_)) => return,
             }
         }

@@ -336,7 +336,13 @@ pub fn render_failures(
         |r| {
             verdicts.contains(&r.verdict)
                 && since.is_none_or(|s| r.evaluated_at_unix_ms >= s)
-                && (q.service.is_empty() || services(r).contains(&q.service.as_str()))
+                // Compared in place: a list per record cost 10x the page
+                // (BENCHMARKS.md, "UI failures page").
+                && (q.service.is_empty()
+                    || r.service.as_deref() == Some(q.service.as_str())
+                    || r.failures
+                        .iter()
+                        .any(|f| f.service.as_deref() == Some(q.service.as_str())))
         },
     );
 
