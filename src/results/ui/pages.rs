@@ -262,6 +262,8 @@ pub struct FailuresQuery {
     pub model: String,
     /// The trace's root service or one a failure names; empty: any.
     pub service: String,
+    /// The root service's `service.version` (a canary's); empty: any.
+    pub version: String,
     /// `fail` or `inconclusive`; empty: both.
     pub verdict: String,
     /// How far back, such as `1h`; empty: everything kept.
@@ -273,9 +275,10 @@ pub struct FailuresQuery {
 impl FailuresQuery {
     fn link(&self, before: Option<u64>) -> String {
         let mut q = format!(
-            "/ui/failures?model={}&service={}&verdict={}&since={}",
+            "/ui/failures?model={}&service={}&version={}&verdict={}&since={}",
             urlencode(&self.model),
             urlencode(&self.service),
+            urlencode(&self.version),
             urlencode(&self.verdict),
             urlencode(&self.since)
         );
@@ -343,6 +346,7 @@ pub fn render_failures(
                     || r.failures
                         .iter()
                         .any(|f| f.service.as_deref() == Some(q.service.as_str())))
+                && (q.version.is_empty() || r.service_version.as_deref() == Some(q.version.as_str()))
         },
     );
 
@@ -357,9 +361,11 @@ pub fn render_failures(
     let _ = write!(
         b,
         "<label>Model {}</label> <label>Service <input name=\"service\" id=\"f-service\" value=\"{}\"></label> \
+         <label>Version <input name=\"version\" id=\"f-version\" value=\"{}\"></label> \
          <label>Verdict {}</label> <label>Since {}</label> <button type=\"submit\">Filter</button></form>",
         select("model", &q.model, &model_options),
         escape(&q.service),
+        escape(&q.version),
         select(
             "verdict",
             &q.verdict,
@@ -997,6 +1003,34 @@ mod tests {
         };
         let page = render_failures(&store, &q, &["m"], 2_000);
         assert!(page.contains("data-seq=\"1\""), "{page}");
+        // The canary's version finds it; the stable's does not.
+        let mut canary = (*failure(&store, 2, "bank-db")).clone();
+        canary.service = Some("checkout".into());
+        canary.service_version = Some("1.5.0".into());
+        store.record(TraceId([2; 16]), &[], vec![Arc::new(canary)]);
+        let by_version = |version: &str| {
+            let q = FailuresQuery {
+                version: version.into(),
+                ..FailuresQuery::default()
+            };
+            render_failures(&store, &q, &["m"], 2_000)
+        };
+        let canary_page = by_version("1.5.0");
+        assert!(canary_page.contains("data-seq=\"2\"") && !canary_page.contains("data-seq=\"1\""));
+        assert!(
+            canary_page.contains("id=\"f-version\" value=\"1.5.0\""),
+            "the filter stays in the form"
+        );
+        let next = FailuresQuery {
+            version: "1.5.0".into(),
+            ..FailuresQuery::default()
+        }
+        .link(Some(9));
+        assert!(
+            next.contains("version=1.5.0"),
+            "and in the paging links: {next}"
+        );
+        assert!(!by_version("1.4.0").contains("data-seq=\"2\""));
 
         let counted = |verdict| crate::results::versions::Counted {
             model: "paid",
