@@ -201,17 +201,25 @@ fn a_terminal_shows_a_progress_line_while_waiting_for_the_trace() {
         "t.yaml",
         &GOOD.replace("127.0.0.1:9", &format!("127.0.0.1:{port}")),
     );
-    let (grpc, http) = (free_addr().to_string(), free_addr().to_string());
-    let cmd = format!(
-        "{} test run --file {} --timeout 2s --otlp-grpc {grpc} --otlp-http {http}",
-        env!("CARGO_BIN_EXE_tracecheck"),
-        s(&f)
-    );
-    let tty = std::process::Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .output()
-        .expect("run under script");
-    let text = String::from_utf8_lossy(&tty.stdout);
+    // Ports free a moment ago may be taken by another test before the
+    // runner binds them: another pair then, a few times.
+    let mut text = String::new();
+    for _ in 0..5 {
+        let (grpc, http) = (free_addr().to_string(), free_addr().to_string());
+        let cmd = format!(
+            "{} test run --file {} --timeout 2s --otlp-grpc {grpc} --otlp-http {http}",
+            env!("CARGO_BIN_EXE_tracecheck"),
+            s(&f)
+        );
+        let tty = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .output()
+            .expect("run under script");
+        text = String::from_utf8_lossy(&tty.stdout).into_owned();
+        if !text.contains("Address already in use") {
+            break;
+        }
+    }
     assert!(text.contains("waiting for trace"), "{text}");
     // Through a pipe: no progress line, and the same outcome (no trace).
     let piped = tracecheck(&[
