@@ -237,14 +237,14 @@ async fn overview(State(ui): State<Arc<Ui>>) -> Html<String> {
     Html(pages::overview(&models, &report, &versions))
 }
 
+/// The ids of the models in force, for the pages' model filters.
+fn model_ids(loaded: &LoadedModels) -> Vec<&str> {
+    loaded.names.iter().map(|(id, _)| &**id).collect()
+}
+
 async fn failures(State(ui): State<Arc<Ui>>, Query(q): Query<FailuresQuery>) -> Html<String> {
     let loaded = ui.registry.current();
-    let ids: Vec<&str> = loaded
-        .engine
-        .models()
-        .iter()
-        .map(|m| m.id.as_str())
-        .collect();
+    let ids = model_ids(&loaded);
     Html(pages::render_failures(&ui.store, &q, &ids, now_ms()))
 }
 
@@ -302,12 +302,7 @@ fn verdict_filter(v: &str) -> Vec<Verdict> {
 
 async fn live(State(ui): State<Arc<Ui>>, Query(q): Query<LiveQuery>) -> Html<String> {
     let loaded = ui.registry.current();
-    let ids: Vec<&str> = loaded
-        .engine
-        .models()
-        .iter()
-        .map(|m| m.id.as_str())
-        .collect();
+    let ids = model_ids(&loaded);
     Html(pages::live(&ids, &q.model, &q.verdict))
 }
 
