@@ -14,7 +14,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 
 use tracecheck::engine::{Failure, FailureKind, Verdict};
 use tracecheck::ids::{SpanId, TraceId};
-use tracecheck::results::metrics::CompletionReason;
+use tracecheck::metrics::CompletionReason;
 use tracecheck::results::store::{ResultStore, VerdictRecord};
 use tracecheck::results::ui::{render_failures, FailuresQuery};
 

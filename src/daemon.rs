@@ -15,10 +15,10 @@ use crate::assembler::{spawn_consumer, Assembler, CompletedTrace, TraceConsumer}
 use crate::config::Config;
 use crate::exporter::config::TraceSelection;
 use crate::exporter::Exporter;
+use crate::metrics::Metrics;
 use crate::receiver::ingest::Ingest;
 use crate::receiver::{self, Receivers};
 use crate::results::admin::{self, AdminState};
-use crate::results::metrics::Metrics;
 use crate::tier::Tier;
 
 /// Completed traces waiting for the consumer. When it is full the assembler
@@ -343,14 +343,14 @@ const JOIN_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 async fn join_when_sent_to(tier: Arc<Tier>, metrics: Arc<Metrics>, stop: CancellationToken) {
     let received = || {
         [
-            crate::results::metrics::Transport::grpc,
-            crate::results::metrics::Transport::http,
+            crate::metrics::Transport::grpc,
+            crate::metrics::Transport::http,
         ]
         .into_iter()
         .map(|transport| {
             metrics
                 .accepted_spans
-                .get_or_create(&crate::results::metrics::TransportLabels { transport })
+                .get_or_create(&crate::metrics::TransportLabels { transport })
                 .get()
         })
         .sum::<u64>()

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::results::metrics::{Metrics, PanicLabels};
+use crate::metrics::{Metrics, PanicLabels};
 
 /// Why a worker is not running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

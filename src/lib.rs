@@ -22,6 +22,7 @@ pub mod exporter;
 pub mod health;
 pub mod ids;
 pub mod memory;
+pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod otlp;

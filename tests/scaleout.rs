@@ -36,8 +36,8 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use tonic::transport::Channel;
 use tracecheck::bench::traffic::{GeneratedTrace, Rng, TraceShape, TrafficGenerator, TrafficMix};
 use tracecheck::engine::Verdict;
+use tracecheck::metrics::{CompletionReason, ReasonLabels, Transport, TransportLabels};
 use tracecheck::results::feed::RecvError;
-use tracecheck::results::metrics::{CompletionReason, ReasonLabels, Transport, TransportLabels};
 use tracecheck::results::registry::ModelSource;
 use tracecheck::results::ModelsStage;
 
@@ -340,7 +340,7 @@ impl Counts {
 
     /// The same figures read in-process, for an instance whose admin
     /// endpoint is already closed.
-    fn of_stopped(metrics: &tracecheck::results::metrics::Metrics, models: &ModelsStage) -> Counts {
+    fn of_stopped(metrics: &tracecheck::metrics::Metrics, models: &ModelsStage) -> Counts {
         let reasons = [
             ("idle", CompletionReason::idle),
             ("root", CompletionReason::root),

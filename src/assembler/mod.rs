@@ -45,10 +45,8 @@ use self::config::AssemblerConfig;
 use self::shard::{Caps, InsertDelta, Shard};
 use crate::ids::TraceId;
 use crate::memory::{Charge, MemoryAccount, Part};
+use crate::metrics::{CompletionReason, Metrics, PanicLabels, TruncateLabels, TruncateReason};
 use crate::otlp::{KeyedSpan, RawSpan};
-use crate::results::metrics::{
-    CompletionReason, Metrics, PanicLabels, TruncateLabels, TruncateReason,
-};
 
 /// How often deadlines are checked; bounds how late past its condition a
 /// trace is completed.

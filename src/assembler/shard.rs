@@ -10,8 +10,8 @@ use super::config::AssemblerConfig;
 use super::deadlines::Deadlines;
 use super::CompletedTrace;
 use crate::ids::TraceId;
+use crate::metrics::{CompletionReason, TruncateReason};
 use crate::otlp::{RawSpan, ScopeInterner};
-use crate::results::metrics::{CompletionReason, TruncateReason};
 
 /// Bytes accounted for each buffered span beyond its encoding: its
 /// `RawSpan` handle (40 bytes), the slack of the trace's growing `Vec`, and

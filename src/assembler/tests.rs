@@ -6,8 +6,8 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::ids::SpanId;
+use crate::metrics::{TruncateLabels, TruncateReason};
 use crate::otlp::ScopeContext;
-use crate::results::metrics::{TruncateLabels, TruncateReason};
 
 fn config() -> AssemblerConfig {
     AssemblerConfig {

@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 use super::config::TraceSelection;
 use super::{ForwardItem, ForwardQueue, QueueError};
 use crate::engine::Verdict;
+use crate::metrics::{ExporterLabels, Metrics};
 use crate::otlp::RawSpan;
-use crate::results::metrics::{ExporterLabels, Metrics};
 
 /// Exporters fed by verdicts a daemon can have: which have a trace is one
 /// bit each of a `u64` kept with it.

@@ -140,7 +140,7 @@ const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Ex
 impl Client {
     pub fn new(
         c: &OtlpExporterConfig,
-        metrics: &Arc<crate::results::metrics::Metrics>,
+        metrics: &Arc<crate::metrics::Metrics>,
     ) -> Result<Self, ClientError> {
         let https = is_https(&c.endpoint);
         if c.tls.is_some() && !https {
@@ -396,7 +396,7 @@ impl Client {
 /// labelled `exporter` in the TLS reload metrics.
 fn client_tls(
     c: &tls::ClientTlsConfig,
-    metrics: &Arc<crate::results::metrics::Metrics>,
+    metrics: &Arc<crate::metrics::Metrics>,
 ) -> Result<rustls::ClientConfig, ClientError> {
     let t = tls::ClientTls::load(c, "exporters.otlp.tls")?;
     t.spawn_reload("exporter", Arc::clone(metrics));

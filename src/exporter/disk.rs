@@ -57,8 +57,8 @@ use tokio::sync::{oneshot, watch};
 
 use super::config::{DiskQueueConfig, FsyncPolicy};
 use super::ForwardItem;
+use crate::metrics::{ExporterLabels, Metrics};
 use crate::otlp::LazyExportRequest;
-use crate::results::metrics::{ExporterLabels, Metrics};
 
 const MAGIC: u32 = 0x3151_4354; // "TCQ1"
 const HEADER: u64 = 16;

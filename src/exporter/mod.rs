@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::client::{Client, ClientError, Refused};
 use self::config::OtlpExporterConfig;
-use crate::results::metrics::{ExporterLabels, Metrics};
+use crate::metrics::{ExporterLabels, Metrics};
 
 /// Batches up to this many bytes are encoded on the sending task: handing
 /// them to the blocking pool costs more than encoding them.
@@ -617,7 +617,7 @@ impl Runner {
                 if e.is_panic() {
                     metrics
                         .internal_panics
-                        .get_or_create(&crate::results::metrics::PanicLabels { stage: "exporter" })
+                        .get_or_create(&crate::metrics::PanicLabels { stage: "exporter" })
                         .inc();
                     metrics
                         .exporter_failed_spans

@@ -32,7 +32,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use self::tls::ServerTls;
-use crate::results::metrics::{Metrics, TlsLabels};
+use crate::metrics::{Metrics, TlsLabels};
 
 /// A client that has not finished its handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

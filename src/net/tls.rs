@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::watch::FileWatch;
-use crate::results::metrics::{Metrics, TlsLabels};
+use crate::metrics::{Metrics, TlsLabels};
 
 /// `tls:` of a server (receivers, admin endpoint).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

@@ -6,10 +6,10 @@ use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::ingest::{Ingest, IngestError};
+use crate::metrics::Transport;
 use crate::otlp::lazy::trace_service_server::{TraceService, TraceServiceServer};
 use crate::otlp::lazy::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use crate::otlp::{LazyExportRequest, WalkLimits};
-use crate::results::metrics::Transport;
 
 pub struct GrpcReceiver {
     ingest: Arc<Ingest>,
@@ -86,13 +86,13 @@ pub type AuthLayer = tonic::service::InterceptorLayer<BearerAuth>;
 #[derive(Clone)]
 pub struct BearerAuth {
     token: Option<Arc<crate::net::auth::BearerToken>>,
-    metrics: Arc<crate::results::metrics::Metrics>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl BearerAuth {
     pub fn layer(
         token: Option<Arc<crate::net::auth::BearerToken>>,
-        metrics: Arc<crate::results::metrics::Metrics>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> AuthLayer {
         tonic::service::InterceptorLayer::new(Self { token, metrics })
     }
@@ -112,7 +112,7 @@ impl tonic::service::Interceptor for BearerAuth {
         }
         self.metrics.refused(
             Transport::grpc,
-            crate::results::metrics::RefuseReason::unauthenticated,
+            crate::metrics::RefuseReason::unauthenticated,
             0,
         );
         Err(crate::net::auth::grpc_unauthenticated())

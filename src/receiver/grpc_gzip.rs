@@ -29,8 +29,8 @@ use tonic_types::{ErrorDetails, StatusExt};
 use tower::Service;
 
 use crate::memory::{Charge, MemoryAccount, OverLimit, Part};
+use crate::metrics::{Metrics, RefuseReason, Transport};
 use crate::otlp::GunzipError;
-use crate::results::metrics::{Metrics, RefuseReason, Transport};
 
 /// Messages up to this size, compressed and inflated, are inflated on the
 /// request's own task (a millisecond or two at most): handing the usual
@@ -194,7 +194,7 @@ impl Shared {
             Err(e) if e.is_panic() => {
                 self.metrics
                     .internal_panics
-                    .get_or_create(&crate::results::metrics::PanicLabels { stage: "receiver" })
+                    .get_or_create(&crate::metrics::PanicLabels { stage: "receiver" })
                     .inc();
                 tracing::error!(error = %e, "Inflating an OTLP/gRPC message panicked (a bug; please report it).");
                 Err(Refusal::Internal)

@@ -28,9 +28,9 @@ use tokio::sync::Semaphore;
 
 use super::ingest::{Ingest, IngestError};
 use crate::memory::Part;
+use crate::metrics::{RefuseReason, Transport};
 use crate::otlp::lazy::{ExportTracePartialSuccess, ExportTraceServiceResponse, RpcStatus};
 use crate::otlp::{json, GunzipError, LazyExportRequest, WalkLimits};
-use crate::results::metrics::{RefuseReason, Transport};
 
 /// Bodies to decompress or decode up to this size are decoded on the
 /// request's own task: handing them to the blocking pool costs more than
@@ -447,7 +447,7 @@ fn panicked(s: &HttpState, error: &dyn std::fmt::Display) -> Refusal {
     s.ingest
         .metrics()
         .internal_panics
-        .get_or_create(&crate::results::metrics::PanicLabels { stage: "receiver" })
+        .get_or_create(&crate::metrics::PanicLabels { stage: "receiver" })
         .inc();
     tracing::error!(error = %error, "Decoding an OTLP/HTTP body panicked (a bug; please report it).");
     Refusal::Internal
@@ -571,7 +571,7 @@ fn glob_match(pattern: &str, text: &str) -> bool {
 pub fn with_auth(
     app: Router,
     token: Option<Arc<crate::net::auth::BearerToken>>,
-    metrics: Arc<crate::results::metrics::Metrics>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> Router {
     let Some(token) = token else {
         return app;

@@ -38,9 +38,9 @@ use tokio::time::Instant;
 use crate::assembler::{AdmitError, Assembler, Held};
 use crate::exporter::{ForwardItem, ForwardQueue, QueueError};
 use crate::memory::CopyRoom;
+use crate::metrics::Metrics;
+use crate::metrics::{RefuseReason, RefusedLabels, Transport, TransportLabels};
 use crate::otlp::{walk_into, LazyExportRequest, Rejections, WalkLimits};
-use crate::results::metrics::Metrics;
-use crate::results::metrics::{RefuseReason, RefusedLabels, Transport, TransportLabels};
 
 /// How long senders are asked to wait before retrying an overload refusal.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);

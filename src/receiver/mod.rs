@@ -28,10 +28,10 @@ use tokio_util::sync::CancellationToken;
 
 use self::config::OtlpReceiverConfig;
 use self::ingest::Ingest;
+use crate::metrics::{Metrics, RefuseReason, Transport};
 use crate::net::auth::{AuthConfig, AuthError, BearerToken};
 use crate::net::tls::{ServerTls, ServerTlsConfig, TlsError};
 use crate::net::TlsIncoming;
-use crate::results::metrics::{Metrics, RefuseReason, Transport};
 
 const MIB: usize = 1024 * 1024;
 

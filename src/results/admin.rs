@@ -87,7 +87,7 @@ async fn healthz(State(s): State<Arc<AdminState>>) -> Response {
 pub fn guard(
     app: Router,
     gate: Option<Arc<super::signin::Gate>>,
-    metrics: Arc<super::metrics::Metrics>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> Router {
     let Some(gate) = gate else {
         return app;

@@ -23,9 +23,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::config::AlertsConfig;
-use super::metrics::{AlertLabels, Metrics};
 use super::store::VerdictRecord;
 use crate::ids::TraceId;
+use crate::metrics::{AlertLabels, Metrics};
 
 /// Failures waiting for the alert task; beyond it notifications are dropped.
 const QUEUE: usize = 1024;
@@ -507,7 +507,7 @@ mod tests {
                 summary: None,
                 evaluated_at_unix_ms: 0,
                 incomplete: false,
-                completion_reason: crate::results::metrics::CompletionReason::idle,
+                completion_reason: crate::metrics::CompletionReason::idle,
                 waited_for_late_spans: false,
                 early: false,
                 flipped_from: None,

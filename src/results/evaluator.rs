@@ -52,8 +52,8 @@ use super::store::{ResultStore, VerdictRecord};
 use crate::assembler::{CompletedTrace, TraceConsumer};
 use crate::engine::{EvalContext, Inconclusive, ModelVerdict, Trace, TraceBuilder, Verdict};
 use crate::ids::TraceId;
+use crate::metrics::CompletionReason;
 use crate::otlp::{RawSpan, ScopeInterner};
-use crate::results::metrics::CompletionReason;
 use crate::results::versions::Counted;
 
 /// The default of `models.evaluation_budget`.
@@ -1513,8 +1513,8 @@ mod tests {
     use crate::assembler::CompletedTrace;
     use crate::bench::traffic::{Rng, TrafficGenerator, TrafficMix};
     use crate::engine::Value;
+    use crate::metrics::CompletionReason;
     use crate::otlp::{to_resource_spans, walk, LazyExportRequest};
-    use crate::results::metrics::CompletionReason;
     use crate::results::registry::{ModelRegistry, ModelSource};
 
     /// Everything evaluation can read from a trace, with keys by name (key

@@ -10,7 +10,6 @@ pub mod evaluator;
 pub mod exposition;
 pub mod feed;
 pub mod grpc_api;
-pub mod metrics;
 pub mod promote;
 pub mod registry;
 pub mod signin;
@@ -28,6 +27,7 @@ use self::feed::VerdictFeed;
 use self::registry::{ModelRegistry, ModelSource, ReloadReport};
 use self::store::ResultStore;
 use crate::daemon::Stages;
+use crate::metrics;
 
 /// How often model files are checked for changes.
 const WATCH_INTERVAL: Duration = Duration::from_secs(2);

@@ -16,8 +16,8 @@ use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
 use crate::engine::{Engine, Verdict};
+use crate::metrics::{Metrics, TraceExemplar, VerdictCounter, VerdictLabels};
 use crate::model::{self, Diagnostic, Document, Model};
-use crate::results::metrics::{Metrics, TraceExemplar, VerdictCounter, VerdictLabels};
 
 /// Where models come from.
 #[derive(Debug, Clone)]
@@ -302,7 +302,7 @@ fn counters_for(
                 inconclusive: c("inconclusive"),
                 delay: metrics
                     .verdict_delay
-                    .get_or_create(&crate::results::metrics::ModelLabels {
+                    .get_or_create(&crate::metrics::ModelLabels {
                         model: m.id.clone(),
                     })
                     .clone(),

@@ -13,8 +13,8 @@ use serde::Serialize;
 
 use crate::engine::{Failure, Inconclusive, Verdict};
 use crate::ids::TraceId;
+use crate::metrics::CompletionReason;
 use crate::otlp::{RawSpan, ScopeInterner};
-use crate::results::metrics::CompletionReason;
 
 /// Verdicts kept per model.
 const PER_MODEL: usize = 100;

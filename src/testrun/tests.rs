@@ -116,7 +116,7 @@ fn a_test_without_trigger_cannot_run() {
 
 fn local_source() -> TraceSource {
     let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Arc::new(crate::results::metrics::Metrics::new(&mut registry));
+    let metrics = Arc::new(crate::metrics::Metrics::new(&mut registry));
     TraceSource::Local {
         waiters: Arc::new(TraceWaiters::new()),
         assembler: Arc::new(crate::assembler::Assembler::new(

@@ -446,7 +446,7 @@ impl Webhook {
                     tracecheck::receiver::ALPN_H2_HTTP1,
                 )
                 .expect("webhook certificate");
-                let metrics = Arc::new(tracecheck::results::metrics::Metrics::new(
+                let metrics = Arc::new(tracecheck::metrics::Metrics::new(
                     &mut prometheus_client::registry::Registry::default(),
                 ));
                 let incoming = tracecheck::net::TlsIncoming::start(

@@ -162,7 +162,7 @@ async fn shutdown_with_the_downstream_down_counts_every_undelivered_span() {
     assert_eq!(stopped.undelivered_spans, 1000);
     let failed = metrics
         .exporter_failed_spans
-        .get_or_create(&tracecheck::results::metrics::ExporterLabels {
+        .get_or_create(&tracecheck::metrics::ExporterLabels {
             exporter: "otlp".into(),
         })
         .get();

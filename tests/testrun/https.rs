@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
+use tracecheck::metrics::Metrics;
 use tracecheck::net::tls::{ServerTls, ServerTlsConfig};
-use tracecheck::results::metrics::Metrics;
 
 use crate::util::*;
 

@@ -913,7 +913,7 @@ mod tests {
             summary: None,
             evaluated_at_unix_ms: 1_000,
             incomplete: false,
-            completion_reason: crate::results::metrics::CompletionReason::idle,
+            completion_reason: crate::metrics::CompletionReason::idle,
             waited_for_late_spans: false,
             early: false,
             flipped_from: None,
