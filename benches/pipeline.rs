@@ -50,9 +50,9 @@ use tracecheck::assembler::config::AssemblerConfig;
 use tracecheck::assembler::Assembler;
 use tracecheck::bench::traffic::{GeneratedTrace, Rng, TraceShape, TrafficGenerator, TrafficMix};
 use tracecheck::engine::{Engine, EvalContext, Trace, Verdict};
+use tracecheck::evaluator::{build_trace, build_trace_for};
 use tracecheck::metrics::Metrics;
 use tracecheck::otlp::{self, KeyedSpan, LazyExportRequest, RawSpan};
-use tracecheck::results::evaluator::{build_trace, build_trace_for};
 
 /// Spans in each export request of the decode and assemble benchmarks.
 const REQUEST_SPANS: usize = 400;

@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use tracecheck::bench::traffic::{Rng, TrafficGenerator, TrafficMix};
 use tracecheck::config::Config;
 use tracecheck::engine::Verdict;
-use tracecheck::results::registry::ModelSource;
+use tracecheck::evaluator::registry::ModelSource;
 
 /// The example models of `config/models/`, so `demo` runs from anywhere.
 const EXAMPLE_MODELS: &[(&str, &str)] = &[

@@ -18,6 +18,7 @@ pub mod civil;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod evaluator;
 pub mod exporter;
 pub mod health;
 pub mod ids;

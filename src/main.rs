@@ -21,7 +21,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tracecheck::config::{Config, LogEncoding, LogsConfig, DEFAULT_MODELS_DIR};
 use tracecheck::daemon::Daemon;
 use tracecheck::engine::{Engine, Verdict};
-use tracecheck::results::registry::ModelSource;
+use tracecheck::evaluator::registry::ModelSource;
 use tracecheck::results::ModelsStage;
 
 /// Exit code for bad input: config, model or trace files.
@@ -371,7 +371,7 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 
 /// Work started once the daemon listens (the demo's traffic).
 pub(crate) type OnStart =
-    Box<dyn FnOnce(&Daemon<tracecheck::results::EvaluatorPool>, Arc<ModelsStage>) + Send>;
+    Box<dyn FnOnce(&Daemon<tracecheck::evaluator::EvaluatorPool>, Arc<ModelsStage>) + Send>;
 
 /// Runs the daemon until SIGTERM/SIGINT; SIGHUP reloads the models.
 /// `on_start` runs once the daemon listens (the demo's traffic).

@@ -442,7 +442,7 @@ async fn a_failing_traces_exporter_gets_exactly_the_violating_traces_whole() {
     let model = "type: Model\nspec:\n  id: checkout-paid\n  match: span[name = \"checkout\"]\n  specs:\n    - name: payment charged\n      selector: span[name = \"charge\"]\n";
     let (daemon, _models) = tracecheck::results::start_daemon(
         config,
-        vec![tracecheck::results::registry::ModelSource::Embedded {
+        vec![tracecheck::evaluator::registry::ModelSource::Embedded {
             name: "checkout.yaml".into(),
             text: model.into(),
         }],

@@ -17,9 +17,9 @@ use models_util::{bounded, config, export, poll_until, python, repo_path, Live, 
 use prost::Message as _;
 use serde_json::Value;
 use tracecheck::bench::traffic::{GeneratedTrace, TraceShape};
+use tracecheck::evaluator::registry::ModelSource;
 use tracecheck::results::grpc_api::pb;
 use tracecheck::results::grpc_api::pb::verdict_service_client::VerdictServiceClient;
-use tracecheck::results::registry::ModelSource;
 
 const BANK_MODEL: &str = "overdraft-rolls-back";
 

@@ -26,8 +26,8 @@ use tonic::Code;
 use tonic_types::StatusExt as _;
 use tracecheck::bench::sink::Faults;
 use tracecheck::config::Config;
+use tracecheck::evaluator::registry::ModelSource;
 use tracecheck::receiver::config::LimitsConfig;
-use tracecheck::results::registry::ModelSource;
 
 use crate::util::{post, sample, RpcStatus};
 
@@ -252,7 +252,7 @@ async fn start_with_models(
     mut config: Config,
     sink: &tracecheck::bench::sink::SinkHandle,
     models: &str,
-) -> tracecheck::daemon::Daemon<tracecheck::results::EvaluatorPool> {
+) -> tracecheck::daemon::Daemon<tracecheck::evaluator::EvaluatorPool> {
     config.exporters.set_otlp(util::forward_to(
         &sink.grpc_endpoint().expect("sink gRPC"),
         "grpc",

@@ -20,8 +20,8 @@ use models_util::*;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use serde_json::Value;
 use tracecheck::bench::traffic::{GeneratedTrace, Rng, TraceShape, TrafficGenerator, TrafficMix};
+use tracecheck::evaluator::registry::ModelSource;
 use tracecheck::otlp::json::encode_export_request;
-use tracecheck::results::registry::ModelSource;
 
 const BANK_MODEL: &str = "overdraft-rolls-back";
 const TRACE_URL: &str = "http://jaeger.test/trace/{trace_id}";

@@ -36,9 +36,9 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use tonic::transport::Channel;
 use tracecheck::bench::traffic::{GeneratedTrace, Rng, TraceShape, TrafficGenerator, TrafficMix};
 use tracecheck::engine::Verdict;
+use tracecheck::evaluator::feed::RecvError;
+use tracecheck::evaluator::registry::ModelSource;
 use tracecheck::metrics::{CompletionReason, ReasonLabels, Transport, TransportLabels};
-use tracecheck::results::feed::RecvError;
-use tracecheck::results::registry::ModelSource;
 use tracecheck::results::ModelsStage;
 
 const BANK: &str = "overdraft-rolls-back";

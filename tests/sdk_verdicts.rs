@@ -43,9 +43,9 @@ use tokio::time::Instant;
 use tracecheck::config::Config;
 use tracecheck::daemon::Daemon;
 use tracecheck::engine::{Inconclusive, Verdict};
-use tracecheck::results::registry::ModelSource;
+use tracecheck::evaluator::registry::ModelSource;
+use tracecheck::evaluator::EvaluatorPool;
 use tracecheck::results::store::ResultStore;
-use tracecheck::results::EvaluatorPool;
 
 const PYTHON_IMPORTS: &str =
     "import opentelemetry.sdk.trace, opentelemetry.exporter.otlp.proto.http.trace_exporter";

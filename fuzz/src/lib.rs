@@ -17,11 +17,11 @@ use tracecheck::assembler::config::AssemblerConfig;
 use tracecheck::assembler::Assembler;
 use tracecheck::config::Config;
 use tracecheck::engine::{Engine, EvalContext, Trace};
+use tracecheck::evaluator::build_trace;
 use tracecheck::metrics::{Metrics, Transport};
 use tracecheck::model::{self, Document, Model};
 use tracecheck::otlp::{self, json, LazyExportRequest, WalkLimits};
 use tracecheck::receiver::ingest::Ingest;
-use tracecheck::results::evaluator::build_trace;
 
 /// What a receiver may decompress: small, so that a bomb is cheap to find.
 const GZIP_LIMIT: usize = 1024 * 1024;

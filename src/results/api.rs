@@ -13,10 +13,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::config::LinksConfig;
-use super::registry::ModelRegistry;
 use super::store::ResultStore;
 use crate::assembler::Assembler;
 use crate::engine::Verdict;
+use crate::evaluator::registry::ModelRegistry;
 use crate::ids::TraceId;
 use crate::otlp::{json as otlp_json, to_resource_spans, RawSpan};
 

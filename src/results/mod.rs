@@ -6,12 +6,9 @@ pub mod admin;
 pub mod alerts;
 pub mod api;
 pub mod config;
-pub mod evaluator;
 pub mod exposition;
-pub mod feed;
 pub mod grpc_api;
 pub mod promote;
-pub mod registry;
 pub mod signin;
 pub mod store;
 pub mod ui;
@@ -21,12 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use self::config::LinksConfig;
-use self::evaluator::Evaluator;
-pub use self::evaluator::EvaluatorPool;
-use self::feed::VerdictFeed;
-use self::registry::{ModelRegistry, ModelSource, ReloadReport};
 use self::store::ResultStore;
 use crate::daemon::Stages;
+use crate::evaluator::feed::VerdictFeed;
+use crate::evaluator::registry::{ModelRegistry, ModelSource, ReloadReport};
+use crate::evaluator::{self, Evaluator, EvaluatorPool};
 use crate::metrics;
 
 /// How often model files are checked for changes.

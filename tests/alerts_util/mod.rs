@@ -22,8 +22,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use serde_json::Value;
 use tracecheck::config::Config;
 use tracecheck::daemon::Daemon;
-use tracecheck::results::registry::ModelSource;
-use tracecheck::results::EvaluatorPool;
+use tracecheck::evaluator::registry::ModelSource;
+use tracecheck::evaluator::EvaluatorPool;
 use tracecheck::results::ModelsStage;
 
 /// A loopback port that was free a moment ago (for child processes, which

@@ -24,8 +24,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use serde_json::Value;
 use tracecheck::config::Config;
 use tracecheck::daemon::Daemon;
-use tracecheck::results::registry::ModelSource;
-use tracecheck::results::EvaluatorPool;
+use tracecheck::evaluator::registry::ModelSource;
+use tracecheck::evaluator::EvaluatorPool;
 use tracecheck::results::ModelsStage;
 
 /// A daemon started as `run_daemon` starts it, on loopback ports chosen by

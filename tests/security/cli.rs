@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
-use tracecheck::results::registry::ModelSource;
+use tracecheck::evaluator::registry::ModelSource;
 
 use crate::pki::Pki;
 use crate::util;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tracecheck::config::Config;
 use tracecheck::daemon::Daemon;
-use tracecheck::results::EvaluatorPool;
+use tracecheck::evaluator::EvaluatorPool;
 
 pub const LIMIT: Duration = Duration::from_secs(90);
 

@@ -26,10 +26,10 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::config::LinksConfig;
-use super::feed::{RecvError, VerdictFeed};
-use super::registry::{LoadedModels, ModelRegistry};
 use super::store::ResultStore;
 use crate::engine::Verdict;
+use crate::evaluator::feed::{RecvError, VerdictFeed};
+use crate::evaluator::registry::{LoadedModels, ModelRegistry};
 use crate::ids::TraceId;
 use crate::testrun::api::Runs;
 

@@ -12,10 +12,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::engine::Verdict;
+use crate::evaluator::registry::{LoadedModels, ReloadReport};
 use crate::ids::{SpanId, TraceId};
 use crate::model::Model;
 use crate::results::config::LinksConfig;
-use crate::results::registry::{LoadedModels, ReloadReport};
 use crate::results::store::{ResultStore, StoredTrace, VerdictRecord};
 use crate::testrun::api::RunRecord;
 
@@ -1043,7 +1043,7 @@ mod tests {
         store
             .versions
             .count("checkout", "<1.5>", &[counted(Verdict::Fail)]);
-        let report = crate::results::registry::ReloadReport {
+        let report = crate::evaluator::registry::ReloadReport {
             models: Vec::new(),
             errors: Vec::new(),
             kept_previous: false,

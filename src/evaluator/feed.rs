@@ -14,8 +14,8 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 pub use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
-use super::store::VerdictRecord;
 use crate::engine::Verdict;
+use crate::results::store::VerdictRecord;
 
 /// The sending side; cheap to clone (every clone is the same feed).
 #[derive(Clone)]

@@ -32,6 +32,16 @@
 //! others for longer than the budget; the first such model is counted in
 //! `tracecheck_model_slow_evaluations_total{model}` and logged (at most one
 //! line per [`SLOW_LOG_INTERVAL`]).
+//!
+//! This module owns the evaluator stage, between the assembler and the
+//! results: the evaluation threads ([`Evaluator`], [`EvaluatorPool`]), the
+//! models in force and their reloads ([`registry`]), and the live feed of
+//! verdicts ([`feed`]). What the verdicts become — the result store, the
+//! alerts — is [`crate::results`]; who reads them is [`crate::admin`].
+
+pub mod config;
+pub mod feed;
+pub mod registry;
 
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
@@ -41,19 +51,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
-use super::alerts::{AlertEvent, AlertSender};
-use super::config::LinksConfig;
-use super::feed::VerdictFeed;
-use super::metrics::{
-    FlipLabels, InconclusiveLabels, LateLabels, Metrics, ModelLabels, SpecLabels,
-};
-use super::registry::{LoadedModels, ModelRegistry};
-use super::store::{ResultStore, VerdictRecord};
+use self::feed::VerdictFeed;
+use self::registry::{LoadedModels, ModelRegistry};
 use crate::assembler::{CompletedTrace, TraceConsumer};
 use crate::engine::{EvalContext, Inconclusive, ModelVerdict, Trace, TraceBuilder, Verdict};
 use crate::ids::TraceId;
 use crate::metrics::CompletionReason;
+use crate::metrics::{
+    FlipLabels, InconclusiveLabels, LateLabels, Metrics, ModelLabels, SpecLabels,
+};
 use crate::otlp::{RawSpan, ScopeInterner};
+use crate::results::alerts::{AlertEvent, AlertSender};
+use crate::results::config::LinksConfig;
+use crate::results::store::{ResultStore, VerdictRecord};
 use crate::results::versions::Counted;
 
 /// The default of `models.evaluation_budget`.
@@ -1513,9 +1523,9 @@ mod tests {
     use crate::assembler::CompletedTrace;
     use crate::bench::traffic::{Rng, TrafficGenerator, TrafficMix};
     use crate::engine::Value;
+    use crate::evaluator::registry::{ModelRegistry, ModelSource};
     use crate::metrics::CompletionReason;
     use crate::otlp::{to_resource_spans, walk, LazyExportRequest};
-    use crate::results::registry::{ModelRegistry, ModelSource};
 
     /// Everything evaluation can read from a trace, with keys by name (key
     /// ids depend on interning order, which both builders share anyway).
@@ -1909,7 +1919,7 @@ spec:
     ) -> (
         Evaluator,
         Arc<Metrics>,
-        crate::results::feed::Listener,
+        crate::evaluator::feed::Listener,
         tempfile::TempDir,
     ) {
         use prometheus_client::registry::Registry;
