@@ -12,11 +12,11 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
+use tracecheck::admin::ui::{render_failures, FailuresQuery};
 use tracecheck::engine::{Failure, FailureKind, Verdict};
 use tracecheck::ids::{SpanId, TraceId};
 use tracecheck::metrics::CompletionReason;
 use tracecheck::results::store::{ResultStore, VerdictRecord};
-use tracecheck::results::ui::{render_failures, FailuresQuery};
 
 const MODELS: u32 = 100;
 const PER_MODEL: u32 = 100;

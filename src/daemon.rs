@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{self, AdminState};
 use crate::assembler::{spawn_consumer, Assembler, CompletedTrace, TraceConsumer};
 use crate::config::Config;
 use crate::exporter::config::TraceSelection;
@@ -18,7 +19,6 @@ use crate::exporter::Exporter;
 use crate::metrics::Metrics;
 use crate::receiver::ingest::Ingest;
 use crate::receiver::{self, Receivers};
-use crate::results::admin::{self, AdminState};
 use crate::tier::Tier;
 
 /// Completed traces waiting for the consumer. When it is full the assembler
@@ -205,14 +205,14 @@ impl<C: TraceConsumer> Daemon<C> {
                 app = app.merge(routes);
             }
             let gate = admin_token.map(|t| {
-                Arc::new(crate::results::signin::Gate::new(
+                Arc::new(crate::admin::signin::Gate::new(
                     t,
                     config.admin.tls.is_some(),
                     config.admin.protect_metrics,
                 ))
             });
             if let Some(g) = &gate {
-                app = app.merge(crate::results::signin::router(Arc::clone(g)));
+                app = app.merge(crate::admin::signin::router(Arc::clone(g)));
             }
             // Last, so that it covers every route merged above.
             let app = admin::guard(app, gate, Arc::clone(&metrics));

@@ -11,6 +11,7 @@
 //! wire formats shared by receiver and exporter.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod assembler;
 pub mod bench;
 pub mod check;

@@ -496,7 +496,7 @@ fn promote(
             .await
             .map_err(|e| anyhow::anyhow!("{url}: {}", tracecheck::net::client::error_chain(&e)))?;
         let status = resp.status();
-        let limit = tracecheck::results::promote::MAX_UNPACKED;
+        let limit = tracecheck::admin::promote::MAX_UNPACKED;
         if resp.content_length().is_some_and(|n| n > limit) {
             anyhow::bail!(
                 "{url}: the answer is over {} MiB; not a promoted test",
@@ -514,11 +514,11 @@ fn promote(
         }
         Ok(body)
     })?;
-    let written = tracecheck::results::promote::unpack(&bytes, out, &id)?;
+    let written = tracecheck::admin::promote::unpack(&bytes, out, &id)?;
     for f in &written {
         println!("wrote {}", f.display());
     }
-    let dir = out.join(tracecheck::results::promote::folder(&id));
+    let dir = out.join(tracecheck::admin::promote::folder(&id));
     println!(
         "reproduce: tracecheck check --models {} --traces {}",
         dir.join("models").display(),

@@ -5,9 +5,9 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use tracecheck::admin::grpc_api::pb;
+use tracecheck::admin::grpc_api::pb::verdict_service_client::VerdictServiceClient;
 use tracecheck::net::tls::ClientTlsConfig;
-use tracecheck::results::grpc_api::pb;
-use tracecheck::results::grpc_api::pb::verdict_service_client::VerdictServiceClient;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum WatchVerdict {

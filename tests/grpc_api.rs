@@ -16,10 +16,10 @@ use grpc_util::*;
 use models_util::{bounded, config, export, poll_until, python, repo_path, Live, Metrics};
 use prost::Message as _;
 use serde_json::Value;
+use tracecheck::admin::grpc_api::pb;
+use tracecheck::admin::grpc_api::pb::verdict_service_client::VerdictServiceClient;
 use tracecheck::bench::traffic::{GeneratedTrace, TraceShape};
 use tracecheck::evaluator::registry::ModelSource;
-use tracecheck::results::grpc_api::pb;
-use tracecheck::results::grpc_api::pb::verdict_service_client::VerdictServiceClient;
 
 const BANK_MODEL: &str = "overdraft-rolls-back";
 

@@ -882,7 +882,7 @@ impl Judged {
         let admin = Arc::clone(&daemon.admin);
         let stopped = daemon.shutdown().await;
         drop(models_dir);
-        let metrics = tracecheck::results::exposition::prometheus_text(&admin.registry);
+        let metrics = tracecheck::admin::exposition::prometheus_text(&admin.registry);
         let mut records: HashMap<(String, String), Vec<Record>> = HashMap::new();
         for model in RESTART_MODELS {
             for r in store.results(Some(model), None, usize::MAX) {

@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::admin::config::AdminConfig;
 use crate::assembler::config::AssemblerConfig;
 pub use crate::evaluator::config::{ModelsConfig, DEFAULT_MODELS_DIR};
 use crate::exporter::config::ExportersConfig;
 use crate::receiver::config::ReceiversConfig;
-use crate::results::config::{AdminConfig, AlertsConfig, LinksConfig};
+use crate::results::config::{AlertsConfig, LinksConfig};
 
 /// `exporters.otlp.max_request_bytes` below this would cost a send per
 /// span or two.

@@ -2,16 +2,9 @@
 //! force (evaluator), Prometheus metrics, a bounded store of recent results
 //! with their traces, and the admin HTTP endpoint with its API and pages.
 
-pub mod admin;
 pub mod alerts;
-pub mod api;
 pub mod config;
-pub mod exposition;
-pub mod grpc_api;
-pub mod promote;
-pub mod signin;
 pub mod store;
-pub mod ui;
 pub mod versions;
 
 use std::sync::Arc;
@@ -19,6 +12,7 @@ use std::time::Duration;
 
 use self::config::LinksConfig;
 use self::store::ResultStore;
+use crate::admin::{api, grpc_api, ui};
 use crate::daemon::Stages;
 use crate::evaluator::feed::VerdictFeed;
 use crate::evaluator::registry::{ModelRegistry, ModelSource, ReloadReport};

@@ -55,8 +55,8 @@ use tokio::time::Instant;
 
 pub use config::TierConfig;
 
+use crate::admin::AdminState;
 use crate::metrics::{Metrics, TierLabels};
-use crate::results::admin::AdminState;
 
 /// Where peers announce changes.
 pub const CHANGES_PATH: &str = "/api/v1/tier/changes";

@@ -1,10 +1,10 @@
 //! Bearer tokens: `receivers.otlp.auth` and `admin.auth`.
 
+use tracecheck::admin::grpc_api::pb;
+use tracecheck::admin::grpc_api::pb::model_service_client::ModelServiceClient;
+use tracecheck::admin::grpc_api::pb::verdict_service_client::VerdictServiceClient;
 use tracecheck::net::auth::AuthConfig;
 use tracecheck::net::secret::Secret;
-use tracecheck::results::grpc_api::pb;
-use tracecheck::results::grpc_api::pb::model_service_client::ModelServiceClient;
-use tracecheck::results::grpc_api::pb::verdict_service_client::VerdictServiceClient;
 
 use crate::util::{self, bounded};
 

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use serde_json::json;
-use tracecheck::results::grpc_api::pb;
+use tracecheck::admin::grpc_api::pb;
 
 use crate::util::*;
 
@@ -169,7 +169,7 @@ async fn grpc_sut(reporter: Reporter, v1alpha_only: bool) -> SocketAddr {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tracecheck::results::grpc_api::FILE_DESCRIPTOR_SET);
+        .register_encoded_file_descriptor_set(tracecheck::admin::grpc_api::FILE_DESCRIPTOR_SET);
     let service = pb::verdict_service_server::VerdictServiceServer::new(GrpcSut(reporter));
     let router = if v1alpha_only {
         // As servers built before reflection v1 answer.

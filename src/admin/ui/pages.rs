@@ -625,7 +625,7 @@ pub fn trace_page(
 
     // The spans.
     b.push_str("<h2>Spans</h2>");
-    match crate::results::api::span_tree(&stored.spans) {
+    match crate::admin::api::span_tree(&stored.spans) {
         Err(e) => {
             let _ = write!(b, "<p class=\"message\">{}</p>", escape(&e));
         }

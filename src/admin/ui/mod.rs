@@ -25,12 +25,12 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::config::LinksConfig;
-use super::store::ResultStore;
 use crate::engine::Verdict;
 use crate::evaluator::feed::{RecvError, VerdictFeed};
 use crate::evaluator::registry::{LoadedModels, ModelRegistry};
 use crate::ids::TraceId;
+use crate::results::config::LinksConfig;
+use crate::results::store::ResultStore;
 use crate::testrun::api::Runs;
 
 /// What the pages read.

@@ -1,7 +1,22 @@
-//! The admin HTTP endpoint: `/metrics`, `/healthz`, `/readyz` (and, with
-//! models, the API). Loopback-only unless configured otherwise; with
-//! `admin.auth`, [`guard`] asks a bearer token of every request that
+//! The admin face: every way a person or a tool reads the daemon, on the
+//! admin port — the HTTP API ([`api`]), the gRPC API ([`grpc_api`]),
+//! `/metrics` ([`exposition`]), the pages under `/ui/` ([`ui`]) with
+//! sign-in ([`signin`]), and the server side of promoting a failure to a
+//! regression test ([`promote`]). It reads the evaluator's models and
+//! verdict feed and the results' store; nothing below it imports it.
+//!
+//! This file is the admin HTTP endpoint: `/metrics`, `/healthz`, `/readyz`
+//! (and, with models, the API). Loopback-only unless configured otherwise;
+//! with `admin.auth`, [`guard`] asks a bearer token of every request that
 //! changes something.
+
+pub mod api;
+pub mod config;
+pub mod exposition;
+pub mod grpc_api;
+pub mod promote;
+pub mod signin;
+pub mod ui;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,8 +27,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use prometheus_client::registry::Registry;
-
-use super::exposition;
 
 /// What the admin endpoint reads.
 pub struct AdminState {
@@ -78,15 +91,15 @@ async fn healthz(State(s): State<Arc<AdminState>>) -> Response {
 }
 
 /// `admin.auth`: every request but the open ones ([`Gate::is_open`]) must
-/// show the token ([`super::signin`]). Decided by path, not per route, so
+/// show the token ([`self::signin`]). Decided by path, not per route, so
 /// that routes added later are guarded without anyone remembering to.
 /// Apply it to the finished router (axum layers only cover the routes
 /// present when they are added).
 ///
-/// [`Gate::is_open`]: super::signin::Gate::is_open
+/// [`Gate::is_open`]: self::signin::Gate::is_open
 pub fn guard(
     app: Router,
-    gate: Option<Arc<super::signin::Gate>>,
+    gate: Option<Arc<self::signin::Gate>>,
     metrics: Arc<crate::metrics::Metrics>,
 ) -> Router {
     let Some(gate) = gate else {
@@ -139,7 +152,7 @@ impl Refusal {
                 StatusCode::SEE_OTHER,
                 [(
                     header::LOCATION,
-                    format!("{}?next={path}", super::signin::LOGIN_PATH),
+                    format!("{}?next={path}", self::signin::LOGIN_PATH),
                 )],
             )
                 .into_response(),
@@ -158,7 +171,7 @@ impl Refusal {
     }
 }
 
-fn refusal(gate: &super::signin::Gate, request: &axum::extract::Request) -> Option<Refusal> {
+fn refusal(gate: &self::signin::Gate, request: &axum::extract::Request) -> Option<Refusal> {
     let headers = request.headers();
     let grpc = crate::net::auth::is_grpc(headers);
     let method = request.method();
@@ -180,7 +193,7 @@ fn refusal(gate: &super::signin::Gate, request: &axum::extract::Request) -> Opti
             // A person at a page, not a script (the live page's events).
             page: (!grpc && safe && wants_html && path.starts_with("/ui/")).then(|| {
                 let target = request.uri().path_and_query().map_or(path, |p| p.as_str());
-                super::signin::url_encode(target)
+                self::signin::url_encode(target)
             }),
         });
     }
@@ -188,7 +201,7 @@ fn refusal(gate: &super::signin::Gate, request: &axum::extract::Request) -> Opti
     // browser adds basic auth it once typed to any site's request, as it
     // adds the cookie. Tools send no `Origin` and pass; gRPC needs a
     // content type no cross-site form or simple fetch can send.
-    if !grpc && !safe && !super::signin::same_origin(headers, request.uri()) {
+    if !grpc && !safe && !self::signin::same_origin(headers, request.uri()) {
         return Some(Refusal::CrossSite);
     }
     None
@@ -197,7 +210,7 @@ fn refusal(gate: &super::signin::Gate, request: &axum::extract::Request) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::results::signin::Gate;
+    use crate::admin::signin::Gate;
 
     fn gate() -> Gate {
         let token = crate::net::auth::BearerToken::load(

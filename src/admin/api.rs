@@ -12,13 +12,13 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::config::LinksConfig;
-use super::store::ResultStore;
 use crate::assembler::Assembler;
 use crate::engine::Verdict;
 use crate::evaluator::registry::ModelRegistry;
 use crate::ids::TraceId;
 use crate::otlp::{json as otlp_json, to_resource_spans, RawSpan};
+use crate::results::config::LinksConfig;
+use crate::results::store::ResultStore;
 
 pub struct Api {
     pub registry: Arc<ModelRegistry>,
@@ -131,7 +131,7 @@ struct VersionsQuery {
 
 /// `GET /api/v1/versions[?service=S][&model=M]`: counted verdicts per
 /// model and version of each root service, versions side by side
-/// ([`super::versions`]): does the canary fail what the stable passes?
+/// ([`crate::results::versions`]): does the canary fail what the stable passes?
 async fn versions(State(api): State<Arc<Api>>, Query(q): Query<VersionsQuery>) -> Response {
     let rows = api
         .store
@@ -259,7 +259,7 @@ async fn promoted(State(api): State<Arc<Api>>, Path(trace_id): Path<String>) -> 
     let mut failed: Vec<super::promote::FailedModel<'_>> = Vec::new();
     // The latest verdict of each model counts: a failure late spans undid
     // is no failure to reproduce.
-    let mut latest: Vec<&super::store::VerdictRecord> = Vec::new();
+    let mut latest: Vec<&crate::results::store::VerdictRecord> = Vec::new();
     for v in stored.verdicts.iter().rev() {
         if latest.iter().all(|l| l.model != v.model) {
             latest.push(v);

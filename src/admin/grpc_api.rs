@@ -12,10 +12,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::store::VerdictRecord;
 use crate::engine::{Engine, EvalContext, Failure, Trace, Verdict};
 use crate::evaluator::feed::{RecvError, VerdictFeed};
 use crate::evaluator::registry::ModelRegistry;
+use crate::results::store::VerdictRecord;
 
 /// Generated from `proto/tracecheck/v1/*.proto`.
 #[allow(clippy::all, missing_docs)]
