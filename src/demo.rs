@@ -82,7 +82,7 @@ async fn send_traffic(addr: std::net::SocketAddr, rate: u32) {
     }
 }
 
-async fn summarise(models: Arc<tracecheck::results::ModelsStage>) {
+async fn summarise(models: Arc<tracecheck::daemon::ModelsStage>) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     tick.tick().await;
     loop {

@@ -15,12 +15,35 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use prometheus_client::registry::Registry;
 
 use crate::metrics::{Metrics, PanicLabels};
+
+/// What the admin endpoint reads (re-exported as `admin::AdminState`): kept
+/// here, below the stages, so that a stage that changes readiness (the
+/// tier, on leave) does not import the admin face.
+pub struct AdminState {
+    pub registry: Registry,
+    /// Receivers bound and models loaded.
+    pub ready: AtomicBool,
+    /// Workers down: not ready while one is, not live while one is dead.
+    pub workers: Arc<Workers>,
+}
+
+impl AdminState {
+    pub fn new(registry: Registry, workers: Arc<Workers>) -> Self {
+        Self {
+            registry,
+            ready: AtomicBool::new(false),
+            workers,
+        }
+    }
+}
 
 /// Why a worker is not running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,9 +20,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracecheck::config::{Config, LogEncoding, LogsConfig, DEFAULT_MODELS_DIR};
 use tracecheck::daemon::Daemon;
+use tracecheck::daemon::ModelsStage;
 use tracecheck::engine::{Engine, Verdict};
 use tracecheck::evaluator::registry::ModelSource;
-use tracecheck::results::ModelsStage;
 
 /// Exit code for bad input: config, model or trace files.
 const EXIT_BAD_INPUT: u8 = 2;
@@ -382,7 +382,7 @@ pub(crate) async fn run_daemon(
 ) -> anyhow::Result<ExitCode> {
     use tokio::signal::unix::{signal, SignalKind};
     let shutdown_timeout = config.service.shutdown_timeout;
-    let (daemon, models) = tracecheck::results::start_daemon(config, sources).await?;
+    let (daemon, models) = tracecheck::daemon::start_daemon(config, sources).await?;
     tracing::info!(
         grpc = ?daemon.grpc_addr,
         http = ?daemon.http_addr,
@@ -748,7 +748,7 @@ fn test_run(args: TestRunArgs) -> anyhow::Result<ExitCode> {
                     .map_err(|e| e.to_string())
             }
             None => {
-                let embedded = testrun::Embedded::start(testrun::EmbeddedConfig {
+                let embedded = tracecheck::daemon::Embedded::start(tracecheck::daemon::EmbeddedConfig {
                     grpc: args.otlp_grpc,
                     http: args.otlp_http,
                     idle_timeout: args.idle_timeout,

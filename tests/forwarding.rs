@@ -440,7 +440,7 @@ async fn a_failing_traces_exporter_gets_exactly_the_violating_traces_whole() {
         .unwrap_or_else(|e| panic!("{e}\n{text}"))
         .config;
     let model = "type: Model\nspec:\n  id: checkout-paid\n  match: span[name = \"checkout\"]\n  specs:\n    - name: payment charged\n      selector: span[name = \"charge\"]\n";
-    let (daemon, _models) = tracecheck::results::start_daemon(
+    let (daemon, _models) = tracecheck::daemon::start_daemon(
         config,
         vec![tracecheck::evaluator::registry::ModelSource::Embedded {
             name: "checkout.yaml".into(),

@@ -257,7 +257,7 @@ async fn start_with_models(
         &sink.grpc_endpoint().expect("sink gRPC"),
         "grpc",
     ));
-    let (daemon, _models) = tracecheck::results::start_daemon(
+    let (daemon, _models) = tracecheck::daemon::start_daemon(
         config,
         vec![ModelSource::Embedded {
             name: "limits.yaml".into(),

@@ -35,11 +35,11 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use tonic::transport::Channel;
 use tracecheck::bench::traffic::{GeneratedTrace, Rng, TraceShape, TrafficGenerator, TrafficMix};
+use tracecheck::daemon::ModelsStage;
 use tracecheck::engine::Verdict;
 use tracecheck::evaluator::feed::RecvError;
 use tracecheck::evaluator::registry::ModelSource;
 use tracecheck::metrics::{CompletionReason, ReasonLabels, Transport, TransportLabels};
-use tracecheck::results::ModelsStage;
 
 const BANK: &str = "overdraft-rolls-back";
 const REASONS: [&str; 5] = ["idle", "root", "max_age", "evicted", "shutdown"];

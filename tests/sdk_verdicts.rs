@@ -162,7 +162,7 @@ async fn start_tracecheck_at(models: &[(&str, &str)], http: &str) -> Tracecheck 
             optional: false,
         })
         .collect();
-    let (daemon, stage) = tracecheck::results::start_daemon(config, sources)
+    let (daemon, stage) = tracecheck::daemon::start_daemon(config, sources)
         .await
         .expect("daemon starts");
     let load = &stage.initial_load;

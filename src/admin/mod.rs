@@ -18,7 +18,7 @@ pub mod promote;
 pub mod signin;
 pub mod ui;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -26,26 +26,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use prometheus_client::registry::Registry;
 
-/// What the admin endpoint reads.
-pub struct AdminState {
-    pub registry: Registry,
-    /// Receivers bound and models loaded.
-    pub ready: AtomicBool,
-    /// Workers down: not ready while one is, not live while one is dead.
-    pub workers: Arc<crate::health::Workers>,
-}
-
-impl AdminState {
-    pub fn new(registry: Registry, workers: Arc<crate::health::Workers>) -> Self {
-        Self {
-            registry,
-            ready: AtomicBool::new(false),
-            workers,
-        }
-    }
-}
+pub use crate::health::AdminState;
 
 pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
@@ -205,6 +187,22 @@ fn refusal(gate: &self::signin::Gate, request: &axum::extract::Request) -> Optio
         return Some(Refusal::CrossSite);
     }
     None
+}
+
+/// Unknown paths: 404 for HTTP, UNIMPLEMENTED for gRPC (the admin port
+/// serves both).
+pub async fn not_found(headers: axum::http::HeaderMap) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let grpc = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        return tonic::Status::unimplemented("no such gRPC method")
+            .into_http::<axum::body::Body>()
+            .into_response();
+    }
+    (axum::http::StatusCode::NOT_FOUND, "not found\n").into_response()
 }
 
 #[cfg(test)]

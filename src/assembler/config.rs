@@ -15,20 +15,20 @@ pub struct AssemblerConfig {
     /// OpenTelemetry SDKs every 5 s by default), and the root, which ends
     /// last, may well be exported first. Raise it for senders that batch
     /// longer (`docs/operations.md`).
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub settle: Duration,
     /// This long after its root span (no parent) arrived, a trace is
     /// evaluated once before it settles, for the models whose pass no later
     /// span could change: those passes are published and counted at once.
     /// Nothing else is decided then.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub root_settle: Duration,
     /// The same early evaluation for a trace whose root has not come, once
     /// no span of it has come for this long.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub idle_timeout: Duration,
     /// Hard cap from a trace's first span.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub max_trace_age: Duration,
     /// Buffered traces at most. At the bound new spans are refused with a
     /// retryable answer while the oldest traces are completed early
@@ -40,7 +40,7 @@ pub struct AssemblerConfig {
     /// after it are recognised as late (`tracecheck_late_spans_total`),
     /// merged into it and every model evaluated again, instead of starting
     /// a new trace that would be judged on its own.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub late_span_window: Duration,
     /// Trace IDs remembered for `late_span_window` at most (~128 bytes
     /// each, charged to the memory account; never more than an eighth of

@@ -2,9 +2,9 @@
 //! errors that name the key and its line and column.
 //!
 //! Each stage owns its config struct beside its code (`receiver::config`,
+//! `evaluator::config`, `results::config`, `admin::config`,
 //! `assembler::config`, …); [`Config`] only composes them.
 
-pub mod duration;
 pub mod env;
 
 use std::path::{Path, PathBuf};
@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::admin::config::AdminConfig;
 use crate::assembler::config::AssemblerConfig;
+use crate::duration;
 pub use crate::evaluator::config::{ModelsConfig, DEFAULT_MODELS_DIR};
 use crate::exporter::config::ExportersConfig;
 use crate::receiver::config::ReceiversConfig;
@@ -69,7 +70,7 @@ pub struct ServiceConfig {
     /// process exits at once, logging what it left. The default fits
     /// inside Kubernetes' 30 s grace period with the manifests' 5 s
     /// `preStop`.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub shutdown_timeout: std::time::Duration,
     /// The Collector's `service.pipelines`: only `traces`, from `otlp`, to
     /// the exporters it lists.

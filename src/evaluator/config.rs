@@ -14,7 +14,7 @@ pub struct ModelsConfig {
     /// A model whose evaluation on one trace takes longer is counted in
     /// `tracecheck_model_slow_evaluations_total{model}` and logged with the
     /// trace ID. It is not interrupted: evaluation cannot be stopped safely.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub evaluation_budget: std::time::Duration,
     /// Threads that evaluate completed traces (each trace on one of them,
     /// chosen by its ID); 0 (the default) means one per CPU.

@@ -37,7 +37,7 @@
 //! results: the evaluation threads ([`Evaluator`], [`EvaluatorPool`]), the
 //! models in force and their reloads ([`registry`]), and the live feed of
 //! verdicts ([`feed`]). What the verdicts become — the result store, the
-//! alerts — is [`crate::results`]; who reads them is [`crate::admin`].
+//! alerts — is `results`; who reads them is `admin`.
 
 pub mod config;
 pub mod feed;

@@ -145,11 +145,11 @@ impl Serialize for ExportersConfig {
 pub struct CollectorRetry {
     #[serde(default = "yes")]
     pub enabled: bool,
-    #[serde(default, with = "crate::config::duration::option")]
+    #[serde(default, with = "crate::duration::option")]
     pub initial_interval: Option<Duration>,
-    #[serde(default, with = "crate::config::duration::option")]
+    #[serde(default, with = "crate::duration::option")]
     pub max_interval: Option<Duration>,
-    #[serde(default, with = "crate::config::duration::option")]
+    #[serde(default, with = "crate::duration::option")]
     pub max_elapsed_time: Option<Duration>,
     /// Accepted for pasted configs; tracecheck's backoff doubles.
     #[serde(default)]
@@ -237,13 +237,13 @@ pub struct OtlpExporterConfig {
     #[serde(default)]
     pub retry: RetryConfig,
     /// Deadline of one export call.
-    #[serde(default = "default_timeout", with = "crate::config::duration")]
+    #[serde(default = "default_timeout", with = "crate::duration")]
     pub timeout: Duration,
     /// Batches sent concurrently.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
     /// On shutdown, how long to keep sending what is queued.
-    #[serde(default = "default_drain_timeout", with = "crate::config::duration")]
+    #[serde(default = "default_drain_timeout", with = "crate::duration")]
     pub drain_timeout: Duration,
     /// Extra request headers / gRPC metadata (e.g. an API key). Values are
     /// secrets: they never appear in logs, errors or Debug output.
@@ -433,7 +433,7 @@ pub struct BatchConfig {
     /// `ResourceSpans`, and one over `max_request_bytes` is cut.
     pub max_bytes: usize,
     /// …or this long after its first span, whichever is first.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub timeout: Duration,
 }
 
@@ -451,16 +451,16 @@ impl Default for BatchConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub initial_interval: Duration,
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub max_interval: Duration,
     /// After this long a batch is given up and counted in
     /// `tracecheck_exporter_failed_spans_total`; `0s` never gives up.
     /// Unset: 5m with the in-memory queue; never with a persistent `queue`,
     /// whose point is to outlast outages (the directory's size bound then
     /// pushes back on senders instead).
-    #[serde(default, with = "crate::config::duration::option")]
+    #[serde(default, with = "crate::duration::option")]
     pub max_elapsed_time: Option<Duration>,
 }
 
@@ -516,7 +516,7 @@ impl<'de> Deserialize<'de> for FsyncPolicy {
         match s.trim() {
             "always" => Ok(FsyncPolicy::Always),
             "never" => Ok(FsyncPolicy::Never),
-            other => match crate::config::duration::parse(other) {
+            other => match crate::duration::parse(other) {
                 Ok(d) if !d.is_zero() => Ok(FsyncPolicy::Every(d)),
                 _ => Err(serde::de::Error::custom(format!(
                     "fsync {other:?}: expected always, never or a duration such as 1s"
@@ -531,7 +531,7 @@ impl Serialize for FsyncPolicy {
         match self {
             FsyncPolicy::Always => s.serialize_str("always"),
             FsyncPolicy::Never => s.serialize_str("never"),
-            FsyncPolicy::Every(d) => s.serialize_str(&crate::config::duration::format(*d)),
+            FsyncPolicy::Every(d) => s.serialize_str(&crate::duration::format(*d)),
         }
     }
 }

@@ -32,7 +32,7 @@ pub struct ServerTlsConfig {
     pub client_ca_file: Option<PathBuf>,
     /// How often the three files are checked for changes. New connections
     /// get new certificates; a change that does not load keeps the old ones.
-    #[serde(default = "default_reload_interval", with = "crate::config::duration")]
+    #[serde(default = "default_reload_interval", with = "crate::duration")]
     pub reload_interval: Duration,
 }
 
@@ -56,7 +56,7 @@ pub struct ClientTlsConfig {
     pub key_file: Option<PathBuf>,
     /// How often the files are checked for changes; new connections use
     /// what loaded last (a change that does not load keeps the old ones).
-    #[serde(default = "default_reload_interval", with = "crate::config::duration")]
+    #[serde(default = "default_reload_interval", with = "crate::duration")]
     pub reload_interval: Duration,
     /// The Collector's `insecure: true`: plain text, no TLS at all (taken
     /// into the endpoint's scheme when the config is read; exporters only).

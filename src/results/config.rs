@@ -57,14 +57,14 @@ pub struct AlertsConfig {
     pub alertmanager: Option<AlertmanagerConfig>,
     pub webhooks: Vec<WebhookConfig>,
     /// Repeated failures of one model update its alert at most this often.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub group_interval: std::time::Duration,
     /// A firing alert is re-sent this often so Alertmanager keeps it alive
     /// (its `resolve_timeout` must be longer).
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub resend_interval: std::time::Duration,
     /// A model's alert resolves after this long without failures.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub resolve_after: std::time::Duration,
     /// The admin URL put into `generatorURL`, as reachable by people
     /// (defaults to `http://` + `admin.endpoint`).

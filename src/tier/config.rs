@@ -16,7 +16,7 @@ pub struct TierConfig {
     /// `HOSTNAME` variable, the pod name under Kubernetes].
     pub instance: Option<String>,
     /// How long an announcement may take in all, resolution included.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub announce_timeout: std::time::Duration,
     /// With `admin.tls`, announcements go over HTTPS to each address of a
     /// peer, its certificate checked against the peer's host name: this

@@ -55,7 +55,7 @@ use tokio::time::Instant;
 
 pub use config::TierConfig;
 
-use crate::admin::AdminState;
+use crate::health::AdminState;
 use crate::metrics::{Metrics, TierLabels};
 
 /// Where peers announce changes.

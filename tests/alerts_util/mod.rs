@@ -22,9 +22,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use serde_json::Value;
 use tracecheck::config::Config;
 use tracecheck::daemon::Daemon;
+use tracecheck::daemon::ModelsStage;
 use tracecheck::evaluator::registry::ModelSource;
 use tracecheck::evaluator::EvaluatorPool;
-use tracecheck::results::ModelsStage;
 
 /// A loopback port that was free a moment ago (for child processes, which
 /// cannot be handed a bound socket).
@@ -553,7 +553,7 @@ impl Live {
             path: model,
             optional: false,
         }];
-        let (daemon, models) = tracecheck::results::start_daemon(config, sources)
+        let (daemon, models) = tracecheck::daemon::start_daemon(config, sources)
             .await
             .expect("daemon starts");
         assert_eq!(

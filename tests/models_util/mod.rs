@@ -24,9 +24,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use serde_json::Value;
 use tracecheck::config::Config;
 use tracecheck::daemon::Daemon;
+use tracecheck::daemon::ModelsStage;
 use tracecheck::evaluator::registry::ModelSource;
 use tracecheck::evaluator::EvaluatorPool;
-use tracecheck::results::ModelsStage;
 
 /// A daemon started as `run_daemon` starts it, on loopback ports chosen by
 /// the OS.
@@ -56,7 +56,7 @@ pub fn config(assembler: &str, trace_url: Option<&str>) -> Config {
 
 impl Live {
     pub async fn start(config: Config, sources: Vec<ModelSource>) -> Live {
-        let (daemon, models) = tracecheck::results::start_daemon(config, sources)
+        let (daemon, models) = tracecheck::daemon::start_daemon(config, sources)
             .await
             .expect("daemon starts");
         Live {

@@ -292,7 +292,7 @@ async fn a_changed_token_file_takes_effect() {
 async fn admin_auth_guards_trace_data_and_writes_not_health_or_metrics() {
     let mut config = util::config();
     config.admin.auth = auth();
-    let (daemon, _models) = tracecheck::results::start_daemon(config, Vec::new())
+    let (daemon, _models) = tracecheck::daemon::start_daemon(config, Vec::new())
         .await
         .expect("daemon starts");
     let base = format!("http://{}", daemon.admin_addr);
@@ -441,7 +441,7 @@ async fn a_browser_signs_in_once_and_other_sites_cannot_use_its_session() {
     let mut config = util::config();
     config.admin.auth = auth();
     config.admin.tls = Some(pki.server_tls(false));
-    let (daemon, _models) = tracecheck::results::start_daemon(config, Vec::new())
+    let (daemon, _models) = tracecheck::daemon::start_daemon(config, Vec::new())
         .await
         .expect("daemon starts");
     let origin = format!("https://localhost:{}", daemon.admin_addr.port());

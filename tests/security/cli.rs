@@ -76,7 +76,7 @@ async fn watch_and_test_run_reach_an_admin_endpoint_on_tls_with_ca_file() {
     config.admin.tls = Some(pki.server_tls(false));
     config.assembler.root_settle = Duration::from_millis(100);
     config.assembler.settle = Duration::from_millis(300);
-    let (daemon, _models) = tracecheck::results::start_daemon(
+    let (daemon, _models) = tracecheck::daemon::start_daemon(
         config,
         vec![ModelSource::Embedded {
             name: "must-charge.yaml".into(),

@@ -171,7 +171,7 @@ impl Served {
         let config = Config::from_yaml("testrun.yaml", &text, |_| None)
             .expect("test config")
             .config;
-        let (daemon, _) = tracecheck::results::start_daemon(config, Vec::new())
+        let (daemon, _) = tracecheck::daemon::start_daemon(config, Vec::new())
             .await
             .expect("daemon starts");
         Served {

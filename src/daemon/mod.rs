@@ -1,6 +1,18 @@
 //! The topology: builds every stage from the config and wires them in the
 //! one direction data flows — receivers → assembler → consumer (models),
 //! receivers → exporter — and takes them down in the same order on shutdown.
+//!
+//! The top of the layout: it imports the stages, the config that assembles
+//! theirs, and the admin face; no stage imports it. [`serve`] is the daemon
+//! as `tracecheck serve` runs it (the evaluator and the admin routes wired
+//! in), [`embedded`] the receivers and assembler `tracecheck test run`
+//! starts without `--server`.
+
+pub mod embedded;
+pub mod serve;
+
+pub use embedded::{Embedded, EmbeddedConfig};
+pub use serve::{start_daemon, ModelsStage, Settings};
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

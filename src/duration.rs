@@ -76,7 +76,7 @@ pub fn format(d: Duration) -> String {
     format!("{n}ns")
 }
 
-/// `#[serde(with = "crate::config::duration")]` for `Duration` fields.
+/// `#[serde(with = "crate::duration")]` for `Duration` fields.
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     parse(&s).map_err(de::Error::custom)
@@ -86,7 +86,7 @@ pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format(*d))
 }
 
-/// `#[serde(default, with = "crate::config::duration::option")]` for
+/// `#[serde(default, with = "crate::duration::option")]` for
 /// `Option<Duration>` fields: absent is `None`.
 pub mod option {
     use super::*;
