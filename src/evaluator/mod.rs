@@ -1217,6 +1217,9 @@ impl Evaluator {
             self.waiting.insert(id);
         }
         self.settled.insert(id, s);
+        // The account sees it before `forget` asks whether it is past its
+        // limit.
+        self.charge_settled();
         self.forget(Instant::now());
     }
 
@@ -1243,18 +1246,21 @@ impl Evaluator {
     /// Under memory pressure ([`crate::memory::MemoryAccount::pressed`])
     /// those settled longer than `settle` ago give way too, oldest first:
     /// the memory is wanted for traces still to be judged. The recently
-    /// settled stay: a sender refused for that very pressure retries within
-    /// seconds, and its spans must still be able to flip a verdict given
-    /// without them.
+    /// settled stay, unless the account is past its limit: a
+    /// sender refused for that very pressure retries within seconds, and
+    /// its spans must still be able to flip a verdict given without them.
     fn forget(&mut self, now: Instant) {
         while let Some(&(at, id)) = self.settled_order.front() {
             let expired = now.saturating_duration_since(at) > self.late_window;
             let not_waiting = self.settled_bytes - self.waiting_bytes;
-            let pressed = now.saturating_duration_since(at) > self.settle
-                && self
-                    .settled_charge
-                    .as_ref()
-                    .is_some_and(|c| c.account().pressed());
+            let account = self.settled_charge.as_ref().map(|c| c.account());
+            // Past the account's limit, even the recently settled give way: they are the one part that grows
+            // without being admitted (a trace's spans copied out of their
+            // requests as it settles), and their verdicts stay as
+            // `Forgotten`, so a late span still makes them inconclusive.
+            let pressed = account.is_some_and(|a| {
+                a.over() || (now.saturating_duration_since(at) > self.settle && a.pressed())
+            });
             if !expired && not_waiting <= self.keep_bytes && !pressed {
                 break;
             }
@@ -2363,6 +2369,60 @@ spec:
         ));
         assert_eq!(flips("never-release", "pass"), 1);
         assert_eq!(flips("refunds", "skip"), 1);
+    }
+
+    /// Settled traces are the one part of the account that grows without
+    /// admission (their spans are copied out of their requests as they
+    /// settle): past the limit even a trace settled a moment ago gives way,
+    /// and its late spans still cannot leave a pass standing.
+    #[test]
+    fn past_the_memory_limit_even_a_recently_settled_trace_gives_way() {
+        use crate::memory::{MemoryAccount, Part};
+        let (e, metrics, _watcher, _dir) = evaluator_for(EXISTS_AND_NEVER);
+        let memory = MemoryAccount::for_tests(1 << 20);
+        let mut e = e
+            .with_late_window(Duration::from_secs(300), 1 << 30, Duration::from_secs(60))
+            .with_memory(&memory);
+        let trace = |id: u8| {
+            let mut t = completed(
+                trace_named(&["checkout", "charge"]),
+                CompletionReason::root,
+                false,
+                false,
+            );
+            t.trace_id = TraceId([id; 16]);
+            t
+        };
+        e.consume(trace(1));
+        let kept = memory.get(Part::settled);
+        assert!(kept > 0, "settled within settle, under the limit: kept");
+
+        // The buffer takes the account to its limit: the next trace to
+        // settle would pass it.
+        memory.add(Part::buffer, (1 << 20) - memory.used());
+        e.consume(trace(2));
+        // Only the two traces' verdicts are left (`Forgotten`): their spans
+        // are given up.
+        assert!(
+            memory.used() <= (1 << 20) + 2 * 512,
+            "account {} past its limit by more than two traces' verdicts",
+            memory.used()
+        );
+
+        // A late span of the first makes its changeable pass inconclusive
+        // (kept, it would have been merged into a failure).
+        let mut late_release = completed(
+            trace_named(&["release"]),
+            CompletionReason::idle,
+            false,
+            true,
+        );
+        late_release.trace_id = TraceId([1; 16]);
+        e.consume(late_release);
+        assert_eq!(
+            flipped(&metrics, "never-release", "pass", "inconclusive"),
+            1
+        );
     }
 
     /// Late spans of a trace no longer kept are counted, not judged.
