@@ -25,6 +25,9 @@
 # Usage: bash benches/latency.sh [RATE...]     (default: 25000 50000 100000)
 #   MODELS=100 DURATION=30s SENDERS=4 SPANS_PER_REQUEST=400
 #   TIMING=1 (0: the bench set alone)  NAMED="verdict-early verdict-settled"
+#   SPLIT=1 SPREAD=300ms  production's shape with SPLIT=4: each trace's
+#     spans over 4 requests from different senders, the root last, the
+#     delay still measured from the trace's last span
 #   TRACECHECK=path/to/tracecheck (default: target/release/tracecheck)
 set -euo pipefail
 
@@ -35,6 +38,8 @@ DURATION="${DURATION:-30s}"
 SENDERS="${SENDERS:-4}"
 SPANS_PER_REQUEST="${SPANS_PER_REQUEST:-400}"
 TIMING="${TIMING:-1}"
+SPLIT="${SPLIT:-1}"
+SPREAD="${SPREAD:-300ms}"
 TRACECHECK="${TRACECHECK:-$ROOT/target/release/tracecheck}"
 [ -x "$TRACECHECK" ] || cargo build --release --quiet
 RATES=("$@")
@@ -67,7 +72,7 @@ for rate in "${RATES[@]}"; do
     cpu0=$(cpu_ticks "$TC")
     "$TRACECHECK" bench load --endpoint "http://127.0.0.1:$GRPC" --protocol grpc --senders "$SENDERS" \
         --spans-per-request "$SPANS_PER_REQUEST" --rate "$rate" --duration "$DURATION" \
-        --retry --max-retries 1000 --json >"$TMP/load.json"
+        --split "$SPLIT" --spread "$SPREAD" --retry --max-retries 1000 --json >"$TMP/load.json"
     # Until every trace has settled (6 s after its last span) and been judged.
     wait_settled "http://127.0.0.1:$ADMIN"
     cpu1=$(cpu_ticks "$TC")

@@ -12,6 +12,10 @@
 #
 # Usage: bash benches/memory.sh
 #   SPANS=1000000 SPANS_PER_REQUEST=400 SENDERS=4
+#   SPLIT=1 SPREAD=300ms  production's shape with SPLIT=4: each trace's
+#     spans over 4 requests from different senders, the root last; every
+#     request body stays pinned by the spans of it still buffered, and is
+#     in the RSS growth like the spans themselves
 #   TRACECHECK=path/to/tracecheck (default: target/release/tracecheck)
 set -euo pipefail
 
@@ -20,6 +24,8 @@ cd "$ROOT"
 SPANS="${SPANS:-1000000}"
 SPANS_PER_REQUEST="${SPANS_PER_REQUEST:-400}"
 SENDERS="${SENDERS:-4}"
+SPLIT="${SPLIT:-1}"
+SPREAD="${SPREAD:-300ms}"
 TRACECHECK="${TRACECHECK:-$ROOT/target/release/tracecheck}"
 if [ ! -x "$TRACECHECK" ]; then
     cargo build --release --quiet
@@ -82,7 +88,7 @@ before=$(rss_kib)
 
 requests=$(((SPANS + SPANS_PER_REQUEST - 1) / SPANS_PER_REQUEST))
 "$TRACECHECK" bench load --endpoint "http://127.0.0.1:$GRPC" --requests "$requests" --senders "$SENDERS" \
-    --spans-per-request "$SPANS_PER_REQUEST" --json >"$TMP/load.json"
+    --spans-per-request "$SPANS_PER_REQUEST" --split "$SPLIT" --spread "$SPREAD" --json >"$TMP/load.json"
 sleep 2
 after_spans=$(buffered)
 after=$(rss_kib)
