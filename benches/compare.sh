@@ -35,6 +35,9 @@
 #                  4 requests from different senders, the root last,
 #                  SPREAD (300ms) from first to last (`bench load --split`).
 #   JSON_SENDERS=0 of the senders, how many send OTLP/HTTP JSON.
+#   PERF=SECONDS   record a flat profile (perf, 999 Hz) of each tracecheck
+#                  case for that long while the load runs, reported by
+#                  thread and symbol into PERF_DIR (target/compare-perf)
 #   MATCHING=10    of each tc-N case's models, how many match every trace
 #                  and are evaluated (the bank model among them); the rest
 #                  match nothing.
@@ -63,6 +66,9 @@ SPLIT="${SPLIT:-1}"
 SPREAD="${SPREAD:-300ms}"
 JSON_SENDERS="${JSON_SENDERS:-0}"
 MATCHING="${MATCHING:-10}"
+PERF="${PERF:-}"
+PERF_DIR="${PERF_DIR:-$ROOT/target/compare-perf}"
+[ -z "$PERF" ] || mkdir -p "$PERF_DIR"
 case "$COMPRESSION" in none|gzip) ;; *) echo "COMPRESSION must be none or gzip" >&2; exit 2 ;; esac
 OUT="${OUT:-$ROOT/target/compare.json}"
 WAIT_SECS=120
@@ -177,11 +183,26 @@ for case in "${CASES[@]}"; do
     start_case "$case"
     cpu0=$(cpu_ticks "$CASE_PID")
     t0=$(date +%s.%N)
+    PERF_PID=
+    if [ -n "$PERF" ] && [ "$case" != rotel ]; then
+        # A flat profile of the daemon while the load runs, a second in.
+        (sleep 1; exec perf record -q -F 999 -p "$CASE_PID" -o "$PERF_DIR/$case.perf.data" -- sleep "$PERF") \
+            >"$PERF_DIR/$case.perf.log" 2>&1 &
+        PERF_PID=$!
+    fi
     "$TRACECHECK" bench load --endpoint "http://127.0.0.1:$RX_GRPC" --protocol grpc \
         --senders "$SENDERS" --spans-per-request "$SPANS_PER_REQUEST" --duration "$DURATION" \
         ${RATE:+--rate "$RATE"} --retry --max-retries 1000 --split "$SPLIT" --spread "$SPREAD" \
         --json-senders "$JSON_SENDERS" --json-endpoint "http://127.0.0.1:$RX_HTTP/v1/traces" \
         --json >"$TMP/$case.load.json"
+    if [ -n "$PERF_PID" ]; then
+        wait "$PERF_PID" || true
+        perf report -q -i "$PERF_DIR/$case.perf.data" --no-children --sort comm,dso,symbol --percent-limit 0.7 \
+            >"$PERF_DIR/$case.perf.txt" 2>/dev/null || true
+        perf report -q -i "$PERF_DIR/$case.perf.data" --no-children --sort comm --percent-limit 0.5 \
+            >"$PERF_DIR/$case.threads.txt" 2>/dev/null || true
+        echo "==> $case profile: $PERF_DIR/$case.perf.txt (by thread: $case.threads.txt)" >&2
+    fi
     accepted=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["spans_accepted"])' "$TMP/$case.load.json")
     # Drain: until the sink holds every accepted span (or the wait runs out).
     deadline=$((SECONDS + WAIT_SECS))

@@ -234,7 +234,24 @@ enum Format {
     Junit,
 }
 
+/// Transparent huge pages off for this process (what `MIMALLOC_ALLOW_THP=0`
+/// does), where the kernel gives them to every large enough anonymous
+/// mapping (`enabled: always`, common): the kernel zeroed a fresh 2 MiB
+/// page for every region mimalloc touched again after giving part of it
+/// back, 14–17 % of the daemon's samples on split traffic (BENCHMARKS.md,
+/// "Profile", item 6), and resident memory sat ~10 % higher.
+#[cfg(target_os = "linux")]
+fn no_transparent_huge_pages() {
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        eprintln!(
+            "tracecheck: could not turn transparent huge pages off ({e}); going on with them"
+        );
+    }
+}
+
 fn main() -> ExitCode {
+    #[cfg(target_os = "linux")]
+    no_transparent_huge_pages();
     // Every client of ours gets its TLS config from src/net/client.rs;
     // this is for any a library makes, which reqwest would make panic
     // without a process-wide provider.

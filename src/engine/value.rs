@@ -217,17 +217,33 @@ pub fn tracetest_rounded(d: Duration) -> Duration {
     // Go's `%.0f`/`%.1f` round the exact binary value half to even, and
     // Tracetest reads the text back. For whole units that is
     // `round_ties_even` (no allocation on the path of every duration
-    // filter); for tenths, formatting does the same rounding exactly.
+    // filter); for tenths, see `round_tenths`.
     let rounded: f64 = if decimals == 0 {
         x.round_ties_even()
     } else {
-        format!("{x:.decimals$}").parse().unwrap_or(x)
+        round_tenths(x)
     };
     let out = rounded * unit;
     if out.is_finite() && out >= 0.0 && out < u64::MAX as f64 {
         Duration::from_nanos(out as u64)
     } else {
         d
+    }
+}
+
+/// `x` rounded to a tenth as `%.1f` rounds it (the exact binary value,
+/// half to even) and read back. Formatting does that exactly but costs a
+/// big-number division per call (`flt2dec::dragon`: 4 % of the evaluation
+/// threads on split traffic, BENCHMARKS.md "Profile", item 6); `x * 10`
+/// is off the exact product by at most an ulp, which decides the rounding
+/// only within a hair of a tie, so only there is the text made.
+fn round_tenths(x: f64) -> f64 {
+    let scaled = x * 10.0;
+    let frac = scaled - scaled.floor();
+    if (frac - 0.5).abs() > 1e-6 {
+        scaled.round() / 10.0
+    } else {
+        format!("{x:.1}").parse().unwrap_or(x)
     }
 }
 
@@ -513,6 +529,36 @@ pub fn arith(op: ArithOp, left: &Value, right: &Value) -> Result<Value, String> 
                 Div => x / y,
             };
             Ok(Value::Float(r))
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+mod tests {
+    use super::round_tenths;
+
+    fn formatted(x: f64) -> f64 {
+        format!("{x:.1}").parse().expect("a number")
+    }
+
+    #[test]
+    fn tenths_are_rounded_as_formatting_rounds_them() {
+        // Durations from 1 s to an hour in odd steps, as seconds, minutes
+        // or hours.
+        for ns in (1_000_000_000u64..3_600_000_000_000).step_by(7_654_321) {
+            for x in [ns as f64 / 1e9, ns as f64 / 6e10, ns as f64 / 3.6e12] {
+                assert_eq!(round_tenths(x), formatted(x), "{x:e}");
+            }
+        }
+        // Ties and the floats either side of them: half to even on the
+        // exact binary value, which only the text gets right.
+        for k in 0..100_000u64 {
+            let tie = k as f64 / 10.0 + 0.05;
+            for step in -3i64..=3 {
+                let x = f64::from_bits(tie.to_bits().wrapping_add_signed(step));
+                assert_eq!(round_tenths(x), formatted(x), "{x:e}");
+            }
         }
     }
 }
