@@ -1042,222 +1042,6 @@ check!(
     true
 );
 
-/// Whether `statement` holds on one span with string attributes `attrs`,
-/// as Tracetest's executor tests give them.
-fn statement_holds(statement: &str, attrs: &[(&str, &str)]) -> bool {
-    let mut s = sp(1, None, "s", 0, 1);
-    for (k, v) in attrs {
-        s = s.attr(k, sv(v));
-    }
-    let v = verdict_of(
-        &spec_model(r#"span[name = "s"]"#, statement),
-        &trace_of(vec![rs("svc", vec![s])]),
-    );
-    v.verdict == Verdict::Pass
-}
-
-/// String attributes of a span, as Tracetest's executor tests give them.
-type Attrs = &'static [(&'static str, &'static str)];
-
-/// Tracetest's own expression tests (`server/expression/executor_test.go`,
-/// `filters/*_test.go`), as data: statement, attributes of the span,
-/// whether it holds.
-const TRACETEST_EXECUTOR_CASES: &[(&str, Attrs, bool)] = &[
-    // TestBasicExpressionExecution
-    ("1 = 1", &[], true),
-    ("1 = 2", &[], false),
-    (r#""matheus" != "jorge""#, &[], true),
-    ("999 < 1000", &[], true),
-    ("13 > 12", &[], true),
-    ("100ms < 200 ms", &[], true),
-    (
-        r#"'This should be workin\'' = "This should be workin'""#,
-        &[],
-        true,
-    ),
-    (
-        r#"'{ "message": "this should \"work\"", "anotherValue": 12 }' | json_path '$.message' = 'this should "work"'"#,
-        &[],
-        true,
-    ),
-    // TestBasicOperationExecution
-    ("1 + 1 = 2", &[], true),
-    ("8 - 3 > 0", &[], true),
-    ("15 * 10 = 150", &[], true),
-    ("8 / 2 = 4", &[], true),
-    ("100ms + 200ms = 300ms", &[], true),
-    (
-        r#"attr:response = '"text \"quoted\" and another \"quote\"",'"#,
-        &[("response", r#""text \"quoted\" and another \"quote\"","#)],
-        true,
-    ),
-    // TestAttributeExecution
-    ("attr:my_attribute = 42", &[("my_attribute", "42")], true),
-    ("attr:dapr-app-id = 42", &[("dapr-app-id", "42")], true),
-    ("attr:dapr-app-id = 43", &[], false),
-    // TestStringInterpolationExecution
-    (
-        r#"attr:text = 'this run took ${"25ms"}'"#,
-        &[("text", "this run took 25ms")],
-        true,
-    ),
-    (
-        r#"'${1} is a number, ${"dog"} is a string, and ${1ms + 1ns} is a duration' = '1 is a number, dog is a string, and 1000001 is a duration'"#,
-        &[],
-        true,
-    ),
-    // TestFilterExecution
-    (
-        "attr:tracetest.response.body | json_path '.id' = 8",
-        &[(
-            "tracetest.response.body",
-            r#"{"id": 8, "name": "john doe"}"#,
-        )],
-        true,
-    ),
-    (
-        r#"'{ "name": "john", "age": 37 }' | regex_group '"age": (\d+)' = 37"#,
-        &[],
-        true,
-    ),
-    (
-        r#"'{ "array": [{ "name": "john", "age": 37 }, { "name": "jonas", "age": 38 }]}' | regex_group '"age": (\d+)' | get_index 1 = 38"#,
-        &[],
-        true,
-    ),
-    (
-        r#"'{ "array": [1, 2, 3] }' | json_path '$.array[*]' | length = 3"#,
-        &[],
-        true,
-    ),
-    (
-        r#"'{ "array": [1, 2, 5] }' | json_path '$.array[*]' | get_index 'last' = 5"#,
-        &[],
-        true,
-    ),
-    (
-        r#"attr:tracetest.response.body | json_path '$.results[0][\'count(*)\'].result' = 3"#,
-        &[(
-            "tracetest.response.body",
-            r#"{"results":[{"count(*)":{"result":3}}]}"#,
-        )],
-        true,
-    ),
-    // TestArrayExecution
-    ("[] = []", &[], true),
-    ("[1, 2, 3] = [1, 2, 3]", &[], true),
-    ("[1, 2, 3] = [3, 2, 1]", &[], false),
-    ("[1, 2, 3] | length = 3", &[], true),
-    (
-        r#"["this", "is", "sparta"] | get_index 2 | length = 6"#,
-        &[],
-        true,
-    ),
-    (r#"["this", "is", "sparta"] | type = "array""#, &[], true),
-    ("[1,2,3] = [1, 2]", &[], false),
-    (
-        r#"'{ "array": [{ "name": "john", "age": 37 }, { "name": "jonas", "age": 38 }]}' | json_path '$.array[*].age' = [37, 38]"#,
-        &[],
-        true,
-    ),
-    (
-        r#"'[{ "name": "john", "age": 37 }, { "name": "jonas", "age": 38 }]' | json_path '$[?(@.name == "john")].age' = 37"#,
-        &[],
-        true,
-    ),
-    ("[31,35,39] contains 35", &[], true),
-    ("[31,35,39] contains 42", &[], false),
-    (r#"["{}", "{}", "{}"] | type = "array""#, &[], true),
-    // TestJSONExecution
-    (
-        r#"'{"name": "john", "age": 32, "email": "john@company.com"}' | type = "json""#,
-        &[],
-        true,
-    ),
-    (
-        r#"'{"name": "john", "age": 32, "email": "john@company.com"}' contains '{"email": "john@company.com", "name": "john"}'"#,
-        &[],
-        true,
-    ),
-    (
-        r#"'{"name": "john", "age": 32, "email": "john@company.com"}' contains '{"email": "john@company.com", "name": "john", "age": 32}'"#,
-        &[],
-        true,
-    ),
-    (
-        r#"'{"name": "john", "age": 32, "email": "john@company.com", "company": {"name": "Company", "address": "1234 Agora Street"}}' contains '{"email": "john@company.com", "name": "john", "company": {"name": "Company"}}'"#,
-        &[],
-        true,
-    ),
-    (
-        r#"'[{"name": "john", "age": 32}, {"name": "Maria", "age": 63}]' contains '[{"age": 63}, {"age": 32}]'"#,
-        &[],
-        true,
-    ),
-    (
-        r#"'{"numbers": [0,1,2,3,4]}' contains '{"numbers": [0,1,2,3,4]}'"#,
-        &[],
-        true,
-    ),
-    (
-        r#"'{"numbers": [0,1,2,3,4]}' contains '{"numbers": [0,1]}'"#,
-        &[],
-        false,
-    ),
-    (
-        r#"'{"numbers": [0,1,2,3,4]}' contains '{"numbers": [0,1,"2","3",4]}'"#,
-        &[],
-        false,
-    ),
-    (
-        r#"'{"name": "john", "age": 32, "email": "john@company.com", "company": {"name": "Company", "address": "1234 Agora Street", "telephones": ["01", "02", "03"]}}' contains '{"email": "john@company.com", "name": "john", "company": {"name": "Company", "telephones": ["01", "02", "03"]}}'"#,
-        &[],
-        true,
-    ),
-    (
-        r#"attr:tracetest.response.body contains '{"name": "john"}'"#,
-        &[(
-            "tracetest.response.body",
-            r#"{"name": "john", "age": 32, "email": "john@company.com"}"#,
-        )],
-        true,
-    ),
-];
-
-#[test]
-fn tracetest_executor_cases_agree() {
-    let disagree: Vec<_> = TRACETEST_EXECUTOR_CASES
-        .iter()
-        .filter(|(statement, attrs, pass)| statement_holds(statement, attrs) != *pass)
-        .map(|(statement, _, pass)| format!("{statement} (Tracetest: {pass})"))
-        .collect();
-    assert!(disagree.is_empty(), "{disagree:#?}");
-}
-
-/// Tracetest's `TestMetaAttributesExecution` (`server/expression/
-/// executor_test.go`), as data: statement, how many spans the selector
-/// selects, whether it holds.
-const TRACETEST_META_ATTRIBUTE_CASES: &[(&str, u8, bool)] = &[
-    ("attr:tracetest.selected_spans.count = 3", 3, true),
-    (
-        r#""Selected matched ${attr:tracetest.selected_spans.count} spans" = "Selected matched 2 spans""#,
-        2,
-        true,
-    ),
-];
-
-#[test]
-fn tracetest_meta_attribute_cases_agree() {
-    for (statement, n, pass) in TRACETEST_META_ATTRIBUTE_CASES {
-        let spans = (1..=*n).map(|i| sp(i, None, "s", 0, 1)).collect();
-        let v = verdict_of(
-            &spec_model(r#"span[name = "s"]"#, statement),
-            &trace_of(vec![rs("svc", spans)]),
-        );
-        assert_eq!(v.verdict == Verdict::Pass, *pass, "{statement}");
-    }
-}
-
 /// The rule of Tracetest's `jsonContains` (`server/assertions/comparator/
 /// basic.go`, which has no unit test of its own), case by case: (actual,
 /// expected, what Tracetest answers).
@@ -1306,36 +1090,6 @@ fn holds_for_every_seed(statement: &str) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Tracetest's `TestFunctionExecution` (`server/expression/executor_test.go`)
-/// and `TestFunctionWithArgs` (`functions/function_registry_test.go`), as
-/// data: the statement and whether it holds, its date expectations
-/// written for [`GENERATOR_NOW`] where Tracetest formats `time.Now()`.
-const TRACETEST_FUNCTION_CASES: &[(&str, bool)] = &[
-    ("firstName() | length > 0", true),
-    ("firstName() != firstName()", true),
-    ("randomInt(0,10) <= 10", true),
-    ("randomInt(10,20) < 10", false),
-    (r#"date() = "2026-03-07""#, true),
-    (r#"date("DD/MM/YYYY") = "07/03/2026""#, true),
-    (r#"dateTime() = "2026-03-07T09:05:03Z""#, true),
-    (r#"dateTime("DD/MM/YYYY hh:mm") = "07/03/2026 09:05""#, true),
-    ("uuid() != uuid()", true),
-    ("randomInt(1, 100) >= 1", true),
-    ("randomInt(1, 100) <= 100", true),
-];
-
-#[test]
-fn tracetest_function_cases_agree() {
-    for (statement, pass) in TRACETEST_FUNCTION_CASES {
-        let got = holds_for_every_seed(statement);
-        if *pass {
-            assert_eq!(got, Ok(()), "{statement}");
-        } else {
-            assert!(got.is_err(), "{statement} should fail");
-        }
-    }
 }
 
 /// Every generator function, with the shape of what it gives (the values
@@ -2021,6 +1775,16 @@ fn durations_compare_rounded_as_tracetest_does() {
         250_000_000,
         "attr:tracetest.span.duration < 200 ms"
     ));
+    // Before the operator too (a selector filter reads `5 m =` as an
+    // attribute `m` compared, an assertion cannot).
+    assert!(duration_holds(
+        150_000_000,
+        "150 ms = attr:tracetest.span.duration"
+    ));
+    assert!(!duration_holds(
+        150_000_000,
+        "200 ms = attr:tracetest.span.duration"
+    ));
 }
 
 #[test]
@@ -2526,6 +2290,7 @@ fn example_http_and_database_models() {
 }
 
 mod scale;
+mod tracetest;
 
 // Issue 21: Tracetest spells span statuses as OTLP's enum names.
 check!(
@@ -2655,42 +2420,6 @@ fn span_type_from_encoded_spans_keeping_no_attribute() {
     }
 }
 
-/// The span tree of Tracetest's selector tests
-/// (`server/assertions/selectors/selector_test.go`): POST /import (1) >
-/// {Insert pokemon into database (2), Get pokemon from external API (3) >
-/// Update pokemon on database (4)}. Tracetest's spans carry
-/// `service.name` as a span attribute, here the resource's; they start in
-/// the order Tracetest's depth-first walk visits them.
-fn pokeshop_selector_trace() -> Trace {
-    trace_of(vec![
-        rs(
-            "Pokeshop",
-            vec![
-                sp(1, None, "POST /import", 0, 100)
-                    .kind(2)
-                    .attr("tracetest.span.type", sv("http"))
-                    .attr("http.status_code", sv("201")),
-                sp(2, Some(1), "Insert pokemon into database", 10, 20)
-                    .kind(3)
-                    .attr("tracetest.span.type", sv("db"))
-                    .attr("db.statement", sv("INSERT INTO pokemon (id) values (?)")),
-            ],
-        ),
-        rs(
-            "Pokeshop-worker",
-            vec![
-                sp(3, Some(1), "Get pokemon from external API", 30, 90)
-                    .attr("tracetest.span.type", sv("http"))
-                    .attr("http.status_code", sv("200")),
-                sp(4, Some(3), "Update pokemon on database", 40, 80)
-                    .kind(3)
-                    .attr("tracetest.span.type", sv("db"))
-                    .attr("db.statement", sv("UPDATE pokemon (name = ?) WHERE id = ?")),
-            ],
-        ),
-    ])
-}
-
 /// The span ids (their first byte) `selector` selects, sorted, or the
 /// errors loading it.
 fn try_select_ids(t: &Trace, selector: &str) -> Result<Vec<u8>, String> {
@@ -2724,119 +2453,4 @@ fn try_select_ids(t: &Trace, selector: &str) -> Result<Vec<u8>, String> {
         .collect();
     ids.sort_unstable();
     Ok(ids)
-}
-
-/// What a selector of Tracetest's selector tests gives here.
-#[derive(Debug)]
-enum Selects {
-    /// These spans (the first byte of their ids), as a set.
-    Spans(&'static [u8]),
-    /// A lint error containing this text.
-    Refused(&'static str),
-}
-
-/// Tracetest's `TestSelector` (`server/assertions/selectors/
-/// selector_test.go`), as data: the selector and the spans of
-/// [`pokeshop_selector_trace`] it selects. Tracetest's test compares the
-/// selection as a set (same length, every span expected), as this does.
-const TRACETEST_SELECTOR_CASES: &[(&str, Selects)] = &[
-    ("", Selects::Spans(&[1, 2, 3, 4])),
-    ("span[]", Selects::Spans(&[1, 2, 3, 4])),
-    (
-        r#"span[name="Get pokemon from external API"]"#,
-        Selects::Spans(&[3]),
-    ),
-    (r#"span[service.name="Pokeshop"]"#, Selects::Spans(&[1, 2])),
-    (
-        r#"span[service.name="Pokeshop"], span[service.name="Pokeshop-worker"]"#,
-        Selects::Spans(&[1, 2, 3, 4]),
-    ),
-    (
-        r#"span[service.name contains "Pokeshop"]"#,
-        Selects::Spans(&[1, 2, 3, 4]),
-    ),
-    // Differs (design.md, "Span type and kind values"): Tracetest's test
-    // sets `tracetest.span.type` to `db` by hand, a type its converter
-    // never gives (it says `database`); tracecheck computes the type and
-    // refuses a value it can never have. Tracetest selects [2]; so does
-    // the same selector with `database`, below.
-    (
-        r#"span[service.name="Pokeshop" tracetest.span.type="db"]"#,
-        Selects::Refused(r#""db" is never a span type"#),
-    ),
-    (
-        r#"span[service.name="Pokeshop" tracetest.span.type="database"]"#,
-        Selects::Spans(&[2]),
-    ),
-    // Differs (design.md, "Span type and kind values"); Tracetest: [4].
-    (
-        r#"span[service.name="Pokeshop-worker"] span[tracetest.span.type="db"]"#,
-        Selects::Refused(r#""db" is never a span type"#),
-    ),
-    (
-        r#"span[service.name="Pokeshop-worker"] span[tracetest.span.type="database"]"#,
-        Selects::Spans(&[4]),
-    ),
-    (
-        r#"span[service.name="Pokeshop" tracetest.span.type="http"] span[]"#,
-        Selects::Spans(&[2, 3, 4]),
-    ),
-    // Differs (design.md, "Span type and kind values"); Tracetest: [2].
-    (
-        r#"span[tracetest.span.type="db"]:first"#,
-        Selects::Refused(r#""db" is never a span type"#),
-    ),
-    (
-        r#"span[tracetest.span.type="database"]:first"#,
-        Selects::Spans(&[2]),
-    ),
-    // Differs (design.md, "Span type and kind values"); Tracetest: [4].
-    (
-        r#"span[tracetest.span.type="db"]:last"#,
-        Selects::Refused(r#""db" is never a span type"#),
-    ),
-    (
-        r#"span[tracetest.span.type="database"]:last"#,
-        Selects::Spans(&[4]),
-    ),
-    // Differs (design.md, "Span type and kind values"); Tracetest: [4].
-    (
-        r#"span[tracetest.span.type="db"]:nth_child(2)"#,
-        Selects::Refused(r#""db" is never a span type"#),
-    ),
-    (
-        r#"span[tracetest.span.type="database"]:nth_child(2)"#,
-        Selects::Spans(&[4]),
-    ),
-    (
-        r#"span[service.name = "Pokeshop-worker"] span[service.name = "Pokeshop-worker"]"#,
-        Selects::Spans(&[4]),
-    ),
-    // Differs (design.md, "Span type and kind values"): Tracetest's test
-    // gives its spans the kinds `http`, `db` and `general`, which no OTLP
-    // span has; Tracetest: [2, 4]. The database spans are OTLP clients
-    // here, as a database call is.
-    (
-        r#"span[kind="db"]"#,
-        Selects::Refused(r#""db" is never a span kind"#),
-    ),
-    (r#"span[kind="client"]"#, Selects::Spans(&[2, 4])),
-];
-
-#[test]
-fn tracetest_selector_cases_agree() {
-    let t = pokeshop_selector_trace();
-    let disagree: Vec<_> = TRACETEST_SELECTOR_CASES
-        .iter()
-        .filter_map(|(selector, want)| {
-            let got = try_select_ids(&t, selector);
-            let ok = match (want, &got) {
-                (Selects::Spans(ids), Ok(got)) => got == ids,
-                (Selects::Refused(text), Err(e)) => e.contains(text),
-                _ => false,
-            };
-            (!ok).then(|| format!("{selector:?}: want {want:?}, got {got:?}"))
-        })
-        .collect();
-    assert!(disagree.is_empty(), "{disagree:#?}");
 }

@@ -314,7 +314,7 @@ fn span_filter(i: &mut In<'_>) -> PResult<SpanFilter> {
     ws(i)?;
     let value = match peek_char(i) {
         Some('"' | '\'') => string_literal(i, 0)?,
-        Some(c) if c.is_ascii_digit() || c == '-' || c == '.' => number(i)?,
+        Some(c) if c.is_ascii_digit() || c == '-' || c == '.' => number(i, true)?,
         _ => {
             let start = pos(i);
             if let Ok(b) =
@@ -572,8 +572,8 @@ fn primary(i: &mut In<'_>, depth: usize) -> PResult<Expr> {
     let start = pos(i);
     match peek_char(i) {
         Some('"' | '\'') => string_literal(i, depth),
-        Some(c) if c.is_ascii_digit() || c == '.' => number(i),
-        Some('-') => number(i),
+        Some(c) if c.is_ascii_digit() || c == '.' => number(i, false),
+        Some('-') => number(i, false),
         Some('(') => {
             bump(i)?;
             ws(i)?;
@@ -793,8 +793,9 @@ fn quoted_text(i: &mut In<'_>, quote: char) -> PResult<String> {
     }
 }
 
-/// Integer, float or duration (`200ms`, `1.5s`).
-fn number(i: &mut In<'_>) -> PResult<Expr> {
+/// Integer, float or duration (`200ms`, `1.5s`); `in_filter` when it is
+/// the value of a selector filter.
+fn number(i: &mut In<'_>, in_filter: bool) -> PResult<Expr> {
     let start = pos(i);
     let neg = opt(literal("-")).parse_next(i)?.is_some();
     let int_part: &str = take_while(0.., |c: char| c.is_ascii_digit()).parse_next(i)?;
@@ -819,9 +820,11 @@ fn number(i: &mut In<'_>) -> PResult<Expr> {
         let word: &str = take_while(0.., |c: char| c.is_alphabetic() || c == 'µ').parse_next(i)?;
         let ends = peek_char(i).is_none_or(|c| !is_name_char(c));
         // Not when the word is an attribute a selector filter compares
-        // (`span[a = 5 m = 1]`).
+        // (`span[a = 5 m = 1]`). An assertion has no such word, so there
+        // `100 ms = 100 ms` is two durations, as in Tracetest.
         ws(i)?;
-        let compared = peek_char(i).is_some_and(|c| matches!(c, '=' | '!' | '<' | '>'));
+        let compared =
+            in_filter && peek_char(i).is_some_and(|c| matches!(c, '=' | '!' | '<' | '>'));
         i.reset(&cp);
         let ends = ends && !compared;
         if unit_nanos(word).is_some() && ends {
