@@ -10,7 +10,7 @@ use smallvec::{smallvec, SmallVec};
 use super::compile::*;
 use super::generate::{generate, Draw};
 use super::trace::{SpanIndex, Trace, ValueRef};
-use super::value::{arith, compare, Value};
+use super::value::{arith, as_compared, compare, Value};
 use super::EvalContext;
 use crate::model::ast::{Combinator, Pseudo};
 use crate::model::builtins::Builtin;
@@ -360,8 +360,12 @@ impl<'a> Env<'a> {
         } else {
             (&left, &right)
         };
-        let observed = obs.as_ref().ok().map(|v| v.to_string());
-        let expected = exp.as_ref().ok().map(|v| v.to_string());
+        let shown = |v: &Value, other: &Result<Cow<'_, Value>, EvalError>| match other {
+            Ok(o) => as_compared(a.op, v, o).to_string(),
+            Err(_) => v.to_string(),
+        };
+        let observed = obs.as_ref().ok().map(|v| shown(v, exp));
+        let expected = exp.as_ref().ok().map(|v| shown(v, obs));
         let (l, r) = match (&left, &right) {
             (Ok(l), Ok(r)) => (l, r),
             (Err(e), _) | (_, Err(e)) => {
@@ -378,19 +382,20 @@ impl<'a> Env<'a> {
             String::new()
         } else {
             let op = a.op.as_str();
+            let (l, r) = (as_compared(a.op, l, r), as_compared(a.op, r, l));
             if a.observed_right {
                 format!(
                     "expected {} {op} {}, observed {}",
-                    quote_if_str(l),
+                    quote_if_str(&l),
                     a.right_text,
-                    quote_if_str(r)
+                    quote_if_str(&r)
                 )
             } else {
                 format!(
                     "expected {} {op} {}, observed {}",
                     a.left_text,
-                    quote_if_str(r),
-                    quote_if_str(l)
+                    quote_if_str(&r),
+                    quote_if_str(&l)
                 )
             }
         };

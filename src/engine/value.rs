@@ -430,6 +430,24 @@ pub fn contains(left: &Value, right: &Value) -> bool {
     }
 }
 
+/// `v` as a comparison by `op` with `other` reads it, for showing: a
+/// duration compared with a duration is rounded as Tracetest rounds it
+/// (25.19 ms passing `<= 25ms` shows `25ms`, 499.6 ms failing `< 500ms`
+/// shows `500ms`), so the value shown explains the verdict.
+pub fn as_compared<'v>(op: CmpOp, v: &'v Value, other: &Value) -> std::borrow::Cow<'v, Value> {
+    use std::borrow::Cow;
+    let ordered = matches!(
+        op,
+        CmpOp::Eq | CmpOp::Ne | CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge
+    );
+    match v {
+        Value::Duration(d) if ordered && duration_of(other).is_some() => {
+            Cow::Owned(Value::Duration(tracetest_rounded(*d)))
+        }
+        _ => Cow::Borrowed(v),
+    }
+}
+
 /// Applies a comparison; `regex` is the compiled right side of `matches`.
 pub fn compare(op: CmpOp, left: &Value, right: &Value, regex: Option<&regex::Regex>) -> bool {
     match op {

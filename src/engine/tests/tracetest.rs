@@ -31,6 +31,11 @@ struct ExprRow {
     /// How many spans the selector selects, each with `attributes`.
     #[serde(default = "one")]
     spans: u8,
+    /// How long each span lasts.
+    #[serde(default = "one_ms")]
+    duration_ns: u64,
+    /// The value a statement's result shows for the first span.
+    observed: Option<String>,
     /// `pass` / `fail` for a statement, `resolves` / `error` for an
     /// expression, or, for either, only whether it `parses` or is
     /// `refused`.
@@ -45,6 +50,10 @@ struct ExprRow {
 
 const fn one() -> u8 {
     1
+}
+
+const fn one_ms() -> u64 {
+    1_000_000
 }
 
 /// What tracecheck makes of a row.
@@ -80,9 +89,9 @@ impl fmt::Display for Outcome {
 fn row_trace(row: &ExprRow) -> Trace {
     let spans = (1..=row.spans)
         .map(|i| {
-            row.attributes
-                .iter()
-                .fold(sp(i, None, "s", 0, 1), |s, (k, v)| s.attr(k, sv(v)))
+            let mut s = sp(i, None, "s", 0, 0);
+            s.end_time_unix_nano += row.duration_ns;
+            row.attributes.iter().fold(s, |s, (k, v)| s.attr(k, sv(v)))
         })
         .collect();
     // A trace with no span selected still needs a span to be a trace.
@@ -161,6 +170,20 @@ fn statement_outcome(statement: &str, trace: &Trace) -> Outcome {
         SEEDS => Outcome::Pass,
         _ => Outcome::Varies,
     }
+}
+
+/// What the result of `statement` shows as observed on its first span.
+fn observed(statement: &str, trace: &Trace) -> Option<String> {
+    let ct = compiled_test(&statement_body(statement)).ok()?;
+    let r = run_test(&ct, trace, &ctx_for(0));
+    r.specs
+        .first()?
+        .assertions
+        .first()?
+        .spans
+        .first()?
+        .observed
+        .clone()
 }
 
 fn expression_outcome(expression: &str, trace: &Trace) -> Outcome {
@@ -251,7 +274,20 @@ fn tracetest_expression_tests_agree() {
         let got = match (&row.statement, &row.expression) {
             (Some(s), None) if parse_only => parse_outcome(&statement_body(s)),
             (None, Some(e)) if parse_only => parse_outcome(&output_body(e)),
-            (Some(s), None) => statement_outcome(s, &trace),
+            (Some(s), None) => {
+                let got = statement_outcome(s, &trace);
+                match &row.observed {
+                    Some(want) => {
+                        let seen = observed(s, &trace);
+                        if seen.as_deref() == Some(want.as_str()) {
+                            got
+                        } else {
+                            Outcome::Refused(format!("observed {seen:?}, not {want:?}"))
+                        }
+                    }
+                    None => got,
+                }
+            }
             (None, Some(e)) => {
                 let got = expression_outcome(e, &trace);
                 // The value Tracetest's test names, compared as `=` does.
