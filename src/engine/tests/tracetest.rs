@@ -28,6 +28,11 @@ struct ExprRow {
     expression: Option<String>,
     #[serde(default)]
     attributes: BTreeMap<String, String>,
+    /// The span's name, `s` unless given.
+    #[serde(default = "default_name")]
+    name: String,
+    #[serde(default)]
+    events: Vec<EventRow>,
     /// How many spans the selector selects, each with `attributes`.
     #[serde(default = "one")]
     spans: u8,
@@ -46,6 +51,19 @@ struct ExprRow {
     tracecheck: Option<String>,
     refused_with: Option<String>,
     differs: Option<String>,
+}
+
+/// An event of the row's spans.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventRow {
+    name: String,
+    #[serde(default)]
+    attributes: BTreeMap<String, String>,
+}
+
+fn default_name() -> String {
+    "s".to_string()
 }
 
 const fn one() -> u8 {
@@ -89,8 +107,17 @@ impl fmt::Display for Outcome {
 fn row_trace(row: &ExprRow) -> Trace {
     let spans = (1..=row.spans)
         .map(|i| {
-            let mut s = sp(i, None, "s", 0, 0);
+            let mut s = sp(i, None, &row.name, 0, 0);
             s.end_time_unix_nano += row.duration_ns;
+            s.events = row
+                .events
+                .iter()
+                .map(|e| Event {
+                    name: e.name.clone(),
+                    attributes: e.attributes.iter().map(|(k, v)| kv(k, sv(v))).collect(),
+                    ..Default::default()
+                })
+                .collect();
             row.attributes.iter().fold(s, |s, (k, v)| s.attr(k, sv(v)))
         })
         .collect();
@@ -135,17 +162,17 @@ fn compiled_test(body: &str) -> Result<CompiledTest, String> {
 }
 
 /// A spec asserting `statement` on the spans named `s`.
-fn statement_body(statement: &str) -> String {
+fn statement_body(span: &str, statement: &str) -> String {
     format!(
-        "  specs:\n    - selector: span[name = \"s\"]\n      assertions:\n        - '{}'\n",
+        "  specs:\n    - selector: span[name = {span:?}]\n      assertions:\n        - '{}'\n",
         statement.replace('\'', "''")
     )
 }
 
 /// An output `X` reading `expression` from the span named `s`.
-fn output_body(expression: &str) -> String {
+fn output_body(span: &str, expression: &str) -> String {
     format!(
-        "  outputs:\n    - name: X\n      selector: span[name = \"s\"]\n      value: '{}'\n",
+        "  outputs:\n    - name: X\n      selector: span[name = {span:?}]\n      value: '{}'\n",
         expression.replace('\'', "''")
     )
 }
@@ -157,8 +184,8 @@ fn parse_outcome(body: &str) -> Outcome {
     }
 }
 
-fn statement_outcome(statement: &str, trace: &Trace) -> Outcome {
-    let ct = match compiled_test(&statement_body(statement)) {
+fn statement_outcome(span: &str, statement: &str, trace: &Trace) -> Outcome {
+    let ct = match compiled_test(&statement_body(span, statement)) {
         Ok(ct) => ct,
         Err(e) => return Outcome::Refused(e),
     };
@@ -173,8 +200,8 @@ fn statement_outcome(statement: &str, trace: &Trace) -> Outcome {
 }
 
 /// What the result of `statement` shows as observed on its first span.
-fn observed(statement: &str, trace: &Trace) -> Option<String> {
-    let ct = compiled_test(&statement_body(statement)).ok()?;
+fn observed(span: &str, statement: &str, trace: &Trace) -> Option<String> {
+    let ct = compiled_test(&statement_body(span, statement)).ok()?;
     let r = run_test(&ct, trace, &ctx_for(0));
     r.specs
         .first()?
@@ -186,8 +213,8 @@ fn observed(statement: &str, trace: &Trace) -> Option<String> {
         .clone()
 }
 
-fn expression_outcome(expression: &str, trace: &Trace) -> Outcome {
-    let ct = match compiled_test(&output_body(expression)) {
+fn expression_outcome(span: &str, expression: &str, trace: &Trace) -> Outcome {
+    let ct = match compiled_test(&output_body(span, expression)) {
         Ok(ct) => ct,
         Err(e) => return Outcome::Refused(e),
     };
@@ -272,13 +299,13 @@ fn tracetest_expression_tests_agree() {
         let trace = row_trace(row);
         let parse_only = matches!(row.tracetest.as_str(), "parses" | "refused");
         let got = match (&row.statement, &row.expression) {
-            (Some(s), None) if parse_only => parse_outcome(&statement_body(s)),
-            (None, Some(e)) if parse_only => parse_outcome(&output_body(e)),
+            (Some(s), None) if parse_only => parse_outcome(&statement_body(&row.name, s)),
+            (None, Some(e)) if parse_only => parse_outcome(&output_body(&row.name, e)),
             (Some(s), None) => {
-                let got = statement_outcome(s, &trace);
+                let got = statement_outcome(&row.name, s, &trace);
                 match &row.observed {
                     Some(want) => {
-                        let seen = observed(s, &trace);
+                        let seen = observed(&row.name, s, &trace);
                         if seen.as_deref() == Some(want.as_str()) {
                             got
                         } else {
@@ -289,11 +316,11 @@ fn tracetest_expression_tests_agree() {
                 }
             }
             (None, Some(e)) => {
-                let got = expression_outcome(e, &trace);
+                let got = expression_outcome(&row.name, e, &trace);
                 // The value Tracetest's test names, compared as `=` does.
                 match (&got, &row.value) {
                     (Outcome::Resolves, Some(v)) => {
-                        match statement_outcome(&format!("{e} = {v}"), &trace) {
+                        match statement_outcome(&row.name, &format!("{e} = {v}"), &trace) {
                             Outcome::Pass => got,
                             other => Outcome::Refused(format!("value is not {v}: {other}")),
                         }
