@@ -35,6 +35,8 @@
 #                  4 requests from different senders, the root last,
 #                  SPREAD (300ms) from first to last (`bench load --split`).
 #   JSON_SENDERS=0 of the senders, how many send OTLP/HTTP JSON.
+#   LONG_LIVED=    with SPLIT: the share of traces that are long-lived
+#                  (e.g. 0.01), spread over LONG_SPREAD (30s) instead.
 #   PERF=SECONDS   record a flat profile (perf, 999 Hz) of each tracecheck
 #                  case for that long while the load runs, reported by
 #                  thread and symbol into PERF_DIR (target/compare-perf)
@@ -65,6 +67,8 @@ GZIP_LEVEL="${GZIP_LEVEL:-6}"
 SPLIT="${SPLIT:-1}"
 SPREAD="${SPREAD:-300ms}"
 JSON_SENDERS="${JSON_SENDERS:-0}"
+LONG_LIVED="${LONG_LIVED:-}"
+LONG_SPREAD="${LONG_SPREAD:-30s}"
 MATCHING="${MATCHING:-10}"
 PERF="${PERF:-}"
 PERF_DIR="${PERF_DIR:-$ROOT/target/compare-perf}"
@@ -174,7 +178,7 @@ EOF
 MODE="flat out"
 [ -z "$RATE" ] || MODE="at $RATE spans/s"
 SHAPE="whole traces"
-[ "$SPLIT" -le 1 ] || SHAPE="traces split in $SPLIT over $SPREAD"
+[ "$SPLIT" -le 1 ] || SHAPE="traces split in $SPLIT over $SPREAD${LONG_LIVED:+ ($LONG_LIVED of them over $LONG_SPREAD)}"
 echo "==> $("$TRACECHECK" --version), $("$ROTEL_BIN" --version 2>&1 | head -1); $(nproc) CPUs; load: grpc ($JSON_SENDERS of them HTTP JSON), $SENDERS senders, $SPANS_PER_REQUEST spans/request, $SHAPE, $DURATION $MODE, retrying; forwarding compression: $COMPRESSION (tracecheck's gzip level $GZIP_LEVEL); models matching every trace: $MATCHING" >&2
 : >"$TMP/results.jsonl"
 for case in "${CASES[@]}"; do
@@ -194,6 +198,7 @@ for case in "${CASES[@]}"; do
         --senders "$SENDERS" --spans-per-request "$SPANS_PER_REQUEST" --duration "$DURATION" \
         ${RATE:+--rate "$RATE"} --retry --max-retries 1000 --split "$SPLIT" --spread "$SPREAD" \
         --json-senders "$JSON_SENDERS" --json-endpoint "http://127.0.0.1:$RX_HTTP/v1/traces" \
+        ${LONG_LIVED:+--long-lived "$LONG_LIVED" --long-spread "$LONG_SPREAD"} \
         --json >"$TMP/$case.load.json"
     if [ -n "$PERF_PID" ]; then
         wait "$PERF_PID" || true

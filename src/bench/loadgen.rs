@@ -36,8 +36,8 @@ use tonic::Code;
 
 use super::rpc::retry_delay_of;
 use super::traffic::{
-    Batch, ChainTrace, MixError, Rng, SplitConfig, SplitSchedule, SplitSender, TrafficGenerator,
-    TrafficMix,
+    Batch, ChainTrace, LongLived, MixError, Rng, SplitConfig, SplitSchedule, SplitSender,
+    TrafficGenerator, TrafficMix,
 };
 
 /// The OTLP transport used to export.
@@ -116,6 +116,10 @@ pub struct LoadConfig {
     /// With `split` above 1: from a trace's first fragment to its last,
     /// the one holding the root.
     pub spread: Duration,
+    /// With `split` above 1: one trace in this many is long-lived, its
+    /// fragments over `long_spread` instead (0: none).
+    pub long_lived_every: u32,
+    pub long_spread: Duration,
     /// Of the senders, how many send OTLP/HTTP with JSON bodies (to
     /// `json_endpoint`) instead of `protocol`: the share of a fleet that
     /// exports JSON (browser SDKs, some languages' defaults). With `split`,
@@ -178,6 +182,8 @@ impl LoadConfig {
             chain: None,
             split: 1,
             spread: DEFAULT_SPREAD,
+            long_lived_every: 0,
+            long_spread: DEFAULT_LONG_SPREAD,
             json_senders: 0,
             json_endpoint: DEFAULT_HTTP_ENDPOINT.to_owned(),
         }
@@ -188,6 +194,10 @@ impl LoadConfig {
         (self.split > 1).then_some(SplitConfig {
             fragments: self.split,
             spread: self.spread,
+            long_lived: (self.long_lived_every > 0).then_some(LongLived {
+                every: self.long_lived_every,
+                spread: self.long_spread,
+            }),
         })
     }
 }
@@ -197,6 +207,11 @@ pub const DEFAULT_HTTP_ENDPOINT: &str = "http://127.0.0.1:4318/v1/traces";
 
 /// Default of [`LoadConfig::spread`].
 pub const DEFAULT_SPREAD: Duration = Duration::from_millis(300);
+
+/// Default of [`LoadConfig::long_spread`]: longer than the daemon's
+/// `idle_timeout` and `settle`, so a long-lived trace's requests are held
+/// and its spans copied out, as a batch job's trace makes them.
+pub const DEFAULT_LONG_SPREAD: Duration = Duration::from_secs(30);
 
 /// Why a load run could not start.
 #[derive(Debug, thiserror::Error)]
@@ -296,6 +311,11 @@ pub struct SplitReport {
     pub spread_secs: f64,
     /// Traces begun; every one was sent to its last fragment.
     pub traces_started: u64,
+    /// Of them, those spread over `long_spread_secs`.
+    #[serde(default)]
+    pub long_lived_traces: u64,
+    #[serde(default)]
+    pub long_spread_secs: f64,
     /// From the moment the last sender stopped beginning traces to the
     /// last fragment's answer.
     pub drain_secs: f64,
@@ -366,6 +386,13 @@ impl fmt::Display for LoadReport {
                  {} traces begun, drained in {:.2} s",
                 split.fragments, split.spread_secs, split.traces_started, split.drain_secs
             )?;
+            if split.long_lived_traces > 0 {
+                writeln!(
+                    f,
+                    "long-lived: {} of those traces over {:.1} s",
+                    split.long_lived_traces, split.long_spread_secs
+                )?;
+            }
         }
         write!(
             f,
@@ -471,6 +498,8 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
             fragments: config.fragments,
             spread_secs: config.spread.as_secs_f64(),
             traces_started: schedule.traces_started(),
+            long_lived_traces: schedule.long_lived_started(),
+            long_spread_secs: config.long_lived.map_or(0.0, |l| l.spread.as_secs_f64()),
             drain_secs: schedule.stopped_at().map_or(0.0, |stopped| {
                 ended
                     .into_std()
@@ -539,6 +568,11 @@ fn validate(config: &LoadConfig) -> Result<(), LoadError> {
     if config.json_senders > config.senders {
         return Err(LoadError::Setting(
             "JSON senders are some of the senders: at most --senders",
+        ));
+    }
+    if config.long_lived_every > 0 && config.split < 2 {
+        return Err(LoadError::Setting(
+            "long-lived traces are split traces: give --split too",
         ));
     }
     if config.split > config.senders {

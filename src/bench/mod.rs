@@ -114,6 +114,14 @@ pub struct LoadArgs {
     /// or 5s as SDKs' batching gives.
     #[arg(long, value_parser = parse_duration, default_value = "300ms")]
     pub spread: Duration,
+    /// With --split: the share of traces that are long-lived (e.g. 0.01),
+    /// their fragments over --long-spread instead: a span of each in many
+    /// requests, holding them, the root last.
+    #[arg(long, value_parser = parse_share)]
+    pub long_lived: Option<f64>,
+    /// With --long-lived: from such a trace's first fragment to its root.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub long_spread: Duration,
     /// Of --senders, how many send OTLP/HTTP with JSON bodies to
     /// --json-endpoint instead of --protocol; with --split, fragments of
     /// the same traces as the others'.
@@ -172,6 +180,10 @@ impl LoadArgs {
             }),
             split: self.split,
             spread: self.spread,
+            long_lived_every: self.long_lived.map_or(0, |share| {
+                (1.0 / share).round().clamp(1.0, f64::from(u32::MAX)) as u32
+            }),
+            long_spread: self.long_spread,
             json_senders: self.json_senders,
             json_endpoint,
         }
@@ -314,6 +326,16 @@ async fn wait_for_termination() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Parses a share of traces: a number above 0 and at most 1.
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(share) if share > 0.0 && share <= 1.0 => Ok(share),
+        _ => Err(format!(
+            "invalid share {text:?}: a number above 0 and at most 1, e.g. 0.01"
+        )),
+    }
 }
 
 /// Parses `250ms`, `10s`, `1.5s`, `2m`, `1h`, or bare seconds.

@@ -346,7 +346,14 @@ fn split_schedule(
     spread: Duration,
     mix: TrafficMix,
 ) -> (Arc<SplitSchedule>, Vec<SplitSender>) {
-    let schedule = SplitSchedule::new(SplitConfig { fragments, spread }, senders);
+    let schedule = SplitSchedule::new(
+        SplitConfig {
+            fragments,
+            spread,
+            long_lived: None,
+        },
+        senders,
+    );
     let split = (0..senders)
         .map(|i| schedule.sender(i, TrafficGenerator::new(mix, Rng::new(100 + i as u64))))
         .collect();
@@ -957,6 +964,87 @@ async fn split_delivery(protocol: Protocol, gzip: bool, json_senders: usize) {
     sink.shutdown().await;
 }
 
+/// A share of long-lived traces: their fragments over a spread of their
+/// own, far longer than the others', still root last, still counted once
+/// when whole.
+#[test]
+fn long_lived_traces_take_their_own_spread() {
+    let spread = Duration::from_millis(300);
+    let long = Duration::from_secs(30);
+    let schedule = SplitSchedule::new(
+        SplitConfig {
+            fragments: 2,
+            spread,
+            long_lived: Some(crate::bench::traffic::LongLived {
+                every: 2,
+                spread: long,
+            }),
+        },
+        2,
+    );
+    let mut senders: Vec<SplitSender> = (0..2)
+        .map(|i| {
+            schedule.sender(
+                i,
+                TrafficGenerator::new(only("violation=1"), Rng::new(7 + i as u64)),
+            )
+        })
+        .collect();
+    let t0 = Instant::now();
+    // Two traces begun by sender 0: the second of every two is long-lived.
+    let first = senders[0].next_batch(t0, 100, 5).expect("first fragments");
+    for sender in &mut senders {
+        sender.stop_starting();
+    }
+    assert_eq!(schedule.traces_started(), 2);
+    assert_eq!(schedule.long_lived_started(), 1);
+    assert_eq!(senders[0].settle(&first.fragments, true).traces, 0);
+    // The ordinary trace's root is due after the spread; the long-lived
+    // one's only after its own.
+    assert_eq!(senders[1].next_due(), Some(t0 + spread));
+    let root = senders[1].next_batch(t0 + spread, 100, 0).expect("a root");
+    assert_eq!(root.fragments.len(), 1, "only the ordinary trace's root");
+    assert_eq!(senders[1].settle(&root.fragments, true).traces, 1);
+    assert_eq!(senders[1].next_due(), Some(t0 + long));
+    assert!(senders[1].next_batch(t0 + long / 2, 100, 0).is_none());
+    let late = senders[1]
+        .next_batch(t0 + long, 100, 0)
+        .expect("the long root");
+    assert!(late.fragments[0].holds_root);
+    assert_eq!(senders[1].settle(&late.fragments, true).traces, 1);
+    assert!(senders.iter().all(SplitSender::is_done));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_split_load_with_long_lived_traces_arrives_whole_exactly_once() {
+    bounded(async {
+        let sink = start_sink(Faults::default()).await;
+        let mut config = load_config(&sink, Protocol::Grpc);
+        config.senders = 4;
+        config.split = 4;
+        config.spread = Duration::from_millis(50);
+        config.long_lived_every = 10;
+        config.long_spread = Duration::from_millis(800);
+        config.requests = Some(20);
+        config.mix = only("web=9,violation=1");
+        config.retry = fast_retry();
+        let report = loadgen::run(config).await.expect("load runs");
+        let split = report.split.clone().expect("a split report");
+        assert!(split.long_lived_traces > 0, "{report}");
+        assert!(split.long_lived_traces < split.traces_started, "{report}");
+        assert!(report.to_string().contains("long-lived"), "{report}");
+        let stats = sink.stats();
+        assert_eq!(stats.unique_spans, report.spans_accepted, "{stats}");
+        assert_eq!(stats.duplicate_spans, 0, "{stats}");
+        assert_eq!(report.traces_sent, split.traces_started, "{report}");
+        assert_eq!(stats.unique_traces, report.traces_sent, "{stats}");
+        // The last long-lived roots came long after the others stopped.
+        assert!(split.drain_secs >= 0.4, "{report}");
+        sink.shutdown().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_split_load_arrives_whole_exactly_once() {
     bounded(split_delivery(Protocol::Grpc, false, 0)).await;
@@ -1327,8 +1415,39 @@ fn load_arguments_become_a_config() {
         Some(SplitConfig {
             fragments: 4,
             spread: Duration::from_secs(5),
+            long_lived: None,
         })
     );
+
+    let cli = TestCli::try_parse_from([
+        "t",
+        "load",
+        "--split",
+        "4",
+        "--long-lived",
+        "0.01",
+        "--long-spread",
+        "20s",
+    ])
+    .expect("parses");
+    let BenchCommand::Load(args) = cli.command else {
+        panic!("not load");
+    };
+    assert_eq!(
+        args.to_config()
+            .split_config()
+            .and_then(|split| split.long_lived),
+        Some(crate::bench::traffic::LongLived {
+            every: 100,
+            spread: Duration::from_secs(20),
+        })
+    );
+    for bad in ["0", "1.5", "x"] {
+        assert!(
+            TestCli::try_parse_from(["t", "load", "--split", "4", "--long-lived", bad]).is_err(),
+            "{bad}"
+        );
+    }
 
     let cli = TestCli::try_parse_from([
         "t",

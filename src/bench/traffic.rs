@@ -965,6 +965,17 @@ impl Iterator for ChainTrace {
 pub struct SplitConfig {
     pub fragments: usize,
     pub spread: Duration,
+    /// A share of traces that live longer: their fragments over a spread
+    /// of their own (a batch job's trace, a long poll), the root last.
+    pub long_lived: Option<LongLived>,
+}
+
+/// One trace in `every` (of those each sender begins) is spread over
+/// `spread` instead of [`SplitConfig::spread`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LongLived {
+    pub every: u32,
+    pub spread: Duration,
 }
 
 /// What the senders of one split run share: an inbox per sender, into
@@ -985,6 +996,7 @@ pub struct SplitSchedule {
     /// Fragments of traces begun that are not settled yet, parked roots included.
     unsettled: AtomicU64,
     traces_started: AtomicU64,
+    long_lived_started: AtomicU64,
     /// When the last sender stopped beginning traces.
     stopped_at: Mutex<Option<Instant>>,
 }
@@ -1092,6 +1104,7 @@ impl SplitSchedule {
             starting: AtomicUsize::new(senders),
             unsettled: AtomicU64::new(0),
             traces_started: AtomicU64::new(0),
+            long_lived_started: AtomicU64::new(0),
             stopped_at: Mutex::new(None),
         })
     }
@@ -1111,12 +1124,18 @@ impl SplitSchedule {
             inbox: Vec::new(),
             seq: 0,
             starting: true,
+            begun: 0,
         }
     }
 
     /// Traces begun so far.
     pub fn traces_started(&self) -> u64 {
         self.traces_started.load(AtomicOrdering::SeqCst)
+    }
+
+    /// Of [`Self::traces_started`], those spread as long-lived.
+    pub fn long_lived_started(&self) -> u64 {
+        self.long_lived_started.load(AtomicOrdering::SeqCst)
     }
 
     /// Fragments of traces begun not settled yet.
@@ -1152,6 +1171,8 @@ pub struct SplitSender {
     inbox: Vec<Fragment>,
     seq: u64,
     starting: bool,
+    /// Traces this sender began, for the long-lived share.
+    begun: u64,
 }
 
 impl SplitSender {
@@ -1305,7 +1326,16 @@ impl SplitSender {
             .traces_started
             .fetch_add(1, AtomicOrdering::SeqCst);
         let senders = self.schedule.inboxes.len();
-        let spread = self.schedule.config.spread;
+        let spread = match self.schedule.config.long_lived {
+            Some(long) if (self.begun + 1) % u64::from(long.every.max(1)) == 0 => {
+                self.schedule
+                    .long_lived_started
+                    .fetch_add(1, AtomicOrdering::SeqCst);
+                long.spread
+            }
+            _ => self.schedule.config.spread,
+        };
+        self.begun += 1;
         // From the last fragment back, so that the root is parked before
         // any other fragment can be sent and settled.
         for k in (1..parts).rev() {
