@@ -234,8 +234,8 @@ enum Format {
     Junit,
 }
 
-/// Transparent huge pages off for this process (what `MIMALLOC_ALLOW_THP=0`
-/// does), where the kernel gives them to every large enough anonymous
+/// Transparent huge pages off for the daemon (what `MIMALLOC_ALLOW_THP=0`
+/// does; inherited by nothing it starts), where the kernel gives them to every large enough anonymous
 /// mapping (`enabled: always`, common): the kernel zeroed a fresh 2 MiB
 /// page for every region mimalloc touched again after giving part of it
 /// back, 14–17 % of the daemon's samples on split traffic (BENCHMARKS.md,
@@ -243,15 +243,11 @@ enum Format {
 #[cfg(target_os = "linux")]
 fn no_transparent_huge_pages() {
     if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
-        eprintln!(
-            "tracecheck: could not turn transparent huge pages off ({e}); going on with them"
-        );
+        tracing::info!("could not turn transparent huge pages off ({e}); going on with them");
     }
 }
 
 fn main() -> ExitCode {
-    #[cfg(target_os = "linux")]
-    no_transparent_huge_pages();
     // Every client of ours gets its TLS config from src/net/client.rs;
     // this is for any a library makes, which reqwest would make panic
     // without a process-wide provider.
@@ -382,6 +378,8 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
+    #[cfg(target_os = "linux")]
+    no_transparent_huge_pages();
     let sources = model_sources(&config);
     runtime()?.block_on(run_daemon(config, sources, None))
 }

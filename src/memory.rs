@@ -159,12 +159,6 @@ impl MemoryAccount {
         self.soft
     }
 
-    /// Whether the account holds more than its limit: memory that can be
-    /// given up at once should be.
-    pub fn over(&self) -> bool {
-        self.used() > self.limit
-    }
-
     fn gauge(&self, part: Part) -> &Gauge {
         &self.parts[part as usize]
     }

@@ -191,7 +191,7 @@ fn refusal(gate: &self::signin::Gate, request: &axum::extract::Request) -> Optio
 
 /// Unknown paths: 404 for HTTP, UNIMPLEMENTED for gRPC (the admin port
 /// serves both).
-pub async fn not_found(headers: axum::http::HeaderMap) -> axum::response::Response {
+pub(crate) async fn not_found(headers: axum::http::HeaderMap) -> axum::response::Response {
     use axum::response::IntoResponse;
     let grpc = headers
         .get(axum::http::header::CONTENT_TYPE)

@@ -1246,22 +1246,34 @@ impl Evaluator {
     /// Under memory pressure ([`crate::memory::MemoryAccount::pressed`])
     /// those settled longer than `settle` ago give way too, oldest first:
     /// the memory is wanted for traces still to be judged. The recently
-    /// settled stay, unless the account is past its limit: a
-    /// sender refused for that very pressure retries within seconds, and
-    /// its spans must still be able to flip a verdict given without them.
+    /// settled stay: a sender refused for that very pressure retries within
+    /// seconds, and its spans must still be able to flip a verdict given
+    /// without them. Past the account's limit, recently settled traces
+    /// with no failure give way too, until the excess is freed: settled
+    /// traces are the one part that grows without admission (their spans
+    /// are copied out of their requests as they settle), and a forgotten
+    /// trace's late spans still make its changeable passes inconclusive.
+    /// One with a failure stays, as a late span may undo it, and a
+    /// forgotten trace's failure would stand.
     fn forget(&mut self, now: Instant) {
+        let mut excess = self.settled_charge.as_ref().map_or(0, |c| {
+            let a = c.account();
+            a.used().saturating_sub(a.limit())
+        });
         while let Some(&(at, id)) = self.settled_order.front() {
             let expired = now.saturating_duration_since(at) > self.late_window;
             let not_waiting = self.settled_bytes - self.waiting_bytes;
-            let account = self.settled_charge.as_ref().map(|c| c.account());
-            // Past the account's limit, even the recently settled give way: they are the one part that grows
-            // without being admitted (a trace's spans copied out of their
-            // requests as it settles), and their verdicts stay as
-            // `Forgotten`, so a late span still makes them inconclusive.
-            let pressed = account.is_some_and(|a| {
-                a.over() || (now.saturating_duration_since(at) > self.settle && a.pressed())
-            });
-            if !expired && not_waiting <= self.keep_bytes && !pressed {
+            let pressed = now.saturating_duration_since(at) > self.settle
+                && self
+                    .settled_charge
+                    .as_ref()
+                    .is_some_and(|c| c.account().pressed());
+            let over = excess > 0
+                && self
+                    .settled
+                    .get(&id)
+                    .is_some_and(|s| s.counted.iter().all(|(_, v)| *v != Verdict::Fail));
+            if !expired && not_waiting <= self.keep_bytes && !pressed && !over {
                 break;
             }
             self.settled_order.pop_front();
@@ -1272,6 +1284,7 @@ impl Evaluator {
             if live {
                 if let Some(s) = self.settled.remove(&id) {
                     self.settled_bytes -= s.bytes;
+                    excess = excess.saturating_sub(s.bytes);
                     if !expired {
                         self.remember_forgotten(id, s, at);
                     }
@@ -1283,7 +1296,11 @@ impl Evaluator {
         }
         while let Some(&(at, id)) = self.forgotten_order.front() {
             let expired = now.saturating_duration_since(at) > self.late_window;
-            if !expired && self.forgotten_bytes <= self.forgotten_bound() {
+            // Those forgotten within `settle` stay whatever the bound: their
+            // senders' retries are still to come, and without the entry
+            // their late spans would leave a pass standing.
+            let recent = now.saturating_duration_since(at) <= self.settle;
+            if !expired && (self.forgotten_bytes <= self.forgotten_bound() || recent) {
                 break;
             }
             self.forgotten_order.pop_front();
@@ -2373,56 +2390,63 @@ spec:
 
     /// Settled traces are the one part of the account that grows without
     /// admission (their spans are copied out of their requests as they
-    /// settle): past the limit even a trace settled a moment ago gives way,
-    /// and its late spans still cannot leave a pass standing.
+    /// settle): past the limit a trace settled a moment ago gives way if
+    /// it has no failure, and its late spans still cannot leave a pass
+    /// standing; one with a failure stays, so a late span can undo it.
     #[test]
-    fn past_the_memory_limit_even_a_recently_settled_trace_gives_way() {
+    fn past_the_memory_limit_recently_settled_passes_give_way_and_failures_stay() {
         use crate::memory::{MemoryAccount, Part};
         let (e, metrics, _watcher, _dir) = evaluator_for(EXISTS_AND_NEVER);
         let memory = MemoryAccount::for_tests(1 << 20);
         let mut e = e
             .with_late_window(Duration::from_secs(300), 1 << 30, Duration::from_secs(60))
             .with_memory(&memory);
-        let trace = |id: u8| {
-            let mut t = completed(
-                trace_named(&["checkout", "charge"]),
-                CompletionReason::root,
-                false,
-                false,
-            );
+        let trace = |id: u8, names: &[&str]| {
+            let mut t = completed(trace_named(names), CompletionReason::root, false, false);
             t.trace_id = TraceId([id; 16]);
             t
         };
-        e.consume(trace(1));
-        let kept = memory.get(Part::settled);
-        assert!(kept > 0, "settled within settle, under the limit: kept");
+        // Trace 1 passes both models; trace 2 fails `charged` (no charge).
+        e.consume(trace(1, &["checkout", "charge"]));
+        e.consume(trace(2, &["checkout"]));
+        assert_eq!(count(&metrics, "charged", "fail"), 1);
 
-        // The buffer takes the account to its limit: the next trace to
-        // settle would pass it.
-        memory.add(Part::buffer, (1 << 20) - memory.used());
-        e.consume(trace(2));
-        // Only the two traces' verdicts are left (`Forgotten`): their spans
-        // are given up.
+        // The buffer takes the account past its limit: the next trace to
+        // settle makes the settled traces without a failure give way.
+        memory.add(Part::buffer, (1 << 20) - memory.used() + 1);
+        e.consume(trace(3, &["checkout", "charge"]));
+        // What is left past the limit is the forgotten trace's verdicts,
+        // not its spans.
         assert!(
-            memory.used() <= (1 << 20) + 2 * 512,
-            "account {} past its limit by more than two traces' verdicts",
+            memory.used() <= (1 << 20) + FORGOTTEN_OVERHEAD + 64,
+            "account {} past its limit by more than one trace's verdicts",
             memory.used()
         );
 
         // A late span of the first makes its changeable pass inconclusive
         // (kept, it would have been merged into a failure).
-        let mut late_release = completed(
+        let mut late = completed(
             trace_named(&["release"]),
             CompletionReason::idle,
             false,
             true,
         );
-        late_release.trace_id = TraceId([1; 16]);
-        e.consume(late_release);
+        late.trace_id = TraceId([1; 16]);
+        e.consume(late);
         assert_eq!(
             flipped(&metrics, "never-release", "pass", "inconclusive"),
             1
         );
+        // The failing trace was kept: its late `charge` undoes the failure.
+        let mut late = completed(
+            trace_named(&["charge"]),
+            CompletionReason::idle,
+            false,
+            true,
+        );
+        late.trace_id = TraceId([2; 16]);
+        e.consume(late);
+        assert_eq!(flipped(&metrics, "charged", "fail", "pass"), 1);
     }
 
     /// Late spans of a trace no longer kept are counted, not judged.
