@@ -35,6 +35,8 @@
 #                  4 requests from different senders, the root last,
 #                  SPREAD (300ms) from first to last (`bench load --split`).
 #   JSON_SENDERS=0 of the senders, how many send OTLP/HTTP JSON.
+#   ASSEMBLER=     tracecheck's assembler settings as a YAML flow map,
+#                  e.g. '{ settle: 35s }' (default: none, its defaults)
 #   LONG_LIVED=    with SPLIT: the share of traces that are long-lived
 #                  (e.g. 0.01), spread over LONG_SPREAD (30s) instead.
 #   PERF=SECONDS   record a flat profile (perf, 999 Hz) of each tracecheck
@@ -68,6 +70,7 @@ SPLIT="${SPLIT:-1}"
 SPREAD="${SPREAD:-300ms}"
 JSON_SENDERS="${JSON_SENDERS:-0}"
 LONG_LIVED="${LONG_LIVED:-}"
+ASSEMBLER="${ASSEMBLER:-}"
 LONG_SPREAD="${LONG_SPREAD:-30s}"
 MATCHING="${MATCHING:-10}"
 PERF="${PERF:-}"
@@ -155,6 +158,7 @@ exporters:
     compression_params: { level: $GZIP_LEVEL }
 admin:
   endpoint: "127.0.0.1:$ADMIN"
+${ASSEMBLER:+assembler: $ASSEMBLER}
 EOF
         "$TRACECHECK" serve --config "$TMP/$case.yaml" >"$TMP/$case.log" 2>&1 &
         CASE_PID=$!
@@ -219,6 +223,7 @@ for case in "${CASES[@]}"; do
     done
     t1=$(date +%s.%N)
     failed_verdicts=null
+    inconclusive_verdicts=null
     if [ "$case" != rotel ] && [ "${case#tc-}" -gt 0 ]; then
         # Every trace gets exactly one verdict of the bank model (pass, fail
         # or skip): wait until all sent traces have theirs.
@@ -236,6 +241,13 @@ for case in "${CASES[@]}"; do
         http GET "http://127.0.0.1:$ADMIN/metrics" >"$TMP/scrape.txt"
         judged=$(metric "$TMP/scrape.txt" tracecheck_model_verdicts_total 'model="overdraft-rolls-back"')
         failed_verdicts=$(metric "$TMP/scrape.txt" tracecheck_model_verdicts_total 'model="overdraft-rolls-back",verdict="fail"')
+        # Late spans (a long-lived trace's, a retry's) may flip a verdict
+        # given on part of a trace: a failure found then counts, one undone
+        # does not, and one made inconclusive is counted apart.
+        flip() { metric "$TMP/scrape.txt" tracecheck_verdicts_flipped_total "model=\"overdraft-rolls-back\",from=\"$1\",to=\"$2\""; }
+        failed_verdicts=$((failed_verdicts + $(flip skip fail) + $(flip pass fail) - $(flip fail pass)))
+        inconclusive_verdicts=$(($(metric "$TMP/scrape.txt" tracecheck_model_verdicts_total 'model="overdraft-rolls-back",verdict="inconclusive"') \
+            + $(flip pass inconclusive) + $(flip skip inconclusive)))
         kill -TERM "$WATCH_PID" 2>/dev/null || true
         wait "$WATCH_PID" 2>/dev/null || true
         read -r watched watched_unique <<<"$(python3 -c '
@@ -257,12 +269,12 @@ print(len(ids), len(set(ids)))' "$TMP/$case.fails.jsonl")"
     kill -TERM "$CASE_PID" 2>/dev/null || true
     wait "$CASE_PID" 2>/dev/null || true
     stats=$(http GET "http://127.0.0.1:$SINK_STATS/stats")
-    python3 - "$case" "$TMP/$case.load.json" "$stats" "$((cpu1 - cpu0))" "$(getconf CLK_TCK)" "$rss" "$failed_verdicts" "$evicted" $delays "$t0" "$t1" "$judged" "$watched" "$watched_unique" >>"$TMP/results.jsonl" <<'PY'
+    python3 - "$case" "$TMP/$case.load.json" "$stats" "$((cpu1 - cpu0))" "$(getconf CLK_TCK)" "$rss" "$failed_verdicts" "$evicted" $delays "$t0" "$t1" "$judged" "$watched" "$watched_unique" "$inconclusive_verdicts" >>"$TMP/results.jsonl" <<'PY'
 import json, math, sys
 case, load_file, stats, ticks, hz, rss, failed, evicted = sys.argv[1:9]
 d50, d99, d_within = (float(x) for x in sys.argv[9:12])
 t0, t1 = float(sys.argv[12]), float(sys.argv[13])
-judged, watched, watched_unique = (None if x == "null" else int(x) for x in sys.argv[14:17])
+judged, watched, watched_unique, inconclusive = (None if x == "null" else int(x) for x in sys.argv[14:18])
 nan_none = lambda x: None if math.isnan(x) else x
 load = json.load(open(load_file))
 stats = json.loads(stats)
@@ -288,6 +300,7 @@ print(json.dumps({
     "traces_sent": load["traces_sent"],
     "traces_judged": judged,
     "overdraft_failed": None if failed == "null" else int(failed),
+    "overdraft_inconclusive": inconclusive,
     "fail_verdicts_watched": watched,
     "fail_verdicts_watched_unique_traces": watched_unique,
     "evicted_traces": None if evicted == "null" else int(evicted),
@@ -330,7 +343,8 @@ for r in rows:
         # with their trace IDs (all of them unless it fell behind: then the
         # server tells it how many it missed): none may repeat a trace.
         if r["overdraft_failed"] != r["violating_sent"]:
-            bad.append(f"{r['case']}: {r['violating_sent']} violating traces sent, {r['overdraft_failed']} fail verdicts")
+            bad.append(f"{r['case']}: {r['violating_sent']} violating traces sent, {r['overdraft_failed']} fail verdicts, "
+                       f"{r.get('overdraft_inconclusive')} inconclusive")
         if r["fail_verdicts_watched"] != r["fail_verdicts_watched_unique_traces"]:
             bad.append(f"{r['case']}: {r['fail_verdicts_watched']} failures watched on only "
                        f"{r['fail_verdicts_watched_unique_traces']} distinct traces")

@@ -575,6 +575,11 @@ fn validate(config: &LoadConfig) -> Result<(), LoadError> {
             "long-lived traces are split traces: give --split too",
         ));
     }
+    if config.long_lived_every > 0 && config.long_spread <= config.spread {
+        return Err(LoadError::Setting(
+            "--long-spread must be longer than --spread",
+        ));
+    }
     if config.split > config.senders {
         return Err(LoadError::Setting(
             "split needs at least as many senders as fragments: each goes on another",

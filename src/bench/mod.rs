@@ -114,9 +114,9 @@ pub struct LoadArgs {
     /// or 5s as SDKs' batching gives.
     #[arg(long, value_parser = parse_duration, default_value = "300ms")]
     pub spread: Duration,
-    /// With --split: the share of traces that are long-lived (e.g. 0.01),
-    /// their fragments over --long-spread instead: a span of each in many
-    /// requests, holding them, the root last.
+    /// With --split: the share of traces that are long-lived (e.g. 0.01:
+    /// one trace in round(1/SHARE) over the run), their --split fragments
+    /// over --long-spread instead, the root last.
     #[arg(long, value_parser = parse_share)]
     pub long_lived: Option<f64>,
     /// With --long-lived: from such a trace's first fragment to its root.

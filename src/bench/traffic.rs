@@ -1124,7 +1124,6 @@ impl SplitSchedule {
             inbox: Vec::new(),
             seq: 0,
             starting: true,
-            begun: 0,
         }
     }
 
@@ -1171,8 +1170,6 @@ pub struct SplitSender {
     inbox: Vec<Fragment>,
     seq: u64,
     starting: bool,
-    /// Traces this sender began, for the long-lived share.
-    begun: u64,
 }
 
 impl SplitSender {
@@ -1322,12 +1319,15 @@ impl SplitSender {
         self.schedule
             .unsettled
             .fetch_add(parts as u64, AtomicOrdering::SeqCst);
-        self.schedule
+        let begun = self
+            .schedule
             .traces_started
             .fetch_add(1, AtomicOrdering::SeqCst);
         let senders = self.schedule.inboxes.len();
+        // Counted over the run, not per sender, so that a small share
+        // shows on a short run with many senders.
         let spread = match self.schedule.config.long_lived {
-            Some(long) if (self.begun + 1) % u64::from(long.every.max(1)) == 0 => {
+            Some(long) if parts > 1 && (begun + 1) % u64::from(long.every.max(1)) == 0 => {
                 self.schedule
                     .long_lived_started
                     .fetch_add(1, AtomicOrdering::SeqCst);
@@ -1335,7 +1335,6 @@ impl SplitSender {
             }
             _ => self.schedule.config.spread,
         };
-        self.begun += 1;
         // From the last fragment back, so that the root is parked before
         // any other fragment can be sent and settled.
         for k in (1..parts).rev() {
