@@ -1051,7 +1051,9 @@ impl Evaluator {
                 .get_or_create(&LateLabels { merged: "false" })
                 .inc_by(n);
             tracing::debug!(trace_id = %t.trace_id, spans = n, "Late spans for a trace no longer kept; not judged.");
-            self.unsettle_forgotten(&t);
+            if !self.unsettle_forgotten(&t) {
+                self.unsettle_unknown(&t);
+            }
             return;
         };
         self.metrics
@@ -1143,9 +1145,10 @@ impl Evaluator {
     /// verdict they could have changed becomes `inconclusive` (`late`), a
     /// counted flip: a pass no span can change and a failure already seen
     /// stand; a skip of a model these spans may make apply does not.
-    fn unsettle_forgotten(&mut self, t: &CompletedTrace) {
+    /// Returns whether the trace's verdicts were still held.
+    fn unsettle_forgotten(&mut self, t: &CompletedTrace) -> bool {
         let Some(f) = self.forgotten.get_mut(&t.trace_id) else {
-            return;
+            return false;
         };
         let before = f.bytes();
         let engine = &f.models.engine;
@@ -1186,7 +1189,7 @@ impl Evaluator {
             f.exported = exported;
         }
         if publish.is_empty() {
-            return;
+            return true;
         }
         let completion = Completion::of(t);
         self.record(
@@ -1198,6 +1201,57 @@ impl Evaluator {
             },
             publish,
             completion,
+            Some(t.last_seen),
+        );
+        true
+    }
+
+    /// Spans of a trace whose verdicts are no longer held at all (its
+    /// `Forgotten` entry gone too: a long-lived trace's parts further apart
+    /// than those entries last). What it was judged on is unknown, so every
+    /// model these spans could wake is made `inconclusive` (`late`),
+    /// published as a flip from a skip (the common case: the part judged
+    /// lacked the span the model matches, as a long-lived trace's root that
+    /// comes last), rather than leaving whatever was given standing; a
+    /// `Forgotten` entry records it, so later parts flip nothing twice.
+    fn unsettle_unknown(&mut self, t: &CompletedTrace) {
+        let models = self.registry.current();
+        let woken = models.engine.may_wake(span_names(&t.spans));
+        if woken.is_empty() {
+            return;
+        }
+        let publish: Vec<_> = woken
+            .iter()
+            .map(|&model| {
+                (
+                    ModelVerdict::inconclusive(model, Inconclusive::Late),
+                    Publish::Flip {
+                        from: Verdict::Skip,
+                    },
+                )
+            })
+            .collect();
+        let f = Forgotten {
+            models: Arc::clone(&models),
+            counted: woken.iter().map(|&m| (m, Verdict::Inconclusive)).collect(),
+            exported: 0,
+            at: Instant::now(),
+        };
+        self.forgotten_bytes += f.bytes();
+        self.forgotten_order.push_back((f.at, t.trace_id));
+        if let Some(old) = self.forgotten.insert(t.trace_id, f) {
+            self.forgotten_bytes -= old.bytes();
+        }
+        self.charge_settled();
+        self.record(
+            &models,
+            On {
+                trace_id: t.trace_id,
+                trace: None,
+                spans: &t.spans,
+            },
+            publish,
+            Completion::of(t),
             Some(t.last_seen),
         );
     }
@@ -2449,17 +2503,42 @@ spec:
         assert_eq!(flipped(&metrics, "charged", "fail", "pass"), 1);
     }
 
-    /// Late spans of a trace no longer kept are counted, not judged.
+    /// Late spans of a trace nothing is held of (its verdicts forgotten
+    /// too: a long-lived trace's parts far apart) are not judged alone,
+    /// which could fail a trace for the spans it lacks here; every model
+    /// they could wake is made inconclusive instead of leaving what the
+    /// first part was given (a skip, its root still to come) standing, and
+    /// only once however many parts follow.
     #[test]
-    fn late_spans_of_a_forgotten_trace_are_counted_not_judged() {
+    fn late_spans_of_a_trace_nothing_is_held_of_make_what_they_could_wake_inconclusive() {
         let (mut e, metrics, _watcher, _dir) = evaluator_for(EXISTS_AND_NEVER);
-        e.consume(completed(
-            trace_named(&["checkout", "release"]),
-            CompletionReason::idle,
-            false,
-            true,
-        ));
+        let late_part = || {
+            completed(
+                trace_named(&["checkout", "release"]),
+                CompletionReason::idle,
+                false,
+                true,
+            )
+        };
+        e.consume(late_part());
         assert_eq!(count(&metrics, "never-release", "fail"), 0);
         assert_eq!(late(&metrics, "false"), 2);
+        for model in ["charged", "never-release"] {
+            assert_eq!(
+                flipped(&metrics, model, "skip", "inconclusive"),
+                1,
+                "{model}"
+            );
+        }
+        e.consume(late_part());
+        assert_eq!(late(&metrics, "false"), 4);
+        for model in ["charged", "never-release"] {
+            assert_eq!(
+                flipped(&metrics, model, "skip", "inconclusive"),
+                1,
+                "{model}"
+            );
+            assert_eq!(count(&metrics, model, "fail"), 0, "{model}");
+        }
     }
 }
