@@ -1188,21 +1188,9 @@ impl Evaluator {
         if let Some(f) = self.forgotten.get_mut(&t.trace_id) {
             f.exported = exported;
         }
-        if publish.is_empty() {
-            return true;
+        if !publish.is_empty() {
+            self.publish_late(&models, t, publish);
         }
-        let completion = Completion::of(t);
-        self.record(
-            &models,
-            On {
-                trace_id: t.trace_id,
-                trace: None,
-                spans: &t.spans,
-            },
-            publish,
-            completion,
-            Some(t.last_seen),
-        );
         true
     }
 
@@ -1231,20 +1219,29 @@ impl Evaluator {
                 )
             })
             .collect();
-        let f = Forgotten {
-            models: Arc::clone(&models),
-            counted: woken.iter().map(|&m| (m, Verdict::Inconclusive)).collect(),
-            exported: 0,
-            at: Instant::now(),
-        };
-        self.forgotten_bytes += f.bytes();
-        self.forgotten_order.push_back((f.at, t.trace_id));
-        if let Some(old) = self.forgotten.insert(t.trace_id, f) {
-            self.forgotten_bytes -= old.bytes();
-        }
+        self.insert_forgotten(
+            t.trace_id,
+            Forgotten {
+                models: Arc::clone(&models),
+                counted: woken.iter().map(|&m| (m, Verdict::Inconclusive)).collect(),
+                exported: 0,
+                at: Instant::now(),
+            },
+        );
         self.charge_settled();
+        self.publish_late(&models, t, publish);
+    }
+
+    /// Publishes what late spans of a trace no longer kept changed: there
+    /// is no trace to show, only these spans.
+    fn publish_late(
+        &self,
+        models: &LoadedModels,
+        t: &CompletedTrace,
+        publish: Vec<(ModelVerdict, Publish)>,
+    ) {
         self.record(
-            &models,
+            models,
             On {
                 trace_id: t.trace_id,
                 trace: None,
@@ -1378,14 +1375,20 @@ impl Evaluator {
     fn remember_forgotten(&mut self, id: TraceId, s: Settled, at: Instant) {
         let mut counted = s.counted;
         counted.shrink_to_fit();
-        let f = Forgotten {
-            models: s.models,
-            counted,
-            exported: s.exported,
-            at,
-        };
+        self.insert_forgotten(
+            id,
+            Forgotten {
+                models: s.models,
+                counted,
+                exported: s.exported,
+                at,
+            },
+        );
+    }
+
+    fn insert_forgotten(&mut self, id: TraceId, f: Forgotten) {
         self.forgotten_bytes += f.bytes();
-        self.forgotten_order.push_back((at, id));
+        self.forgotten_order.push_back((f.at, id));
         if let Some(old) = self.forgotten.insert(id, f) {
             self.forgotten_bytes -= old.bytes();
         }
