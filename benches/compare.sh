@@ -125,6 +125,9 @@ http() { # METHOD URL
     python3 -c 'import sys, urllib.request as u; print(u.urlopen(u.Request(sys.argv[2], data=b"" if sys.argv[1] == "POST" else None, method=sys.argv[1]), timeout=10).read().decode())' "$1" "$2"
 }
 rss_peak_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
+flip() { # FROM TO: the bank model's verdicts flipped so in the last scrape
+    metric "$TMP/scrape.txt" tracecheck_verdicts_flipped_total "model=\"overdraft-rolls-back\",from=\"$1\",to=\"$2\""
+}
 
 "$TRACECHECK" bench sink --grpc "127.0.0.1:$SINK_GRPC" --stats "127.0.0.1:$SINK_STATS" >"$TMP/sink.log" 2>&1 &
 PIDS+=($!)
@@ -244,7 +247,6 @@ for case in "${CASES[@]}"; do
         # Late spans (a long-lived trace's, a retry's) may flip a verdict
         # given on part of a trace: a failure found then counts, one undone
         # does not, and one made inconclusive is counted apart.
-        flip() { metric "$TMP/scrape.txt" tracecheck_verdicts_flipped_total "model=\"overdraft-rolls-back\",from=\"$1\",to=\"$2\""; }
         failed_verdicts=$((failed_verdicts + $(flip skip fail) + $(flip pass fail) - $(flip fail pass)))
         inconclusive_verdicts=$(($(metric "$TMP/scrape.txt" tracecheck_model_verdicts_total 'model="overdraft-rolls-back",verdict="inconclusive"') \
             + $(flip pass inconclusive) + $(flip skip inconclusive)))

@@ -19,8 +19,7 @@ use anyhow::Context;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracecheck::config::{Config, LogEncoding, LogsConfig, DEFAULT_MODELS_DIR};
-use tracecheck::daemon::Daemon;
-use tracecheck::daemon::ModelsStage;
+use tracecheck::daemon::{Daemon, ModelsStage};
 use tracecheck::engine::{Engine, Verdict};
 use tracecheck::evaluator::registry::ModelSource;
 
@@ -235,7 +234,7 @@ enum Format {
 }
 
 /// Transparent huge pages off for the daemon (what `MIMALLOC_ALLOW_THP=0`
-/// does; inherited by nothing it starts), where the kernel gives them to every large enough anonymous
+/// does), where the kernel gives them to every large enough anonymous
 /// mapping (`enabled: always`, common): the kernel zeroed a fresh 2 MiB
 /// page for every region mimalloc touched again after giving part of it
 /// back, 14–17 % of the daemon's samples on split traffic (BENCHMARKS.md,

@@ -970,8 +970,8 @@ pub struct SplitConfig {
     pub long_lived: Option<LongLived>,
 }
 
-/// One trace in `every` (of those each sender begins) is spread over
-/// `spread` instead of [`SplitConfig::spread`].
+/// One trace in `every` of those the run begins (of more than one span)
+/// is spread over `spread` instead of [`SplitConfig::spread`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LongLived {
     pub every: u32,
