@@ -239,6 +239,10 @@ for case in "${CASES[@]}"; do
             [ $SECONDS -lt $deadline ] || break
             sleep 0.2
         done
+        # Every trace has a verdict once its first part settled; the parts
+        # still buffered (a long-lived trace's root, a retried fragment) may
+        # yet flip it.
+        wait_settled "http://127.0.0.1:$ADMIN"
         cpu1=$(cpu_ticks "$CASE_PID")
         sleep 0.5
         http GET "http://127.0.0.1:$ADMIN/metrics" >"$TMP/scrape.txt"

@@ -67,13 +67,14 @@ delay_stats() {
 }
 
 # wait_settled ADMIN_URL: until the daemon's buffer is empty (every trace
-# settled) and its verdict counters stood still for half a second (every
-# settled trace judged), or two minutes have passed.
+# settled, late fragments too) and its verdict and flip counters stood
+# still for half a second (every settled trace judged, every late fragment
+# merged), or two minutes have passed.
 wait_settled() {
     local before=-1 now
     for _ in $(seq 1 240); do
         get "$1/metrics" >"$TMP/settle-scrape.txt" 2>/dev/null || true
-        now=$(python3 "$ROOT/benches/promtext.py" sum "$TMP/settle-scrape.txt" tracecheck_model_verdicts_total)
+        now="$(python3 "$ROOT/benches/promtext.py" sum "$TMP/settle-scrape.txt" tracecheck_model_verdicts_total) $(python3 "$ROOT/benches/promtext.py" sum "$TMP/settle-scrape.txt" tracecheck_verdicts_flipped_total)"
         if [ "$(python3 "$ROOT/benches/promtext.py" sum "$TMP/settle-scrape.txt" tracecheck_buffer_traces)" = 0 ] &&
             [ "$now" = "$before" ]; then
             return 0

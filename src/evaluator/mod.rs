@@ -306,9 +306,16 @@ pub struct Evaluator {
     settled: HashMap<TraceId, Settled>,
     /// The resources and scopes of the settled traces' spans, shared.
     scopes: ScopeInterner,
-    /// Settled traces with nothing waiting, oldest first, for forgetting
-    /// them; entries of traces since forgotten or waiting again are stale.
+    /// Settled traces with a root and nothing waiting, oldest first, for
+    /// forgetting them; entries of traces since forgotten, waiting again or
+    /// moved to the other queue are stale.
     settled_order: VecDeque<(Instant, TraceId)>,
+    /// As `settled_order`, for traces without a root: forgotten by the byte
+    /// bound only once no trace with a root is left to forget, since their
+    /// root is most likely still to come (the root ends last: a long-lived
+    /// trace's earlier parts, or a trace split by its senders' retries),
+    /// and only merged with it can they still fail.
+    rootless_order: VecDeque<(Instant, TraceId)>,
     settled_bytes: usize,
     /// `settled_bytes` charged to the process's memory account (`settled`).
     settled_charge: Option<crate::memory::Charge>,
@@ -376,6 +383,7 @@ impl Evaluator {
             settled: HashMap::new(),
             scopes: ScopeInterner::default(),
             settled_order: VecDeque::new(),
+            rootless_order: VecDeque::new(),
             settled_bytes: 0,
             settled_charge: None,
             waiting_bytes: 0,
@@ -1066,6 +1074,8 @@ impl Evaluator {
             .extend(RawSpan::detach_rest(t.spans, t.own_spans, &mut self.scopes));
         s.bytes += added;
         s.last_seen = t.last_seen;
+        // Its root came: it is kept as any trace with a root from now on.
+        s.rootless &= t.rootless;
         s.completion.truncated |= t.truncated;
         s.completion.unreadable |= t.unreadable;
 
@@ -1263,7 +1273,12 @@ impl Evaluator {
         }
         if s.waiting.is_empty() {
             self.waiting.remove(&id);
-            self.settled_order.push_back((s.settled_at, id));
+            let order = if s.rootless {
+                &mut self.rootless_order
+            } else {
+                &mut self.settled_order
+            };
+            order.push_back((s.settled_at, id));
         } else {
             self.waiting.insert(id);
         }
@@ -1294,53 +1309,61 @@ impl Evaluator {
     }
 
     /// Forgets settled traces past the late-span window or the byte bound.
-    /// Under memory pressure ([`crate::memory::MemoryAccount::pressed`])
-    /// those settled longer than `settle` ago give way too, oldest first:
-    /// the memory is wanted for traces still to be judged. The recently
-    /// settled stay: a sender refused for that very pressure retries within
-    /// seconds, and its spans must still be able to flip a verdict given
-    /// without them. Past the account's limit, recently settled traces
-    /// with no failure give way too, until the excess is freed: settled
-    /// traces are the one part that grows without admission (their spans
-    /// are copied out of their requests as they settle), and a forgotten
-    /// trace's late spans still make its changeable passes inconclusive.
-    /// One with a failure stays, as a late span may undo it, and a
-    /// forgotten trace's failure would stand.
+    /// The byte bound takes traces with a root first, oldest first, and
+    /// root-less ones only once none with a root is left: a root-less
+    /// trace is most likely a long-lived trace's earlier part whose root
+    /// comes last, and forgotten, the root's part could make its verdicts
+    /// only inconclusive, never the failure they may be. Under memory
+    /// pressure ([`crate::memory::MemoryAccount::pressed`]) those settled
+    /// longer than `settle` ago give way too, oldest first: the memory is
+    /// wanted for traces still to be judged. The recently settled stay: a
+    /// sender refused for that very pressure retries within seconds, and
+    /// its spans must still be able to flip a verdict given without them.
+    /// Past the account's limit, recently settled traces with no failure
+    /// give way too, until the excess is freed: settled traces are the one
+    /// part that grows without admission (their spans are copied out of
+    /// their requests as they settle), and a forgotten trace's late spans
+    /// still make its changeable passes inconclusive. One with a failure
+    /// stays, as a late span may undo it, and a forgotten trace's failure
+    /// would stand.
     fn forget(&mut self, now: Instant) {
         let mut excess = self.settled_charge.as_ref().map_or(0, |c| {
             let a = c.account();
             a.used().saturating_sub(a.limit())
         });
-        while let Some(&(at, id)) = self.settled_order.front() {
-            let expired = now.saturating_duration_since(at) > self.late_window;
-            let not_waiting = self.settled_bytes - self.waiting_bytes;
-            let pressed = now.saturating_duration_since(at) > self.settle
-                && self
-                    .settled_charge
-                    .as_ref()
-                    .is_some_and(|c| c.account().pressed());
-            let over = excess > 0
-                && self
-                    .settled
-                    .get(&id)
-                    .is_some_and(|s| s.counted.iter().all(|(_, v)| *v != Verdict::Fail));
-            if !expired && not_waiting <= self.keep_bytes && !pressed && !over {
-                break;
+        loop {
+            let over_bytes = self.settled_bytes - self.waiting_bytes > self.keep_bytes;
+            let due = |order: &VecDeque<(Instant, TraceId)>, by_bytes: bool| {
+                let &(at, id) = order.front()?;
+                (by_bytes || self.must_forget(at, &id, now, excess)).then_some((at, id))
+            };
+            let (rootless, (at, id)) = match due(&self.settled_order, over_bytes) {
+                Some(front) => (false, front),
+                None => match due(
+                    &self.rootless_order,
+                    over_bytes && self.settled_order.is_empty(),
+                ) {
+                    Some(front) => (true, front),
+                    None => break,
+                },
+            };
+            if rootless {
+                self.rootless_order.pop_front();
+            } else {
+                self.settled_order.pop_front();
             }
-            self.settled_order.pop_front();
-            let live = self
-                .settled
-                .get(&id)
-                .is_some_and(|s| s.settled_at == at && s.waiting.is_empty());
+            let live = self.settled.get(&id).is_some_and(|s| {
+                s.settled_at == at && s.waiting.is_empty() && s.rootless == rootless
+            });
             if live {
                 if let Some(s) = self.settled.remove(&id) {
                     self.settled_bytes -= s.bytes;
                     excess = excess.saturating_sub(s.bytes);
-                    if !expired {
+                    if now.saturating_duration_since(at) <= self.late_window {
                         self.remember_forgotten(id, s, at);
                     }
-                    // The account sees it at once: the pressure test above
-                    // reads the account.
+                    // The account sees it at once: the pressure test reads
+                    // the account.
                     self.charge_settled();
                 }
             }
@@ -1364,6 +1387,24 @@ impl Evaluator {
         crate::memory::shrink_idle(&mut self.settled, KEPT_ROOM);
         crate::memory::shrink_idle(&mut self.forgotten, KEPT_ROOM);
         self.charge_settled();
+    }
+
+    /// Whether a kept trace settled at `at` goes whatever the byte bound:
+    /// past the late-span window, under memory pressure, or past the
+    /// account's limit without a failure (see [`Evaluator::forget`]).
+    fn must_forget(&self, at: Instant, id: &TraceId, now: Instant, excess: usize) -> bool {
+        let age = now.saturating_duration_since(at);
+        let pressed = age > self.settle
+            && self
+                .settled_charge
+                .as_ref()
+                .is_some_and(|c| c.account().pressed());
+        let over = excess > 0
+            && self
+                .settled
+                .get(id)
+                .is_some_and(|s| s.counted.iter().all(|(_, v)| *v != Verdict::Fail));
+        age > self.late_window || pressed || over
     }
 
     /// Half the bytes kept for late spans: settled traces and what is left
@@ -1880,12 +1921,18 @@ spec:
 
     /// A trace with spans of these names (one trace, one resource).
     fn trace_named(names: &[&str]) -> Vec<RawSpan> {
+        trace_named_from(1, names)
+    }
+
+    /// As [`trace_named`], span IDs counted from `first_id`: a later part
+    /// of the same trace.
+    fn trace_named_from(first_id: u8, names: &[&str]) -> Vec<RawSpan> {
         let spans = names
             .iter()
             .enumerate()
             .map(|(i, n)| Span {
                 trace_id: vec![9; 16],
-                span_id: vec![i as u8 + 1; 8],
+                span_id: vec![i as u8 + first_id; 8],
                 name: (*n).into(),
                 start_time_unix_nano: 1,
                 end_time_unix_nano: 2,
@@ -2543,5 +2590,66 @@ spec:
             );
             assert_eq!(count(&metrics, model, "fail"), 0, "{model}");
         }
+    }
+
+    /// A long-lived trace's first part settles without its root (a skip:
+    /// the model matches the root); traces with a root that settle after
+    /// it go past the bytes kept for late spans. They are forgotten first,
+    /// so when the root's part comes it is merged and the violation fails,
+    /// rather than being made inconclusive against a forgotten part.
+    #[test]
+    fn a_rootless_part_outlasts_rooted_traces_in_the_byte_bound_so_its_root_can_fail_it() {
+        let (e, metrics, _watcher, _dir) = evaluator_for(EXISTS_AND_NEVER);
+        let mut first = completed(
+            trace_named(&["release"]),
+            CompletionReason::idle,
+            false,
+            false,
+        );
+        first.rootless = true;
+        let kept = span_bytes(&first.spans) + SETTLED_OVERHEAD;
+        // Room for the root-less part and one more trace.
+        let mut e = e.with_late_window(
+            Duration::from_secs(300),
+            kept + span_bytes(&trace_named(&["checkout", "charge"])) + SETTLED_OVERHEAD,
+            Duration::from_secs(6),
+        );
+        e.consume(first);
+        for id in 1..=3 {
+            let mut t = completed(
+                trace_named(&["checkout", "charge"]),
+                CompletionReason::root,
+                false,
+                false,
+            );
+            t.trace_id = TraceId([id; 16]);
+            e.consume(t);
+        }
+        assert_eq!(count(&metrics, "never-release", "pass"), 3);
+        assert_eq!(
+            e.settled.len(),
+            2,
+            "the root-less part and the newest trace are kept"
+        );
+        e.consume(completed(
+            trace_named_from(2, &["checkout", "charge"]),
+            CompletionReason::root,
+            false,
+            true,
+        ));
+        assert_eq!(late(&metrics, "true"), 2);
+        assert_eq!(flipped(&metrics, "never-release", "skip", "fail"), 1);
+        assert_eq!(flipped(&metrics, "charged", "skip", "pass"), 1);
+        assert_eq!(inconclusive(&metrics, "late"), 0);
+        // Merged with its root, it is forgotten as any trace with one.
+        let mut t = completed(
+            trace_named(&["checkout", "charge"]),
+            CompletionReason::root,
+            false,
+            false,
+        );
+        t.trace_id = TraceId([4; 16]);
+        e.consume(t);
+        assert!(!e.settled.contains_key(&TraceId([9; 16])));
     }
 }
