@@ -42,6 +42,8 @@
 #   PERF=SECONDS   record a flat profile (perf, 999 Hz) of each tracecheck
 #                  case for that long while the load runs, reported by
 #                  thread and symbol into PERF_DIR (target/compare-perf)
+#   PERF_RECORD='-F 999'  perf record's sampling options, e.g.
+#                  '-F 299 --call-graph dwarf,32768' for callers too
 #   MATCHING=10    of each tc-N case's models, how many match every trace
 #                  and are evaluated (the bank model among them); the rest
 #                  match nothing.
@@ -75,6 +77,7 @@ LONG_SPREAD="${LONG_SPREAD:-30s}"
 MATCHING="${MATCHING:-10}"
 PERF="${PERF:-}"
 PERF_DIR="${PERF_DIR:-$ROOT/target/compare-perf}"
+PERF_RECORD="${PERF_RECORD:--F 999}"
 [ -z "$PERF" ] || mkdir -p "$PERF_DIR"
 case "$COMPRESSION" in none|gzip) ;; *) echo "COMPRESSION must be none or gzip" >&2; exit 2 ;; esac
 OUT="${OUT:-$ROOT/target/compare.json}"
@@ -197,7 +200,7 @@ for case in "${CASES[@]}"; do
     PERF_PID=
     if [ -n "$PERF" ] && [ "$case" != rotel ]; then
         # A flat profile of the daemon while the load runs, a second in.
-        (sleep 1; exec perf record -q -F 999 -p "$CASE_PID" -o "$PERF_DIR/$case.perf.data" -- sleep "$PERF") \
+        (sleep 1; exec perf record -q $PERF_RECORD -p "$CASE_PID" -o "$PERF_DIR/$case.perf.data" -- sleep "$PERF") \
             >"$PERF_DIR/$case.perf.log" 2>&1 &
         PERF_PID=$!
     fi

@@ -36,6 +36,7 @@ fn span(trace: u8, id: u8, root: bool) -> KeyedSpan {
                 scope: Bytes::new(),
                 scope_schema_url: String::new(),
                 copy_room: None,
+                copy: None,
             }),
         },
     }
@@ -103,6 +104,7 @@ async fn a_trace_waiting_to_settle_keeps_its_own_bytes_not_its_requests() {
         scope: Bytes::new(),
         scope_schema_url: String::new(),
         copy_room: None,
+        copy: None,
     });
     let slice = |id: u8, range: std::ops::Range<usize>, root: bool| KeyedSpan {
         trace_id: TraceId([1; 16]),
@@ -155,6 +157,7 @@ async fn a_long_lived_trace_lets_go_of_its_requests_after_idle_timeout() {
         scope: Bytes::new(),
         scope_schema_url: String::new(),
         copy_room: None,
+        copy: None,
     });
     for (i, request) in requests.iter().enumerate() {
         let at = t0 + Duration::from_secs(i as u64);

@@ -38,6 +38,13 @@ pub struct ScopeContext {
     /// The memory account's room for copying out the spans of the request
     /// they came in ([`RawSpan::detach`]); `None` on copies.
     pub copy_room: Option<Arc<crate::memory::CopyRoom>>,
+    /// On a context as received, its copy once a span of it was copied
+    /// out, by whichever shard or evaluator came first: a request's spans
+    /// go to many traces, each copied out on its own, and hashing and
+    /// comparing the resource's bytes (~0.5 KB) for each was 6 % of the
+    /// daemon on split traffic. `None` on copies, which are never copied
+    /// again through it (a copy holding its own copy would be a cycle).
+    pub copy: Option<std::sync::OnceLock<Arc<ScopeContext>>>,
 }
 
 /// Equal when they say the same: where the bytes are, and the accounting
@@ -106,7 +113,10 @@ impl RawSpan {
                         Arc::clone(&k.shared)
                     }
                     None => {
-                        let shared = scopes.intern(&s.scope);
+                        let shared = match &s.scope.copy {
+                            Some(copy) => Arc::clone(copy.get_or_init(|| scopes.intern(&s.scope))),
+                            None => scopes.intern(&s.scope),
+                        };
                         seen.push(Seen {
                             original: &s.scope,
                             shared: Arc::clone(&shared),
@@ -159,7 +169,8 @@ const MAX_INTERNED_SCOPES: usize = 1024;
 /// few copies instead of holding one per trace and fragment: measured
 /// under split traffic, those copies were as large as the spans' own bytes
 /// (BENCHMARKS.md, "Waiting costs little"). The table holds weak
-/// references: a copy lives as long as a span holds it, not longer.
+/// references: a copy lives as long as a span or the request it was
+/// copied from holds it ([`ScopeContext::copy`]), not longer.
 #[derive(Default)]
 pub struct ScopeInterner {
     by_hash: HashMap<u64, Vec<Weak<ScopeContext>>>,
@@ -201,6 +212,7 @@ impl ScopeInterner {
             scope: Bytes::copy_from_slice(&c.scope),
             scope_schema_url: c.scope_schema_url.clone(),
             copy_room: None,
+            copy: None,
         });
         self.by_hash
             .entry(hash)
@@ -396,6 +408,7 @@ pub fn walk_into(
                 scope: ss.scope.clone(),
                 scope_schema_url: String::from_utf8_lossy(&ss.schema_url).into_owned(),
                 copy_room: copy_room.clone(),
+                copy: Some(std::sync::OnceLock::new()),
             });
             let mut kept_spans: Option<Vec<Bytes>> = None;
             for (pi, span_bytes) in ss.spans.iter().enumerate() {

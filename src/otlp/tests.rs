@@ -193,9 +193,12 @@ fn detached_traces_from_separate_requests_share_one_copy_of_their_resource() {
     assert_ne!(first[0].scope.resource, third[0].scope.resource);
     assert_eq!(scopes.len(), 2);
 
-    // The table keeps no copy alive: once no span holds it, it is gone.
+    // The table keeps no copy alive: once no span and no request holds
+    // it, it is gone.
     let weak = Arc::downgrade(&third[0].scope);
     drop(third);
+    assert!(weak.upgrade().is_some(), "its request holds it");
+    drop(raw);
     assert!(weak.upgrade().is_none());
     // A full table drops the dead entries first and keeps the live ones.
     for i in 0..2000u64 {
@@ -1302,5 +1305,37 @@ proptest::proptest! {
     #[test]
     fn the_ascii_test_agrees_with_std(bytes in proptest::collection::vec(0u8..=0x80, 0..40)) {
         proptest::prop_assert_eq!(limits::ascii_for_test(&bytes), bytes.is_ascii());
+    }
+}
+
+/// A request's spans go to many traces, copied out by different shards:
+/// they all get the one copy of the request's resource made first, each
+/// request its own.
+#[test]
+fn traces_of_one_request_copied_by_different_shards_share_its_one_copy() {
+    let mut shards = [ScopeInterner::default(), ScopeInterner::default()];
+    let mut kept = Vec::new();
+    for i in 0..100u64 {
+        let mut r = request(vec![span(&[5; 16], &[5; 8], &[], "e")]);
+        r.resource_spans[0].resource = Some(Resource {
+            attributes: vec![attr("n", any_value::Value::IntValue(i as i64))],
+            ..Default::default()
+        });
+        let raw: Vec<RawSpan> = walk(lazy_of(&r))
+            .unwrap()
+            .spans
+            .into_iter()
+            .map(|k| k.span)
+            .collect();
+        let first = RawSpan::detach(&raw, &mut shards[0]);
+        let second = RawSpan::detach(&raw, &mut shards[1]);
+        assert!(Arc::ptr_eq(&first[0].scope, &second[0].scope));
+        assert_eq!(
+            first[0].scope.resource, raw[0].scope.resource,
+            "request {i}"
+        );
+        // Only the shard that copied first hashed and kept it.
+        assert_eq!((shards[0].len(), shards[1].len()), (i as usize + 1, 0));
+        kept.push(first);
     }
 }

@@ -40,6 +40,17 @@ impl Tally {
         }
     }
 
+    /// Counts `c` at `clock`, undoing the verdict it replaces.
+    fn count(&mut self, clock: u64, c: &Counted<'_>) {
+        self.last = clock;
+        if let Some(n) = c.undo.and_then(|u| self.slot(u)) {
+            *n = n.saturating_sub(1);
+        }
+        if let Some(n) = self.slot(c.verdict) {
+            *n += 1;
+        }
+    }
+
     /// Failures among the verdicts that judged (pass + fail).
     pub fn fail_rate(&self) -> Option<f64> {
         let judged = self.pass + self.fail;
@@ -49,7 +60,9 @@ impl Tally {
 
 /// Tallies by service, model and version: looked up by `&str`, so that
 /// counting allocates only for a combination not seen before.
-type Tallies = HashMap<Arc<str>, HashMap<Arc<str>, HashMap<Arc<str>, Tally>>>;
+type Tallies = Map<Map<Map<Tally>>>;
+
+type Map<V> = HashMap<Arc<str>, V, ahash::RandomState>;
 
 /// Every tally, by service, model and version.
 #[derive(Default)]
@@ -108,33 +121,31 @@ impl Versions {
         let mut table = self.tallies.lock();
         for c in verdicts {
             table.clock += 1;
-            let known = table
-                .tallies
-                .get(service)
-                .and_then(|m| m.get(c.model))
-                .is_some_and(|v| v.contains_key(version));
-            if !known {
-                if table.keys >= MAX_KEYS {
-                    table.give_way();
-                }
-                table.keys += 1;
-            }
             let clock = table.clock;
-            let tally = table
+            // Every trace of a known combination takes this way: three
+            // lookups by `&str`, no key allocated.
+            if let Some(tally) = table
+                .tallies
+                .get_mut(service)
+                .and_then(|m| m.get_mut(c.model))
+                .and_then(|v| v.get_mut(version))
+            {
+                tally.count(clock, c);
+                continue;
+            }
+            if table.keys >= MAX_KEYS {
+                table.give_way();
+            }
+            table.keys += 1;
+            table
                 .tallies
                 .entry(Arc::from(service))
                 .or_default()
                 .entry(Arc::from(c.model))
                 .or_default()
                 .entry(Arc::from(version))
-                .or_default();
-            tally.last = clock;
-            if let Some(n) = c.undo.and_then(|u| tally.slot(u)) {
-                *n = n.saturating_sub(1);
-            }
-            if let Some(n) = tally.slot(c.verdict) {
-                *n += 1;
-            }
+                .or_default()
+                .count(clock, c);
         }
     }
 
