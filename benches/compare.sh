@@ -80,6 +80,19 @@ PERF_DIR="${PERF_DIR:-$ROOT/target/compare-perf}"
 PERF_RECORD="${PERF_RECORD:--F 999}"
 [ -z "$PERF" ] || mkdir -p "$PERF_DIR"
 case "$COMPRESSION" in none|gzip) ;; *) echo "COMPRESSION must be none or gzip" >&2; exit 2 ;; esac
+# The load's settings are the load generator's to check, but only once a
+# case has started (and a daemon with it): say what is wrong before any.
+bad_setting() { echo "$1" >&2; exit 2; }
+[[ "$SPLIT" =~ ^[1-9][0-9]*$ ]] || bad_setting "SPLIT must be a whole number of fragments, at least 1 (got '$SPLIT')"
+[ "$SPLIT" -le "$SENDERS" ] || bad_setting "SPLIT ($SPLIT) cannot exceed SENDERS ($SENDERS): every fragment of a trace goes to another sender"
+[[ "$JSON_SENDERS" =~ ^[0-9]+$ ]] && [ "$JSON_SENDERS" -le "$SENDERS" ] ||
+    bad_setting "JSON_SENDERS must be a whole number up to SENDERS ($SENDERS) (got '$JSON_SENDERS')"
+if [ -n "$LONG_LIVED" ]; then
+    [ "$SPLIT" -gt 1 ] || bad_setting "LONG_LIVED needs SPLIT above 1: a long-lived trace is one whose fragments are far apart"
+    python3 -c 'import sys; x = float(sys.argv[1]); sys.exit(0 if 0 < x <= 1 else 1)' "$LONG_LIVED" 2>/dev/null ||
+        bad_setting "LONG_LIVED must be a share of traces in (0, 1] (got '$LONG_LIVED')"
+fi
+[[ "$MATCHING" =~ ^[0-9]+$ ]] || bad_setting "MATCHING must be a whole number of models (got '$MATCHING')"
 OUT="${OUT:-$ROOT/target/compare.json}"
 WAIT_SECS=120
 CASES=("$@")
@@ -216,7 +229,11 @@ for case in "${CASES[@]}"; do
             >"$PERF_DIR/$case.perf.txt" 2>/dev/null || true
         perf report -q -i "$PERF_DIR/$case.perf.data" --no-children --sort comm --percent-limit 0.5 \
             >"$PERF_DIR/$case.threads.txt" 2>/dev/null || true
-        echo "==> $case profile: $PERF_DIR/$case.perf.txt (by thread: $case.threads.txt)" >&2
+        if [ -s "$PERF_DIR/$case.perf.txt" ]; then
+            echo "==> $case profile: $PERF_DIR/$case.perf.txt (by thread: $case.threads.txt)" >&2
+        else
+            echo "==> $case profile: perf recorded nothing; see $PERF_DIR/$case.perf.log" >&2
+        fi
     fi
     accepted=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["spans_accepted"])' "$TMP/$case.load.json")
     # Drain: until the sink holds every accepted span (or the wait runs out).
