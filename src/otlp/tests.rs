@@ -154,6 +154,22 @@ fn detached_spans_keep_only_their_own_bytes() {
     assert!(Arc::ptr_eq(&detached[0].scope, &detached[1].scope));
 }
 
+/// The spans of a one-span request (trace and span ids of `id`) whose
+/// resource says `n = i`: a request of its own resource.
+fn walked_with_resource(i: u64, id: u8) -> Vec<RawSpan> {
+    let mut r = request(vec![span(&[id; 16], &[id; 8], &[], "s")]);
+    r.resource_spans[0].resource = Some(Resource {
+        attributes: vec![attr("n", any_value::Value::IntValue(i as i64))],
+        ..Default::default()
+    });
+    walk(lazy_of(&r))
+        .unwrap()
+        .spans
+        .into_iter()
+        .map(|k| k.span)
+        .collect()
+}
+
 /// Traces kept apart still share their resource: one copy per distinct
 /// resource and scope, however many requests and traces carried it, and
 /// a different resource is a copy of its own.
@@ -202,17 +218,7 @@ fn detached_traces_from_separate_requests_share_one_copy_of_their_resource() {
     assert!(weak.upgrade().is_none());
     // A full table drops the dead entries first and keeps the live ones.
     for i in 0..2000u64 {
-        let mut r = request(vec![span(&[4; 16], &[4; 8], &[], "d")]);
-        r.resource_spans[0].resource = Some(Resource {
-            attributes: vec![attr("n", any_value::Value::IntValue(i as i64))],
-            ..Default::default()
-        });
-        let raw: Vec<RawSpan> = walk(lazy_of(&r))
-            .unwrap()
-            .spans
-            .into_iter()
-            .map(|k| k.span)
-            .collect();
+        let raw = walked_with_resource(i, 4);
         drop(RawSpan::detach(&raw, &mut scopes));
     }
     assert!(scopes.len() < 1024);
@@ -1316,17 +1322,7 @@ fn traces_of_one_request_copied_by_different_shards_share_its_one_copy() {
     let mut shards = [ScopeInterner::default(), ScopeInterner::default()];
     let mut kept = Vec::new();
     for i in 0..100u64 {
-        let mut r = request(vec![span(&[5; 16], &[5; 8], &[], "e")]);
-        r.resource_spans[0].resource = Some(Resource {
-            attributes: vec![attr("n", any_value::Value::IntValue(i as i64))],
-            ..Default::default()
-        });
-        let raw: Vec<RawSpan> = walk(lazy_of(&r))
-            .unwrap()
-            .spans
-            .into_iter()
-            .map(|k| k.span)
-            .collect();
+        let raw = walked_with_resource(i, 5);
         let first = RawSpan::detach(&raw, &mut shards[0]);
         let second = RawSpan::detach(&raw, &mut shards[1]);
         assert!(Arc::ptr_eq(&first[0].scope, &second[0].scope));
