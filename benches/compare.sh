@@ -39,7 +39,7 @@
 #                  e.g. '{ settle: 35s }' (default: none, its defaults)
 #   LONG_LIVED=    with SPLIT: the share of traces that are long-lived
 #                  (e.g. 0.01), spread over LONG_SPREAD (30s) instead.
-#   PERF=SECONDS   record a flat profile (perf, 999 Hz) of each tracecheck
+#   PERF=SECONDS   record a profile (perf, PERF_RECORD's options) of each tracecheck
 #                  case for that long while the load runs, reported by
 #                  thread and symbol into PERF_DIR (target/compare-perf)
 #   PERF_RECORD='-F 999'  perf record's sampling options, e.g.
@@ -83,6 +83,7 @@ case "$COMPRESSION" in none|gzip) ;; *) echo "COMPRESSION must be none or gzip" 
 # The load's settings are the load generator's to check, but only once a
 # case has started (and a daemon with it): say what is wrong before any.
 bad_setting() { echo "$1" >&2; exit 2; }
+[[ "$SENDERS" =~ ^[1-9][0-9]*$ ]] || bad_setting "SENDERS must be a whole number, at least 1 (got '$SENDERS')"
 [[ "$SPLIT" =~ ^[1-9][0-9]*$ ]] || bad_setting "SPLIT must be a whole number of fragments, at least 1 (got '$SPLIT')"
 [ "$SPLIT" -le "$SENDERS" ] || bad_setting "SPLIT ($SPLIT) cannot exceed SENDERS ($SENDERS): every fragment of a trace goes to another sender"
 [[ "$JSON_SENDERS" =~ ^[0-9]+$ ]] && [ "$JSON_SENDERS" -le "$SENDERS" ] ||
@@ -92,7 +93,8 @@ if [ -n "$LONG_LIVED" ]; then
     python3 -c 'import sys; x = float(sys.argv[1]); sys.exit(0 if 0 < x <= 1 else 1)' "$LONG_LIVED" 2>/dev/null ||
         bad_setting "LONG_LIVED must be a share of traces in (0, 1] (got '$LONG_LIVED')"
 fi
-[[ "$MATCHING" =~ ^[0-9]+$ ]] || bad_setting "MATCHING must be a whole number of models (got '$MATCHING')"
+[[ "$MATCHING" =~ ^[1-9][0-9]*$ ]] ||
+    bad_setting "MATCHING must be a whole number of models, at least 1: the bank model is one (got '$MATCHING')"
 OUT="${OUT:-$ROOT/target/compare.json}"
 WAIT_SECS=120
 CASES=("$@")
@@ -213,6 +215,7 @@ for case in "${CASES[@]}"; do
     PERF_PID=
     if [ -n "$PERF" ] && [ "$case" != rotel ]; then
         # A flat profile of the daemon while the load runs, a second in.
+        # shellcheck disable=SC2086 # PERF_RECORD is a list of options.
         (sleep 1; exec perf record -q $PERF_RECORD -p "$CASE_PID" -o "$PERF_DIR/$case.perf.data" -- sleep "$PERF") \
             >"$PERF_DIR/$case.perf.log" 2>&1 &
         PERF_PID=$!
@@ -262,7 +265,8 @@ for case in "${CASES[@]}"; do
         # Every trace has a verdict once its first part settled; the parts
         # still buffered (a long-lived trace's root, a retried fragment) may
         # yet flip it.
-        wait_settled "http://127.0.0.1:$ADMIN"
+        wait_settled "http://127.0.0.1:$ADMIN" ||
+            echo "==> $case: WARNING: verdicts read before the daemon settled; the counts may be short" >&2
         cpu1=$(cpu_ticks "$CASE_PID")
         sleep 0.5
         http GET "http://127.0.0.1:$ADMIN/metrics" >"$TMP/scrape.txt"

@@ -69,11 +69,17 @@ delay_stats() {
 # wait_settled ADMIN_URL: until the daemon's buffer is empty (every trace
 # settled, late fragments too) and its verdict and flip counters stood
 # still for half a second (every settled trace judged, every late fragment
-# merged), or two minutes have passed.
+# merged); fails after two minutes.
 wait_settled() {
     local before=-1 now
     for _ in $(seq 1 240); do
-        get "$1/metrics" >"$TMP/settle-scrape.txt" 2>/dev/null || true
+        # A scrape that failed says nothing: an empty file would read as
+        # an empty buffer and counters standing still.
+        if ! get "$1/metrics" >"$TMP/settle-scrape.txt" 2>/dev/null; then
+            before=-1
+            sleep 0.5
+            continue
+        fi
         now="$(python3 "$ROOT/benches/promtext.py" sum "$TMP/settle-scrape.txt" tracecheck_model_verdicts_total) $(python3 "$ROOT/benches/promtext.py" sum "$TMP/settle-scrape.txt" tracecheck_verdicts_flipped_total)"
         if [ "$(python3 "$ROOT/benches/promtext.py" sum "$TMP/settle-scrape.txt" tracecheck_buffer_traces)" = 0 ] &&
             [ "$now" = "$before" ]; then
@@ -83,6 +89,7 @@ wait_settled() {
         sleep 0.5
     done
     echo "wait_settled: the daemon did not settle within two minutes" >&2
+    return 1
 }
 
 # cpu_ticks PID: utime + stime of the process, in clock ticks.

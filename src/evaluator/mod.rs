@@ -197,6 +197,10 @@ struct Settled {
     /// waited on `within` is checked against tier changes again.
     first_seen: Instant,
     rootless: bool,
+    /// No root came and its spans are not the stale remains of a trace
+    /// settled long since: most likely a part whose root is still to come
+    /// (the root ends last), kept in `rootless_order`.
+    awaits_root: bool,
     /// The exporters fed by verdicts that have the trace (a bit each):
     /// spans that come later follow it there.
     exported: u64,
@@ -227,6 +231,7 @@ impl Settled {
             last_seen: t.last_seen,
             first_seen: t.first_seen,
             rootless: t.rootless,
+            awaits_root: t.rootless,
             exported: 0,
         }
     }
@@ -310,12 +315,17 @@ pub struct Evaluator {
     /// forgetting them; entries of traces since forgotten, waiting again or
     /// moved to the other queue are stale.
     settled_order: VecDeque<(Instant, TraceId)>,
-    /// As `settled_order`, for traces without a root: forgotten by the byte
-    /// bound only once no trace with a root is left to forget, since their
-    /// root is most likely still to come (the root ends last: a long-lived
-    /// trace's earlier parts, or a trace split by its senders' retries),
-    /// and only merged with it can they still fail.
+    /// As `settled_order`, for traces awaiting their root
+    /// ([`Settled::awaits_root`]): the byte bound forgets traces with a
+    /// root first, since a root-less trace's root is most likely still to
+    /// come (a long-lived trace's earlier parts, or a trace split by its
+    /// senders' retries) and only merged with it can it still fail; but
+    /// only while they hold at most half of `keep_bytes`
+    /// (`rootless_bytes`), as some never get one (orphans of an
+    /// uninstrumented caller, a sidecar's view) and must not crowd out the
+    /// late spans of every trace with a root.
     rootless_order: VecDeque<(Instant, TraceId)>,
+    rootless_bytes: usize,
     settled_bytes: usize,
     /// `settled_bytes` charged to the process's memory account (`settled`).
     settled_charge: Option<crate::memory::Charge>,
@@ -384,6 +394,7 @@ impl Evaluator {
             scopes: ScopeInterner::default(),
             settled_order: VecDeque::new(),
             rootless_order: VecDeque::new(),
+            rootless_bytes: 0,
             settled_bytes: 0,
             settled_charge: None,
             waiting_bytes: 0,
@@ -1014,6 +1025,8 @@ impl Evaluator {
             now,
         );
         s.exported = exported;
+        // Stale remains wait for nothing: their trace settled long since.
+        s.awaits_root &= !stale;
         self.keep(id, s);
     }
 
@@ -1075,7 +1088,7 @@ impl Evaluator {
         s.bytes += added;
         s.last_seen = t.last_seen;
         // Its root came: it is kept as any trace with a root from now on.
-        s.rootless &= t.rootless;
+        s.awaits_root &= t.rootless;
         s.completion.truncated |= t.truncated;
         s.completion.unreadable |= t.unreadable;
 
@@ -1273,7 +1286,8 @@ impl Evaluator {
         }
         if s.waiting.is_empty() {
             self.waiting.remove(&id);
-            let order = if s.rootless {
+            let order = if s.awaits_root {
+                self.rootless_bytes += s.bytes;
                 &mut self.rootless_order
             } else {
                 &mut self.settled_order
@@ -1301,6 +1315,9 @@ impl Evaluator {
     fn take(&mut self, id: &TraceId) -> Option<Settled> {
         let s = self.settled.remove(id)?;
         self.settled_bytes -= s.bytes;
+        if s.awaits_root && s.waiting.is_empty() {
+            self.rootless_bytes -= s.bytes;
+        }
         if !s.waiting.is_empty() {
             self.waiting_bytes -= s.bytes;
         }
@@ -1310,22 +1327,25 @@ impl Evaluator {
 
     /// Forgets settled traces past the late-span window or the byte bound.
     /// The byte bound takes traces with a root first, oldest first, and
-    /// root-less ones only once none with a root is left: a root-less
-    /// trace is most likely a long-lived trace's earlier part whose root
-    /// comes last, and forgotten, the root's part could make its verdicts
-    /// only inconclusive, never the failure they may be. Under memory
-    /// pressure ([`crate::memory::MemoryAccount::pressed`]) those settled
-    /// longer than `settle` ago give way too, oldest first: the memory is
-    /// wanted for traces still to be judged. The recently settled stay: a
-    /// sender refused for that very pressure retries within seconds, and
-    /// its spans must still be able to flip a verdict given without them.
-    /// Past the account's limit, recently settled traces with no failure
-    /// give way too, until the excess is freed: settled traces are the one
-    /// part that grows without admission (their spans are copied out of
-    /// their requests as they settle), and a forgotten trace's late spans
-    /// still make its changeable passes inconclusive. One with a failure
-    /// stays, as a late span may undo it, and a forgotten trace's failure
-    /// would stand.
+    /// root-less ones (awaiting their root, [`Settled::awaits_root`]) only
+    /// once none with a root is left or they hold more than half of
+    /// `keep_bytes`: a root-less trace is most likely a long-lived trace's
+    /// earlier part whose root comes last, and forgotten, the root's part
+    /// could make its verdicts only inconclusive, never the failure they
+    /// may be; the half bounds the traces whose root never comes. Under
+    /// memory pressure ([`crate::memory::MemoryAccount::pressed`]) those
+    /// settled longer than `settle` ago give way too, oldest first in each
+    /// queue: the memory is wanted for traces still to be judged. The
+    /// recently settled stay: a sender refused for that very pressure
+    /// retries within seconds, and its spans must still be able to flip a
+    /// verdict given without them. Past the account's limit, recently
+    /// settled traces with no failure give way too, until the excess is
+    /// freed (a root-less one behind a trace with a root and a failure
+    /// among them): settled traces are the one part that grows without
+    /// admission (their spans are copied out of their requests as they
+    /// settle), and a forgotten trace's late spans still make its
+    /// changeable passes inconclusive. One with a failure stays, as a late
+    /// span may undo it, and a forgotten trace's failure would stand.
     fn forget(&mut self, now: Instant) {
         let mut excess = self.settled_charge.as_ref().map_or(0, |c| {
             let a = c.account();
@@ -1333,19 +1353,23 @@ impl Evaluator {
         });
         loop {
             let over_bytes = self.settled_bytes - self.waiting_bytes > self.keep_bytes;
+            let rootless_first = over_bytes
+                && (self.rootless_bytes > self.keep_bytes / 2 || self.settled_order.is_empty());
             let due = |order: &VecDeque<(Instant, TraceId)>, by_bytes: bool| {
                 let &(at, id) = order.front()?;
                 (by_bytes || self.must_forget(at, &id, now, excess)).then_some((at, id))
             };
-            let (rootless, (at, id)) = match due(&self.settled_order, over_bytes) {
-                Some(front) => (false, front),
-                None => match due(
-                    &self.rootless_order,
-                    over_bytes && self.settled_order.is_empty(),
-                ) {
-                    Some(front) => (true, front),
-                    None => break,
-                },
+            let picked = if rootless_first {
+                due(&self.rootless_order, true)
+                    .map(|front| (true, front))
+                    .or_else(|| due(&self.settled_order, true).map(|front| (false, front)))
+            } else {
+                due(&self.settled_order, over_bytes)
+                    .map(|front| (false, front))
+                    .or_else(|| due(&self.rootless_order, false).map(|front| (true, front)))
+            };
+            let Some((rootless, (at, id))) = picked else {
+                break;
             };
             if rootless {
                 self.rootless_order.pop_front();
@@ -1353,11 +1377,14 @@ impl Evaluator {
                 self.settled_order.pop_front();
             }
             let live = self.settled.get(&id).is_some_and(|s| {
-                s.settled_at == at && s.waiting.is_empty() && s.rootless == rootless
+                s.settled_at == at && s.waiting.is_empty() && s.awaits_root == rootless
             });
             if live {
                 if let Some(s) = self.settled.remove(&id) {
                     self.settled_bytes -= s.bytes;
+                    if rootless {
+                        self.rootless_bytes -= s.bytes;
+                    }
                     excess = excess.saturating_sub(s.bytes);
                     if now.saturating_duration_since(at) <= self.late_window {
                         self.remember_forgotten(id, s, at);
@@ -2626,9 +2653,11 @@ spec:
             e.consume(t);
         }
         assert_eq!(count(&metrics, "never-release", "pass"), 3);
+        let mut kept: Vec<TraceId> = e.settled.keys().copied().collect();
+        kept.sort_by_key(|id| id.0);
         assert_eq!(
-            e.settled.len(),
-            2,
+            kept,
+            [TraceId([3; 16]), TraceId([9; 16])],
             "the root-less part and the newest trace are kept"
         );
         e.consume(completed(
@@ -2651,5 +2680,55 @@ spec:
         t.trace_id = TraceId([4; 16]);
         e.consume(t);
         assert!(!e.settled.contains_key(&TraceId([9; 16])));
+    }
+
+    /// Root-less traces whose root never comes (orphans of an
+    /// uninstrumented caller) hold at most half the bytes kept for late
+    /// spans: a trace with a root settled after them is still kept, so its
+    /// late span undoes a failure given without it instead of leaving a
+    /// false failure standing.
+    #[test]
+    fn root_less_orphans_do_not_crowd_out_the_late_spans_of_traces_with_a_root() {
+        let (e, metrics, _watcher, _dir) = evaluator_for(EXISTS_AND_NEVER);
+        let rooted = span_bytes(&trace_named(&["checkout", "charge"])) + SETTLED_OVERHEAD;
+        let mut e =
+            e.with_late_window(Duration::from_secs(300), 4 * rooted, Duration::from_secs(6));
+        for id in 1..=10 {
+            let mut orphan = completed(
+                trace_named(&["queue-work"; 6]),
+                CompletionReason::idle,
+                false,
+                false,
+            );
+            orphan.rootless = true;
+            orphan.trace_id = TraceId([id; 16]);
+            e.consume(orphan);
+        }
+        assert!(
+            e.settled_bytes > 3 * rooted,
+            "the orphans leave less room than a trace: {} bytes kept",
+            e.settled_bytes
+        );
+        // `charged` fails: its charge comes late, from a retried request.
+        let mut failing = completed(
+            trace_named(&["checkout"]),
+            CompletionReason::root,
+            false,
+            false,
+        );
+        failing.trace_id = TraceId([20; 16]);
+        e.consume(failing);
+        assert_eq!(count(&metrics, "charged", "fail"), 1);
+        assert!(e.settled.contains_key(&TraceId([20; 16])));
+        let mut part = completed(
+            trace_named_from(2, &["charge"]),
+            CompletionReason::idle,
+            false,
+            true,
+        );
+        part.trace_id = TraceId([20; 16]);
+        e.consume(part);
+        assert_eq!(late(&metrics, "true"), 1, "merged");
+        assert_eq!(flipped(&metrics, "charged", "fail", "pass"), 1);
     }
 }
