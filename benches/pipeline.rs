@@ -5,7 +5,9 @@
 //! - `decode`: one 400-span OTLP export request, walked lazily the way the
 //!   receiver does it (`LazyExportRequest::decode` + `otlp::walk`), against a
 //!   full prost decode of `ExportTraceServiceRequest` and the OTLP/JSON
-//!   decoder (alone, and with the receiver's re-encode + walk).
+//!   decoder (alone, and with the receiver's re-encode + walk);
+//!   `decode/json_decode`: the JSON decoder on the same 400 spans with ten
+//!   attributes each, what instrumented HTTP servers tend to send.
 //! - `assemble`: `Assembler::insert` of a 400-span request plus
 //!   `poll_completed`, on a long-lived assembler in steady state.
 //! - `build_trace`: the engine's `Trace` from `ResourceSpans`, and from the
@@ -125,6 +127,36 @@ fn request_400() -> ExportTraceServiceRequest {
     generator(SEED).next_batch(REQUEST_SPANS).request
 }
 
+/// The 400-span request with every span's attributes filled up to ten (the
+/// generator's spans carry two to five), with the value types SDKs send.
+fn request_400_ten_attributes() -> ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    let mut request = request_400();
+    let spans = request
+        .resource_spans
+        .iter_mut()
+        .flat_map(|rs| &mut rs.scope_spans)
+        .flat_map(|ss| &mut ss.spans);
+    for (n, span) in spans.enumerate() {
+        let mut i = 0;
+        while span.attributes.len() < 10 {
+            let value = match i % 4 {
+                0 => any_value::Value::StringValue(format!("value-{n}-{i}")),
+                1 => any_value::Value::IntValue(n as i64 * 1_000 + i),
+                2 => any_value::Value::DoubleValue(n as f64 / 7.0),
+                _ => any_value::Value::BoolValue(n % 2 == 0),
+            };
+            span.attributes.push(KeyValue {
+                key: format!("app.extra.{i}"),
+                value: Some(AnyValue { value: Some(value) }),
+                ..KeyValue::default()
+            });
+            i += 1;
+        }
+    }
+    request
+}
+
 fn walk_bytes(bytes: Bytes) -> otlp::Walked {
     let lazy = LazyExportRequest::decode(bytes).expect("lazy decode");
     otlp::walk(lazy).expect("walk")
@@ -166,6 +198,15 @@ fn decode(c: &mut Criterion) {
             let full = otlp::json::decode_export_request(black_box(&json[..])).expect("json");
             walk_bytes(Bytes::from(full.encode_to_vec()))
         })
+    });
+    let ten = otlp::json::encode_export_request(&request_400_ten_attributes());
+    eprintln!(
+        "decode/json_decode data: {REQUEST_SPANS} spans of 10 attributes, JSON {} B ({} B/span)",
+        ten.len(),
+        ten.len() / REQUEST_SPANS
+    );
+    g.bench_function("json_decode", |b| {
+        b.iter(|| otlp::json::decode_export_request(black_box(ten.as_bytes())).expect("json"))
     });
     g.finish();
 }
