@@ -1018,3 +1018,5 @@ proptest! {
         prop_assert_eq!(decoded, Ok(request));
     }
 }
+
+mod differential;

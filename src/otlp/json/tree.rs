@@ -1,5 +1,8 @@
-//! The OTLP/JSON decoder: the body parsed into a `serde_json::Value` tree
-//! (nesting limited), then the tree converted to the request types.
+//! The OTLP/JSON decoder `decode.rs` replaced, kept for the tests that
+//! compare the two (`tests/differential.rs`): the body parsed into a
+//! `serde_json::Value` tree (nesting limited), then the tree converted to
+//! the request types. What it answers for a body is what the daemon
+//! answered before.
 
 use std::cell::Cell;
 use std::fmt;
@@ -19,7 +22,9 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use super::{json_nesting_limit, DecodeOptions, Decoded, JsonDecodeError, JsonErrorKind, Path};
+use super::{json_nesting_limit, DecodeOptions, JsonDecodeError, JsonErrorKind, Path};
+
+type Decoded<T> = Result<T, JsonDecodeError>;
 
 pub(super) fn decode(
     body: &[u8],
@@ -31,7 +36,6 @@ pub(super) fn decode(
     };
     decoder.request(root, &Path::ROOT)
 }
-
 
 // ---------------------------------------------------------------------------
 // Parsing
