@@ -1,7 +1,8 @@
 //! The memory account charges an OTLP/JSON body `json::decode_cost` before
 //! decoding it (`receiver::http`). This measures what decoding really
-//! takes, with an allocator that counts, on the load generator's traffic and
-//! on the densest JSON, so the charge cannot silently fall below the truth.
+//! takes, with an allocator that counts, on the load generator's traffic,
+//! on the densest JSON and on lists of the smallest elements there are, so
+//! the charge cannot silently fall below the truth.
 //! One test: the allocator's counts are process-wide.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -62,6 +63,61 @@ fn decoding_json_takes_less_than_what_is_charged_for_it() {
     }
     decodes_within_its_charge("dense attributes", dense_attributes().as_bytes());
     decodes_within_its_charge("an array of zeros", &array_of_zeros());
+    for (what, head, item, tail) in EMPTY_ELEMENTS {
+        let body = repeated(head, item, tail, (1 << 17) + 1);
+        decodes_within_its_charge(what, &body);
+    }
+}
+
+/// Lists of the smallest elements that decode into something: the most
+/// the decoded request can take for a byte of body (a span is 264 bytes
+/// for the three of `{},`, and its list doubles as it grows). One element
+/// past a power of two, when the list has just moved and both its old and
+/// its new buffer are live.
+const EMPTY_ELEMENTS: [(&str, &str, &str, &str); 6] = [
+    ("empty resource spans", r#"{"resourceSpans":["#, "{}", "]}"),
+    (
+        "empty spans",
+        r#"{"resourceSpans":[{"scopeSpans":[{"spans":["#,
+        "{}",
+        "]}]}]}",
+    ),
+    (
+        "empty events",
+        r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"events":["#,
+        "{}",
+        "]}]}]}]}",
+    ),
+    (
+        "empty attributes",
+        r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":["#,
+        "{}",
+        "]}]}]}]}",
+    ),
+    (
+        "empty array values",
+        r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[{"value":{"arrayValue":{"values":["#,
+        "{}",
+        "]}}}]}]}]}]}",
+    ),
+    (
+        "empty id keys",
+        r#"{"resourceSpans":[{"resource":{"entityRefs":[{"idKeys":["#,
+        r#""""#,
+        "]}]}}]}",
+    ),
+];
+
+fn repeated(head: &str, item: &str, tail: &str, count: usize) -> Vec<u8> {
+    let mut body = head.as_bytes().to_vec();
+    for i in 0..count {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item.as_bytes());
+    }
+    body.extend_from_slice(tail.as_bytes());
+    body
 }
 
 /// The densest JSON senders write: many short attributes a span, every
@@ -100,8 +156,9 @@ fn dense_attributes() -> String {
     })
 }
 
-/// Not OTLP, but parsed into a tree before that shows: what a sender that
-/// means harm would send.
+/// Not OTLP: what a sender that means harm would send to a decoder that
+/// parsed the body into a tree before looking at it. Now the first zero is
+/// an error and the rest is only parsed.
 fn array_of_zeros() -> Vec<u8> {
     let mut body = b"{\"resourceSpans\":[".to_vec();
     for i in 0..1_000_000 {

@@ -111,12 +111,19 @@ pub fn decode_export_request(body: &[u8]) -> Result<ExportTraceServiceRequest, J
     decode_export_request_with(body, &DecodeOptions::default())
 }
 
-/// Bytes a JSON object costs while a body is decoded: the tree node its
-/// members go in (a `BTreeMap` leaf holds room for eleven) and its share
-/// of the decoded request.
+/// Bytes a JSON object may cost while a body is decoded. Any object may be
+/// a span: 264 bytes of decoded request, in a list that doubles as it
+/// grows, so that while the list moves, the old and the new buffer hold
+/// up to three spans' room for each span decoded (792 bytes, against the
+/// 866 an empty span's `{},` is charged). The charge was set for the
+/// `serde_json::Value` tree the decoder once built (~650 bytes an object,
+/// whatever its size); it bounds the request's lists too, with less to
+/// spare.
 const OBJECT_COST: usize = 700;
 
-/// growth slack.
+/// Bytes an array element (each `[` and `,`) may cost besides its object:
+/// a string in a list of strings is 24 bytes, three times over while the
+/// list moves.
 const VALUE_COST: usize = 160;
 
 /// Bytes per byte of body besides: strings copied out, the decoded request's
@@ -125,15 +132,15 @@ const BYTE_COST: usize = 2;
 
 /// What decoding `body` (and encoding it once as protobuf) may allocate at
 /// its peak, read off the body with one scan, so it can be charged to the
-/// memory account before any of it is allocated. The JSON tree dominates,
-/// and its size goes by the number of objects, not bytes: an attribute
-/// `{"key":"k","value":{"intValue":"1"}}` is two tree nodes of ~650 bytes
-/// for 37 bytes of body. Every `{` counts, also one inside a string, so
-/// this errs high; so does counting every `,` and `[` as an array element
-/// (a value in an array of scalars costs ~137 bytes for 2 of body, which a
-/// sender could fill a body with). Measured against a counting allocator in
-/// `tests/json_decode_memory.rs` (generated traffic: 11.5× the body; dense
-/// small attributes: 32×; an array of zeros: 69×).
+/// memory account before any of it is allocated. The decoded request's
+/// size goes by the number of objects more than bytes: the worst is a list
+/// of empty spans, 264 bytes of request for the 3 bytes of `{},`. Every
+/// `{` is charged as if it could be a span, also one inside a string, and
+/// every `,` and `[` as a list element, so this errs high, the more so for
+/// real traffic. Measured against a counting allocator in
+/// `tests/json_decode_memory.rs`: generated traffic takes 2.1× its body
+/// and is charged 20×, dense small attributes 2.0× and 44×, a list of
+/// empty spans 264× and 289×.
 pub fn decode_cost(body: &[u8]) -> usize {
     let (mut objects, mut values) = (0usize, 0usize);
     for &b in body {
