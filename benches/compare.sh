@@ -214,7 +214,7 @@ for case in "${CASES[@]}"; do
     t0=$(date +%s.%N)
     PERF_PID=
     if [ -n "$PERF" ] && [ "$case" != rotel ]; then
-        # A flat profile of the daemon while the load runs, a second in.
+        # A profile of the daemon while the load runs, a second in.
         # shellcheck disable=SC2086 # PERF_RECORD is a list of options.
         (sleep 1; exec perf record -q $PERF_RECORD -p "$CASE_PID" -o "$PERF_DIR/$case.perf.data" -- sleep "$PERF") \
             >"$PERF_DIR/$case.perf.log" 2>&1 &

@@ -207,6 +207,11 @@ struct Settled {
 }
 
 impl Settled {
+    /// Whether it is in `rootless_order` and its bytes in `rootless_bytes`.
+    fn queued_rootless(&self) -> bool {
+        self.awaits_root && self.waiting.is_empty()
+    }
+
     /// `t` as settled now, its spans holding their own bytes: copied out
     /// of their requests, unless the assembler did when the trace began to
     /// wait.
@@ -1315,7 +1320,7 @@ impl Evaluator {
     fn take(&mut self, id: &TraceId) -> Option<Settled> {
         let s = self.settled.remove(id)?;
         self.settled_bytes -= s.bytes;
-        if s.awaits_root && s.waiting.is_empty() {
+        if s.queued_rootless() {
             self.rootless_bytes -= s.bytes;
         }
         if !s.waiting.is_empty() {
@@ -1377,7 +1382,7 @@ impl Evaluator {
                 self.settled_order.pop_front();
             }
             let live = self.settled.get(&id).is_some_and(|s| {
-                s.settled_at == at && s.waiting.is_empty() && s.awaits_root == rootless
+                s.settled_at == at && s.waiting.is_empty() && s.queued_rootless() == rootless
             });
             if live {
                 if let Some(s) = self.settled.remove(&id) {
@@ -2129,6 +2134,18 @@ spec:
         }
     }
 
+    /// As [`completed`] (not early), for trace `[id; 16]`.
+    fn completed_as(
+        id: u8,
+        spans: Vec<RawSpan>,
+        reason: CompletionReason,
+        late: bool,
+    ) -> CompletedTrace {
+        let mut t = completed(spans, reason, false, late);
+        t.trace_id = TraceId([id; 16]);
+        t
+    }
+
     fn count(metrics: &Metrics, model: &str, verdict: &str) -> u64 {
         metrics
             .model_verdicts
@@ -2533,9 +2550,7 @@ spec:
             .with_late_window(Duration::from_secs(300), 1 << 30, Duration::from_secs(60))
             .with_memory(&memory);
         let trace = |id: u8, names: &[&str]| {
-            let mut t = completed(trace_named(names), CompletionReason::root, false, false);
-            t.trace_id = TraceId([id; 16]);
-            t
+            completed_as(id, trace_named(names), CompletionReason::root, false)
         };
         // Trace 1 passes both models; trace 2 fails `charged` (no charge).
         e.consume(trace(1, &["checkout", "charge"]));
@@ -2556,27 +2571,23 @@ spec:
 
         // A late span of the first makes its changeable pass inconclusive
         // (kept, it would have been merged into a failure).
-        let mut late = completed(
+        e.consume(completed_as(
+            1,
             trace_named(&["release"]),
             CompletionReason::idle,
-            false,
             true,
-        );
-        late.trace_id = TraceId([1; 16]);
-        e.consume(late);
+        ));
         assert_eq!(
             flipped(&metrics, "never-release", "pass", "inconclusive"),
             1
         );
         // The failing trace was kept: its late `charge` undoes the failure.
-        let mut late = completed(
+        e.consume(completed_as(
+            2,
             trace_named(&["charge"]),
             CompletionReason::idle,
-            false,
             true,
-        );
-        late.trace_id = TraceId([2; 16]);
-        e.consume(late);
+        ));
         assert_eq!(flipped(&metrics, "charged", "fail", "pass"), 1);
     }
 
@@ -2643,14 +2654,12 @@ spec:
         );
         e.consume(first);
         for id in 1..=3 {
-            let mut t = completed(
+            e.consume(completed_as(
+                id,
                 trace_named(&["checkout", "charge"]),
                 CompletionReason::root,
                 false,
-                false,
-            );
-            t.trace_id = TraceId([id; 16]);
-            e.consume(t);
+            ));
         }
         assert_eq!(count(&metrics, "never-release", "pass"), 3);
         let mut kept: Vec<TraceId> = e.settled.keys().copied().collect();
@@ -2671,14 +2680,12 @@ spec:
         assert_eq!(flipped(&metrics, "charged", "skip", "pass"), 1);
         assert_eq!(inconclusive(&metrics, "late"), 0);
         // Merged with its root, it is forgotten as any trace with one.
-        let mut t = completed(
+        e.consume(completed_as(
+            4,
             trace_named(&["checkout", "charge"]),
             CompletionReason::root,
             false,
-            false,
-        );
-        t.trace_id = TraceId([4; 16]);
-        e.consume(t);
+        ));
         assert!(!e.settled.contains_key(&TraceId([9; 16])));
     }
 
@@ -2694,14 +2701,13 @@ spec:
         let mut e =
             e.with_late_window(Duration::from_secs(300), 4 * rooted, Duration::from_secs(6));
         for id in 1..=10 {
-            let mut orphan = completed(
+            let mut orphan = completed_as(
+                id,
                 trace_named(&["queue-work"; 6]),
                 CompletionReason::idle,
                 false,
-                false,
             );
             orphan.rootless = true;
-            orphan.trace_id = TraceId([id; 16]);
             e.consume(orphan);
         }
         assert!(
@@ -2710,24 +2716,20 @@ spec:
             e.settled_bytes
         );
         // `charged` fails: its charge comes late, from a retried request.
-        let mut failing = completed(
+        e.consume(completed_as(
+            20,
             trace_named(&["checkout"]),
             CompletionReason::root,
             false,
-            false,
-        );
-        failing.trace_id = TraceId([20; 16]);
-        e.consume(failing);
+        ));
         assert_eq!(count(&metrics, "charged", "fail"), 1);
         assert!(e.settled.contains_key(&TraceId([20; 16])));
-        let mut part = completed(
+        e.consume(completed_as(
+            20,
             trace_named_from(2, &["charge"]),
             CompletionReason::idle,
-            false,
             true,
-        );
-        part.trace_id = TraceId([20; 16]);
-        e.consume(part);
+        ));
         assert_eq!(late(&metrics, "true"), 1, "merged");
         assert_eq!(flipped(&metrics, "charged", "fail", "pass"), 1);
     }

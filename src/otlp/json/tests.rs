@@ -267,10 +267,8 @@ fn encoding_follows_otlp_json_rules() {
     );
 }
 
-#[test]
-fn snake_case_names_are_accepted() {
-    let camel = decode_str(
-        r#"{"resourceSpans":[{"schemaUrl":"u","resource":{"droppedAttributesCount":1},
+/// A request using every field, by lowerCamelCase names.
+const CAMEL_CASE_REQUEST: &str = r#"{"resourceSpans":[{"schemaUrl":"u","resource":{"droppedAttributesCount":1},
             "scopeSpans":[{"schemaUrl":"v","scope":{"name":"n","droppedAttributesCount":2},
             "spans":[{"traceId":"0102","spanId":"03","parentSpanId":"04","traceState":"t",
             "startTimeUnixNano":"1","endTimeUnixNano":"2","droppedAttributesCount":3,
@@ -281,11 +279,10 @@ fn snake_case_names_are_accepted() {
                 {"key":"a","value":{"stringValue":"s"}},{"key":"b","value":{"boolValue":true}},
                 {"key":"c","value":{"intValue":"1"}},{"key":"d","value":{"doubleValue":1.5}},
                 {"key":"e","value":{"bytesValue":"AQ=="}},{"key":"f","value":{"arrayValue":{"values":[]}}},
-                {"key":"g","value":{"stringValueStrindex":2}}]}}}]}]}]}]}"#,
-    )
-    .expect("camel");
-    let snake = decode_str(
-        r#"{"resource_spans":[{"schema_url":"u","resource":{"dropped_attributes_count":1},
+                {"key":"g","value":{"stringValueStrindex":2}}]}}}]}]}]}]}"#;
+
+/// [`CAMEL_CASE_REQUEST`] by the proto (snake_case) names.
+const SNAKE_CASE_REQUEST: &str = r#"{"resource_spans":[{"schema_url":"u","resource":{"dropped_attributes_count":1},
             "scope_spans":[{"schema_url":"v","scope":{"name":"n","dropped_attributes_count":2},
             "spans":[{"trace_id":"0102","span_id":"03","parent_span_id":"04","trace_state":"t",
             "start_time_unix_nano":"1","end_time_unix_nano":"2","dropped_attributes_count":3,
@@ -296,9 +293,12 @@ fn snake_case_names_are_accepted() {
                 {"key":"a","value":{"string_value":"s"}},{"key":"b","value":{"bool_value":true}},
                 {"key":"c","value":{"int_value":"1"}},{"key":"d","value":{"double_value":1.5}},
                 {"key":"e","value":{"bytes_value":"AQ=="}},{"key":"f","value":{"array_value":{"values":[]}}},
-                {"key":"g","value":{"string_value_strindex":2}}]}}}]}]}]}]}"#,
-    )
-    .expect("snake");
+                {"key":"g","value":{"string_value_strindex":2}}]}}}]}]}]}]}"#;
+
+#[test]
+fn snake_case_names_are_accepted() {
+    let camel = decode_str(CAMEL_CASE_REQUEST).expect("camel");
+    let snake = decode_str(SNAKE_CASE_REQUEST).expect("snake");
     assert_eq!(camel, snake);
     let span = only_span(&camel);
     assert_eq!(span.trace_id, vec![1, 2]);
@@ -501,18 +501,18 @@ fn invalid_hex_is_an_error_with_its_path() {
     );
 }
 
-#[test]
-fn unknown_fields_are_ignored() {
-    let with_unknown = decode_str(
-        r#"{"future":{"deep":[1,{"x":null}]},"resourceSpans":[{"newField":1,
+/// A request with unknown fields at every level.
+const UNKNOWN_FIELDS_REQUEST: &str = r#"{"future":{"deep":[1,{"x":null}]},"resourceSpans":[{"newField":1,
             "resource":{"attributes":[],"what":"ever","entityRefs":[{"extra":true}]},
             "scopeSpans":[{"scope":{"name":"s","x":[1]},"y":"z",
             "spans":[{"traceId":"01","unknownId":"zz-not-hex","kind":1,"mystery":{"a":[]},
             "events":[{"name":"e","extra":1}],"links":[{"spanId":"02","extra":{}}],
             "status":{"code":0,"deprecatedCode":5,"more":"x"},
-            "attributes":[{"key":"k","value":{"stringValue":"v","futureValue":{"x":1}},"note":"n"}]}]}]}]}"#,
-    )
-    .expect("unknown fields are ignored");
+            "attributes":[{"key":"k","value":{"stringValue":"v","futureValue":{"x":1}},"note":"n"}]}]}]}]}"#;
+
+#[test]
+fn unknown_fields_are_ignored() {
+    let with_unknown = decode_str(UNKNOWN_FIELDS_REQUEST).expect("unknown fields are ignored");
     let plain = decode_str(
         r#"{"resourceSpans":[{"resource":{"entityRefs":[{}]},"scopeSpans":[{"scope":{"name":"s"},
             "spans":[{"traceId":"01","kind":1,"events":[{"name":"e"}],"links":[{"spanId":"02"}],
