@@ -19,23 +19,30 @@ use tokio::time::Instant;
 
 use crate::ids::TraceId;
 
-/// Width of a slot. Below the assembler's tick, so a deadline is never
-/// seen later than it would be with exact ordering.
-const SLOT: Duration = Duration::from_millis(4);
-/// Slots in the wheel: a horizon of 8.2 s, past the default `settle` (6 s).
-const SLOTS: u64 = 2048;
+/// Width of a slot. Any width keeps deadlines exact (the slot `now` is in
+/// is checked entry by entry). A wide one keeps the slot being filled in
+/// cache: the deadlines pushed in one slot's time land together, where at
+/// 4 ms each push went to a slot (and an allocation) last touched a turn
+/// earlier, and `Deadlines::push` was 3-4 % of the daemon on split traffic
+/// (BENCHMARKS.md, "Profile", item 8). Each tick rescans the current slot:
+/// at 16 ms, about two ticks' worth of entries.
+const SLOT: Duration = Duration::from_millis(16);
+/// Slots in the wheel: a horizon of 16.4 s, past the default `settle` (6 s)
+/// and `idle_timeout` (2 s) even after a stall.
+const SLOTS: u64 = 1024;
 
 /// Entries an emptied slot keeps room for. A burst (one request of 9 000
 /// new traces puts 140 deadlines in one slot of each shard) would otherwise
 /// leave every slot holding the room of its largest burst ever: measured
 /// 50 MB over 64 shards' 2 048 slots under bursty traffic
 /// (`benches/pinning.py`, heaptrack), memory the buffer's account did not
-/// see. Even kept room adds up: 64 shards × 2 048 slots × this many
-/// 32-byte entries, 64 MiB at 16, and split traffic (each trace due at its
-/// early point, then again at `settle`) fills most slots to it: heaptrack
-/// on the split soak saw the wheel grow 9 → 27 MB in two minutes. At 4 it
-/// is at most 16 MiB.
-const KEPT_CAPACITY: usize = 4;
+/// see. Even kept room adds up: 64 shards × [`SLOTS`] slots × this many
+/// 32-byte entries, and split traffic (each trace due at its early point,
+/// then again at `settle`) fills most slots to it: heaptrack on the split
+/// soak saw a wheel of 2 048 slots kept at 16 grow 9 → 27 MB in two
+/// minutes. At 8 (a 16 ms slot's share of 100 000 spans/s) it is at most
+/// 16 MiB.
+const KEPT_CAPACITY: usize = 8;
 
 fn release(slot: &mut Vec<(Instant, TraceId)>) {
     if slot.capacity() > KEPT_CAPACITY {
@@ -157,29 +164,34 @@ mod tests {
         let mut d = Deadlines::default();
         let t0 = d.base;
         let ms = Duration::from_millis;
+        let horizon = SLOT * u32::try_from(SLOTS).unwrap();
+        let last = 10 * horizon;
         d.push(t0 + ms(10), id(1));
         d.push(t0 + ms(11), id(2));
         d.push(t0 + ms(25), id(3));
-        d.push(t0 + Duration::from_secs(60), id(4));
+        d.push(t0 + last, id(4));
         d.push(t0, id(5));
         assert_eq!(taken(&mut d, t0 + ms(1)), vec![5]);
         assert_eq!(taken(&mut d, t0 + ms(10)), vec![1]);
         assert_eq!(taken(&mut d, t0 + ms(10)), Vec::<u8>::new());
         assert_eq!(taken(&mut d, t0 + ms(24)), vec![2]);
         assert_eq!(taken(&mut d, t0 + ms(30)), vec![3]);
-        // Pushed while the cursor is at 30 ms, 9 s out: past the wheel.
-        d.push(t0 + ms(9030), id(6));
+        // Pushed while the cursor is at 30 ms: past the wheel.
+        let far = ms(30) + horizon + ms(1000);
+        d.push(t0 + far, id(6));
         // Within the wheel, from the cursor.
         d.push(t0 + ms(4000), id(7));
         assert_eq!(taken(&mut d, t0 + ms(3999)), Vec::<u8>::new());
         assert_eq!(taken(&mut d, t0 + ms(4000)), vec![7]);
-        assert_eq!(taken(&mut d, t0 + ms(9029)), Vec::<u8>::new());
-        // A pause of several turns of the wheel.
-        d.push(t0 + ms(9100), id(8));
-        assert_eq!(taken(&mut d, t0 + Duration::from_secs(59)), vec![8, 6]);
-        assert_eq!(taken(&mut d, t0 + Duration::from_secs(61)), vec![4]);
+        assert_eq!(taken(&mut d, t0 + far - ms(1)), Vec::<u8>::new());
+        // In the wheel now that the cursor has come near it.
+        d.push(t0 + far + ms(70), id(8));
+        // A pause of several turns of the wheel: the wheel's, then the heap's.
+        assert_eq!(taken(&mut d, t0 + 4 * horizon), vec![8, 6]);
+        assert_eq!(taken(&mut d, t0 + last - ms(1)), Vec::<u8>::new());
+        assert_eq!(taken(&mut d, t0 + last), vec![4]);
         d.clear();
-        d.push(t0 + Duration::from_secs(62), id(9));
-        assert_eq!(taken(&mut d, t0 + Duration::from_secs(70)), vec![9]);
+        d.push(t0 + last + ms(1000), id(9));
+        assert_eq!(taken(&mut d, t0 + last + horizon), vec![9]);
     }
 }
