@@ -126,6 +126,16 @@ pub enum Held {
 pub trait TraceConsumer: Send + 'static {
     fn consume(&mut self, trace: CompletedTrace);
 
+    /// Traces completed together, in the order completed; leaves `traces`
+    /// empty. A consumer that hands traces on to threads of its own
+    /// ([`Parallel`]) hands on each thread's share at once: one wake-up a
+    /// batch instead of one a trace.
+    fn consume_batch(&mut self, traces: &mut Vec<CompletedTrace>) {
+        for t in traces.drain(..) {
+            self.consume(t);
+        }
+    }
+
     /// Called at least every [`CONSUMER_TICK`] while the channel is idle,
     /// for work driven by time (verdicts waiting on `within`).
     fn tick(&mut self, _now: Instant) {}
@@ -665,8 +675,15 @@ impl Assembler {
     }
 }
 
+/// Traces [`spawn_consumer`] hands on at once, at most.
+const RELAY_BATCH: usize = 256;
+
 /// Runs `consumer` on a thread of its own until the channel closes:
-/// evaluation is CPU work and must not hold up the async receivers.
+/// evaluation is CPU work and must not hold up the async receivers. Traces
+/// go to it in batches ([`TraceConsumer::consume_batch`]) of what was
+/// queued: handing them on one by one woke this thread and an evaluation
+/// thread for every trace, ~1 800 context switches a second at 100 000
+/// spans/s (BENCHMARKS.md, "Profile", item 8).
 pub fn spawn_consumer<C: TraceConsumer>(
     mut rx: mpsc::Receiver<CompletedTrace>,
     mut consumer: C,
@@ -676,20 +693,34 @@ pub fn spawn_consumer<C: TraceConsumer>(
     tokio::task::spawn_blocking(move || {
         let _alive = alive;
         let mut last_tick = Instant::now();
+        let mut batch = Vec::with_capacity(RELAY_BATCH);
         loop {
-            let next = match rx.try_recv() {
-                Ok(t) => Some(t),
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    match handle.block_on(tokio::time::timeout(CONSUMER_TICK, rx.recv())) {
-                        Ok(Some(t)) => Some(t),
-                        Ok(None) => break,
-                        Err(_) => None,
+            // What is queued is taken without waiting, up to a batch; the
+            // thread sleeps only when nothing is.
+            let mut closed = false;
+            while batch.len() < RELAY_BATCH {
+                match rx.try_recv() {
+                    Ok(t) => batch.push(t),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
                     }
                 }
-            };
-            if let Some(t) = next {
-                consumer.consume(t);
+            }
+            if batch.is_empty() && !closed {
+                let waited = handle.block_on(tokio::time::timeout(
+                    CONSUMER_TICK,
+                    rx.recv_many(&mut batch, RELAY_BATCH),
+                ));
+                // `recv_many` takes nothing only once the channel is closed.
+                closed = matches!(waited, Ok(0));
+            }
+            if !batch.is_empty() {
+                consumer.consume_batch(&mut batch);
+            }
+            if closed {
+                break;
             }
             let now = Instant::now();
             if now.duration_since(last_tick) >= CONSUMER_TICK {
@@ -709,14 +740,15 @@ pub fn spawn_consumer<C: TraceConsumer>(
 /// which backs up into the assembler and from there to senders as a
 /// retryable refusal.
 pub struct Parallel<C: TraceConsumer> {
-    senders: Vec<std::sync::mpsc::SyncSender<CompletedTrace>>,
+    senders: Vec<std::sync::mpsc::SyncSender<Vec<CompletedTrace>>>,
     threads: Vec<std::thread::JoinHandle<C>>,
     finished: Vec<C>,
     hasher: ahash::RandomState,
 }
 
-/// Traces waiting per parallel consumer.
-const PARALLEL_QUEUE: usize = 1024;
+/// Batches waiting per parallel consumer: with full batches
+/// ([`RELAY_BATCH`]), 1 024 traces.
+const PARALLEL_QUEUE: usize = 4;
 
 impl<C: TraceConsumer> Parallel<C> {
     /// Starts one thread per consumer.
@@ -750,7 +782,7 @@ impl<C: TraceConsumer> Parallel<C> {
         for (i, mut consumer) in consumers.into_iter().enumerate() {
             let panics = panics.clone();
             let alive = workers.map(|w| w.alive("evaluator"));
-            let (tx, rx) = std::sync::mpsc::sync_channel::<CompletedTrace>(PARALLEL_QUEUE);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<CompletedTrace>>(PARALLEL_QUEUE);
             senders.push(tx);
             threads.push(
                 std::thread::Builder::new()
@@ -764,14 +796,16 @@ impl<C: TraceConsumer> Parallel<C> {
                                 // catches what is not (a bug elsewhere in
                                 // the evaluator), so the thread and every
                                 // trace hashed to it live on.
-                                Ok(t) => {
-                                    let trace_id = t.trace_id;
-                                    let caught = std::panic::catch_unwind(
-                                        std::panic::AssertUnwindSafe(|| consumer.consume(t)),
-                                    );
-                                    if caught.is_err() {
-                                        panics.inc();
-                                        tracing::error!(trace_id = %trace_id, "Evaluation of a trace panicked (a bug; please report it); it has no verdicts.");
+                                Ok(batch) => {
+                                    for t in batch {
+                                        let trace_id = t.trace_id;
+                                        let caught = std::panic::catch_unwind(
+                                            std::panic::AssertUnwindSafe(|| consumer.consume(t)),
+                                        );
+                                        if caught.is_err() {
+                                            panics.inc();
+                                            tracing::error!(trace_id = %trace_id, "Evaluation of a trace panicked (a bug; please report it); it has no verdicts.");
+                                        }
                                     }
                                 }
                                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
@@ -810,17 +844,46 @@ impl<C: TraceConsumer> Parallel<C> {
     }
 }
 
-impl<C: TraceConsumer> TraceConsumer for Parallel<C> {
-    fn consume(&mut self, trace: CompletedTrace) {
-        let i = (self.hasher.hash_one(trace.trace_id) as usize) % self.senders.len().max(1);
+impl<C: TraceConsumer> Parallel<C> {
+    fn thread_of(&self, trace: &CompletedTrace) -> usize {
+        (self.hasher.hash_one(trace.trace_id) as usize) % self.senders.len().max(1)
+    }
+
+    fn send(&self, i: usize, batch: Vec<CompletedTrace>) {
         if let Some(tx) = self.senders.get(i) {
+            let traces = batch.len();
             // Fails only if that thread is gone (it panicked outside the
-            // per-model containment); the trace is then not evaluated.
-            if tx.send(trace).is_err() {
+            // per-model containment); its traces are then not evaluated.
+            if tx.send(batch).is_err() {
                 tracing::error!(
                     consumer = i,
-                    "Evaluation thread stopped; trace not evaluated."
+                    traces,
+                    "Evaluation thread stopped; traces not evaluated."
                 );
+            }
+        }
+    }
+}
+
+impl<C: TraceConsumer> TraceConsumer for Parallel<C> {
+    fn consume(&mut self, trace: CompletedTrace) {
+        self.send(self.thread_of(&trace), vec![trace]);
+    }
+
+    /// Each thread's share, in order (a trace's early copy and its settled
+    /// trace reach its thread in the order completed).
+    fn consume_batch(&mut self, traces: &mut Vec<CompletedTrace>) {
+        let mut shares: Vec<Vec<CompletedTrace>> =
+            self.senders.iter().map(|_| Vec::new()).collect();
+        for t in traces.drain(..) {
+            let i = self.thread_of(&t);
+            if let Some(share) = shares.get_mut(i) {
+                share.push(t);
+            }
+        }
+        for (i, share) in shares.into_iter().enumerate() {
+            if !share.is_empty() {
+                self.send(i, share);
             }
         }
     }

@@ -650,6 +650,88 @@ fn parallel_consumers_see_every_trace_once_and_fragments_where_their_trace_went(
     }
 }
 
+/// Records what it was handed, trace by trace and batch by batch.
+#[derive(Default)]
+struct Batches {
+    seen: Vec<(TraceId, bool)>,
+    batches: usize,
+}
+
+impl TraceConsumer for Batches {
+    fn consume(&mut self, trace: CompletedTrace) {
+        self.seen.push((trace.trace_id, trace.late));
+    }
+    fn consume_batch(&mut self, traces: &mut Vec<CompletedTrace>) {
+        self.batches += 1;
+        for t in traces.drain(..) {
+            self.consume(t);
+        }
+    }
+}
+
+/// The relay from the assembler's channel hands on what is queued as one
+/// batch, and the evaluation threads get every trace once, a trace's
+/// later copy after its first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_hands_on_queued_traces_in_batches_in_order() {
+    let now = Instant::now();
+    let (tx, rx) = tokio::sync::mpsc::channel(4096);
+    // Queued before the relay starts: it takes them in a few batches.
+    for id in 0..200u8 {
+        tx.send(completed(id, false, now)).await.unwrap();
+    }
+    for id in (0..200u8).step_by(7) {
+        tx.send(completed(id, true, now)).await.unwrap();
+    }
+    let workers = Arc::new(crate::health::Workers::new(Arc::new(
+        crate::metrics::Metrics::unregistered(),
+    )));
+    let relay = spawn_consumer(rx, Batches::default(), workers.alive("test"));
+    drop(tx);
+    let relayed = relay.await.unwrap();
+    assert_eq!(relayed.seen.len(), 229);
+    assert!(
+        (1..=2).contains(&relayed.batches),
+        "229 queued traces came in {} batches",
+        relayed.batches
+    );
+
+    let (tx, rx) = tokio::sync::mpsc::channel(4096);
+    for id in 0..200u8 {
+        tx.send(completed(id, false, now)).await.unwrap();
+    }
+    for id in (0..200u8).step_by(7) {
+        tx.send(completed(id, true, now)).await.unwrap();
+    }
+    let parallel = Parallel::new((0..3).map(|_| Batches::default()).collect()).unwrap();
+    drop(tx);
+    let consumers = spawn_consumer(rx, parallel, workers.alive("test"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(consumers.len(), 3);
+    for id in 0..200u8 {
+        let id = TraceId([id; 16]);
+        let holders: Vec<Vec<bool>> = consumers
+            .iter()
+            .map(|c| {
+                c.seen
+                    .iter()
+                    .filter(|(t, _)| *t == id)
+                    .map(|(_, late)| *late)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|l| !l.is_empty())
+            .collect();
+        let want = if id.0[0] % 7 == 0 {
+            vec![false, true]
+        } else {
+            vec![false]
+        };
+        assert_eq!(holders, vec![want], "trace {}", id.0[0]);
+    }
+}
+
 /// Spans refused with "retry later" hold their trace: a trace whose root
 /// was taken does not complete at `root_settle` while the rest of it is
 /// being retried, and the retried spans are judged with it, not late.
