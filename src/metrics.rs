@@ -230,6 +230,7 @@ pub struct Metrics {
     pub internal_panics: Family<PanicLabels, Counter>,
     pub late_fragments: Counter,
     pub rootless_traces: Counter,
+    pub settled_rootless_bytes: Gauge,
     pub verdicts_flipped: Family<FlipLabels, Counter>,
     pub inconclusive: Family<InconclusiveLabels, Counter>,
     pub tier_notices: Family<TierLabels, Counter>,
@@ -287,6 +288,7 @@ impl Metrics {
             internal_panics: Family::default(),
             late_fragments: Counter::default(),
             rootless_traces: Counter::default(),
+            settled_rootless_bytes: Gauge::default(),
             verdicts_flipped: Family::default(),
             inconclusive: Family::default(),
             tier_notices: Family::default(),
@@ -443,6 +445,11 @@ impl Metrics {
             "tracecheck_traces_rootless",
             "Traces that settled without a root span (a sidecar's share of a trace, or a lost root): judged on what came, counted here so 'nothing to judge' can be told from 'judged'",
             m.rootless_traces.clone(),
+        );
+        r.register(
+            "tracecheck_settled_rootless_bytes",
+            "Bytes of the settled traces kept for late spans that have no root yet (most are a trace's first parts waiting for its root's part): kept before rooted traces while they hold at most half of what is kept",
+            m.settled_rootless_bytes.clone(),
         );
         r.register(
             "tracecheck_verdicts_flipped",

@@ -1292,7 +1292,7 @@ impl Evaluator {
         if s.waiting.is_empty() {
             self.waiting.remove(&id);
             let order = if s.awaits_root {
-                self.rootless_bytes += s.bytes;
+                self.add_rootless(s.bytes);
                 &mut self.rootless_order
             } else {
                 &mut self.settled_order
@@ -1308,6 +1308,21 @@ impl Evaluator {
         self.forget(Instant::now());
     }
 
+    /// `rootless_bytes` and its gauge, summed over the evaluation threads.
+    fn add_rootless(&mut self, bytes: usize) {
+        self.rootless_bytes += bytes;
+        self.metrics
+            .settled_rootless_bytes
+            .inc_by(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    fn sub_rootless(&mut self, bytes: usize) {
+        self.rootless_bytes -= bytes;
+        self.metrics
+            .settled_rootless_bytes
+            .dec_by(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
     fn charge_settled(&mut self) {
         if let Some(c) = &mut self.settled_charge {
             let room = crate::memory::map_slack(&self.settled, KEPT_ROOM)
@@ -1321,7 +1336,7 @@ impl Evaluator {
         let s = self.settled.remove(id)?;
         self.settled_bytes -= s.bytes;
         if s.queued_rootless() {
-            self.rootless_bytes -= s.bytes;
+            self.sub_rootless(s.bytes);
         }
         if !s.waiting.is_empty() {
             self.waiting_bytes -= s.bytes;
@@ -1388,7 +1403,7 @@ impl Evaluator {
                 if let Some(s) = self.settled.remove(&id) {
                     self.settled_bytes -= s.bytes;
                     if rootless {
-                        self.rootless_bytes -= s.bytes;
+                        self.sub_rootless(s.bytes);
                     }
                     excess = excess.saturating_sub(s.bytes);
                     if now.saturating_duration_since(at) <= self.late_window {
@@ -2653,6 +2668,11 @@ spec:
             Duration::from_secs(6),
         );
         e.consume(first);
+        assert_eq!(
+            metrics.settled_rootless_bytes.get(),
+            i64::try_from(kept).unwrap(),
+            "the gauge shows the root-less part"
+        );
         for id in 1..=3 {
             e.consume(completed_as(
                 id,
@@ -2679,6 +2699,7 @@ spec:
         assert_eq!(flipped(&metrics, "never-release", "skip", "fail"), 1);
         assert_eq!(flipped(&metrics, "charged", "skip", "pass"), 1);
         assert_eq!(inconclusive(&metrics, "late"), 0);
+        assert_eq!(metrics.settled_rootless_bytes.get(), 0, "it has its root");
         // Merged with its root, it is forgotten as any trace with one.
         e.consume(completed_as(
             4,
