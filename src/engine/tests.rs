@@ -1804,6 +1804,46 @@ fn tracetest_rounding_of_each_unit() {
     assert_eq!(r(5_400_000_000_000), 5_400_000_000_000);
 }
 
+/// Below a second the rounding is done in integers; it gives what the
+/// float quotient rounded half to even (Go's `%.0f`) gives, on every
+/// remainder around the ties and on a spread of other durations.
+#[test]
+fn tracetest_rounding_below_a_second_matches_the_float_quotient() {
+    use super::value::tracetest_rounded;
+    use std::time::Duration;
+    let by_float = |ns: u64| -> u64 {
+        let unit = if ns < 1_000_000 { 1e3 } else { 1e6 };
+        ((ns as f64 / unit).round_ties_even() * unit) as u64
+    };
+    let mut checked = 0;
+    let mut check = |ns: u64| {
+        assert_eq!(
+            tracetest_rounded(Duration::from_nanos(ns)).as_nanos() as u64,
+            by_float(ns),
+            "{ns} ns"
+        );
+        checked += 1;
+    };
+    for q in 0..1_000u64 {
+        for unit in [1_000u64, 1_000_000] {
+            for r in [0, 1, unit / 2 - 1, unit / 2, unit / 2 + 1, unit - 1] {
+                let ns = q * unit + r;
+                if (1_000..1_000_000_000).contains(&ns) {
+                    check(ns);
+                }
+            }
+        }
+    }
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..100_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        check(1_000 + x % 999_999_000);
+    }
+    assert!(checked > 110_000);
+}
+
 // === summaries ===
 
 #[test]

@@ -198,32 +198,36 @@ pub fn tracetest_rounded(d: Duration) -> Duration {
     const US: u64 = 1_000;
     const MS: u64 = 1_000_000;
     const S: u64 = 1_000_000_000;
-    let (x, unit, decimals) = if ns < US {
+    if ns < US {
         return d;
-    } else if ns < MS {
-        (ns as f64 / US as f64, US as f64, 0)
-    } else if ns < S {
-        (ns as f64 / MS as f64, MS as f64, 0)
+    }
+    if ns < S {
+        // Go's `%.0f` rounds the binary quotient half to even. Below a
+        // second that quotient is a tie only when the remainder is exactly
+        // half the unit (any other remainder is a whole number of ns, at
+        // least 1e-6 of the unit from the half, far more than an ulp), so
+        // integers give the same result, at a fraction of the float
+        // divisions' cost: 6 % of the daemon with 100 models comparing
+        // durations (BENCHMARKS.md, "Profile", item 8).
+        let unit = if ns < MS { US } else { MS };
+        let (q, r) = (ns / unit, ns % unit);
+        let up = match (2 * r).cmp(&unit) {
+            Ordering::Greater => true,
+            Ordering::Less => false,
+            Ordering::Equal => q % 2 == 1,
+        };
+        return Duration::from_nanos((q + u64::from(up)) * unit);
+    }
+    let secs = ns as f64 / S as f64;
+    let (x, unit) = if secs < 60.0 {
+        (secs, S as f64)
+    } else if secs / 60.0 < 60.0 {
+        (secs / 60.0, 60.0 * S as f64)
     } else {
-        let secs = ns as f64 / S as f64;
-        if secs < 60.0 {
-            (secs, S as f64, 1)
-        } else if secs / 60.0 < 60.0 {
-            (secs / 60.0, 60.0 * S as f64, 1)
-        } else {
-            (secs / 3600.0, 3600.0 * S as f64, 1)
-        }
+        (secs / 3600.0, 3600.0 * S as f64)
     };
-    // Go's `%.0f`/`%.1f` round the exact binary value half to even, and
-    // Tracetest reads the text back. For whole units that is
-    // `round_ties_even` (no allocation on the path of every duration
-    // filter); for tenths, see `round_tenths`.
-    let rounded: f64 = if decimals == 0 {
-        x.round_ties_even()
-    } else {
-        round_tenths(x)
-    };
-    let out = rounded * unit;
+    // `%.1f`, read back as Tracetest does: see `round_tenths`.
+    let out = round_tenths(x) * unit;
     if out.is_finite() && out >= 0.0 && out < u64::MAX as f64 {
         Duration::from_nanos(out as u64)
     } else {
