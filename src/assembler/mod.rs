@@ -740,15 +740,66 @@ pub fn spawn_consumer<C: TraceConsumer>(
 /// which backs up into the assembler and from there to senders as a
 /// retryable refusal.
 pub struct Parallel<C: TraceConsumer> {
-    senders: Vec<std::sync::mpsc::SyncSender<Vec<CompletedTrace>>>,
+    senders: Vec<(std::sync::mpsc::Sender<Vec<CompletedTrace>>, Arc<Backlog>)>,
     threads: Vec<std::thread::JoinHandle<C>>,
     finished: Vec<C>,
     hasher: ahash::RandomState,
 }
 
-/// Batches waiting per parallel consumer: with full batches
-/// ([`RELAY_BATCH`]), 1 024 traces.
-const PARALLEL_QUEUE: usize = 4;
+/// Traces waiting per parallel consumer.
+const PARALLEL_QUEUE: usize = 1024;
+
+/// Traces handed to one evaluation thread and not yet consumed. It bounds
+/// that thread's queue in traces, whatever the size of the batches they
+/// came in: bounded in batches, a thread held up by a slow trace would stop
+/// the relay after a few one-trace batches and leave the other threads
+/// idle.
+#[derive(Default)]
+struct Backlog {
+    state: parking_lot::Mutex<BacklogState>,
+    room: parking_lot::Condvar,
+}
+
+#[derive(Default)]
+struct BacklogState {
+    queued: usize,
+    /// The thread is gone: nothing will make room again.
+    closed: bool,
+}
+
+impl Backlog {
+    /// Waits until `n` more traces fit (a batch larger than the bound goes
+    /// to an empty queue). False once the thread is gone.
+    fn reserve(&self, n: usize) -> bool {
+        let mut state = self.state.lock();
+        while !state.closed && state.queued > 0 && state.queued + n > PARALLEL_QUEUE {
+            self.room.wait(&mut state);
+        }
+        state.queued += n;
+        !state.closed
+    }
+
+    fn release(&self, n: usize) {
+        let mut state = self.state.lock();
+        state.queued = state.queued.saturating_sub(n);
+        drop(state);
+        self.room.notify_one();
+    }
+
+    fn close(&self) {
+        self.state.lock().closed = true;
+        self.room.notify_all();
+    }
+}
+
+/// Closes its thread's backlog however the thread ends.
+struct CloseOnExit(Arc<Backlog>);
+
+impl Drop for CloseOnExit {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
 
 impl<C: TraceConsumer> Parallel<C> {
     /// Starts one thread per consumer.
@@ -782,14 +833,32 @@ impl<C: TraceConsumer> Parallel<C> {
         for (i, mut consumer) in consumers.into_iter().enumerate() {
             let panics = panics.clone();
             let alive = workers.map(|w| w.alive("evaluator"));
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<CompletedTrace>>(PARALLEL_QUEUE);
-            senders.push(tx);
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<CompletedTrace>>();
+            let backlog = Arc::new(Backlog::default());
+            let closing = CloseOnExit(Arc::clone(&backlog));
+            senders.push((tx, backlog));
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("tracecheck-eval-{i}"))
                     .spawn(move || {
                         let _alive = alive;
+                        let closing = closing;
                         let mut last_tick = Instant::now();
+                        // As below: the thread, and every trace hashed to
+                        // it, lives on.
+                        let mut tick_if_due = |consumer: &mut C| {
+                            let now = Instant::now();
+                            if now.duration_since(last_tick) >= CONSUMER_TICK {
+                                let ticked = std::panic::catch_unwind(
+                                    std::panic::AssertUnwindSafe(|| consumer.tick(now)),
+                                );
+                                if ticked.is_err() {
+                                    panics.inc();
+                                    tracing::error!("An evaluation thread's timed work panicked (a bug; please report it); it goes on.");
+                                }
+                                last_tick = now;
+                            }
+                        };
                         loop {
                             match rx.recv_timeout(CONSUMER_TICK) {
                                 // Models are contained one by one; this
@@ -802,27 +871,21 @@ impl<C: TraceConsumer> Parallel<C> {
                                         let caught = std::panic::catch_unwind(
                                             std::panic::AssertUnwindSafe(|| consumer.consume(t)),
                                         );
+                                        closing.0.release(1);
                                         if caught.is_err() {
                                             panics.inc();
                                             tracing::error!(trace_id = %trace_id, "Evaluation of a trace panicked (a bug; please report it); it has no verdicts.");
                                         }
+                                        // Time-driven work (verdicts
+                                        // waiting on `within`) does not
+                                        // wait for the rest of a batch.
+                                        tick_if_due(&mut consumer);
                                     }
                                 }
-                                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-                            }
-                            let now = Instant::now();
-                            if now.duration_since(last_tick) >= CONSUMER_TICK {
-                                // As above: the thread, and every trace
-                                // hashed to it, lives on.
-                                let ticked = std::panic::catch_unwind(
-                                    std::panic::AssertUnwindSafe(|| consumer.tick(now)),
-                                );
-                                if ticked.is_err() {
-                                    panics.inc();
-                                    tracing::error!("An evaluation thread's timed work panicked (a bug; please report it); it goes on.");
+                                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                                    tick_if_due(&mut consumer);
                                 }
-                                last_tick = now;
+                                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                             }
                         }
                         consumer.finish();
@@ -849,12 +912,14 @@ impl<C: TraceConsumer> Parallel<C> {
         (self.hasher.hash_one(trace.trace_id) as usize) % self.senders.len().max(1)
     }
 
+    /// Hands `batch` to thread `i`, once its queue has room: a full queue
+    /// waits, which backs up into the assembler.
     fn send(&self, i: usize, batch: Vec<CompletedTrace>) {
-        if let Some(tx) = self.senders.get(i) {
+        if let Some((tx, backlog)) = self.senders.get(i) {
             let traces = batch.len();
             // Fails only if that thread is gone (it panicked outside the
             // per-model containment); its traces are then not evaluated.
-            if tx.send(batch).is_err() {
+            if !backlog.reserve(traces) || tx.send(batch).is_err() {
                 tracing::error!(
                     consumer = i,
                     traces,

@@ -732,6 +732,75 @@ async fn the_relay_hands_on_queued_traces_in_batches_in_order() {
     }
 }
 
+/// Holds up its thread on trace 0 until told to go on; tells what it saw.
+struct Gate {
+    go: std::sync::mpsc::Receiver<()>,
+    seen: Arc<std::sync::Mutex<Vec<TraceId>>>,
+}
+
+impl TraceConsumer for Gate {
+    fn consume(&mut self, trace: CompletedTrace) {
+        if trace.trace_id == TraceId([0; 16]) {
+            let _ = self.go.recv();
+        }
+        self.seen.lock().unwrap().push(trace.trace_id);
+    }
+}
+
+/// A thread held up by a slow trace takes up to its bound of traces
+/// whatever the batches they come in: one-trace batches for it do not stop
+/// the relay, so the other threads go on with theirs meanwhile.
+#[test]
+fn a_thread_held_up_does_not_hold_up_the_others_before_its_queue_is_full() {
+    let now = Instant::now();
+    let seen: Vec<_> = (0..2)
+        .map(|_| Arc::new(std::sync::Mutex::new(Vec::new())))
+        .collect();
+    let (go, gates): (Vec<_>, Vec<_>) = seen
+        .iter()
+        .map(|seen| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            (
+                tx,
+                Gate {
+                    go: rx,
+                    seen: Arc::clone(seen),
+                },
+            )
+        })
+        .unzip();
+    let mut p = Parallel::new(gates).unwrap();
+    let slow = p.thread_of(&completed(0, false, now));
+    let (mine, others): (Vec<u8>, Vec<u8>) =
+        (1..=250u8).partition(|&id| p.thread_of(&completed(id, false, now)) == slow);
+    assert!(mine.len() > 20 && others.len() > 20);
+    let expected_others = others.len();
+    let sender = std::thread::spawn(move || {
+        p.consume(completed(0, false, now));
+        // One trace a batch, as at a light load.
+        for &id in mine.iter().chain(&others) {
+            p.consume_batch(&mut vec![completed(id, false, now)]);
+        }
+        p
+    });
+    let other = 1 - slow;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while seen[other].lock().unwrap().len() < expected_others {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other thread got {} of its {expected_others} traces while one was held up",
+            seen[other].lock().unwrap().len(),
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for g in &go {
+        let _ = g.send(());
+    }
+    let mut p = sender.join().unwrap();
+    p.finish();
+    assert_eq!(seen[slow].lock().unwrap().len(), 1 + 250 - expected_others);
+}
+
 /// Spans refused with "retry later" hold their trace: a trace whose root
 /// was taken does not complete at `root_settle` while the rest of it is
 /// being retried, and the retried spans are judged with it, not late.
