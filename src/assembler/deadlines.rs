@@ -25,7 +25,7 @@ use crate::ids::TraceId;
 /// 4 ms each push went to a slot (and an allocation) last touched a turn
 /// earlier, and `Deadlines::push` was 3-4 % of the daemon on split traffic
 /// (BENCHMARKS.md, "Profile", item 8). Each tick rescans the current slot:
-/// at 16 ms, about two ticks' worth of entries.
+/// at 16 ms, 1.6 ticks' worth of entries.
 const SLOT: Duration = Duration::from_millis(16);
 /// Slots in the wheel: a horizon of 16.4 s, past the default `settle` (6 s)
 /// and `idle_timeout` (2 s) even after a stall.

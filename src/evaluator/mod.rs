@@ -2721,6 +2721,7 @@ spec:
         let rooted = span_bytes(&trace_named(&["checkout", "charge"])) + SETTLED_OVERHEAD;
         let mut e =
             e.with_late_window(Duration::from_secs(300), 4 * rooted, Duration::from_secs(6));
+        let mut orphans = 0;
         for id in 1..=10 {
             let mut orphan = completed_as(
                 id,
@@ -2729,8 +2730,15 @@ spec:
                 false,
             );
             orphan.rootless = true;
+            orphans += span_bytes(&orphan.spans) + SETTLED_OVERHEAD;
             e.consume(orphan);
         }
+        // Orphans were forgotten, off the gauge too.
+        assert!(e.rootless_bytes < orphans);
+        assert_eq!(
+            metrics.settled_rootless_bytes.get(),
+            i64::try_from(e.rootless_bytes).unwrap()
+        );
         assert!(
             e.settled_bytes > 3 * rooted,
             "the orphans leave less room than a trace: {} bytes kept",

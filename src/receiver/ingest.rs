@@ -348,7 +348,7 @@ mod tests {
     /// retry is what gets evaluated).
     #[tokio::test]
     async fn a_request_cancelled_during_a_persistent_write_counts_its_duplicate() {
-        // The writer thread may finish the write and its fsync before the
+        // The writer thread may finish the write and its fsync during the
         // first poll on a loaded machine; the scenario needs the request
         // still waiting then, so it starts again until it is.
         for _ in 0..ATTEMPTS {
@@ -356,7 +356,7 @@ mod tests {
                 return;
             }
         }
-        panic!("the write was done before the first poll {ATTEMPTS} times out of {ATTEMPTS}");
+        panic!("the write was done within the first poll {ATTEMPTS} times out of {ATTEMPTS}");
     }
 
     const ATTEMPTS: usize = 20;
