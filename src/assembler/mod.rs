@@ -763,18 +763,28 @@ struct Backlog {
 #[derive(Default)]
 struct BacklogState {
     queued: usize,
+    /// How many traces the relay waits to hand on, if it waits.
+    wanted: Option<usize>,
     /// The thread is gone: nothing will make room again.
     closed: bool,
 }
 
+impl BacklogState {
+    /// A batch larger than the bound goes to an empty queue.
+    fn fits(&self, n: usize) -> bool {
+        self.closed || self.queued == 0 || self.queued + n <= PARALLEL_QUEUE
+    }
+}
+
 impl Backlog {
-    /// Waits until `n` more traces fit (a batch larger than the bound goes
-    /// to an empty queue). False once the thread is gone.
+    /// Waits until `n` more traces fit. False once the thread is gone.
     fn reserve(&self, n: usize) -> bool {
         let mut state = self.state.lock();
-        while !state.closed && state.queued > 0 && state.queued + n > PARALLEL_QUEUE {
+        while !state.fits(n) {
+            state.wanted = Some(n);
             self.room.wait(&mut state);
         }
+        state.wanted = None;
         state.queued += n;
         !state.closed
     }
@@ -782,8 +792,14 @@ impl Backlog {
     fn release(&self, n: usize) {
         let mut state = self.state.lock();
         state.queued = state.queued.saturating_sub(n);
-        drop(state);
-        self.room.notify_one();
+        // Woken only once its batch fits: a wake-up for every trace
+        // evaluated while the relay waits for room for a batch of 256
+        // would be a context switch each.
+        if state.wanted.is_some_and(|wanted| state.fits(wanted)) {
+            state.wanted = None;
+            drop(state);
+            self.room.notify_one();
+        }
     }
 
     fn close(&self) {

@@ -801,6 +801,44 @@ fn a_thread_held_up_does_not_hold_up_the_others_before_its_queue_is_full() {
     assert_eq!(seen[slow].lock().unwrap().len(), 1 + 250 - expected_others);
 }
 
+/// A batch waits for room for all of it, and is let go as soon as there is
+/// (no wake-up lost), or when the thread is gone.
+#[test]
+fn a_batch_waits_for_room_for_all_of_it() {
+    let backlog = Arc::new(Backlog::default());
+    assert!(backlog.reserve(PARALLEL_QUEUE));
+    let waiting = {
+        let backlog = Arc::clone(&backlog);
+        std::thread::spawn(move || backlog.reserve(256))
+    };
+    backlog.release(100);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!waiting.is_finished(), "156 places short");
+    backlog.release(156);
+    assert!(waiting.join().unwrap());
+    assert_eq!(backlog.state.lock().queued, PARALLEL_QUEUE);
+
+    // A batch larger than the bound goes to an empty queue.
+    let waiting = {
+        let backlog = Arc::clone(&backlog);
+        std::thread::spawn(move || backlog.reserve(2 * PARALLEL_QUEUE))
+    };
+    backlog.release(PARALLEL_QUEUE - 1);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!waiting.is_finished());
+    backlog.release(1);
+    assert!(waiting.join().unwrap());
+
+    // The thread is gone: nothing waits on it.
+    let waiting = {
+        let backlog = Arc::clone(&backlog);
+        std::thread::spawn(move || backlog.reserve(1))
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    backlog.close();
+    assert!(!waiting.join().unwrap());
+}
+
 /// Spans refused with "retry later" hold their trace: a trace whose root
 /// was taken does not complete at `root_settle` while the rest of it is
 /// being retried, and the retried spans are judged with it, not late.
