@@ -681,9 +681,9 @@ const RELAY_BATCH: usize = 256;
 /// Runs `consumer` on a thread of its own until the channel closes:
 /// evaluation is CPU work and must not hold up the async receivers. Traces
 /// go to it in batches ([`TraceConsumer::consume_batch`]) of what was
-/// queued: handing them on one by one woke this thread and an evaluation
-/// thread for every trace, ~1 800 context switches a second at 100 000
-/// spans/s (BENCHMARKS.md, "Profile", item 8).
+/// queued: handed on one by one, they woke this thread and the evaluation
+/// threads ~1 800 times a second at 100 000 spans/s; in batches the daemon
+/// switches ~15 % less a span (BENCHMARKS.md, "Profile", item 8).
 pub fn spawn_consumer<C: TraceConsumer>(
     mut rx: mpsc::Receiver<CompletedTrace>,
     mut consumer: C,
@@ -858,6 +858,8 @@ impl<C: TraceConsumer> Parallel<C> {
                     .name(format!("tracecheck-eval-{i}"))
                     .spawn(move || {
                         let _alive = alive;
+                        // Held whole, so that it closes the backlog when
+                        // the thread ends, however it ends.
                         let closing = closing;
                         let mut last_tick = Instant::now();
                         // As below: the thread, and every trace hashed to
