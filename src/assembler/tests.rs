@@ -669,20 +669,32 @@ impl TraceConsumer for Batches {
     }
 }
 
-/// The relay from the assembler's channel hands on what is queued as one
-/// batch, and the evaluation threads get every trace once, a trace's
-/// later copy after its first.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_relay_hands_on_queued_traces_in_batches_in_order() {
-    let now = Instant::now();
+/// The assembler's channel holding traces 0..200 and, after them, a late
+/// fragment of every seventh.
+async fn queued(
+    now: Instant,
+) -> (
+    tokio::sync::mpsc::Sender<CompletedTrace>,
+    tokio::sync::mpsc::Receiver<CompletedTrace>,
+) {
     let (tx, rx) = tokio::sync::mpsc::channel(4096);
-    // Queued before the relay starts: it takes them in a few batches.
     for id in 0..200u8 {
         tx.send(completed(id, false, now)).await.unwrap();
     }
     for id in (0..200u8).step_by(7) {
         tx.send(completed(id, true, now)).await.unwrap();
     }
+    (tx, rx)
+}
+
+/// The relay from the assembler's channel hands on what is queued as one
+/// batch, and the evaluation threads get every trace once, a trace's
+/// later copy after its first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_hands_on_queued_traces_in_batches_in_order() {
+    let now = Instant::now();
+    // Queued before the relay starts: it takes them in a few batches.
+    let (tx, rx) = queued(now).await;
     let workers = Arc::new(crate::health::Workers::new(Arc::new(
         crate::metrics::Metrics::unregistered(),
     )));
@@ -696,13 +708,7 @@ async fn the_relay_hands_on_queued_traces_in_batches_in_order() {
         relayed.batches
     );
 
-    let (tx, rx) = tokio::sync::mpsc::channel(4096);
-    for id in 0..200u8 {
-        tx.send(completed(id, false, now)).await.unwrap();
-    }
-    for id in (0..200u8).step_by(7) {
-        tx.send(completed(id, true, now)).await.unwrap();
-    }
+    let (tx, rx) = queued(now).await;
     let parallel = Parallel::new((0..3).map(|_| Batches::default()).collect()).unwrap();
     drop(tx);
     let consumers = spawn_consumer(rx, parallel, workers.alive("test"))
